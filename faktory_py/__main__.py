@@ -1,0 +1,7 @@
+"""`python -m faktory_py` is the same as `faktory-py`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

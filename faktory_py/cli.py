@@ -1,0 +1,114 @@
+"""`faktory-py`: Faktory's command line (-b -w -e -l -d -c -v) and environment variables.
+
+Flags and their defaults follow the `faktory` binary so existing deployment scripts keep
+working; faktory_py's own settings (fsync policy, connection limit, line limit) live in
+`conf.d/*.toml` under `[faktory_py]` or in long options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from . import FAKTORY_VERSION, __version__
+from .config import (ENVIRONMENTS, FSYNC_POLICIES, Config, ConfigError, load_toml,
+                     resolve_password)
+from .server import serve
+
+LOG_LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faktory-py", description="A Faktory-compatible job server.")
+    p.add_argument("-b", dest="binding", default=None, help="command port binding (default localhost:7419)")
+    p.add_argument("-w", dest="web_binding", default=None, help="web UI binding (default localhost:7420)")
+    p.add_argument("-e", dest="environment", default=None, help="development, staging or production")
+    p.add_argument("-l", dest="log_level", default="info", choices=sorted(LOG_LEVELS), help="log level")
+    p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
+    p.add_argument("-c", dest="conf_dir", default=None, help="configuration directory")
+    p.add_argument("-v", dest="version", action="store_true", help="print version and exit")
+    p.add_argument("--fsync", choices=FSYNC_POLICIES, default=None,
+                   help="journal fsync policy (default everysec)")
+    p.add_argument("--max-connections", type=int, default=None, help="connection limit (default 2000)")
+    return p
+
+
+def build_config(argv: list[str], env: dict[str, str]) -> Config:
+    """Flags beat `conf.d` which beats defaults; dev and prod default dirs like Faktory's."""
+    args = _parser().parse_args(argv)
+    environment = args.environment or env.get("FAKTORY_ENV") or "development"
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(f"unknown environment {environment!r}: use one of {', '.join(ENVIRONMENTS)}")
+    dev = environment == "development"
+    conf_dir = Path(args.conf_dir or ("~/.faktory" if dev else "/etc/faktory")).expanduser()
+    data_dir = Path(args.data_dir or ("~/.faktory/db" if dev else "/var/lib/faktory/db")).expanduser()
+    toml = load_toml(conf_dir)
+    ours = toml.get("faktory_py", {})
+    fsync = args.fsync or ours.get("fsync", "everysec")
+    if fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"[faktory_py] fsync must be one of {', '.join(FSYNC_POLICIES)}")
+    return Config(
+        binding=args.binding or toml.get("faktory", {}).get("binding", "localhost:7419"),
+        web_binding=args.web_binding or toml.get("web", {}).get("binding", "localhost:7420"),
+        environment=environment,
+        log_level=args.log_level,
+        data_dir=data_dir,
+        conf_dir=conf_dir,
+        password=resolve_password(environment, toml, env),
+        fsync=fsync,
+        max_connections=args.max_connections or ours.get("max_connections", 2000),
+        max_line=ours.get("max_line", 16 * 1024 * 1024),
+        compact_min_bytes=ours.get("compact_min_bytes", 64 * 1024 * 1024),
+        toml=toml,
+    )
+
+
+async def _run(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve, config)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    logging.getLogger("faktory_py").info("received %s", signal.Signals(signum).name)
+                    server.shutdown()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await server._stop.wait()
+            nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-v" in argv:
+        print(f"faktory_py {__version__} (Faktory protocol {FAKTORY_VERSION})")
+        return 0
+    try:
+        config = build_config(argv, dict(os.environ))
+    except ConfigError as exc:
+        print(f"faktory-py: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=LOG_LEVELS[config.log_level],
+                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
+    try:
+        trio.run(_run, config)
+    except Exception as exc:  # start-up failures (corrupt journal, port in use) end here
+        for leaf in _leaves(exc):
+            logging.getLogger("faktory_py").error("%s", leaf)
+        return 1
+    return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The real errors inside trio's exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

@@ -1,0 +1,252 @@
+"""Command dispatch: one parsed command line in, one reply (bytes) out.
+
+This layer knows the reply shape of every command (faktory-clients.md §3.7 is the list
+of types clients insist on) and the exact error texts; the semantics live in
+`manager`, the connection handling in `server`. FETCH's 2-second blocking wait is here
+because it is part of the command's meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from . import jobs, wire
+from .clock import Clock
+from .info import build_info
+from .jobs import JobError
+from .manager import Manager
+from .workers import Worker, WorkerRegistry
+
+log = logging.getLogger("faktory_py.commands")
+
+ENTERPRISE_ONLY = {
+    "BATCH": "batch subsystem is only available in Faktory Enterprise",
+    "TRACK": "tracking subsystem is only available in Faktory Enterprise",
+}
+
+
+@dataclass(eq=False)
+class Session:
+    """What the server knows about one identified connection."""
+
+    conn_id: int
+    wid: str = ""
+    worker: Worker | None = None
+
+
+@dataclass
+class ServerStats:
+    """Numbers INFO reports about the server process itself."""
+
+    started_at: float
+    connections: int = 0
+    command_count: int = 0
+
+
+class QueueWaiters:
+    """Lets blocked FETCHes sleep until a job lands in one of their queues."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[trio.Event]] = {}
+
+    def notify(self, queue: str) -> None:
+        for event in self._events.pop(queue, ()):
+            event.set()
+
+    async def wait(self, queues: list[str]) -> None:
+        event = trio.Event()
+        for queue in queues:
+            self._events.setdefault(queue, set()).add(event)
+        try:
+            await event.wait()
+        finally:
+            for queue in queues:
+                waiting = self._events.get(queue)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._events[queue]
+
+
+def _internal_error() -> JobError:
+    """What Faktory answers when a command is missing the argument it needs."""
+    return JobError("internal error")
+
+
+def _decode_object(arg: str, fields: dict[str, type], invalid: str) -> dict[str, Any]:
+    """Decode a JSON object whose listed fields must have the given types (null = absent)."""
+    try:
+        value = json.loads(arg)
+    except ValueError:
+        raise JobError(f"{invalid} {arg}") from None
+    if not isinstance(value, dict):
+        raise JobError(f"{invalid} {arg}")
+    out: dict[str, Any] = {}
+    for name, kind in fields.items():
+        item = value.get(name)
+        if item is None:
+            continue
+        ok = isinstance(item, kind) and not (kind is int and isinstance(item, bool))
+        if kind is list:
+            ok = ok and all(isinstance(x, str) for x in item)
+        if not ok:
+            raise JobError(f"{invalid} {arg}")
+        out[name] = item
+    return out
+
+
+class Dispatcher:
+    """Runs commands for identified connections."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        workers: WorkerRegistry,
+        clock: Clock,
+        durable: Callable[[int], Awaitable[None]],
+        waiters: QueueWaiters,
+        stats: ServerStats,
+        fetch_timeout: float = 2.0,
+    ) -> None:
+        self.manager = manager
+        self.workers = workers
+        self.clock = clock
+        self.durable = durable
+        self.waiters = waiters
+        self.stats = stats
+        self.fetch_timeout = fetch_timeout
+        self._handlers: dict[str, Callable[[Session, str], Awaitable[bytes | None]]] = {
+            "END": self._end, "FLUSH": self._flush, "INFO": self._info, "PUSH": self._push,
+            "PUSHB": self._pushb, "FETCH": self._fetch, "ACK": self._ack, "FAIL": self._fail,
+            "BEAT": self._beat, "MUTATE": self._mutate, "QUEUE": self._queue,
+        }
+
+    async def handle(self, session: Session, command: wire.Command) -> bytes | None:
+        """The reply to send, or None to close the connection without one (END)."""
+        self.stats.command_count += 1
+        handler = self._handlers.get(command.verb)
+        try:
+            if handler is None:
+                if command.verb in ENTERPRISE_ONLY:
+                    return wire.error(ENTERPRISE_ONLY[command.verb])
+                return wire.error(f"unknown command {command.verb}")
+            return await handler(session, command.arg)
+        except JobError as exc:
+            return wire.error(str(exc), exc.code)
+        except Exception:
+            log.exception("internal error handling %s", command.verb)
+            return wire.error("internal error")
+
+    async def _ok_after(self, position: int) -> bytes:
+        await self.durable(position)
+        return wire.OK
+
+    async def _end(self, session: Session, arg: str) -> None:
+        return None
+
+    async def _flush(self, session: Session, arg: str) -> bytes:
+        return await self._ok_after(self.manager.flush())
+
+    async def _info(self, session: Session, arg: str) -> bytes:
+        return wire.bulk(json.dumps(build_info(self, self.clock.now()), separators=(",", ":")))
+
+    async def _push(self, session: Session, arg: str) -> bytes:
+        if not arg:
+            raise _internal_error()
+        return await self._ok_after(self.manager.push(jobs.decode_json(arg), self.clock.now()))
+
+    async def _pushb(self, session: Session, arg: str) -> bytes:
+        if not arg:
+            raise _internal_error()
+        errors, position = self.manager.push_bulk(jobs.decode_json(arg), self.clock.now())
+        await self.durable(position)
+        return wire.bulk(json.dumps(errors, separators=(",", ":"), ensure_ascii=False))
+
+    async def _fetch(self, session: Session, arg: str) -> bytes:
+        queues = [q for q in arg.split(" ") if q]
+        if not queues:
+            raise JobError("must call fetch with at least one queue")
+        worker = session.worker
+        job, position = None, 0
+        with trio.move_on_after(self.fetch_timeout):
+            while job is None:
+                if worker is not None and worker.state != "running":
+                    await trio.sleep_forever()  # a quiet/terminating worker gets nothing
+                job, position = self.manager.fetch(queues, session.wid, self.clock.now())
+                if job is None:
+                    active = [q for q in queues if q not in self.manager.store.paused]
+                    await (self.waiters.wait(active) if active else trio.sleep_forever())
+        if job is None:
+            return wire.NULL
+        await self.durable(position)
+        return wire.bulk(jobs.encode_job(job))
+
+    async def _ack(self, session: Session, arg: str) -> bytes:
+        if not arg:
+            raise _internal_error()
+        try:
+            payload = json.loads(arg)
+        except ValueError:
+            payload = None
+        if (not isinstance(payload, dict) or "jid" not in payload
+                or not all(isinstance(v, str) for v in payload.values())):
+            raise JobError(f"invalid ACK {arg}")
+        return await self._ok_after(self.manager.ack(payload["jid"], self.clock.now()))
+
+    async def _fail(self, session: Session, arg: str) -> bytes:
+        if not arg:
+            raise _internal_error()
+        payload = _decode_object(
+            arg, {"jid": str, "errtype": str, "message": str, "backtrace": list}, "invalid FAIL")
+        position = self.manager.fail(
+            payload.get("jid", ""), payload.get("errtype", ""), payload.get("message", ""),
+            payload.get("backtrace", []), self.clock.now())
+        return await self._ok_after(position)
+
+    async def _beat(self, session: Session, arg: str) -> bytes:
+        if not arg:
+            raise _internal_error()
+        payload = _decode_object(
+            arg, {"wid": str, "current_state": str, "rss_kb": int}, "invalid BEAT")
+        wid = payload.get("wid", "")
+        worker = self.workers.beat(
+            wid, payload.get("current_state", ""), payload.get("rss_kb"), self.clock.now())
+        if worker is None:
+            raise JobError(f"unknown worker {wid}")
+        if worker.state == "running":
+            return wire.OK
+        return wire.bulk(json.dumps({"state": worker.state}, separators=(",", ":")))
+
+    async def _mutate(self, session: Session, arg: str) -> bytes:
+        if not arg:
+            raise JobError("invalid format")
+        try:
+            request = json.loads(arg)
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
+        return await self._ok_after(self.manager.mutate(request, self.clock.now()))
+
+    async def _queue(self, session: Session, arg: str) -> bytes:
+        sub, _, rest = arg.partition(" ")
+        sub = sub.upper()
+        names = [n for n in rest.split(" ") if n]
+        if not sub:
+            raise _internal_error()
+        if sub == "LATENCY":
+            if "*" in names:
+                raise JobError("QUEUE LATENCY does not support wildcards")
+            latencies = self.manager.latency(names, self.clock.now())
+            return wire.bulk(json.dumps(latencies, separators=(",", ":")))
+        actions = {"PAUSE": self.manager.pause, "RESUME": self.manager.resume,
+                   "REMOVE": self.manager.remove}
+        if sub not in actions:
+            raise JobError(f"no such QUEUE subcommand: {sub}")
+        if not names:
+            raise _internal_error()
+        return await self._ok_after(actions[sub](names))

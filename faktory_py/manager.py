@@ -1,0 +1,291 @@
+"""Job semantics: push, fetch, ack, fail, retries, mutation, queue control, timers' work.
+
+Pure logic over a store: every method takes "now" (unix seconds) from the caller, turns
+the request into store ops, commits them, and returns what the reply needs plus the
+journal position the reply must wait for. Nothing here blocks, sleeps or does I/O, so
+the same code runs under the server, a hypothesis state machine, or a benchmark.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import jobs
+from .glob import compile_glob
+from .jobs import JobError
+from .store.memory import JOB_SETS, MemoryStore, Reservation
+from .timefmt import format_time, parse_time, utc_day
+
+DEAD_TTL = 180 * 24 * 3600
+MAX_ERRTYPE = 100
+MAX_MESSAGE = 1000
+MAX_BACKTRACE = 50
+EXPIRED_ERRTYPE = "ReservationExpired"
+EXPIRED_MESSAGE = "Faktory job reservation expired"
+MUTATE_TARGETS = JOB_SETS
+
+
+def retry_delay(retry_count: int, rng: random.Random) -> int:
+    """Faktory's backoff: count⁴ + 15 + rand(0..29)·(count+1) seconds."""
+    return retry_count**4 + 15 + rng.randint(0, 29) * (retry_count + 1)
+
+
+def _truncate(text: str, limit: int) -> str:
+    """Trim, default to "unknown", and cut to `limit` UTF-8 bytes like Faktory."""
+    text = text.strip() or "unknown"
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode(errors="ignore")
+
+
+@dataclass
+class TaskStats:
+    """Counters behind INFO's deprecated `tasks` block."""
+
+    cycles: int = 0
+    enqueued: int = 0
+    wall_time: float = 0.0
+
+
+class Manager:
+    """The job lifecycle over a MemoryStore (see module docstring)."""
+
+    def __init__(self, store: MemoryStore, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.rng = rng or random.Random()
+        self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
+        self.reaped_reservations = 0
+
+    # --- producing ------------------------------------------------------------------
+
+    def push(self, raw: Any, now: float) -> int:
+        """PUSH one decoded JSON value; raises JobError. Returns the journal position."""
+        return self.store.commit(self._push_ops(raw, now))
+
+    def push_bulk(self, raws: Any, now: float) -> tuple[dict[str, str], int]:
+        """PUSHB: every valid job is stored; returns (jid → error text, position)."""
+        if not isinstance(raws, list):
+            raise JobError("invalid JSON: json: cannot unmarshal object into Go value of type []client.Job")
+        errors: dict[str, str] = {}
+        ops: list[dict[str, Any]] = []
+        for raw in raws:
+            try:
+                ops.extend(self._push_ops(raw, now))
+            except JobError as exc:
+                jid = raw.get("jid", "") if isinstance(raw, dict) else ""
+                errors[jid if isinstance(jid, str) else ""] = exc.line
+        return errors, self.store.commit(ops)
+
+    def _push_ops(self, raw: Any, now: float) -> list[dict[str, Any]]:
+        job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
+        if scheduled_for is not None:
+            return [{"op": "zadd", "set": "scheduled", "score": scheduled_for, "job": job}]
+        return [self._enqueue_op(job, now)]
+
+    @staticmethod
+    def _enqueue_op(job: dict[str, Any], now: float) -> dict[str, Any]:
+        return {"op": "enqueue", "job": jobs.with_fields(job, enqueued_at=format_time(now))}
+
+    # --- consuming ------------------------------------------------------------------
+
+    def fetch(self, queues: Iterable[str], wid: str, now: float) -> tuple[dict[str, Any] | None, int]:
+        """Reserve the first job of the first non-empty, unpaused queue in list order."""
+        store = self.store
+        for name in queues:
+            pending = store.queues.get(name)
+            if not pending or name in store.paused:
+                continue
+            job = pending[0]
+            expires = now + jobs.reservation_seconds(job)
+            position = store.commit([{
+                "op": "reserve", "queue": name, "jid": job["jid"], "wid": wid,
+                "reserved_at": now, "expires_at": expires,
+            }])
+            return job, position
+        return None, 0
+
+    def ack(self, jid: str, now: float) -> int:
+        """ACK: end the reservation and count it; an unknown jid is not an error."""
+        if jid not in self.store.working:
+            return 0
+        return self.store.commit([{"op": "done", "jid": jid, "day": utc_day(now), "failed": False}])
+
+    def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
+        """FAIL a reserved job: record the failure and retry it, kill it, or drop it."""
+        if not jid:
+            raise JobError("missing JID")
+        found = self.store.working.get(jid)
+        if found is None:
+            raise JobError(f"Job not found {jid}")
+        return self.store.commit(self._failure_ops(found[1], errtype, message, backtrace, now))
+
+    def _failure_ops(
+        self, res: Reservation, errtype: str, message: str, backtrace: list[str], now: float
+    ) -> list[dict[str, Any]]:
+        job = res.job
+        retry = job.get("retry", jobs.DEFAULT_RETRY)
+        previous = job.get("failure")
+        failure: dict[str, Any]
+        if previous is None:
+            failure = {"retry_count": 0, "remaining": retry, "failed_at": format_time(now)}
+        else:
+            failure = dict(previous)
+            failure["retry_count"] = previous.get("retry_count", 0) + 1
+            failure["remaining"] = max(0, previous.get("remaining", 0) - 1)
+            failure.setdefault("failed_at", format_time(now))
+        for key, value in (("message", _truncate(message, MAX_MESSAGE)),
+                           ("errtype", _truncate(errtype, MAX_ERRTYPE)),
+                           ("backtrace", backtrace[:MAX_BACKTRACE])):
+            if value:
+                failure[key] = value
+            else:
+                failure.pop(key, None)
+        ops: list[dict[str, Any]] = [{"op": "done", "jid": job["jid"], "day": utc_day(now), "failed": True}]
+        count = failure["retry_count"]
+        if retry == 0:
+            return ops
+        if 0 < retry and count < retry:
+            next_at = now + retry_delay(count, self.rng)
+            failure["next_at"] = format_time(next_at)
+            failed = jobs.with_fields(job, failure=failure)
+            ops.append({"op": "zadd", "set": "retries", "score": next_at, "job": failed})
+        else:
+            failed = jobs.with_fields(job, failure=failure)
+            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": failed})
+        return ops
+
+    # --- timers' work ---------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        """When the earliest scheduled/retry/dead/reservation entry becomes due."""
+        scores = [s.first_score() for s in self.store.sets.values()]
+        scores.append(self.store.working.first_score())
+        due = [s for s in scores if s is not None]
+        return min(due) if due else None
+
+    def run_due(self, now: float) -> int:
+        """Move everything due at `now`; returns the journal position covering it."""
+        positions = [
+            self._enqueue_due("scheduled", "Scheduled", now),
+            self._enqueue_due("retries", "Retries", now),
+            self._purge_dead(now),
+            self._expire_reservations(now),
+        ]
+        return max(positions)
+
+    def _enqueue_due(self, set_name: str, task: str, now: float) -> int:
+        due = self.store.sets[set_name].due(now)
+        stats = self.tasks[task]
+        stats.cycles += 1
+        ops: list[dict[str, Any]] = []
+        for _score, jid, job in due:
+            ops.append({"op": "zrem", "set": set_name, "jid": jid})
+            try:
+                jobs.check_queue_name(job["queue"])
+            except JobError:
+                continue  # Faktory loses such a job too (logged); it cannot be enqueued
+            ops.append(self._enqueue_op(job, now))
+        stats.enqueued += len(due)
+        return self.store.commit(ops)
+
+    def _purge_dead(self, now: float) -> int:
+        due = self.store.sets["dead"].due(now)
+        self.tasks["Dead"].cycles += 1
+        self.tasks["Dead"].enqueued += len(due)
+        return self.store.commit([{"op": "zrem", "set": "dead", "jid": jid} for _s, jid, _j in due])
+
+    def _expire_reservations(self, now: float) -> int:
+        ops: list[dict[str, Any]] = []
+        for _score, _jid, res in self.store.working.due(now):
+            ops.extend(self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now))
+            self.reaped_reservations += 1
+        return self.store.commit(ops)
+
+    # --- MUTATE ---------------------------------------------------------------------
+
+    def mutate(self, request: Any, now: float) -> int:
+        """MUTATE {"cmd","target","filter"}: clear / discard / kill / requeue set entries."""
+        if not isinstance(request, dict):
+            raise JobError("json: cannot unmarshal into Go value of type server.Mutation")
+        target = request.get("target")
+        if target not in MUTATE_TARGETS:
+            raise JobError("invalid target for mutation command")
+        cmd = request.get("cmd")
+        if cmd == "clear":
+            return self.store.commit([{"op": "zclear", "set": target}])
+        if cmd not in ("discard", "kill", "requeue"):
+            raise JobError("unknown mutate operation")
+        matches = self._matching(target, request.get("filter"))
+        ops: list[dict[str, Any]] = []
+        for jid, job in matches:
+            ops.append({"op": "zrem", "set": target, "jid": jid})
+            if cmd == "kill":
+                ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": job})
+            elif cmd == "requeue":
+                ops.append({"op": "enqueue", "job": job})
+        return self.store.commit(ops)
+
+    def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
+        """Entries matched by a MUTATE filter (jids win; else glob and/or jobtype)."""
+        entries = [(jid, job) for _score, jid, job in self.store.sets[target].items()]
+        if filter_ is None:
+            return entries
+        if not isinstance(filter_, dict):
+            raise JobError("json: cannot unmarshal into Go struct field Mutation.filter of type server.JobFilter")
+        jids = filter_.get("jids") or []
+        if jids:
+            wanted = set(jids)
+            return [(jid, job) for jid, job in entries if jid in wanted]
+        pattern = filter_.get("regexp") or ""
+        jobtype = filter_.get("jobtype") or ""
+        if pattern:
+            glob = compile_glob(pattern)
+            entries = [(jid, job) for jid, job in entries if glob.fullmatch(jobs.encode_job(job))]
+        if jobtype:
+            entries = [(jid, job) for jid, job in entries if job.get("jobtype") == jobtype]
+        return entries
+
+    # --- queues ---------------------------------------------------------------------
+
+    def _named(self, names: list[str]) -> list[str]:
+        """`*` as the first name means every known queue."""
+        if names and names[0] == "*":
+            return list(self.store.queues)
+        return names
+
+    def pause(self, names: list[str]) -> int:
+        return self.store.commit([{"op": "pause", "queues": self._named(names)}])
+
+    def resume(self, names: list[str]) -> int:
+        return self.store.commit([{"op": "resume", "queues": self._named(names)}])
+
+    def remove(self, names: list[str]) -> int:
+        known = [n for n in self._named(names) if n in self.store.queues]
+        return self.store.commit([{"op": "remove_queue", "queue": n} for n in known])
+
+    def latency(self, names: list[str], now: float) -> dict[str, float | int]:
+        """Seconds since the next job of each queue was enqueued (0 if none)."""
+        out: dict[str, float] = {}
+        for name in names:
+            pending = self.store.queues.get(name)
+            seconds = 0.0
+            if pending:
+                enqueued = pending[0].get("enqueued_at")
+                if enqueued:
+                    seconds = max(0.0, now - parse_time(enqueued))
+            out[name] = int(seconds) if seconds.is_integer() else seconds
+        return out
+
+    def flush(self) -> int:
+        return self.store.commit([{"op": "flush"}])
+
+    # --- statistics -----------------------------------------------------------------
+
+    def set_sizes(self) -> dict[str, int]:
+        sizes = {name: len(s) for name, s in self.store.sets.items()}
+        sizes["working"] = len(self.store.working)
+        return sizes

@@ -1,0 +1,280 @@
+"""The trio adapter: listeners, connections, timers, and the server's life from start to stop.
+
+Everything is started by one `serve(config, task_status=...)`; it reports a `Server`
+handle (bound addresses, `shutdown()`) through `task_status.started`, so tests run it in
+their own nursery on port 0. A connection task only moves bytes: it feeds the sans-io
+`LineReader`, runs the handshake, hands commands to the `Dispatcher`, and writes each
+reply whole inside a shielded scope so cancellation never leaves half a reply.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import ssl
+from dataclasses import dataclass, field
+
+import trio
+
+from . import wire
+from .clock import Clock
+from .commands import Dispatcher, QueueWaiters, ServerStats, Session
+from .config import Config, split_binding
+from .handshake import Handshake, HandshakeFailed
+from .manager import Manager
+from .store.durability import DurableJournal
+from .store.journal import Journal
+from .store.memory import MemoryStore
+from .workers import WorkerRegistry
+
+log = logging.getLogger("faktory_py.server")
+
+_RECV_CHUNK = 65536
+_SEND_TIMEOUT = 10.0
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+
+
+@dataclass(eq=False)
+class Server:
+    """Handle on a running server."""
+
+    addresses: list[tuple[str, int]]
+    dispatcher: Dispatcher
+    durable: DurableJournal
+    _stop: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    def shutdown(self) -> None:
+        """Stop accepting, refuse further commands, flush the journal and return from serve."""
+        self._stop.set()
+
+
+class DueTimer:
+    """Sleeps until the earliest scheduled/retry/dead/reservation entry is due.
+
+    The store pokes it whenever an entry is added, so a new earlier entry cuts the sleep
+    short; scheduled jobs fire on time instead of on Faktory's 5-second poll.
+    """
+
+    def __init__(self, manager: Manager, clock: Clock) -> None:
+        self.manager = manager
+        self.clock = clock
+        self._target = math.inf
+        self._wake = trio.Event()
+
+    def poke(self, score: float) -> None:
+        if score < self._target:
+            self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            due = self.manager.next_due()
+            self._target = math.inf if due is None else due
+            self._wake = trio.Event()
+            if due is None or due > self.clock.now():
+                # 1 ms late so float rounding can never leave "now" just short of "due"
+                deadline = math.inf if due is None else self.clock.trio_time(due) + 0.001
+                with trio.move_on_at(deadline):
+                    await self._wake.wait()
+                continue
+            self.manager.run_due(self.clock.now())
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    files = config.tls_files
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=str(files[1]), keyfile=str(files[0]))
+    return context
+
+
+async def open_listeners(binding: str, default_port: int) -> list[trio.SocketListener]:
+    """Listen like Faktory: `localhost` means both loopbacks, `:port` every interface."""
+    host, port = split_binding(binding, default_port)
+    if host == "localhost":
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+        try:
+            bound = listeners[0].socket.getsockname()[1]
+            listeners += await trio.open_tcp_listeners(bound, host="::1")
+        except OSError:
+            log.debug("no IPv6 loopback; listening on 127.0.0.1 only")
+        return listeners
+    return await trio.open_tcp_listeners(port, host=host or None)
+
+
+def load_store(config: Config) -> tuple[MemoryStore, Journal]:
+    """Open the data directory and rebuild the store by replaying its journal."""
+    journal = Journal.open(config.data_dir)
+    store = MemoryStore()
+    replayed = 0
+    for record in journal.replay():
+        for op in record:
+            store.apply(op)
+        replayed += 1
+    log.info("replayed %d journal records from %s", replayed, config.data_dir)
+    return store, journal
+
+
+class _Connections:
+    """Accepts and runs client connections for one server."""
+
+    def __init__(self, config: Config, dispatcher: Dispatcher) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.stopping = False
+        self._ids = itertools.count(1)
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        stats = self.dispatcher.stats
+        stats.connections += 1
+        session: Session | None = None
+        scope = trio.CancelScope()
+        try:
+            with scope:
+                reader = wire.LineReader(self.config.max_line)
+                session = await self._handshake(stream, reader, scope)
+                if session is not None:
+                    await self._serve_commands(stream, reader, session)
+        except _PEER_GONE:
+            pass
+        finally:
+            stats.connections -= 1
+            if session is not None and session.wid:
+                self.dispatcher.workers.unregister(session.wid, session.conn_id)
+            await trio.aclose_forcefully(stream)
+
+    async def _handshake(
+        self, stream: trio.abc.Stream, reader: wire.LineReader, scope: trio.CancelScope
+    ) -> Session | None:
+        """Greet, read HELLO within the deadline, register a worker; None ⇒ close."""
+        handshake = Handshake(self.config.password)
+        hello = None
+        with trio.move_on_after(self.config.timers.handshake_timeout):
+            await _send(stream, handshake.greeting)
+            line = await _read(stream, reader, reader.next_line)
+            if line is None:
+                return None
+            try:
+                hello = handshake.receive_hello(line)
+            except HandshakeFailed as failed:
+                if failed.reply is not None:
+                    await _send(stream, failed.reply)
+                return None
+        if hello is None:
+            return None
+        session = Session(next(self._ids), hello.wid)
+        if hello.is_worker:
+            now = self.dispatcher.clock.now()
+            session.worker = self.dispatcher.workers.register(hello, session.conn_id, scope.cancel, now)
+        await _send(stream, wire.OK)
+        count = self.dispatcher.stats.connections
+        if count > self.config.max_connections:
+            await _send(stream, wire.error(f"too many connections: {count}"))
+            return None
+        return session
+
+    async def _serve_commands(self, stream: trio.abc.Stream, reader: wire.LineReader, session: Session) -> None:
+        while True:
+            try:
+                command = await _read(stream, reader, reader.next_command)
+            except wire.ProtocolError as exc:
+                await _send(stream, wire.error(str(exc)))
+                return
+            if command is None:
+                return
+            if self.stopping:
+                await _send(stream, wire.error("shutdown in progress"))
+                return
+            reply = await self.dispatcher.handle(session, command)
+            if reply is None:
+                return
+            await _send(stream, reply)
+
+
+async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # type: ignore[no-untyped-def]
+    """Receive until `parse()` yields something; None at end of stream."""
+    while True:
+        item = parse()
+        if item is not None:
+            return item
+        if reader.at_eof:
+            return None
+        reader.receive_data(await stream.receive_some(_RECV_CHUNK))
+
+
+async def _send(stream: trio.abc.Stream, data: bytes) -> None:
+    """Write one whole reply; shielded so a cancelled task never leaves half of it."""
+    with trio.CancelScope(shield=True):
+        with trio.fail_after(_SEND_TIMEOUT):
+            await stream.send_all(data)
+
+
+async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a server until `Server.shutdown()`; reports the Server once listening."""
+    store, journal = load_store(config)
+    durable = DurableJournal(journal, config.fsync, store.snapshot, config.compact_min_bytes)
+    clock = Clock()
+    manager = Manager(store)
+    waiters = QueueWaiters()
+    timer = DueTimer(manager, clock)
+    store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
+    workers = WorkerRegistry(config.timers.heartbeat_timeout)
+    dispatcher = Dispatcher(manager, workers, clock, durable.durable, waiters,
+                            ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
+    connections = _Connections(config, dispatcher)
+    try:
+        async with trio.open_nursery() as background:
+            background.start_soon(durable.run_fsync)
+            background.start_soon(durable.run_compaction)
+            background.start_soon(timer.run)
+            background.start_soon(_reap_workers, workers, clock, config.timers.worker_reap_every)
+            listeners = await open_listeners(config.binding, 7419)
+            context = _ssl_context(config)
+            if context is not None:
+                listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
+            addresses = [_address(l) for l in listeners]
+            server = Server(addresses, dispatcher, durable)
+            async with trio.open_nursery() as conn_nursery:
+                accept_scope = trio.CancelScope()
+
+                async def accept() -> None:
+                    with accept_scope:
+                        await trio.serve_listeners(connections.handle, listeners, handler_nursery=conn_nursery)
+
+                conn_nursery.start_soon(accept)
+                log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
+                task_status.started(server)
+                await server._stop.wait()
+                log.info("shutting down")
+                connections.stopping = True
+                accept_scope.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                with trio.move_on_after(config.timers.shutdown_grace):
+                    while dispatcher.stats.connections:
+                        await trio.sleep(0.05)
+                conn_nursery.cancel_scope.cancel()
+            background.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await durable.aclose()
+
+
+def _address(listener: trio.abc.Listener) -> tuple[str, int]:
+    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    host, port = inner.socket.getsockname()[:2]
+    return host, port
+
+
+async def _reap_workers(workers: WorkerRegistry, clock: Clock, every: float) -> None:
+    """Drop workers that stopped beating (and close their connections)."""
+    while True:
+        await trio.sleep(every)
+        for worker in workers.reap(clock.now()):
+            log.info("worker %s missed its heartbeat; closed %d connections", worker.wid, len(worker.connections))

@@ -1,0 +1,1 @@
+"""Storage: the in-memory state and the journal that makes it durable."""

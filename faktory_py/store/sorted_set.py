@@ -1,0 +1,73 @@
+"""A set of jobs ordered by a score (unix time), keyed by jid.
+
+Faktory keeps `scheduled`, `retries`, `dead` and `working` as Redis sorted sets; we keep
+the same shape in memory: O(1) lookup by jid, O(log n) insert/remove, and ordered
+iteration for "what is due now" and for paging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sortedcontainers import SortedList
+
+
+class SortedJobSet:
+    """jid → (score, entry), iterable in (score, jid) order. Entries are opaque to the set."""
+
+    __slots__ = ("_by_jid", "_order")
+
+    def __init__(self) -> None:
+        self._by_jid: dict[str, tuple[float, Any]] = {}
+        self._order: SortedList = SortedList()
+
+    def __len__(self) -> int:
+        return len(self._by_jid)
+
+    def __contains__(self, jid: str) -> bool:
+        return jid in self._by_jid
+
+    def add(self, jid: str, score: float, entry: Any) -> None:
+        """Insert, replacing any entry with the same jid (its score may change)."""
+        self.remove(jid)
+        self._by_jid[jid] = (score, entry)
+        self._order.add((score, jid))
+
+    def remove(self, jid: str) -> Any | None:
+        """Remove and return the entry for jid, or None if absent."""
+        found = self._by_jid.pop(jid, None)
+        if found is None:
+            return None
+        self._order.remove((found[0], jid))
+        return found[1]
+
+    def get(self, jid: str) -> tuple[float, Any] | None:
+        return self._by_jid.get(jid)
+
+    def first_score(self) -> float | None:
+        return self._order[0][0] if self._order else None
+
+    def due(self, now: float) -> list[tuple[float, str, Any]]:
+        """Entries with score <= now, earliest first (a list: callers change the set)."""
+        out = []
+        for score, jid in self._order:
+            if score > now:
+                break
+            out.append((score, jid, self._by_jid[jid][1]))
+        return out
+
+    def items(self) -> Iterator[tuple[float, str, Any]]:
+        """(score, jid, entry) in score order."""
+        for score, jid in self._order:
+            yield score, jid, self._by_jid[jid][1]
+
+    def clear(self) -> None:
+        self._by_jid.clear()
+        self._order.clear()
+
+    def copy(self) -> SortedJobSet:
+        clone = SortedJobSet()
+        clone._by_jid = dict(self._by_jid)
+        clone._order = self._order.copy()
+        return clone

@@ -1,0 +1,137 @@
+"""The Faktory wire format without I/O: request lines in, RESP2 replies out.
+
+Clients send one command per line and the server answers in a subset of RESP2 (spec §1).
+Keeping framing apart from sockets lets the same code run under trio, in tests, in a fuzzer
+and in a benchmark, and lets us bound what a hostile peer can make us buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MAX_LINE = 16 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; ``str(e)`` is the text that goes after ``-ERR ``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One request line split at its first space.
+
+    The verb keeps its case because Faktory matches verbs case-sensitively (``push`` is an
+    unknown command). The argument is everything after the first space, since JSON
+    arguments from Python clients contain spaces of their own.
+    """
+
+    verb: str
+    arg: str
+
+
+class LineReader:
+    """Splits a byte stream into lines, ending each at ``\\n`` and dropping a ``\\r`` before it.
+
+    Call :meth:`receive_data` with each chunk read from the socket (``b""`` for EOF), then
+    :meth:`next_command` until it returns None. Draining after every chunk keeps the buffer
+    within ``max_line`` plus one chunk; a longer line is a ProtocolError, after which the
+    reader drops its buffer and raises the same error on any further use, so a peer cannot
+    make us hold more than that however it sends.
+    """
+
+    __slots__ = ("_buf", "_scanned", "_eof", "_failed", "_max_line")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._buf = bytearray()
+        # Bytes at the front of _buf already known to hold no b"\n": each byte is searched
+        # once, so many small chunks forming one long line cost O(total), not O(n²).
+        self._scanned = 0
+        self._eof = False
+        self._failed: ProtocolError | None = None
+        self._max_line = max_line
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the peer; ``b""`` means the peer closed its side."""
+        if self._failed is not None:
+            raise self._failed
+        if not data:
+            self._eof = True
+        elif self._eof:
+            raise RuntimeError("LineReader received data after EOF")
+        else:
+            self._buf += data
+
+    @property
+    def at_eof(self) -> bool:
+        """True once EOF has arrived and no complete line is left (a partial one is dropped,
+        as Faktory's line reader does)."""
+        return self._eof and self._find_newline() < 0
+
+    def next_line(self) -> bytes | None:
+        """The next line without its terminator, or None until more data arrives."""
+        if self._failed is not None:
+            raise self._failed
+        end = self._find_newline()
+        if end < 0:
+            # The line's content may legitimately be max_line bytes followed by b"\r".
+            if len(self._buf) > self._max_line + 1:
+                self._fail()
+            return None
+        content_end = end - 1 if end and self._buf[end - 1] == 0x0D else end
+        if content_end > self._max_line:
+            self._fail()
+        line = bytes(self._buf[:content_end])
+        # CPython drops a bytearray's prefix by moving its start, not by copying the rest.
+        del self._buf[: end + 1]
+        self._scanned = 0
+        return line
+
+    def next_command(self) -> Command | None:
+        """The next request line as a Command, or None until more data arrives."""
+        line = self.next_line()
+        if line is None:
+            return None
+        verb, _, arg = line.decode("utf-8", errors="replace").partition(" ")
+        return Command(verb, arg)
+
+    def _find_newline(self) -> int:
+        end = self._buf.find(b"\n", self._scanned)
+        self._scanned = len(self._buf) if end < 0 else end
+        return end
+
+    def _fail(self) -> None:
+        self._buf = bytearray()
+        self._scanned = 0
+        self._failed = ProtocolError(f"line too long (max {self._max_line} bytes)")
+        raise self._failed
+
+
+OK = b"+OK\r\n"
+NULL = b"$-1\r\n"
+
+
+def _one_line(text: str) -> bytes:
+    """A reply line must not contain CR or LF, or the client would read two replies.
+
+    Lone surrogates (which JSON escapes can smuggle into a str) become ``?`` rather than
+    turning a reply into an exception.
+    """
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", errors="replace")
+
+
+def simple(text: str) -> bytes:
+    """A RESP simple string, e.g. the ``+HI {...}`` greeting."""
+    return b"+" + _one_line(text) + b"\r\n"
+
+
+def error(message: str, code: str = "ERR") -> bytes:
+    """A RESP error line ``-CODE message``; clients raise on ``ERR`` and hand other codes
+    (``NOTUNIQUE``) back to the caller."""
+    return b"-" + _one_line(f"{code} {message}") + b"\r\n"
+
+
+def bulk(payload: bytes | str) -> bytes:
+    """A RESP bulk string; the length counts UTF-8 bytes, not characters."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", errors="replace")
+    return b"$%d\r\n%b\r\n" % (len(payload), payload)

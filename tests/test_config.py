@@ -1,0 +1,106 @@
+"""Configuration: Faktory's flags, env vars, conf.d TOML and password rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from faktory_py.cli import build_config
+from faktory_py.config import ConfigError, load_toml, resolve_password, split_binding
+
+
+def dirs(tmp_path: Path) -> list[str]:
+    return ["-d", str(tmp_path / "data"), "-c", str(tmp_path / "conf")]
+
+
+def test_defaults_follow_faktory(tmp_path: Path) -> None:
+    config = build_config(dirs(tmp_path), {})
+    assert config.binding == "localhost:7419"
+    assert config.web_binding == "localhost:7420"
+    assert config.environment == "development"
+    assert config.password is None
+    assert config.fsync == "everysec"
+    assert config.max_connections == 2000
+    assert config.max_line == 16 * 1024 * 1024
+
+
+def test_flags_and_env(tmp_path: Path) -> None:
+    config = build_config(["-b", ":7500", "-w", "0.0.0.0:7501", "-l", "debug", *dirs(tmp_path)],
+                          {"FAKTORY_ENV": "production", "FAKTORY_PASSWORD": "pw"})
+    assert (config.binding, config.web_binding, config.log_level) == (":7500", "0.0.0.0:7501", "debug")
+    assert config.environment == "production"
+    assert config.password == "pw"
+    assert build_config(["-e", "staging", *dirs(tmp_path)], {"FAKTORY_PASSWORD": "x"}).environment == "staging"
+
+
+def test_unknown_environment_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown environment"):
+        build_config(["-e", "qa", *dirs(tmp_path)], {})
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_production_requires_a_password(tmp_path: Path, environment: str) -> None:
+    absent = tmp_path / "no-such-password"
+    with pytest.raises(ConfigError, match="requires a password"):
+        resolve_password(environment, {}, {}, default_file=absent)
+    assert resolve_password(environment, {}, {"FAKTORY_SKIP_PASSWORD": "yes"}, default_file=absent) is None
+    assert resolve_password("development", {}, {}, default_file=absent) is None
+    present = tmp_path / "password"
+    present.write_text("from-etc\n")
+    assert resolve_password(environment, {}, {}, default_file=present) == "from-etc"
+
+
+def test_password_sources(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-file\n")
+    assert resolve_password("development", {}, {"FAKTORY_PASSWORD": str(secret)}) == "from-file"
+    assert resolve_password("development", {"faktory": {"password": "toml"}}, {}) == "toml"
+    assert resolve_password("development", {"faktory": {"password": "toml"}}, {"FAKTORY_PASSWORD": "env"}) == "env"
+    with pytest.raises(ConfigError, match="cannot read password file"):
+        resolve_password("development", {}, {"FAKTORY_PASSWORD": str(tmp_path / "missing")})
+
+
+def test_conf_d_files_are_concatenated_in_order(tmp_path: Path) -> None:
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "a.toml").write_text('[[cron]]\nschedule = "* * * * *"')  # no trailing newline
+    (conf_d / "b.toml").write_text('[[cron]]\nschedule = "*/5 * * * *"\n[faktory_py]\nfsync = "always"\n')
+    toml = load_toml(tmp_path)
+    assert [c["schedule"] for c in toml["cron"]] == ["* * * * *", "*/5 * * * *"]
+    (conf_d / "c.toml").write_text("[faktory_py\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_toml(tmp_path)
+
+
+def test_toml_settings_reach_the_config(tmp_path: Path) -> None:
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "server.toml").write_text(
+        '[faktory]\nbinding = "127.0.0.1:7600"\npassword = "p"\n'
+        '[faktory_py]\nfsync = "always"\nmax_connections = 10\n')
+    config = build_config(dirs(tmp_path), {})
+    assert (config.binding, config.password, config.fsync, config.max_connections) == (
+        "127.0.0.1:7600", "p", "always", 10)
+    assert build_config(["-b", "127.0.0.1:7700", "--fsync", "no", *dirs(tmp_path)], {}).fsync == "no"
+
+
+@pytest.mark.parametrize("binding, expected", [
+    ("localhost:7419", ("localhost", 7419)), (":7419", ("", 7419)),
+    ("[::1]:7419", ("::1", 7419)), ("0.0.0.0:80", ("0.0.0.0", 80)), ("myhost", ("myhost", 7419)),
+])
+def test_split_binding(binding: str, expected: tuple[str, int]) -> None:
+    assert split_binding(binding, 7419) == expected
+
+
+def test_cli_version_and_refusals(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "faktory_py"]
+    version = subprocess.run([*run, "-v"], capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and "faktory_py" in version.stdout
+    refused = subprocess.run([*run, "-e", "production", *dirs(tmp_path)], capture_output=True, text=True,
+                             timeout=30, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    if not Path("/etc/faktory/password").exists():
+        assert refused.returncode == 2
+        assert "requires a password" in refused.stderr
