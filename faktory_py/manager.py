@@ -16,7 +16,8 @@ from typing import Any
 from . import jobs
 from .glob import compile_glob
 from .jobs import JobError
-from .store.memory import JOB_SETS, MemoryStore, Reservation
+from .store.base import Store
+from .store.memory import JOB_SETS, Reservation
 from .timefmt import format_time, parse_time, utc_day
 
 DEAD_TTL = 180 * 24 * 3600
@@ -52,9 +53,9 @@ class TaskStats:
 
 
 class Manager:
-    """The job lifecycle over a MemoryStore (see module docstring)."""
+    """The job lifecycle over a Store (see module docstring)."""
 
-    def __init__(self, store: MemoryStore, rng: random.Random | None = None) -> None:
+    def __init__(self, store: Store, rng: random.Random | None = None) -> None:
         self.store = store
         self.rng = rng or random.Random()
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}

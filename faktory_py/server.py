@@ -168,15 +168,15 @@ class _Connections:
                 return None
         if hello is None:
             return None
-        session = Session(next(self._ids), hello.wid)
-        if hello.is_worker:
-            now = self.dispatcher.clock.now()
-            session.worker = self.dispatcher.workers.register(hello, session.conn_id, scope.cancel, now)
         await _send(stream, wire.OK)
         count = self.dispatcher.stats.connections
         if count > self.config.max_connections:
             await _send(stream, wire.error(f"too many connections: {count}"))
             return None
+        session = Session(next(self._ids), hello.wid)
+        if hello.is_worker:
+            now = self.dispatcher.clock.now()
+            session.worker = self.dispatcher.workers.register(hello, session.conn_id, scope.cancel, now)
         return session
 
     async def _serve_commands(self, stream: trio.abc.Stream, reader: wire.LineReader, session: Session) -> None:

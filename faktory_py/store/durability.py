@@ -35,7 +35,8 @@ class DurableJournal:
         self._snapshot = snapshot
         self._compact_min = compact_min_bytes
         self._compact_threshold = compact_min_bytes
-        self._written = 0
+        #: journal bytes appended since the server started
+        self.written = 0
         self._synced = 0
         self._dirty = trio.Event()
         self._synced_event = trio.Event()
@@ -44,11 +45,11 @@ class DurableJournal:
 
     def append(self, ops: list[dict[str, Any]]) -> int:
         """Write one committed op list; returns the position a reply must wait for."""
-        self._written = self.journal.append(ops)
+        self.written = self.journal.append(ops)
         self._dirty.set()
         if self.journal.bytes_since_snapshot > self._compact_threshold:
             self._compact.set()
-        return self._written
+        return self.written
 
     async def durable(self, position: int) -> None:
         """Return once `position` is as durable as the policy promises."""

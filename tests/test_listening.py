@@ -1,4 +1,4 @@
-"""TLS on the command port (certificates from trustme) and the connection limit."""
+"""Listening: TLS on the command port (certificates from trustme), both loopbacks, the connection limit."""
 
 from __future__ import annotations
 
@@ -66,3 +66,18 @@ def test_connection_limit(server_factory) -> None:
     for c in clients:
         c.close()
     extra.close()
+
+
+def test_localhost_binds_both_loopbacks(server_factory) -> None:
+    server = server_factory(start=False)
+    server.args = ("-b", f"localhost:{server.port}")
+    server.start()
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family) as s:
+            s.settimeout(5)
+            try:
+                s.connect((host, server.port))
+            except OSError as exc:  # a machine without IPv6 loopback
+                assert family == socket.AF_INET6, exc
+                continue
+            assert s.recv(64) == b'+HI {"v":2}\r\n'

@@ -1,0 +1,39 @@
+"""The store interface the job semantics are written against.
+
+`MemoryStore` is the embedded default. Another backend (Redis, later) implements the same
+contract: read access to the structures below, and `commit(ops)`, which must make the ops
+durable and visible atomically and return a position `durable()` can wait for. The op
+vocabulary is documented by `MemoryStore.apply` (one `_op_<name>` method per op).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from .sorted_set import SortedJobSet
+
+Job = dict[str, Any]
+Op = dict[str, Any]
+
+
+class Store(Protocol):
+    #: known queues (including empty ones) → pending jobs, next to fetch first
+    queues: Mapping[str, Sequence[Job]]
+    paused: set[str]
+    #: "scheduled", "retries", "dead" → jobs scored by when they are due / expire
+    sets: Mapping[str, SortedJobSet]
+    #: jid → Reservation, scored by expiry
+    working: SortedJobSet
+    processed: int
+    failures: int
+    history: Mapping[str, list[int]]
+    #: hooks for the trio layer: wake fetchers of a queue; wake the timer for a due time
+    on_enqueue: Callable[[str], None] | None
+    on_due: Callable[[float], None] | None
+
+    def commit(self, ops: list[Op]) -> int:
+        """Make `ops` durable and applied, atomically; returns a durability position."""
+
+    def snapshot(self) -> Iterator[list[Op]]:
+        """Op records that rebuild the current state (for compaction or migration)."""
