@@ -157,7 +157,10 @@ class _Connections:
         hello = None
         with trio.move_on_after(self.config.timers.handshake_timeout):
             await _send(stream, handshake.greeting)
-            line = await _read(stream, reader, reader.next_line)
+            try:
+                line = await _read(stream, reader, reader.next_line)
+            except wire.ProtocolError:  # an endless first line: nothing to answer
+                return None
             if line is None:
                 return None
             try:

@@ -10,6 +10,7 @@ the rest of the server schedules in.
 from __future__ import annotations
 
 import calendar
+import math
 from datetime import datetime, timedelta, timezone
 
 GO_LAYOUT = "2006-01-02T15:04:05.999999999Z07:00"
@@ -18,20 +19,31 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _utc(unix_seconds: float) -> datetime:
-    """Round to whole microseconds first, so 1.9999999 is 2 s, never "01.999999..." nor 60 s."""
-    return _EPOCH + timedelta(microseconds=round(unix_seconds * 1_000_000))
+    """Round to whole microseconds first, so 1.9999999 is 2 s, never "01.999999..." nor 60 s.
+
+    Splitting off the whole seconds first is exact, so only the fraction is scaled and the
+    result is the microsecond nearest to the float itself.
+    """
+    whole = math.floor(unix_seconds)
+    micros = round((unix_seconds - whole) * 1_000_000)
+    return _EPOCH + timedelta(seconds=whole, microseconds=micros)
+
+
+def _date(t: datetime) -> str:
+    """``%Y`` is not zero-padded below year 1000 on every platform; Go always pads."""
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
 
 
 def format_time(unix_seconds: float) -> str:
     """Go's RFC3339Nano in UTC: fraction without trailing zeros, no ``.`` when whole, ``Z``."""
     t = _utc(unix_seconds)
     fraction = f".{t.microsecond:06d}".rstrip("0").rstrip(".")
-    return f"{t:%Y-%m-%dT%H:%M:%S}{fraction}Z"
+    return f"{_date(t)}T{t:%H:%M:%S}{fraction}Z"
 
 
 def utc_day(unix_seconds: float) -> str:
     """``YYYY-MM-DD`` in UTC: the key of the daily processed/failed counters."""
-    return f"{_utc(unix_seconds):%Y-%m-%d}"
+    return _date(_utc(unix_seconds))
 
 
 def utc_clock(unix_seconds: float) -> str:
