@@ -184,7 +184,8 @@ class Dispatcher:
                     await (self.waiters.wait(active) if active else trio.sleep_forever())
         if job is None:
             return wire.NULL
-        await self.durable(position)
+        with trio.CancelScope(shield=True):  # reserved now: the reply must go out
+            await self.durable(position)
         return wire.bulk(jobs.encode_job(job))
 
     async def _ack(self, session: Session, arg: str) -> bytes:

@@ -75,12 +75,33 @@ def _json_kind(value: Any) -> str:
     return "object"
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
 def decode_json(text: str) -> Any:
-    """Parse one JSON document, raising JobError with Faktory's `invalid JSON:` prefix."""
+    """Parse one JSON document, raising JobError with Faktory's `invalid JSON:` prefix.
+
+    A `\\udXXX` escape without its pair decodes to a lone surrogate, which cannot be
+    encoded as UTF-8 (nor stored): like Go, we turn it into U+FFFD.
+    """
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise JobError(f"invalid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        value = _replace_surrogates(value)
+    return value
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def decode_job(raw: Any) -> dict[str, Any]:

@@ -136,7 +136,8 @@ class Manager:
         else:
             failure = dict(previous)
             failure["retry_count"] = previous.get("retry_count", 0) + 1
-            failure["remaining"] = max(0, previous.get("remaining", 0) - 1)
+            remaining = previous.get("remaining", 0)
+            failure["remaining"] = remaining - 1 if remaining > 0 else remaining  # §5.3: only while > 0
             failure.setdefault("failed_at", format_time(now))
         for key, value in (("message", _truncate(message, MAX_MESSAGE)),
                            ("errtype", _truncate(errtype, MAX_ERRTYPE)),

@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import trio
@@ -143,6 +144,11 @@ class _Connections:
                     await self._serve_commands(stream, reader, session)
         except _PEER_GONE:
             pass
+        except trio.TooSlowError:
+            log.info("closing a connection that stopped reading its replies")
+        except Exception:
+            # One connection's failure must never take the whole server down with it.
+            log.exception("connection task failed; closing the connection")
         finally:
             stats.connections -= 1
             if session is not None and session.wid:
@@ -171,16 +177,25 @@ class _Connections:
                 return None
         if hello is None:
             return None
-        await _send(stream, wire.OK)
-        count = self.dispatcher.stats.connections
-        if count > self.config.max_connections:
-            await _send(stream, wire.error(f"too many connections: {count}"))
-            return None
         session = Session(next(self._ids), hello.wid)
+        workers = self.dispatcher.workers
         if hello.is_worker:
+            # Before the +OK: a client that has read it may BEAT or read INFO's Workers.size
+            # on another connection at once, and must find the process registered.
             now = self.dispatcher.clock.now()
-            session.worker = self.dispatcher.workers.register(hello, session.conn_id, scope.cancel, now)
-        return session
+            session.worker = workers.register(hello, session.conn_id, scope.cancel, now)
+        accepted = False
+        try:
+            await _send(stream, wire.OK)
+            count = self.dispatcher.stats.connections
+            if count > self.config.max_connections:
+                await _send(stream, wire.error(f"too many connections: {count}"))
+                return None
+            accepted = True
+            return session
+        finally:
+            if not accepted and session.worker is not None:
+                workers.unregister(session.wid, session.conn_id)
 
     async def _serve_commands(self, stream: trio.abc.Stream, reader: wire.LineReader, session: Session) -> None:
         while True:
@@ -194,7 +209,10 @@ class _Connections:
             if self.stopping:
                 await _send(stream, wire.error("shutdown in progress"))
                 return
-            reply = await self.dispatcher.handle(session, command)
+            if command.verb == "FETCH":
+                reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command))
+            else:
+                reply = await self.dispatcher.handle(session, command)
             if reply is None:
                 return
             await _send(stream, reply)
@@ -209,6 +227,34 @@ async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # typ
         if reader.at_eof:
             return None
         reader.receive_data(await stream.receive_some(_RECV_CHUNK))
+
+
+async def _unless_peer_leaves(
+    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[bytes | None]
+) -> bytes | None:
+    """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile.
+
+    Without this a FETCH waiting for work would reserve the next job for a client that
+    is gone, and that job would only come back when its reservation expired. Bytes the
+    peer pipelines meanwhile are buffered in `reader` for the next command.
+    """
+    reply: bytes | None = None
+
+    async def watch() -> None:
+        try:
+            while data := await stream.receive_some(_RECV_CHUNK):
+                reader.receive_data(data)
+            reader.receive_data(b"")
+        except (*_PEER_GONE, wire.ProtocolError):
+            return  # a broken peer, or a too-long next line the next read reports
+        if reader.at_eof:  # gone, and no pipelined command left to answer
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        reply = await work
+        nursery.cancel_scope.cancel()
+    return reply
 
 
 async def _send(stream: trio.abc.Stream, data: bytes) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rawclient import RawClient
+from real_faktory import any_server, any_server_factory, real_faktory_factory  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,14 +89,12 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
 
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator:
-    """Make (and afterwards stop) server processes: `server_factory(password=..., args=(...), env={...})`."""
+def _factory(base: Path) -> Iterator:
     started: list[ServerProcess] = []
 
     def make(password: str | None = None, args: tuple[str, ...] = (), start: bool = True,
              env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(tmp_path / f"server{len(started)}", password, args, env)
+        server = ServerProcess(base / f"server{len(started)}", password, args, env)
         started.append(server)
         if start:
             server.start()
@@ -106,6 +105,18 @@ def server_factory(tmp_path: Path) -> Iterator:
         if server.proc is not None and server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Make (and afterwards stop) server processes: `server_factory(password=..., args=(...), env={...})`."""
+    yield from _factory(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Like `server_factory`, but the servers live for the whole test module (saves start-ups)."""
+    yield from _factory(tmp_path_factory.mktemp("module"))
 
 
 @pytest.fixture
