@@ -154,7 +154,7 @@ class Dispatcher:
         return await self._ok_after(self.manager.flush())
 
     async def _info(self, session: Session, arg: str) -> bytes:
-        return wire.bulk(json.dumps(build_info(self, self.clock.now()), separators=(",", ":")))
+        return wire.bulk_json(build_info(self, self.clock.now()))
 
     async def _push(self, session: Session, arg: str) -> bytes:
         if not arg:
@@ -166,7 +166,7 @@ class Dispatcher:
             raise _internal_error()
         errors, position = self.manager.push_bulk(jobs.decode_json(arg), self.clock.now())
         await self.durable(position)
-        return wire.bulk(json.dumps(errors, separators=(",", ":"), ensure_ascii=False))
+        return wire.bulk_json(dict(sorted(errors.items())))  # Go sorts map keys
 
     async def _fetch(self, session: Session, arg: str) -> bytes:
         queues = [q for q in arg.split(" ") if q]
@@ -222,7 +222,7 @@ class Dispatcher:
             raise JobError(f"unknown worker {wid}")
         if worker.state == "running":
             return wire.OK
-        return wire.bulk(json.dumps({"state": worker.state}, separators=(",", ":")))
+        return wire.bulk_json({"state": worker.state})
 
     async def _mutate(self, session: Session, arg: str) -> bytes:
         if not arg:
@@ -243,7 +243,7 @@ class Dispatcher:
             if "*" in names:
                 raise JobError("QUEUE LATENCY does not support wildcards")
             latencies = self.manager.latency(names, self.clock.now())
-            return wire.bulk(json.dumps(latencies, separators=(",", ":")))
+            return wire.bulk_json(latencies)
         actions = {"PAUSE": self.manager.pause, "RESUME": self.manager.resume,
                    "REMOVE": self.manager.remove}
         if sub not in actions:

@@ -89,7 +89,7 @@ class Handshake:
             hi["i"] = self._iterations
             hi["s"] = self._salt
         # Compact: the Node client splits the greeting on spaces.
-        self.greeting = wire.simple("HI " + json.dumps(hi, separators=(",", ":")))
+        self.greeting = wire.simple("HI " + wire.compact_json(hi))
 
     def receive_hello(self, line: bytes) -> Hello:
         """Parse and authenticate the HELLO line (terminator already stripped)."""

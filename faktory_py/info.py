@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import FAKTORY_VERSION
 from .timefmt import format_time, utc_clock
+from .wire import go_float
 
 if TYPE_CHECKING:
     from .commands import Dispatcher
@@ -33,7 +34,7 @@ def build_info(dispatcher: Dispatcher, now: float) -> dict[str, Any]:
     for task, set_name in (("Dead", "dead"), ("Retries", "retries"), ("Scheduled", "scheduled")):
         stats = manager.tasks[task]
         tasks[task] = {"cycles": stats.cycles, "enqueued": stats.enqueued,
-                       "size": sizes[set_name], "wall_time_sec": stats.wall_time}
+                       "size": sizes[set_name], "wall_time_sec": go_float(stats.wall_time)}
     stats = dispatcher.stats
     return {
         "now": format_time(now),

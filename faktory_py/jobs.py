@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from .timefmt import format_time, parse_time
+from .wire import compact_json
 
 #: Field order of Faktory's Job struct, which is the order of re-encoded jobs.
 FIELD_ORDER = (
@@ -86,11 +87,25 @@ def decode_json(text: str) -> Any:
     encoded as UTF-8 (nor stored): like Go, we turn it into U+FFFD.
     """
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise JobError(f"invalid JSON: {exc}") from None
     if _SURROGATE_ESCAPE.search(text):
         value = _replace_surrogates(value)
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    """`NaN`/`Infinity` are not JSON: Python's decoder takes them, Go's does not, and
+    echoing them back in a FETCH would break every client's JSON parser."""
+    raise ValueError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def _finite_float(text: str) -> float:
+    """A number too large for a float64 (`1e400`) is an error in Go, not infinity."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"cannot unmarshal number {text} into a float64")
     return value
 
 
@@ -192,7 +207,7 @@ def with_fields(job: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 def encode_job(job: dict[str, Any]) -> str:
     """Compact JSON, as clients and MUTATE's substring/glob filters expect."""
-    return json.dumps(job, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(job)
 
 
 def reservation_seconds(job: dict[str, Any]) -> int:

@@ -19,6 +19,7 @@ from .jobs import JobError
 from .store.base import Store
 from .store.memory import JOB_SETS, Reservation
 from .timefmt import format_time, parse_time, utc_day
+from .wire import go_float
 
 DEAD_TTL = 180 * 24 * 3600
 MAX_ERRTYPE = 100
@@ -279,7 +280,7 @@ class Manager:
                 enqueued = pending[0].get("enqueued_at")
                 if enqueued:
                     seconds = max(0.0, now - parse_time(enqueued))
-            out[name] = int(seconds) if seconds.is_integer() else seconds
+            out[name] = go_float(seconds)
         return out
 
     def flush(self) -> int:

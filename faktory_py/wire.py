@@ -7,7 +7,9 @@ and in a benchmark, and lets us bound what a hostile peer can make us buffer.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 
@@ -135,3 +137,19 @@ def bulk(payload: bytes | str) -> bytes:
     if isinstance(payload, str):
         payload = payload.encode("utf-8", errors="replace")
     return b"$%d\r\n%b\r\n" % (len(payload), payload)
+
+
+def compact_json(value: Any) -> str:
+    """JSON without spaces, like Go's encoder: clients split on spaces (Node's HI parsing)
+    and MUTATE filters match substrings such as `"jobtype":"X"` of stored payloads."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def bulk_json(value: Any) -> bytes:
+    """Every JSON reply (INFO, FETCH, PUSHB, BEAT state, LATENCY) is a bulk string."""
+    return bulk(compact_json(value))
+
+
+def go_float(value: float) -> float | int:
+    """Go prints an integral float64 without a fraction (`0`, not `0.0`)."""
+    return int(value) if value.is_integer() else value
