@@ -1,0 +1,89 @@
+"""A tiny trio Faktory client for in-process tests (MockClock-driven servers).
+
+It mirrors `rawclient.RawClient` over a trio stream: lines out, replies parsed with
+hiredis, `-ERR …` raised as `rawclient.ReplyError`. Only what the timer tests need.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import hiredis
+import trio
+
+from rawclient import ReplyError
+
+
+class PeerClosed(Exception):
+    """The server closed the connection before (or instead of) replying."""
+
+
+class AsyncClient:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.reader = hiredis.Reader(replyError=ReplyError)
+
+    @classmethod
+    async def connect(cls, port: int, **hello: Any) -> AsyncClient:
+        """Open a connection and complete the handshake (a worker if `wid` is given)."""
+        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        greeting = await client.reply()
+        assert isinstance(greeting, bytes) and greeting.startswith(b"HI "), greeting
+        hello.setdefault("v", 2)
+        if hello.get("wid"):
+            hello.setdefault("hostname", "testhost")
+            hello.setdefault("pid", 4242)
+            hello.setdefault("labels", [])
+        assert await client.json_command("HELLO", hello) == b"OK"
+        return client
+
+    async def send(self, line: str) -> None:
+        await self.stream.send_all(line.encode() + b"\r\n")
+
+    async def reply(self) -> Any:
+        """Next reply (bytes, or None for `$-1`); raises ReplyError / PeerClosed."""
+        while True:
+            item = self.reader.gets()
+            if item is not False:
+                break
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise PeerClosed(str(exc)) from exc
+            if not data:
+                raise PeerClosed("EOF")
+            self.reader.feed(data)
+        if isinstance(item, ReplyError):
+            raise item
+        return item
+
+    async def command(self, line: str) -> Any:
+        await self.send(line)
+        return await self.reply()
+
+    async def json_command(self, verb: str, payload: Any) -> Any:
+        return await self.command(f"{verb} {json.dumps(payload, separators=(',', ':'))}")
+
+    async def push(self, job: dict[str, Any]) -> Any:
+        return await self.json_command("PUSH", job)
+
+    async def fetch(self, *queues: str) -> dict[str, Any] | None:
+        body = await self.command("FETCH " + " ".join(queues or ("default",)))
+        return None if body is None else json.loads(body)
+
+    async def info(self) -> dict[str, Any]:
+        return json.loads(await self.command("INFO"))
+
+    async def wait_closed(self) -> None:
+        """Return once the server closes the connection (EOF or reset)."""
+        while True:
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)

@@ -1,0 +1,225 @@
+"""Every error line of faktory-protocol.md §1.4 that the OSS server emits, over TCP.
+
+Each case sends one raw line on an identified connection and compares the exact reply
+bytes; afterwards the same connection must still answer INFO (an error never ends a
+session, except the handshake ones tested in test_handshake_tcp.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import ServerProcess
+from rawclient import RawClient, ReplyError, new_jid
+
+QUEUE_RULE = r"queue names must match \A[a-zA-Z0-9._-]+\z"
+
+
+@pytest.fixture(scope="module")
+def shared_server(module_server_factory) -> ServerProcess:
+    """One server for the whole module: these cases only read, or push nothing valid."""
+    return module_server_factory()
+
+
+@pytest.fixture
+def client(shared_server: ServerProcess) -> Iterator[RawClient]:
+    with shared_server.client() as c:
+        assert c.handshake() == b"OK"
+        yield c
+
+
+def job(**fields: object) -> dict[str, object]:
+    base: dict[str, object] = {"jid": new_jid(), "jobtype": "Thing", "args": [1]}
+    base.update(fields)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def still_serves(client: RawClient) -> None:
+    info = client.info()
+    assert set(info) == {"now", "server_utc_time", "faktory", "server"}
+
+
+def exchange(client: RawClient, line: bytes) -> bytes:
+    """Send one line (CRLF added) and return exactly one reply line."""
+    client.send_raw(line + b"\r\n")
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = client.recv_raw()
+        assert chunk, f"connection closed after {line!r}; got {data!r}"
+        data += chunk
+    return data
+
+
+# (line sent, exact reply expected)
+EXACT = [
+    # verbs
+    (b"CMD foo", b"-ERR unknown command CMD\r\n"),
+    (b"FROBNICATE", b"-ERR unknown command FROBNICATE\r\n"),
+    (b'push {"jid":"12345678901","jobtype":"x","args":[]}', b"-ERR unknown command push\r\n"),
+    (b"info", b"-ERR unknown command info\r\n"),
+    # commands missing their argument: Faktory panics and answers "internal error"
+    (b"ACK", b"-ERR internal error\r\n"),
+    (b"PUSH", b"-ERR internal error\r\n"),
+    (b"PUSHB", b"-ERR internal error\r\n"),
+    (b"FAIL", b"-ERR internal error\r\n"),
+    (b"BEAT", b"-ERR internal error\r\n"),
+    (b"QUEUE", b"-ERR internal error\r\n"),
+    (b"QUEUE PAUSE", b"-ERR internal error\r\n"),
+    (b"QUEUE RESUME", b"-ERR internal error\r\n"),
+    (b"QUEUE REMOVE", b"-ERR internal error\r\n"),
+    # PUSH validation
+    (f"PUSH {compact(job(jid='short'))}".encode(), b"-ERR jobs must have a reasonable jid parameter\r\n"),
+    (f"PUSH {compact(job(jid='1234567'))}".encode(), b"-ERR jobs must have a reasonable jid parameter\r\n"),
+    (f"PUSH {compact(job(jid=''))}".encode(), b"-ERR jobs must have a reasonable jid parameter\r\n"),
+    (f"PUSH {compact(job(jid=...))}".encode(), b"-ERR jobs must have a reasonable jid parameter\r\n"),
+    (f"PUSH {compact(job(jobtype=''))}".encode(), b"-ERR jobs must have a jobtype parameter\r\n"),
+    (f"PUSH {compact(job(jobtype=...))}".encode(), b"-ERR jobs must have a jobtype parameter\r\n"),
+    (f"PUSH {compact(job(args=...))}".encode(), b"-ERR jobs must have an args parameter\r\n"),
+    (f"PUSH {compact(job(args=None))}".encode(), b"-ERR jobs must have an args parameter\r\n"),
+    (f"PUSH {compact(job(reserve_for=86401))}".encode(),
+     b"-ERR jobs cannot be reserved for more than one day\r\n"),
+    (f"PUSH {compact(job(queue='default?page=1'))}".encode(),
+     b'-ERR cannot get "default?page=1" queue: ' + QUEUE_RULE.encode() + b"\r\n"),
+    (f"PUSH {compact(job(queue='c&c'))}".encode(),
+     b'-ERR cannot get "c&c" queue: ' + QUEUE_RULE.encode() + b"\r\n"),
+    (f"PUSH {compact(job(queue='user@example.com'))}".encode(),
+     b'-ERR cannot get "user@example.com" queue: ' + QUEUE_RULE.encode() + b"\r\n"),
+    (f"PUSH {compact(job(queue='priority|high'))}".encode(),
+     b'-ERR cannot get "priority|high" queue: ' + QUEUE_RULE.encode() + b"\r\n"),
+    # FETCH
+    (b"FETCH", b"-ERR must call fetch with at least one queue\r\n"),
+    (b"FETCH ", b"-ERR must call fetch with at least one queue\r\n"),
+    # ACK
+    (b'ACK {"jid":1}', b'-ERR invalid ACK {"jid":1}\r\n'),
+    (b"ACK []", b"-ERR invalid ACK []\r\n"),
+    (b"ACK {}", b"-ERR invalid ACK {}\r\n"),
+    (b'ACK {"id":"12345678"}', b'-ERR invalid ACK {"id":"12345678"}\r\n'),
+    (b"ACK nope", b"-ERR invalid ACK nope\r\n"),
+    # FAIL
+    (b"FAIL nope", b"-ERR invalid FAIL nope\r\n"),
+    (b"FAIL []", b"-ERR invalid FAIL []\r\n"),
+    (b'FAIL {"jid":12345678}', b'-ERR invalid FAIL {"jid":12345678}\r\n'),
+    (b"FAIL {}", b"-ERR missing JID\r\n"),
+    (b'FAIL {"jid":""}', b"-ERR missing JID\r\n"),
+    (b'FAIL {"jid":"abcdefgh12345","message":"boom"}', b"-ERR Job not found abcdefgh12345\r\n"),
+    # BEAT
+    (b"BEAT nope", b"-ERR invalid BEAT nope\r\n"),
+    (b'BEAT {"wid":7}', b'-ERR invalid BEAT {"wid":7}\r\n'),
+    (b'BEAT {"wid":"no-such-worker"}', b"-ERR unknown worker no-such-worker\r\n"),
+    # QUEUE
+    (b"QUEUE UNPAUSE *", b"-ERR no such QUEUE subcommand: UNPAUSE\r\n"),
+    (b"QUEUE frob default", b"-ERR no such QUEUE subcommand: FROB\r\n"),
+    (b"QUEUE LATENCY *", b"-ERR QUEUE LATENCY does not support wildcards\r\n"),
+    (b"QUEUE latency *", b"-ERR QUEUE LATENCY does not support wildcards\r\n"),
+    # MUTATE
+    (b"MUTATE", b"-ERR invalid format\r\n"),
+    (b'MUTATE {"cmd":"clear","target":"queues"}', b"-ERR invalid target for mutation command\r\n"),
+    (b'MUTATE {"cmd":"kill","target":""}', b"-ERR invalid target for mutation command\r\n"),
+    (b'MUTATE {"cmd":"kill"}', b"-ERR invalid target for mutation command\r\n"),
+    (b'MUTATE {"cmd":"frobnicate","target":"retries"}', b"-ERR unknown mutate operation\r\n"),
+    # Enterprise-only subsystems
+    (b"BATCH NEW {}", b"-ERR batch subsystem is only available in Faktory Enterprise\r\n"),
+    (b"BATCH STATUS b-123", b"-ERR batch subsystem is only available in Faktory Enterprise\r\n"),
+    (b"TRACK GET 12345678", b"-ERR tracking subsystem is only available in Faktory Enterprise\r\n"),
+    (b"TRACK SET {}", b"-ERR tracking subsystem is only available in Faktory Enterprise\r\n"),
+]
+
+
+@pytest.mark.parametrize(("line", "reply"), EXACT, ids=[line.decode()[:50] for line, _ in EXACT])
+def test_exact_error_reply(client: RawClient, line: bytes, reply: bytes) -> None:
+    assert exchange(client, line) == reply
+    still_serves(client)
+
+
+# (line sent, expected prefix of the reply line)
+PREFIXED = [
+    (b"PUSH {", b"-ERR invalid JSON: "),
+    (b"PUSH not json", b"-ERR invalid JSON: "),
+    (b'PUSH {"jid":"12345678901","jobtype":"x","args":[]', b"-ERR invalid JSON: "),
+    (b"PUSH []", b"-ERR invalid JSON: "),
+    (b'PUSH "a string"', b"-ERR invalid JSON: "),
+    (b"PUSHB {", b"-ERR invalid JSON: "),
+    (b"PUSHB {}", b"-ERR invalid JSON: "),
+    (f"PUSH {compact(job(retry=2.5))}".encode(), b"-ERR invalid JSON: "),
+    (f"PUSH {compact(job(jid=123456789))}".encode(), b"-ERR invalid JSON: "),
+    (f"PUSH {compact(job(args='notalist'))}".encode(), b"-ERR invalid JSON: "),
+    (f"PUSH {compact(job(custom=[]))}".encode(), b"-ERR invalid JSON: "),
+    (f"PUSH {compact(job(reserve_for='60'))}".encode(), b"-ERR invalid JSON: "),
+    (f"PUSH {compact(job(at='yesterday'))}".encode(), b"-ERR invalid timestamp for 'at': \"yesterday\": "),
+    (f"PUSH {compact(job(at='2030-01-01 10:00:00'))}".encode(),
+     b"-ERR invalid timestamp for 'at': \"2030-01-01 10:00:00\": "),
+    (f"PUSH {compact(job(at='2030-01-01t10:00:00Z'))}".encode(),
+     b"-ERR invalid timestamp for 'at': \"2030-01-01t10:00:00Z\": "),
+    (b"MUTATE {", b"-ERR "),
+    (b"MUTATE nope", b"-ERR "),
+]
+
+
+@pytest.mark.parametrize(("line", "prefix"), PREFIXED, ids=[line.decode()[:50] for line, _ in PREFIXED])
+def test_prefixed_error_reply(client: RawClient, line: bytes, prefix: bytes) -> None:
+    reply = exchange(client, line)
+    assert reply.startswith(prefix), reply
+    assert reply.endswith(b"\r\n") and reply.count(b"\r\n") == 1, reply
+    still_serves(client)
+
+
+def test_type_error_texts_name_the_field(client: RawClient) -> None:
+    with pytest.raises(ReplyError) as retry:
+        client.push(job(retry=2.5))
+    assert "retry" in str(retry.value)
+    with pytest.raises(ReplyError) as jid:
+        client.push(job(jid=123456789))
+    assert "jid" in str(jid.value)
+
+
+def test_nothing_is_stored_by_rejected_pushes(server_factory) -> None:
+    with server_factory().client() as client:
+        assert client.handshake() == b"OK"
+        for fields in ({"jid": "short"}, {"jobtype": ""}, {"args": None}, {"reserve_for": 86401},
+                       {"at": "nope"}, {"queue": "c&c"}, {"retry": 2.5}):
+            with pytest.raises(ReplyError):
+                client.push(job(**fields))
+        info = client.info()["faktory"]
+    assert info["total_enqueued"] == 0
+    assert info["sets"] == {"dead": 0, "retries": 0, "scheduled": 0, "working": 0}
+    assert "c&c" not in info["queues"]
+
+
+def test_reserve_for_one_day_is_accepted(client: RawClient) -> None:
+    assert client.push(job(reserve_for=86400)) == b"OK"
+
+
+def test_bad_queue_name_in_scheduled_push_is_rejected_too(client: RawClient) -> None:
+    with pytest.raises(ReplyError, match=r"cannot get \"a b\" queue"):
+        client.push(job(queue="a b", at="2099-01-01T00:00:00Z"))
+
+
+def test_pushb_item_errors_are_a_map_not_an_error(client: RawClient) -> None:
+    good, short = job(), job(jid="short")
+    client.send_raw(f"PUSHB {compact([good, short])}\r\n".encode())
+    body = client.reply()
+    assert json.loads(body) == {"short": "jobs must have a reasonable jid parameter"}
+    still_serves(client)
+
+
+def test_fail_unknown_jid_via_reply_error(client: RawClient) -> None:
+    jid = new_jid()
+    with pytest.raises(ReplyError) as exc:
+        client.json_command("FAIL", {"jid": jid, "errtype": "E", "message": "m"})
+    assert str(exc.value) == f"ERR Job not found {jid}"
+
+
+def test_many_errors_in_a_row_keep_the_session(client: RawClient) -> None:
+    for line, reply in EXACT:
+        assert exchange(client, line) == reply, line
+    assert client.push(job()) == b"OK"
+    fetched = client.fetch("default")
+    assert fetched is not None
+    assert client.json_command("ACK", {"jid": fetched["jid"]}) == b"OK"
