@@ -240,10 +240,10 @@ class Dispatcher:
         if not sub:
             raise _internal_error()
         if sub == "LATENCY":
-            if "*" in names:
+            if names == ["*"]:
                 raise JobError("QUEUE LATENCY does not support wildcards")
             latencies = self.manager.latency(names, self.clock.now())
-            return wire.bulk_json(latencies)
+            return wire.bulk_json(dict(sorted(latencies.items())))  # Go sorts map keys
         actions = {"PAUSE": self.manager.pause, "RESUME": self.manager.resume,
                    "REMOVE": self.manager.remove}
         if sub not in actions:

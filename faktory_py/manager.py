@@ -214,14 +214,13 @@ class Manager:
         """MUTATE {"cmd","target","filter"}: clear / discard / kill / requeue set entries."""
         if not isinstance(request, dict):
             raise JobError("json: cannot unmarshal into Go value of type server.Mutation")
-        target = request.get("target")
+        cmd, target = request.get("cmd"), request.get("target")
+        if cmd not in ("clear", "discard", "kill", "requeue"):
+            raise JobError("unknown mutate operation")
         if target not in MUTATE_TARGETS:
             raise JobError("invalid target for mutation command")
-        cmd = request.get("cmd")
         if cmd == "clear":
             return self.store.commit([{"op": "zclear", "set": target}])
-        if cmd not in ("discard", "kill", "requeue"):
-            raise JobError("unknown mutate operation")
         matches = self._matching(target, request.get("filter"))
         ops: list[dict[str, Any]] = []
         for jid, job in matches:
