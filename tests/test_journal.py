@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
@@ -9,12 +10,22 @@ import tempfile
 import threading
 import zlib
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faktory_py.store import journal as journal_module
 from faktory_py.store.journal import DataDirectoryInUse, Journal, JournalCorrupt, encode_frame
+
+
+HEAD = 12  # frame header: length, payload CRC32, CRC32 of those 8 bytes (all big-endian)
+
+
+def frame(payload: bytes) -> bytes:
+    """A frame built from the format's description, not by the code under test."""
+    checked = struct.pack(">II", len(payload), zlib.crc32(payload))
+    return checked + struct.pack(">I", zlib.crc32(checked)) + payload
 
 
 def seg(directory, number: int) -> str:
@@ -74,6 +85,24 @@ msgpack_values = st.recursive(
 
 
 # --- round trip -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("record", ["a", 0, {"op": "ack", "jid": "x" * 300}, sample(7)])
+def test_frame_layout(record):
+    payload = msgpack.packb(record, use_bin_type=True)
+    assert encode_frame(record) == frame(payload)
+    assert encode_frame(record)[:4] == len(payload).to_bytes(4, "big")
+
+
+def test_files_start_with_a_version_2_header(tmp_path):
+    write_journal(tmp_path, ["a"])
+    with open(seg(tmp_path, 1), "rb") as file:
+        data = file.read()
+    (length,) = struct.unpack(">I", data[:4])
+    assert data[: HEAD + length] == frame(data[HEAD : HEAD + length])
+    header = msgpack.unpackb(data[HEAD : HEAD + length])
+    assert header == {"format": "faktory_py-journal", "version": 2, "kind": "segment", "segment": 1}
+    assert data[HEAD + length :] == frame(msgpack.packb("a"))
 
 
 def test_round_trip_across_reopen_and_positions(tmp_path):
@@ -145,29 +174,66 @@ def test_append_before_replay_or_after_close_is_refused(tmp_path):
 # --- torn tail ------------------------------------------------------------------------
 
 
-def test_torn_tail_at_every_offset_is_dropped(tmp_path, caplog):
-    earlier = [sample(i) for i in range(5)]
-    last = {"op": "ack", "jid": "the-last-one"}
-    for cut_index in range(1, len(encode_frame(last))):
-        directory = str(tmp_path / f"cut{cut_index}")
-        *_, good_end, _ = write_journal(directory, earlier + [last])
-        os.truncate(seg(directory, 1), good_end + cut_index)
+def assert_cut_is_torn(directory, caplog, earlier, batch, cut_index, problem) -> None:
+    """Write `earlier`, then `batch` in one write cut after `cut_index` bytes: a torn tail."""
+    journal, _ = load(directory)
+    journal.append_many(earlier)
+    journal.close()
+    good_end = os.path.getsize(seg(directory, 1))
+    journal, _ = load(directory)
+    journal.append_many(batch)
+    journal.close()
+    os.truncate(seg(directory, 1), good_end + cut_index)
+    frames = [encode_frame(record) for record in batch]
+    complete = 0
+    while complete < len(batch) and sum(map(len, frames[: complete + 1])) <= cut_index:
+        complete += 1
+    kept_end = good_end + sum(map(len, frames[:complete]))
+    assert kept_end < good_end + cut_index  # a part of a frame is left over
 
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="faktory_py.journal"):
-            journal, records = load(directory)
-        assert records == earlier
-        assert os.path.getsize(seg(directory, 1)) == good_end
-        [warning] = caplog.records
-        assert warning.name == "faktory_py.journal"
-        assert seg(directory, 1) in warning.getMessage()
-        assert f"offset {good_end}" in warning.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="faktory_py.journal"):
+        journal, records = load(directory)
+    assert records == earlier + batch[:complete]
+    assert os.path.getsize(seg(directory, 1)) == kept_end
+    [warning] = caplog.records
+    assert warning.name == "faktory_py.journal"
+    assert seg(directory, 1) in warning.getMessage()
+    assert f"offset {kept_end}" in warning.getMessage()
+    assert problem in warning.getMessage()
 
-        journal.append("after")
-        journal.close()
-        caplog.clear()
-        assert reload(directory) == earlier + ["after"]
-        assert not caplog.records
+    journal.append("after")
+    journal.close()
+    caplog.clear()
+    assert reload(directory) == earlier + batch[:complete] + ["after"]
+    assert not caplog.records
+
+
+EARLIER = [sample(i) for i in range(5)]
+LAST = {"op": "ack", "jid": "the-last-one"}
+
+
+@pytest.mark.parametrize("cut_index", range(1, HEAD))
+def test_torn_header_is_dropped(tmp_path, caplog, cut_index):
+    assert_cut_is_torn(str(tmp_path), caplog, EARLIER, [LAST], cut_index, "incomplete frame header")
+
+
+def test_torn_payload_at_every_offset_is_dropped(tmp_path, caplog):
+    for cut_index in range(HEAD, len(encode_frame(LAST))):
+        assert_cut_is_torn(
+            str(tmp_path / f"cut{cut_index}"), caplog, EARLIER, [LAST], cut_index, "runs past end of file"
+        )
+
+
+def test_torn_multi_frame_write_keeps_its_complete_frames(tmp_path, caplog):
+    batch = [sample(10), "b", {"op": "ack", "jid": "the-last-one"}]
+    ends = list(itertools.accumulate(len(encode_frame(record)) for record in batch))
+    for cut_index in range(1, ends[-1]):
+        if cut_index in ends:
+            continue  # a clean cut between frames: nothing torn
+        assert_cut_is_torn(
+            str(tmp_path / f"cut{cut_index}"), caplog, EARLIER, batch, cut_index, ""
+        )
 
 
 def test_torn_header_of_newest_segment_is_rewritten(tmp_path, caplog):
@@ -192,17 +258,29 @@ def test_crc_failure_of_the_final_frame_is_a_torn_tail(tmp_path, caplog):
     assert "crc mismatch" in caplog.text and f"offset {good_end}" in caplog.text
 
 
-@pytest.mark.parametrize("mid_frame", [False, True])
-def test_zero_filled_tail_is_a_torn_tail(tmp_path, caplog, mid_frame):
+@pytest.mark.parametrize("zeros_from", ["after-last-frame", "mid-payload", "mid-header", "header-start"])
+def test_zero_filled_tail_is_a_torn_tail(tmp_path, caplog, zeros_from):
     *_, good_end, full_end = write_journal(tmp_path, ["a", "b", "c" * 20])
+    start = {"after-last-frame": full_end, "mid-payload": full_end - 10, "mid-header": good_end + 6,
+             "header-start": good_end}[zeros_from]
     with open(seg(tmp_path, 1), "r+b") as file:
         # A crash after the file grew but before its data reached the disk reads as zeros.
-        file.seek(full_end - 10 if mid_frame else full_end)
+        file.seek(start)
         file.write(bytes(4096))
+    whole = zeros_from == "after-last-frame"
     with caplog.at_level(logging.WARNING, logger="faktory_py.journal"):
-        assert reload(tmp_path) == (["a", "b"] if mid_frame else ["a", "b", "c" * 20])
+        assert reload(tmp_path) == (["a", "b", "c" * 20] if whole else ["a", "b"])
     assert len(caplog.records) == 1
-    assert os.path.getsize(seg(tmp_path, 1)) == (good_end if mid_frame else full_end)
+    assert f"offset {full_end if whole else good_end}" in caplog.text
+    assert os.path.getsize(seg(tmp_path, 1)) == (full_end if whole else good_end)
+
+
+def test_zeros_followed_by_data_are_corruption(tmp_path):
+    *_, full_end = write_journal(tmp_path, ["a", "b"])
+    with open(seg(tmp_path, 1), "ab") as file:
+        file.write(bytes(HEAD) + encode_frame("c"))  # an all-zero frame is not a valid one
+    with pytest.raises(JournalCorrupt, match=f"at offset {full_end}: frame header crc mismatch"):
+        reload(tmp_path)
 
 
 # --- corruption -----------------------------------------------------------------------
@@ -222,11 +300,38 @@ def test_crc_mismatch_in_a_middle_frame_is_corruption(tmp_path):
     assert len(reload(tmp_path)) == 10
 
 
-def test_undecodable_payload_with_a_good_crc_is_corruption(tmp_path):
+def test_flipped_length_byte_in_the_newest_segment_is_corruption(tmp_path):
+    sizes = write_journal(tmp_path, [sample(i) for i in range(200)])
+    frame_start = sizes[99]  # the 101st record's frame
+    size = sizes[-1]
+    flip_byte(seg(tmp_path, 1), frame_start + 1)  # its length now runs far past end of file
+    with pytest.raises(JournalCorrupt) as raised:
+        reload(tmp_path)
+    assert str(raised.value) == (
+        f"journal {seg(tmp_path, 1)} is corrupt at offset {frame_start}: frame header crc mismatch"
+    )
+    assert raised.value.offset == frame_start
+    assert os.path.getsize(seg(tmp_path, 1)) == size  # nothing was cut
+    flip_byte(seg(tmp_path, 1), frame_start + 1)
+    assert reload(tmp_path) == [sample(i) for i in range(200)]
+
+
+@pytest.mark.parametrize("which", ["middle", "last"])
+@pytest.mark.parametrize("byte", range(HEAD))
+def test_any_flipped_header_byte_is_corruption(tmp_path, which, byte):
+    sizes = write_journal(tmp_path, [sample(i) for i in range(10)])
+    frame_start = sizes[3] if which == "middle" else sizes[-2]
+    flip_byte(seg(tmp_path, 1), frame_start + byte)
+    with pytest.raises(JournalCorrupt, match=f"at offset {frame_start}: frame header crc mismatch"):
+        reload(tmp_path)
+    assert os.path.getsize(seg(tmp_path, 1)) == sizes[-1]
+
+
+@pytest.mark.parametrize("payload", [b"\xc1", b""])  # a msgpack byte that is never used; nothing
+def test_undecodable_payload_with_a_good_crc_is_corruption(tmp_path, payload):
     sizes = write_journal(tmp_path, ["a"])
     with open(seg(tmp_path, 1), "ab") as file:
-        payload = b"\xc1"  # a msgpack byte that is never used
-        file.write(struct.pack(">II", len(payload), zlib.crc32(payload)) + payload)
+        file.write(frame(payload))
     with pytest.raises(JournalCorrupt, match=f"at offset {sizes[-1]}: undecodable msgpack"):
         reload(tmp_path)
 
@@ -264,11 +369,11 @@ def test_bad_headers_are_corruption(tmp_path):
     with pytest.raises(JournalCorrupt, match="at offset 0: missing or invalid segment header"):
         reload(tmp_path)
     with open(seg(tmp_path, 1), "wb") as file:
-        file.write(encode_frame({"format": "faktory_py-journal", "version": 2, "kind": "segment", "segment": 1}))
-    with pytest.raises(JournalCorrupt, match="unsupported format version 2"):
+        file.write(encode_frame({"format": "faktory_py-journal", "version": 1, "kind": "segment", "segment": 1}))
+    with pytest.raises(JournalCorrupt, match="unsupported format version 1"):
         reload(tmp_path)
     with open(seg(tmp_path, 1), "wb") as file:  # a segment renamed from another number
-        file.write(encode_frame({"format": "faktory_py-journal", "version": 1, "kind": "segment", "segment": 7}))
+        file.write(encode_frame({"format": "faktory_py-journal", "version": 2, "kind": "segment", "segment": 7}))
     with pytest.raises(JournalCorrupt, match="segment=7, expected 1"):
         reload(tmp_path)
 
@@ -338,7 +443,7 @@ def test_crash_before_snapshot_rename_keeps_old_state(tmp_path):
     journal.close()
     # The crashed compaction had written its whole temporary file, but never renamed it.
     with open(os.path.join(tmp_path, "snapshot.fj.tmp"), "wb") as file:
-        file.write(encode_frame({"format": "faktory_py-journal", "version": 1, "kind": "snapshot", "next_segment": 3}))
+        file.write(encode_frame({"format": "faktory_py-journal", "version": 2, "kind": "snapshot", "next_segment": 3}))
         file.write(encode_frame("NEW"))
     journal, records = load(tmp_path)
     assert records == ["S", "b", "c"]

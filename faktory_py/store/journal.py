@@ -1,16 +1,29 @@
 """The journal's on-disk format: numbered segments of framed msgpack records plus a snapshot.
 
 A data directory holds `snapshot.fj` (optional) and segments `journal.00000001.fj`, ...
-Every file is a run of frames: 4-byte big-endian payload length, 4-byte big-endian CRC32
-of the payload, then the msgpack payload. The first frame is a header naming the format
-and the file's kind; a snapshot's header also says from which segment replay continues,
-so compaction never has to rewrite a segment: it writes a new snapshot beside them and
-then deletes the segments the snapshot covers.
+Every file is a run of frames, each a 12-byte header and then the msgpack payload:
+
+    offset 0  4 bytes  payload length, big-endian
+    offset 4  4 bytes  CRC32 of the payload, big-endian
+    offset 8  4 bytes  CRC32 of the 8 bytes before it (length and payload CRC), big-endian
+    offset 12          payload
+
+The first frame is a header naming the format and the file's kind; a snapshot's header
+also says from which segment replay continues, so compaction never has to rewrite a
+segment: it writes a new snapshot beside them and then deletes the segments the snapshot
+covers.
 
 This module is plain blocking file I/O and knows nothing of what records mean. Records
 are appended and fsynced at the caller's pace; only the newest segment may end in a torn
 frame (a write cut short by a crash before it was fsynced), which replay drops. Anywhere
 else a bad frame means acknowledged data is damaged, and replay refuses to guess.
+
+The header's own CRC is what tells the two apart at the end of the newest segment. Each
+write is of whole frames, so a crash leaves a prefix of one: fewer than 12 header bytes,
+or the real header with its payload cut short. A complete header whose CRC fails was
+damaged after it was written (unless it ends in zeros that run to end of file: data that
+never reached the disk), and since its length cannot be trusted, nor can any claim that
+nothing acknowledged follows it.
 """
 
 from __future__ import annotations
@@ -31,12 +44,13 @@ import msgpack
 log = logging.getLogger("faktory_py.journal")
 
 FORMAT = "faktory_py-journal"
-VERSION = 1
+VERSION = 2
 SNAPSHOT = "snapshot.fj"
 _SNAPSHOT_TMP = SNAPSHOT + ".tmp"
 _LOCK = "LOCK"
 _SEGMENT_NAME = re.compile(r"journal\.(\d{8,})\.fj")
-_FRAME_HEAD = struct.Struct(">II")
+_FRAME_HEAD = struct.Struct(">III")  # length, payload CRC32, CRC32 of those 8 bytes
+_CHECKED_HEAD = struct.Struct(">II")  # the part of the header its own CRC covers
 _IO_BUFFER = 1 << 20
 
 
@@ -56,9 +70,10 @@ class DataDirectoryInUse(Exception):
 
 
 def encode_frame(record: object) -> bytes:
-    """One record as it is stored: length, CRC32 and msgpack payload."""
+    """One record as it is stored: 12-byte header (see the module docstring), then msgpack."""
     payload = msgpack.packb(record, use_bin_type=True)
-    return _FRAME_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+    checked = _CHECKED_HEAD.pack(len(payload), zlib.crc32(payload))
+    return checked + zlib.crc32(checked).to_bytes(4, "big") + payload
 
 
 def _segment_name(number: int) -> str:
@@ -98,9 +113,11 @@ def _frames(path: str, *, may_tear: bool) -> Generator[object, None, int]:
     """Yield every record of a file, header included; return where the good frames end.
 
     With `may_tear` (the newest segment), a bad frame that a crash could have left
-    behind is dropped instead of reported: one cut short by end of file, or one whose
-    CRC fails with nothing but zero bytes after it (none, or the zeros of a file that
-    was extended by a write whose data never reached the disk).
+    behind is dropped instead of reported: fewer than 12 header bytes before end of file;
+    a good header whose payload is cut short by end of file; or a frame that turns into
+    zero bytes up to end of file (the zeros of a file that was extended by a write whose
+    data never reached the disk), seen as a header whose CRC fails and that ends in
+    zeros, or as a payload whose CRC fails, with only zeros (or nothing) after either.
     """
     with open(path, "rb", buffering=_IO_BUFFER) as file:
         size = os.fstat(file.fileno()).st_size
@@ -110,9 +127,13 @@ def _frames(path: str, *, may_tear: bool) -> Generator[object, None, int]:
             if len(head) < _FRAME_HEAD.size:
                 problem, torn = "incomplete frame header", may_tear
             else:
-                length, crc = _FRAME_HEAD.unpack(head)
+                length, crc, head_crc = _FRAME_HEAD.unpack(head)
                 end = offset + _FRAME_HEAD.size + length
-                if end > size:
+                if zlib.crc32(head[:_CHECKED_HEAD.size]) != head_crc:
+                    problem = "frame header crc mismatch"
+                    # Torn only as zeros from somewhere inside this header to end of file.
+                    torn = may_tear and head.endswith(b"\0") and _zeros_from(file, offset + len(head))
+                elif end > size:
                     problem, torn = f"frame of {length} bytes runs past end of file", may_tear
                 else:
                     payload = file.read(length)
@@ -122,9 +143,8 @@ def _frames(path: str, *, may_tear: bool) -> Generator[object, None, int]:
                         try:
                             record = msgpack.unpackb(payload, raw=False, strict_map_key=False)
                         except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                            # An all-zero frame passes the CRC check (crc32(b"") == 0).
-                            problem = f"undecodable msgpack payload ({exc})"
-                            torn = may_tear and _zeros_from(file, offset)
+                            # Both CRCs hold, so this is what was written: never a tear.
+                            problem, torn = f"undecodable msgpack payload ({exc})", False
                         else:
                             yield record
                             offset = end
