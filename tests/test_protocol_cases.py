@@ -1,12 +1,12 @@
 """Replays the language-neutral conformance cases in protocol/cases/*.case.
 
-One pytest test per case file, each against a fresh server process (the `server` fixture,
-or a password-protected one for files that say `REQUIRE password`). The file format is
-described in protocol/README.md; this module is its reference interpreter.
+One pytest test per case file and target. Target `faktory_py`: a fresh server process (the
+`server` fixture, or a password-protected one for files that say `REQUIRE password`). The file
+format is described in protocol/README.md; this module is its reference interpreter.
 
-Every case file also runs against the real Faktory when ``FAKTORY_BIN`` names its binary
-(tests/run.sh builds one and exports it): a fresh Faktory per file, on its own ports and
-storage. ``FAKTORY_CASES_URL=tcp://host:port`` (and ``FAKTORY_CASES_PASSWORD_URL`` for the
+Target `faktory-<version>`: the same file against a fresh real Faktory (tests/real_faktory.py;
+tests/run.sh builds it and exports ``FAKTORY_BIN``; skipped when it is missing, except under
+CI=true). ``FAKTORY_CASES_URL=tcp://host:port`` (and ``FAKTORY_CASES_PASSWORD_URL`` for the
 password cases) point that half at an already running server instead. ``*.ours.case`` files
 and files that need server options pin down faktory_py's own behaviour and never run against
 Faktory. The interpreter also runs from the command line:
@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+
+from real_faktory import OUR_SERVER_PARAM, REAL_FAKTORY_PARAM, real_faktory_factory  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = sorted((ROOT / "protocol" / "cases").glob("*.case"))
@@ -367,82 +368,22 @@ def _address(url: str) -> tuple[str, int, str | None]:
 # --- pytest ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RealFaktory:
-    """The real Faktory binary ($FAKTORY_BIN, see tests/run.sh) on loopback ports of its own,
-    with a fresh storage dir (it starts its own redis-server from $PATH)."""
-
-    def __init__(self, binary: str, base: Path, password: str | None) -> None:
-        self.port = _free_port()
-        self.password = password
-        self.log = base / "faktory.log"
-        data, conf = base / "data", base / "conf"
-        data.mkdir(parents=True)
-        conf.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
-        if password:
-            env["FAKTORY_PASSWORD"] = password
-        cmd = [binary, "-e", "development", "-l", "warn", "-b", f"127.0.0.1:{self.port}",
-               "-w", f"127.0.0.1:{_free_port()}", "-d", str(data), "-c", str(conf)]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"faktory exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    if sock.recv(3) == b"+HI":
-                        return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"faktory did not start:\n{self.log.read_text()}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-TARGETS = ("faktory_py", "faktory")
-
-
 @pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
-@pytest.mark.parametrize("target", TARGETS)
-def test_protocol_case(target: str, path: Path, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Replay one case file against faktory_py, or against the real Faktory ($FAKTORY_BIN)."""
+@pytest.mark.parametrize("target", [OUR_SERVER_PARAM, REAL_FAKTORY_PARAM])
+def test_protocol_case(target: str, path: Path, request: pytest.FixtureRequest) -> None:
+    """Replay one case file against faktory_py, or against the real Faktory."""
     case = parse_case(path)
-    ours_only = path.name.endswith(".ours.case") or bool(case.server_args)
     password = DEFAULT_PASSWORD if case.require_password else None
-    external = os.environ.get("FAKTORY_CASES_PASSWORD_URL" if case.require_password else "FAKTORY_CASES_URL")
-    if target == "faktory":
-        if ours_only:
+    if target == REAL_FAKTORY_PARAM:
+        if path.name.endswith(".ours.case") or case.server_args:
             pytest.skip("pins faktory_py's own behaviour")
+        external = os.environ.get("FAKTORY_CASES_PASSWORD_URL" if case.require_password else "FAKTORY_CASES_URL")
         if external:
             host, port, password = _address(external)
             Runner(host, port, password).run(case)
             return
-        binary = os.environ.get("FAKTORY_BIN")
-        if not binary:
-            pytest.skip("set FAKTORY_BIN (tests/run.sh does) to replay the cases against the real Faktory")
-        real = RealFaktory(binary, tmp_path, password)
-        try:
-            Runner("127.0.0.1", real.port, password).run(case)
-        finally:
-            real.stop()
-        return
-    if case.require_password or case.server_args:
+        srv = request.getfixturevalue("real_faktory_factory")(password=password)
+    elif case.require_password or case.server_args:
         srv = request.getfixturevalue("server_factory")(password=password, args=case.server_args)
     else:
         srv = request.getfixturevalue("server")

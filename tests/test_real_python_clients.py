@@ -6,7 +6,9 @@
 * ``pyfaktory`` 0.2.13: needs bulk replies for FETCH/INFO/PUSHB, sends ``"at": ""`` on every
   PUSH, beats as soon as a worker-role client is identified.
 
-Each scenario runs with and without a password. Both clients use 30 s socket timeouts, so
+Each scenario runs with and without a password, against faktory_py and against the real
+Faktory (tests/real_faktory.py; skipped when tests/run.sh has not built it): the assertions are
+what both servers do. Both clients use 30 s socket timeouts, so
 nothing here waits on a reply that may not come: the only slow step is an empty FETCH (2 s).
 ``Worker.run()`` ends in ``sys.exit`` and is only ever run in a subprocess.
 """
@@ -27,6 +29,7 @@ import pytest
 from faktory._proto import Connection
 from pyfaktory import Client, Job, JobFilter, MutateOperation, Producer
 from pyfaktory.util.exceptions import FaktroyWorkProtocolError
+from real_faktory import any_server_factory, real_faktory_factory  # noqa: F401 (fixtures)
 
 PASSWORD = "s3cret"
 
@@ -35,8 +38,15 @@ both = pytest.mark.parametrize("password", [None, PASSWORD], ids=["nopass", "pas
 
 
 @pytest.fixture
-def srv(server_factory, password):
-    return server_factory(password=password)
+def start(any_server_factory):
+    """`start(password)`: a fresh faktory_py, or a fresh real Faktory (ids `[faktory_py]`,
+    `[faktory-1.9.4]`; the latter skips when the binary is missing, except under CI=true)."""
+    return lambda password: any_server_factory(password=password)
+
+
+@pytest.fixture
+def srv(start, password):
+    return start(password)
 
 
 def raw_info(srv) -> dict[str, Any]:
@@ -126,8 +136,8 @@ def test_cdrx_fail_without_backtrace_goes_to_retries(srv, password):
     assert faktory_info["total_failures"] == 1
 
 
-def test_cdrx_wrong_password_refused(server_factory):
-    srv = server_factory(password=PASSWORD)
+def test_cdrx_wrong_password_refused(start):
+    srv = start(PASSWORD)
     with pytest.raises(faktory.FaktoryAuthenticationError):
         faktory.Client(faktory=wrong_url(srv)).connect()
     # no password at all: cdrx sends no pwdhash
@@ -220,8 +230,8 @@ def test_pyfaktory_push_fetch_ack(srv, pyf, password):
     assert pyf._fetch(["pyf"]) is None
 
 
-def test_pyfaktory_wrong_password_refused(server_factory):
-    srv = server_factory(password=PASSWORD)
+def test_pyfaktory_wrong_password_refused(start):
+    srv = start(PASSWORD)
     for role in ("producer", "both"):
         client = Client(faktory_url=wrong_url(srv), role=role, worker_id="pyf-wrong-pw", timeout=10)
         with pytest.raises(FaktroyWorkProtocolError, match="ERR Invalid password"):
