@@ -3,6 +3,9 @@
 Flags and their defaults follow the `faktory` binary so existing deployment scripts keep
 working; faktory_py's own settings (fsync policy, connection limit, line limit) live in
 `conf.d/*.toml` under `[faktory_py]` or in long options.
+
+`faktory-py conformance --url tcp://host:port ...` is a subcommand of its own: it runs the
+protocol conformance cases against any running server (see faktory_py/conformance.py).
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ async def _run(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["conformance"]:
+        from . import conformance  # the checker needs neither trio nor the server
+        return conformance.main(argv[1:])
     if "-v" in argv:
         print(f"faktory_py {__version__} (Faktory protocol {FAKTORY_VERSION})")
         return 0

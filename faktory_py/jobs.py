@@ -87,7 +87,7 @@ def decode_json(text: str) -> Any:
     encoded as UTF-8 (nor stored): like Go, we turn it into U+FFFD.
     """
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise JobError(f"invalid JSON: {exc}") from None
     if _SURROGATE_ESCAPE.search(text):
@@ -107,6 +107,9 @@ def _finite_float(text: str) -> float:
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"cannot unmarshal number {text} into a float64")
     return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _replace_surrogates(value: Any) -> Any:
@@ -145,7 +148,8 @@ def decode_job(raw: Any) -> dict[str, Any]:
 def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float | None]:
     """Validate a decoded job for PUSH and fill defaults.
 
-    Returns the job to store and the unix time it is scheduled for (None: enqueue now).
+    Returns the job to store and the unix time it is scheduled for (None: enqueue now,
+    and the job already carries its `enqueued_at`).
     The order of checks follows Faktory so the first error reported is the same.
     """
     jid = job.get("jid", "")
@@ -159,8 +163,9 @@ def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float
         raise JobError("jobs cannot be reserved for more than one day")
     job = dict(job)
     job.setdefault("retry", DEFAULT_RETRY)
+    stamp = format_time(now)
     if not job.get("created_at"):
-        job["created_at"] = format_time(now)
+        job["created_at"] = stamp
     if not job.get("queue"):
         job["queue"] = "default"
     at = job.get("at")
@@ -172,7 +177,10 @@ def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float
             raise JobError(f"invalid timestamp for 'at': {json.dumps(at)}: {exc}") from None
         if when > now:
             scheduled_for = when
-            job.pop("enqueued_at", None)
+    if scheduled_for is None:
+        job["enqueued_at"] = stamp
+    else:
+        job.pop("enqueued_at", None)
     check_queue_name(job["queue"])
     return canonical(job), scheduled_for
 

@@ -86,7 +86,7 @@ class Manager:
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
         if scheduled_for is not None:
             return [{"op": "zadd", "set": "scheduled", "score": scheduled_for, "job": job}]
-        return [self._enqueue_op(job, now)]
+        return [{"op": "enqueue", "job": job}]
 
     @staticmethod
     def _enqueue_op(job: dict[str, Any], now: float) -> dict[str, Any]:

@@ -198,24 +198,67 @@ class _Connections:
                 workers.unregister(session.wid, session.conn_id)
 
     async def _serve_commands(self, stream: trio.abc.Stream, reader: wire.LineReader, session: Session) -> None:
-        while True:
-            try:
-                command = await _read(stream, reader, reader.next_command)
-            except wire.ProtocolError as exc:
-                await _send(stream, wire.error(str(exc)))
-                return
-            if command is None:
-                return
-            if self.stopping:
-                await _send(stream, wire.error("shutdown in progress"))
-                return
-            if command.verb == "FETCH":
-                reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command))
-            else:
-                reply = await self.dispatcher.handle(session, command)
-            if reply is None:
-                return
-            await _send(stream, reply)
+        """Answer commands in order until END, EOF or a protocol error.
+
+        Replies to pipelined commands (already buffered when the previous one is done) are
+        collected and written together: one send for many replies.
+        """
+        replies = _ReplyBuffer(stream)
+        try:
+            while True:
+                try:
+                    command = reader.next_command()
+                except wire.ProtocolError as exc:
+                    replies.add(wire.error(str(exc)))
+                    return
+                if command is None:
+                    await replies.flush()
+                    if reader.at_eof:
+                        return
+                    reader.receive_data(await stream.receive_some(_RECV_CHUNK))
+                    continue
+                if self.stopping:
+                    replies.add(wire.error("shutdown in progress"))
+                    return
+                if command.verb == "FETCH":  # may block: answer what came before it first
+                    await replies.flush()
+                    reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command))
+                else:
+                    reply = await self.dispatcher.handle(session, command)
+                if reply is None:
+                    return
+                replies.add(reply)
+                if replies.full:
+                    await replies.flush()
+        finally:
+            with trio.CancelScope(shield=True):
+                await replies.flush()
+
+
+class _ReplyBuffer:
+    """Replies waiting to be written in one send (bounded, flushed before any blocking)."""
+
+    LIMIT = 64 * 1024
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.LIMIT
+
+    def add(self, reply: bytes) -> None:
+        self.parts.append(reply)
+        self.size += len(reply)
+
+    async def flush(self) -> None:
+        if self.parts:
+            data = b"".join(self.parts)
+            self.parts.clear()
+            self.size = 0
+            await _send(self.stream, data)
 
 
 async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ the rest of the server schedules in.
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 from datetime import datetime, timedelta, timezone
 
@@ -35,10 +36,22 @@ def _date(t: datetime) -> str:
 
 
 def format_time(unix_seconds: float) -> str:
-    """Go's RFC3339Nano in UTC: fraction without trailing zeros, no ``.`` when whole, ``Z``."""
-    t = _utc(unix_seconds)
-    fraction = f".{t.microsecond:06d}".rstrip("0").rstrip(".")
-    return f"{_date(t)}T{t:%H:%M:%S}{fraction}Z"
+    """Go's RFC3339Nano in UTC: fraction without trailing zeros, no ``.`` when whole, ``Z``.
+
+    Every PUSH formats two timestamps, so the date-and-time part is cached per second.
+    """
+    whole = math.floor(unix_seconds)
+    micros = round((unix_seconds - whole) * 1_000_000)
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    fraction = f".{micros:06d}".rstrip("0") if micros else ""
+    return f"{_second(whole)}{fraction}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second(whole: int) -> str:
+    t = _EPOCH + timedelta(seconds=whole)
+    return f"{_date(t)}T{t:%H:%M:%S}"
 
 
 def utc_day(unix_seconds: float) -> str:

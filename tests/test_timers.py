@@ -226,6 +226,7 @@ async def test_silent_worker_is_reaped(tmp_path: Path, autojump_clock: trio.test
             for _ in range(8):  # beat every 15 s for 120 s
                 await trio.sleep(15)
                 assert await beating.json_command("BEAT", {"wid": "beating-worker"}) == b"OK"
+            nursery.cancel_scope.cancel()  # stop watching (fail below rather than hang)
 
         assert closed_at, "the silent worker was never disconnected"
         silent_for = closed_at[0] - hello_at

@@ -1,0 +1,625 @@
+"""The conformance suite: replays the language-neutral protocol cases against any server.
+
+`faktory-py conformance --url tcp://[:password@]host:port` runs every case file against an
+already running server (faktory_py, Faktory itself, or any other implementation) and prints
+one row per file. The case format is described in protocol/README.md; this module is its
+reference interpreter, also used by tests/test_protocol_cases.py. It needs nothing but the
+standard library (plain blocking sockets), so it can check a server from anywhere.
+
+Case files are found in, first match wins:
+
+1. the directory given with `--cases DIR`;
+2. `protocol/cases/` of the source tree this module sits in (a checkout or an editable install);
+3. `faktory_py/conformance_cases/` inside the installed package: pyproject.toml maps the
+   package `faktory_py.conformance_cases` onto `protocol/cases/`, so a wheel carries a copy.
+
+File names carry tags between the area and `.case`: `.ours` marks faktory_py's own behaviour
+(skipped against an external server unless `--ours`), `.ent` marks Faktory Enterprise
+behaviour (skipped unless `--ent`), e.g. `batch.ent.case`, `limits.ours.case`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import secrets
+import socket
+import ssl
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import unquote, urlparse
+
+READ_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 5.0
+DEFAULT_PORT = 7419
+
+
+class CaseFailure(AssertionError):
+    """A step did not get what the case expects. `lineno`/`step` are set once it is known where."""
+
+    def __init__(self, message: str, lineno: int | None = None, step: str | None = None,
+                 case: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.lineno = lineno
+        self.step = step
+        self.case = case
+
+    def __str__(self) -> str:
+        if self.lineno is None:
+            return self.message
+        return f"{self.case}:{self.lineno}: {self.step}\n  {self.message}"
+
+
+# --- finding and parsing cases -----------------------------------------------------------
+
+
+def case_dirs() -> list[Path]:
+    """Where the case files may be, in the order they are looked for (without `--cases`)."""
+    here = Path(__file__).resolve().parent
+    return [here.parent / "protocol" / "cases", here / "conformance_cases"]
+
+
+def find_cases(directory: str | Path | None = None) -> list[Path]:
+    """The `*.case` files of `directory`, or of the first default place that has any."""
+    if directory is not None:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory} is not a directory")
+        return sorted(directory.glob("*.case"))
+    for candidate in case_dirs():
+        found = sorted(candidate.glob("*.case"))
+        if found:
+            return found
+    raise FileNotFoundError("no case files found in " + " or ".join(map(str, case_dirs())))
+
+
+@dataclass
+class Step:
+    lineno: int
+    kind: str
+    arg: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.arg}".rstrip()
+
+
+@dataclass
+class Case:
+    path: Path
+    steps: list[Step]
+    require_password: bool = False
+    server_args: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def tags(self) -> set[str]:
+        """`limits.ours.case` -> {"ours"}; `batch.ent.case` -> {"ent"}."""
+        return set(self.path.name.split(".")[1:-1])
+
+    @property
+    def ours(self) -> bool:
+        return "ours" in self.tags
+
+    @property
+    def enterprise(self) -> bool:
+        return "ent" in self.tags
+
+
+_STEP = re.compile(r"(C:|C\*|S:|S~|S\$|---|WAIT|SLEEP|ELAPSED|HANDSHAKE|REQUIRE|SERVER)(?: (.*))?$")
+
+
+def parse_case(path: str | Path) -> Case:
+    path = Path(path)
+    case = Case(path, [])
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _STEP.match(line)
+        if m is None:
+            raise ValueError(f"{path.name}:{lineno}: cannot parse {line!r}")
+        kind, arg = m.group(1), m.group(2) or ""
+        if kind == "REQUIRE":
+            if arg != "password":
+                raise ValueError(f"{path.name}:{lineno}: unknown requirement {arg!r}")
+            case.require_password = True
+        elif kind == "SERVER":
+            case.server_args += tuple(arg.split())
+        else:
+            case.steps.append(Step(lineno, kind, arg))
+    return case
+
+
+def skip_reason(case: Case, *, ours: bool, ent: bool, starts_servers: bool = False,
+                server_has_password: bool | None = None) -> str | None:
+    """Why `case` cannot run against a target, or None if it can.
+
+    `ours`: the target is faktory_py (or the user opted in to `.ours` cases); `ent`: it is
+    Faktory Enterprise; `starts_servers`: the caller starts a fresh faktory_py per case, with
+    the case's `SERVER` arguments and `REQUIRE`d password; `server_has_password`: whether an
+    already running target asks for a password (None when `starts_servers`).
+    """
+    if case.enterprise and not ent:
+        return "needs Faktory Enterprise (--ent)"
+    if case.ours and not ours:
+        return "needs faktory_py (.ours case; --ours runs it)"
+    if case.server_args and not starts_servers:
+        return f"needs its own faktory_py started with {' '.join(case.server_args)}"
+    if not starts_servers and server_has_password is not None:
+        if case.require_password and not server_has_password:
+            return "needs a password-protected server (tcp://:PASSWORD@host:port)"
+        if not case.require_password and server_has_password:
+            return "needs a server without a password"
+    return None
+
+
+_ESCAPE = re.compile(r"\\(r|n|t|\\|x[0-9a-fA-F]{2})")
+
+
+def unescape(text: str) -> bytes:
+    """`\\r`, `\\n`, `\\t`, `\\\\` and `\\xHH` are escapes; any other backslash is literal."""
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(text):
+        out += text[pos:m.start()].encode("utf-8")
+        e = m.group(1)
+        out += {"r": b"\r", "n": b"\n", "t": b"\t", "\\": b"\\"}.get(e) or bytes([int(e[1:], 16)])
+        pos = m.end()
+    out += text[pos:].encode("utf-8")
+    return bytes(out)
+
+
+# --- the server address ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+    password: str | None = None
+    tls: bool = False
+    cafile: str | None = None
+    insecure: bool = False
+
+    def connect(self, timeout: float = READ_TIMEOUT) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if not self.tls:
+            return sock
+        context = ssl.create_default_context(cafile=self.cafile)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            return context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def parse_url(url: str) -> Address:
+    """`tcp://[:password@]host[:port]` or `tcp+tls://...` (the form Faktory clients take)."""
+    parsed = urlparse(url if "://" in url else "tcp://" + url)
+    if parsed.scheme not in ("tcp", "tcp+tls"):
+        raise ValueError(f"unsupported URL scheme {parsed.scheme!r}: use tcp:// or tcp+tls://")
+    password = unquote(parsed.password) if parsed.password is not None else None
+    return Address(parsed.hostname or "127.0.0.1", parsed.port or DEFAULT_PORT, password or None,
+                   parsed.scheme == "tcp+tls")
+
+
+# --- replies -----------------------------------------------------------------------------
+
+
+def rfc3339(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def pwdhash(password: str, salt: str, rounds: int) -> str:
+    digest = hashlib.sha256((password + salt).encode()).digest()
+    for _ in range(max(1, rounds) - 1):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
+_CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError,
+           ssl.SSLZeroReturnError)
+
+
+class Conn:
+    """One client connection; replies are read raw (exact bytes), one RESP item at a time."""
+
+    def __init__(self, address: Address) -> None:
+        self.sock = address.connect()
+        self.buf = b""
+        self.sent_at = time.monotonic()
+        self.replied_at = self.sent_at
+
+    def send(self, data: bytes) -> None:
+        self.sent_at = time.monotonic()
+        try:
+            self.sock.sendall(data)
+        except _CLOSED as exc:
+            raise CaseFailure(f"connection closed while sending {data[:80]!r}: {exc}") from None
+
+    def _fill(self, what: str) -> None:
+        try:
+            chunk = self.sock.recv(65536)
+        except (TimeoutError, socket.timeout):
+            raise CaseFailure(f"timed out after {READ_TIMEOUT}s waiting for {what}; have {self.buf!r}") from None
+        except _CLOSED:
+            chunk = b""
+        if not chunk:
+            raise CaseFailure(f"connection closed while waiting for {what}; have {self.buf!r}")
+        self.buf += chunk
+
+    def reply(self) -> bytes:
+        """One whole RESP reply, raw: a line through its `\\n`, plus a bulk body."""
+        while b"\n" not in self.buf:
+            self._fill("a reply")
+        end = self.buf.index(b"\n") + 1
+        line = self.buf[:end]
+        if line.startswith(b"$") and not line.startswith(b"$-"):
+            if not line.endswith(b"\r\n"):
+                raise CaseFailure(f"bulk header not CRLF-terminated: {line!r}")
+            try:
+                length = int(line[1:-2])
+            except ValueError:
+                raise CaseFailure(f"bad bulk header {line!r}") from None
+            while len(self.buf) < end + length + 2:
+                self._fill(f"{length} bulk bytes")
+            body_end = end + length + 2
+            if self.buf[end + length:body_end] != b"\r\n":
+                raise CaseFailure(f"bulk length {length} does not match its body: {self.buf[:body_end + 20]!r}")
+            end = body_end
+        out, self.buf = self.buf[:end], self.buf[end:]
+        self.replied_at = time.monotonic()
+        return out
+
+    def wait_closed(self) -> None:
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while True:
+            if self.buf:
+                raise CaseFailure(f"expected the server to close without a reply, got {self.buf!r}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CaseFailure(f"server did not close the connection within {CLOSE_TIMEOUT}s")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            except _CLOSED:
+                return
+            finally:
+                self.sock.settimeout(READ_TIMEOUT)
+            if not chunk:
+                return
+            self.buf += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- JSON subset matching ----------------------------------------------------------------
+
+_MISSING = object()
+
+
+def json_match(expected: Any, actual: Any, path: str = "$") -> None:
+    """`expected` ⊆ `actual`: objects by key (recursively), everything else exactly.
+
+    String markers: "<absent>" (key must be missing), "<any>", "<int>", "<number>",
+    "<string>", "<re:REGEX>" (a string fully matching REGEX).
+    """
+    if isinstance(expected, str) and expected.startswith("<") and expected.endswith(">"):
+        marker = expected[1:-1]
+        if marker == "absent":
+            if actual is not _MISSING:
+                raise CaseFailure(f"{path}: expected no such key, found {actual!r}")
+            return
+        if actual is _MISSING:
+            raise CaseFailure(f"{path}: missing")
+        ok = {
+            "any": True,
+            "int": type(actual) is int,
+            "number": type(actual) in (int, float),
+            "string": isinstance(actual, str),
+        }.get(marker)
+        if ok is None and marker.startswith("re:"):
+            ok = isinstance(actual, str) and re.fullmatch(marker[3:], actual) is not None
+        if ok is None:
+            ok = expected == actual
+        if not ok:
+            raise CaseFailure(f"{path}: {actual!r} is not {expected}")
+        return
+    if actual is _MISSING:
+        raise CaseFailure(f"{path}: missing (expected {expected!r})")
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            raise CaseFailure(f"{path}: expected an object, got {actual!r}")
+        for key, value in expected.items():
+            json_match(value, actual.get(key, _MISSING), f"{path}.{key}")
+    elif isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            raise CaseFailure(f"{path}: expected {expected!r}, got {actual!r}")
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            json_match(e, a, f"{path}[{i}]")
+    else:
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (expected, actual))
+        if not (numbers or type(expected) is type(actual)) or expected != actual:
+            raise CaseFailure(f"{path}: expected {expected!r}, got {actual!r}")
+
+
+# --- the interpreter ---------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{\{([a-zA-Z0-9_]+)(?::([^}]*))?\}\}")
+
+
+@dataclass
+class Runner:
+    """Runs one case file's steps against `address` (a fresh Runner per file)."""
+
+    address: Address
+    values: dict[str, str] = field(default_factory=dict)
+    conns: dict[str, Conn] = field(default_factory=dict)
+    current: str = "main"
+    hi: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def password(self) -> str | None:
+        return self.address.password
+
+    def conn(self) -> Conn:
+        if self.current not in self.conns:
+            try:
+                self.conns[self.current] = Conn(self.address)
+            except OSError as exc:
+                raise CaseFailure(f"cannot connect to {self.address.host}:{self.address.port}: {exc}") from None
+        return self.conns[self.current]
+
+    def subst(self, text: str, regex: bool = False) -> str:
+        def one(m: re.Match[str]) -> str:
+            name, arg = m.group(1), m.group(2)
+            if name == "time":
+                value = rfc3339(time.time() + float(arg or 0))
+            elif name in ("pwdhash", "pwdhash1", "pwdhash_upper"):
+                if not self.hi.get("s") or self.password is None:
+                    raise CaseFailure("{{%s}} needs a greeting with a salt and a password" % name)
+                rounds = 1 if name == "pwdhash1" else int(self.hi["i"])
+                value = pwdhash(self.password if arg is None else arg, self.hi["s"], rounds)
+                if name == "pwdhash_upper":
+                    value = value.upper()
+            else:
+                value = self.values.setdefault(name, secrets.token_hex(12))
+            return re.escape(value) if regex else value
+        return _PLACEHOLDER.sub(one, text)
+
+    def read(self) -> bytes:
+        data = self.conn().reply()
+        if data.startswith(b"+HI "):
+            try:
+                self.hi = json.loads(data[4:].rstrip(b"\r\n"))
+            except ValueError:
+                self.hi = {}
+        return data
+
+    def run(self, case: Case) -> None:
+        """Every step in order; the first failing one raises CaseFailure naming its line."""
+        try:
+            for step in case.steps:
+                try:
+                    self.step(step)
+                except CaseFailure as exc:
+                    raise CaseFailure(exc.message, step.lineno, str(step), case.name) from None
+                except OSError as exc:
+                    raise CaseFailure(f"{type(exc).__name__}: {exc}", step.lineno, str(step), case.name) from None
+        finally:
+            for c in self.conns.values():
+                c.close()
+
+    def step(self, step: Step) -> None:
+        kind, arg = step.kind, step.arg
+        if kind == "C:":
+            self.conn().send(unescape(self.subst(arg)))
+        elif kind == "C*":
+            count, _, chunk = arg.partition(" ")
+            self.conn().send(unescape(self.subst(chunk)) * int(count))
+        elif kind == "S:":
+            expected = unescape(self.subst(arg))
+            got = self.read()
+            if got != expected:
+                raise CaseFailure(f"expected {expected!r}, got {got!r}")
+        elif kind == "S~":
+            pattern = self.subst(arg, regex=True)
+            got = self.read()
+            if re.fullmatch(pattern.encode(), got, re.DOTALL) is None:
+                raise CaseFailure(f"expected /{pattern}/, got {got!r}")
+        elif kind == "S$":
+            mode, _, text = arg.partition(" ")
+            if mode not in ("json", "json-subset"):
+                raise CaseFailure(f"unknown S$ mode {mode!r}")
+            try:
+                expected = json.loads(self.subst(text))
+            except ValueError as exc:
+                raise CaseFailure(f"bad JSON in the case file: {exc}") from None
+            got = self.read()
+            if not got.startswith(b"$") or got.startswith(b"$-"):
+                raise CaseFailure(f"expected a bulk JSON reply, got {got!r}")
+            try:
+                actual = json.loads(got[got.index(b"\n") + 1:-2])
+            except ValueError as exc:
+                raise CaseFailure(f"expected JSON, got {got[:200]!r} ({exc})") from None
+            if mode == "json":
+                if actual != expected:
+                    raise CaseFailure(f"expected {expected!r}, got {actual!r}")
+            else:
+                json_match(expected, actual)
+        elif kind == "---":
+            words = arg.split()
+            if words == ["new", "connection"]:
+                if self.current in self.conns:
+                    self.conns.pop(self.current).close()
+            elif len(words) == 2 and words[0] == "connection":
+                self.current = words[1]
+            elif len(words) == 2 and words[0] == "close":
+                self.conns.pop(words[1]).close()
+            else:
+                raise CaseFailure(f"unknown connection directive {arg!r}")
+        elif kind == "WAIT":
+            if arg != "closed":
+                raise CaseFailure(f"unknown WAIT {arg!r}")
+            self.conn().wait_closed()
+        elif kind == "SLEEP":
+            time.sleep(float(arg))
+        elif kind == "ELAPSED":
+            low, high = (float(x) for x in arg.split())
+            c = self.conn()
+            took = c.replied_at - c.sent_at
+            if not low <= took <= high:
+                raise CaseFailure(f"expected the last reply within {low}..{high}s, it took {took:.3f}s")
+        elif kind == "HANDSHAKE":
+            hello = json.loads(self.subst(arg)) if arg else {"v": 2}
+            got = self.read()
+            if not got.startswith(b"+HI "):
+                raise CaseFailure(f"expected a +HI greeting, got {got!r}")
+            if self.hi.get("s"):
+                if self.password is None:
+                    raise CaseFailure("server wants a password and the runner has none")
+                rounds = int(self.hi.get("i", 1)) if hello.get("v", 0) >= 2 else 1
+                hello["pwdhash"] = pwdhash(self.password, self.hi["s"], rounds)
+            self.conn().send(b"HELLO " + json.dumps(hello, separators=(",", ":")).encode() + b"\r\n")
+            got = self.read()
+            if got != b"+OK\r\n":
+                raise CaseFailure(f"expected b'+OK\\r\\n' for HELLO, got {got!r}")
+        else:  # pragma: no cover - parse_case only lets known kinds through
+            raise CaseFailure(f"unknown step {kind}")
+
+
+def run_case(case: Case, address: Address) -> None:
+    """Run one case file against `address`; raises CaseFailure at the first failing step."""
+    Runner(address).run(case)
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    status: str  # PASS, FAIL or SKIP
+    seconds: float | None = None
+    detail: str = ""
+
+
+def probe(address: Address) -> dict[str, Any]:
+    """The server's `+HI` greeting (tells whether it wants a password)."""
+    with address.connect() as sock:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    if not data.startswith(b"+HI "):
+        raise ValueError(f"not a Faktory server: it greeted with {data[:80]!r}")
+    try:
+        return json.loads(data[4:].rstrip(b"\r\n"))
+    except ValueError:
+        raise ValueError(f"not a Faktory server: it greeted with {data[:80]!r}") from None
+
+
+def run_all(address: Address, paths: list[Path], *, ours: bool, ent: bool,
+            server_has_password: bool) -> list[Result]:
+    results = []
+    for path in paths:
+        try:
+            case = parse_case(path)
+        except (OSError, ValueError) as exc:
+            results.append(Result(path.name, "FAIL", None, f"cannot read the case: {exc}"))
+            continue
+        reason = skip_reason(case, ours=ours, ent=ent, server_has_password=server_has_password)
+        if reason:
+            results.append(Result(case.name, "SKIP", None, reason))
+            continue
+        started = time.monotonic()
+        try:
+            run_case(case, address)
+        except CaseFailure as exc:
+            detail = f"line {exc.lineno} ({exc.step}): {exc.message}" if exc.lineno else exc.message
+            results.append(Result(case.name, "FAIL", time.monotonic() - started, detail))
+        else:
+            results.append(Result(case.name, "PASS", time.monotonic() - started))
+    return results
+
+
+def print_table(results: list[Result], out: TextIO) -> None:
+    width = max([len("case")] + [len(r.name) for r in results])
+    print(f"{'case':<{width}}  result   time  detail", file=out)
+    for r in results:
+        took = f"{r.seconds:5.2f}s" if r.seconds is not None else "     -"
+        detail = r.detail.replace("\n", " ")
+        print(f"{r.name:<{width}}  {r.status:<6} {took}  {detail}".rstrip(), file=out)
+    counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "SKIP")}
+    print(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped", file=out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="faktory-py conformance",
+        description="Run the Faktory protocol conformance cases against a running server.",
+        epilog="Exit status: 0 if no case failed, 1 if one did, 2 on usage or connection errors. "
+               "Plain cases need a fresh server without a password; cases with `REQUIRE password` "
+               "need one with a password (given in the URL). Run twice to cover both.")
+    p.add_argument("--url", required=True,
+                   help="tcp://[:password@]host:port or tcp+tls://... (the password is used for HELLO)")
+    p.add_argument("--ent", action="store_true", help="also run Enterprise cases (*.ent.case)")
+    p.add_argument("--ours", action="store_true",
+                   help="also run faktory_py-only cases (*.ours.case) that need no server options")
+    p.add_argument("--cases", metavar="DIR", default=None, help="directory of *.case files "
+                   "(default: protocol/cases of the source tree, or the copy installed with the package)")
+    p.add_argument("-k", dest="substring", default=None, help="only case files whose name contains SUBSTRING")
+    p.add_argument("--cafile", default=None, help="CA certificates to verify a tcp+tls:// server with")
+    p.add_argument("--insecure", action="store_true", help="do not verify a tcp+tls:// server's certificate")
+    return p
+
+
+def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        address = parse_url(args.url)
+    except ValueError as exc:
+        print(f"faktory-py conformance: {exc}", file=err)
+        return 2
+    address = Address(address.host, address.port, address.password, address.tls, args.cafile, args.insecure)
+    try:
+        paths = find_cases(args.cases)
+    except FileNotFoundError as exc:
+        print(f"faktory-py conformance: {exc}", file=err)
+        return 2
+    if args.substring:
+        paths = [p for p in paths if args.substring in p.name]
+    if not paths:
+        print("faktory-py conformance: no case files to run", file=err)
+        return 2
+    try:
+        hi = probe(address)
+    except (OSError, ValueError) as exc:
+        print(f"faktory-py conformance: cannot talk to {address.host}:{address.port}: {exc}", file=err)
+        return 2
+    server_has_password = bool(hi.get("s"))
+    if server_has_password and address.password is None:
+        print("faktory-py conformance: the server asks for a password; put it in the URL "
+              "(tcp://:PASSWORD@host:port)", file=err)
+        return 2
+    results = run_all(address, paths, ours=args.ours, ent=args.ent, server_has_password=server_has_password)
+    print_table(results, out)
+    return 1 if any(r.status == "FAIL" for r in results) else 0
