@@ -121,11 +121,17 @@ class Dispatcher:
         self.waiters = waiters
         self.stats = stats
         self.fetch_timeout = fetch_timeout
+        #: INFO's server.description; clients look for "Enterprise" in it
+        self.description = "Faktory"
         self._handlers: dict[str, Callable[[Session, str], Awaitable[bytes | None]]] = {
             "END": self._end, "FLUSH": self._flush, "INFO": self._info, "PUSH": self._push,
             "PUSHB": self._pushb, "FETCH": self._fetch, "ACK": self._ack, "FAIL": self._fail,
             "BEAT": self._beat, "MUTATE": self._mutate, "QUEUE": self._queue,
         }
+
+    def register(self, verb: str, handler: Callable[[Session, str], Awaitable[bytes | None]]) -> None:
+        """Add a command (how the Enterprise features bring BATCH and TRACK)."""
+        self._handlers[verb] = handler
 
     async def handle(self, session: Session, command: wire.Command) -> bytes | None:
         """The reply to send, or None to close the connection without one (END)."""
@@ -159,12 +165,12 @@ class Dispatcher:
     async def _push(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise _internal_error()
-        return await self._ok_after(self.manager.push(jobs.decode_json(arg), self.clock.now()))
+        return await self._ok_after(self.manager.push(jobs.decode_json(arg), self.clock.now(), session.wid))
 
     async def _pushb(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise _internal_error()
-        errors, position = self.manager.push_bulk(jobs.decode_json(arg), self.clock.now())
+        errors, position = self.manager.push_bulk(jobs.decode_json(arg), self.clock.now(), session.wid)
         await self.durable(position)
         return wire.bulk_json(dict(sorted(errors.items())))  # Go sorts map keys
 

@@ -50,7 +50,7 @@ def build_info(dispatcher: Dispatcher, now: float) -> dict[str, Any]:
             "total_queues": len(queues),
         },
         "server": {
-            "description": "Faktory",
+            "description": dispatcher.description,
             "faktory_version": FAKTORY_VERSION,
             # Rust's conformance test wants uptime > 0 straight after start: round up.
             "uptime": max(1, int(now - stats.started_at)),

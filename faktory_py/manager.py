@@ -16,7 +16,7 @@ from typing import Any
 from . import jobs
 from .glob import compile_glob
 from .jobs import JobError
-from .store.base import Store
+from .store.base import Job, Op, Store
 from .store.memory import JOB_SETS, Reservation
 from .timefmt import format_time, parse_time, utc_day
 from .wire import go_float
@@ -44,6 +44,32 @@ def _truncate(text: str, limit: int) -> str:
     return encoded[:limit].decode(errors="ignore")
 
 
+class Extension:
+    """Hooks the Enterprise features plug into, like Faktory's middleware chains.
+
+    Each hook returns extra ops committed atomically with the operation that called it
+    (so the journal never holds one without the other). Hooks read state but never
+    change it themselves; the ops they return are applied through the store like any
+    other, which keeps journal replay exact.
+    """
+
+    def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
+        """A valid job is about to be stored; raise JobError to refuse it."""
+        return []
+
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
+        """A job is about to be reserved; None drops it instead (and FETCH goes on)."""
+        return []
+
+    def on_ack(self, res: Reservation, now: float) -> list[Op]:
+        """A reserved job was ACKed."""
+        return []
+
+    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
+        """A reserved job failed (FAIL or expiry); outcome is "retry", "dead" or "dropped"."""
+        return []
+
+
 @dataclass
 class TaskStats:
     """Counters behind INFO's deprecated `tasks` block."""
@@ -56,37 +82,51 @@ class TaskStats:
 class Manager:
     """The job lifecycle over a Store (see module docstring)."""
 
-    def __init__(self, store: Store, rng: random.Random | None = None) -> None:
+    def __init__(self, store: Store, rng: random.Random | None = None,
+                 extensions: Iterable[Extension] = ()) -> None:
         self.store = store
         self.rng = rng or random.Random()
+        self.extensions = list(extensions)
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
         self.reaped_reservations = 0
 
     # --- producing ------------------------------------------------------------------
 
-    def push(self, raw: Any, now: float) -> int:
-        """PUSH one decoded JSON value; raises JobError. Returns the journal position."""
-        return self.store.commit(self._push_ops(raw, now))
+    def push(self, raw: Any, now: float, wid: str = "") -> int:
+        """PUSH one decoded JSON value; raises JobError. Returns the journal position.
 
-    def push_bulk(self, raws: Any, now: float) -> tuple[dict[str, str], int]:
-        """PUSHB: every valid job is stored; returns (jid → error text, position)."""
+        `wid` is the worker process of the pushing connection ("" for producers).
+        """
+        return self.store.commit(self._push_ops(raw, now, wid))
+
+    def push_bulk(self, raws: Any, now: float, wid: str = "") -> tuple[dict[str, str], int]:
+        """PUSHB: every valid job is stored; returns (jid → error text, position).
+
+        Each job is committed on its own, so a later job of the batch sees the effects
+        of the earlier ones (a duplicate unique job in one PUSHB is refused).
+        """
         if not isinstance(raws, list):
             raise JobError("invalid JSON: json: cannot unmarshal object into Go value of type []client.Job")
         errors: dict[str, str] = {}
-        ops: list[dict[str, Any]] = []
+        position = 0
         for raw in raws:
             try:
-                ops.extend(self._push_ops(raw, now))
+                position = max(position, self.store.commit(self._push_ops(raw, now, wid)))
             except JobError as exc:
                 jid = raw.get("jid", "") if isinstance(raw, dict) else ""
                 errors[jid if isinstance(jid, str) else ""] = exc.line
-        return errors, self.store.commit(ops)
+        return errors, position
 
-    def _push_ops(self, raw: Any, now: float) -> list[dict[str, Any]]:
+    def _push_ops(self, raw: Any, now: float, wid: str) -> list[Op]:
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
+        ops: list[Op] = []
+        for extension in self.extensions:
+            ops.extend(extension.on_push(job, scheduled_for, wid, now))
         if scheduled_for is not None:
-            return [{"op": "zadd", "set": "scheduled", "score": scheduled_for, "job": job}]
-        return [{"op": "enqueue", "job": job}]
+            ops.append({"op": "zadd", "set": "scheduled", "score": scheduled_for, "job": job})
+        else:
+            ops.append({"op": "enqueue", "job": job})
+        return ops
 
     @staticmethod
     def _enqueue_op(job: dict[str, Any], now: float) -> dict[str, Any]:
@@ -97,24 +137,38 @@ class Manager:
     def fetch(self, queues: Iterable[str], wid: str, now: float) -> tuple[dict[str, Any] | None, int]:
         """Reserve the first job of the first non-empty, unpaused queue in list order."""
         store = self.store
+        position = 0
         for name in queues:
             pending = store.queues.get(name)
-            if not pending or name in store.paused:
-                continue
-            job = pending[0]
-            expires = now + jobs.reservation_seconds(job)
-            position = store.commit([{
-                "op": "reserve", "queue": name, "jid": job["jid"], "wid": wid,
-                "reserved_at": now, "expires_at": expires,
-            }])
-            return job, position
-        return None, 0
+            while pending and name not in store.paused:
+                job = pending[0]
+                ops: list[Op] | None = []
+                for extension in self.extensions:
+                    more = extension.on_fetch(job, wid, now)
+                    if more is None:
+                        ops = None
+                        break
+                    ops.extend(more)
+                if ops is None:  # an extension dropped it (e.g. expired): try the next one
+                    position = store.commit([{"op": "drop", "queue": name, "jid": job["jid"]}])
+                    continue
+                expires = now + jobs.reservation_seconds(job)
+                ops.insert(0, {
+                    "op": "reserve", "queue": name, "jid": job["jid"], "wid": wid,
+                    "reserved_at": now, "expires_at": expires,
+                })
+                return job, store.commit(ops)
+        return None, position
 
     def ack(self, jid: str, now: float) -> int:
         """ACK: end the reservation and count it; an unknown jid is not an error."""
-        if jid not in self.store.working:
+        found = self.store.working.get(jid)
+        if found is None:
             return 0
-        return self.store.commit([{"op": "done", "jid": jid, "day": utc_day(now), "failed": False}])
+        ops: list[Op] = [{"op": "done", "jid": jid, "day": utc_day(now), "failed": False}]
+        for extension in self.extensions:
+            ops.extend(extension.on_ack(found[1], now))
+        return self.store.commit(ops)
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
         """FAIL a reserved job: record the failure and retry it, kill it, or drop it."""
@@ -150,15 +204,20 @@ class Manager:
         ops: list[dict[str, Any]] = [{"op": "done", "jid": job["jid"], "day": utc_day(now), "failed": True}]
         count = failure["retry_count"]
         if retry == 0:
-            return ops
-        if 0 < retry and count < retry:
+            outcome = "dropped"
+        elif 0 < retry and count < retry:
+            outcome = "retry"
             next_at = now + retry_delay(count, self.rng)
             failure["next_at"] = format_time(next_at)
-            failed = jobs.with_fields(job, failure=failure)
-            ops.append({"op": "zadd", "set": "retries", "score": next_at, "job": failed})
+            ops.append({"op": "zadd", "set": "retries", "score": next_at,
+                        "job": jobs.with_fields(job, failure=failure)})
         else:
-            failed = jobs.with_fields(job, failure=failure)
-            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": failed})
+            outcome = "dead"
+            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL,
+                        "job": jobs.with_fields(job, failure=failure)})
+        failed = jobs.with_fields(job, failure=failure)
+        for extension in self.extensions:
+            ops.extend(extension.on_fail(res, failed, outcome, now))
         return ops
 
     # --- timers' work ---------------------------------------------------------------

@@ -54,6 +54,11 @@ class MemoryStore:
         self.failures = 0
         #: day ("YYYY-MM-DD") → [processed, failures]
         self.history: dict[str, list[int]] = {}
+        #: ops owned by extensions (Enterprise features keep their own state): name → apply
+        self.op_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        #: extensions' part of a snapshot: each copies its state when called (synchronously)
+        #: and returns the ops that rebuild it
+        self.snapshot_sources: list[Callable[[], Iterator[dict[str, Any]]]] = []
 
     # --- changing state -------------------------------------------------------------
 
@@ -68,7 +73,11 @@ class MemoryStore:
 
     def apply(self, op: dict[str, Any]) -> None:
         """Apply one op to memory (live commits and journal replay both come here)."""
-        getattr(self, "_op_" + op["op"])(op)
+        handler = self.op_handlers.get(op["op"])
+        if handler is not None:
+            handler(op)
+        else:
+            getattr(self, "_op_" + op["op"])(op)
 
     def _op_enqueue(self, op: dict[str, Any]) -> None:
         job = op["job"]
@@ -92,14 +101,22 @@ class MemoryStore:
     def _op_zclear(self, op: dict[str, Any]) -> None:
         self.sets[op["set"]].clear()
 
+    def _pop(self, queue_name: str, jid: str) -> dict[str, Any]:
+        """Take a job off its queue (always the head when live: fetch takes the head)."""
+        queue = self.queues[queue_name]
+        if queue[0]["jid"] == jid:
+            return queue.popleft()
+        job = next(j for j in queue if j["jid"] == jid)
+        queue.remove(job)
+        return job
+
     def _op_reserve(self, op: dict[str, Any]) -> None:
-        queue = self.queues[op["queue"]]
-        if queue[0]["jid"] == op["jid"]:
-            job = queue.popleft()
-        else:  # not reachable live (fetch pops the head); kept exact for odd journals
-            job = next(j for j in queue if j["jid"] == op["jid"])
-            queue.remove(job)
+        job = self._pop(op["queue"], op["jid"])
         self._reserve(job, op["wid"], op["reserved_at"], op["expires_at"])
+
+    def _op_drop(self, op: dict[str, Any]) -> None:
+        """A job an extension refused at fetch time (e.g. expired) leaves its queue."""
+        self._pop(op["queue"], op["jid"])
 
     def _op_reservation(self, op: dict[str, Any]) -> None:
         self._reserve(op["job"], op["wid"], op["reserved_at"], op["expires_at"])
@@ -175,6 +192,7 @@ class MemoryStore:
             "op": "counters", "processed": self.processed, "failures": self.failures,
             "history": {day: list(pair) for day, pair in self.history.items()},
         }
+        extensions = [source() for source in self.snapshot_sources]
 
         def ops() -> Iterator[dict[str, Any]]:
             yield counters
@@ -190,6 +208,8 @@ class MemoryStore:
             for _score, _jid, res in working.items():
                 yield {"op": "reservation", "job": res.job, "wid": res.wid,
                        "reserved_at": res.reserved_at, "expires_at": res.expires_at}
+            for extension_ops in extensions:
+                yield from extension_ops
 
         def chunks() -> Iterator[list[dict[str, Any]]]:
             chunk: list[dict[str, Any]] = []
