@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["conformance"]:
         from . import conformance  # the checker needs neither trio nor the server
         return conformance.main(argv[1:])
+    if argv[:1] == ["bench"]:
+        from .bench import cli as bench_cli  # the load generator needs neither trio nor the server
+        return bench_cli.main(argv[1:])
     if "-v" in argv:
         print(f"faktory_py {__version__} (Faktory protocol {FAKTORY_VERSION})")
         return 0

@@ -66,6 +66,7 @@ class Conn:
         self.sock = socket.create_connection((target.host, target.port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = hiredis.Reader(replyError=ReplyError)
+        self.wid = wid
         try:
             self._handshake(target, wid)
         except BaseException:

@@ -1,0 +1,299 @@
+"""From the raw runs of a bench run to medians, faktory_py/Faktory ratios, Markdown and a chart."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faktory_py.bench.stats import spread
+
+OURS = "faktory_py"
+ALWAYS = "faktory_py-always"
+ECHO = "echo"
+
+
+@dataclass(frozen=True)
+class Metric:
+    workload: str
+    key: str
+    label: str
+    unit: str
+    better: str  # "higher" or "lower"
+    target: float | None  # faktory_py/Faktory ratio to reach (i: fraction of the echo ceiling)
+    digits: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.workload}.{self.key}"
+
+
+def metrics(data: dict[str, Any]) -> list[Metric]:
+    out = [
+        Metric("a_load", "jobs_per_s", "(a) Faktory load shape", "jobs/s", "higher", 1.5),
+        Metric("b_push", "jobs_per_s", "(b) PUSH only", "jobs/s", "higher", 1.5),
+        Metric("c_pushb", "jobs_per_s", "(c) PUSHB, 1,000 per call", "jobs/s", "higher", 1.5),
+        Metric("d_drain", "jobs_per_s", "(d) drain: FETCH + ACK", "jobs/s", "higher", 1.5),
+        Metric("e_latency", "p50_ms", "(e) push→fetch latency p50", "ms", "lower", None, 2),
+        Metric("e_latency", "p99_ms", "(e) push→fetch latency p99", "ms", "lower", 1.0, 2),
+        Metric("e_latency", "p999_ms", "(e) push→fetch latency p99.9", "ms", "lower", None, 2),
+        Metric("f_idle", "jobs_per_s", "(f) load shape + idle workers", "jobs/s", "higher", None),
+    ]
+    for size in data["sizes"]["memory_jobs"]:
+        out.append(Metric("g_memory", f"bytes_per_job_{size}", f"(g) RSS per queued job, {size:,} queued",
+                          "bytes", "lower", 1.0))
+    out.append(Metric("h_restart", "seconds", f"(h) restart to first FETCH, {max(data['sizes']['memory_jobs']):,} jobs",
+                      "s", "lower", 1.0, 2))
+    out.append(Metric("i_ceiling", "fraction", "(i) PUSH as a fraction of the echo ceiling", "", "higher", 0.6, 2))
+    return out
+
+
+def _value(run: dict[str, Any], key: str) -> float | None:
+    value = run.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _by_rep(runs: list[dict[str, Any]], key: str) -> dict[int, float]:
+    out = {}
+    for run in runs:
+        value = _value(run, key)
+        if value is not None:
+            out[run["rep"]] = value
+    return out
+
+
+def summarize(data: dict[str, Any]) -> None:
+    """Add `summary` (median and spread per metric and server) and `ratios` to `data`."""
+    faktory = data.get("faktory_name")
+    summary: dict[str, Any] = {}
+    ratios: dict[str, Any] = {}
+    for metric in metrics(data):
+        runs = data["runs"].get(metric.workload, {})
+        per_server = {server: spread(list(_by_rep(server_runs, metric.key).values()))
+                      for server, server_runs in runs.items()}
+        summary[metric.name] = per_server
+        if metric.workload == "i_ceiling":
+            ours = per_server.get(OURS, {})
+            ratios[metric.name] = _ratio_entry(metric, ours.get("median"),
+                                               list(_by_rep(runs.get(OURS, []), metric.key).values()))
+            continue
+        if not faktory or faktory not in runs or OURS not in runs:
+            continue
+        ours_by_rep = _by_rep(runs[OURS], metric.key)
+        theirs_by_rep = _by_rep(runs[faktory], metric.key)
+        per_rep = [ours_by_rep[r] / theirs_by_rep[r] for r in sorted(ours_by_rep.keys() & theirs_by_rep.keys())
+                   if theirs_by_rep[r]]
+        ours_med, theirs_med = per_server[OURS]["median"], per_server[faktory]["median"]
+        ratio = ours_med / theirs_med if ours_med is not None and theirs_med else None
+        ratios[metric.name] = _ratio_entry(metric, ratio, per_rep)
+    data["summary"] = summary
+    data["ratios"] = ratios
+
+
+def _ratio_entry(metric: Metric, value: float | None, per_rep: list[float]) -> dict[str, Any]:
+    meets = None
+    if value is not None and metric.target is not None:
+        meets = value >= metric.target if metric.better == "higher" else value <= metric.target
+    return {"value": value, "per_rep": per_rep, "min": min(per_rep) if per_rep else None,
+            "max": max(per_rep) if per_rep else None, "better": metric.better, "target": metric.target,
+            "meets_target": meets}
+
+
+# --- Markdown ---------------------------------------------------------------------------------
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None:
+        return "–"
+    if digits == 0 and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}" if digits else f"{value:,.0f}"
+
+
+def _cell(entry: dict[str, Any] | None, digits: int) -> str:
+    if not entry or entry.get("median") is None:
+        return "–"
+    text = _fmt(entry["median"], digits)
+    if entry["n"] > 1:
+        text += f" ({_fmt(entry['min'], digits)}–{_fmt(entry['max'], digits)})"
+    return text
+
+
+def markdown(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    faktory = data.get("faktory_name")
+    servers = [s for s in (OURS, ALWAYS, faktory) if s and s in data["servers"]]
+    heads = {OURS: "faktory_py (fsync everysec)", ALWAYS: "faktory_py (fsync always)"}
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `{data['command']}` on {data['started']} in {data['duration_s']:.0f} s "
+        f"(sizes: {data['size']}; {data['reps']} repetitions, memory and restart {data['heavy_reps']}).",
+        "",
+        f"**Machine:** {m['cpu']}, {m['cpus']} CPUs ({m['cpus_usable']} usable), {m['memory_gib']} GiB; "
+        f"{m['os']}, kernel {m['kernel']}; Python {m['python']}, trio {m['trio']}, hiredis {m['hiredis']}; "
+        f"{m.get('faktory') or 'no Faktory'}, {m.get('redis') or 'no Redis'}; data on {m.get('workdir_filesystem')}. "
+        f"Load average at start {m['load_average_start']}, at end {m.get('load_average_end')}; "
+        f"CPU used by other processes during the run: {_fmt(m.get('other_cpu_cores'), 2)} cores.",
+        "",
+    ]
+    if data.get("busy"):
+        lines += [f"> **Warning:** {data['busy']}", ""]
+    lines += [
+        "Cells are medians over the repetitions, with the range (min–max) in brackets. The ratio is "
+        "faktory_py (everysec) / Faktory, the medians' ratio, with the range of the per-repetition "
+        "ratios (each repetition runs every server back to back). Servers, load generator and Redis "
+        "share this one machine.",
+        "",
+        "| workload | unit | " + " | ".join(heads.get(s, s) for s in servers) + " | ratio | target | met |",
+        "|---|---|" + "---|" * len(servers) + "---|---|---|",
+    ]
+    for metric in metrics(data):
+        if metric.workload == "i_ceiling":
+            continue
+        cells = data["summary"].get(metric.name, {})
+        ratio = data["ratios"].get(metric.name)
+        ratio_text, target_text, met = "–", "–", ""
+        if metric.target is not None:
+            target_text = ("≥ " if metric.better == "higher" else "≤ ") + f"{metric.target:g}×"
+        if ratio and ratio["value"] is not None:
+            ratio_text = f"{ratio['value']:.2f}"
+            if len(ratio["per_rep"]) > 1:
+                ratio_text += f" ({ratio['min']:.2f}–{ratio['max']:.2f})"
+            met = {True: "yes", False: "no", None: ""}[ratio["meets_target"]]
+        lines.append(f"| {metric.label} | {metric.unit} | "
+                     + " | ".join(_cell(cells.get(s), metric.digits) for s in servers)
+                     + f" | {ratio_text} | {target_text} | {met} |")
+    lines += ["", "CPU busy during the timed part, in cores (medians): server (Faktory: with its Redis) / "
+              "load generator. A generator near its share of the machine would mean it, not the server, "
+              "set the pace.", "",
+              "| workload | " + " | ".join(heads.get(s, s) for s in servers) + " |",
+              "|---|" + "---|" * len(servers)]
+    for workload in ("a_load", "b_push", "c_pushb", "d_drain", "e_latency", "f_idle"):
+        runs = data["runs"].get(workload, {})
+        cells = []
+        for server in servers:
+            got = [spread([r[k] for r in runs.get(server, []) if _value(r, k) is not None])["median"]
+                   for k in ("server_cores", "generator_cores")]
+            cells.append(" / ".join("–" if v is None else f"{v:.2f}" for v in got))
+        if runs:
+            lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+    lines += ["", "## The ceiling (i)", ""]
+    ceiling = data["runs"].get("i_ceiling", {})
+    if ceiling:
+        echo = data["summary"].get("i_ceiling.fraction", {})
+        push = spread([r["echo_jobs_per_s"] for runs in ceiling.values() for r in runs
+                       if _value(r, "echo_jobs_per_s") is not None])
+        lines += [
+            "A bare trio server answering every line with `+OK` (bench/echo_server.py), driven by the "
+            f"same PUSH workload (b) in the same repetitions: {_cell(push, 0)} lines/s. "
+            "Fraction of it reached with real PUSHes:",
+            "",
+            "| server | fraction of the echo ceiling | target |",
+            "|---|---|---|",
+        ]
+        for server in (OURS, ALWAYS, faktory):
+            if server and server in echo:
+                target = "≥ 0.6" if server == OURS else ""
+                lines.append(f"| {heads.get(server, server)} | {_cell(echo[server], 2)} | {target} |")
+    else:
+        lines.append("Not measured in this run.")
+    tool = data.get("load_tool")
+    lines += ["", "## Faktory's own load test", ""]
+    if tool and tool.get("runs"):
+        lines += [f"`load {tool['jobs']} {tool['threads']}` (github.com/contribsys/faktory/test/load "
+                  f"v{data['faktory_version']}), its own jobs/s figure, as an independent check of (a):", "",
+                  "| server | jobs/s | errors printed |", "|---|---|---|"]
+        for server, runs in tool["runs"].items():
+            rates = [r["jobs_per_s"] for r in runs if "jobs_per_s" in r]
+            fails = [r["failure"] for r in runs if "failure" in r]
+            errs = sum(r.get("errors", 0) for r in runs)
+            cell = _cell(spread(rates), 0) + (f"; failures: {'; '.join(fails)}" if fails else "")
+            lines.append(f"| {heads.get(server, server)} | {cell} | {errs} |")
+    else:
+        lines.append(tool.get("skipped", "Not run.") if tool else "Not run.")
+    lines += ["", "## Sizes", "", "```", *(f"{k} = {v}" for k, v in data["sizes"].items()), "```", ""]
+    if data.get("errors"):
+        lines += ["## Errors", "", *(f"- {e}" for e in data["errors"]), ""]
+    lines += [f"Raw numbers: `{data['json_name']}`. Chart: `{data['png_name']}`"
+              + ("" if data.get("chart") else " (not drawn: matplotlib is not installed; `pip install -e '.[bench]'`)")
+              + ".", ""]
+    return "\n".join(lines)
+
+
+# --- chart ------------------------------------------------------------------------------------
+
+def chart(data: dict[str, Any], path: Path) -> bool:
+    """Bars of faktory_py's advantage over Faktory per metric (>1: faktory_py better), with
+    the per-repetition range and the target; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = []
+    for metric in metrics(data):
+        ratio = data["ratios"].get(metric.name)
+        if not ratio or ratio["value"] is None:
+            continue
+        flip = metric.better == "lower" and metric.workload != "i_ceiling"
+
+        def adv(x: float) -> float:
+            return 1 / x if flip and x else x
+
+        lo, hi = ratio["min"], ratio["max"]
+        span = sorted(adv(v) for v in (lo, hi)) if lo and hi else None
+        target = None if metric.target is None else adv(metric.target)
+        rows.append((metric.label, adv(ratio["value"]), span, target))
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.8))
+    ys = list(range(len(rows)))[::-1]
+    values = [r[1] for r in rows]
+    colors = ["#2e7d32" if r[3] is not None and r[1] >= r[3] else "#c62828" if r[3] is not None else "#607d8b"
+              for r in rows]
+    ax.barh(ys, [v - 1 for v in values], left=1, color=colors, height=0.6)  # from 1: which side wins
+    for y, (_, value, span, target) in zip(ys, rows):
+        if span:
+            ax.plot(span, [y, y], color="black", linewidth=1)
+        if target is not None:
+            ax.plot([target, target], [y - 0.4, y + 0.4], color="black", linestyle="--", linewidth=1)
+        right = max(value, 1.0, *(span or ()), target or 0)
+        ax.text(right * 1.04, y, f"{value:.2f}", va="center", fontsize=8)
+    ax.axvline(1.0, color="grey", linewidth=0.8)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r[0] for r in rows], fontsize=8)
+    ax.set_xscale("log")
+    lows = [min(r[1], *(r[2] or ())) for r in rows]
+    highs = [max(r[1], 1.0, *(r[2] or ()), r[3] or 0) for r in rows]
+    ax.set_xlim(min(lows) / 1.3, max(highs) * 1.5)
+    ax.set_xlabel("faktory_py advantage over Faktory (×; >1 is better; lower-is-better metrics inverted;\n"
+                  "(i) is the fraction of the echo ceiling). Dashed: target. Line: per-repetition range.",
+                  fontsize=8)
+    m = data["machine"]
+    ax.set_title(f"faktory_py vs Faktory {data['faktory_version']} — {data['size']} sizes, {data['reps']} reps, "
+                 f"{m['cpus']} CPUs" + (f", other work {m['other_cpu_cores']:.2f} cores" if m.get("other_cpu_cores") is not None
+                                  else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def busy_warning(machine: dict[str, Any]) -> str | None:
+    """A note when other work was running: the numbers are then only indicative."""
+    cpus = machine.get("cpus_usable") or 1
+    other = machine.get("other_cpu_cores")
+    if other is not None and other > 0.1 * cpus:
+        return (f"other processes kept {other:.2f} of the {cpus} CPUs busy on average during the run "
+                "(CPU time not spent by this run's servers and load generators); treat the numbers "
+                "as indicative.")
+    load = machine.get("load_average_start", [])
+    if load and max(load[:2]) > 0.5 * cpus:
+        return (f"the machine was busy with other work before the run started (load average "
+                f"{load} on {cpus} CPUs); treat the numbers as indicative.")
+    return None

@@ -1,0 +1,309 @@
+"""`python -m bench`: faktory_py against the real Faktory, every workload, several repetitions.
+
+Each repetition runs each workload on each server back to back, a fresh server (new port,
+new data directory) every time, in an order that rotates between repetitions, so the
+ratios compare numbers taken minutes apart rather than a whole run apart. Memory (g) and
+restart (h) share one server lifetime: fill, measure, restart, time the first FETCH.
+Results are saved after every repetition, so an interrupted run still leaves its numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from faktory_py.bench.pool import raise_fd_limit
+from faktory_py.bench.workloads import PRESETS, Bench, Sizes, save_json, summary
+
+from . import loadtool, report
+from .machine import busy_cpu_seconds, describe, load_average, own_cpu_seconds
+from .servers import FAKTORY_VERSION, Echo, FaktoryPy, RealFaktory, Server, find_faktory
+
+HERE = Path(__file__).resolve().parent
+THROUGHPUT = ("a_load", "b_push", "c_pushb", "d_drain", "e_latency", "f_idle")
+ALL = (*THROUGHPUT, "g_memory", "h_restart", "i_ceiling")
+
+
+@dataclass
+class Variant:
+    name: str
+    make: Callable[[Path], Server]
+    workloads: tuple[str, ...]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=sorted(PRESETS), default="full", help="workload sizes (default full)")
+    p.add_argument("--smoke", action="store_const", const="smoke", dest="size",
+                   help="tiny sizes, 1 repetition, faktory_py and echo only (plus Faktory if FAKTORY_BIN is set)")
+    p.add_argument("--reps", type=int, help="repetitions (default 5; smoke 1)")
+    p.add_argument("--heavy-reps", type=int, help="repetitions of memory+restart (default 3; smoke 1)")
+    p.add_argument("--jobs", type=int, help="jobs per throughput workload (overrides --size)")
+    p.add_argument("--memory-jobs", help="comma-separated queue sizes for (g); the largest is (h)'s")
+    p.add_argument("--workloads", default=",".join(ALL),
+                   help="comma-separated, by name or letter (default all: a..i)")
+    p.add_argument("--servers", help="comma-separated of faktory_py, faktory_py-always, faktory, echo "
+                   "(default all that can run; smoke: faktory_py, echo, and faktory when FAKTORY_BIN is set)")
+    p.add_argument("--no-load-tool", action="store_true", help="skip Faktory's own load test")
+    p.add_argument("--out", type=Path, default=HERE, help="where results.json, RESULTS.md, results.png go "
+                   "(default bench/)")
+    p.add_argument("--workdir", type=Path, help="parent of the servers' data directories (default a temp dir)")
+    return p
+
+
+def _names(text: str) -> list[str]:
+    names = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        found = [w for w in ALL if w == part or w.split("_", 1)[0] == part]
+        if not found:
+            raise SystemExit(f"unknown workload {part!r}: choose from {', '.join(ALL)}")
+        names += found
+    return names
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        smoke = args.size == "smoke"
+        self.args = args
+        self.sizes = PRESETS[args.size]
+        if args.jobs:
+            self.sizes = self.sizes.scaled(args.jobs)
+        if args.memory_jobs:
+            self.sizes = replace(self.sizes, memory_jobs=tuple(int(x) for x in args.memory_jobs.split(",")))
+        self.reps = args.reps or (1 if smoke else 5)
+        self.heavy_reps = min(self.reps, args.heavy_reps or (1 if smoke else 3))
+        self.workloads = _names(args.workloads)
+        self.faktory_bin, why = find_faktory()
+        if smoke and not os.environ.get("FAKTORY_BIN"):
+            self.faktory_bin, why = None, "smoke run without FAKTORY_BIN"
+        wanted = args.servers.split(",") if args.servers else (
+            ["faktory_py", "faktory", "echo"] if smoke else ["faktory_py", "faktory", "faktory_py-always", "echo"])
+        self.errors: list[str] = []
+        self.skipped: list[str] = []
+        self.variants: list[Variant] = []
+        faktory_name = f"faktory-{FAKTORY_VERSION}"
+        for name in wanted:
+            if name == "faktory_py":
+                self.variants.append(Variant("faktory_py", lambda b: FaktoryPy(b, "everysec"), ALL))
+            elif name == "faktory_py-always":
+                self.variants.append(Variant("faktory_py-always", lambda b: FaktoryPy(b, "always"), THROUGHPUT))
+            elif name == "faktory":
+                if self.faktory_bin is None:
+                    self.skipped.append(f"Faktory: {why}")
+                    continue
+                binary = self.faktory_bin
+                self.variants.append(Variant(faktory_name, lambda b: RealFaktory(b, binary), ALL))
+            elif name == "echo":
+                self.variants.append(Variant("echo", Echo, ("i_ceiling",)))
+            else:
+                raise SystemExit(f"unknown server {name!r}")
+        self.faktory_name = faktory_name if any(v.name == faktory_name for v in self.variants) else None
+        self.workdir = Path(tempfile.mkdtemp(prefix="faktory-bench-", dir=args.workdir))
+        self.out: Path = args.out
+        self.runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self.tool_runs: dict[str, list[dict[str, Any]]] = {}
+        self.tool_skipped: str | None = None
+        self.counter = 0
+        self.started = time.time()
+        self.machine = describe(self.workdir, self.faktory_bin)
+        self.cpu_at_start = (time.monotonic(), busy_cpu_seconds(), own_cpu_seconds())
+
+    def log(self, text: str) -> None:
+        print(text, flush=True)
+
+    def record(self, workload: str, server: str, rep: int, result: dict[str, Any]) -> None:
+        self.runs.setdefault(workload, {}).setdefault(server, []).append({"rep": rep, **result})
+
+    def with_server(self, variant: Variant, work: Callable[[Server], dict[str, Any]]) -> dict[str, Any]:
+        self.counter += 1
+        server = variant.make(self.workdir / f"{self.counter:03d}-{variant.name}")
+        try:
+            server.start()
+            return work(server)
+        finally:
+            server.stop()
+            server.cleanup()
+
+    def attempt(self, label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
+            text = f"{label}: {type(exc).__name__}: {exc}"
+            self.errors.append(text.splitlines()[0][:500])
+            self.log(f"  ERROR {text}")
+            traceback.print_exc(file=sys.stderr)
+            return {"error": str(exc)[:500]}
+
+    def bench(self, server: Server, sizes: Sizes | None = None) -> Bench:
+        return Bench(server.target, sizes or self.sizes, log=self.log, pids=server.pids())
+
+    # --- one repetition ------------------------------------------------------------------
+
+    def repetition(self, rep: int) -> None:
+        shift = rep % len(self.variants)
+        order = self.variants[shift:] + self.variants[:shift]
+        tag = f"[{rep + 1}/{self.reps}]"
+        for workload in THROUGHPUT:
+            if workload not in self.workloads:
+                continue
+            for variant in order:
+                if workload in variant.workloads:
+                    result = self.attempt(f"{tag} {workload} {variant.name}", lambda: self.with_server(
+                        variant, lambda s: getattr(self.bench(s), workload)()))
+                    self.record(workload, variant.name, rep, result)
+                    self.log(f"{tag} {workload:9} {variant.name:17} {summary(workload, result)}")
+        if "i_ceiling" in self.workloads:
+            self.ceiling(rep, tag)
+        if rep < self.heavy_reps and ({"g_memory", "h_restart"} & set(self.workloads)):
+            for variant in order:
+                if "g_memory" in variant.workloads:
+                    self.memory_restart(variant, rep, tag)
+        if not self.args.no_load_tool and rep < self.heavy_reps:
+            self.load_tool(order, tag)
+
+    def ceiling(self, rep: int, tag: str) -> None:
+        echo = next((v for v in self.variants if v.name == "echo"), None)
+        if echo is None:
+            return
+        sizes = replace(self.sizes, push_jobs=self.sizes.ceiling_jobs)
+        result = self.attempt(f"{tag} i_ceiling echo",
+                              lambda: self.with_server(echo, lambda s: self.bench(s, sizes).b_push()))
+        self.record("b_push", "echo", rep, result)
+        self.log(f"{tag} i_ceiling echo              {summary('b_push', result)}")
+        ceiling = result.get("jobs_per_s")
+        for variant in self.variants:
+            push = next((r for r in self.runs.get("b_push", {}).get(variant.name, []) if r["rep"] == rep), None)
+            if variant.name == "echo" or push is None or not ceiling or not push.get("jobs_per_s"):
+                continue
+            self.record("i_ceiling", variant.name, rep, {"jobs_per_s": push["jobs_per_s"], "echo_jobs_per_s": ceiling,
+                                                       "fraction": push["jobs_per_s"] / ceiling})
+
+    def memory_restart(self, variant: Variant, rep: int, tag: str) -> None:
+        jobs = max(self.sizes.memory_jobs)
+
+        def work(server: Server) -> dict[str, Any]:
+            bench = self.bench(server)
+            memory = self.attempt(f"{tag} g_memory {variant.name}", lambda: bench.g_memory(keep=True))
+            self.record("g_memory", variant.name, rep, memory)
+            self.log(f"{tag} g_memory  {variant.name:17} {summary('g_memory', memory)}")
+            if "h_restart" not in self.workloads or "error" in memory:
+                return {}
+
+            def restart() -> dict[str, Any]:
+                seconds = server.restart("bench-memory")
+                return {"jobs": jobs, "seconds": seconds, "queued_after": bench.queue_size("bench-memory") + 1}
+
+            result = self.attempt(f"{tag} h_restart {variant.name}", restart)
+            self.record("h_restart", variant.name, rep, result)
+            self.log(f"{tag} h_restart {variant.name:17} "
+                     + (f"{result['seconds']:.2f} s to the first FETCH with {jobs:,} jobs queued"
+                        if "seconds" in result else result.get("error", "")))
+            return {}
+
+        self.attempt(f"{tag} g/h {variant.name}", lambda: self.with_server(variant, work))
+
+    def load_tool(self, order: list[Variant], tag: str) -> None:
+        if self.tool_skipped:
+            return
+        smoke = self.args.size == "smoke"
+        binary = loadtool.cached_binary() if smoke else loadtool.build(self.log)
+        if binary is None or not binary.exists():
+            self.tool_skipped = "Faktory's load tool is not available (not built: smoke runs never build it)" \
+                if smoke else "Faktory's load tool could not be built (see the log)"
+            return
+        for variant in order:
+            if variant.name not in ("faktory_py", self.faktory_name):
+                continue
+            result = self.attempt(f"{tag} load tool {variant.name}", lambda: self.with_server(
+                variant, lambda s: loadtool.run(binary, s.url, self.sizes.load_jobs, self.sizes.load_conns,
+                                                self.sizes.timeout)))
+            self.tool_runs.setdefault(variant.name, []).append(result)
+            self.log(f"{tag} load tool {variant.name:17} "
+                     + (f"{result['jobs_per_s']:,.0f} jobs/s" if "jobs_per_s" in result else str(result)))
+
+    # --- output ------------------------------------------------------------------------------
+
+    def data(self, finished: bool) -> dict[str, Any]:
+        machine = dict(self.machine, load_average_end=load_average())
+        wall0, busy0, own0 = self.cpu_at_start
+        busy = busy_cpu_seconds()
+        if busy is not None and busy0 is not None and time.monotonic() > wall0:
+            # Everything busy on the machine minus this run's own processes: other people's work.
+            machine["other_cpu_cores"] = max(0.0, (busy - busy0) - (own_cpu_seconds() - own0)) / (time.monotonic() - wall0)
+        data: dict[str, Any] = {
+            "schema": 1,
+            "command": "python -m bench " + shlex.join(sys.argv[1:]),
+            "started": datetime.fromtimestamp(self.started, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "duration_s": time.time() - self.started,
+            "finished": finished,
+            "size": self.args.size,
+            "sizes": asdict(self.sizes),
+            "reps": self.reps,
+            "heavy_reps": self.heavy_reps,
+            "machine": machine,
+            "busy": report.busy_warning(machine),
+            "faktory_version": FAKTORY_VERSION,
+            "faktory_name": self.faktory_name,
+            "servers": {v.name: {"workloads": list(v.workloads)} for v in self.variants},
+            "workloads": self.workloads,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "runs": self.runs,
+            "load_tool": {"jobs": self.sizes.load_jobs, "threads": self.sizes.load_conns, "runs": self.tool_runs,
+                          **({"skipped": self.tool_skipped} if self.tool_skipped else {})},
+            "json_name": "results.json",
+            "png_name": "results.png",
+        }
+        report.summarize(data)
+        return data
+
+    def save(self, finished: bool) -> dict[str, Any]:
+        data = self.data(finished)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if finished:
+            data["chart"] = report.chart(data, self.out / "results.png")
+            (self.out / "RESULTS.md").write_text(report.markdown(data))
+        save_json(self.out / "results.json", data)
+        return data
+
+    def run(self) -> int:
+        raise_fd_limit()
+        self.log(f"bench: {', '.join(v.name for v in self.variants)}; {self.args.size} sizes; {self.reps} reps "
+                 f"(memory/restart {self.heavy_reps}); machine {self.machine['cpu']} x{self.machine['cpus']}, "
+                 f"load average {self.machine['load_average_start']}")
+        for note in self.skipped:
+            self.log(f"bench: skipped {note}")
+        try:
+            for rep in range(self.reps):
+                self.repetition(rep)
+                self.save(finished=False)
+        except KeyboardInterrupt:
+            self.log("bench: interrupted; writing what was measured")
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        data = self.save(finished=True)
+        self.log(f"bench: wrote {self.out / 'results.json'}, {self.out / 'RESULTS.md'}"
+                 + (f", {self.out / 'results.png'}" if data.get("chart") else " (no chart: matplotlib missing)"))
+        for name, ratio in data["ratios"].items():
+            if ratio["value"] is not None:
+                self.log(f"  {name:28} faktory_py/Faktory {ratio['value']:.2f}"
+                         if not name.startswith("i_") else f"  {name:28} {ratio['value']:.2f} of the echo ceiling")
+        return 1 if self.errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return Runner(args).run()
