@@ -2,7 +2,7 @@
 
 `faktory-py conformance --url tcp://[:password@]host:port` runs every case file against an
 already running server (faktory_py, Faktory itself, or any other implementation) and prints
-one row per file. The case format is described in protocol/README.md; this module is its
+one row per file. The cases FLUSH the server: never point it at data you need. The case format is described in protocol/README.md; this module is its
 reference interpreter, also used by tests/test_protocol_cases.py. It needs nothing but the
 standard library (plain blocking sockets), so it can check a server from anywhere.
 
@@ -15,7 +15,10 @@ Case files are found in, first match wins:
 
 File names carry tags between the area and `.case`: `.ours` marks faktory_py's own behaviour
 (skipped against an external server unless `--ours`), `.ent` marks Faktory Enterprise
-behaviour (skipped unless `--ent`), e.g. `batch.ent.case`, `limits.ours.case`.
+behaviour (run only against Enterprise), `.oss` marks behaviour of Faktory without Enterprise
+(skipped against Enterprise); e.g. `unique.ent.case`, `limits.ours.case`. A server counts as
+Enterprise with `--ent`, or, without `--ent`/`--no-ent`, when INFO's server.description says
+"Enterprise" (as Faktory Enterprise's and faktory_py's do).
 """
 
 from __future__ import annotations
@@ -113,6 +116,10 @@ class Case:
     def enterprise(self) -> bool:
         return "ent" in self.tags
 
+    @property
+    def oss_only(self) -> bool:
+        return "oss" in self.tags
+
 
 _STEP = re.compile(r"(C:|C\*|S:|S~|S\$|---|WAIT|SLEEP|ELAPSED|HANDSHAKE|REQUIRE|SERVER)(?: (.*))?$")
 
@@ -142,13 +149,15 @@ def skip_reason(case: Case, *, ours: bool, ent: bool, starts_servers: bool = Fal
                 server_has_password: bool | None = None) -> str | None:
     """Why `case` cannot run against a target, or None if it can.
 
-    `ours`: the target is faktory_py (or the user opted in to `.ours` cases); `ent`: it is
-    Faktory Enterprise; `starts_servers`: the caller starts a fresh faktory_py per case, with
+    `ours`: the target is faktory_py (or the user opted in to `.ours` cases); `ent`: it has
+    Faktory Enterprise's features; `starts_servers`: the caller starts a fresh faktory_py per case, with
     the case's `SERVER` arguments and `REQUIRE`d password; `server_has_password`: whether an
     already running target asks for a password (None when `starts_servers`).
     """
     if case.enterprise and not ent:
         return "needs Faktory Enterprise (--ent)"
+    if case.oss_only and ent:
+        return "needs Faktory without Enterprise (.oss case; --no-ent)"
     if case.ours and not ours:
         return "needs faktory_py (.ours case; --ours runs it)"
     if case.server_args and not starts_servers:
@@ -439,8 +448,12 @@ class Runner:
         elif kind == "S~":
             pattern = self.subst(arg, regex=True)
             got = self.read()
-            if re.fullmatch(pattern.encode(), got, re.DOTALL) is None:
+            m = re.fullmatch(pattern.encode(), got, re.DOTALL)
+            if m is None:
                 raise CaseFailure(f"expected /{pattern}/, got {got!r}")
+            for name, value in m.groupdict().items():  # (?P<name>...) captures {{name}}
+                if value is not None:
+                    self.values[name] = value.decode("utf-8", errors="replace")
         elif kind == "S$":
             mode, _, text = arg.partition(" ")
             if mode not in ("json", "json-subset"):
@@ -535,6 +548,21 @@ def probe(address: Address) -> dict[str, Any]:
         raise ValueError(f"not a Faktory server: it greeted with {data[:80]!r}") from None
 
 
+def server_description(address: Address) -> str | None:
+    """INFO's server.description ("Faktory" or "Faktory Enterprise"), or None if unavailable."""
+    runner = Runner(address)
+    try:
+        runner.step(Step(0, "HANDSHAKE", ""))
+        runner.step(Step(0, "C:", "INFO\\r\\n"))
+        reply = runner.read()
+        return json.loads(reply[reply.index(b"\n") + 1:-2])["server"]["description"]
+    except (CaseFailure, OSError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        for conn in runner.conns.values():
+            conn.close()
+
+
 def run_all(address: Address, paths: list[Path], *, ours: bool, ent: bool,
             server_has_password: bool) -> list[Result]:
     results = []
@@ -552,11 +580,15 @@ def run_all(address: Address, paths: list[Path], *, ours: bool, ent: bool,
         try:
             run_case(case, address)
         except CaseFailure as exc:
-            detail = f"line {exc.lineno} ({exc.step}): {exc.message}" if exc.lineno else exc.message
+            detail = f"line {exc.lineno} ({_shorten(exc.step or '', 60)}): {exc.message}" if exc.lineno else exc.message
             results.append(Result(case.name, "FAIL", time.monotonic() - started, detail))
         else:
             results.append(Result(case.name, "PASS", time.monotonic() - started))
     return results
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def print_table(results: list[Result], out: TextIO) -> None:
@@ -564,7 +596,7 @@ def print_table(results: list[Result], out: TextIO) -> None:
     print(f"{'case':<{width}}  result   time  detail", file=out)
     for r in results:
         took = f"{r.seconds:5.2f}s" if r.seconds is not None else "     -"
-        detail = r.detail.replace("\n", " ")
+        detail = _shorten(r.detail.replace("\n", " "), 600)
         print(f"{r.name:<{width}}  {r.status:<6} {took}  {detail}".rstrip(), file=out)
     counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "SKIP")}
     print(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped", file=out)
@@ -573,15 +605,23 @@ def print_table(results: list[Result], out: TextIO) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="faktory-py conformance",
-        description="Run the Faktory protocol conformance cases against a running server.",
+        description="Run the Faktory protocol conformance cases against a running server. "
+                    "WARNING: the cases FLUSH the server, deleting all its jobs: point this at a "
+                    "test server only.",
         epilog="Exit status: 0 if no case failed, 1 if one did, 2 on usage or connection errors. "
-               "Plain cases need a fresh server without a password; cases with `REQUIRE password` "
-               "need one with a password (given in the URL). Run twice to cover both.")
+               "Most cases need a server without a password; those with `REQUIRE password` need "
+               "one with a password (given in the URL). Run twice to cover both.")
     p.add_argument("--url", required=True,
                    help="tcp://[:password@]host:port or tcp+tls://... (the password is used for HELLO)")
-    p.add_argument("--ent", action="store_true", help="also run Enterprise cases (*.ent.case)")
+    ent = p.add_mutually_exclusive_group()
+    ent.add_argument("--ent", action="store_true", default=None,
+                     help="the server has Faktory Enterprise's features: run *.ent.case, skip *.oss.case "
+                          "(default: when INFO's server.description mentions Enterprise)")
+    ent.add_argument("--no-ent", dest="ent", action="store_false",
+                     help="the server is open-source Faktory: skip *.ent.case, run *.oss.case")
     p.add_argument("--ours", action="store_true",
-                   help="also run faktory_py-only cases (*.ours.case) that need no server options")
+                   help="also run the *.ours.case files that need no server options: they pin faktory_py's "
+                        "own behaviour, so other servers fail them (Faktory 1.9.4 even crashes on some)")
     p.add_argument("--cases", metavar="DIR", default=None, help="directory of *.case files "
                    "(default: protocol/cases of the source tree, or the copy installed with the package)")
     p.add_argument("-k", dest="substring", default=None, help="only case files whose name contains SUBSTRING")
@@ -620,6 +660,13 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
         print("faktory-py conformance: the server asks for a password; put it in the URL "
               "(tcp://:PASSWORD@host:port)", file=err)
         return 2
-    results = run_all(address, paths, ours=args.ours, ent=args.ent, server_has_password=server_has_password)
+    ent = args.ent
+    if ent is None:
+        description = server_description(address)
+        ent = bool(description and "Enterprise" in description)
+        if ent:
+            print(f"faktory-py conformance: the server calls itself {description!r}: running the "
+                  "Enterprise cases (*.ent.case) and skipping *.oss.case; --no-ent overrides", file=err)
+    results = run_all(address, paths, ours=args.ours, ent=ent, server_has_password=server_has_password)
     print_table(results, out)
     return 1 if any(r.status == "FAIL" for r in results) else 0
