@@ -21,14 +21,13 @@ from .clock import Clock
 from .info import build_info
 from .jobs import JobError
 from .manager import Manager
+from .waiters import QueueWaiters
 from .workers import Worker, WorkerRegistry
 
 log = logging.getLogger("faktory_py.commands")
 
-ENTERPRISE_ONLY = {
-    "BATCH": "batch subsystem is only available in Faktory Enterprise",
-    "TRACK": "tracking subsystem is only available in Faktory Enterprise",
-}
+#: Enterprise commands not built in (yet): verb → the error OSS Faktory answers them with.
+ENTERPRISE_ONLY: dict[str, str] = {}
 
 
 @dataclass(eq=False)
@@ -49,29 +48,9 @@ class ServerStats:
     command_count: int = 0
 
 
-class QueueWaiters:
-    """Lets blocked FETCHes sleep until a job lands in one of their queues."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, set[trio.Event]] = {}
-
-    def notify(self, queue: str) -> None:
-        for event in self._events.pop(queue, ()):
-            event.set()
-
-    async def wait(self, queues: list[str]) -> None:
-        event = trio.Event()
-        for queue in queues:
-            self._events.setdefault(queue, set()).add(event)
-        try:
-            await event.wait()
-        finally:
-            for queue in queues:
-                waiting = self._events.get(queue)
-                if waiting is not None:
-                    waiting.discard(event)
-                    if not waiting:
-                        del self._events[queue]
+#: `Dispatcher.handle(..., may_block=False)`'s answer for a FETCH that would wait
+#: (no reply is ever empty, so it cannot be mistaken for one)
+WOULD_BLOCK = b""
 
 
 def _internal_error() -> JobError:
@@ -133,8 +112,13 @@ class Dispatcher:
         """Add a command (how the Enterprise features bring BATCH and TRACK)."""
         self._handlers[verb] = handler
 
-    async def handle(self, session: Session, command: wire.Command) -> bytes | None:
-        """The reply to send, or None to close the connection without one (END)."""
+    async def handle(self, session: Session, command: wire.Command, *, may_block: bool = True) -> bytes | None:
+        """The reply to send, or None to close the connection without one (END).
+
+        With `may_block=False` a FETCH that would have to wait returns WOULD_BLOCK instead
+        (and is not counted): the server then flushes earlier replies and watches the
+        socket while it calls again to wait.
+        """
         self.stats.command_count += 1
         handler = self._handlers.get(command.verb)
         try:
@@ -142,7 +126,12 @@ class Dispatcher:
                 if command.verb in ENTERPRISE_ONLY:
                     return wire.error(ENTERPRISE_ONLY[command.verb])
                 return wire.error(f"unknown command {command.verb}")
-            return await handler(session, command.arg)
+            if handler != self._fetch:
+                return await handler(session, command.arg)
+            reply = await self._fetch(session, command.arg, may_block)
+            if reply is WOULD_BLOCK:
+                self.stats.command_count -= 1  # counted when it is run again to wait
+            return reply
         except JobError as exc:
             return wire.error(str(exc), exc.code)
         except Exception:
@@ -174,20 +163,28 @@ class Dispatcher:
         await self.durable(position)
         return wire.bulk_json(dict(sorted(errors.items())))  # Go sorts map keys
 
-    async def _fetch(self, session: Session, arg: str) -> bytes:
+    async def _fetch(self, session: Session, arg: str, may_block: bool = True) -> bytes:
         queues = [q for q in arg.split(" ") if q]
         if not queues:
             raise JobError("must call fetch with at least one queue")
         worker = session.worker
-        job, position = None, 0
+        store = self.manager.store
+        job, position, woken_by = None, 0, None
+        if not may_block:
+            if worker is None or worker.state == "running":
+                job, position = self.manager.fetch(queues, session.wid, self.clock.now())
+            if job is None:
+                return WOULD_BLOCK
         with trio.move_on_after(self.fetch_timeout):
             while job is None:
                 if worker is not None and worker.state != "running":
                     await trio.sleep_forever()  # a quiet/terminating worker gets nothing
                 job, position = self.manager.fetch(queues, session.wid, self.clock.now())
                 if job is None:
-                    active = [q for q in queues if q not in self.manager.store.paused]
-                    await (self.waiters.wait(active) if active else trio.sleep_forever())
+                    active = [q for q in queues if q not in store.paused]
+                    woken_by = await (self.waiters.wait(active) if active else trio.sleep_forever())
+        if woken_by is not None:  # wake others for what we left behind
+            self.waiters.top_up(woken_by, len(store.queues.get(woken_by, ())))
         if job is None:
             return wire.NULL
         with trio.CancelScope(shield=True):  # reserved now: the reply must go out

@@ -36,6 +36,9 @@ def build_info(dispatcher: Dispatcher, now: float) -> dict[str, Any]:
         tasks[task] = {"cycles": stats.cycles, "enqueued": stats.enqueued,
                        "size": sizes[set_name], "wall_time_sec": go_float(stats.wall_time)}
     stats = dispatcher.stats
+    extra: dict[str, Any] = {}
+    for extension in manager.extensions:
+        extra.update(extension.info_fields())
     return {
         "now": format_time(now),
         "server_utc_time": utc_clock(now),
@@ -48,6 +51,7 @@ def build_info(dispatcher: Dispatcher, now: float) -> dict[str, Any]:
             "total_processed": store.processed,
             "total_enqueued": sum(queues.values()),
             "total_queues": len(queues),
+            **extra,
         },
         "server": {
             "description": dispatcher.description,

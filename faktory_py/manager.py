@@ -28,6 +28,8 @@ MAX_BACKTRACE = 50
 EXPIRED_ERRTYPE = "ReservationExpired"
 EXPIRED_MESSAGE = "Faktory job reservation expired"
 MUTATE_TARGETS = JOB_SETS
+#: key order of Faktory's failure block
+FAILURE_ORDER = ("failed_at", "next_at", "message", "errtype", "backtrace", "retry_count", "remaining")
 
 
 def retry_delay(retry_count: int, rng: random.Random) -> int:
@@ -50,8 +52,16 @@ class Extension:
     Each hook returns extra ops committed atomically with the operation that called it
     (so the journal never holds one without the other). Hooks read state but never
     change it themselves; the ops they return are applied through the store like any
-    other, which keeps journal replay exact.
+    other, which keeps journal replay exact. The ops of one hook call are committed before
+    the next call of the same hook, so a hook always plans against up-to-date state.
     """
+
+    def prepare(self, job: Job, now: float) -> Job:
+        """Rewrite a valid job before it is stored (a new dict; jobs are never mutated).
+
+        Runs for every extension before any `on_push`; raise JobError to refuse the job.
+        """
+        return job
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         """A valid job is about to be stored; raise JobError to refuse it."""
@@ -61,12 +71,31 @@ class Extension:
         """A job is about to be reserved; None drops it instead (and FETCH goes on)."""
         return []
 
+    def on_drop(self, job: Job, now: float) -> list[Op]:
+        """A job some extension's `on_fetch` refused left its queue without running."""
+        return []
+
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
         """A reserved job was ACKed."""
         return []
 
     def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
         """A reserved job failed (FAIL or expiry); outcome is "retry", "dead" or "dropped"."""
+        return []
+
+    def register(self, dispatcher: Any) -> None:
+        """Add the feature's commands (`dispatcher.register(verb, handler)`), if it has any."""
+
+    def info_fields(self) -> dict[str, Any]:
+        """Extra keys for INFO's `faktory` block (extra keys never break typed decoders)."""
+        return {}
+
+    def next_due(self) -> float | None:
+        """When the feature next has timed work to do (the due timer then calls run_due)."""
+        return None
+
+    def run_due(self, now: float) -> list[Op]:
+        """The feature's timed work due at `now` (e.g. expiring uncommitted batches)."""
         return []
 
 
@@ -119,6 +148,8 @@ class Manager:
 
     def _push_ops(self, raw: Any, now: float, wid: str) -> list[Op]:
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
+        for extension in self.extensions:
+            job = extension.prepare(job, now)
         ops: list[Op] = []
         for extension in self.extensions:
             ops.extend(extension.on_push(job, scheduled_for, wid, now))
@@ -150,7 +181,10 @@ class Manager:
                         break
                     ops.extend(more)
                 if ops is None:  # an extension dropped it (e.g. expired): try the next one
-                    position = store.commit([{"op": "drop", "queue": name, "jid": job["jid"]}])
+                    ops = [{"op": "drop", "queue": name, "jid": job["jid"]}]
+                    for extension in self.extensions:
+                        ops.extend(extension.on_drop(job, now))
+                    position = store.commit(ops)
                     continue
                 expires = now + jobs.reservation_seconds(job)
                 ops.insert(0, {
@@ -209,13 +243,13 @@ class Manager:
             outcome = "retry"
             next_at = now + retry_delay(count, self.rng)
             failure["next_at"] = format_time(next_at)
-            ops.append({"op": "zadd", "set": "retries", "score": next_at,
-                        "job": jobs.with_fields(job, failure=failure)})
         else:
             outcome = "dead"
-            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL,
-                        "job": jobs.with_fields(job, failure=failure)})
-        failed = jobs.with_fields(job, failure=failure)
+        failed = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
+        if outcome == "retry":
+            ops.append({"op": "zadd", "set": "retries", "score": next_at, "job": failed})
+        elif outcome == "dead":
+            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": failed})
         for extension in self.extensions:
             ops.extend(extension.on_fail(res, failed, outcome, now))
         return ops
@@ -226,6 +260,7 @@ class Manager:
         """When the earliest scheduled/retry/dead/reservation entry becomes due."""
         scores = [s.first_score() for s in self.store.sets.values()]
         scores.append(self.store.working.first_score())
+        scores.extend(extension.next_due() for extension in self.extensions)
         due = [s for s in scores if s is not None]
         return min(due) if due else None
 
@@ -237,6 +272,7 @@ class Manager:
             self._purge_dead(now),
             self._expire_reservations(now),
         ]
+        positions.extend(self.store.commit(extension.run_due(now)) for extension in self.extensions)
         return max(positions)
 
     def _enqueue_due(self, set_name: str, task: str, now: float) -> int:
@@ -261,11 +297,13 @@ class Manager:
         return self.store.commit([{"op": "zrem", "set": "dead", "jid": jid} for _s, jid, _j in due])
 
     def _expire_reservations(self, now: float) -> int:
-        ops: list[dict[str, Any]] = []
+        position = 0
         for _score, _jid, res in self.store.working.due(now):
-            ops.extend(self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now))
+            # One commit per job, so each extension hook sees what the previous one did.
+            ops = self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now)
+            position = max(position, self.store.commit(ops))
             self.reaped_reservations += 1
-        return self.store.commit(ops)
+        return position
 
     # --- MUTATE ---------------------------------------------------------------------
 
@@ -338,7 +376,7 @@ class Manager:
                 enqueued = pending[0].get("enqueued_at")
                 if enqueued:
                     seconds = max(0.0, now - parse_time(enqueued))
-            out[name] = go_float(seconds)
+            out[name] = go_float(round(seconds, 6))  # our timestamps have microseconds
         return out
 
     def flush(self) -> int:

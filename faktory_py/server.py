@@ -15,24 +15,33 @@ import math
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from . import wire
+from .batches import Batches
 from .clock import Clock
-from .commands import Dispatcher, QueueWaiters, ServerStats, Session
+from .commands import WOULD_BLOCK, Dispatcher, ServerStats, Session
 from .config import Config, split_binding
 from .handshake import Handshake, HandshakeFailed
-from .manager import Manager
+from .expiry import ExpiringJobs
+from .manager import Extension, Manager
 from .store.durability import DurableJournal
 from .store.journal import Journal
 from .store.memory import MemoryStore
+from .tracking import JobTracking
+from .unique import UniqueJobs
+from .waiters import QueueWaiters
 from .workers import WorkerRegistry
 
 log = logging.getLogger("faktory_py.server")
 
 _RECV_CHUNK = 65536
 _SEND_TIMEOUT = 10.0
+#: INFO's server.description: Ruby's and Go's client tests run their Enterprise tests only
+#: when it says so. `[faktory] description = "..."` in conf.d/*.toml overrides it.
+ENTERPRISE_DESCRIPTION = "Faktory Enterprise"
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 
@@ -109,10 +118,28 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
     return await trio.open_tcp_listeners(port, host=host or None)
 
 
-def load_store(config: Config) -> tuple[MemoryStore, Journal]:
-    """Open the data directory and rebuild the store by replaying its journal."""
+def enterprise_extensions(store: MemoryStore, toml: dict[str, Any] | None = None) -> list[Extension]:
+    """Faktory Enterprise's features, built into faktory_py (faktory-protocol.md §0, §6).
+
+    They attach their own ops to the store, so they must exist before its journal is
+    replayed. Order matters only for FETCH: expiry comes first, so an expired job is dropped
+    before the others see it (they get `on_drop` instead). `toml` is the parsed conf.d
+    (`[batches]` settings).
+    """
+    return [ExpiringJobs(store), UniqueJobs(store), JobTracking(store),
+            Batches.from_config(store, toml or {})]
+
+
+def load_store(config: Config, store: MemoryStore | None = None) -> tuple[MemoryStore, Journal]:
+    """Open the data directory and rebuild the store by replaying its journal.
+
+    `store` is an empty store with the extensions already attached; by default a new one
+    with `enterprise_extensions`.
+    """
     journal = Journal.open(config.data_dir)
-    store = MemoryStore()
+    if store is None:
+        store = MemoryStore()
+        enterprise_extensions(store, config.toml)
     replayed = 0
     for record in journal.replay():
         for op in record:
@@ -220,11 +247,10 @@ class _Connections:
                 if self.stopping:
                     replies.add(wire.error("shutdown in progress"))
                     return
-                if command.verb == "FETCH":  # may block: answer what came before it first
+                reply = await self.dispatcher.handle(session, command, may_block=False)
+                if reply is WOULD_BLOCK:  # a FETCH must wait: answer what came before it first
                     await replies.flush()
                     reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command))
-                else:
-                    reply = await self.dispatcher.handle(session, command)
                 if reply is None:
                     return
                 replies.add(reply)
@@ -309,16 +335,21 @@ async def _send(stream: trio.abc.Stream, data: bytes) -> None:
 
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening."""
-    store, journal = load_store(config)
+    store = MemoryStore()
+    extensions = enterprise_extensions(store, config.toml)
+    store, journal = load_store(config, store)
     durable = DurableJournal(journal, config.fsync, store.snapshot, config.compact_min_bytes)
     clock = Clock()
-    manager = Manager(store)
+    manager = Manager(store, extensions=extensions)
     waiters = QueueWaiters()
     timer = DueTimer(manager, clock)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
     dispatcher = Dispatcher(manager, workers, clock, durable.durable, waiters,
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
+    dispatcher.description = str(config.toml.get("faktory", {}).get("description", ENTERPRISE_DESCRIPTION))
+    for extension in extensions:
+        extension.register(dispatcher)
     connections = _Connections(config, dispatcher)
     try:
         async with trio.open_nursery() as background:

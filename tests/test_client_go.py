@@ -7,8 +7,13 @@ outside the repo (rebuilt only when the Go sources, go.mod/go.sum or the Go vers
 each pytest test here starts a fresh server and runs that binary with
 `-test.run '^TestSx...$'` and FAKTORY_URL pointing at it, and passes when it exits 0.
 
-Scenarios with no Go test: S7 batches, S8 unique jobs, S9 tracking/expiry (Enterprise-only;
-the client has the calls but our server answers them as OSS Faktory does).
+S7 (batches) runs three times: TestS7Batches against the default (strict) server, and
+TestS7EnterpriseReopen — what the client's own Enterprise test expects: reopening committed
+batches from outside — against a server configured `[batches] policy = "permissive"` (it must
+all work) and against the strict default (it must be refused with the clear error); the
+binary learns which from FAKTORY_BATCH_POLICY.
+
+Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ SCENARIOS = {
     "S4-push_bulk": "TestS4PushBulk",
     "S5-queue_control": "TestS5QueueControl",
     "S6-quiet_terminate": "TestS6QuietTerminate",
+    "S7-batches": "TestS7Batches",
+    "S7-enterprise_reopen-strict": "TestS7EnterpriseReopen",
+    "S7-enterprise_reopen-permissive": "TestS7EnterpriseReopen",
     "S10-connections": "TestS10Connections",
 }
 #: Test functions that are not scenarios: the worker process S6 starts as a child.
@@ -51,6 +59,10 @@ HELPERS = {"TestS6WorkerProcess"}
 #: Scenarios whose binary gets FAKTORY_PASSWORD_URL, the URL of a second, password-protected server.
 NEEDS_PASSWORD_SERVER = {"TestS0Handshake"}
 PASSWORD = "g0 s3cret/%:@"  # URL-special characters: the client percent-decodes the userinfo
+
+#: Scenarios that need a `[batches] policy` (written to the server's conf.d; exported as
+#: FAKTORY_BATCH_POLICY); the others run against the default, strict.
+BATCH_POLICY = {"S7-enterprise_reopen-strict": "strict", "S7-enterprise_reopen-permissive": "permissive"}
 
 #: Scenarios that fail because of a known gap in the server (strict: fixing it must drop the mark).
 XFAIL: dict[str, str] = {}
@@ -150,15 +162,22 @@ def _run(binary: str, test_name: str, env: dict[str, str]) -> tuple[int, str]:
     return proc.returncode, output
 
 
-@pytest.mark.parametrize("test_name", [
-    pytest.param(name, id=scenario,
+@pytest.mark.parametrize("scenario, test_name", [
+    pytest.param(scenario, name, id=scenario,
                  marks=[pytest.mark.xfail(reason=XFAIL[name], strict=True)] if name in XFAIL else [])
     for scenario, name in SCENARIOS.items()
 ])
-def test_go_client(test_name: str, go_env: GoEnv, server_factory) -> None:
+def test_go_client(scenario: str, test_name: str, go_env: GoEnv, server_factory) -> None:
     binary = go_env.require()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
-    env["FAKTORY_URL"] = server_factory().url
+    server = server_factory(start=False)
+    policy = BATCH_POLICY.get(scenario)
+    if policy is not None:
+        env["FAKTORY_BATCH_POLICY"] = policy
+        (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+        (server.conf_dir / "conf.d" / "batches.toml").write_text(f'[batches]\npolicy = "{policy}"\n')
+    server.start()
+    env["FAKTORY_URL"] = server.url
     if test_name in NEEDS_PASSWORD_SERVER:
         protected = server_factory(password=PASSWORD)
         env["FAKTORY_PASSWORD_URL"] = f"tcp://:{quote(PASSWORD, safe='')}@127.0.0.1:{protected.port}"

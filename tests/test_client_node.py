@@ -36,9 +36,7 @@ NEEDS_PASSWORD_SERVER = {"s0_handshake.test.js"}
 PASSWORD = "n0de s3cret/%"  # a space and URL-special characters: the client unescapes the URL
 
 #: Scenarios that fail because of a known gap in the server (strict: fixing it must drop the mark).
-XFAIL = {
-    "s8_unique.test.js": "unique jobs (custom.unique_for, -NOTUNIQUE) are not implemented yet",
-}
+XFAIL: dict[str, str] = {}
 
 
 def _scenario_files() -> list[str]:

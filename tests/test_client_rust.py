@@ -8,9 +8,11 @@ and runs one scenario.
 
 Under CI=true a missing toolchain or a failed build fails the tests; elsewhere they skip.
 
-Scenarios not here:
-  S7 batches, S8 unique jobs, S9 tracking/expiry: Enterprise; they come with the Enterprise issue
-  (the crate is already built with its `ent` feature, so that only needs new scenario code).
+S7 (batches, src/batches.rs), S8 (unique jobs) and S9 (tracking, expiring jobs, src/ent_jobs.rs)
+use the crate's `ent` feature. S7-REOPEN is the crate's own "reopen a committed batch from
+outside" Enterprise test: it runs against a server configured `[batches] policy = "permissive"`
+(it must pass) and against the strict default (the reopening must be refused with the clear
+error); the binary learns which from FAKTORY_BATCH_POLICY.
 """
 
 from __future__ import annotations
@@ -36,8 +38,16 @@ SCENARIOS = {
     "s4": "push_bulk",
     "s5": "queue_control",
     "s6": "worker_quiet_terminate",
+    "s7": "batches",
+    "s7-reopen": "enterprise_reopen",
+    "s8": "unique_jobs",
+    "s9": "tracking_expiry",
     "s10": "connections",
 }
+
+#: Scenarios run once per `[batches] policy` (written to the server's conf.d, and exported as
+#: FAKTORY_BATCH_POLICY); the others run once, against the default (strict).
+BATCH_POLICIES = {"s7-reopen": ("strict", "permissive")}
 
 #: Scenarios whose binary also gets FAKTORY_PASSWORD_URL, a second server with a password.
 NEEDS_PASSWORD_SERVER = {"s0"}
@@ -112,15 +122,22 @@ def _run(binary: str, scenario: str, env: dict[str, str]) -> tuple[int, str]:
     return result.returncode, result.stdout
 
 
-@pytest.mark.parametrize("scenario", [
-    pytest.param(name, id=f"{name.upper()}-{label}",
+@pytest.mark.parametrize("scenario, policy", [
+    pytest.param(name, policy, id=f"{name.upper()}-{label}" + (f"-{policy}" if policy else ""),
                  marks=[pytest.mark.xfail(reason=XFAIL[name], strict=True)] if name in XFAIL else [])
     for name, label in SCENARIOS.items()
+    for policy in BATCH_POLICIES.get(name, (None,))
 ])
-def test_rust_client(scenario: str, rust_env: RustEnv, server_factory) -> None:
+def test_rust_client(scenario: str, policy: str | None, rust_env: RustEnv, server_factory) -> None:
     binary = rust_env.require()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
-    env.update(RUST_BACKTRACE="1", FAKTORY_URL=server_factory().url)
+    server = server_factory(start=False)
+    if policy is not None:
+        env["FAKTORY_BATCH_POLICY"] = policy
+        (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+        (server.conf_dir / "conf.d" / "batches.toml").write_text(f'[batches]\npolicy = "{policy}"\n')
+    server.start()
+    env.update(RUST_BACKTRACE="1", FAKTORY_URL=server.url)
     if scenario in NEEDS_PASSWORD_SERVER:
         env["FAKTORY_PASSWORD_URL"] = server_factory(password=PASSWORD).url
     returncode, output = _run(binary, scenario, env)

@@ -547,7 +547,7 @@ def test_mutate_requeue_creates_queue(client: RawClient) -> None:
 # --- INFO ---------------------------------------------------------------------------
 
 INT_KEYS = {
-    "faktory": ["total_failures", "total_processed", "total_enqueued", "total_queues"],
+    "faktory": ["total_failures", "total_processed", "total_enqueued", "total_queues", "total_expired"],
     "server": ["uptime", "connections", "command_count", "used_memory_mb"],
 }
 
@@ -580,7 +580,7 @@ def test_info_shape_and_types(server_factory) -> None:
         assert type(task["cycles"]) is int and type(task["enqueued"]) is int and type(task["size"]) is int
         assert isinstance(task["wall_time_sec"], (int, float))
     s = info["server"]
-    assert s["description"] == "Faktory"
+    assert s["description"] == "Faktory Enterprise"  # the Enterprise features are built in
     assert re.fullmatch(r"1\.(\d+)\.\d+", s["faktory_version"])
     assert int(s["faktory_version"].split(".")[1]) >= 8
     assert s["uptime"] > 0 and s["connections"] >= 1 and s["command_count"] >= 2

@@ -124,11 +124,27 @@ EXACT = [
     (b'MUTATE {"cmd":"kill","target":""}', b"-ERR invalid target for mutation command\r\n"),
     (b'MUTATE {"cmd":"kill"}', b"-ERR invalid target for mutation command\r\n"),
     (b'MUTATE {"cmd":"frobnicate","target":"retries"}', b"-ERR unknown mutate operation\r\n"),
-    # Enterprise-only subsystems
-    (b"BATCH NEW {}", b"-ERR batch subsystem is only available in Faktory Enterprise\r\n"),
-    (b"BATCH STATUS b-123", b"-ERR batch subsystem is only available in Faktory Enterprise\r\n"),
-    (b"TRACK GET 12345678", b"-ERR tracking subsystem is only available in Faktory Enterprise\r\n"),
-    (b"TRACK SET {}", b"-ERR tracking subsystem is only available in Faktory Enterprise\r\n"),
+    # BATCH (built in; faktory_py's own texts, see faktory_py/batches.py)
+    (b"BATCH NEW {}", b"-ERR BATCH NEW needs a success or complete callback job\r\n"),
+    (b"BATCH NEW", b"-ERR BATCH NEW needs a JSON object\r\n"),
+    (b"BATCH STATUS b-123", b"-ERR No such batch b-123\r\n"),
+    (b"BATCH OPEN b-123", b"-ERR No such batch b-123\r\n"),
+    (b"BATCH COMMIT b-123", b"-ERR No such batch b-123\r\n"),
+    (b"BATCH STATUS", b"-ERR BATCH STATUS needs a bid\r\n"),
+    (b"BATCH", b"-ERR BATCH needs NEW, OPEN, COMMIT or STATUS\r\n"),
+    (b"BATCH FROB b-123", b"-ERR no such BATCH subcommand: FROB\r\n"),
+    # TRACK (built in; faktory_py's own texts, see faktory_py/tracking.py)
+    (b"TRACK", b"-ERR TRACK needs GET <jid> or SET <json>\r\n"),
+    (b"TRACK FROB x", b"-ERR TRACK needs GET <jid> or SET <json>\r\n"),
+    (b"TRACK GET", b"-ERR TRACK GET needs a jid\r\n"),
+    (b"TRACK SET", b"-ERR TRACK SET needs a jid\r\n"),
+    (b"TRACK SET [1]", b"-ERR invalid TRACK SET [1]\r\n"),
+    (b"TRACK SET {}", b"-ERR TRACK SET needs a jid\r\n"),
+    (b'TRACK SET {"jid":"12345678","percent":101}', b"-ERR percent must be an integer from 0 to 100: 101\r\n"),
+    (b'TRACK SET {"jid":"12345678","percent":"5"}', b'-ERR percent must be an integer from 0 to 100: "5"\r\n'),
+    (b'TRACK SET {"jid":"12345678","desc":5}', b"-ERR desc must be a string: 5\r\n"),
+    (b'TRACK SET {"jid":"12345678","reserve_until":"soon"}',
+     b'-ERR reserve_until must be an RFC3339 timestamp: "soon"\r\n'),
 ]
 
 

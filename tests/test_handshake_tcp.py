@@ -75,7 +75,7 @@ def test_greeting_with_password_has_ranges_and_fresh_salt(secured: ServerProcess
 def test_hello_ok(server) -> None:
     with server.client() as c:
         assert c.handshake() == b"OK"
-        assert c.info()["server"]["description"] == "Faktory"
+        assert c.info()["server"]["description"] == "Faktory Enterprise"
 
 
 def test_hello_reply_bytes(server) -> None:

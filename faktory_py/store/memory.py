@@ -59,6 +59,8 @@ class MemoryStore:
         #: extensions' part of a snapshot: each copies its state when called (synchronously)
         #: and returns the ops that rebuild it
         self.snapshot_sources: list[Callable[[], Iterator[dict[str, Any]]]] = []
+        #: extensions' state that FLUSH wipes too: each is called when a `flush` op is applied
+        self.flush_hooks: list[Callable[[], None]] = []
 
     # --- changing state -------------------------------------------------------------
 
@@ -169,6 +171,8 @@ class MemoryStore:
         self.working.clear()
         self.processed = self.failures = 0
         self.history.clear()
+        for hook in self.flush_hooks:
+            hook()
 
     def _op_counters(self, op: dict[str, Any]) -> None:
         self.processed = op["processed"]

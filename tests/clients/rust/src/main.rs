@@ -14,9 +14,10 @@
 //! The crate cannot FETCH on its own: `Client::fetch` is private, so jobs are fetched with
 //! `Worker::run_one`, whose handler hands the decoded `Job` back over a channel (`Fetcher`).
 //!
-//! S7 (batches), S8 (unique jobs) and S9 (tracking/expiry) are Enterprise scenarios; they come
-//! with the Enterprise issue. The crate is built with the `ent` feature already (so every job it
-//! builds carries custom {"track":1}, as an Enterprise user's jobs would).
+//! S7 (batches) is in batches.rs; S8 (unique jobs) and S9 (tracking, expiring jobs) are in
+//! ent_jobs.rs: Enterprise scenarios.
+//! The crate is built with the `ent` feature (so every job it builds carries custom
+//! {"track":1}, as an Enterprise user's jobs would).
 
 use chrono::{DateTime, Utc};
 use faktory::error::{Connect, Protocol};
@@ -33,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
-const SCENARIOS: &[&str] = &["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s10"];
+const SCENARIOS: &[&str] = &["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s7-reopen", "s8", "s9", "s10"];
 /// A whole scenario must finish within this (the crate itself has no read timeouts at all).
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(100);
 /// A FETCH on empty queues blocks up to 2 s on the server; allow some scheduling slack.
@@ -91,6 +92,12 @@ macro_rules! eventually {
         }
     }};
 }
+
+// S8 (unique jobs) and S9 (tracking, expiring jobs). Declared after the macros above, which
+// it uses.
+mod ent_jobs;
+// S7 (batches), likewise.
+mod batches;
 
 fn env(name: &str) -> Res<String> {
     std::env::var(name).map_err(|_| format!("{name} is not set: run this through tests/test_client_rust.py"))
@@ -525,7 +532,11 @@ async fn s1() -> Res {
         Some(0),
         "a drained queue stays listed with size 0"
     );
-    ensure_eq!(state.server.description, "Faktory", "server.description");
+    ensure_eq!(
+        state.server.description,
+        "Faktory Enterprise",
+        "server.description (Enterprise features are built in)"
+    );
     let v = &state.server.version;
     ensure!(
         v.major == 1 && v.minor >= 8,
@@ -1261,6 +1272,10 @@ async fn run(scenario: &str) -> Res {
         "s4" => s4().await,
         "s5" => s5().await,
         "s6" => s6().await,
+        "s7" => batches::s7().await,
+        "s7-reopen" => batches::s7_reopen().await,
+        "s8" => ent_jobs::s8().await,
+        "s9" => ent_jobs::s9().await,
         "s10" => s10().await,
         _ => Err(format!("unknown scenario {scenario:?}; known: {}", SCENARIOS.join(" "))),
     }

@@ -1,0 +1,724 @@
+"""Batches: Faktory Enterprise's `BATCH` command and `custom.bid`, with enforced immutability.
+
+Why: a producer fans work out into many jobs and wants one job to run when all of them
+have run (`complete`) or all of them have succeeded (`success`). Faktory Enterprise has
+this, but does not enforce the guarantee its documentation gives ("once committed, only a
+job within the batch may reopen it"; "once a callback has been enqueued, you may not add
+anything"), so a batch can gain jobs after its callbacks fired. Here the server enforces
+it (faktory-protocol.md §0); `[batches] policy = "permissive"` restores Enterprise's
+behaviour.
+
+Wire (faktory-protocol.md §6.1, faktory-clients.md §5.1):
+
+* `BATCH NEW {"description"?, "parent_bid"?, "success"?: job, "complete"?: job, "bid"?: ""}`
+  ⇒ bulk bid `b-<20 hex>`. At least one callback; a callback without a jid gets one,
+  without args gets `[]`, without queue goes to `default`; its `at` is ignored.
+* `BATCH OPEN <bid>` ⇒ bulk bid; `BATCH COMMIT <bid>` ⇒ `+OK` (idempotent);
+  `BATCH STATUS <bid>` ⇒ bulk `{"bid","parent_bid"?,"description"?,"created_at","total",
+  "pending","failed","complete_st","success_st"}`, `*_st` "" / "1" (enqueued) / "2" (ACKed).
+* A job joins with `"custom":{"bid":<bid>}` on PUSH/PUSHB. Unknown (or expired) bid
+  anywhere ⇒ `-ERR No such batch <bid>`.
+* Callback jobs are ordinary jobs without `custom.bid`; they carry `custom._bid` (the batch
+  id, where faktory_worker_go's `CallbackBid()` looks for it).
+
+Counting (a member is a job pushed with the batch's bid; a child batch's jobs are not the
+parent's members): `total` = members pushed; `pending` = members that have not succeeded
+yet; `failed` = members whose last run failed (FAIL, reservation expiry, or dropped at
+FETCH because it had expired) and that have not succeeded since. A member "has run" once
+it succeeded or failed at least once, so a FAIL that will be retried counts as run:
+*complete* ⟺ every member ran (pending == failed); *success* ⟺ every member succeeded
+(pending == 0) — a member that fails and then succeeds on retry counts as success.
+
+The state machine of one batch (`phase`):
+
+    open ──COMMIT──▶ committed ──a callback enqueued──▶ callbacks ──all its callbacks ACKed──▶ done
+     └──uncommitted_ttl (default 30 min) passes──▶ (removed, no callbacks)
+
+* `complete` is enqueued (complete_st "1") once the batch is committed, every member ran,
+  and every child batch is *settled for complete*; its ACK makes complete_st "2".
+* `success` is enqueued once the batch is committed, every member succeeded, every child
+  batch is *settled for success*, and the complete callback (if any) has been ACKed.
+* A batch is settled for complete when its complete stage is over (complete callback
+  ACKed, or none and the batch is complete) and no success callback of it is enqueued
+  but unfinished; settled for success when its success stage is over (success callback
+  ACKed, or none and the batch succeeded). So a parent's callbacks wait for its
+  children's: a child's success callback that fires together with its completion runs
+  before the parent's complete callback, and may still reopen the parent.
+* Each callback fires at most once, only after commit; an empty batch fires at COMMIT.
+  Everything is decided inside the command that causes it (PUSH, ACK, FAIL, COMMIT, the
+  timer) and committed with it, so a STATUS right after, from anywhere, sees it.
+
+Immutability (strict policy, the default). Adding to a batch means pushing a member,
+creating a child with `parent_bid`, or `BATCH OPEN`:
+
+* open (uncommitted): allowed from anywhere;
+* committed: allowed only *from within* — while a job "within" the batch is reserved, and,
+  if the calling connection's HELLO named a worker process (`wid`), only when that process
+  holds such a job. A job is within batch B if it is a member of B or of a descendant of B,
+  or it is a callback job of a descendant of B (so a child's callback may reopen the
+  parent, Sidekiq's workflow pattern; the parent is still waiting for that callback).
+* once any callback of the batch was enqueued: never (not even from within).
+
+Refusals are `-ERR Batch <bid> is ...` naming the rule, and change nothing. `BATCH COMMIT`
+and `BATCH STATUS` are always allowed. `permissive` allows every addition to any existing
+batch, as Faktory Enterprise does (callbacks still fire at most once).
+
+State is journaled as small ops (`batch_new` carries a whole record, `batch_set` the
+changed fields with their new values, `batch_failing`, `batch_del`, `batch_hold` /
+`batch_release` for the reserved jobs within batches), so replay needs no logic. The
+planning code works on a copy-on-write overlay (`_Txn`) so the hooks can return ops
+computed against the state those very ops will produce.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from . import jobs, wire
+from .config import ConfigError
+from .jobs import JobError
+from .manager import Extension
+from .store.base import Job, Op
+from .store.memory import MemoryStore, Reservation
+from .store.sorted_set import SortedJobSet
+from .timefmt import format_time
+from .wire import compact_json
+
+if TYPE_CHECKING:
+    from .commands import Dispatcher, Session
+
+POLICIES = ("strict", "permissive")
+DEFAULT_UNCOMMITTED_TTL = 30 * 60.0
+
+OPEN, COMMITTED, CALLBACKS, DONE = "open", "committed", "callbacks", "done"
+#: The only phase changes there are (removal of an expired open batch aside).
+TRANSITIONS = {OPEN: {COMMITTED}, COMMITTED: {CALLBACKS}, CALLBACKS: {DONE}, DONE: set()}
+#: Callback states as STATUS reports them.
+PENDING, ENQUEUED, SUCCEEDED = "", "1", "2"
+KINDS = ("complete", "success")
+
+
+def new_bid() -> str:
+    return "b-" + secrets.token_hex(10)
+
+
+def new_jid() -> str:
+    return secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One batch. Immutable: every change is a new record (see `_Txn`)."""
+
+    bid: str
+    parent_bid: str  # "" for a top-level batch
+    description: str
+    created_at: float
+    expires_at: float | None  # while open: when it is dropped unless committed
+    complete: Job | None  # the callback jobs, ready to enqueue (jid assigned)
+    success: Job | None
+    phase: str = OPEN
+    total: int = 0
+    pending: int = 0
+    failed: int = 0
+    complete_st: str = PENDING
+    success_st: str = PENDING
+    #: children not settled for complete / for success (see module docstring)
+    kids_c: int = 0
+    kids_s: int = 0
+    #: this batch's own settled flags, as last counted in its parent's kids_c / kids_s
+    settled_c: bool = False
+    settled_s: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Batch:
+        return cls(**{f.name: record[f.name] for f in fields(cls) if f.name in record})
+
+    # --- derived conditions -----------------------------------------------------------
+
+    @property
+    def committed(self) -> bool:
+        return self.phase != OPEN
+
+    @property
+    def closed(self) -> bool:
+        """A callback has been enqueued: nothing may be added any more (strict)."""
+        return self.complete_st != PENDING or self.success_st != PENDING
+
+    def executed(self) -> bool:
+        """Committed, every member ran once, every child settled for complete."""
+        return self.committed and self.pending == self.failed and self.kids_c == 0
+
+    def succeeded(self) -> bool:
+        """Committed, every member succeeded, every child settled for success."""
+        return self.committed and self.pending == 0 and self.kids_s == 0
+
+    def complete_done(self) -> bool:
+        return self.complete_st == SUCCEEDED if self.complete is not None else self.executed()
+
+    def success_done(self) -> bool:
+        if self.success is not None:
+            return self.success_st == SUCCEEDED
+        return self.succeeded() and self.complete_done()
+
+    def settled(self) -> tuple[bool, bool]:
+        """(settled for the parent's complete, settled for the parent's success)."""
+        return self.complete_done() and not self.success_busy(), self.success_done()
+
+    def success_busy(self) -> bool:
+        """The success callback is enqueued and unfinished, or due to be enqueued now."""
+        if self.success is None or self.success_st == SUCCEEDED:
+            return False
+        return self.success_st == ENQUEUED or (self.succeeded() and self.complete_done())
+
+    def all_callbacks_done(self) -> bool:
+        return all(st == SUCCEEDED for job, st in ((self.complete, self.complete_st),
+                                                   (self.success, self.success_st)) if job is not None)
+
+    def status(self) -> dict[str, Any]:
+        """BATCH STATUS's reply object."""
+        out: dict[str, Any] = {"bid": self.bid}
+        if self.parent_bid:
+            out["parent_bid"] = self.parent_bid
+        if self.description:
+            out["description"] = self.description
+        out.update(created_at=format_time(self.created_at), total=self.total, pending=self.pending,
+                   failed=self.failed, complete_st=self.complete_st, success_st=self.success_st)
+        return out
+
+
+def member_bid(job: Job) -> str:
+    """The batch a pushed job joins ("" for none); raises JobError for a non-string bid."""
+    custom = job.get("custom")
+    if not custom:
+        return ""
+    bid = custom.get("bid")
+    if bid is None or bid == "":
+        return ""
+    if not isinstance(bid, str):
+        raise JobError(f"custom.bid must be a batch id string: {compact_json(bid)}")
+    return bid
+
+
+def _stored_bid(job: Job, key: str) -> str:
+    """custom[key] of a stored job if it is a non-empty string, else ""."""
+    value = (job.get("custom") or {}).get(key)
+    return value if isinstance(value, str) else ""
+
+
+def no_such_batch(bid: str) -> JobError:
+    return JobError(f"No such batch {bid}")
+
+
+class _Txn:
+    """A copy-on-write view of the batch state: planned ops are applied here first.
+
+    Reads fall through to the live state; `emit` records an op and applies it to the
+    overlay with the same function the store uses live (`_apply_to`), so what the plan
+    sees is exactly what the committed ops will produce.
+    """
+
+    def __init__(self, owner: Batches) -> None:
+        self.owner = owner
+        self.ops: list[Op] = []
+        self._batches: dict[str, Batch | None] = {}
+        self._failing: dict[tuple[str, str], bool] = {}
+
+    def get(self, bid: str) -> Batch | None:
+        if bid in self._batches:
+            return self._batches[bid]
+        return self.owner.batches.get(bid)
+
+    def is_failing(self, bid: str, jid: str) -> bool:
+        found = self._failing.get((bid, jid))
+        if found is not None:
+            return found
+        return jid in self.owner.failing.get(bid, ())
+
+    def put(self, bid: str, batch: Batch | None) -> None:
+        self._batches[bid] = batch
+
+    def mark(self, bid: str, jid: str, on: bool) -> None:
+        self._failing[(bid, jid)] = on
+
+    def emit(self, op: Op) -> None:
+        self.ops.append(op)
+        _apply_to(self, op)
+
+    def set(self, batch: Batch, **changes: Any) -> Batch:
+        """Change fields of a batch (only those that really change are journaled)."""
+        changes = {k: v for k, v in changes.items() if getattr(batch, k) != v}
+        if "phase" in changes and changes["phase"] not in TRANSITIONS[batch.phase]:
+            raise AssertionError(f"batch {batch.bid}: no transition {batch.phase} -> {changes['phase']}")
+        if changes:
+            self.emit({"op": "batch_set", "bid": batch.bid, "set": changes})
+        return self.get(batch.bid) or batch
+
+
+def _apply_to(view: Any, op: Op) -> None:
+    """The batch ops' effect on batch records; shared by the live state and `_Txn`."""
+    kind = op["op"]
+    if kind == "batch_new":
+        view.put(op["bid"], Batch.from_record(op["batch"]))
+    elif kind == "batch_set":
+        batch = view.get(op["bid"])
+        if batch is not None:
+            view.put(op["bid"], replace(batch, **op["set"]))
+    elif kind == "batch_del":
+        view.put(op["bid"], None)
+    elif kind == "batch_failing":
+        view.mark(op["bid"], op["jid"], op["on"])
+
+
+class Batches(Extension):
+    """Batch records, the hooks that count members and fire callbacks, and BATCH."""
+
+    def __init__(self, store: MemoryStore, policy: str = "strict",
+                 uncommitted_ttl: float = DEFAULT_UNCOMMITTED_TTL,
+                 bids: Callable[[], str] = new_bid, jids: Callable[[], str] = new_jid) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"[batches] policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+        if not uncommitted_ttl > 0:
+            raise ValueError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {uncommitted_ttl!r}")
+        self.store = store
+        self.policy = policy
+        self.uncommitted_ttl = float(uncommitted_ttl)
+        self.new_bid = bids
+        self.new_jid = jids
+        self.dispatcher: Dispatcher | None = None
+        self.batches: dict[str, Batch] = {}
+        #: bid → jids of members whose last run failed (and not succeeded since)
+        self.failing: dict[str, set[str]] = {}
+        #: open batches by when they expire
+        self.expiry = SortedJobSet()
+        #: reserved jobs within batches: jid → (wid, bid, is_callback), and counts of
+        #: (bid, is_callback) per worker process and overall
+        self.holds: dict[str, tuple[str, str, bool]] = {}
+        self.by_wid: dict[str, Counter[tuple[str, bool]]] = {}
+        self.by_key: Counter[tuple[str, bool]] = Counter()
+        for name in ("batch_new", "batch_set", "batch_del", "batch_failing"):
+            store.op_handlers[name] = self._apply
+        store.op_handlers["batch_hold"] = self._apply_hold
+        store.op_handlers["batch_release"] = self._apply_release
+        store.snapshot_sources.append(self._snapshot)
+        store.flush_hooks.append(self._reset)
+
+    @classmethod
+    def from_config(cls, store: MemoryStore, toml: Mapping[str, Any]) -> Batches:
+        """Settings from `[batches]` in conf.d/*.toml (policy, uncommitted_ttl)."""
+        section = toml.get("batches", {})
+        policy = section.get("policy", "strict")
+        ttl = section.get("uncommitted_ttl", DEFAULT_UNCOMMITTED_TTL)
+        if policy not in POLICIES:
+            raise ConfigError(f"[batches] policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
+        return cls(store, policy=policy, uncommitted_ttl=ttl)
+
+    # --- state (applied through the store: live commits and replay alike) ---------------
+
+    def get(self, bid: str) -> Batch | None:
+        return self.batches.get(bid)
+
+    def put(self, bid: str, batch: Batch | None) -> None:
+        if batch is None:
+            self.batches.pop(bid, None)
+            self.failing.pop(bid, None)
+            self.expiry.remove(bid)
+            return
+        self.batches[bid] = batch
+        if batch.expires_at is not None:
+            if self.expiry.get(bid) is None:
+                self.expiry.add(bid, batch.expires_at, None)
+                if self.store.on_due is not None:
+                    self.store.on_due(batch.expires_at)
+        else:
+            self.expiry.remove(bid)
+
+    def mark(self, bid: str, jid: str, on: bool) -> None:
+        if on:
+            self.failing.setdefault(bid, set()).add(jid)
+        else:
+            members = self.failing.get(bid)
+            if members is not None:
+                members.discard(jid)
+                if not members:
+                    del self.failing[bid]
+
+    def _apply(self, op: Op) -> None:
+        _apply_to(self, op)
+
+    def _apply_hold(self, op: Op) -> None:
+        self._apply_release(op)  # a jid is reserved once at a time: a new hold replaces an old one
+        key = (op["bid"], op["cb"])
+        self.holds[op["jid"]] = (op["wid"], op["bid"], op["cb"])
+        self.by_wid.setdefault(op["wid"], Counter())[key] += 1
+        self.by_key[key] += 1
+
+    def _apply_release(self, op: Op) -> None:
+        found = self.holds.pop(op["jid"], None)
+        if found is None:
+            return
+        wid, bid, cb = found
+        key = (bid, cb)
+        for counter in (self.by_wid[wid], self.by_key):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+        if not self.by_wid[wid]:
+            del self.by_wid[wid]
+
+    def _reset(self) -> None:
+        """FLUSH wipes batches with everything else."""
+        self.batches.clear()
+        self.failing.clear()
+        self.expiry.clear()
+        self.holds.clear()
+        self.by_wid.clear()
+        self.by_key.clear()
+
+    def _snapshot(self) -> Iterator[Op]:
+        batches = [batch.record() for batch in self.batches.values()]
+        failing = [(bid, sorted(jids)) for bid, jids in self.failing.items()]
+        holds = list(self.holds.items())
+
+        def ops() -> Iterator[Op]:
+            for record in batches:
+                yield {"op": "batch_new", "bid": record["bid"], "batch": record}
+            for bid, jids in failing:
+                for jid in jids:
+                    yield {"op": "batch_failing", "bid": bid, "jid": jid, "on": True}
+            for jid, (wid, bid, cb) in holds:
+                yield {"op": "batch_hold", "jid": jid, "wid": wid, "bid": bid, "cb": cb}
+
+        return ops()
+
+    # --- reading ----------------------------------------------------------------------
+
+    def live(self, bid: str, now: float) -> Batch | None:
+        """The batch, unless unknown or an open batch past its expiry (not yet removed)."""
+        batch = self.batches.get(bid)
+        if batch is None or (batch.expires_at is not None and batch.expires_at <= now):
+            return None
+        return batch
+
+    def status(self, bid: str, now: float) -> dict[str, Any]:
+        batch = self.live(bid, now)
+        if batch is None:
+            raise no_such_batch(bid)
+        return batch.status()
+
+    def _ancestry(self, bid: str) -> Iterator[str]:
+        """bid, its parent, grandparent, ... as far as they exist."""
+        seen = 0
+        while bid and seen <= len(self.batches):
+            yield bid
+            batch = self.batches.get(bid)
+            if batch is None:
+                return
+            bid = batch.parent_bid
+            seen += 1
+
+    def within(self, bid: str, wid: str) -> bool:
+        """Is a job within batch `bid` reserved (by worker process `wid`, if one is given)?"""
+        keys = self.by_wid.get(wid, Counter()) if wid else self.by_key
+        for holder, is_callback in keys:
+            start = holder
+            if is_callback:  # a callback job is within its batch's ancestors, not the batch
+                batch = self.batches.get(holder)
+                start = batch.parent_bid if batch is not None else ""
+            if bid in self._ancestry(start):
+                return True
+        return False
+
+    def check_add(self, batch: Batch, wid: str) -> None:
+        """Raise JobError unless something may be added to `batch` by worker `wid`."""
+        if self.policy == "permissive":
+            return
+        bid = batch.bid
+        if batch.closed:
+            raise JobError(f"Batch {bid} is closed: a callback has been enqueued, "
+                           "so nothing can be added to it")
+        if not batch.committed or self.within(bid, wid):
+            return
+        if wid:
+            raise JobError(f"Batch {bid} is committed: it can only be reopened or added to from "
+                           "within, by the worker process working one of its jobs (or a child "
+                           f"batch's), and worker {wid} works none")
+        raise JobError(f"Batch {bid} is committed: it can only be reopened or added to from "
+                       "within, while one of its jobs (or a child batch's) is being worked, "
+                       "and none is")
+
+    # --- planning -----------------------------------------------------------------------
+
+    def _advance(self, txn: _Txn, bid: str, now: float) -> None:
+        """Fire what is due for `bid`, then let its parent (and so on up) react."""
+        while bid:
+            batch = txn.get(bid)
+            if batch is None:
+                return
+            if batch.committed:
+                if batch.complete is not None and batch.complete_st == PENDING and batch.executed():
+                    batch = self._fire(txn, batch, "complete", now)
+                if (batch.success is not None and batch.success_st == PENDING
+                        and batch.succeeded() and batch.complete_done()):
+                    batch = self._fire(txn, batch, "success", now)
+                if batch.phase == CALLBACKS and batch.all_callbacks_done():
+                    batch = txn.set(batch, phase=DONE)
+            settled_c, settled_s = batch.settled()
+            if (settled_c, settled_s) == (batch.settled_c, batch.settled_s):
+                return
+            old_c, old_s = batch.settled_c, batch.settled_s
+            txn.set(batch, settled_c=settled_c, settled_s=settled_s)
+            parent = txn.get(batch.parent_bid) if batch.parent_bid else None
+            if parent is None:
+                return
+            txn.set(parent, kids_c=parent.kids_c + old_c - settled_c,
+                    kids_s=parent.kids_s + old_s - settled_s)
+            bid = parent.bid
+
+    def _fire(self, txn: _Txn, batch: Batch, kind: str, now: float) -> Batch:
+        job = batch.complete if kind == "complete" else batch.success
+        assert job is not None
+        txn.emit({"op": "enqueue", "job": jobs.with_fields(job, enqueued_at=format_time(now))})
+        changes: dict[str, Any] = {f"{kind}_st": ENQUEUED}
+        if batch.phase == COMMITTED:
+            changes["phase"] = CALLBACKS
+        return txn.set(batch, **changes)
+
+    def _new_ops(self, payload: Mapping[str, Any], wid: str, now: float) -> tuple[str, list[Op]]:
+        given = payload.get("bid")
+        if given is not None and given != "":
+            raise JobError("BATCH NEW must not carry a bid: the server assigns it")
+        parent_bid = payload.get("parent_bid")
+        if parent_bid is None:
+            parent_bid = ""
+        if not isinstance(parent_bid, str):
+            raise JobError(f"parent_bid must be a batch id string: {compact_json(parent_bid)}")
+        description = payload.get("description")
+        if description is None:
+            description = ""
+        if not isinstance(description, str):
+            raise JobError(f"description must be a string: {compact_json(description)}")
+        bid = self.new_bid()
+        while bid in self.batches:
+            bid = self.new_bid()
+        complete = self._callback(payload.get("complete"), "complete", bid, now)
+        success = self._callback(payload.get("success"), "success", bid, now)
+        if complete is None and success is None:
+            raise JobError("BATCH NEW needs a success or complete callback job")
+        if parent_bid:
+            parent = self.live(parent_bid, now)
+            if parent is None:
+                raise no_such_batch(parent_bid)
+            self.check_add(parent, wid)
+        txn = _Txn(self)
+        batch = Batch(bid, parent_bid, description, now, now + self.uncommitted_ttl, complete, success)
+        txn.emit({"op": "batch_new", "bid": bid, "batch": batch.record()})
+        if parent_bid:
+            parent = txn.get(parent_bid)
+            assert parent is not None
+            txn.set(parent, kids_c=parent.kids_c + 1, kids_s=parent.kids_s + 1)
+            self._advance(txn, parent_bid, now)
+        return bid, txn.ops
+
+    def _callback(self, raw: Any, kind: str, bid: str, now: float) -> Job | None:
+        """Validate a callback job and make it ready to enqueue (never a member of a batch)."""
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise JobError(f"invalid {kind} callback: it must be a job object, not {compact_json(raw)}")
+        raw = dict(raw)
+        if not raw.get("jid"):
+            raw["jid"] = self.new_jid()
+        if raw.get("args") is None:
+            raw["args"] = []
+        raw.pop("at", None)
+        try:
+            job, _ = jobs.prepare_push(jobs.decode_job(raw), now)
+        except JobError as exc:
+            raise JobError(f"invalid {kind} callback: {exc}") from None
+        custom = {k: v for k, v in (job.get("custom") or {}).items() if k != "bid"}
+        custom["_bid"] = bid
+        return jobs.with_fields(job, custom=custom, enqueued_at="")
+
+    def _ran(self, txn: _Txn, bid: str, jid: str, ok: bool, now: float) -> None:
+        """A member finished one run: succeeded (ok) or failed/dropped."""
+        batch = txn.get(bid)
+        if batch is None:
+            return
+        was_failing = txn.is_failing(bid, jid)
+        if ok:
+            if was_failing:
+                txn.emit({"op": "batch_failing", "bid": bid, "jid": jid, "on": False})
+            txn.set(batch, pending=batch.pending - 1, failed=batch.failed - was_failing)
+        elif not was_failing:
+            txn.emit({"op": "batch_failing", "bid": bid, "jid": jid, "on": True})
+            txn.set(batch, failed=batch.failed + 1)
+        self._advance(txn, bid, now)
+
+    def _callback_kind(self, job: Job) -> tuple[Batch, str] | None:
+        """(batch, "complete"|"success") if `job` is a callback of an existing batch."""
+        batch = self.batches.get(_stored_bid(job, "_bid"))
+        if batch is None:
+            return None
+        jid = job.get("jid")
+        for kind, callback in (("complete", batch.complete), ("success", batch.success)):
+            if callback is not None and callback["jid"] == jid:
+                return batch, kind
+        return None
+
+    def _holder_key(self, job: Job) -> tuple[str, bool] | None:
+        bid = _stored_bid(job, "bid")
+        if bid in self.batches:
+            return bid, False
+        found = self._callback_kind(job)
+        if found is not None:
+            return found[0].bid, True
+        return None
+
+    # --- hooks ------------------------------------------------------------------------
+
+    def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
+        bid = member_bid(job)
+        if not bid:
+            return []
+        batch = self.live(bid, now)
+        if batch is None:
+            raise no_such_batch(bid)
+        self.check_add(batch, wid)
+        txn = _Txn(self)
+        txn.set(batch, total=batch.total + 1, pending=batch.pending + 1)
+        self._advance(txn, bid, now)
+        return txn.ops
+
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
+        key = self._holder_key(job)
+        if key is None:
+            return []
+        return [{"op": "batch_hold", "jid": job["jid"], "wid": wid, "bid": key[0], "cb": key[1]}]
+
+    def _finished(self, job: Job, ok: bool, now: float) -> list[Op]:
+        txn = _Txn(self)
+        if job["jid"] in self.holds:
+            txn.emit({"op": "batch_release", "jid": job["jid"]})
+        bid = _stored_bid(job, "bid")
+        if bid in self.batches:
+            self._ran(txn, bid, job["jid"], ok, now)
+        elif ok:
+            found = self._callback_kind(job)
+            if found is not None:
+                batch, kind = found
+                if getattr(batch, f"{kind}_st") == ENQUEUED:
+                    txn.set(batch, **{f"{kind}_st": SUCCEEDED})
+                    self._advance(txn, batch.bid, now)
+        return txn.ops
+
+    def on_ack(self, res: Reservation, now: float) -> list[Op]:
+        return self._finished(res.job, True, now)
+
+    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
+        return self._finished(res.job, False, now)  # a callback that fails stays "1"
+
+    def on_drop(self, job: Job, now: float) -> list[Op]:
+        """A member dropped at FETCH (expired) will never run: it counts as failed."""
+        return self._finished(job, False, now)
+
+    def next_due(self) -> float | None:
+        return self.expiry.first_score()
+
+    def run_due(self, now: float) -> list[Op]:
+        """Remove open batches whose uncommitted_ttl has passed (no callbacks fire)."""
+        txn = _Txn(self)
+        for _score, bid, _ in self.expiry.due(now):
+            self._expire(txn, bid, now)
+        return txn.ops
+
+    def _expire(self, txn: _Txn, bid: str, now: float) -> None:
+        batch = txn.get(bid)
+        if batch is None:
+            return
+        txn.emit({"op": "batch_del", "bid": bid})
+        parent = txn.get(batch.parent_bid) if batch.parent_bid else None
+        if parent is not None:  # the parent no longer waits for an abandoned child
+            txn.set(parent, kids_c=parent.kids_c - (not batch.settled_c),
+                    kids_s=parent.kids_s - (not batch.settled_s))
+            self._advance(txn, parent.bid, now)
+
+    # --- operations behind the BATCH command (pure: ops to commit, or JobError) ---------
+
+    def new(self, arg: str, wid: str, now: float) -> tuple[str, list[Op]]:
+        if not arg:
+            raise JobError("BATCH NEW needs a JSON object")
+        try:
+            payload = json.loads(arg)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            raise JobError(f"invalid BATCH NEW {arg}")
+        return self._new_ops(payload, wid, now)
+
+    def open(self, bid: str, wid: str, now: float) -> str:
+        batch = self.live(bid, now)
+        if batch is None:
+            raise no_such_batch(bid)
+        self.check_add(batch, wid)
+        return bid
+
+    def commit(self, bid: str, now: float) -> list[Op]:
+        batch = self.live(bid, now)
+        if batch is None:
+            raise no_such_batch(bid)
+        if batch.committed:
+            return []  # idempotent
+        txn = _Txn(self)
+        txn.set(batch, phase=COMMITTED, expires_at=None)
+        self._advance(txn, bid, now)
+        return txn.ops
+
+    # --- the BATCH command --------------------------------------------------------------
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        dispatcher.register("BATCH", self.command)
+
+    async def command(self, session: Session, arg: str) -> bytes:
+        assert self.dispatcher is not None
+        sub, _, rest = arg.partition(" ")
+        sub = sub.upper()
+        now = self.dispatcher.clock.now()
+        if sub == "NEW":
+            bid, ops = self.new(rest, session.wid, now)
+            await self.dispatcher.durable(self.store.commit(ops))
+            return wire.bulk(bid)
+        if sub not in ("OPEN", "COMMIT", "STATUS"):
+            raise JobError(f"no such BATCH subcommand: {sub}" if sub else "BATCH needs NEW, OPEN, COMMIT or STATUS")
+        bid = rest.strip()
+        if not bid:
+            raise JobError(f"BATCH {sub} needs a bid")
+        if sub == "OPEN":
+            return wire.bulk(self.open(bid, session.wid, now))
+        if sub == "COMMIT":
+            await self.dispatcher.durable(self.store.commit(self.commit(bid, now)))
+            return wire.OK
+        return wire.bulk_json(self.status(bid, now))
+
+
+def batch_table(extension: Batches) -> dict[str, Any]:
+    """The whole state as plain data, for tests comparing a live and a replayed store."""
+    return {
+        "batches": {bid: batch.record() for bid, batch in sorted(extension.batches.items())},
+        "failing": {bid: sorted(jids) for bid, jids in sorted(extension.failing.items())},
+        "expiry": list(extension.expiry.items()),
+        "holds": dict(sorted(extension.holds.items())),
+        "by_wid": {wid: dict(c) for wid, c in sorted(extension.by_wid.items())},
+        "by_key": dict(extension.by_key),
+    }

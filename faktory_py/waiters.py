@@ -1,0 +1,88 @@
+"""Blocked FETCHes, served first come, first served.
+
+Faktory's FETCH is a Redis BRPOP: the client that has waited longest gets the next job.
+We keep one FIFO of waiters per queue and wake one waiter per job enqueued. A woken
+waiter may end up not taking that job (a job in a queue it prefers came too, another
+fetcher was quicker, or it was cancelled); so after each woken fetch the caller calls
+`top_up` with what is left in the queue, and a job never sits in a queue while one of
+its waiters sleeps.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+
+import trio
+
+
+class _Waiter:
+    __slots__ = ("event", "woken_by", "gone")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.woken_by: str | None = None
+        self.gone = False
+
+
+class QueueWaiters:
+    """queue name → FIFO of waiting fetchers (entries of finished waits are skipped)."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[_Waiter]] = {}
+        #: queue → waiters woken for it that have not fetched yet
+        self._woken: Counter[str] = Counter()
+
+    def notify(self, queue: str) -> None:
+        """One job arrived in `queue` (or it was resumed): wake its longest waiter."""
+        waiting = self._queues.get(queue)
+        while waiting:
+            waiter = waiting.popleft()
+            if waiter.woken_by is None and not waiter.gone:
+                waiter.woken_by = queue
+                self._woken[queue] += 1
+                waiter.event.set()
+                break
+        if waiting is not None and not waiting:
+            del self._queues[queue]
+
+    def top_up(self, queue: str, available: int) -> None:
+        """Wake enough waiters of `queue` for the `available` jobs it holds."""
+        while self._woken[queue] < available and self._queues.get(queue):
+            self.notify(queue)
+
+    async def wait(self, queues: list[str]) -> str:
+        """Sleep until woken for one of `queues`; returns the queue that woke us.
+
+        The caller must then fetch and call `top_up` for that queue.
+        """
+        waiter = _Waiter()
+        for queue in queues:
+            self._queues.setdefault(queue, deque()).append(waiter)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.woken_by is not None:  # woken but will not fetch: pass it on
+                self._woken[waiter.woken_by] -= 1
+                self.notify(waiter.woken_by)
+            raise
+        finally:
+            waiter.gone = True
+            for queue in queues:
+                self._compact(queue)
+        assert waiter.woken_by is not None
+        self._woken[waiter.woken_by] -= 1
+        return waiter.woken_by
+
+    def _compact(self, queue: str) -> None:
+        """Drop finished waits from the front (and, when they are most, everywhere) of a
+        queue's FIFO, so fetchers timing out on an idle queue do not pile up."""
+        waiting = self._queues.get(queue)
+        if waiting is None:
+            return
+        while waiting and waiting[0].gone:
+            waiting.popleft()
+        if len(waiting) > 64 and sum(w.gone for w in waiting) * 2 > len(waiting):
+            waiting = deque(w for w in waiting if not w.gone)
+            self._queues[queue] = waiting
+        if not waiting:
+            del self._queues[queue]

@@ -1,0 +1,73 @@
+"""Blocked FETCHes are served first come, first served, and no job waits beside a sleeping waiter."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from faktory_py.waiters import QueueWaiters
+
+
+async def _waiter(waiters: QueueWaiters, queues: list[str], name: str, woken: list[tuple[str, str]]) -> None:
+    woken.append((name, await waiters.wait(queues)))
+
+
+async def test_longest_waiter_is_woken_first() -> None:
+    waiters, woken = QueueWaiters(), []
+    async with trio.open_nursery() as nursery:
+        for name in ("first", "second", "third"):
+            nursery.start_soon(_waiter, waiters, ["q"], name, woken)
+            await trio.testing.wait_all_tasks_blocked()
+        for _ in range(3):
+            waiters.notify("q")
+            await trio.testing.wait_all_tasks_blocked()
+    assert woken == [("first", "q"), ("second", "q"), ("third", "q")]
+
+
+async def test_one_job_wakes_one_waiter() -> None:
+    waiters, woken = QueueWaiters(), []
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b"):
+            nursery.start_soon(_waiter, waiters, ["q", "other"], name, woken)
+            await trio.testing.wait_all_tasks_blocked()
+        waiters.notify("q")
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == [("a", "q")]
+        waiters.notify("other")
+    assert woken == [("a", "q"), ("b", "other")]
+
+
+async def test_top_up_wakes_one_waiter_per_job_left() -> None:
+    waiters, woken = QueueWaiters(), []
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b", "c", "d"):
+            nursery.start_soon(_waiter, waiters, ["q"], name, woken)
+            await trio.testing.wait_all_tasks_blocked()
+        waiters.notify("q")  # e.g. a resumed queue holding three jobs
+        await trio.testing.wait_all_tasks_blocked()
+        waiters.top_up("q", 2)  # "a" took one; two are left
+        await trio.testing.wait_all_tasks_blocked()
+        names = [name for name, _ in woken]  # woken together: they may run in any order
+        assert names[0] == "a" and sorted(names[1:]) == ["b", "c"]
+        waiters.top_up("q", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(woken) == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_wake_up_passes_to_the_next_waiter() -> None:
+    waiters, woken = QueueWaiters(), []
+    async with trio.open_nursery() as nursery:
+        doomed = trio.CancelScope()
+        nursery.start_soon(_cancellable, waiters, doomed)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(_waiter, waiters, ["q"], "next", woken)
+        await trio.testing.wait_all_tasks_blocked()
+        doomed.cancel()  # the first waiter is cancelled, and before it gets to run...
+        waiters.notify("q")  # ...a job wakes it: the wake-up must reach the next waiter
+    assert woken == [("next", "q")]
+
+
+async def _cancellable(waiters: QueueWaiters, scope: trio.CancelScope) -> None:
+    with scope:
+        await waiters.wait(["q"])
