@@ -132,7 +132,7 @@ class Runner:
             server.start()
             return work(server)
         finally:
-            server.stop()
+            server.shutdown()
             server.cleanup()
 
     def attempt(self, label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:

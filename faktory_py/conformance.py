@@ -32,6 +32,7 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -124,12 +125,17 @@ class Case:
 _STEP = re.compile(r"(C:|C\*|S:|S~|S\$|---|WAIT|SLEEP|ELAPSED|HANDSHAKE|REQUIRE|SERVER)(?: (.*))?$")
 
 
+def step_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) for each line of `path` that is not blank or a `#` comment."""
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield lineno, line
+
+
 def parse_case(path: str | Path) -> Case:
     path = Path(path)
     case = Case(path, [])
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for lineno, line in step_lines(path):
         m = _STEP.match(line)
         if m is None:
             raise ValueError(f"{path.name}:{lineno}: cannot parse {line!r}")
@@ -231,6 +237,7 @@ def rfc3339(unix: float) -> str:
 
 
 def pwdhash(password: str, salt: str, rounds: int) -> str:
+    """SHA-256 over password + salt, `rounds` times in all, as hex (faktory-clients.md §1)."""
     digest = hashlib.sha256((password + salt).encode()).digest()
     for _ in range(max(1, rounds) - 1):
         digest = hashlib.sha256(digest).digest()

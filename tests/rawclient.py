@@ -53,6 +53,16 @@ class RawClient:
             buf += chunk
         return buf
 
+    def recv_until_closed(self) -> bytes:
+        """Everything that arrives until the server closes the connection (EOF or a reset)."""
+        data = b""
+        try:
+            while chunk := self.recv_raw():
+                data += chunk
+        except ConnectionResetError:
+            pass
+        return data
+
     def closed_by_peer(self, within: float = 5.0) -> bool:
         """True if the server closes the connection (EOF) within `within` seconds."""
         self.sock.settimeout(within)

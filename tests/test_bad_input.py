@@ -14,14 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import ServerProcess
+from conftest import module_server as server  # noqa: F401  (fixture: one server for the module)
 from rawclient import RawClient, new_jid
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def server(module_server_factory) -> ServerProcess:
-    return module_server_factory()
 
 
 @pytest.fixture
@@ -130,15 +126,7 @@ def test_line_over_16_mib_gets_error_then_close(server: ServerProcess, bystander
         thread, errors = run_in_thread(send)
         # the bystander is served while the big line streams in
         round_trip(bystander)
-        data = b""
-        try:
-            while True:
-                chunk = c.recv_raw()
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            pass
+        data = c.recv_until_closed()
         thread.join(20)
         assert not errors
         assert data.startswith(b"-ERR "), data[:200]
@@ -160,12 +148,7 @@ def test_long_line_before_hello_closes(server: ServerProcess, bystander: RawClie
                 pass
 
         thread, _ = run_in_thread(send)
-        data = b""
-        try:
-            while chunk := c.recv_raw():
-                data += chunk
-        except ConnectionResetError:
-            pass
+        data = c.recv_until_closed()
         thread.join(20)
         assert data.startswith(b"+HI ") and data.count(b"\r\n") == 1, data[:200]  # then a silent close
     round_trip(bystander)

@@ -24,7 +24,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -35,6 +34,7 @@ from faktory_py.jobs import JobError
 from faktory_py.manager import Manager
 from faktory_py.store.memory import MemoryStore
 from faktory_py.timefmt import format_time
+from model_replay import due_times, holdings, replay, roundtrip, snapshot_records, working_jids
 
 BASE_NOW = 1_700_000_000.0
 TTL = 600.0
@@ -42,17 +42,8 @@ WIDS = ("", "w1", "w2")
 MEMBER_QUEUE, CALLBACK_QUEUE = "default", "cb"
 
 
-def roundtrip(ops: Any) -> Any:
-    return msgpack.unpackb(msgpack.packb(ops, use_bin_type=True), raw=False)
-
-
 def store_state(store: MemoryStore) -> dict[str, Any]:
-    return {
-        "queues": {name: list(jobs) for name, jobs in store.queues.items()},
-        "sets": {name: list(s.items()) for name, s in store.sets.items()},
-        "working": [(score, jid, tuple(res)) for score, jid, res in store.working.items()],
-        "counters": (store.processed, store.failures),
-    }
+    return {**holdings(store), "counters": (store.processed, store.failures)}
 
 
 # --- the reference model -----------------------------------------------------------------
@@ -542,14 +533,11 @@ class BatchMachine(RuleBasedStateMachine):
     @rule(step=time_steps)
     def advance(self, step: float) -> None:
         target = self.now + step
-        while True:
-            due = self.manager.next_due()
-            if due is None or due > target:
-                break
+        for due in due_times(self.manager, target):
             self.model.now = max(self.now, due)
-            working = {j for _s, j, _r in self.store.working.items()}
+            working = working_jids(self.store)
             self.manager.run_due(self.now)
-            for jid in sorted(working - {j for _s, j, _r in self.store.working.items()}):
+            for jid in sorted(working - working_jids(self.store)):
                 event("reservation expired")
                 self.model.finished(jid, False)
             self.model.expire_due()
@@ -558,9 +546,7 @@ class BatchMachine(RuleBasedStateMachine):
 
     def _rebuild(self, records: list[list[dict[str, Any]]]) -> None:
         store, ext, manager = self._build()
-        for record in records:
-            for op in record:
-                store.apply(op)
+        replay(store, records)
         assert store_state(store) == store_state(self.store)
         assert batch_table(ext) == batch_table(self.ext)
         self.store, self.ext, self.manager = store, ext, manager
@@ -571,7 +557,7 @@ class BatchMachine(RuleBasedStateMachine):
 
     @rule()
     def restart_from_snapshot(self) -> None:
-        records = [roundtrip(record) for record in self.store.snapshot()]
+        records = snapshot_records(self.store)
         self._rebuild(records)
         self.journal = records
 

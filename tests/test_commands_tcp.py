@@ -10,32 +10,17 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from conftest import ServerProcess
+from conftest import emptied_client as client  # noqa: F401  (fixture: wipes the server first)
+from conftest import module_server as server  # fixture: one server for the module
 from rawclient import RawClient, ReplyError, new_jid
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
-
-
-@pytest.fixture(scope="module")
-def server(module_server_factory) -> ServerProcess:
-    """One server for the module (saves a start-up per test); `client` wipes it first."""
-    return module_server_factory()
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[RawClient]:
-    """A producer connection to a server without jobs, counters or known queues."""
-    with server.client() as c:
-        assert c.handshake() == b"OK"
-        assert c.command("FLUSH") == b"OK"
-        assert c.command("QUEUE REMOVE *") == b"OK"
-        yield c
 
 
 def job(**fields: Any) -> dict[str, Any]:

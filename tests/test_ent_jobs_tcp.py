@@ -17,24 +17,12 @@ from typing import Any
 import pytest
 
 from conftest import ServerProcess
+from conftest import emptied_client as client  # noqa: F401  (fixture: wipes the server first)
+from conftest import module_server as server  # fixture: one server for the module
 from rawclient import RawClient, ReplyError, new_jid
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
 NOT_UNIQUE = b"-NOTUNIQUE Job not unique\r\n"
-
-
-@pytest.fixture(scope="module")
-def server(module_server_factory) -> ServerProcess:
-    return module_server_factory()
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[RawClient]:
-    with server.client() as c:
-        assert c.handshake() == b"OK"
-        assert c.command("FLUSH") == b"OK"
-        assert c.command("QUEUE REMOVE *") == b"OK"
-        yield c
 
 
 @pytest.fixture

@@ -8,27 +8,15 @@ session, except the handshake ones tested in test_handshake_tcp.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from conftest import ServerProcess
+# One server for the whole module (these cases only read, or push nothing valid);
+# conftest's `client` connects to it.
+from conftest import module_server as server  # noqa: F401  (fixture)
 from rawclient import RawClient, ReplyError, new_jid
 
 QUEUE_RULE = r"queue names must match \A[a-zA-Z0-9._-]+\z"
-
-
-@pytest.fixture(scope="module")
-def shared_server(module_server_factory) -> ServerProcess:
-    """One server for the whole module: these cases only read, or push nothing valid."""
-    return module_server_factory()
-
-
-@pytest.fixture
-def client(shared_server: ServerProcess) -> Iterator[RawClient]:
-    with shared_server.client() as c:
-        assert c.handshake() == b"OK"
-        yield c
 
 
 def job(**fields: object) -> dict[str, object]:
@@ -39,6 +27,11 @@ def job(**fields: object) -> dict[str, object]:
 
 def compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def push_line(**fields: object) -> bytes:
+    """`PUSH <job>` for `job(**fields)`, as compact JSON."""
+    return f"PUSH {compact(job(**fields))}".encode()
 
 
 def still_serves(client: RawClient) -> None:
@@ -75,23 +68,23 @@ EXACT = [
     (b"QUEUE RESUME", b"-ERR internal error\r\n"),
     (b"QUEUE REMOVE", b"-ERR internal error\r\n"),
     # PUSH validation
-    (f"PUSH {compact(job(jid='short'))}".encode(), b"-ERR jobs must have a reasonable jid parameter\r\n"),
-    (f"PUSH {compact(job(jid='1234567'))}".encode(), b"-ERR jobs must have a reasonable jid parameter\r\n"),
-    (f"PUSH {compact(job(jid=''))}".encode(), b"-ERR jobs must have a reasonable jid parameter\r\n"),
-    (f"PUSH {compact(job(jid=...))}".encode(), b"-ERR jobs must have a reasonable jid parameter\r\n"),
-    (f"PUSH {compact(job(jobtype=''))}".encode(), b"-ERR jobs must have a jobtype parameter\r\n"),
-    (f"PUSH {compact(job(jobtype=...))}".encode(), b"-ERR jobs must have a jobtype parameter\r\n"),
-    (f"PUSH {compact(job(args=...))}".encode(), b"-ERR jobs must have an args parameter\r\n"),
-    (f"PUSH {compact(job(args=None))}".encode(), b"-ERR jobs must have an args parameter\r\n"),
-    (f"PUSH {compact(job(reserve_for=86401))}".encode(),
+    (push_line(jid='short'), b"-ERR jobs must have a reasonable jid parameter\r\n"),
+    (push_line(jid='1234567'), b"-ERR jobs must have a reasonable jid parameter\r\n"),
+    (push_line(jid=''), b"-ERR jobs must have a reasonable jid parameter\r\n"),
+    (push_line(jid=...), b"-ERR jobs must have a reasonable jid parameter\r\n"),
+    (push_line(jobtype=''), b"-ERR jobs must have a jobtype parameter\r\n"),
+    (push_line(jobtype=...), b"-ERR jobs must have a jobtype parameter\r\n"),
+    (push_line(args=...), b"-ERR jobs must have an args parameter\r\n"),
+    (push_line(args=None), b"-ERR jobs must have an args parameter\r\n"),
+    (push_line(reserve_for=86401),
      b"-ERR jobs cannot be reserved for more than one day\r\n"),
-    (f"PUSH {compact(job(queue='default?page=1'))}".encode(),
+    (push_line(queue='default?page=1'),
      b'-ERR cannot get "default?page=1" queue: ' + QUEUE_RULE.encode() + b"\r\n"),
-    (f"PUSH {compact(job(queue='c&c'))}".encode(),
+    (push_line(queue='c&c'),
      b'-ERR cannot get "c&c" queue: ' + QUEUE_RULE.encode() + b"\r\n"),
-    (f"PUSH {compact(job(queue='user@example.com'))}".encode(),
+    (push_line(queue='user@example.com'),
      b'-ERR cannot get "user@example.com" queue: ' + QUEUE_RULE.encode() + b"\r\n"),
-    (f"PUSH {compact(job(queue='priority|high'))}".encode(),
+    (push_line(queue='priority|high'),
      b'-ERR cannot get "priority|high" queue: ' + QUEUE_RULE.encode() + b"\r\n"),
     # FETCH
     (b"FETCH", b"-ERR must call fetch with at least one queue\r\n"),
@@ -163,15 +156,15 @@ PREFIXED = [
     (b'PUSH "a string"', b"-ERR invalid JSON: "),
     (b"PUSHB {", b"-ERR invalid JSON: "),
     (b"PUSHB {}", b"-ERR invalid JSON: "),
-    (f"PUSH {compact(job(retry=2.5))}".encode(), b"-ERR invalid JSON: "),
-    (f"PUSH {compact(job(jid=123456789))}".encode(), b"-ERR invalid JSON: "),
-    (f"PUSH {compact(job(args='notalist'))}".encode(), b"-ERR invalid JSON: "),
-    (f"PUSH {compact(job(custom=[]))}".encode(), b"-ERR invalid JSON: "),
-    (f"PUSH {compact(job(reserve_for='60'))}".encode(), b"-ERR invalid JSON: "),
-    (f"PUSH {compact(job(at='yesterday'))}".encode(), b"-ERR invalid timestamp for 'at': \"yesterday\": "),
-    (f"PUSH {compact(job(at='2030-01-01 10:00:00'))}".encode(),
+    (push_line(retry=2.5), b"-ERR invalid JSON: "),
+    (push_line(jid=123456789), b"-ERR invalid JSON: "),
+    (push_line(args='notalist'), b"-ERR invalid JSON: "),
+    (push_line(custom=[]), b"-ERR invalid JSON: "),
+    (push_line(reserve_for='60'), b"-ERR invalid JSON: "),
+    (push_line(at='yesterday'), b"-ERR invalid timestamp for 'at': \"yesterday\": "),
+    (push_line(at='2030-01-01 10:00:00'),
      b"-ERR invalid timestamp for 'at': \"2030-01-01 10:00:00\": "),
-    (f"PUSH {compact(job(at='2030-01-01t10:00:00Z'))}".encode(),
+    (push_line(at='2030-01-01t10:00:00Z'),
      b"-ERR invalid timestamp for 'at': \"2030-01-01t10:00:00Z\": "),
     (b"MUTATE {", b"-ERR "),
     (b"MUTATE nope", b"-ERR "),

@@ -65,7 +65,6 @@ carry `[faktory_py]` / `[faktory-1.9.4]` for what each server answers (DEVIATION
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import re
 import socket
@@ -77,6 +76,7 @@ from typing import Any
 
 import pytest
 
+from faktory_py.conformance import pwdhash, step_lines, unescape
 from real_faktory import OUR_SERVER_PARAM, REAL_FAKTORY_PARAM
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -190,9 +190,7 @@ _STEP = re.compile(r"(?:\[([\w.-]+)\] )?(---|HI|C:|S:|S~|S\$=|S\$|CLOSED|ELAPSED
 
 def parse(path: Path) -> Transcript:
     t = Transcript(path)
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for lineno, line in step_lines(path):
         word, _, rest = line.partition(" ")
         if word == "SERVER":
             kind, _, pw = rest.partition(" ")
@@ -217,29 +215,6 @@ def parse(path: Path) -> Transcript:
             raise ValueError(f"{path.name}:{lineno}: unknown target {target!r}")
         t.steps.append(Step(lineno, kind, arg, target))
     return t
-
-
-_ESCAPE = re.compile(r"\\(r|n|t|\\|x[0-9a-fA-F]{2})")
-
-
-def unescape(text: str) -> bytes:
-    out = bytearray()
-    pos = 0
-    for m in _ESCAPE.finditer(text):
-        out += text[pos:m.start()].encode("utf-8")
-        e = m.group(1)
-        out += {"r": b"\r", "n": b"\n", "t": b"\t", "\\": b"\\"}.get(e) or bytes([int(e[1:], 16)])
-        pos = m.end()
-    out += text[pos:].encode("utf-8")
-    return bytes(out)
-
-
-def pwdhash(password: str, salt: str, rounds: int) -> str:
-    """SHA-256 over password + salt, `rounds` times in all, as hex (faktory-clients.md §1)."""
-    digest = hashlib.sha256((password + salt).encode()).digest()
-    for _ in range(max(1, rounds) - 1):
-        digest = hashlib.sha256(digest).digest()
-    return digest.hex()
 
 
 def ruby_time(at: float) -> str:

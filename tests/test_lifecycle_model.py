@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -28,6 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from faktory_py.jobs import JobError
 from faktory_py.manager import Manager
 from faktory_py.store.memory import MemoryStore
+from model_replay import holdings, replay, roundtrip, snapshot_records
 
 BASE_NOW = 1_700_000_000.0
 QUEUES = ("default", "high", "low")
@@ -80,18 +80,11 @@ class ControlledRng:
         return self.value
 
 
-def roundtrip(ops: Any) -> Any:
-    """What the journal does to a record: msgpack it and read it back."""
-    return msgpack.unpackb(msgpack.packb(ops, use_bin_type=True), raw=False)
-
-
 def store_state(store: MemoryStore) -> dict[str, Any]:
     """Everything a rebuilt store must reproduce, in comparable form."""
     return {
-        "queues": {name: list(jobs) for name, jobs in store.queues.items()},
+        **holdings(store),
         "paused": set(store.paused),
-        "sets": {name: list(s.items()) for name, s in store.sets.items()},
-        "working": [(score, jid, tuple(res)) for score, jid, res in store.working.items()],
         "processed": store.processed,
         "failures": store.failures,
         "history": {day: list(pair) for day, pair in store.history.items()},
@@ -548,21 +541,15 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def restart_from_journal(self) -> None:
-        rebuilt = self._new_store()
-        for record in self.journal:
-            for op in record:
-                rebuilt.apply(op)
+        rebuilt = replay(self._new_store(), self.journal)
         assert store_state(rebuilt) == store_state(self.store)
         self.store = rebuilt
         self.manager = Manager(rebuilt, self.rng)  # type: ignore[arg-type]
 
     @rule()
     def restart_from_snapshot(self) -> None:
-        records = [roundtrip(record) for record in self.store.snapshot()]
-        rebuilt = self._new_store()
-        for record in records:
-            for op in record:
-                rebuilt.apply(op)
+        records = snapshot_records(self.store)
+        rebuilt = replay(self._new_store(), records)
         assert store_state(rebuilt) == store_state(self.store)
         self.journal = records  # compaction: the snapshot replaces the older records
         self.store = rebuilt

@@ -274,6 +274,69 @@ def quiet_then_terminate(srv, worker: WorkerProcess, wid: str, queue: str, *,
     return returncode
 
 
+#: The start of both clients' worker scripts: argv, logging and the two job functions.
+WORKER_PRELUDE = textwrap.dedent("""
+    import logging
+    import sys
+
+    url, queue, wid, out, beat = sys.argv[1:]
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(levelname)s %(message)s")
+
+    def record(*args):
+        with open(out, "a") as f:
+            f.write(repr(list(args)) + "\\n")
+
+    def explode(*args):
+        raise ValueError("kaboom")
+""")
+
+
+def ran_record_and_explode(srv, out: Path, who: str) -> None:
+    """S6: the worker ran the queued `record` [7, "x"] and `explode` jobs, and is still there."""
+    eventually(lambda: raw_info(srv)["faktory"]["total_processed"] >= 2, 15,
+               f"{who} to run both jobs", interval=0.2)
+    info = raw_info(srv)["faktory"]
+    assert info["total_processed"] == 2 and info["total_failures"] == 1, info
+    assert info["sets"]["retries"] == 1  # explode's FAIL (errtype ValueError, no backtrace)
+    assert out.read_text() == "[7, 'x']\n"
+    assert info["tasks"]["Workers"]["size"] == 1
+
+
+def fetch_concurrently(fetchers: list[Callable[[], Any]], push_all: Callable[[], None]) -> list[Any]:
+    """S10: one thread per fetcher blocks on the empty queue, then `push_all()` pushes a job for
+    each; returns what each fetched (all job dicts)."""
+    n = len(fetchers)
+    results: list[Any] = [None] * n
+
+    def fetch(i: int) -> None:
+        deadline = time.monotonic() + 15
+        try:
+            while results[i] is None and time.monotonic() < deadline:
+                results[i] = fetchers[i]()
+        except Exception as exc:  # reported below
+            results[i] = exc
+
+    threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # let them block on the empty queue (it works either way)
+    push_all()
+    for t in threads:
+        t.join(20)
+    assert all(isinstance(r, dict) for r in results), results
+    return results
+
+
+def close_wids(a: list[Any], b: Any, workers_size: Callable[[], int]) -> None:
+    """S10: a wid stays while one of its connections does (three for wid a, one for wid b)."""
+    a[0].disconnect()
+    a[1].disconnect()
+    assert workers_size() == 2
+    a[2].disconnect()
+    b.disconnect()
+    eventually(lambda: workers_size() == 0, 5, "both wids to go away")
+
+
 # --- cdrx `faktory` 1.0.0 ----------------------------------------------------------------
 
 
@@ -453,21 +516,8 @@ def cdrx_scheduled(ctx: Ctx) -> None:
         assert cdrx_call(conn, "ACK", {"jid": jid}) == "OK"
 
 
-CDRX_WORKER = textwrap.dedent("""
-    import logging
-    import sys
-
+CDRX_WORKER = WORKER_PRELUDE + textwrap.dedent("""
     from faktory import Worker
-
-    url, queue, wid, out, beat = sys.argv[1:]
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(levelname)s %(message)s")
-
-    def record(*args):
-        with open(out, "a") as f:
-            f.write(repr(list(args)) + "\\n")
-
-    def explode(*args):
-        raise ValueError("kaboom")
 
     w = Worker(faktory=url, queues=[queue], concurrency=1, use_threads=True, worker_id=wid)
     # the documented knob (default 15 s); the first BEAT comes 2 periods after run()
@@ -486,14 +536,7 @@ def cdrx_quiet_terminate(ctx: Ctx) -> None:
         assert client.queue("record", args=[7, "x"], queue="s6") is True
         assert client.queue("explode", args=[], queue="s6") is True
     worker = WorkerProcess(ctx, "cdrx_worker", CDRX_WORKER, [srv.url, "s6", wid, str(out), str(beat)])
-
-    eventually(lambda: raw_info(srv)["faktory"]["total_processed"] >= 2, 15,
-               "the worker to run both jobs", interval=0.2)
-    info = raw_info(srv)["faktory"]
-    assert info["total_processed"] == 2 and info["total_failures"] == 1, info
-    assert info["sets"]["retries"] == 1  # explode's FAIL (errtype ValueError, no backtrace)
-    assert out.read_text() == "[7, 'x']\n"
-    assert info["tasks"]["Workers"]["size"] == 1
+    ran_record_and_explode(srv, out, "the worker")
 
     # first BEAT at 2 × beat after start, then every beat, each at most one 2 s FETCH late
     returncode = quiet_then_terminate(
@@ -521,28 +564,14 @@ def cdrx_connections(ctx: Ctx) -> None:
         conns = [cdrx_worker(ctx, srv, wid) for _ in range(n)]
         assert producer.info()["faktory"]["tasks"]["Workers"]["size"] == 1
         assert producer.info()["server"]["connections"] >= base + n
-        results: list[Any] = [None] * n
+        jids = [new_jid() for _ in range(n)]
 
-        def fetch(i: int) -> None:
-            deadline = time.monotonic() + 15
-            try:
-                while results[i] is None and time.monotonic() < deadline:
-                    results[i] = conns[i].fetch(["s10"])
-            except Exception as exc:  # reported below
-                results[i] = exc
+        def push_all() -> None:
+            with faktory.connection(faktory=srv.url) as client:
+                for i, jid in enumerate(jids):
+                    assert client.queue("S10Job", args=[i], queue="s10", jid=jid) is True
 
-        threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(n)]
-        for t in threads:
-            t.start()
-        time.sleep(0.3)  # let them block on the empty queue (it works either way)
-        jids = []
-        with faktory.connection(faktory=srv.url) as client:
-            for i in range(n):
-                jids.append(new_jid())
-                assert client.queue("S10Job", args=[i], queue="s10", jid=jids[-1]) is True
-        for t in threads:
-            t.join(20)
-        assert all(isinstance(r, dict) for r in results), results
+        results = fetch_concurrently([lambda c=c: c.fetch(["s10"]) for c in conns], push_all)
         assert sorted(r["jid"] for r in results) == sorted(jids)
         for conn, job in zip(conns, results):
             assert cdrx_call(conn, "ACK", {"jid": job["jid"]}) == "OK"
@@ -561,13 +590,7 @@ def cdrx_connections(ctx: Ctx) -> None:
         assert producer.info()["faktory"]["tasks"]["Workers"]["size"] == 2
         for conn in [*a, b]:
             assert cdrx_call(conn, "BEAT", {"wid": conn.worker_id}) == "OK"
-        a[0].disconnect()
-        a[1].disconnect()
-        assert producer.info()["faktory"]["tasks"]["Workers"]["size"] == 2
-        a[2].disconnect()
-        b.disconnect()
-        eventually(lambda: producer.info()["faktory"]["tasks"]["Workers"]["size"] == 0, 5,
-                   "both wids to go away")
+        close_wids(a, b, lambda: producer.info()["faktory"]["tasks"]["Workers"]["size"])
 
         # a connection closed in the middle of a blocking FETCH does not swallow the next job
         cut = cdrx_worker(ctx, srv, "cdrx-s10-cut")
@@ -812,21 +835,8 @@ def pyf_queue_control(ctx: Ctx) -> None:
     assert (info["total_enqueued"], info["total_processed"], info["total_failures"]) == (0, 0, 0)
 
 
-PYF_WORKER = textwrap.dedent("""
-    import logging
-    import sys
-
+PYF_WORKER = WORKER_PRELUDE + textwrap.dedent("""
     from pyfaktory import Client, Consumer
-
-    url, queue, wid, out, beat = sys.argv[1:]
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(levelname)s %(message)s")
-
-    def record(*args):
-        with open(out, "a") as f:
-            f.write(repr(list(args)) + "\\n")
-
-    def explode(*args):
-        raise ValueError("kaboom")
 
     client = Client(faktory_url=url, role="consumer", worker_id=wid, beat_period=int(beat), timeout=10)
     client.connect()
@@ -845,14 +855,7 @@ def pyf_quiet_terminate(ctx: Ctx) -> None:
         for jobtype, args in (("record", [7, "x"]), ("explode", [])):
             assert producer.push({"jid": new_jid(), "jobtype": jobtype, "args": args, "queue": "s6"}) == b"OK"
     worker = WorkerProcess(ctx, "pyf_worker", PYF_WORKER, [srv.url, "s6", wid, str(out), str(beat)])
-
-    eventually(lambda: raw_info(srv)["faktory"]["total_processed"] >= 2, 15,
-               "the consumer to run both jobs", interval=0.2)
-    info = raw_info(srv)["faktory"]
-    assert info["total_processed"] == 2 and info["total_failures"] == 1, info
-    assert info["sets"]["retries"] == 1
-    assert out.read_text() == "[7, 'x']\n"
-    assert info["tasks"]["Workers"]["size"] == 1
+    ran_record_and_explode(srv, out, "the consumer")
 
     # The heartbeat thread beats every 5 s, under the lock a 2 s FETCH may hold. It only
     # understands a BULK state; the quiet Consumer sleeps a beat period per loop turn.
@@ -891,26 +894,13 @@ def pyf_connections(ctx: Ctx) -> None:
     info = producer.info()
     assert info["faktory"]["tasks"]["Workers"]["size"] == 1
     assert info["server"]["connections"] >= base + n
-    results: list[Any] = [None] * n
-
-    def fetch(i: int) -> None:
-        deadline = time.monotonic() + 15
-        try:
-            while results[i] is None and time.monotonic() < deadline:
-                results[i] = clients[i]._fetch(["s10"])
-        except Exception as exc:  # reported below
-            results[i] = exc
-
-    threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)  # let them block on the empty queue (it works either way)
     jobs = [Job(jobtype="S10Job", args=[i], queue="s10") for i in range(n)]
-    for job in jobs:
-        assert Producer(producer).push(job) is True
-    for t in threads:
-        t.join(20)
-    assert all(isinstance(r, dict) for r in results), results
+
+    def push_all() -> None:
+        for job in jobs:
+            assert Producer(producer).push(job) is True
+
+    results = fetch_concurrently([lambda c=c: c._fetch(["s10"]) for c in clients], push_all)
     assert sorted(r["jid"] for r in results) == sorted(j.jid for j in jobs)
     for client, job in zip(clients, results):
         assert client._ack(job["jid"]) is True
@@ -927,13 +917,7 @@ def pyf_connections(ctx: Ctx) -> None:
     assert producer.info()["faktory"]["tasks"]["Workers"]["size"] == 2
     for client in [*a, b]:
         assert client._beat() is True
-    a[0].disconnect()
-    a[1].disconnect()
-    assert producer.info()["faktory"]["tasks"]["Workers"]["size"] == 2
-    a[2].disconnect()
-    b.disconnect()
-    eventually(lambda: producer.info()["faktory"]["tasks"]["Workers"]["size"] == 0, 5,
-               "both wids to go away")
+    close_wids(a, b, lambda: producer.info()["faktory"]["tasks"]["Workers"]["size"])
 
     # an abrupt close (no END) is tolerated; the same wid connects again
     abrupt = pyf_client(ctx, srv, wid="pyf-s10-abrupt")

@@ -77,6 +77,13 @@ def job(jid: str, **fields: Any) -> dict[str, Any]:
     return {"jid": jid, "jobtype": "TimerTest", "args": [1], **fields}
 
 
+async def assert_timer_emptied(client: AsyncClient, set_name: str, task: str) -> None:
+    """The `set_name` set is empty again, and its timer task `task` counted one job as enqueued."""
+    info = await client.info()
+    assert info["faktory"]["sets"][set_name] == 0
+    assert info["faktory"]["tasks"][task]["enqueued"] == 1
+
+
 async def fetch_until_job(client: AsyncClient, *queues: str, limit: float) -> tuple[dict[str, Any], float]:
     """FETCH repeatedly (each empty FETCH blocks 2 s) until a job arrives; (job, trio time)."""
     deadline = trio.current_time() + limit
@@ -134,9 +141,7 @@ async def test_scheduled_job_becomes_fetchable_at_its_time(
         assert due - 1e-6 <= trio.current_time() <= due + SLACK
         assert got["at"] == rfc3339(at_unix)
         assert parse_rfc3339(got["enqueued_at"]) >= at_unix
-        info = await client.info()
-        assert info["faktory"]["sets"]["scheduled"] == 0
-        assert info["faktory"]["tasks"]["Scheduled"]["enqueued"] == 1
+        await assert_timer_emptied(client, "scheduled", "Scheduled")
         await client.aclose()
 
 
@@ -166,9 +171,7 @@ async def test_retry_after_fail_waits_for_backoff(tmp_path: Path, autojump_clock
         next_at = trio_time_of(server, parse_rfc3339(block["next_at"]))
         assert next_at - 1e-3 <= got_at <= next_at + SLACK
         assert round(next_at - failed_at, 2) == int(round(next_at - failed_at))  # whole seconds of backoff
-        info = await client.info()
-        assert info["faktory"]["sets"]["retries"] == 0
-        assert info["faktory"]["tasks"]["Retries"]["enqueued"] == 1
+        await assert_timer_emptied(client, "retries", "Retries")
         await client.aclose()
 
 
@@ -258,9 +261,7 @@ async def test_dead_jobs_are_purged_after_180_days(tmp_path: Path, autojump_cloc
         await trio.sleep_until(died_at + 180 * DAY - 1)
         assert (await client.info())["faktory"]["sets"]["dead"] == 1
         await trio.sleep_until(died_at + 180 * DAY + SLACK)
-        info = await client.info()
-        assert info["faktory"]["sets"]["dead"] == 0
-        assert info["faktory"]["tasks"]["Dead"]["enqueued"] == 1  # Faktory counts purges here
+        await assert_timer_emptied(client, "dead", "Dead")  # Faktory counts purges as "enqueued"
         await client.aclose()
 
 

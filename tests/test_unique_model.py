@@ -31,7 +31,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -43,14 +42,11 @@ from faktory_py.store.memory import MemoryStore
 from faktory_py.timefmt import format_time
 from faktory_py.tracking import JobTracking
 from faktory_py.unique import UniqueJobs, lock_table
+from model_replay import due_times, holdings, replay, roundtrip, snapshot_records, working_jids
 
 BASE_NOW = 1_700_000_000.0
 QUEUES = ("default", "other")
 ARGS = ([1], [2], [{"a": 1, "b": [1, 2]}], [{"b": [1, 2], "a": 1}])  # the last two are one key
-
-
-def roundtrip(ops: Any) -> Any:
-    return msgpack.unpackb(msgpack.packb(ops, use_bin_type=True), raw=False)
 
 
 def model_key(raw: dict[str, Any]) -> tuple[str, str, str]:
@@ -68,9 +64,7 @@ def places(store: MemoryStore) -> list[str]:
 def full_state(store: MemoryStore, extensions: list[Any]) -> dict[str, Any]:
     expiry, unique, tracking = extensions
     return {
-        "queues": {name: list(jobs) for name, jobs in store.queues.items()},
-        "sets": {name: list(s.items()) for name, s in store.sets.items()},
-        "working": [(score, jid, tuple(res)) for score, jid, res in store.working.items()],
+        **holdings(store),
         "locks": lock_table(unique),
         "tracking": {jid: (score, record) for score, jid, record in tracking.records.items()},
         "expired": expiry.total_expired,
@@ -166,9 +160,7 @@ class UniqueMachine(RuleBasedStateMachine):
 
     def _build(self, store: MemoryStore, records: list[list[dict[str, Any]]] | None = None) -> None:
         extensions = [ExpiringJobs(store), UniqueJobs(store), JobTracking(store)]
-        for record in records or []:
-            for op in record:
-                store.apply(op)
+        replay(store, records or [])
         self.store, self.extensions = store, extensions
         self.manager = Manager(store, self.rng, extensions=extensions)
 
@@ -325,19 +317,16 @@ class UniqueMachine(RuleBasedStateMachine):
     @rule(step=time_steps)
     def advance(self, step: float) -> None:
         target = self.now + step
-        while True:
-            due = self.manager.next_due()
-            if due is None or due > target:
-                break
+        for due in due_times(self.manager, target):
             self.model.now = max(self.now, due)
-            working = {jid for _s, jid, _r in self.store.working.items()}
+            working = working_jids(self.store)
             dead = {jid for _s, jid, _j in self.store.sets["dead"].items()}
             self.manager.run_due(self.now)
             for jid in sorted(dead - {j for _s, j, _x in self.store.sets["dead"].items()}):
                 if jid not in working:
                     event("dead purged")
                     del self.model.live[jid]
-            for jid in sorted(working - {j for _s, j, _r in self.store.working.items()}):
+            for jid in sorted(working - working_jids(self.store)):
                 where = self._where(jid)
                 event(f"reservation expired -> {where}")
                 if where != "retry":
@@ -353,7 +342,7 @@ class UniqueMachine(RuleBasedStateMachine):
     @rule()
     def restart_from_snapshot(self) -> None:
         before = full_state(self.store, self.extensions)
-        records = [roundtrip(record) for record in self.store.snapshot()]
+        records = snapshot_records(self.store)
         self.journal = records
         self._build(MemoryStore(sink=self._sink), records)
         assert full_state(self.store, self.extensions) == before

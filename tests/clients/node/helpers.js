@@ -3,7 +3,10 @@
 // FAKTORY_URL (tcp://[:password@]host:port), which the pytest wrapper starts fresh for each
 // scenario file. We always pass the URL to the constructors explicitly: faktory-worker reads
 // FAKTORY_URL only once, at module load.
+const test = require("node:test");
+const assert = require("node:assert/strict");
 const { setTimeout: sleep } = require("node:timers/promises");
+const faktory = require("faktory-worker");
 
 function serverUrl(name = "FAKTORY_URL") {
   const url = process.env[name];
@@ -36,4 +39,41 @@ async function tasks(client) {
   return (await client.info()).faktory.tasks;
 }
 
-module.exports = { serverUrl, eventually, within, sleep, tasks };
+/**
+ * A producer Client for the scenario file, connected before its tests and closed after them.
+ * Call at the top level of the file.
+ */
+function connectedClient() {
+  const client = new faktory.Client({ url: serverUrl() });
+  test.before(async () => {
+    await client.connect();
+  });
+  test.after(async () => {
+    await within(5000, client.close(), "close");
+  });
+  return client;
+}
+
+/**
+ * The usual pair for a scenario file: a producer Client and a worker Client (wid `wid`, plus
+ * `workerOptions`), both connected before the file's tests and closed after them, with the
+ * server flushed before each test. Call at the top level of the file.
+ */
+function producerAndWorker(wid, workerOptions = {}) {
+  const url = serverUrl();
+  const producer = new faktory.Client({ url });
+  const worker = new faktory.Client({ url, wid, ...workerOptions });
+  test.before(async () => {
+    await producer.connect();
+    await worker.connect();
+  });
+  test.after(async () => {
+    await within(5000, Promise.all([producer.close(), worker.close()]), "close");
+  });
+  test.beforeEach(async () => {
+    assert.equal(await producer.flush(), "OK");
+  });
+  return { producer, worker };
+}
+
+module.exports = { serverUrl, eventually, within, sleep, tasks, connectedClient, producerAndWorker };

@@ -7,18 +7,9 @@ const assert = require("node:assert/strict");
 const faktory = require("faktory-worker");
 // Not re-exported by the package root; see openOutsidePool below.
 const { Connection } = require("faktory-worker/lib/connection");
-const { serverUrl, eventually, within, sleep, tasks } = require("./helpers");
+const { serverUrl, eventually, within, sleep, tasks, connectedClient } = require("./helpers");
 
-let producer;
-
-test.before(async () => {
-  producer = new faktory.Client({ url: serverUrl() });
-  await producer.connect();
-});
-
-test.after(async () => {
-  await within(5000, producer.close(), "close");
-});
+const producer = connectedClient();
 
 test("25 concurrent blocking FETCHes from one wid each get a distinct job", { timeout: 30000 }, async () => {
   await producer.flush();

@@ -3,26 +3,9 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const faktory = require("faktory-worker");
-const { serverUrl, within } = require("./helpers");
+const { within, producerAndWorker } = require("./helpers");
 
-let producer;
-let worker;
-
-test.before(async () => {
-  const url = serverUrl();
-  producer = new faktory.Client({ url });
-  worker = new faktory.Client({ url, wid: "node-s1", labels: ["node"] });
-  await producer.connect();
-  await worker.connect();
-});
-
-test.after(async () => {
-  await within(5000, Promise.all([producer.close(), worker.close()]), "close");
-});
-
-test.beforeEach(async () => {
-  assert.equal(await producer.flush(), "OK");
-});
+const { producer, worker } = producerAndWorker("node-s1", { labels: ["node"] });
 
 test("a job round-trips jid, jobtype, args, queue and custom", { timeout: 15000 }, async () => {
   const job = producer.job("S1Job", 1, "two", { three: [3] }, null);

@@ -3,27 +3,9 @@
 // → FETCH shows the failure block. Also the retries.clear() the client's own suite uses.
 const test = require("node:test");
 const assert = require("node:assert/strict");
-const faktory = require("faktory-worker");
-const { serverUrl, within, tasks } = require("./helpers");
+const { tasks, producerAndWorker } = require("./helpers");
 
-let producer;
-let worker;
-
-test.before(async () => {
-  const url = serverUrl();
-  producer = new faktory.Client({ url });
-  worker = new faktory.Client({ url, wid: "node-s2" });
-  await producer.connect();
-  await worker.connect();
-});
-
-test.after(async () => {
-  await within(5000, Promise.all([producer.close(), worker.close()]), "close");
-});
-
-test.beforeEach(async () => {
-  await producer.flush();
-});
+const { producer, worker } = producerAndWorker("node-s2");
 
 async function fetchAndFail(queue, error) {
   const jid = await producer.push({ jobtype: "S2Job", args: ["x"], queue, retry: 3 });

@@ -2,27 +2,9 @@
 // S3: scheduled jobs (`at`, set by the Node client from a Date with toISOString()).
 const test = require("node:test");
 const assert = require("node:assert/strict");
-const faktory = require("faktory-worker");
-const { serverUrl, within, tasks } = require("./helpers");
+const { tasks, producerAndWorker } = require("./helpers");
 
-let producer;
-let worker;
-
-test.before(async () => {
-  const url = serverUrl();
-  producer = new faktory.Client({ url });
-  worker = new faktory.Client({ url, wid: "node-s3" });
-  await producer.connect();
-  await worker.connect();
-});
-
-test.after(async () => {
-  await within(5000, Promise.all([producer.close(), worker.close()]), "close");
-});
-
-test.beforeEach(async () => {
-  await producer.flush();
-});
+const { producer, worker } = producerAndWorker("node-s3");
 
 function scheduledJob(at, ...args) {
   const job = producer.job("S3Job", ...args);

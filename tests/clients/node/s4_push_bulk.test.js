@@ -3,27 +3,9 @@
 // in jid/queue/args/priority/retry defaults, so the invalid jobs must override them.
 const test = require("node:test");
 const assert = require("node:assert/strict");
-const faktory = require("faktory-worker");
-const { serverUrl, within } = require("./helpers");
+const { producerAndWorker } = require("./helpers");
 
-let producer;
-let worker;
-
-test.before(async () => {
-  const url = serverUrl();
-  producer = new faktory.Client({ url });
-  worker = new faktory.Client({ url, wid: "node-s4" });
-  await producer.connect();
-  await worker.connect();
-});
-
-test.after(async () => {
-  await within(5000, Promise.all([producer.close(), worker.close()]), "close");
-});
-
-test.beforeEach(async () => {
-  await producer.flush();
-});
+const { producer, worker } = producerAndWorker("node-s4");
 
 test("all valid: an empty rejection map, every job enqueued in order", { timeout: 15000 }, async () => {
   const jobs = [0, 1, 2].map((i) => producer.job("S4Job", i));

@@ -7,18 +7,9 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const faktory = require("faktory-worker");
-const { serverUrl, eventually, within, sleep, tasks } = require("./helpers");
+const { serverUrl, eventually, within, sleep, tasks, connectedClient } = require("./helpers");
 
-let side;
-
-test.before(async () => {
-  side = new faktory.Client({ url: serverUrl() });
-  await side.connect();
-});
-
-test.after(async () => {
-  await within(5000, side.close(), "close");
-});
+const side = connectedClient();
 
 async function sideBeat(wid, currentState) {
   const reply = await side.send(["BEAT", JSON.stringify({ wid, current_state: currentState })]);

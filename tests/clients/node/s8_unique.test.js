@@ -4,27 +4,9 @@
 // sees the refusal as a rejected push(): ReplyError "NOTUNIQUE Job not unique".
 const test = require("node:test");
 const assert = require("node:assert/strict");
-const faktory = require("faktory-worker");
-const { serverUrl, within } = require("./helpers");
+const { producerAndWorker } = require("./helpers");
 
-let producer;
-let worker;
-
-test.before(async () => {
-  const url = serverUrl();
-  producer = new faktory.Client({ url });
-  worker = new faktory.Client({ url, wid: "node-s8" });
-  await producer.connect();
-  await worker.connect();
-});
-
-test.after(async () => {
-  await within(5000, Promise.all([producer.close(), worker.close()]), "close");
-});
-
-test.beforeEach(async () => {
-  await producer.flush();
-});
+const { producer, worker } = producerAndWorker("node-s8");
 
 function uniqueJob(args, custom) {
   const job = producer.job("S8Job", ...args);

@@ -1,0 +1,50 @@
+"""Plumbing shared by the stateful model tests (test_lifecycle_model.py, test_batches_model.py,
+test_unique_model.py): the journal round trip, rebuilding a store from records, the store
+state a rebuilt store must reproduce, and stepping through a manager's due times."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgpack
+
+from faktory_py.manager import Manager
+from faktory_py.store.memory import MemoryStore
+
+
+def roundtrip(ops: Any) -> Any:
+    """What the journal does to a record: msgpack it and read it back."""
+    return msgpack.unpackb(msgpack.packb(ops, use_bin_type=True), raw=False)
+
+
+def snapshot_records(store: MemoryStore) -> list[Any]:
+    """`store`'s snapshot as the journal would give it back."""
+    return [roundtrip(record) for record in store.snapshot()]
+
+
+def replay(store: MemoryStore, records: Iterable[list[dict[str, Any]]]) -> MemoryStore:
+    """Apply every op of every record to `store`, in order; returns `store`."""
+    for record in records:
+        for op in record:
+            store.apply(op)
+    return store
+
+
+def holdings(store: MemoryStore) -> dict[str, Any]:
+    """Where the store holds jobs (queues, sets, working), in comparable form."""
+    return {
+        "queues": {name: list(jobs) for name, jobs in store.queues.items()},
+        "sets": {name: list(s.items()) for name, s in store.sets.items()},
+        "working": [(score, jid, tuple(res)) for score, jid, res in store.working.items()],
+    }
+
+
+def working_jids(store: MemoryStore) -> set[str]:
+    return {jid for _score, jid, _res in store.working.items()}
+
+
+def due_times(manager: Manager, target: float) -> Iterator[float]:
+    """Each time `manager` is next due, up to `target`; the caller runs it before asking for the next."""
+    while (due := manager.next_due()) is not None and due <= target:
+        yield due
