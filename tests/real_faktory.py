@@ -22,7 +22,6 @@ Function-scoped fixtures (a fresh server per test) keep that from leaking betwee
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import pytest
 from faktory_py import processes
 from faktory_py.processes import find_faktory_bin
 from rawclient import RawClient
+from toolchain import Toolchain
 
 REAL_FAKTORY_VERSION = processes.FAKTORY_VERSION
 REAL_FAKTORY_PARAM = f"faktory-{REAL_FAKTORY_VERSION}"
@@ -40,11 +40,7 @@ OUR_SERVER_PARAM = "faktory_py"
 def require_faktory_bin() -> str:
     """The binary, or skip the test (pytest.fail under CI=true, where it must be there)."""
     path, why = find_faktory_bin()
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {why}", pytrace=False)
-        pytest.skip(why)
-    return path
+    return Toolchain("real Faktory", path=path or "", problem="" if path else why).require()
 
 
 class RealFaktory(processes.RealFaktory):

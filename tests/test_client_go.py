@@ -26,14 +26,16 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from faktory_py import processes
+from toolchain import Toolchain
+
 GO_DIR = Path(__file__).resolve().parent / "clients" / "go"
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "faktory_py" / "go-conformance"
+CACHE_DIR = processes.cache_dir() / "go-conformance"
 BINARY = CACHE_DIR / "faktory_go_conformance.test"
 STAMP = CACHE_DIR / "faktory_go_conformance.stamp"
 BUILD_TIMEOUT = 600.0  # the first build downloads the modules and compiles them
@@ -68,23 +70,6 @@ BATCH_POLICY = {"S7-enterprise_reopen-strict": "strict", "S7-enterprise_reopen-p
 XFAIL: dict[str, str] = {}
 
 
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1")
-
-
-@dataclass
-class GoEnv:
-    binary: str = ""
-    problem: str = ""  # why the client cannot run; empty when it can
-
-    def require(self) -> str:
-        if self.problem:
-            if _under_ci():
-                pytest.fail(f"Go client unavailable under CI: {self.problem}", pytrace=False)
-            pytest.skip(f"Go client unavailable: {self.problem}")
-        return self.binary
-
-
 def _find_go() -> str | None:
     found = shutil.which("go")
     if found:
@@ -103,15 +88,15 @@ def _source_digest(go: str) -> str:
     return digest.hexdigest()
 
 
-def _build() -> GoEnv:
+def _build() -> Toolchain:
     go = _find_go()
     if go is None:
-        return GoEnv(problem="`go` is not on PATH (nor /usr/local/go/bin/go)")
+        return Toolchain("Go client", problem="`go` is not on PATH (nor /usr/local/go/bin/go)")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     try:
         digest = _source_digest(go)
     except (OSError, subprocess.SubprocessError) as exc:
-        return GoEnv(problem=f"`go version` failed: {exc}")
+        return Toolchain("Go client", problem=f"`go version` failed: {exc}")
     with open(CACHE_DIR / "build.lock", "w") as lock:  # one builder at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -126,16 +111,16 @@ def _build() -> GoEnv:
                     [go, "test", "-c", "-o", str(BINARY), "./"], cwd=GO_DIR, env=env,
                     capture_output=True, text=True, timeout=BUILD_TIMEOUT)
             except subprocess.TimeoutExpired:
-                return GoEnv(problem=f"`go test -c` took longer than {BUILD_TIMEOUT:.0f} s")
+                return Toolchain("Go client", problem=f"`go test -c` took longer than {BUILD_TIMEOUT:.0f} s")
             if result.returncode != 0 or not BINARY.is_file():
-                return GoEnv(problem=f"`go test -c` exited {result.returncode}:\n{result.stdout}{result.stderr}")
+                return Toolchain("Go client", problem=f"`go test -c` exited {result.returncode}:\n{result.stdout}{result.stderr}")
             STAMP.write_text(digest)
             print(f"built {BINARY} in {time.monotonic() - started:.1f} s")
-    return GoEnv(binary=str(BINARY))
+    return Toolchain("Go client", path=str(BINARY))
 
 
 @pytest.fixture(scope="session")
-def go_env() -> GoEnv:
+def go_env() -> Toolchain:
     """The compiled scenario binary, built once per session and only when stale."""
     return _build()
 
@@ -167,7 +152,7 @@ def _run(binary: str, test_name: str, env: dict[str, str]) -> tuple[int, str]:
                  marks=[pytest.mark.xfail(reason=XFAIL[name], strict=True)] if name in XFAIL else [])
     for scenario, name in SCENARIOS.items()
 ])
-def test_go_client(scenario: str, test_name: str, go_env: GoEnv, server_factory) -> None:
+def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_factory) -> None:
     binary = go_env.require()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
     server = server_factory(start=False)

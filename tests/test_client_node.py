@@ -19,10 +19,11 @@ import re
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from toolchain import Toolchain
 
 NODE_DIR = Path(__file__).resolve().parent / "clients" / "node"
 CLIENT_PACKAGE = "faktory-worker"
@@ -51,19 +52,6 @@ def _scenario_id(name: str) -> str:
     return f"{number.upper()}-{rest}"  # "S0-handshake"
 
 
-@dataclass
-class NodeEnv:
-    node: str = ""
-    problem: str = ""  # why the client cannot run; empty when it can
-
-    def require(self) -> str:
-        if self.problem:
-            if os.environ.get("CI", "").lower() in ("true", "1"):
-                pytest.fail(f"Node client unavailable under CI: {self.problem}", pytrace=False)
-            pytest.skip(f"Node client unavailable: {self.problem}")
-        return self.node
-
-
 def _lock_digest() -> str:
     digest = hashlib.sha256()
     for name in ("package.json", "package-lock.json"):
@@ -79,14 +67,14 @@ def _installed_matches_lock(digest: str) -> bool:
         return False
 
 
-def _install() -> NodeEnv:
+def _install() -> Toolchain:
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        return NodeEnv(problem="`node` and `npm` must be on PATH")
+        return Toolchain("Node client", problem="`node` and `npm` must be on PATH")
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
     match = re.match(r"v(\d+)\.(\d+)", version)
     if not match or (int(match.group(1)), int(match.group(2))) < (18, 19):
-        return NodeEnv(problem=f"node {version or '?'} is too old: node:test with --test-reporter needs 18.19+")
+        return Toolchain("Node client", problem=f"node {version or '?'} is too old: node:test with --test-reporter needs 18.19+")
     digest = _lock_digest()
     with open(NODE_DIR / ".install.lock", "w") as lock:  # one installer at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -96,17 +84,17 @@ def _install() -> NodeEnv:
                     [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
                     capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
             except subprocess.TimeoutExpired:
-                return NodeEnv(problem=f"`npm ci` took longer than {INSTALL_TIMEOUT:.0f} s")
+                return Toolchain("Node client", problem=f"`npm ci` took longer than {INSTALL_TIMEOUT:.0f} s")
             if result.returncode != 0:
-                return NodeEnv(problem=f"`npm ci` exited {result.returncode}:\n{result.stdout}{result.stderr}")
+                return Toolchain("Node client", problem=f"`npm ci` exited {result.returncode}:\n{result.stdout}{result.stderr}")
             if not (NODE_DIR / "node_modules" / CLIENT_PACKAGE).is_dir():
-                return NodeEnv(problem=f"`npm ci` did not install {CLIENT_PACKAGE}")
+                return Toolchain("Node client", problem=f"`npm ci` did not install {CLIENT_PACKAGE}")
             STAMP.write_text(digest)
-    return NodeEnv(node=node)
+    return Toolchain("Node client", path=node)
 
 
 @pytest.fixture(scope="session")
-def node_env() -> NodeEnv:
+def node_env() -> Toolchain:
     """`npm ci` in tests/clients/node, once per session and only when node_modules is stale."""
     return _install()
 
@@ -130,7 +118,7 @@ def _run_node(node: str, scenario: str, env: dict[str, str]) -> tuple[int, str]:
                  marks=[pytest.mark.xfail(reason=XFAIL[name], strict=True)] if name in XFAIL else [])
     for name in _scenario_files()
 ])
-def test_node_client(scenario: str, node_env: NodeEnv, server_factory) -> None:
+def test_node_client(scenario: str, node_env: Toolchain, server_factory) -> None:
     node = node_env.require()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
     env.update(NO_COLOR="1", FAKTORY_URL=server_factory().url)

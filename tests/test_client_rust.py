@@ -20,10 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from faktory_py import processes
+from toolchain import Toolchain
 
 RUST_DIR = Path(__file__).resolve().parent / "clients" / "rust"
 BUILD_TIMEOUT = 900.0  # a cold build (download + compile of ~130 crates) takes about a minute here
@@ -59,34 +61,16 @@ PASSWORD = "rust_s3cret.~-"
 XFAIL: dict[str, str] = {}
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1")
-
-
 def _target_dir() -> Path:
     if os.environ.get("CARGO_TARGET_DIR"):
         return Path(os.environ["CARGO_TARGET_DIR"])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(os.environ.get("FAKTORY_PY_CACHE") or cache / "faktory_py") / "rust-target"
+    return processes.cache_dir() / "rust-target"
 
 
-@dataclass
-class RustEnv:
-    binary: str = ""
-    problem: str = ""  # why the client cannot run; empty when it can
-
-    def require(self) -> str:
-        if self.problem:
-            if _in_ci():
-                pytest.fail(f"Rust client unavailable under CI: {self.problem}", pytrace=False)
-            pytest.skip(f"Rust client unavailable: {self.problem}")
-        return self.binary
-
-
-def _build() -> RustEnv:
+def _build() -> Toolchain:
     cargo = shutil.which("cargo")
     if not cargo:
-        return RustEnv(problem="`cargo` is not on PATH")
+        return Toolchain("Rust client", problem="`cargo` is not on PATH")
     target = _target_dir()
     env = dict(os.environ, CARGO_TARGET_DIR=str(target))
     # `--locked`: build exactly what Cargo.lock says (faktory 0.13.1 and its dependencies).
@@ -96,17 +80,17 @@ def _build() -> RustEnv:
             [cargo, "build", "--locked", "--bin", "conformance"], cwd=RUST_DIR, env=env,
             capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     except subprocess.TimeoutExpired:
-        return RustEnv(problem=f"`cargo build` took longer than {BUILD_TIMEOUT:.0f} s")
+        return Toolchain("Rust client", problem=f"`cargo build` took longer than {BUILD_TIMEOUT:.0f} s")
     if result.returncode != 0:
-        return RustEnv(problem=f"`cargo build` exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        return Toolchain("Rust client", problem=f"`cargo build` exited {result.returncode}:\n{result.stdout}{result.stderr}")
     binary = target / "debug" / "conformance"
     if not binary.is_file():
-        return RustEnv(problem=f"`cargo build` succeeded but {binary} is missing")
-    return RustEnv(binary=str(binary))
+        return Toolchain("Rust client", problem=f"`cargo build` succeeded but {binary} is missing")
+    return Toolchain("Rust client", path=str(binary))
 
 
 @pytest.fixture(scope="session")
-def rust_env() -> RustEnv:
+def rust_env() -> Toolchain:
     """`cargo build` of tests/clients/rust, once per session (a no-op when up to date)."""
     return _build()
 
@@ -128,7 +112,7 @@ def _run(binary: str, scenario: str, env: dict[str, str]) -> tuple[int, str]:
     for name, label in SCENARIOS.items()
     for policy in BATCH_POLICIES.get(name, (None,))
 ])
-def test_rust_client(scenario: str, policy: str | None, rust_env: RustEnv, server_factory) -> None:
+def test_rust_client(scenario: str, policy: str | None, rust_env: Toolchain, server_factory) -> None:
     binary = rust_env.require()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
     server = server_factory(start=False)
@@ -145,7 +129,7 @@ def test_rust_client(scenario: str, policy: str | None, rust_env: RustEnv, serve
     assert f"PASS {scenario}" in output, f"no PASS line from conformance {scenario}:\n{output}"
 
 
-def test_every_scenario_is_collected(rust_env: RustEnv) -> None:
+def test_every_scenario_is_collected(rust_env: Toolchain) -> None:
     """The binary's scenario list and SCENARIOS above must agree, or one would silently never run."""
     binary = rust_env.require()
     listed = subprocess.run([binary, "--list"], capture_output=True, text=True, timeout=30).stdout.split()
