@@ -47,6 +47,13 @@ fn cb(kind: &str, queue: &str) -> Job {
     job(kind, queue, vec![])
 }
 
+/// A described batch whose only callback is a success callback `kind` on `queue`.
+fn success_batch(description: &str, kind: &str, queue: &str) -> Batch {
+    Batch::builder()
+        .description(description)
+        .with_success_callback(cb(kind, queue))
+}
+
 /// Did an error come from the server refusing a committed batch to an outsider?
 fn refused_as_outsider(err: &Error, bid: &BatchId) -> bool {
     let text = format!("{err:?}");
@@ -159,11 +166,7 @@ pub async fn s7() -> Res {
     )
     .await?;
     let mut b = p
-        .start_batch(
-            Batch::builder()
-                .description("orders")
-                .with_success_callback(cb("S7OrderOk", "s7cb2")),
-        )
+        .start_batch(success_batch("orders", "S7OrderOk", "s7cb2"))
         .await
         .ctx("BATCH NEW")?;
     let bid = b.id().clone();
@@ -245,32 +248,20 @@ pub async fn s7() -> Res {
 
     // --- nesting: three levels, each counting its own jobs ----------------------------------
     let mut parent = p
-        .start_batch(
-            Batch::builder()
-                .description("Parent batch")
-                .with_success_callback(cb("S7Ok", "s7n-cb")),
-        )
+        .start_batch(success_batch("Parent batch", "S7Ok", "s7n-cb"))
         .await
         .ctx("BATCH NEW parent")?;
     let parent_id = parent.id().clone();
     parent.add(job("S7Job", "s7n", vec![])).await.ctx("add")?;
     let mut child = parent
-        .start_batch(
-            Batch::builder()
-                .description("Child batch")
-                .with_success_callback(cb("S7Ok", "s7n-cb")),
-        )
+        .start_batch(success_batch("Child batch", "S7Ok", "s7n-cb"))
         .await
         .ctx("BATCH NEW child")?;
     let child_id = child.id().clone();
     child.add(job("S7Job", "s7n", vec![])).await.ctx("add")?;
     child.add(job("S7Job", "s7n", vec![])).await.ctx("add")?;
     let mut grandchild = child
-        .start_batch(
-            Batch::builder()
-                .description("Grandchild batch")
-                .with_success_callback(cb("S7Ok", "s7n-cb")),
-        )
+        .start_batch(success_batch("Grandchild batch", "S7Ok", "s7n-cb"))
         .await
         .ctx("BATCH NEW grandchild")?;
     let grandchild_id = grandchild.id().clone();
@@ -449,11 +440,7 @@ pub async fn s7_reopen() -> Res {
     let mut t = client(&url).await?;
 
     let mut b = p
-        .start_batch(
-            Batch::builder()
-                .description("Orders processing workload")
-                .with_success_callback(cb("S7Ok", "s7r-cb")),
-        )
+        .start_batch(success_batch("Orders processing workload", "S7Ok", "s7r-cb"))
         .await
         .ctx("BATCH NEW")?;
     let bid = b.id().clone();
