@@ -188,8 +188,9 @@ def markdown(data: dict[str, Any]) -> str:
                        if _value(r, "echo_jobs_per_s") is not None])
         lines += [
             "A bare trio server answering every line with `+OK` (bench/echo_server.py), driven by the "
-            f"same PUSH workload (b) in the same repetitions: {_cell(push, 0)} lines/s. "
-            "Fraction of it reached with real PUSHes:",
+            "PUSH workload (b) without pipelining (each connection waits for every reply, as real "
+            f"clients do), in the same repetitions: {_cell(push, 0)} lines/s. "
+            "Fraction of it reached with real PUSHes, sent the same way:",
             "",
             "| server | fraction of the echo ceiling | target |",
             "|---|---|---|",

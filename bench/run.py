@@ -175,21 +175,28 @@ class Runner:
             self.load_tool(order, tag)
 
     def ceiling(self, rep: int, tag: str) -> None:
+        """(i): PUSH one at a time (each connection waits for every reply, as real clients
+        do) against the echo server and against each server, back to back."""
         echo = next((v for v in self.variants if v.name == "echo"), None)
         if echo is None:
             return
-        sizes = replace(self.sizes, push_jobs=self.sizes.ceiling_jobs)
-        result = self.attempt(f"{tag} i_ceiling echo",
-                              lambda: self.with_server(echo, lambda s: self.bench(s, sizes).b_push()))
-        self.record("b_push", "echo", rep, result)
-        self.log(f"{tag} i_ceiling echo              {summary('b_push', result)}")
-        ceiling = result.get("jobs_per_s")
+        sizes = replace(self.sizes, push_jobs=self.sizes.ceiling_jobs, depth=1)
+
+        def push(variant: Variant) -> dict[str, Any]:
+            result = self.attempt(f"{tag} i_ceiling {variant.name}",
+                                  lambda: self.with_server(variant, lambda s: self.bench(s, sizes).b_push()))
+            self.log(f"{tag} i_ceiling {variant.name:17} {summary('b_push', result)} (not pipelined)")
+            return result
+
+        ceiling = push(echo).get("jobs_per_s")
         for variant in self.variants:
-            push = next((r for r in self.runs.get("b_push", {}).get(variant.name, []) if r["rep"] == rep), None)
-            if variant.name == "echo" or push is None or not ceiling or not push.get("jobs_per_s"):
+            if variant.name == "echo" or "b_push" not in variant.workloads:
                 continue
-            self.record("i_ceiling", variant.name, rep, {"jobs_per_s": push["jobs_per_s"], "echo_jobs_per_s": ceiling,
-                                                       "fraction": push["jobs_per_s"] / ceiling})
+            result = push(variant)
+            if ceiling and result.get("jobs_per_s"):
+                self.record("i_ceiling", variant.name, rep, {
+                    "jobs_per_s": result["jobs_per_s"], "echo_jobs_per_s": ceiling,
+                    "fraction": result["jobs_per_s"] / ceiling})
 
     def memory_restart(self, variant: Variant, rep: int, tag: str) -> None:
         jobs = max(self.sizes.memory_jobs)

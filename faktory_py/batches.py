@@ -84,7 +84,7 @@ from .config import ConfigError
 from .jobs import JobError
 from .manager import Extension
 from .store.base import Job, Op
-from .store.memory import MemoryStore, Reservation
+from .store.memory import MemoryStore, Reservation, enqueue_op
 from .store.sorted_set import SortedJobSet
 from .timefmt import format_time
 from .wire import compact_json
@@ -488,7 +488,7 @@ class Batches(Extension):
     def _fire(self, txn: _Txn, batch: Batch, kind: str, now: float) -> Batch:
         job = batch.complete if kind == "complete" else batch.success
         assert job is not None
-        txn.emit({"op": "enqueue", "job": jobs.with_fields(job, enqueued_at=format_time(now))})
+        txn.emit(enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now))))
         changes: dict[str, Any] = {f"{kind}_st": ENQUEUED}
         if batch.phase == COMMITTED:
             changes["phase"] = CALLBACKS

@@ -96,6 +96,8 @@ class Dispatcher:
         self.manager = manager
         self.workers = workers
         self.clock = clock
+        #: awaited before a reply: the fsync policy's promise for a journal position (the
+        #: connection writes the journal itself before sending, see store/durability.py)
         self.durable = durable
         self.waiters = waiters
         self.stats = stats

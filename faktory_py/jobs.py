@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from .timefmt import format_time, parse_time
-from .wire import compact_json
+from . import jsoncodec
 
 #: Field order of Faktory's Job struct, which is the order of re-encoded jobs.
 FIELD_ORDER = (
@@ -87,9 +87,14 @@ def decode_json(text: str) -> Any:
     encoded as UTF-8 (nor stored): like Go, we turn it into U+FFFD.
     """
     try:
-        value = _DECODER.decode(text)
+        return jsoncodec.loads(text, _decode_carefully)
     except (ValueError, RecursionError) as exc:
         raise JobError(f"invalid JSON: {exc}") from None
+
+
+def _decode_carefully(text: str) -> Any:
+    """The standard library's decoder, for what orjson refuses (its errors read like Go's)."""
+    value = _DECODER.decode(text)
     if _SURROGATE_ESCAPE.search(text):
         value = _replace_surrogates(value)
     return value
@@ -213,9 +218,9 @@ def with_fields(job: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return canonical(updated)
 
 
-def encode_job(job: dict[str, Any]) -> str:
-    """Compact JSON, as clients and MUTATE's substring/glob filters expect."""
-    return compact_json(job)
+def encode_job(job: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, as clients and MUTATE's substring/glob filters expect."""
+    return jsoncodec.dumps(job)
 
 
 def reservation_seconds(job: dict[str, Any]) -> int:

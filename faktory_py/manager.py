@@ -17,7 +17,7 @@ from . import jobs
 from .glob import compile_glob
 from .jobs import JobError
 from .store.base import Job, Op, Store
-from .store.memory import JOB_SETS, Reservation
+from .store.memory import JOB_SETS, Reservation, enqueue_op
 from .timefmt import format_time, parse_time, utc_day
 from .wire import go_float
 
@@ -156,12 +156,12 @@ class Manager:
         if scheduled_for is not None:
             ops.append({"op": "zadd", "set": "scheduled", "score": scheduled_for, "job": job})
         else:
-            ops.append({"op": "enqueue", "job": job})
+            ops.append(enqueue_op(job))
         return ops
 
     @staticmethod
     def _enqueue_op(job: dict[str, Any], now: float) -> dict[str, Any]:
-        return {"op": "enqueue", "job": jobs.with_fields(job, enqueued_at=format_time(now))}
+        return enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))
 
     # --- consuming ------------------------------------------------------------------
 
@@ -325,7 +325,7 @@ class Manager:
             if cmd == "kill":
                 ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": job})
             elif cmd == "requeue":
-                ops.append({"op": "enqueue", "job": job})
+                ops.append(enqueue_op(job))
         return self.store.commit(ops)
 
     def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -343,7 +343,7 @@ class Manager:
         jobtype = filter_.get("jobtype") or ""
         if pattern:
             glob = compile_glob(pattern)
-            entries = [(jid, job) for jid, job in entries if glob.fullmatch(jobs.encode_job(job))]
+            entries = [(jid, job) for jid, job in entries if glob.fullmatch(jobs.encode_job(job).decode())]
         if jobtype:
             entries = [(jid, job) for jid, job in entries if job.get("jobtype") == jobtype]
         return entries

@@ -13,7 +13,7 @@ import itertools
 import logging
 import math
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from .config import Config, split_binding
 from .handshake import Handshake, HandshakeFailed
 from .expiry import ExpiringJobs
 from .manager import Extension, Manager
-from .store.durability import DurableJournal
+from .store.durability import DurableJournal, JournalFailed
 from .store.journal import Journal
 from .store.memory import MemoryStore
 from .tracking import JobTracking
@@ -152,9 +152,11 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
 class _Connections:
     """Accepts and runs client connections for one server."""
 
-    def __init__(self, config: Config, dispatcher: Dispatcher) -> None:
+    def __init__(self, config: Config, dispatcher: Dispatcher, write_journal: Callable[[], None]) -> None:
         self.config = config
         self.dispatcher = dispatcher
+        #: called before any reply is sent (see store/durability.py)
+        self.write_journal = write_journal
         self.stopping = False
         self._ids = itertools.count(1)
 
@@ -230,7 +232,7 @@ class _Connections:
         Replies to pipelined commands (already buffered when the previous one is done) are
         collected and written together: one send for many replies.
         """
-        replies = _ReplyBuffer(stream)
+        replies = _ReplyBuffer(stream, self.write_journal)
         try:
             while True:
                 try:
@@ -262,12 +264,17 @@ class _Connections:
 
 
 class _ReplyBuffer:
-    """Replies waiting to be written in one send (bounded, flushed before any blocking)."""
+    """Replies waiting to be written in one send (bounded, flushed before any blocking).
+
+    The journal is written first: the ops behind these replies (and anything else
+    committed meanwhile) reach the file before anyone can see an answer that relies on them.
+    """
 
     LIMIT = 64 * 1024
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, write_journal: Callable[[], None]) -> None:
         self.stream = stream
+        self.write_journal = write_journal
         self.parts: list[bytes] = []
         self.size = 0
 
@@ -284,6 +291,7 @@ class _ReplyBuffer:
             data = b"".join(self.parts)
             self.parts.clear()
             self.size = 0
+            self.write_journal()
             await _send(self.stream, data)
 
 
@@ -345,12 +353,12 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     timer = DueTimer(manager, clock)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
-    dispatcher = Dispatcher(manager, workers, clock, durable.durable, waiters,
+    dispatcher = Dispatcher(manager, workers, clock, durable.synced, waiters,
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
     dispatcher.description = str(config.toml.get("faktory", {}).get("description", ENTERPRISE_DESCRIPTION))
     for extension in extensions:
         extension.register(dispatcher)
-    connections = _Connections(config, dispatcher)
+    connections = _Connections(config, dispatcher, durable.write)
     try:
         async with trio.open_nursery() as background:
             background.start_soon(durable.run_fsync)
@@ -363,6 +371,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
             addresses = [_address(l) for l in listeners]
             server = Server(addresses, dispatcher, durable)
+            background.start_soon(_stop_when_failed, durable, server)
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()
 
@@ -387,6 +396,13 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     finally:
         with trio.CancelScope(shield=True):
             await durable.aclose()
+    if durable.failed.is_set():
+        raise JournalFailed(f"stopped: the journal in {config.data_dir} could not be written (see the log)")
+
+
+async def _stop_when_failed(durable: DurableJournal, server: Server) -> None:
+    await durable.failed.wait()
+    server.shutdown()
 
 
 def _address(listener: trio.abc.Listener) -> tuple[str, int]:

@@ -7,9 +7,10 @@ and in a benchmark, and lets us bound what a hostile peer can make us buffer.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from . import jsoncodec
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 
@@ -142,12 +143,12 @@ def bulk(payload: bytes | str) -> bytes:
 def compact_json(value: Any) -> str:
     """JSON without spaces, like Go's encoder: clients split on spaces (Node's HI parsing)
     and MUTATE filters match substrings such as `"jobtype":"X"` of stored payloads."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return jsoncodec.dumps(value).decode()
 
 
 def bulk_json(value: Any) -> bytes:
     """Every JSON reply (INFO, FETCH, PUSHB, BEAT state, LATENCY) is a bulk string."""
-    return bulk(compact_json(value))
+    return bulk(jsoncodec.dumps(value))
 
 
 def go_float(value: float) -> float | int:

@@ -32,6 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from faktory_py.batches import Batches, batch_table
 from faktory_py.jobs import JobError
 from faktory_py.manager import Manager
+from faktory_py.store import job_queue
 from faktory_py.store.memory import MemoryStore
 from faktory_py.timefmt import format_time
 from model_replay import due_times, holdings, replay, roundtrip, snapshot_records, working_jids
@@ -583,15 +584,14 @@ class BatchMachine(RuleBasedStateMachine):
     def callbacks_enqueued_exactly_once(self) -> None:
         """First enqueues (no failure block yet) per callback jid, from the op log."""
         first: dict[str, int] = {}
-        for op in self.oplog:
-            if op["op"] == "enqueue" and "_bid" in (op["job"].get("custom") or {}) \
-                    and "failure" not in op["job"]:
-                first[op["job"]["jid"]] = first.get(op["job"]["jid"], 0) + 1
+        enqueued = [job for op in self.oplog if op["op"] == "enqueue" for job in map(job_queue.decode, op["raws"])]
+        for job in enqueued:
+            if "_bid" in (job.get("custom") or {}) and "failure" not in job:
+                first[job["jid"]] = first.get(job["jid"], 0) + 1
         assert sorted(first) == sorted(self.model.fired), (first, self.model.fired)
         assert all(n == 1 for n in first.values()), first
-        for op in self.oplog:
-            if op["op"] == "enqueue":
-                assert "bid" not in (op["job"].get("custom") or {}) or "_bid" not in op["job"]["custom"]
+        for job in enqueued:
+            assert "bid" not in (job.get("custom") or {}) or "_bid" not in job["custom"]
 
     @invariant()
     def nothing_added_after_a_callback(self) -> None:

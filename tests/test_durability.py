@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from conftest import ServerProcess
+from faktory_py.store.memory import enqueue_op
 from rawclient import RawClient, ReplyError
 
 QUEUE = "durable"
@@ -63,12 +64,20 @@ def in_threads(count: int, target) -> None:  # type: ignore[no-untyped-def]
         raise errors[0]
 
 
-def push_all(server: ServerProcess, jids: list[str], connections: int = 8, **fields: Any) -> list[list[str]]:
-    """Push every jid (each must get +OK), spread over connections; returns each one's order."""
+def push_all(server: ServerProcess, jids: list[str], connections: int = 8, pipelined: bool = True,
+             **fields: Any) -> list[list[str]]:
+    """Push every jid (each must get +OK), spread over connections; returns each one's order.
+
+    Pipelined pushes share journal frames; one at a time, each push gets a frame of its own.
+    """
     shares = [jids[i::connections] for i in range(connections)]
 
     def push(i: int) -> None:
         with connect(server) as c:
+            if not pipelined:
+                for jid in shares[i]:
+                    assert c.push(make_job(jid, **fields)) == b"OK", jid
+                return
             lines = b"".join(f"PUSH {json.dumps(make_job(j, **fields))}\r\n".encode() for j in shares[i])
             c.send_raw(lines)  # pipelined: replies come back in order
             for jid in shares[i]:
@@ -257,7 +266,7 @@ def test_everything_survives_sigkill(server_factory) -> None:
 def torn_frame() -> bytes:
     import msgpack
 
-    payload = msgpack.packb([{"op": "enqueue", "job": make_job("torn-000001")}], use_bin_type=True)
+    payload = msgpack.packb([enqueue_op(make_job("torn-000001"))], use_bin_type=True)
     frame = frame_head(len(payload), zlib.crc32(payload)) + payload
     return frame[: len(frame) // 2]
 
@@ -298,7 +307,7 @@ def flip(path: Path, offset: int) -> None:
 
 def test_flipped_payload_byte_refuses_to_start(server_factory) -> None:
     server = server_factory()
-    push_all(server, [f"flip-{i:06d}" for i in range(200)], connections=1)
+    push_all(server, [f"flip-{i:06d}" for i in range(200)], connections=1, pipelined=False)
     server.kill()
     last = segments(server)[-1]
     offset, length = frames(last)[100]
@@ -312,7 +321,7 @@ def test_flipped_payload_byte_refuses_to_start(server_factory) -> None:
 
 def test_flipped_crc_byte_refuses_to_start(server_factory) -> None:
     server = server_factory()
-    push_all(server, [f"crc-{i:06d}" for i in range(50)], connections=1)
+    push_all(server, [f"crc-{i:06d}" for i in range(50)], connections=1, pipelined=False)
     server.kill()
     last = segments(server)[-1]
     offset, _length = frames(last)[20]
@@ -325,7 +334,7 @@ def test_flipped_crc_byte_refuses_to_start(server_factory) -> None:
 
 def test_flipped_length_byte_refuses_to_start(server_factory) -> None:
     server = server_factory()
-    push_all(server, [f"len-{i:06d}" for i in range(200)], connections=1)
+    push_all(server, [f"len-{i:06d}" for i in range(200)], connections=1, pipelined=False)
     server.kill()
     last = segments(server)[-1]
     size_before = last.stat().st_size

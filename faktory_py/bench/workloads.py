@@ -46,7 +46,7 @@ class Sizes:
     load_conns: int = 10  # Faktory's load test default: 10 threads
     fail: float = 0.01
     push_jobs: int = 100_000
-    ceiling_jobs: int = 1_000_000  # (b) against the echo server, which is far faster
+    ceiling_jobs: int = 100_000  # (b) without pipelining, against the echo server and each server
     push_conns: int = 8
     pushb_jobs: int = 200_000
     pushb_conns: int = 4
@@ -65,16 +65,16 @@ class Sizes:
 
     def scaled(self, jobs: int) -> Sizes:
         """Every throughput job count set from `jobs` (memory and restart untouched)."""
-        return replace(self, load_jobs=jobs, push_jobs=jobs, ceiling_jobs=10 * jobs, pushb_jobs=2 * jobs,
+        return replace(self, load_jobs=jobs, push_jobs=jobs, ceiling_jobs=jobs, pushb_jobs=2 * jobs,
                        drain_jobs=jobs, idle_load_jobs=max(1, jobs // 2))
 
 
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(),
-    "small": Sizes(load_jobs=20_000, push_jobs=20_000, ceiling_jobs=200_000, pushb_jobs=40_000, drain_jobs=20_000,
+    "small": Sizes(load_jobs=20_000, push_jobs=20_000, ceiling_jobs=20_000, pushb_jobs=40_000, drain_jobs=20_000,
                    latency_jobs=5_000, idle_load_jobs=20_000, memory_jobs=(100_000,),
                    timeout=300.0),
-    "smoke": Sizes(procs=2, depth=50, load_jobs=1_000, load_conns=4, push_jobs=1_000, ceiling_jobs=5_000, push_conns=2,
+    "smoke": Sizes(procs=2, depth=50, load_jobs=1_000, load_conns=4, push_jobs=1_000, ceiling_jobs=1_000, push_conns=2,
                    pushb_jobs=4_000, pushb_conns=2, drain_jobs=1_000, drain_conns=2,
                    latency_jobs=100, latency_rate=500.0, latency_fetchers=2, idle_conns=50,
                    idle_beat=0.5, idle_load_jobs=500, memory_jobs=(2_000, 5_000), timeout=60.0),

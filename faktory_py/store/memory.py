@@ -8,16 +8,23 @@ very same ops, so a store rebuilt from its journal cannot drift from the live on
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+from .job_queue import JobQueue, encode
 from .sorted_set import SortedJobSet
 
 JOB_SETS = ("scheduled", "retries", "dead")
 
-#: How many ops a snapshot packs into one journal record.
-_SNAPSHOT_CHUNK = 512
+#: How many queued jobs a snapshot packs into one journal record; other ops count as
+#: 16 (a set entry or reservation holds a decoded job, several times a queued one).
+_SNAPSHOT_CHUNK = 8192
+_OP_WEIGHT = 16
+
+
+def enqueue_op(job: dict[str, Any]) -> dict[str, Any]:
+    """The op that appends `job` to its queue (queues store jobs encoded, see job_queue)."""
+    return {"op": "enqueue", "queue": job["queue"], "raws": [encode(job)]}
 
 
 class Reservation(NamedTuple):
@@ -46,7 +53,7 @@ class MemoryStore:
         self.sink = sink
         self.on_enqueue = on_enqueue
         self.on_due = on_due
-        self.queues: dict[str, deque[dict[str, Any]]] = {}
+        self.queues: dict[str, JobQueue] = {}
         self.paused: set[str] = set()
         self.sets: dict[str, SortedJobSet] = {name: SortedJobSet() for name in JOB_SETS}
         self.working = SortedJobSet()
@@ -82,14 +89,16 @@ class MemoryStore:
             getattr(self, "_op_" + op["op"])(op)
 
     def _op_enqueue(self, op: dict[str, Any]) -> None:
-        job = op["job"]
-        queue = job["queue"]
-        self.queues.setdefault(queue, deque()).append(job)
+        queue = op["queue"]
+        pending = self.queues.get(queue)
+        if pending is None:
+            pending = self.queues[queue] = JobQueue()
+        pending.extend(op["raws"])
         if self.on_enqueue is not None:
             self.on_enqueue(queue)
 
     def _op_declare_queue(self, op: dict[str, Any]) -> None:
-        self.queues.setdefault(op["queue"], deque())
+        self.queues.setdefault(op["queue"], JobQueue())
 
     def _op_zadd(self, op: dict[str, Any]) -> None:
         job = op["job"]
@@ -103,22 +112,13 @@ class MemoryStore:
     def _op_zclear(self, op: dict[str, Any]) -> None:
         self.sets[op["set"]].clear()
 
-    def _pop(self, queue_name: str, jid: str) -> dict[str, Any]:
-        """Take a job off its queue (always the head when live: fetch takes the head)."""
-        queue = self.queues[queue_name]
-        if queue[0]["jid"] == jid:
-            return queue.popleft()
-        job = next(j for j in queue if j["jid"] == jid)
-        queue.remove(job)
-        return job
-
     def _op_reserve(self, op: dict[str, Any]) -> None:
-        job = self._pop(op["queue"], op["jid"])
+        job = self.queues[op["queue"]].pop(op["jid"])
         self._reserve(job, op["wid"], op["reserved_at"], op["expires_at"])
 
     def _op_drop(self, op: dict[str, Any]) -> None:
         """A job an extension refused at fetch time (e.g. expired) leaves its queue."""
-        self._pop(op["queue"], op["jid"])
+        self.queues[op["queue"]].pop(op["jid"])
 
     def _op_reservation(self, op: dict[str, Any]) -> None:
         self._reserve(op["job"], op["wid"], op["reserved_at"], op["expires_at"])
@@ -188,7 +188,7 @@ class MemoryStore:
         shared), so the returned iterator may be consumed later in a worker thread
         while the live store keeps changing.
         """
-        queues = {name: list(jobs) for name, jobs in self.queues.items()}
+        queues = {name: jobs.raws() for name, jobs in self.queues.items()}
         paused = sorted(self.paused)
         sets = {name: job_set.copy() for name, job_set in self.sets.items()}
         working = self.working.copy()
@@ -200,10 +200,10 @@ class MemoryStore:
 
         def ops() -> Iterator[dict[str, Any]]:
             yield counters
-            for name, jobs in queues.items():
+            for name, raws in queues.items():
                 yield {"op": "declare_queue", "queue": name}
-                for job in jobs:
-                    yield {"op": "enqueue", "job": job}
+                for start in range(0, len(raws), _SNAPSHOT_CHUNK):
+                    yield {"op": "enqueue", "queue": name, "raws": raws[start:start + _SNAPSHOT_CHUNK]}
             if paused:
                 yield {"op": "pause", "queues": paused}
             for name, job_set in sets.items():
@@ -217,11 +217,13 @@ class MemoryStore:
 
         def chunks() -> Iterator[list[dict[str, Any]]]:
             chunk: list[dict[str, Any]] = []
+            weight = 0
             for op in ops():
                 chunk.append(op)
-                if len(chunk) >= _SNAPSHOT_CHUNK:
+                weight += len(op["raws"]) if op["op"] == "enqueue" else _OP_WEIGHT
+                if weight >= _SNAPSHOT_CHUNK:
                     yield chunk
-                    chunk = []
+                    chunk, weight = [], 0
             if chunk:
                 yield chunk
 
