@@ -41,6 +41,7 @@ async def test_compaction_keeps_state_and_drops_old_segments(tmp_path: Path) -> 
                     else:
                         manager.fail(job["jid"], "E", "boom", [], now)
                 if i % 500 == 0:
+                    server.durable.write()  # as a reply's send would
                     await trio.sleep(0)  # let the compaction task run while we go on
             manager.pause(["q1"])
             while server.durable.compactions < 2:

@@ -117,16 +117,19 @@ class DurableJournal:
 
     async def run_fsync(self) -> None:
         """Background task: writes what no reply has flushed yet, and fsyncs per the policy:
-        group commit (`always`), once a second (`everysec`) or never (`no`)."""
+        group commit (`always`), once a second (`everysec`) or never (`no`). Ends when a
+        write fails (`failed` stops the server)."""
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
-            if self.policy == "no":
-                self.write()
-                await trio.sleep(1)
-                continue
-            await self._fsync()
-            if self.policy == "everysec":
+            try:
+                if self.policy == "no":
+                    self.write()
+                else:
+                    await self._fsync()
+            except JournalFailed:
+                return
+            if self.policy != "always":
                 await trio.sleep(1)
 
     async def run_compaction(self) -> None:
