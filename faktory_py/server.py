@@ -52,6 +52,8 @@ class Server:
     addresses: list[tuple[str, int]]
     dispatcher: Dispatcher
     durable: DurableJournal
+    #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
+    web_urls: list[str] = field(default_factory=list)
     _stop: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -363,6 +365,15 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
             addresses = [_address(l) for l in listeners]
             server = Server(addresses, dispatcher, durable)
+            if config.web_enabled:
+                # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
+                # server without a web UI (most test servers, benchmarks) should not pay.
+                from .web.app import WebContext
+                from .web.serve import serve_web
+
+                server.web_urls = await background.start(serve_web, WebContext(dispatcher, config, {
+                    "Command port": config.binding, "Web UI": config.web_binding}))
+                log.info("web UI on %s", ", ".join(server.web_urls))
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()
 
