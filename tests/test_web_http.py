@@ -108,6 +108,7 @@ async def test_basic_auth_when_a_password_is_set(tmp_path: Path, running) -> Non
     for user in ("", "anyone"):
         ok = await request(server, "GET", "/queues", headers={"Authorization": "Basic " + _b64(f"{user}:serverpw")})
         assert ok.status == 200
+    assert (await request(server, "GET", "/static/app.css")).status == 401  # only /health is open
     health = await request(server, "GET", "/health")
     assert health.status == 200 and health.json()["server"]["faktory_version"] == "1.9.4"
     assert set(health.json()) == {"now", "server"}

@@ -76,6 +76,9 @@ def test_kill_entries_moves_to_dead_with_its_ttl(j: Journaled) -> None:
     j.manager.kill_entries("retries", ["a" * 8], NOW)
     assert j.store.sets["dead"].get("a" * 8) == (NOW + DEAD_TTL, job("a" * 8))
     assert "a" * 8 not in j.store.sets["retries"]
+    j.manager.kill_entries("retries", None, NOW + 1)  # "kill all" kills (Faktory's enqueues: W2)
+    assert len(j.store.sets["retries"]) == 0 and len(j.store.sets["dead"]) == 2
+    assert j.store.queues == {}
     with pytest.raises(JobError):
         j.manager.kill_entries("dead", None, NOW)
     assert holdings(j.replayed()) == holdings(j.store)
