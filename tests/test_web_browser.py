@@ -355,3 +355,76 @@ def test_cross_site_post_is_refused(page, server: ServerProcess, raw: RawClient)
         assert conn.fetch(["targeted"])["jid"] == jid  # not paused
     finally:
         conn.disconnect()
+
+
+def test_queue_paging_delete_selected_and_delete_queue(page, raw: RawClient) -> None:
+    from playwright.sync_api import expect
+
+    jids = [push(raw, "paged") for _ in range(30)]
+    page.goto("/queues/paged")
+    expect(page.locator(".pager")).to_contain_text("page 1 of 2")
+    expect(page.locator("#jobs tbody tr")).to_have_count(25)
+    page.get_by_role("link", name="next ›").click()
+    expect(page.locator("#jobs tbody tr")).to_have_count(5)
+    expect(page.locator("#jobs")).to_contain_text(jids[-1])
+
+    page.get_by_role("checkbox", name="select all").check()  # app.js ticks every row
+    page.get_by_role("button", name="Delete selected").click()
+    expect(page).to_have_url(re.compile(r"/queues/paged$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("(25)")
+    assert raw.info()["faktory"]["queues"]["paged"] == 25
+
+    page.on("dialog", lambda dialog: dialog.accept())  # "Delete queue paged?"
+    page.get_by_role("button", name="Delete queue").click()
+    expect(page).to_have_url(re.compile(r"/queues$"))
+    expect(page.locator('#queues tr[data-queue="paged"]')).to_have_count(0)
+    assert "paged" not in raw.info()["faktory"]["queues"]
+
+
+def test_scheduled_job_added_to_its_queue_now(page, raw: RawClient) -> None:
+    from playwright.sync_api import expect
+
+    jid = push(raw, "later", at="2099-01-01T00:00:00Z")
+    page.goto("/scheduled")
+    page.locator(f'#entries tr[data-jid="{jid}"] td:nth-child(2) a').click()
+    page.get_by_role("button", name="Add to queue").click()
+    expect(page).to_have_url(re.compile(r"/scheduled$"))
+    expect(page.locator(f'#entries tr[data-jid="{jid}"]')).to_have_count(0)
+    assert raw.fetch("later")["jid"] == jid
+
+
+def test_stop_all_workers_gets_terminate_on_next_beat(page, server: ServerProcess) -> None:
+    from playwright.sync_api import expect
+
+    clients = [Client(faktory_url=server.url, role="consumer", worker_id=f"web-stop-{i}-{new_jid()[:6]}",
+                      beat_period=5, timeout=10) for i in range(2)]
+    for client in clients:
+        assert client.connect() is True
+    try:
+        page.goto("/busy")
+        page.get_by_role("button", name="Stop all").click()
+        for client in clients:
+            expect(page.locator(f'#processes tr[data-wid="{client.worker_id}"] .badge')).to_have_text("terminate")
+            with client.rlock:
+                client._beat()
+            assert client.state == State.TERMINATING
+    finally:
+        for client in clients:
+            client.disconnect()
+
+
+def test_dashboard_follows_the_server_live(page, raw: RawClient) -> None:
+    """The cards and the real-time graph come from polling /stats: a job ACKed meanwhile shows up."""
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    expect(page.locator("body")).to_have_attribute("data-polls", re.compile(r"^[1-9]"))
+    page.locator("#interval").evaluate("(el) => { el.value = '2'; el.dispatchEvent(new Event('input')); }")
+    expect(page.locator("#interval-value")).to_have_text("2")
+    before = int(page.locator("#processed").inner_text())
+    jid = push(raw, "live")
+    assert raw.fetch("live")["jid"] == jid
+    assert raw.command("ACK " + json.dumps({"jid": jid})) == b"OK"
+    expect(page.locator("#processed")).to_have_text(str(before + 1), timeout=10_000)
+    # the real-time series has points from the polls (two polls make the first point)
+    expect(page.locator("body")).to_have_attribute("data-polls", re.compile(r"^([3-9]|\d\d+)$"), timeout=10_000)
