@@ -428,3 +428,53 @@ def test_dashboard_follows_the_server_live(page, raw: RawClient) -> None:
     expect(page.locator("#processed")).to_have_text(str(before + 1), timeout=10_000)
     # the real-time series has points from the polls (two polls make the first point)
     expect(page.locator("body")).to_have_attribute("data-polls", re.compile(r"^([3-9]|\d\d+)$"), timeout=10_000)
+
+
+def test_batch_callbacks_state_follows_the_work(page, server: ServerProcess, raw: RawClient) -> None:
+    from playwright.sync_api import expect
+
+    bid = raw.command("BATCH NEW " + json.dumps({"description": "one job", "success": {"jobtype": "Done", "args": [],
+                                                                                    "queue": "batch-cb"}})).decode()
+    member = push(raw, "batch-work", custom={"bid": bid})
+    assert raw.command(f"BATCH COMMIT {bid}") == b"OK"
+    page.goto(f"/batches/{bid}")
+    success = page.locator("#batch .callback-state").nth(1)
+    expect(success).to_have_text("pending")
+
+    conn = worker(server)
+    try:
+        assert conn.fetch(["batch-work"])["jid"] == member
+        conn.reply("ACK", {"jid": member})
+        assert next(conn.get_message()) == "OK"
+        page.reload()
+        expect(success).to_have_text("enqueued")
+        callback = conn.fetch(["batch-cb"])
+        assert callback["custom"]["_bid"] == bid
+        conn.reply("ACK", {"jid": callback["jid"]})
+        assert next(conn.get_message()) == "OK"
+        page.reload()
+        expect(success).to_have_text("succeeded")
+        expect(page.locator("#batch")).to_contain_text("done")
+    finally:
+        conn.disconnect()
+
+
+def test_web_port_speaks_tls_with_the_config_dirs_certificate(browser, web_servers) -> None:
+    import trustme
+
+    tls = web_servers(start=False)
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tls.conf_dir / "private.key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tls.conf_dir / "public.cert.pem"))
+    tls.start()
+    assert tls.web_url.startswith("https://")
+    context = browser.new_context(base_url=tls.web_url, ignore_https_errors=True)  # a test CA
+    try:
+        page = context.new_page()
+        response = page.goto("/")
+        assert response.status == 200
+        assert response.security_details()["protocol"].startswith("TLS 1.")
+        from playwright.sync_api import expect
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    finally:
+        context.close()

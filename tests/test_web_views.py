@@ -215,3 +215,17 @@ def test_batches_newest_first_with_callback_states() -> None:
     assert views.callback_state(newest, "complete") == "none"
     store.commit(batches.commit(newest.bid, NOW + 100))  # empty batch: success fires at COMMIT
     assert views.callback_state(batches.get(newest.bid), "success") == "enqueued"
+
+
+def test_templates_and_assets_ship_in_the_wheel() -> None:
+    """pyproject.toml's package data covers every file the UI serves or renders."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(views.__file__).resolve().parent
+    tool = tomllib.loads((root.parent.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "faktory_py.web" in tool["packages"]
+    globs = tool["package-data"]["faktory_py.web"]
+    files = [str(p.relative_to(root)) for d in ("templates", "static") for p in (root / d).rglob("*") if p.is_file()]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)

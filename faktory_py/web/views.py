@@ -1,9 +1,10 @@
 """What each web page shows, as plain data computed from the live server state.
 
 Pure functions over the store, the worker registry and the batches extension, with "now"
-passed in: no HTTP, no templates, no clock, so they are tested directly. Every listing
-reads one page (25 rows) through the sets' positional slices; nothing here walks a whole
-set or queue per request, so a page stays cheap with 100k jobs behind it.
+passed in: no HTTP, no templates, no clock, so they are tested directly. A page of a
+sorted set (retries, scheduled, dead, working) is a positional slice that touches only its
+25 rows, so it costs the same with 100k jobs behind it; a queue page reads the queue from
+its head to the end of the page (a C-level walk, and the pages people read are the first).
 """
 
 from __future__ import annotations
