@@ -478,3 +478,33 @@ def test_web_port_speaks_tls_with_the_config_dirs_certificate(browser, web_serve
         expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     finally:
         context.close()
+
+
+def test_behind_a_prefixing_proxy(browser, server: ServerProcess, raw: RawClient) -> None:
+    """With `X-Script-Name: /faktory` every link, form and redirect the browser follows keeps the prefix."""
+    from playwright.sync_api import expect
+
+    jid = failed(raw, "proxied")
+    context = browser.new_context(base_url=server.web_url, extra_http_headers={"X-Script-Name": "/faktory"})
+    try:
+        page = context.new_page()
+        page.goto("/faktory/")
+        nav(page, "Retries")
+        expect(page).to_have_url(re.compile(r"/faktory/retries$"))
+        page.locator(f'#entries tr[data-jid="{jid}"]').get_by_role("checkbox").check()
+        page.get_by_role("button", name="Delete", exact=True).click()
+        expect(page).to_have_url(re.compile(r"/faktory/retries$"))  # the redirect kept it
+        expect(page.locator(f'#entries tr[data-jid="{jid}"]')).to_have_count(0)
+        assert page.evaluate("getComputedStyle(document.querySelector('header')).display") == "flex"  # CSS came
+    finally:
+        context.close()
+
+
+def test_retry_all(page, raw: RawClient) -> None:
+    from playwright.sync_api import expect
+
+    jids = {failed(raw, "retry-all") for _ in range(3)}
+    page.goto("/retries")
+    page.get_by_role("button", name="Retry all").click()
+    expect(page.locator("#entries")).to_contain_text("No jobs")
+    assert {raw.fetch("retry-all")["jid"] for _ in jids} == jids

@@ -31,7 +31,6 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [bind]
     hc.errorlog = log
-    hc.accesslog = None
     hc.graceful_timeout = config.timers.shutdown_grace
     if config.tls_files is not None:
         key, cert = config.tls_files
