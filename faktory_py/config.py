@@ -34,7 +34,9 @@ class Timers:
 @dataclass(frozen=True)
 class Config:
     binding: str = "localhost:7419"
-    web_binding: str = "localhost:7420"
+    #: off unless asked for: the CLI passes Faktory's default (`localhost:7420`), while a
+    #: server embedded in a test or a program must not grab a fixed port by surprise
+    web_binding: str = "0"
     environment: str = "development"
     log_level: str = "info"
     data_dir: Path = Path("~/.faktory/db").expanduser()
@@ -49,8 +51,13 @@ class Config:
     toml: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def web_enabled(self) -> bool:
+        """`-w 0` and `-w :0` turn the web UI off (`host:0` binds a free port)."""
+        return self.web_binding.strip() not in ("0", ":0")
+
+    @property
     def tls_files(self) -> tuple[Path, Path] | None:
-        """(key, cert) when both PEM files are in the config dir: the command port is TLS."""
+        """(key, cert) when both PEM files are in the config dir: both ports speak TLS."""
         key, cert = self.conf_dir / "private.key.pem", self.conf_dir / "public.cert.pem"
         return (key, cert) if key.is_file() and cert.is_file() else None
 

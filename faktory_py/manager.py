@@ -388,3 +388,49 @@ class Manager:
         sizes = {name: len(s) for name, s in self.store.sets.items()}
         sizes["working"] = len(self.store.working)
         return sizes
+
+    # --- single entries and jobs (the web UI's actions) -----------------------------
+
+    def _entries(self, target: str, jids: Iterable[str] | None) -> list[tuple[str, Job]]:
+        """The named entries of a set that still exist (every entry for None)."""
+        job_set = self.store.sets[target]
+        if jids is None:
+            return [(jid, job) for _score, jid, job in job_set.items()]
+        found = ((jid, job_set.get(jid)) for jid in dict.fromkeys(jids))
+        return [(jid, entry[1]) for jid, entry in found if entry is not None]
+
+    def enqueue_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
+        """Move set entries to their queues now ("retry now", "add to queue"); None: all.
+
+        Like MUTATE requeue, but with a fresh `enqueued_at` as Faktory's UI sets one.
+        Entries already gone (worked by the timer meanwhile) are skipped.
+        """
+        ops: list[Op] = []
+        for jid, job in self._entries(target, jids):
+            ops.append({"op": "zrem", "set": target, "jid": jid})
+            ops.append(self._enqueue_op(job, now))
+        return self.store.commit(ops)
+
+    def kill_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
+        """Move retry or scheduled entries to the dead set (like MUTATE kill); None: all."""
+        if target == "dead":
+            raise JobError("dead jobs cannot be killed again")
+        ops: list[Op] = []
+        for jid, job in self._entries(target, jids):
+            ops.append({"op": "zrem", "set": target, "jid": jid})
+            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": job})
+        return self.store.commit(ops)
+
+    def delete_entries(self, target: str, jids: Iterable[str] | None) -> int:
+        """Remove set entries for good (like MUTATE discard); None: clear the set."""
+        if jids is None:
+            return self.store.commit([{"op": "zclear", "set": target}])
+        return self.store.commit([{"op": "zrem", "set": target, "jid": jid}
+                                  for jid, _job in self._entries(target, jids)])
+
+    def delete_queued(self, queue: str, jids: Iterable[str]) -> int:
+        """Delete jobs waiting in a queue, by jid (one scan of the queue)."""
+        wanted = set(jids)
+        ops: list[Op] = [{"op": "drop", "queue": queue, "jid": job["jid"]}
+                         for job in self.store.queues.get(queue, ()) if job["jid"] in wanted]
+        return self.store.commit(ops)

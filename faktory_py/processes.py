@@ -194,13 +194,25 @@ class ServerProcess:
 
 
 class FaktoryPy(ServerProcess):
-    """`python -m faktory_py`, this very package."""
+    """`python -m faktory_py`, this very package; with `web=True` its web UI on `web_url`."""
 
     name = "faktory_py"
     cwd = Path(__file__).resolve().parent.parent
 
+    def __init__(self, base: Path, password: str | None = None, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None, web: bool = False) -> None:
+        super().__init__(base, password, args, env)
+        # Off unless asked for: the web UI adds start-up time most servers here never use.
+        self.web_port = free_port() if web else None
+
+    @property
+    def web_url(self) -> str:
+        assert self.web_port is not None, "started without web=True"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.web_port}"
+
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "faktory_py", "-b", f"127.0.0.1:{self.port}", "-w", "127.0.0.1:0",
+        web = f"127.0.0.1:{self.web_port}" if self.web_port else "0"
+        return [sys.executable, "-m", "faktory_py", "-b", f"127.0.0.1:{self.port}", "-w", web,
                 "-e", "development", "-d", str(self.data_dir), "-c", str(self.conf_dir), "-l", "info", *self.args]
 
 

@@ -52,6 +52,8 @@ class Server:
     addresses: list[tuple[str, int]]
     dispatcher: Dispatcher
     durable: DurableJournal
+    #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
+    web_urls: list[str] = field(default_factory=list)
     _stop: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -365,12 +367,23 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
             background.start_soon(durable.run_compaction)
             background.start_soon(timer.run)
             background.start_soon(_reap_workers, workers, clock, config.timers.worker_reap_every)
+            web_urls: list[str] = []
+            if config.web_enabled:
+                # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
+                # server without a web UI (most test servers, benchmarks) should not pay.
+                # Started before the command port listens: once that accepts, the UI answers.
+                from .web.app import WebContext
+                from .web.serve import serve_web
+
+                web_urls = await background.start(serve_web, WebContext(dispatcher, config, {
+                    "Command port": config.binding, "Web UI": config.web_binding}, durable.durable))
+                log.info("web UI on %s", ", ".join(web_urls))
             listeners = await open_listeners(config.binding, 7419)
             context = _ssl_context(config)
             if context is not None:
                 listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
             addresses = [_address(l) for l in listeners]
-            server = Server(addresses, dispatcher, durable)
+            server = Server(addresses, dispatcher, durable, web_urls)
             background.start_soon(_stop_when_failed, durable, server)
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()

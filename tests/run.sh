@@ -5,8 +5,10 @@
 # Besides our Python dependencies it installs the real Faktory server (built from source with
 # Go, cached outside the repo) plus redis-server, which Faktory starts itself; the protocol
 # conformance tests run every case against it too. It exports FAKTORY_BIN for the tests.
-# Everything is skipped when already installed. Under CI=true any install failure fails this
-# script; elsewhere it prints a warning and the real-Faktory tests skip.
+# Debian's chromium is installed for the web UI's browser tests (Playwright drives it; no
+# `playwright install`). Everything is skipped when already installed. Under CI=true any
+# install failure fails this script; elsewhere it prints a warning and the tests that need
+# the missing tool skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +30,7 @@ try_install() {
         echo "tests/run.sh: installing $what failed" >&2
         exit 1
     fi
-    echo "tests/run.sh: WARNING: installing $what failed; tests against the real Faktory will be skipped" >&2
+    echo "tests/run.sh: WARNING: installing $what failed; the tests that need it will be skipped" >&2
     return 1
 }
 
@@ -43,12 +45,20 @@ as_root() {
     fi
 }
 
-install_redis() {
-    command -v redis-server >/dev/null 2>&1 && return 0
-    command -v apt-get >/dev/null 2>&1 || { echo "tests/run.sh: no apt-get to install redis-server" >&2; return 1; }
+missing_debian_packages() {  # redis-server (the real Faktory starts it), chromium (browser tests)
+    command -v redis-server >/dev/null 2>&1 || echo redis-server
+    [ -x /usr/bin/chromium ] || echo chromium
+}
+
+install_debian_packages() {  # one apt-get update, one apt-get install, only for what is missing
+    local missing
+    missing=$(missing_debian_packages)
+    [ -z "$missing" ] && return 0
+    command -v apt-get >/dev/null 2>&1 || { echo "tests/run.sh: no apt-get to install" $missing >&2; return 1; }
+    # shellcheck disable=SC2086  # one word per package
     as_root apt-get update -qq &&
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null &&
-        command -v redis-server >/dev/null 2>&1
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null &&
+        [ -z "$(missing_debian_packages)" ]
 }
 
 faktory_ok() {  # is $1 a working faktory binary of $FAKTORY_VERSION?
@@ -81,16 +91,16 @@ install_faktory() {
     faktory_ok "$bin"
 }
 
+try_install "redis-server and chromium" install_debian_packages || true
+
 if [ -n "${FAKTORY_BIN:-}" ] && faktory_ok "$FAKTORY_BIN"; then
     : # a binary supplied by the caller
 else
     FAKTORY_BIN="$FAKTORY_CACHE/bin/faktory-$FAKTORY_VERSION"
-    if ! { try_install redis-server install_redis && try_install "Faktory $FAKTORY_VERSION" install_faktory "$FAKTORY_BIN"; }; then
-        FAKTORY_BIN=""
-    fi
+    try_install "Faktory $FAKTORY_VERSION" install_faktory "$FAKTORY_BIN" || FAKTORY_BIN=""
 fi
 if [ -n "$FAKTORY_BIN" ] && ! command -v redis-server >/dev/null 2>&1; then
-    try_install redis-server install_redis || FAKTORY_BIN=""
+    FAKTORY_BIN=""  # the warning about redis-server was printed above
 fi
 if [ -n "$FAKTORY_BIN" ]; then
     export FAKTORY_BIN FAKTORY_VERSION

@@ -1,0 +1,238 @@
+"""The web UI's routes: Faktory's pages and form actions over the running server's state.
+
+The app holds no state of its own: it reads the same store, worker registry and batches
+the command port serves, and every action calls the same semantics methods a wire command
+would (so it is journaled, and answered only once durable, like a `+OK`). Pages are data
+from `views` rendered by Jinja2 templates; links are built from the request's root path
+so the UI works behind a prefixing proxy (`proxy.ScriptName`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from .. import FAKTORY_VERSION
+from ..batches import Batches
+from ..commands import Dispatcher
+from ..config import Config
+from ..info import build_info
+from ..jobs import JobError
+from ..timefmt import format_time, utc_clock
+from . import views
+from .auth import BasicAuth, CrossOriginGuard, web_password
+from .proxy import ScriptName
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+templates.env.filters["time"] = format_time
+templates.env.globals["callback_state"] = views.callback_state
+
+#: per set page: form action → what it does (Faktory's names; `key=all` for every entry)
+SET_ACTIONS = {
+    "retries": ("retry", "delete", "kill"),
+    "scheduled": ("add_to_queue", "delete"),
+    "morgue": ("retry", "delete"),
+}
+
+
+@dataclass(eq=False)
+class WebContext:
+    """What the pages read and the actions change: the server's own objects."""
+
+    dispatcher: Dispatcher
+    config: Config
+    #: label → binding, shown in the footer and on the Debug page
+    bindings: dict[str, str]
+    #: writes the journal up to a position and waits for the fsync policy: an action's
+    #: answer does not go out through the command port's send, which writes it there
+    durable: Callable[[int], Awaitable[None]]
+
+    @property
+    def batches(self) -> Batches | None:
+        return next((e for e in self.dispatcher.manager.extensions if isinstance(e, Batches)), None)
+
+    def now(self) -> float:
+        return self.dispatcher.clock.now()
+
+
+class _Static(StaticFiles):
+    """Assets are versioned with the package: let browsers keep them for an hour."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+
+def create_app(ctx: WebContext) -> Starlette:
+    """The ASGI app: routes, then (outermost first) proxy prefix, cross-origin guard, auth."""
+    manager = ctx.dispatcher.manager
+    store = manager.store
+
+    def render(request: Request, template: str, **context: Any) -> Response:
+        now = ctx.now()
+        context.update(root=request.scope.get("root_path", ""), server_time=utc_clock(now),
+                       bindings=ctx.bindings, version=FAKTORY_VERSION,
+                       has_batches=ctx.batches is not None, now=now)
+        return templates.TemplateResponse(request, template, context)
+
+    def back(request: Request, path: str) -> RedirectResponse:
+        return RedirectResponse(request.scope.get("root_path", "") + path, status_code=302)
+
+    async def durable(position: int) -> None:
+        await ctx.durable(position)
+
+    def page(request: Request) -> int:
+        return views.page_number(request.query_params.get("page"))
+
+    # --- pages --------------------------------------------------------------------------
+
+    async def dashboard(request: Request) -> Response:
+        days = views.history_days(request.query_params.get("days"))
+        now = ctx.now()
+        info = build_info(ctx.dispatcher, now)
+        series = views.history(store.history, days, now)
+        return render(request, "dashboard.html", info=info, days=days, day_choices=views.HISTORY_DAYS,
+                      history=Markup(json.dumps(series)), nav="dashboard")
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(build_info(ctx.dispatcher, ctx.now()), headers={"Cache-Control": "no-cache"})
+
+    async def health(request: Request) -> Response:
+        info = build_info(ctx.dispatcher, ctx.now())
+        server = info["server"]
+        return JSONResponse({"now": info["now"], "server": {
+            key: server[key] for key in ("description", "faktory_version", "connections", "command_count")}})
+
+    async def busy(request: Request) -> Response:
+        if request.method == "POST":
+            form = await request.form()
+            signal, wid = form.get("signal"), form.get("wid", "")
+            if signal not in ("quiet", "terminate"):
+                return PlainTextResponse("Unknown signal", 400)
+            workers = ctx.dispatcher.workers.workers
+            for worker in list(workers.values()) if wid == "all" else [workers.get(str(wid))]:
+                if worker is not None:
+                    worker.signal(str(signal))
+            return back(request, "/busy")
+        data = views.busy(ctx.dispatcher.workers.workers, store.working, page(request))
+        return render(request, "busy.html", busy=data, nav="busy")
+
+    async def queues(request: Request) -> Response:
+        names = list(store.queues)
+        rows = views.queue_rows(store.queues, store.paused, manager.latency(names, ctx.now()))
+        return render(request, "queues.html", queues=rows, nav="queues")
+
+    async def queue(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in store.queues:
+            return PlainTextResponse(f"No such queue {name}", 404)
+        if request.method == "POST":
+            form = await request.form()
+            action = form.get("action")
+            if action in ("delete", "pause", "resume"):
+                operation = {"delete": manager.remove, "pause": manager.pause, "resume": manager.resume}[action]
+                await durable(operation([name]))
+                return back(request, "/queues")
+            jids = [str(j) for j in form.getlist("jid")]
+            if not jids:
+                return PlainTextResponse("Nothing selected", 400)
+            await durable(manager.delete_queued(name, jids))
+            return back(request, f"/queues/{name}")
+        data = views.queue_page(store.queues[name], page(request))
+        return render(request, "queue.html", name=name, paused=name in store.paused, jobs=data, nav="queues")
+
+    def set_list(kind: str) -> Callable[[Request], Awaitable[Response]]:
+        job_set = store.sets[views.SET_PAGES[kind]]
+
+        async def endpoint(request: Request) -> Response:
+            if request.method == "POST":
+                return await set_action(request, kind)
+            data = views.set_page(job_set, page(request))
+            return render(request, "set.html", kind=kind, entries=data, actions=SET_ACTIONS[kind], nav=kind)
+        return endpoint
+
+    def set_detail(kind: str) -> Callable[[Request], Awaitable[Response]]:
+        job_set = store.sets[views.SET_PAGES[kind]]
+
+        async def endpoint(request: Request) -> Response:
+            if request.method == "POST":
+                return await set_action(request, kind, request.path_params["key"])
+            entry = views.set_entry(job_set, request.path_params["key"])
+            if entry is None:
+                return PlainTextResponse("No such job (it may have moved on)", 404)
+            return render(request, "entry.html", kind=kind, entry=entry, actions=SET_ACTIONS[kind], nav=kind)
+        return endpoint
+
+    async def set_action(request: Request, kind: str, key: str | None = None) -> Response:
+        target = views.SET_PAGES[kind]
+        form = await request.form()
+        action = form.get("action")
+        if action not in SET_ACTIONS[kind]:
+            return PlainTextResponse(f"Unknown action {action}", 400)
+        keys = [key] if key is not None else [str(k) for k in form.getlist("key")]
+        jids = None if keys == ["all"] else views.resolve_keys(store.sets[target], keys)
+        now = ctx.now()
+        try:
+            if action in ("retry", "add_to_queue"):
+                position = manager.enqueue_entries(target, jids, now)
+            elif action == "kill":
+                position = manager.kill_entries(target, jids, now)
+            else:
+                position = manager.delete_entries(target, jids)
+        except JobError as exc:
+            return PlainTextResponse(str(exc), 400)
+        await durable(position)
+        return back(request, f"/{kind}")
+
+    async def batches(request: Request) -> Response:
+        extension = ctx.batches
+        if extension is None:
+            return PlainTextResponse("Batches are not enabled", 404)
+        return render(request, "batches.html", batches=views.batch_page(extension, page(request)), nav="batches")
+
+    async def batch(request: Request) -> Response:
+        extension = ctx.batches
+        found = extension.get(request.path_params["bid"]) if extension is not None else None
+        if found is None:
+            return PlainTextResponse("No such batch", 404)
+        return render(request, "batch.html", batch=found, status=found.status(), nav="batches")
+
+    async def debug(request: Request) -> Response:
+        facts = views.debug_facts(ctx.config.data_dir, ctx.config.conf_dir, ctx.bindings)
+        return render(request, "debug.html", facts=facts, nav="debug")
+
+    both = ["GET", "POST"]
+    routes = [
+        Route("/", dashboard),
+        Route("/stats", stats),
+        Route("/health", health),
+        Route("/busy", busy, methods=both),
+        Route("/queues", queues),
+        Route("/queues/{name}", queue, methods=both),
+        Route("/batches", batches),
+        Route("/batches/{bid}", batch),
+        Route("/debug", debug),
+        Mount("/static", _Static(directory=HERE / "static"), name="static"),
+    ]
+    for kind in SET_ACTIONS:
+        routes.append(Route(f"/{kind}", set_list(kind), methods=both))
+        # the morgue's detail page has no actions of its own: its form posts to /morgue
+        routes.append(Route(f"/{kind}/{{key}}", set_detail(kind), methods=["GET"] if kind == "morgue" else both))
+    middleware = [Middleware(ScriptName), Middleware(CrossOriginGuard),
+                  Middleware(BasicAuth, password=web_password(ctx.config))]
+    return Starlette(routes=routes, middleware=middleware)

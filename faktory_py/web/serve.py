@@ -1,0 +1,43 @@
+"""The thin adapter that runs the web UI on Hypercorn's trio worker, inside the server's loop.
+
+Same process, same event loop, same objects as the command port: a click in the UI and
+a command on the wire change one store. It reports the URLs it is bound to through
+`task_status.started`, so tests bind port 0 and learn the port.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from ..config import Config, split_binding
+from .app import WebContext, create_app
+
+log = logging.getLogger("faktory_py.web")
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    """Bind like the command port; TLS with the same certificate and key when present.
+
+    `localhost` binds the IPv4 loopback (Hypercorn binds one address per entry, and with
+    port 0 two entries would get two different ports).
+    """
+    host, port = split_binding(config.web_binding, 7420)
+    if host == "localhost":
+        host = "127.0.0.1"
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    hc = HypercornConfig()
+    hc.bind = [bind]
+    hc.errorlog = log
+    hc.graceful_timeout = config.timers.shutdown_grace
+    if config.tls_files is not None:
+        key, cert = config.tls_files
+        hc.keyfile, hc.certfile = str(key), str(cert)
+    return hc
+
+
+async def serve_web(ctx: WebContext, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the UI until cancelled; reports the bound URLs (e.g. `http://127.0.0.1:7420`)."""
+    await serve(create_app(ctx), hypercorn_config(ctx.config), task_status=task_status)

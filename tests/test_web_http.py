@@ -1,0 +1,256 @@
+"""The web UI over HTTP, in-process: auth, the cross-origin guard, `X-Script-Name`, TLS, and the
+actions' edges, against `serve()` with its web UI on a free port (requests from a thread with
+`http.client`, which sends exactly the headers a test names)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trustme
+
+from faktory_py.cli import build_config
+from faktory_py.config import Config
+from faktory_py.server import Server, serve
+from faktory_py.store.sorted_set import SortedJobSet
+from faktory_py.timefmt import format_time
+
+NOW_JOB = {"jobtype": "T", "args": [], "queue": "default"}
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def request(server: Server, method: str, path: str, body: str = "", headers: dict[str, str] | None = None,
+                  context: ssl.SSLContext | None = None) -> Reply:
+    url = server.web_urls[0]
+    host, port = url.split("://")[1].rsplit(":", 1)
+
+    def send() -> Reply:
+        conn = (http.client.HTTPSConnection(host, int(port), context=context, timeout=10) if context
+                else http.client.HTTPConnection(host, int(port), timeout=10))
+        try:
+            all_headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+            all_headers.update(headers or {})
+            conn.request(method, path, body=body or None, headers=all_headers)
+            response = conn.getresponse()
+            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
+                         response.read().decode())
+        finally:
+            conn.close()
+
+    return await trio.to_thread.run_sync(send)
+
+
+def config(tmp_path: Path, password: str | None = None, web: str = "127.0.0.1:0", toml: dict | None = None) -> Config:
+    (tmp_path / "conf").mkdir(exist_ok=True)
+    return Config(binding="127.0.0.1:0", web_binding=web, data_dir=tmp_path / "data",
+                  conf_dir=tmp_path / "conf", password=password, toml=toml or {})
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Any]:
+    """`await running(config)` → a started Server; all are shut down after the test."""
+    async with trio.open_nursery() as nursery:
+        servers: list[Server] = []
+
+        async def start(cfg: Config) -> Server:
+            server = await nursery.start(serve, cfg)
+            servers.append(server)
+            return server
+
+        yield start
+        for server in servers:
+            server.shutdown()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def push(server: Server, jid: str, **fields: Any) -> None:
+    server.dispatcher.manager.push({**NOW_JOB, "jid": jid, **fields}, server.dispatcher.clock.now())
+
+
+# --- binding ----------------------------------------------------------------------------
+
+async def test_web_ui_is_off_unless_bound(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path, web="0"))
+    assert server.web_urls == []
+    assert not build_config(["-w", ":0", "-c", str(tmp_path / "conf")], {}).web_enabled
+    assert build_config(["-c", str(tmp_path / "conf")], {}).web_binding == "localhost:7420"
+    assert Config().web_enabled is False  # embedded servers never grab a fixed port by surprise
+
+
+# --- auth -------------------------------------------------------------------------------
+
+async def test_basic_auth_when_a_password_is_set(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path, password="serverpw"))
+    missing = await request(server, "GET", "/")
+    assert (missing.status, missing.body) == (401, "Authorization required")
+    assert missing.headers["www-authenticate"] == 'Basic realm="Faktory"'
+    wrong = await request(server, "GET", "/", headers={"Authorization": "Basic " + _b64("u:nope")})
+    assert (wrong.status, wrong.body) == (401, "Authorization failed")
+    for user in ("", "anyone"):
+        ok = await request(server, "GET", "/queues", headers={"Authorization": "Basic " + _b64(f"{user}:serverpw")})
+        assert ok.status == 200
+    assert (await request(server, "GET", "/static/app.css")).status == 401  # only /health is open
+    health = await request(server, "GET", "/health")
+    assert health.status == 200 and health.json()["server"]["faktory_version"] == "1.9.4"
+    assert set(health.json()) == {"now", "server"}
+
+
+async def test_web_password_overrides_the_server_password(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path, password="serverpw", toml={"web": {"password": "webpw"}}))
+    assert (await request(server, "GET", "/", headers={"Authorization": "Basic " + _b64(":serverpw")})).status == 401
+    assert (await request(server, "GET", "/", headers={"Authorization": "Basic " + _b64(":webpw")})).status == 200
+
+
+# --- cross-origin guard -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ({"Sec-Fetch-Site": "cross-site"}, 403),
+    ({"Sec-Fetch-Site": "same-site"}, 403),
+    ({"Sec-Fetch-Site": "same-origin"}, 302),
+    ({"Sec-Fetch-Site": "none"}, 302),
+    ({"Origin": "http://evil.test"}, 403),
+    ({"Origin": "http://HOST"}, 302),
+    ({}, 302),  # not a browser (curl, scripts)
+])
+async def test_cross_origin_posts_are_refused(tmp_path: Path, running, headers: dict[str, str], status: int) -> None:
+    server = await running(config(tmp_path))
+    push(server, "j" * 12)
+    host = server.web_urls[0].split("://")[1]
+    headers = {k: v.replace("HOST", host) for k, v in headers.items()}
+    reply = await request(server, "POST", "/queues/default", "action=pause", headers)
+    assert reply.status == status
+    assert ("default" in server.dispatcher.manager.store.paused) == (status == 302)
+    # GETs always pass
+    assert (await request(server, "GET", "/queues", headers=headers)).status == 200
+
+
+# --- X-Script-Name ----------------------------------------------------------------------
+
+async def test_script_name_prefixes_links_forms_and_redirects(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path))
+    push(server, "j" * 12)
+    prefix = {"X-Script-Name": "/faktory"}
+    for path in ("/faktory/queues", "/queues"):  # the proxy may or may not strip it
+        page = await request(server, "GET", path, headers=prefix)
+        assert page.status == 200
+        assert 'href="/faktory/queues/default"' in page.body
+        assert 'action="/faktory/queues/default"' in page.body
+        assert 'href="/faktory/static/app.css"' in page.body
+        assert 'href="/queues' not in page.body
+    moved = await request(server, "POST", "/faktory/queues/default", "action=pause", prefix)
+    assert (moved.status, moved.headers["location"]) == (302, "/faktory/queues")
+    plain = await request(server, "GET", "/queues", headers={"X-Script-Name": '/x"><script>'})
+    assert 'href="/queues/default"' in plain.body  # an unusable prefix is ignored, never echoed
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+async def test_tls_when_the_config_dir_has_a_certificate(tmp_path: Path, running) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cfg = config(tmp_path)
+    cert.private_key_pem.write_to_path(str(cfg.conf_dir / "private.key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(cfg.conf_dir / "public.cert.pem"))
+    server = await running(cfg)
+    assert server.web_urls[0].startswith("https://")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    assert (await request(server, "GET", "/health", context=context)).status == 200
+
+
+# --- pages and actions ------------------------------------------------------------------
+
+async def test_stats_is_info_and_static_assets_are_cached(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path))
+    stats = await request(server, "GET", "/stats")
+    assert stats.headers["cache-control"] == "no-cache"
+    assert set(stats.json()) == {"now", "server_utc_time", "faktory", "server"}
+    asset = await request(server, "GET", "/static/uPlot.iife.min.js")
+    assert asset.status == 200 and asset.headers["cache-control"] == "public, max-age=3600"
+
+
+async def test_set_actions_by_key_and_their_refusals(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path))
+    manager = server.dispatcher.manager
+    at = server.dispatcher.clock.now() + 3600
+    manager.store.commit([{"op": "zadd", "set": "retries", "score": at, "job": {**NOW_JOB, "jid": "r" * 12}}])
+    key = f"{format_time(at)}|{'r' * 12}"
+    detail = await request(server, "GET", "/retries/" + key.replace("|", "%7C"))
+    assert detail.status == 200 and "r" * 12 in detail.body
+    assert (await request(server, "POST", "/retries", "action=explode&key=" + key)).status == 400
+    assert (await request(server, "POST", "/morgue", "action=kill&key=all")).status == 400  # no kill in the morgue
+    stale = await request(server, "POST", "/retries", f"action=kill&key={format_time(at + 1)}|{'r' * 12}")
+    assert stale.status == 302 and len(manager.store.sets["dead"]) == 0  # a stale key names nothing
+    killed = await request(server, "POST", "/retries/" + key.replace("|", "%7C"), "action=delete")
+    assert (killed.status, killed.headers["location"]) == (302, "/retries")
+    assert len(manager.store.sets["retries"]) == 0
+    assert (await request(server, "GET", "/retries/" + key.replace("|", "%7C"))).status == 404
+    assert (await request(server, "GET", "/queues/nope")).status == 404
+
+
+async def test_queue_delete_selected_and_busy_signals(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path))
+    for jid in ("a" * 12, "b" * 12, "c" * 12):
+        push(server, jid)
+    reply = await request(server, "POST", "/queues/default", f"jid={'a' * 12}&jid={'c' * 12}")
+    assert (reply.status, reply.headers["location"]) == (302, "/queues/default")
+    assert [j["jid"] for j in server.dispatcher.manager.store.queues["default"]] == ["b" * 12]
+    assert (await request(server, "POST", "/busy", "wid=all&signal=explode")).status == 400
+    assert (await request(server, "POST", "/busy", "wid=all&signal=quiet")).status == 302
+
+
+class _Counting(dict):
+    """Counts item lookups: how many entries of a set a request touched."""
+
+    lookups = 0
+
+    def __getitem__(self, key: Any) -> Any:
+        _Counting.lookups += 1
+        return super().__getitem__(key)
+
+
+class _NoFullScan(SortedJobSet):
+    __slots__ = ()
+
+    def items(self) -> Any:
+        raise AssertionError("a request iterated the whole retries set")
+
+
+async def test_pages_of_100k_retries_touch_one_page(tmp_path: Path, running) -> None:
+    """No request walks the whole set: rendering a page looks up its 25 entries, nothing more."""
+    server = await running(config(tmp_path))
+    retries = server.dispatcher.manager.store.sets["retries"]
+    at = server.dispatcher.clock.now() + 86400
+    for i in range(100_000):
+        retries.add(f"jid{i:07d}", at + i, {**NOW_JOB, "jid": f"jid{i:07d}"})  # test setup, not journaled
+    retries._by_jid = _Counting(retries._by_jid)
+    retries.__class__ = _NoFullScan
+    for path, rows in (("/retries", 25), ("/retries?page=2345", 25), ("/retries?page=4001", 0),
+                       ("/", 0), ("/stats", 0), ("/queues", 0)):
+        _Counting.lookups = 0
+        reply = await request(server, "GET", path)
+        assert reply.status == 200, path
+        assert reply.body.count('name="key" value="') - (1 if rows else 0) == rows, path
+        assert _Counting.lookups == rows, path
+    page = await request(server, "GET", "/retries?page=2345")
+    assert "jid0058600" in page.body and "page 2345 of 4000" in page.body
