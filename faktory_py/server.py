@@ -4,11 +4,15 @@ Everything is started by one `serve(config, task_status=...)`; it reports a `Ser
 handle (bound addresses, `shutdown()`) through `task_status.started`, so tests run it in
 their own nursery on port 0. A connection task only moves bytes: it feeds the sans-io
 `LineReader`, runs the handshake, hands commands to the `Dispatcher`, and writes each
-reply whole inside a shielded scope so cancellation never leaves half a reply.
+reply whole. Sends are not wrapped in a scope each (for a client that waits for every
+reply, a shielded timeout scope per send cost as much as the PUSH itself): a connection
+is only ever cancelled to be closed, so a reply cut short is followed by the close, never
+by another reply; one watchdog task closes connections whose sends stall.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -161,12 +165,44 @@ class _Connections:
         self.write_journal = write_journal
         self.stopping = False
         self._ids = itertools.count(1)
+        #: each open connection's stream → its cancel scope
+        self._scopes: dict[trio.abc.Stream, trio.CancelScope] = {}
+        #: the sends in progress: stream → when it must have finished
+        self._sending: dict[trio.abc.Stream, float] = {}
+        self._some_sending = trio.Event()
+
+    async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
+        """Write one whole reply, watched by `watch_sends`."""
+        if not self._sending:
+            self._some_sending.set()
+        self._sending[stream] = trio.current_time() + _SEND_TIMEOUT
+        try:
+            await stream.send_all(data)
+        finally:
+            del self._sending[stream]
+
+    async def watch_sends(self) -> None:
+        """Background task: close connections whose peer stopped reading its replies.
+
+        It sleeps while nothing is being sent, so an idle server (or a test jumping a mock
+        clock over months) does not wake it every second.
+        """
+        while True:
+            if not self._sending:
+                self._some_sending = trio.Event()
+                await self._some_sending.wait()
+            await trio.sleep(_SEND_TIMEOUT / 10)
+            now = trio.current_time()
+            for stream, deadline in list(self._sending.items()):
+                if now > deadline:
+                    log.info("closing a connection that stopped reading its replies")
+                    self._scopes[stream].cancel()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         stats = self.dispatcher.stats
         stats.connections += 1
         session: Session | None = None
-        scope = trio.CancelScope()
+        scope = self._scopes[stream] = trio.CancelScope()
         try:
             with scope:
                 reader = wire.LineReader(self.config.max_line)
@@ -175,13 +211,12 @@ class _Connections:
                     await self._serve_commands(stream, reader, session)
         except _PEER_GONE:
             pass
-        except trio.TooSlowError:
-            log.info("closing a connection that stopped reading its replies")
         except Exception:
             # One connection's failure must never take the whole server down with it.
             log.exception("connection task failed; closing the connection")
         finally:
             stats.connections -= 1
+            del self._scopes[stream]
             if session is not None and session.wid:
                 self.dispatcher.workers.unregister(session.wid, session.conn_id)
             await trio.aclose_forcefully(stream)
@@ -193,7 +228,7 @@ class _Connections:
         handshake = Handshake(self.config.password)
         hello = None
         with trio.move_on_after(self.config.timers.handshake_timeout):
-            await _send(stream, handshake.greeting)
+            await self._send(stream, handshake.greeting)
             try:
                 line = await _read(stream, reader, reader.next_line)
             except wire.ProtocolError:  # an endless first line: nothing to answer
@@ -204,7 +239,7 @@ class _Connections:
                 hello = handshake.receive_hello(line)
             except HandshakeFailed as failed:
                 if failed.reply is not None:
-                    await _send(stream, failed.reply)
+                    await self._send(stream, failed.reply)
                 return None
         if hello is None:
             return None
@@ -217,10 +252,10 @@ class _Connections:
             session.worker = workers.register(hello, session.conn_id, scope.cancel, now)
         accepted = False
         try:
-            await _send(stream, wire.OK)
+            await self._send(stream, wire.OK)
             count = self.dispatcher.stats.connections
             if count > self.config.max_connections:
-                await _send(stream, wire.error(f"too many connections: {count}"))
+                await self._send(stream, wire.error(f"too many connections: {count}"))
                 return None
             accepted = True
             return session
@@ -234,7 +269,7 @@ class _Connections:
         Replies to pipelined commands (already buffered when the previous one is done) are
         collected and written together: one send for many replies.
         """
-        replies = _ReplyBuffer(stream, self.write_journal)
+        replies = _ReplyBuffer(functools.partial(self._send, stream), self.write_journal)
         try:
             while True:
                 try:
@@ -261,7 +296,9 @@ class _Connections:
                 if replies.full:
                     await replies.flush()
         finally:
-            with trio.CancelScope(shield=True):
+            # Shielded, so a closing connection still gets the replies it has earned, but
+            # bounded by its own deadline: the watchdog's cancel cannot reach in here.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _SEND_TIMEOUT):
                 await replies.flush()
 
 
@@ -274,8 +311,8 @@ class _ReplyBuffer:
 
     LIMIT = 64 * 1024
 
-    def __init__(self, stream: trio.abc.Stream, write_journal: Callable[[], None]) -> None:
-        self.stream = stream
+    def __init__(self, send: Callable[[bytes], Awaitable[None]], write_journal: Callable[[], None]) -> None:
+        self.send = send
         self.write_journal = write_journal
         self.parts: list[bytes] = []
         self.size = 0
@@ -294,7 +331,7 @@ class _ReplyBuffer:
             self.parts.clear()
             self.size = 0
             self.write_journal()
-            await _send(self.stream, data)
+            await self.send(data)
 
 
 async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # type: ignore[no-untyped-def]
@@ -336,13 +373,6 @@ async def _unless_peer_leaves(
     return reply
 
 
-async def _send(stream: trio.abc.Stream, data: bytes) -> None:
-    """Write one whole reply; shielded so a cancelled task never leaves half of it."""
-    with trio.CancelScope(shield=True):
-        with trio.fail_after(_SEND_TIMEOUT):
-            await stream.send_all(data)
-
-
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening."""
     store = MemoryStore()
@@ -367,6 +397,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
             background.start_soon(durable.run_compaction)
             background.start_soon(timer.run)
             background.start_soon(_reap_workers, workers, clock, config.timers.worker_reap_every)
+            background.start_soon(connections.watch_sends)
             web_urls: list[str] = []
             if config.web_enabled:
                 # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a

@@ -58,6 +58,7 @@ from faktory._proto import Connection
 from pyfaktory import Client, Job, JobFilter, MutateOperation, Producer
 from pyfaktory.util.enums import State
 from pyfaktory.util.exceptions import FaktroyWorkProtocolError
+from polling import eventually
 from rawclient import RawClient
 
 #: An exception in a client's thread fails the test (pyfaktory's heartbeat thread dies on an
@@ -147,18 +148,6 @@ def rfc3339(delta: float) -> str:
     """Now + delta seconds as RFC 3339 in UTC, with milliseconds."""
     at = datetime.now(timezone.utc) + timedelta(seconds=delta)
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}", pytrace=False)
-        time.sleep(interval)
 
 
 def stays(check: Callable[[], bool], seconds: float, what: str, interval: float = 0.25) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,18 +57,6 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("FAKTORY_PY_ARTIFACTS") or ROOT / "tests" / "artifacts")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def eventually(check: Callable[[], Any], within: float, what: str) -> Any:
-    """Poll `check` until it returns something truthy, failing after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within} s: {what}")
-        time.sleep(0.05)
 
 
 # --- fixtures --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import trustme
 from faktory_py.cli import build_config
 from faktory_py.config import Config
 from faktory_py.server import Server, serve
-from faktory_py.store.sorted_set import SortedJobSet
+from scan_guard import CountingDict, guard
 from faktory_py.timefmt import format_time
 
 NOW_JOB = {"jobtype": "T", "args": [], "queue": "default"}
@@ -219,23 +219,6 @@ async def test_queue_delete_selected_and_busy_signals(tmp_path: Path, running) -
     assert (await request(server, "POST", "/busy", "wid=all&signal=quiet")).status == 302
 
 
-class _Counting(dict):
-    """Counts item lookups: how many entries of a set a request touched."""
-
-    lookups = 0
-
-    def __getitem__(self, key: Any) -> Any:
-        _Counting.lookups += 1
-        return super().__getitem__(key)
-
-
-class _NoFullScan(SortedJobSet):
-    __slots__ = ()
-
-    def items(self) -> Any:
-        raise AssertionError("a request iterated the whole retries set")
-
-
 async def test_pages_of_100k_retries_touch_one_page(tmp_path: Path, running) -> None:
     """No request walks the whole set: rendering a page looks up its 25 entries, nothing more."""
     server = await running(config(tmp_path))
@@ -243,14 +226,13 @@ async def test_pages_of_100k_retries_touch_one_page(tmp_path: Path, running) -> 
     at = server.dispatcher.clock.now() + 86400
     for i in range(100_000):
         retries.add(f"jid{i:07d}", at + i, {**NOW_JOB, "jid": f"jid{i:07d}"})  # test setup, not journaled
-    retries._by_jid = _Counting(retries._by_jid)
-    retries.__class__ = _NoFullScan
+    guard(retries)
     for path, rows in (("/retries", 25), ("/retries?page=2345", 25), ("/retries?page=4001", 0),
                        ("/", 0), ("/stats", 0), ("/queues", 0)):
-        _Counting.lookups = 0
+        CountingDict.lookups = 0
         reply = await request(server, "GET", path)
         assert reply.status == 200, path
         assert reply.body.count('name="key" value="') - (1 if rows else 0) == rows, path
-        assert _Counting.lookups == rows, path
+        assert CountingDict.lookups == rows, path
     page = await request(server, "GET", "/retries?page=2345")
     assert "jid0058600" in page.body and "page 2345 of 4000" in page.body

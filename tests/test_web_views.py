@@ -19,6 +19,7 @@ from faktory_py.timefmt import format_time, utc_day
 from faktory_py.web import views
 from faktory_py.workers import Worker
 from model_replay import holdings, replay, roundtrip
+from scan_guard import CountingDict, guard
 
 NOW = 1_780_000_000.0
 
@@ -106,31 +107,11 @@ def test_delete_queued_removes_jobs_anywhere_in_the_queue(j: Journaled) -> None:
 
 # --- paging -----------------------------------------------------------------------------
 
-class CountingDict(dict):
-    """Counts lookups: how many entries a read touched."""
-
-    lookups = 0
-
-    def __getitem__(self, key: Any) -> Any:
-        CountingDict.lookups += 1
-        return super().__getitem__(key)
-
-
-class NoScan(SortedJobSet):
-    """A set that fails the test if anything iterates all of it."""
-
-    def items(self):  # type: ignore[override]
-        raise AssertionError("a page must not iterate the whole set")
-
-    def due(self, now: float):  # type: ignore[override]
-        raise AssertionError("a page must not iterate the whole set")
-
-
 def test_a_page_of_100k_retries_touches_only_its_rows() -> None:
-    big = NoScan()
+    big = SortedJobSet()
     for i in range(100_000):
         big.add(f"jid{i:07d}", NOW + i, job(f"jid{i:07d}"))
-    big._by_jid = CountingDict(big._by_jid)
+    guard(big)
     CountingDict.lookups = 0
     page = views.set_page(big, 2001)
     assert CountingDict.lookups == views.PAGE_SIZE

@@ -1,0 +1,40 @@
+"""Show that a read touches only what it returns: count lookups, refuse whole-set walks.
+
+How the web UI's pages stay fast with 100k entries is asserted structurally with these,
+not with timers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faktory_py.store.sorted_set import SortedJobSet
+
+
+class CountingDict(dict):
+    """Counts item lookups (`d[key]`): how many entries a read touched."""
+
+    lookups = 0
+
+    def __getitem__(self, key: Any) -> Any:
+        CountingDict.lookups += 1
+        return super().__getitem__(key)
+
+
+class NoScan(SortedJobSet):
+    """A set that fails the test if anything iterates all of it (`__class__` may be swapped in)."""
+
+    __slots__ = ()
+
+    def items(self) -> Any:
+        raise AssertionError("a read iterated the whole set")
+
+    def due(self, now: float) -> Any:
+        raise AssertionError("a read iterated the whole set")
+
+
+def guard(job_set: SortedJobSet) -> SortedJobSet:
+    """Turn `job_set` itself into a counting, scan-refusing set."""
+    job_set._by_jid = CountingDict(job_set._by_jid)
+    job_set.__class__ = NoScan
+    return job_set
