@@ -198,17 +198,13 @@ def check_queue_name(name: str) -> None:
         )
 
 
+_ABSENT = object()
+
+
 def canonical(job: dict[str, Any]) -> dict[str, Any]:
     """Return the job with fields in Faktory's order and empty optional fields dropped."""
-    out = {}
-    for field in FIELD_ORDER:
-        if field not in job:
-            continue
-        value = job[field]
-        if field in _OMIT_WHEN_EMPTY and not value:
-            continue
-        out[field] = value
-    return out
+    return {field: value for field in FIELD_ORDER
+            if (value := job.get(field, _ABSENT)) is not _ABSENT and (value or field not in _OMIT_WHEN_EMPTY)}
 
 
 def with_fields(job: dict[str, Any], **changes: Any) -> dict[str, Any]:

@@ -35,10 +35,12 @@ def _date(t: datetime) -> str:
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
 
 
+@functools.lru_cache(maxsize=16)
 def format_time(unix_seconds: float) -> str:
     """Go's RFC3339Nano in UTC: fraction without trailing zeros, no ``.`` when whole, ``Z``.
 
-    Every PUSH formats two timestamps, so the date-and-time part is cached per second.
+    Every PUSH formats timestamps, so the date-and-time part is cached per second, and the
+    last few results whole: every job of a PUSHB is stamped with the same "now".
     """
     whole = math.floor(unix_seconds)
     micros = round((unix_seconds - whole) * 1_000_000)
