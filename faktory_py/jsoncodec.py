@@ -27,7 +27,7 @@ def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON without spaces, like Go's encoder (non-ASCII kept as is)."""
     try:
         return orjson.dumps(value)
-    except (orjson.JSONEncodeError, TypeError):
+    except orjson.JSONEncodeError:
         # A lone surrogate cannot be UTF-8; like Go, write U+FFFD (here as "?") instead.
         return _STDLIB_ENCODER.encode(value).encode("utf-8", errors="replace")
 

@@ -63,16 +63,23 @@ class JobQueue:
         self._raws.extend(raws)
 
     def pop(self, jid: str) -> dict[str, Any]:
-        """Take the job `jid` out: the head when live (FETCH takes the head), else a scan."""
+        """Take the job `jid` out: the head when live (FETCH takes the head), else a scan.
+
+        The scan decodes only jobs whose bytes contain `"jid":<jid>` (every job with that
+        jid does, being written by the same encoder), so deleting a few jobs from deep in
+        a long queue does not decode the whole queue once per job.
+        """
         head = decode(self._raws[0])
         if head["jid"] == jid:
             self._raws.popleft()
             return head
+        needle = b'"jid":' + jsoncodec.dumps(jid)
         for index, raw in enumerate(self._raws):
-            job = decode(raw)
-            if job["jid"] == jid:
-                del self._raws[index]
-                return job
+            if needle in raw:
+                job = decode(raw)
+                if job["jid"] == jid:
+                    del self._raws[index]
+                    return job
         raise KeyError(jid)
 
     def clear(self) -> None:
