@@ -162,6 +162,10 @@ async def test_script_name_prefixes_links_forms_and_redirects(tmp_path: Path, ru
         assert 'action="/faktory/queues?name=default"' in page.body
         assert 'href="/faktory/static/app.css"' in page.body
         assert 'href="/queues' not in page.body
+    for i in range(30):
+        push(server, f"paged-{i:06d}", queue="a.b")
+    paged = await request(server, "GET", "/queues?name=a.b", headers=prefix)
+    assert 'href="/faktory/queues?page=2&amp;name=a.b">next' in paged.body  # the pager keeps prefix and name
     moved = await request(server, "POST", "/faktory/queues?name=default", "action=pause", prefix)
     assert (moved.status, moved.headers["location"]) == (302, "/faktory/queues")
     plain = await request(server, "GET", "/queues", headers={"X-Script-Name": '/x"><script>'})
