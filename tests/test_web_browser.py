@@ -88,6 +88,9 @@ def page(browser, server: ServerProcess) -> Iterator[Any]:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    # the UI's Content-Security-Policy must not block anything its own pages use
+    opened.on("console", lambda message: errors.append(message.text)
+              if message.type == "error" and "Content Security Policy" in message.text else None)
     yield opened
     context.close()
     assert errors == [], f"JavaScript errors: {errors}"
@@ -108,19 +111,19 @@ def worker(server: ServerProcess, wid: str | None = None) -> Connection:
     return conn
 
 
-def push(raw: RawClient, queue: str, **fields: Any) -> str:
-    jid = new_jid()
+def push(raw: RawClient, queue: str, jid: str | None = None, **fields: Any) -> str:
+    jid = jid or new_jid()
     assert raw.push({"jid": jid, "jobtype": "WebJob", "args": [1, "two"], "queue": queue, **fields}) == b"OK"
     return jid
 
 
-def failed(raw: RawClient, queue: str, retry_count: int = 10, retry: int = 25) -> str:
+def failed(raw: RawClient, queue: str, retry_count: int = 10, retry: int = 25, jid: str | None = None) -> str:
     """A job that failed into the retries set (or dead, once out of retries).
 
     It arrives with a previous failure, so its next retry is retry_count⁴ s away (~4 h for
     10): the timer cannot retry it behind the test's back.
     """
-    jid = push(raw, queue, retry=retry, failure={"retry_count": retry_count - 1, "remaining": retry - retry_count,
+    jid = push(raw, queue, jid, retry=retry, failure={"retry_count": retry_count - 1, "remaining": retry - retry_count,
                                                  "failed_at": "2026-01-01T00:00:00Z"})
     assert raw.fetch(queue)["jid"] == jid
     fail = {"jid": jid, "errtype": "RuntimeError", "message": "boom", "backtrace": ["app.rb:1"]}
@@ -244,7 +247,7 @@ def test_kill_moves_a_retry_to_dead(page, raw: RawClient) -> None:
     page.get_by_role("button", name="Retry now", exact=True).click()
     expect(page).to_have_url(re.compile(r"/morgue$"))
     expect(page.locator(f'#entries tr[data-jid="{jid}"]')).to_have_count(0)
-    page.goto("/queues/kill-me")
+    page.goto("/queues?name=kill-me")
     expect(page.locator("#jobs")).to_contain_text(jid)
 
 
@@ -329,10 +332,10 @@ def test_password_requires_basic_auth(browser, web_servers) -> None:
 def test_cross_site_post_is_refused(page, server: ServerProcess, raw: RawClient) -> None:
     """Another site's page submits a form to the UI: the browser marks it cross-site, we refuse."""
     jid = push(raw, "targeted")
-    attack = (f'<form method="post" action="{server.web_url}/queues/targeted">'
+    attack = (f'<form method="post" action="{server.web_url}/queues?name=targeted">'
               '<input name="action" value="pause"></form><script>document.forms[0].submit()</script>')
     page.route("http://evil.test/**", lambda route: route.fulfill(content_type="text/html", body=attack))
-    with page.expect_response(f"{server.web_url}/queues/targeted") as refused:
+    with page.expect_response(f"{server.web_url}/queues?name=targeted") as refused:
         page.goto("http://evil.test/")
     assert refused.value.status == 403
     assert refused.value.request.headers.get("origin") == "http://evil.test"
@@ -348,7 +351,7 @@ def test_queue_paging_delete_selected_and_delete_queue(page, raw: RawClient) -> 
     from playwright.sync_api import expect
 
     jids = [push(raw, "paged") for _ in range(30)]
-    page.goto("/queues/paged")
+    page.goto("/queues?name=paged")
     expect(page.locator(".pager")).to_contain_text("page 1 of 2")
     expect(page.locator("#jobs tbody tr")).to_have_count(25)
     page.get_by_role("link", name="next ›").click()
@@ -357,7 +360,7 @@ def test_queue_paging_delete_selected_and_delete_queue(page, raw: RawClient) -> 
 
     page.get_by_role("checkbox", name="select all").check()  # app.js ticks every row
     page.get_by_role("button", name="Delete selected").click()
-    expect(page).to_have_url(re.compile(r"/queues/paged$"))
+    expect(page).to_have_url(re.compile(r"/queues\?name=paged$"))
     expect(page.get_by_role("heading", level=1)).to_contain_text("(25)")
     assert raw.info()["faktory"]["queues"]["paged"] == 25
 
@@ -495,3 +498,35 @@ def test_retry_all(page, raw: RawClient) -> None:
     page.get_by_role("button", name="Retry all").click()
     expect(page.locator("#entries")).to_contain_text("No jobs")
     assert {raw.fetch("retry-all")["jid"] for _ in jids} == jids
+
+
+def test_a_jid_with_slashes_and_the_queue_dot_dot_have_pages(page, raw: RawClient) -> None:
+    """No path segment can carry these names (browsers resolve `..`, servers decode `%2F`): the
+    retry's detail page and the queue's page open, and their buttons act on exactly them."""
+    from playwright.sync_api import expect
+
+    jid = failed(raw, "..", jid=f"web/{new_jid()[:8]}/../?x=1#frag%2F")
+    other = push(raw, "..")
+    page.goto("/retries")
+    page.locator(f'#entries tr[data-jid="{jid}"] td:nth-child(2) a').click()
+    expect(page.locator("#job")).to_contain_text(jid)
+    expect(page.locator("#job")).to_contain_text("RuntimeError: boom")
+    page.get_by_role("button", name="Retry now", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/retries$"))
+    expect(page.locator(f'#entries tr[data-jid="{jid}"]')).to_have_count(0)
+
+    nav(page, "Queues")
+    page.locator('#queues tr[data-queue=".."]').get_by_role("link", name="..", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Queue .. (2)")
+    expect(page.locator("#jobs")).to_contain_text(jid)  # retried into its queue
+    page.get_by_role("checkbox", name=f"select {jid}").check()
+    page.get_by_role("button", name="Delete selected").click()
+    expect(page).to_have_url(re.compile(r"/queues\?name=\.\.$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("(1)")
+    page.get_by_role("button", name="Pause").click()
+    row = page.locator('#queues tr[data-queue=".."]')
+    expect(row).to_contain_text("paused")
+    row.get_by_role("button", name="Resume").click()
+    expect(row).not_to_contain_text("paused")
+    assert raw.info()["faktory"]["queues"][".."] == 1
+    assert raw.fetch("..")["jid"] == other  # the one not selected

@@ -5,23 +5,28 @@ actions' edges, against `serve()` with its web UI on a free port (requests from 
 from __future__ import annotations
 
 import base64
+import html
 import http.client
 import json
+import re
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import pytest
 import trio
 import trustme
 
 from faktory_py.cli import build_config
-from faktory_py.config import Config
+from faktory_py.config import Config, ConfigError
 from faktory_py.server import Server, serve
 from scan_guard import CountingDict, guard
 from faktory_py.timefmt import format_time
+from faktory_py.web import views
+from faktory_py.web.hosts import LOOPBACK_NAMES, allowed_hosts
 
 NOW_JOB = {"jobtype": "T", "args": [], "queue": "default"}
 
@@ -58,7 +63,7 @@ async def request(server: Server, method: str, path: str, body: str = "", header
 
 
 def config(tmp_path: Path, password: str | None = None, web: str = "127.0.0.1:0", toml: dict | None = None) -> Config:
-    (tmp_path / "conf").mkdir(exist_ok=True)
+    (tmp_path / "conf").mkdir(parents=True, exist_ok=True)
     return Config(binding="127.0.0.1:0", web_binding=web, data_dir=tmp_path / "data",
                   conf_dir=tmp_path / "conf", password=password, toml=toml or {})
 
@@ -137,7 +142,7 @@ async def test_cross_origin_posts_are_refused(tmp_path: Path, running, headers: 
     push(server, "j" * 12)
     host = server.web_urls[0].split("://")[1]
     headers = {k: v.replace("HOST", host) for k, v in headers.items()}
-    reply = await request(server, "POST", "/queues/default", "action=pause", headers)
+    reply = await request(server, "POST", "/queues?name=default", "action=pause", headers)
     assert reply.status == status
     assert ("default" in server.dispatcher.manager.store.paused) == (status == 302)
     # GETs always pass
@@ -153,14 +158,18 @@ async def test_script_name_prefixes_links_forms_and_redirects(tmp_path: Path, ru
     for path in ("/faktory/queues", "/queues"):  # the proxy may or may not strip it
         page = await request(server, "GET", path, headers=prefix)
         assert page.status == 200
-        assert 'href="/faktory/queues/default"' in page.body
-        assert 'action="/faktory/queues/default"' in page.body
+        assert 'href="/faktory/queues?name=default"' in page.body
+        assert 'action="/faktory/queues?name=default"' in page.body
         assert 'href="/faktory/static/app.css"' in page.body
         assert 'href="/queues' not in page.body
-    moved = await request(server, "POST", "/faktory/queues/default", "action=pause", prefix)
+    for i in range(30):
+        push(server, f"paged-{i:06d}", queue="a.b")
+    paged = await request(server, "GET", "/queues?name=a.b", headers=prefix)
+    assert 'href="/faktory/queues?page=2&amp;name=a.b">next' in paged.body  # the pager keeps prefix and name
+    moved = await request(server, "POST", "/faktory/queues?name=default", "action=pause", prefix)
     assert (moved.status, moved.headers["location"]) == (302, "/faktory/queues")
     plain = await request(server, "GET", "/queues", headers={"X-Script-Name": '/x"><script>'})
-    assert 'href="/queues/default"' in plain.body  # an unusable prefix is ignored, never echoed
+    assert 'href="/queues?name=default"' in plain.body  # an unusable prefix is ignored, never echoed
 
 
 # --- TLS --------------------------------------------------------------------------------
@@ -195,25 +204,25 @@ async def test_set_actions_by_key_and_their_refusals(tmp_path: Path, running) ->
     at = server.dispatcher.clock.now() + 3600
     manager.store.commit([{"op": "zadd", "set": "retries", "score": at, "job": {**NOW_JOB, "jid": "r" * 12}}])
     key = f"{format_time(at)}|{'r' * 12}"
-    detail = await request(server, "GET", "/retries/" + key.replace("|", "%7C"))
+    detail = await request(server, "GET", "/retries?key=" + quote(key))
     assert detail.status == 200 and "r" * 12 in detail.body
     assert (await request(server, "POST", "/retries", "action=explode&key=" + key)).status == 400
     assert (await request(server, "POST", "/morgue", "action=kill&key=all")).status == 400  # no kill in the morgue
     stale = await request(server, "POST", "/retries", f"action=kill&key={format_time(at + 1)}|{'r' * 12}")
     assert stale.status == 302 and len(manager.store.sets["dead"]) == 0  # a stale key names nothing
-    killed = await request(server, "POST", "/retries/" + key.replace("|", "%7C"), "action=delete")
+    killed = await request(server, "POST", "/retries?key=" + quote(key), "action=delete")
     assert (killed.status, killed.headers["location"]) == (302, "/retries")
     assert len(manager.store.sets["retries"]) == 0
-    assert (await request(server, "GET", "/retries/" + key.replace("|", "%7C"))).status == 404
-    assert (await request(server, "GET", "/queues/nope")).status == 404
+    assert (await request(server, "GET", "/retries?key=" + quote(key))).status == 404
+    assert (await request(server, "GET", "/queues?name=nope")).status == 404
 
 
 async def test_queue_delete_selected_and_busy_signals(tmp_path: Path, running) -> None:
     server = await running(config(tmp_path))
     for jid in ("a" * 12, "b" * 12, "c" * 12):
         push(server, jid)
-    reply = await request(server, "POST", "/queues/default", f"jid={'a' * 12}&jid={'c' * 12}")
-    assert (reply.status, reply.headers["location"]) == (302, "/queues/default")
+    reply = await request(server, "POST", "/queues?name=default", f"jid={'a' * 12}&jid={'c' * 12}")
+    assert (reply.status, reply.headers["location"]) == (302, "/queues?name=default")
     assert [j["jid"] for j in server.dispatcher.manager.store.queues["default"]] == ["b" * 12]
     assert (await request(server, "POST", "/busy", "wid=all&signal=explode")).status == 400
     assert (await request(server, "POST", "/busy", "wid=all&signal=quiet")).status == 302
@@ -236,3 +245,136 @@ async def test_pages_of_100k_retries_touch_one_page(tmp_path: Path, running) -> 
         assert CountingDict.lookups == rows, path
     page = await request(server, "GET", "/retries?page=2345")
     assert "jid0058600" in page.body and "page 2345 of 4000" in page.body
+
+
+# --- every name the server accepts has a page -------------------------------------------
+
+#: jids no path segment can carry (and a form value barely): each is a valid jid (≥ 8 chars)
+ODD_JIDS = ["a/b/c-jid", "../../etc", "ques?tion=1", "hash#tag#", "per%2Fcent%", "with spaces+plus",
+            "amp&key=all", "line\nbreak", "cr\r\nlf\rjid", "nul\0byte", "ünïcødé/ジョブ", "|pipe|jid|"]
+
+
+def links(body: str, pattern: str) -> list[str]:
+    """The URLs of the `href`/`action` attributes matching `pattern`, as a browser reads them."""
+    return [html.unescape(m) for m in re.findall(pattern, body)]
+
+
+def browse(server: Server, href: str) -> str:
+    """The path and query a browser requests for an href (it resolves `.`/`..` in the path)."""
+    resolved = urlsplit(urljoin(server.web_urls[0] + "/queues", href))
+    return resolved.path + ("?" + resolved.query if resolved.query else "")
+
+
+async def test_every_jid_has_a_detail_page_and_its_actions(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path))
+    store = server.dispatcher.manager.store
+    at = server.dispatcher.clock.now() + 3600
+    for kind, set_name in (("retries", "retries"), ("scheduled", "scheduled"), ("morgue", "dead")):
+        store.commit([{"op": "zadd", "set": set_name, "score": at + i, "job": {**NOW_JOB, "jid": jid}}
+                      for i, jid in enumerate(ODD_JIDS)])
+        listing = (await request(server, "GET", f"/{kind}")).body
+        details = links(listing, rf'<td><a href="(/{kind}\?key=[^"]*)">')
+        assert len(details) == len(ODD_JIDS)
+        for jid, href in zip(ODD_JIDS, details):
+            page = await request(server, "GET", browse(server, href))
+            assert page.status == 200, (kind, jid)
+            assert f"<code>{html.escape(jid)}</code>" in page.body
+            [action] = links(page.body, r'<form method="post" action="([^"]*)" class="actions">')
+            assert action == href  # the detail page's buttons act on the entry by the same URL
+        # one by its detail page's form, the rest by the listing's checkboxes (as a browser posts them)
+        first, *rest = details
+        assert (await request(server, "POST", browse(server, first), "action=delete")).status == 302
+        boxes = links(listing, r'<input type="checkbox" name="key" value="([^"]*)"')
+        assert not any(c in box for box in boxes for c in "\r\n\0")  # nothing a browser would rewrite
+        body = urlencode([("action", "delete")] + [("key", box) for box in boxes[1:]])
+        assert (await request(server, "POST", f"/{kind}", body)).status == 302
+        assert len(store.sets[set_name]) == 0, kind
+
+
+async def test_queues_named_dot_and_dot_dot_have_pages_and_actions(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path))
+    store = server.dispatcher.manager.store
+    for queue in (".", "..", "...", "a.b"):
+        push(server, "j-" + queue.replace(".", "d") + "-" * 8, queue=queue)
+    push(server, "odd\njid-in-queue", queue="..")
+    listing = (await request(server, "GET", "/queues")).body
+    for queue in (".", "..", "...", "a.b"):
+        [href] = links(listing, rf'<tr data-queue="{re.escape(queue)}">\s*<td><a href="([^"]*)"')
+        page = await request(server, "GET", browse(server, href))
+        assert page.status == 200 and f"Queue <code>{queue}</code>" in page.body, queue
+    page = (await request(server, "GET", browse(server, "/queues?name=..")) ).body
+    forms = links(page, r'<form method="post" action="([^"]*)"')
+    assert forms == ["/queues?name=..", "/queues?name=.."]
+    boxes = links(page, r'name="jid" value="([^"]*)"')
+    deleted = await request(server, "POST", browse(server, forms[1]), urlencode([("jid", boxes[1])]))
+    assert (deleted.status, deleted.headers["location"]) == (302, "/queues?name=..")
+    assert [job["jid"] for job in store.queues[".."]] == ["j-dd--------"]
+    paused = await request(server, "POST", browse(server, forms[0]), "action=pause")
+    assert paused.status == 302 and store.paused == {".."}
+
+
+async def test_faktory_paths_redirect_to_the_query_form(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path))
+    for path, location in (("/queues/default", "/queues?name=default"), ("/queues/", "/queues"),
+                           ("/morgue/2026-01-01T00:00:00Z%7Cjid%2Fwith-slash", "/morgue?key=2026-01-01T00%3A00%3A00Z%7Cjid%2Fwith-slash")):
+        moved = await request(server, "GET", path)
+        assert (moved.status, moved.headers["location"]) == (301, location), path
+    prefixed = await request(server, "GET", "/faktory/queues/default", headers={"X-Script-Name": "/faktory"})
+    assert prefixed.headers["location"] == "/faktory/queues?name=default"
+
+
+# --- security headers -------------------------------------------------------------------
+
+async def test_security_headers_on_every_response(tmp_path: Path, running, monkeypatch) -> None:
+    open_ui = await running(config(tmp_path / "open"))
+    locked = await running(config(tmp_path / "locked", password="pw"))
+    monkeypatch.setattr(views, "debug_facts", lambda *args: 1 / 0)
+    checks = [
+        (open_ui, "GET", "/", {}, 200), (open_ui, "GET", "/static/app.js", {}, 200),
+        (open_ui, "GET", "/nope", {}, 404), (open_ui, "GET", "/queues?name=nope", {}, 404),
+        (open_ui, "POST", "/busy", {"Sec-Fetch-Site": "cross-site"}, 403),
+        (open_ui, "GET", "/", {"Host": "evil.test"}, 403), (open_ui, "GET", "/debug", {}, 500),
+        (locked, "GET", "/", {}, 401), (locked, "GET", "/health", {}, 200),
+    ]
+    for server, method, path, headers, status in checks:
+        reply = await request(server, method, path, "signal=quiet" if method == "POST" else "", headers)
+        assert reply.status == status, path
+        assert reply.headers["x-frame-options"] == "DENY", path
+        assert reply.headers["x-content-type-options"] == "nosniff", path
+        assert reply.headers["referrer-policy"] == "same-origin", path
+        csp = dict(part.strip().split(" ", 1) for part in reply.headers["content-security-policy"].split(";"))
+        assert (csp["frame-ancestors"], csp["default-src"], csp["script-src"]) == ("'none'", "'none'", "'self'")
+
+
+# --- Host allow-list --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("password", "toml", "hosts"), [
+    # loopback binding, no password: only the loopback names, any port, any case
+    (None, None, {"localhost:7420": 200, "LocalHost": 200, "127.0.0.1:1": 200, "[::1]:7420": 200,
+                  "evil.test": 403, "localhost.evil.test": 403, "": 403}),
+    # a password keeps a rebinding page out already: every name, then auth
+    ("pw", None, {"evil.test": 401, "localhost": 401}),
+    (None, {"allowed_hosts": ["Faktory.Example.com", "10.0.0.7", "::1"]},
+     {"faktory.example.com:443": 200, "10.0.0.7:7420": 200, "[::1]:7420": 200, "localhost": 403}),
+    (None, {"allowed_hosts": ["*"]}, {"evil.test": 200}),
+])
+async def test_host_allow_list(tmp_path: Path, running, password: str | None, toml: dict | None,
+                               hosts: dict[str, int]) -> None:
+    server = await running(config(tmp_path, password=password, toml={"web": toml} if toml else None))
+    for host, status in hosts.items():
+        reply = await request(server, "GET", "/queues", headers={"Host": host})
+        assert reply.status == status, host
+        if status == 403:
+            assert "allowed_hosts" in reply.body
+        assert (await request(server, "GET", "/health", headers={"Host": host})).status == 200  # probes pass
+
+
+def test_host_allow_list_defaults_and_refusals(tmp_path: Path) -> None:
+    assert allowed_hosts(Config(web_binding="localhost:7420")) == LOOPBACK_NAMES
+    assert allowed_hosts(Config(web_binding="[::1]:7420")) == LOOPBACK_NAMES
+    assert allowed_hosts(Config(web_binding=":7420")) is None  # all interfaces: its names are unknown
+    assert allowed_hosts(Config(web_binding="0.0.0.0:7420")) is None
+    assert allowed_hosts(Config(web_binding="localhost:7420", password="pw")) is None
+    for bad in ("faktory.example.com", [""], [7420]):
+        with pytest.raises(ConfigError, match=r"\[web\] allowed_hosts must be a list"):
+            allowed_hosts(Config(toml={"web": {"allowed_hosts": bad}}))

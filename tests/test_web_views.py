@@ -5,8 +5,11 @@ like every other change, and paging that never walks a whole set."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from faktory_py.batches import Batches
 from faktory_py.jobs import JobError
@@ -16,7 +19,7 @@ from faktory_py.store.job_queue import JobQueue
 from faktory_py.store.memory import MemoryStore
 from faktory_py.store.sorted_set import SortedJobSet
 from faktory_py.timefmt import format_time, utc_day
-from faktory_py.web import views
+from faktory_py.web import urls, views
 from faktory_py.workers import Worker
 from model_replay import holdings, replay, roundtrip
 from scan_guard import CountingDict, guard
@@ -212,3 +215,23 @@ def test_templates_and_assets_ship_in_the_wheel() -> None:
     globs = tool["package-data"]["faktory_py.web"]
     files = [str(p.relative_to(root)) for d in ("templates", "static") for p in (root / d).rglob("*") if p.is_file()]
     assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)
+
+
+#: any text a jid or key can be that UTF-8 can carry (a page cannot show a lone surrogate either)
+NAMES = st.text(st.characters(exclude_categories=["Cs"]))
+
+
+@given(NAMES, NAMES)
+def test_names_survive_the_query_string(name: str, key: str) -> None:
+    link = urls.url("/prefix", "/queues", name=name, page=None, key=key)
+    parts = urlsplit("http://h" + link)
+    assert parts.path == "/prefix/queues" and not parts.fragment
+    assert parse_qsl(parts.query, keep_blank_values=True) == [("name", name), ("key", key)]
+
+
+@given(NAMES)
+def test_form_values_survive_the_browser(key: str) -> None:
+    value = urls.form_value(key)
+    assert not set(value) & set("\r\n\0")  # what a browser rewrites in a form value
+    assert urls.from_form(value) == key
+    assert urls.form_value("2026-01-01T00:00:00.123456Z|jid-1") == "2026-01-01T00:00:00.123456Z|jid-1"

@@ -1,5 +1,7 @@
 """The web UI (Faktory's dashboard) served next to the command port, in the same process.
 
-`app` (routes and actions), `views` (page data as pure functions), `auth` (Basic auth and
-the cross-origin guard), `proxy` (`X-Script-Name`), `serve` (Hypercorn's trio worker).
+`app` (routes and actions), `views` (page data as pure functions), `urls` (names in query
+strings and form values), `auth` (Basic auth and the cross-origin guard), `hosts` (the Host
+allow-list), `headers` (security headers), `proxy` (`X-Script-Name`), `serve` (Hypercorn's
+trio worker).
 """

@@ -4,7 +4,8 @@ The app holds no state of its own: it reads the same store, worker registry and 
 the command port serves, and every action calls the same semantics methods a wire command
 would (so it is journaled, and answered only once durable, like a `+OK`). Pages are data
 from `views` rendered by Jinja2 templates; links are built from the request's root path
-so the UI works behind a prefixing proxy (`proxy.ScriptName`).
+so the UI works behind a prefixing proxy (`proxy.ScriptName`), and name a queue or a set
+entry in the query string so every name the server accepts is reachable (`urls`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jinja2 import pass_context
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,6 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 
 from .. import FAKTORY_VERSION
 from ..batches import Batches
@@ -31,15 +34,19 @@ from ..config import Config
 from ..info import build_info
 from ..jobs import JobError
 from ..timefmt import format_time, utc_clock
-from . import views
+from . import urls, views
 from .auth import BasicAuth, CrossOriginGuard, web_password
+from .headers import SecurityHeaders
+from .hosts import HostGuard, allowed_hosts
 from .proxy import ScriptName
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
 templates.env.filters["time"] = format_time
+templates.env.filters["form_value"] = urls.form_value
 templates.env.globals["callback_state"] = views.callback_state
+templates.env.globals["url"] = pass_context(lambda context, path, **params: urls.url(context["root"], path, **params))
 
 #: per set page: form action → what it does (Faktory's names; `key=all` for every entry)
 SET_ACTIONS = {
@@ -78,8 +85,9 @@ class _Static(StaticFiles):
         return response
 
 
-def create_app(ctx: WebContext) -> Starlette:
-    """The ASGI app: routes, then (outermost first) proxy prefix, cross-origin guard, auth."""
+def create_app(ctx: WebContext) -> ASGIApp:
+    """The ASGI app: security headers around routes behind (outermost first) the proxy
+    prefix, the Host allow-list, the cross-origin guard and auth."""
     manager = ctx.dispatcher.manager
     store = manager.store
 
@@ -90,8 +98,8 @@ def create_app(ctx: WebContext) -> Starlette:
                        has_batches=ctx.batches is not None, now=now)
         return templates.TemplateResponse(request, template, context)
 
-    def back(request: Request, path: str) -> RedirectResponse:
-        return RedirectResponse(request.scope.get("root_path", "") + path, status_code=302)
+    def back(request: Request, path: str, **params: str) -> RedirectResponse:
+        return RedirectResponse(urls.url(request.scope.get("root_path", ""), path, **params), status_code=302)
 
     async def durable(position: int) -> None:
         await ctx.durable(position)
@@ -133,12 +141,17 @@ def create_app(ctx: WebContext) -> Starlette:
         return render(request, "busy.html", busy=data, nav="busy")
 
     async def queues(request: Request) -> Response:
+        """The list of queues; with `?name=` that queue's page (or an action on it)."""
+        name = request.query_params.get("name")
+        if name is not None:
+            return await queue(request, name)
+        if request.method == "POST":
+            return PlainTextResponse("No queue named", 400)
         names = list(store.queues)
         rows = views.queue_rows(store.queues, store.paused, manager.latency(names, ctx.now()))
         return render(request, "queues.html", queues=rows, nav="queues")
 
-    async def queue(request: Request) -> Response:
-        name = request.path_params["name"]
+    async def queue(request: Request, name: str) -> Response:
         if name not in store.queues:
             return PlainTextResponse(f"No such queue {name}", 404)
         if request.method == "POST":
@@ -148,34 +161,37 @@ def create_app(ctx: WebContext) -> Starlette:
                 operation = {"delete": manager.remove, "pause": manager.pause, "resume": manager.resume}[action]
                 await durable(operation([name]))
                 return back(request, "/queues")
-            jids = [str(j) for j in form.getlist("jid")]
+            jids = [urls.from_form(str(j)) for j in form.getlist("jid")]
             if not jids:
                 return PlainTextResponse("Nothing selected", 400)
             await durable(manager.delete_queued(name, jids))
-            return back(request, f"/queues/{name}")
+            return back(request, "/queues", name=name)
         data = views.queue_page(store.queues[name], page(request))
         return render(request, "queue.html", name=name, paused=name in store.paused, jobs=data, nav="queues")
 
-    def set_list(kind: str) -> Callable[[Request], Awaitable[Response]]:
+    def set_page(kind: str) -> Callable[[Request], Awaitable[Response]]:
+        """A set's listing; with `?key=` one entry's page (or an action on that entry)."""
         job_set = store.sets[views.SET_PAGES[kind]]
 
         async def endpoint(request: Request) -> Response:
+            key = request.query_params.get("key")
             if request.method == "POST":
-                return await set_action(request, kind)
+                return await set_action(request, kind, key)
+            if key is not None:
+                entry = views.set_entry(job_set, key)
+                if entry is None:
+                    return PlainTextResponse("No such job (it may have moved on)", 404)
+                return render(request, "entry.html", kind=kind, entry=entry, actions=SET_ACTIONS[kind], nav=kind)
             data = views.set_page(job_set, page(request))
             return render(request, "set.html", kind=kind, entries=data, actions=SET_ACTIONS[kind], nav=kind)
         return endpoint
 
-    def set_detail(kind: str) -> Callable[[Request], Awaitable[Response]]:
-        job_set = store.sets[views.SET_PAGES[kind]]
-
+    def faktory_path(path: str, param: str) -> Callable[[Request], Awaitable[Response]]:
+        """Faktory's `/queues/<name>` and `/<set>/<key>` (bookmarks, links in alerts) move to
+        the query form; names a path cannot carry never arrive here, which is why it moved."""
         async def endpoint(request: Request) -> Response:
-            if request.method == "POST":
-                return await set_action(request, kind, request.path_params["key"])
-            entry = views.set_entry(job_set, request.path_params["key"])
-            if entry is None:
-                return PlainTextResponse("No such job (it may have moved on)", 404)
-            return render(request, "entry.html", kind=kind, entry=entry, actions=SET_ACTIONS[kind], nav=kind)
+            target = urls.url(request.scope.get("root_path", ""), path, **{param: request.path_params["rest"] or None})
+            return RedirectResponse(target, status_code=301)
         return endpoint
 
     async def set_action(request: Request, kind: str, key: str | None = None) -> Response:
@@ -184,7 +200,7 @@ def create_app(ctx: WebContext) -> Starlette:
         action = form.get("action")
         if action not in SET_ACTIONS[kind]:
             return PlainTextResponse(f"Unknown action {action}", 400)
-        keys = [key] if key is not None else [str(k) for k in form.getlist("key")]
+        keys = [key] if key is not None else [urls.from_form(str(k)) for k in form.getlist("key")]
         jids = None if keys == ["all"] else views.resolve_keys(store.sets[target], keys)
         now = ctx.now()
         try:
@@ -222,17 +238,16 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/stats", stats),
         Route("/health", health),
         Route("/busy", busy, methods=both),
-        Route("/queues", queues),
-        Route("/queues/{name}", queue, methods=both),
+        Route("/queues", queues, methods=both),
+        Route("/queues/{rest:path}", faktory_path("/queues", "name")),
         Route("/batches", batches),
         Route("/batches/{bid}", batch),
         Route("/debug", debug),
         Mount("/static", _Static(directory=HERE / "static"), name="static"),
     ]
     for kind in SET_ACTIONS:
-        routes.append(Route(f"/{kind}", set_list(kind), methods=both))
-        # the morgue's detail page has no actions of its own: its form posts to /morgue
-        routes.append(Route(f"/{kind}/{{key}}", set_detail(kind), methods=["GET"] if kind == "morgue" else both))
-    middleware = [Middleware(ScriptName), Middleware(CrossOriginGuard),
-                  Middleware(BasicAuth, password=web_password(ctx.config))]
-    return Starlette(routes=routes, middleware=middleware)
+        routes.append(Route(f"/{kind}", set_page(kind), methods=both))
+        routes.append(Route(f"/{kind}/{{rest:path}}", faktory_path(f"/{kind}", "key")))
+    middleware = [Middleware(ScriptName), Middleware(HostGuard, allowed=allowed_hosts(ctx.config)),
+                  Middleware(CrossOriginGuard), Middleware(BasicAuth, password=web_password(ctx.config))]
+    return SecurityHeaders(Starlette(routes=routes, middleware=middleware))
