@@ -101,7 +101,8 @@ def test_files_start_with_a_version_2_header(tmp_path):
     (length,) = struct.unpack(">I", data[:4])
     assert data[: HEAD + length] == frame(data[HEAD : HEAD + length])
     header = msgpack.unpackb(data[HEAD : HEAD + length])
-    assert header == {"format": "faktory_py-journal", "version": 2, "kind": "segment", "segment": 1}
+    assert header == {"format": "faktory_py-journal", "version": 2, "kind": "segment", "segment": 1,
+                      "fsync": "everysec"}
     assert data[HEAD + length :] == frame(msgpack.packb("a"))
 
 
