@@ -164,6 +164,7 @@ class DurableJournal:
     def _recover(self, waited: int) -> None:
         log.warning("the journal is written again (%d commits had waited); accepting writes", waited)
         self.degraded = None
+        self._dirty.set()  # replies waiting in `synced` need the fsync of what was just written
         self._degraded_event = trio.Event()
         recovered, self._recovered = self._recovered, trio.Event()
         recovered.set()
