@@ -269,6 +269,8 @@ class DurableJournal:
         while True:
             await self._compact.wait()
             self._compact = trio.Event()
+            if self.journal.bytes_since_snapshot <= self._compact_threshold:
+                continue  # set again while the last compaction ran, which took care of it
             try:
                 await self._compact_now()
             except JournalFailed:
