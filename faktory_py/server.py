@@ -274,7 +274,8 @@ class _Connections:
         Replies to pipelined commands (already buffered when the previous one is done) are
         collected and written together: one send for many replies.
         """
-        replies = _ReplyBuffer(functools.partial(self._send, stream), self.durable.wait_written)
+        replies = _ReplyBuffer(functools.partial(self._send, stream),
+                               functools.partial(self._write_journal, stream, reader))
         try:
             while True:
                 try:
@@ -308,6 +309,18 @@ class _Connections:
                 await replies.flush()
 
 
+    async def _write_journal(self, stream: trio.abc.Stream, reader: wire.LineReader, needs: int) -> bool:
+        """Write the journal before a send; False if the replies must be dropped instead.
+
+        While the journal cannot be written, replies that depend on commit `needs` wait
+        for it, or until the peer leaves (then they are never sent).
+        """
+        if self.durable.write_through(needs):
+            return True
+        await _unless_peer_leaves(stream, reader, self.durable.wait_written(needs))
+        return self.durable.write_through(needs)
+
+
 class _ReplyBuffer:
     """Replies waiting to be written in one send (bounded, flushed before any blocking).
 
@@ -320,7 +333,7 @@ class _ReplyBuffer:
     LIMIT = 64 * 1024
 
     def __init__(self, send: Callable[[bytes], Awaitable[None]],
-                 write_journal: Callable[[int], Awaitable[None]]) -> None:
+                 write_journal: Callable[[int], Awaitable[bool]]) -> None:
         self.send = send
         self.write_journal = write_journal
         self.parts: list[bytes] = []
@@ -342,8 +355,8 @@ class _ReplyBuffer:
             needs, self.needs = self.needs, 0
             self.parts.clear()
             self.size = 0
-            await self.write_journal(needs)
-            await self.send(data)
+            if await self.write_journal(needs):
+                await self.send(data)
 
 
 async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # type: ignore[no-untyped-def]

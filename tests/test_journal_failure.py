@@ -117,6 +117,24 @@ async def test_failed_write_refuses_writes_keeps_reads_and_resumes(tmp_path: Pat
     assert replayed_jids(cfg) == ["waited-00000001", "after-000000001"]
 
 
+async def test_a_reply_waiting_for_the_journal_is_dropped_when_its_peer_leaves(tmp_path: Path, monkeypatch) -> None:
+    cfg = config(tmp_path)
+    disk = DiskFull(monkeypatch)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve, cfg)
+            leaving = await AsyncClient.connect(server.port)
+            disk.full = True
+            await leaving.send("PUSH " + json.dumps(job("unacked-0000001")))
+            await until(lambda: server.durable.degraded is not None)
+            await leaving.aclose()
+            await until(lambda: server.dispatcher.stats.connections == 0)  # its task did not stay behind
+            disk.full = False
+            await until(lambda: server.durable.degraded is None)
+            server.shutdown()
+    assert replayed_jids(cfg) == ["unacked-0000001"]  # journaled after all, just never acknowledged
+
+
 async def test_a_partial_frame_that_cannot_be_cut_off_stops_the_server(tmp_path: Path, monkeypatch) -> None:
     cfg = config(tmp_path, fsync="always")
     disk = DiskFull(monkeypatch)

@@ -3,7 +3,7 @@
 `append` is the MemoryStore's sink. It packs the committed ops at once (so an op list
 that cannot be journaled is refused before the store applies it) and queues them;
 `write` puts everything queued into the journal file as one frame with one write. The
-server writes before it sends any bytes to anyone (`wait_written`), so no reply can reveal
+server writes before it sends any bytes to anyone (`write_through`), so no reply can reveal
 an op that is not in the file yet (a `kill -9` after a reply cannot lose what it
 acknowledged), while the ops of every command answered in one send, or of a whole PUSHB,
 share one frame, one write and, on replay, one read. A frame holds whole commits only, so
@@ -17,7 +17,7 @@ Anything that answers without going through the server's send path (the web UI) 
 
 A write that fails (disk full, quota, an I/O error) leaves the file at its last good
 frame and the journal *degraded* (protocol/spec.md §7): the commits it could not take stay
-queued (memory already holds them), replies that depend on them wait in `wait_written`, the
+queued (memory already holds them), replies that depend on them wait (`write_through`, `wait_written`), the
 server refuses every command that would change state (`refusal`, answered `-MISCONF`),
 timers wait (`wait_writable`), and `run_retry` tries the write again with a short backoff;
 the first write that succeeds releases the waiting replies and ends the degraded state.
@@ -178,16 +178,17 @@ class DurableJournal:
                      exc_info=exc)
         return JournalFailed("the journal could not be written")
 
-    async def wait_written(self, sequence: int) -> None:
-        """Write what is queued, then return once commit `sequence` is in the file.
-
-        Called before every send with the last commit the replies depend on (0: none).
-        While degraded only `run_retry` writes, and the replies that depend on commits
-        it could not write yet wait here. Raises JournalFailed if the journal failed.
-        """
+    def write_through(self, sequence: int) -> bool:
+        """Write what is queued (unless degraded: then only `run_retry` writes); True if
+        commit `sequence` is in the file. The server calls it before every send with the
+        last commit the replies depend on (0: none). Raises JournalFailed."""
         if self.degraded is None:
             self.write()
-        while self._written < sequence:
+        return self._written >= sequence
+
+    async def wait_written(self, sequence: int) -> None:
+        """`write_through`, waiting while degraded until commit `sequence` is in the file."""
+        while not self.write_through(sequence):
             if self._failure is not None:
                 raise JournalFailed("the journal could not be written") from self._failure
             await self._progress.wait()
