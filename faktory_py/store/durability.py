@@ -74,7 +74,7 @@ class DurableJournal:
         self._compact_threshold = compact_min_bytes
         #: journal bytes written since the server started
         self.written = 0
-        self._pending: list[bytes] = []  # each queued commit's ops, packed, without the array header
+        self._pending: list[memoryview] = []  # each queued commit's ops, packed, without the array header
         self._pending_ops = 0
         self._appended = 0  # sequence number of the last commit queued
         self._written = 0  # ... of the last commit in the file
@@ -108,7 +108,7 @@ class DurableJournal:
             packed = msgpack.packb(ops, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
             raise JobError(f"cannot be journaled: {exc}") from None
-        self._pending.append(packed[len(_ARRAY_HEADER(len(ops))):])
+        self._pending.append(memoryview(packed)[len(_ARRAY_HEADER(len(ops))):])
         self._pending_ops += len(ops)
         self._appended += 1
         self._dirty.set()
