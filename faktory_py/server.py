@@ -308,7 +308,6 @@ class _Connections:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _SEND_TIMEOUT):
                 await replies.flush()
 
-
     async def _write_journal(self, stream: trio.abc.Stream, reader: wire.LineReader, needs: int) -> bool:
         """Write the journal before a send; False if the replies must be dropped instead.
 
