@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,28 @@ async def test_a_reply_waiting_for_the_journal_is_dropped_when_its_peer_leaves(t
             await until(lambda: server.durable.degraded is None)
             server.shutdown()
     assert replayed_jids(cfg) == ["unacked-0000001"]  # journaled after all, just never acknowledged
+
+
+async def test_timers_wait_while_the_journal_cannot_be_written(tmp_path: Path, monkeypatch, autojump_clock) -> None:
+    cfg = config(tmp_path, fsync="no")  # no fsync thread: the mock clock may jump (see test_timers.py)
+    disk = DiskFull(monkeypatch)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve, cfg)
+        scheduled = server.dispatcher.manager.store.sets["scheduled"]
+        client = await AsyncClient.connect(server.port)
+        at = datetime.fromtimestamp(server.dispatcher.clock.now() + 60, timezone.utc)
+        assert await client.push({**job("later-000000001"), "at": at.isoformat().replace("+00:00", "Z")}) == b"OK"
+        disk.full = True
+        await client.send("PUSH " + json.dumps(job("waited-00000001")))
+        await until(lambda: server.durable.degraded is not None)
+        appended = server.durable.appended
+        await trio.sleep(3600)  # long past due, in mock time
+        assert server.durable.appended == appended and len(scheduled) == 1  # the timer waited
+        disk.full = False
+        assert await client.reply() == b"OK"
+        await until(lambda: len(scheduled) == 0)
+        server.shutdown()
+    assert replayed_jids(cfg) == ["waited-00000001", "later-000000001"]
 
 
 async def test_a_partial_frame_that_cannot_be_cut_off_stops_the_server(tmp_path: Path, monkeypatch) -> None:
