@@ -48,6 +48,11 @@ class ServerStats:
     command_count: int = 0
 
 
+#: Commands (verb, or verb and subcommand) that change nothing journaled: still answered
+#: while the journal cannot be written (protocol/spec.md §7). FETCH is answered too when
+#: none of its queues has a job to reserve.
+READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS"})
+
 #: `Dispatcher.handle(..., may_block=False)`'s answer for a FETCH that would wait
 #: (no reply is ever empty, so it cannot be mistaken for one)
 WOULD_BLOCK = b""
@@ -104,6 +109,9 @@ class Dispatcher:
         self.fetch_timeout = fetch_timeout
         #: INFO's server.description; clients look for "Enterprise" in it
         self.description = "Faktory"
+        #: why commands that change state are refused right now (the journal cannot be
+        #: written), or None; store/durability.py's `refusal`
+        self.refusal: Callable[[], str | None] = lambda: None
         self._handlers: dict[str, Callable[[Session, str], Awaitable[bytes | None]]] = {
             "END": self._end, "FLUSH": self._flush, "INFO": self._info, "PUSH": self._push,
             "PUSHB": self._pushb, "FETCH": self._fetch, "ACK": self._ack, "FAIL": self._fail,
@@ -128,6 +136,9 @@ class Dispatcher:
                 if command.verb in ENTERPRISE_ONLY:
                     return wire.error(ENTERPRISE_ONLY[command.verb])
                 return wire.error(f"unknown command {command.verb}")
+            refused = self._refused(command)
+            if refused is not None:
+                return refused
             if handler != self._fetch:
                 return await handler(session, command.arg)
             reply = await self._fetch(session, command.arg, may_block)
@@ -139,6 +150,19 @@ class Dispatcher:
         except Exception:
             log.exception("internal error handling %s", command.verb)
             return wire.error("internal error")
+
+    def _refused(self, command: wire.Command) -> bytes | None:
+        """`-MISCONF …` for a command that would change state while the journal cannot take it."""
+        problem = self.refusal()
+        if problem is None or command.verb in READ_ONLY:
+            return None
+        if f"{command.verb} {command.arg.partition(' ')[0].upper()}" in READ_ONLY:
+            return None
+        if command.verb == "FETCH":
+            store = self.manager.store
+            if not any(store.queues.get(q) and q not in store.paused for q in command.arg.split(" ")):
+                return None  # nothing to reserve: it waits (or answers nil) as usual
+        return wire.error(problem, "MISCONF")
 
     async def _ok_after(self, position: int) -> bytes:
         await self.durable(position)

@@ -76,9 +76,12 @@ class DueTimer:
     short; scheduled jobs fire on time instead of on Faktory's 5-second poll.
     """
 
-    def __init__(self, manager: Manager, clock: Clock) -> None:
+    def __init__(self, manager: Manager, clock: Clock,
+                 writable: Callable[[], Awaitable[None]] | None = None) -> None:
         self.manager = manager
         self.clock = clock
+        #: awaited before moving anything: while the journal cannot be written, timers wait
+        self.writable = writable
         self._target = math.inf
         self._wake = trio.Event()
 
@@ -97,6 +100,8 @@ class DueTimer:
                 with trio.move_on_at(deadline):
                     await self._wake.wait()
                 continue
+            if self.writable is not None:
+                await self.writable()
             self.manager.run_due(self.clock.now())
 
 
@@ -142,7 +147,7 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
     `store` is an empty store with the extensions already attached; by default a new one
     with `enterprise_extensions`.
     """
-    journal = Journal.open(config.data_dir)
+    journal = Journal.open(config.data_dir, fsync=config.fsync)
     if store is None:
         store = MemoryStore()
         enterprise_extensions(store, config.toml)
@@ -158,11 +163,11 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
 class _Connections:
     """Accepts and runs client connections for one server."""
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, write_journal: Callable[[], None]) -> None:
+    def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal) -> None:
         self.config = config
         self.dispatcher = dispatcher
-        #: called before any reply is sent (see store/durability.py)
-        self.write_journal = write_journal
+        #: written before any reply is sent (see store/durability.py)
+        self.durable = durable
         self.stopping = False
         self._ids = itertools.count(1)
         #: each open connection's stream → its cancel scope
@@ -269,7 +274,8 @@ class _Connections:
         Replies to pipelined commands (already buffered when the previous one is done) are
         collected and written together: one send for many replies.
         """
-        replies = _ReplyBuffer(functools.partial(self._send, stream), self.write_journal)
+        replies = _ReplyBuffer(functools.partial(self._send, stream),
+                               functools.partial(self._write_journal, stream, reader))
         try:
             while True:
                 try:
@@ -286,13 +292,14 @@ class _Connections:
                 if self.stopping:
                     replies.add(wire.error("shutdown in progress"))
                     return
+                before = self.durable.appended
                 reply = await self.dispatcher.handle(session, command, may_block=False)
                 if reply is WOULD_BLOCK:  # a FETCH must wait: answer what came before it first
                     await replies.flush()
                     reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command))
                 if reply is None:
                     return
-                replies.add(reply)
+                replies.add(reply, self.durable.appended if self.durable.appended != before else 0)
                 if replies.full:
                     await replies.flush()
         finally:
@@ -301,37 +308,54 @@ class _Connections:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _SEND_TIMEOUT):
                 await replies.flush()
 
+    async def _write_journal(self, stream: trio.abc.Stream, reader: wire.LineReader, needs: int) -> bool:
+        """Write the journal before a send; False if the replies must be dropped instead.
+
+        While the journal cannot be written, replies that depend on commit `needs` wait
+        for it, or until the peer leaves (then they are never sent).
+        """
+        if self.durable.write_through(needs):
+            return True
+        await _unless_peer_leaves(stream, reader, self.durable.wait_written(needs))
+        return self.durable.write_through(needs)
+
 
 class _ReplyBuffer:
     """Replies waiting to be written in one send (bounded, flushed before any blocking).
 
     The journal is written first: the ops behind these replies (and anything else
     committed meanwhile) reach the file before anyone can see an answer that relies on them.
+    While the journal cannot be written, replies that depend on a commit not in the file
+    (`needs`: the last commit queued while their command ran) wait for it.
     """
 
     LIMIT = 64 * 1024
 
-    def __init__(self, send: Callable[[bytes], Awaitable[None]], write_journal: Callable[[], None]) -> None:
+    def __init__(self, send: Callable[[bytes], Awaitable[None]],
+                 write_journal: Callable[[int], Awaitable[bool]]) -> None:
         self.send = send
         self.write_journal = write_journal
         self.parts: list[bytes] = []
         self.size = 0
+        self.needs = 0
 
     @property
     def full(self) -> bool:
         return self.size >= self.LIMIT
 
-    def add(self, reply: bytes) -> None:
+    def add(self, reply: bytes, needs: int = 0) -> None:
         self.parts.append(reply)
         self.size += len(reply)
+        self.needs = max(self.needs, needs)
 
     async def flush(self) -> None:
         if self.parts:
             data = b"".join(self.parts)
+            needs, self.needs = self.needs, 0
             self.parts.clear()
             self.size = 0
-            self.write_journal()
-            await self.send(data)
+            if await self.write_journal(needs):
+                await self.send(data)
 
 
 async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # type: ignore[no-untyped-def]
@@ -382,19 +406,21 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     clock = Clock()
     manager = Manager(store, extensions=extensions)
     waiters = QueueWaiters()
-    timer = DueTimer(manager, clock)
+    timer = DueTimer(manager, clock, durable.wait_writable)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
     dispatcher = Dispatcher(manager, workers, clock, durable.synced, waiters,
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
+    dispatcher.refusal = durable.refusal
     dispatcher.description = str(config.toml.get("faktory", {}).get("description", ENTERPRISE_DESCRIPTION))
     for extension in extensions:
         extension.register(dispatcher)
-    connections = _Connections(config, dispatcher, durable.write)
+    connections = _Connections(config, dispatcher, durable)
     try:
         async with trio.open_nursery() as background:
             background.start_soon(durable.run_fsync)
             background.start_soon(durable.run_compaction)
+            background.start_soon(durable.run_retry)
             background.start_soon(timer.run)
             background.start_soon(_reap_workers, workers, clock, config.timers.worker_reap_every)
             background.start_soon(connections.watch_sends)

@@ -101,7 +101,8 @@ def test_files_start_with_a_version_2_header(tmp_path):
     (length,) = struct.unpack(">I", data[:4])
     assert data[: HEAD + length] == frame(data[HEAD : HEAD + length])
     header = msgpack.unpackb(data[HEAD : HEAD + length])
-    assert header == {"format": "faktory_py-journal", "version": 2, "kind": "segment", "segment": 1}
+    assert header == {"format": "faktory_py-journal", "version": 2, "kind": "segment", "segment": 1,
+                      "fsync": "everysec"}
     assert data[HEAD + length :] == frame(msgpack.packb("a"))
 
 
@@ -281,6 +282,92 @@ def test_zeros_followed_by_data_are_corruption(tmp_path):
         file.write(bytes(HEAD) + encode_frame("c"))  # an all-zero frame is not a valid one
     with pytest.raises(JournalCorrupt, match=f"at offset {full_end}: frame header crc mismatch"):
         reload(tmp_path)
+
+
+def write_always(directory, records) -> list[int]:
+    """`write_journal` under `fsync always`: every frame was fsynced before its reply."""
+    journal = Journal.open(directory, fsync="always")
+    assert list(journal.replay()) == []
+    sizes = []
+    for record in records:
+        journal.append(record)
+        journal.fsync()
+        sizes.append(os.path.getsize(seg(directory, 1)))
+    journal.close()
+    return sizes
+
+
+def test_under_fsync_always_a_bad_crc_in_the_complete_last_frame_is_corruption(tmp_path):
+    *_, good_end, full_end = write_always(tmp_path, ["a", "b", "c" * 20])
+    flip_byte(seg(tmp_path, 1), full_end - 3)
+    for policy in ("always", "everysec"):  # what the segment says counts, not today's policy
+        with pytest.raises(JournalCorrupt, match=f"at offset {good_end}: crc mismatch"):
+            with Journal.open(tmp_path, fsync=policy) as journal:
+                list(journal.replay())
+
+
+def test_under_fsync_always_pages_that_never_reached_the_disk_are_still_a_tear(tmp_path, caplog):
+    *_, good_end, full_end = write_always(tmp_path, ["a", "b" * 10_000])
+    page = -(-(good_end + HEAD) // 4096) * 4096  # the first page boundary inside the payload
+    with open(seg(tmp_path, 1), "r+b") as file:
+        file.seek(page)
+        file.write(bytes(full_end - page))  # that write was not fsynced, so not acknowledged
+    with caplog.at_level(logging.WARNING, logger="faktory_py.journal"):
+        assert reload(tmp_path) == ["a"]
+    assert f"offset {good_end} (crc mismatch)" in caplog.text
+
+
+def test_a_restart_under_another_fsync_policy_continues_in_a_new_segment(tmp_path):
+    write_always(tmp_path, ["a"])
+    with Journal.open(tmp_path, fsync="everysec") as journal:
+        assert list(journal.replay()) == ["a"]
+        journal.append("b")
+    flip_byte(seg(tmp_path, 2), os.path.getsize(seg(tmp_path, 2)) - 1)  # "b", under everysec: a tear
+    assert reload(tmp_path) == ["a"]
+
+
+def test_an_empty_only_segment_starts_with_a_warning(tmp_path, caplog):
+    open(seg(tmp_path, 1), "wb").close()
+    with caplog.at_level(logging.WARNING, logger="faktory_py.journal"):
+        assert reload(tmp_path) == []
+    assert f"journal segment {seg(tmp_path, 1)} is empty (0 bytes)" in caplog.text
+    caplog.clear()
+    assert reload(tmp_path) == []  # it got its header: no warning again
+    assert not caplog.records
+
+
+def test_an_empty_older_segment_is_corruption(tmp_path):
+    write_journal(tmp_path, ["a"])
+    os.rename(seg(tmp_path, 1), seg(tmp_path, 2))
+    with open(seg(tmp_path, 2), "r+b") as file:  # renumber its header to match
+        file.write(frame(msgpack.packb({"format": "faktory_py-journal", "version": 2, "kind": "segment",
+                                        "segment": 2, "fsync": "everysec"})))
+    open(seg(tmp_path, 1), "wb").close()
+    with pytest.raises(JournalCorrupt, match="is corrupt at offset 0: empty segment"):
+        reload(tmp_path)
+
+
+def test_a_rotate_without_room_for_the_new_header_is_undone(tmp_path, monkeypatch):
+    journal, _ = load(tmp_path)
+    journal.append("a")
+    real_write = os.write
+
+    def no_room(fd, data):
+        if bytes(data[HEAD:]).startswith(b"\x85\xa6format"):  # the new segment's header
+            real_write(fd, bytes(data[:5]))
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal_module.os, "write", no_room)
+    with pytest.raises(OSError, match="No space"):
+        journal.rotate()
+    monkeypatch.undo()
+    assert not os.path.exists(seg(tmp_path, 2)) and journal.failure is None
+    journal.append("b")  # still in the first segment
+    assert journal.rotate() == 2
+    journal.append("c")
+    journal.close()
+    assert reload(tmp_path) == ["a", "b", "c"]
 
 
 # --- corruption -----------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The trio side of the journal: write batching, fsync policy, group commit, compaction.
 
-`append` is the MemoryStore's sink. It only queues the committed ops and returns their
-sequence number; `write` puts everything queued into the journal file as one frame with
-one write. The server calls `write` before it sends any bytes to anyone, so no reply can
-reveal an op that is not in the file yet (a `kill -9` after a reply cannot lose what it
+`append` is the MemoryStore's sink. It packs the committed ops at once (so an op list
+that cannot be journaled is refused before the store applies it) and queues them;
+`write` puts everything queued into the journal file as one frame with one write. The
+server writes before it sends any bytes to anyone (`write_through`), so no reply can reveal
+an op that is not in the file yet (a `kill -9` after a reply cannot lose what it
 acknowledged), while the ops of every command answered in one send, or of a whole PUSHB,
 share one frame, one write and, on replay, one read. A frame holds whole commits only, so
 a torn last frame loses whole commits that nobody was told about.
@@ -14,9 +15,19 @@ behind it (group commit). `everysec` fsyncs once a second; `no` leaves it to the
 Anything that answers without going through the server's send path (the web UI) awaits
 `durable(sequence)`, which writes first.
 
-If a write fails, memory holds ops the file does not: the journal is then failed for good,
-every later `write` raises (so nothing more is sent to anyone) and `failed` is set, which
-stops the server. The file holds a consistent prefix; a restart replays it.
+A write that fails (disk full, quota, an I/O error) leaves the file at its last good
+frame and the journal *degraded* (protocol/spec.md §7): the commits it could not take stay
+queued (memory already holds them), replies that depend on them wait (`write_through`, `wait_written`), the
+server refuses every command that would change state (`refusal`, answered `-MISCONF`),
+timers wait (`wait_writable`), and `run_retry` tries the write again with a short backoff;
+the first write that succeeds releases the waiting replies and ends the degraded state.
+Only what a retry cannot mend — a failed fsync (Linux may drop the unwritten pages), a
+partial frame that could not be cut off — fails the journal for good: `failed` is set,
+which stops the server, and the file holds a consistent prefix a restart replays.
+
+A compaction that fails (no space for the snapshot or the next segment) is cleaned up by
+the journal, logged, and tried again once the journal has grown to twice its size; it
+never degrades or stops the server by itself.
 """
 
 from __future__ import annotations
@@ -25,18 +36,25 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import trio
 
+from ..jobs import JobError
 from .journal import Journal
 
 log = logging.getLogger("faktory_py.journal")
 
 #: A clean stop compacts when at least this much was journaled since the last snapshot.
 COMPACT_ON_CLOSE_BYTES = 1 << 20
+#: Retrying a failed write: the first retry after this many seconds, doubling up to the cap.
+RETRY_FIRST = 0.1
+RETRY_MAX = 1.0
+
+_ARRAY_HEADER = msgpack.Packer().pack_array_header
 
 
 class JournalFailed(Exception):
-    """An earlier journal write failed; nothing may be acknowledged any more."""
+    """The journal cannot be written any more (see module doc); nothing may be acknowledged."""
 
 
 class DurableJournal:
@@ -56,43 +74,124 @@ class DurableJournal:
         self._compact_threshold = compact_min_bytes
         #: journal bytes written since the server started
         self.written = 0
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[memoryview] = []  # each queued commit's ops, packed, without the array header
+        self._pending_ops = 0
         self._appended = 0  # sequence number of the last commit queued
         self._written = 0  # ... of the last commit in the file
         self._synced = 0  # ... of the last commit fsynced
         self._dirty = trio.Event()
         self._synced_event = trio.Event()
+        self._progress = trio.Event()  # set (and replaced) by every write that succeeds or fails for good
         self._compact = trio.Event()
-        #: set when a write failed; the server stops on it
+        #: set when the journal failed for good; the server stops on it
         self.failed = trio.Event()
         self._failure: BaseException | None = None
+        #: the error of the write that failed, while the journal is degraded; else None
+        self.degraded: OSError | None = None
+        self._degraded_event = trio.Event()
+        self._recovered = trio.Event()
+        self._retry_now = trio.Event()
         self.compactions = 0
+        self.compaction_failures = 0
+
+    @property
+    def appended(self) -> int:
+        """Sequence number of the last commit queued (what a reply may depend on)."""
+        return self._appended
 
     def append(self, ops: list[dict[str, Any]]) -> int:
-        """Queue one committed op list for the next `write`; returns its sequence number."""
-        self._pending.extend(ops)
+        """Pack one committed op list and queue it for the next `write`; returns its sequence number.
+
+        Raises JobError, before anything changes, if the ops cannot be packed.
+        """
+        try:
+            packed = msgpack.packb(ops, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise JobError(f"cannot be journaled: {exc}") from None
+        self._pending.append(memoryview(packed)[len(_ARRAY_HEADER(len(ops))):])
+        self._pending_ops += len(ops)
         self._appended += 1
         self._dirty.set()
         return self._appended
 
+    def refusal(self) -> str | None:
+        """While degraded, why commands that change state are refused; else None."""
+        if self.degraded is None:
+            return None
+        return f"journal write failed: {self.degraded}; refusing writes until it can be written"
+
+    async def wait_writable(self) -> None:
+        """Return once the journal is not degraded (timers wait here instead of piling up changes)."""
+        while self.degraded is not None:
+            await self._recovered.wait()
+
     def write(self) -> None:
-        """Put every queued op into the journal file, as one frame; raises if it failed."""
+        """Put every queued commit into the journal file, as one frame with one write.
+
+        A write that fails leaves them queued and the journal degraded (see module doc);
+        raises JournalFailed if the journal failed for good.
+        """
         if self._failure is not None:
             raise JournalFailed("the journal could not be written") from self._failure
         if not self._pending:
             return
-        ops, self._pending = self._pending, []
+        payload = _ARRAY_HEADER(self._pending_ops) + b"".join(self._pending)
         try:
-            self.written = self.journal.append(ops)
+            self.written = self.journal.append_packed(payload)
+        except OSError as exc:
+            if self.journal.failure is not None:  # the partial frame could not be cut off
+                raise self._fail(exc) from exc
+            self._degrade(exc)  # the file is back at its last good frame
+            return
         except BaseException as exc:
-            self._failure = exc
-            self.failed.set()
-            log.critical("writing the journal failed; stopping without acknowledging anything more",
-                         exc_info=exc)
-            raise JournalFailed("the journal could not be written") from exc
+            raise self._fail(exc) from exc
+        self._pending.clear()
+        self._pending_ops = 0
+        if self.degraded is not None:
+            self._recover(self._appended - self._written)
         self._written = self._appended
+        progress, self._progress = self._progress, trio.Event()
+        progress.set()
         if self.journal.bytes_since_snapshot > self._compact_threshold:
             self._compact.set()
+
+    def _degrade(self, exc: OSError) -> None:
+        if self.degraded is None:
+            log.error("writing the journal failed (%s); refusing writes and retrying until it can be written", exc)
+            self._degraded_event.set()
+        self.degraded = exc
+
+    def _recover(self, waited: int) -> None:
+        log.warning("the journal is written again (%d commits had waited); accepting writes", waited)
+        self.degraded = None
+        self._dirty.set()  # replies waiting in `synced` need the fsync of what was just written
+        self._degraded_event = trio.Event()
+        recovered, self._recovered = self._recovered, trio.Event()
+        recovered.set()
+
+    def _fail(self, exc: BaseException) -> JournalFailed:
+        """Fail for good: set `failed`, wake everyone waiting; returns the error to raise."""
+        self._failure = exc
+        self.failed.set()
+        self._progress.set()
+        log.critical("the journal cannot be written any more; stopping without acknowledging anything more",
+                     exc_info=exc)
+        return JournalFailed("the journal could not be written")
+
+    def write_through(self, sequence: int) -> bool:
+        """Write what is queued (unless degraded: then only `run_retry` writes); True if
+        commit `sequence` is in the file. The server calls it before every send with the
+        last commit the replies depend on (0: none). Raises JournalFailed."""
+        if self.degraded is None:
+            self.write()
+        return self._written >= sequence
+
+    async def wait_written(self, sequence: int) -> None:
+        """`write_through`, waiting while degraded until commit `sequence` is in the file."""
+        while not self.write_through(sequence):
+            if self._failure is not None:
+                raise JournalFailed("the journal could not be written") from self._failure
+            await self._progress.wait()
 
     async def synced(self, sequence: int) -> None:
         """Return once the commit `sequence` (already written) is as durable as the policy says."""
@@ -103,41 +202,89 @@ class DurableJournal:
 
     async def durable(self, sequence: int) -> None:
         """Write, then `synced`: for answers that do not go out through the server's send."""
-        if self._written < sequence:
-            self.write()
+        await self.wait_written(sequence)
         await self.synced(sequence)
 
+    async def run_retry(self) -> None:
+        """Background task: while degraded, retry the write (soon, then at most every
+        RETRY_MAX seconds, and at once when a failed compaction freed its files)."""
+        while True:
+            await self._degraded_event.wait()
+            delay = RETRY_FIRST
+            while self.degraded is not None:
+                with trio.move_on_after(delay):
+                    await self._retry_now.wait()
+                self._retry_now = trio.Event()
+                delay = min(2 * delay, RETRY_MAX)
+                try:
+                    self.write()
+                except JournalFailed:
+                    return
+
     async def _fsync(self) -> None:
-        self.write()
+        if self.degraded is None:
+            self.write()
         covered = self._written
-        await trio.to_thread.run_sync(self.journal.fsync)
+        try:
+            await trio.to_thread.run_sync(self.journal.fsync)
+        except OSError as exc:
+            if self.journal.failure is not None:
+                raise self._fail(exc) from exc
+            # Not the fsync itself (e.g. EMFILE from os.dup): nothing was lost, try again.
+            log.warning("could not fsync the journal (%s); trying again in 1 s", exc)
+            self._dirty.set()
+            await trio.sleep(1)
+            return
         self._synced = covered
         event, self._synced_event = self._synced_event, trio.Event()
         event.set()
 
     async def run_fsync(self) -> None:
         """Background task: writes what no reply has flushed yet, and fsyncs per the policy:
-        group commit (`always`), once a second (`everysec`) or never (`no`). Ends when a
-        write fails (`failed` stops the server)."""
+        group commit (`always`), once a second (`everysec`) or never (`no`). Ends only when
+        the journal failed for good (`failed` stops the server)."""
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
             try:
                 if self.policy == "no":
-                    self.write()
+                    if self.degraded is None:
+                        self.write()
                 else:
                     await self._fsync()
             except JournalFailed:
                 return
+            except Exception:
+                log.exception("the journal's fsync task failed; trying again in 1 s")
+                self._dirty.set()
+                await trio.sleep(1)
             if self.policy != "always":
                 await trio.sleep(1)
 
     async def run_compaction(self) -> None:
-        """Background task: rewrite the journal from live state once it has grown enough."""
+        """Background task: rewrite the journal from live state once it has grown enough.
+
+        A failure is logged and the journal cleans up after it (see Journal.rotate and
+        write_snapshot); the next try waits until the journal has doubled.
+        """
         while True:
             await self._compact.wait()
             self._compact = trio.Event()
-            await self._compact_now()
+            if self.journal.bytes_since_snapshot <= self._compact_threshold:
+                continue  # set again while the last compaction ran, which took care of it
+            try:
+                await self._compact_now()
+            except JournalFailed:
+                return
+            except Exception as exc:
+                if self.journal.failure is not None:  # rotate's fsync, or its cleanup, failed
+                    self._fail(exc)
+                    return
+                self.compaction_failures += 1
+                self._compact_threshold = max(self._compact_min, 2 * self.journal.bytes_since_snapshot)
+                self._retry_now.set()  # the cleanup may have freed the space a write needs
+                log.error("journal compaction failed (%s); cleaned up, next try at %d journal bytes",
+                          exc, self._compact_threshold)
 
     async def _compact_now(self) -> None:
         """Write a snapshot of the live state and drop the segments it covers.
@@ -145,8 +292,11 @@ class DurableJournal:
         The segment switch and the state copy happen together without an await in
         between, so the snapshot is exactly the state the older segments described;
         the slow part (packing and writing) runs in a thread while the server goes on.
+        Skipped while degraded: memory then holds commits that no segment does.
         """
         self.write()  # the snapshot copies memory, so the ops behind it must be in older segments
+        if self._pending:
+            return
         next_segment = self.journal.rotate()
         records = self._snapshot()
         size = await trio.to_thread.run_sync(self.journal.write_snapshot, records, next_segment)
@@ -164,7 +314,10 @@ class DurableJournal:
         """
         try:
             self.write()
-            if self.journal.bytes_since_snapshot >= COMPACT_ON_CLOSE_BYTES:
+            if self._pending:
+                log.error("stopping with %d commits the journal could not take (none was acknowledged)",
+                          len(self._pending))
+            elif self.journal.bytes_since_snapshot >= COMPACT_ON_CLOSE_BYTES:
                 await self._compact_now()
         except JournalFailed:
             pass  # already reported; the file holds what was acknowledged

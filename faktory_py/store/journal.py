@@ -18,6 +18,16 @@ are appended and fsynced at the caller's pace; only the newest segment may end i
 frame (a write cut short by a crash before it was fsynced), which replay drops. Anywhere
 else a bad frame means acknowledged data is damaged, and replay refuses to guess.
 
+A segment's header records the fsync policy it is written under (a restart under another
+policy starts a new segment). Under `always` every frame is fsynced before its reply, so a
+complete last frame whose payload CRC fails was acknowledged and is damage, not a tear,
+unless its payload turns into zeros from a page boundary to its end (the pages of a write
+that a power loss kept from the disk before its fsync, so before anyone was answered).
+
+A failed append cuts the file back to its last good frame, so the caller may retry it;
+only if that cut fails, or an fsync fails (Linux may drop the unwritten pages and report
+success next time), is the journal failed for good (`failure`).
+
 The header's own CRC is what tells the two apart at the end of the newest segment. Each
 write is of whole frames, so a crash leaves a prefix of one: fewer than 12 header bytes,
 or the real header with its payload cut short. A complete header whose CRC fails was
@@ -36,7 +46,7 @@ import re
 import struct
 import threading
 import zlib
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import BinaryIO
 
 import msgpack
@@ -52,6 +62,8 @@ _SEGMENT_NAME = re.compile(r"journal\.(\d{8,})\.fj")
 _FRAME_HEAD = struct.Struct(">III")  # length, payload CRC32, CRC32 of those 8 bytes
 _CHECKED_HEAD = struct.Struct(">II")  # the part of the header its own CRC covers
 _IO_BUFFER = 1 << 20
+#: the granularity in which written data reaches the disk (or does not), for the tear rule
+_PAGE = 4096
 
 
 class JournalCorrupt(Exception):
@@ -71,7 +83,11 @@ class DataDirectoryInUse(Exception):
 
 def encode_frame(record: object) -> bytes:
     """One record as it is stored: 12-byte header (see the module docstring), then msgpack."""
-    payload = msgpack.packb(record, use_bin_type=True)
+    return frame(msgpack.packb(record, use_bin_type=True))
+
+
+def frame(payload: bytes) -> bytes:
+    """An already packed msgpack payload with its 12-byte frame header."""
     checked = _CHECKED_HEAD.pack(len(payload), zlib.crc32(payload))
     return checked + zlib.crc32(checked).to_bytes(4, "big") + payload
 
@@ -80,7 +96,7 @@ def _segment_name(number: int) -> str:
     return f"journal.{number:08d}.fj"
 
 
-def _header(kind: str, **fields: int) -> dict[str, object]:
+def _header(kind: str, **fields: object) -> dict[str, object]:
     return {"format": FORMAT, "version": VERSION, "kind": kind, **fields}
 
 
@@ -109,7 +125,9 @@ def _fsync_directory(path: str) -> None:
         os.close(fd)
 
 
-def _frames(path: str, *, may_tear: bool) -> Generator[object, None, int]:
+def _frames(
+    path: str, *, may_tear: bool, strict_last: Callable[[], bool] | None = None
+) -> Generator[object, None, int]:
     """Yield every record of a file, header included; return where the good frames end.
 
     With `may_tear` (the newest segment), a bad frame that a crash could have left
@@ -118,6 +136,9 @@ def _frames(path: str, *, may_tear: bool) -> Generator[object, None, int]:
     zero bytes up to end of file (the zeros of a file that was extended by a write whose
     data never reached the disk), seen as a header whose CRC fails and that ends in
     zeros, or as a payload whose CRC fails, with only zeros (or nothing) after either.
+    When `strict_last()` says the file was written under `fsync always` (it is asked once
+    the header has been read), a payload whose CRC fails counts as torn only if it turns
+    into zeros from a page boundary to end of file.
     """
     with open(path, "rb", buffering=_IO_BUFFER) as file:
         size = os.fstat(file.fileno()).st_size
@@ -138,7 +159,11 @@ def _frames(path: str, *, may_tear: bool) -> Generator[object, None, int]:
                 else:
                     payload = file.read(length)
                     if zlib.crc32(payload) != crc:
-                        problem, torn = "crc mismatch", may_tear and _zeros_from(file, end)
+                        problem = "crc mismatch"
+                        if strict_last is not None and strict_last():
+                            torn = may_tear and _unwritten_pages(file, offset, end, size)
+                        else:
+                            torn = may_tear and _zeros_from(file, end)
                     else:
                         try:
                             record = msgpack.unpackb(payload, raw=False, strict_map_key=False)
@@ -157,6 +182,15 @@ def _frames(path: str, *, may_tear: bool) -> Generator[object, None, int]:
             )
             return offset
         return offset
+
+
+def _unwritten_pages(file: BinaryIO, start: int, end: int, size: int) -> bool:
+    """A frame at `start`..`end` whose payload is zeros from a page boundary to end of file."""
+    boundary = max(-(-start // _PAGE) * _PAGE, start + _FRAME_HEAD.size)
+    if boundary >= end:
+        return False
+    file.seek(boundary)
+    return _zeros_from(file, boundary)
 
 
 def _zeros_from(file: BinaryIO, offset: int) -> bool:
@@ -179,9 +213,11 @@ class Journal:
     appends go on.
     """
 
-    def __init__(self, directory: str, lock_fd: int) -> None:
+    def __init__(self, directory: str, lock_fd: int, fsync: str = "everysec") -> None:
         """Use `Journal.open`, which takes the directory lock this object then owns."""
         self.directory = directory
+        #: the fsync policy the caller follows, recorded in each new segment's header
+        self.fsync_policy = fsync
         self._lock_fd: int | None = lock_fd
         # Guards the segment fd swap and the segment bookkeeping shared with the fsync
         # and snapshot threads; never held across blocking I/O.
@@ -194,10 +230,14 @@ class Journal:
         self._snapshot_next = 1
         self._position = 0
         self._failure: OSError | None = None
+        self._newest_policy: object = None  # the fsync policy in the newest segment's header
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Journal:
-        """Create the directory if needed and lock it against other processes."""
+    def open(cls, path: str | os.PathLike[str], fsync: str = "everysec") -> Journal:
+        """Create the directory if needed and lock it against other processes.
+
+        `fsync` is the policy appends will be fsynced under (see the module docstring).
+        """
         directory = os.fspath(path)
         try:
             os.makedirs(directory)
@@ -219,7 +259,7 @@ class Journal:
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(directory, lock_fd)
+        return cls(directory, lock_fd, fsync)
 
     def __enter__(self) -> Journal:
         return self
@@ -273,33 +313,52 @@ class Journal:
                 self._sealed[number] = end
         self._open_segment(live[-1] if live else first, end)
 
-    @staticmethod
-    def _segment_records(path: str, number: int, *, last: bool) -> Generator[object, None, int]:
-        frames = _frames(path, may_tear=last)
+    def _segment_records(self, path: str, number: int, *, last: bool) -> Generator[object, None, int]:
+        header: object = None
+        frames = _frames(path, may_tear=last,
+                         strict_last=lambda: isinstance(header, dict) and header.get("fsync") == "always")
         try:
             header = next(frames)
         except StopIteration as empty:  # an empty segment, or a torn header in the newest
+            if not last:  # sealed segments are fsynced with their header before the next exists
+                raise JournalCorrupt(path, 0, "empty segment (its header is missing)") from None
+            if os.path.getsize(path) == 0:
+                log.warning("journal segment %s is empty (0 bytes): there is nothing in it to replay", path)
             return empty.value
         _check_header(path, header, "segment", segment=number)
+        if last:
+            self._newest_policy = header.get("fsync")
         return (yield from frames)
 
     def _open_segment(self, number: int, keep: int) -> None:
-        """Open segment `number` for appends, cut to its first `keep` good bytes."""
+        """Open segment `number` for appends, cut to its first `keep` good bytes.
+
+        A segment written under another fsync policy is sealed instead, and appends go to
+        a new one: its header must tell replay which tear rule applies to all of it.
+        """
         fd = os.open(self._path(_segment_name(number)), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             if os.fstat(fd).st_size > keep:
                 os.ftruncate(fd, keep)
                 os.fsync(fd)
+            if keep and self._newest_policy != self.fsync_policy:
+                os.fsync(fd)  # sealed before the next segment exists (see rotate)
+                os.close(fd)
+                fd = -1
+                self._sealed[number] = keep
+                number, keep = number + 1, 0
+                fd = os.open(self._path(_segment_name(number)), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             if keep == 0:
                 keep = self._write_header(fd, number)
         except BaseException:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             raise
         with self._lock:
             self._fd, self._segment, self._size = fd, number, keep
 
     def _write_header(self, fd: int, number: int) -> int:
-        header = encode_frame(_header("segment", segment=number))
+        header = encode_frame(_header("segment", segment=number, fsync=self.fsync_policy))
         _write_all(fd, header)
         os.fsync(fd)
         _fsync_directory(self.directory)
@@ -313,7 +372,17 @@ class Journal:
         """Write several records with one write; returns the position after the last."""
         return self._write(b"".join(map(encode_frame, records)))
 
+    def append_packed(self, payload: bytes) -> int:
+        """Write one record given as its msgpack bytes; returns the position after it."""
+        return self._write(frame(payload))
+
+    @property
+    def failure(self) -> OSError | None:
+        """Why the journal cannot be written any more (an fsync or a cut failed), if so."""
+        return self._failure
+
     def _write(self, data: bytes) -> int:
+        """Append whole frames; if that fails, the file is cut back to where it was."""
         fd = self._writable_fd()
         try:
             _write_all(fd, data)
@@ -333,7 +402,8 @@ class Journal:
 
         Works on a duplicate of the fd, so a concurrent `rotate` or `close` can swap or
         close the original; `rotate` fsyncs the old segment itself before the swap, so
-        the position read here is covered either way.
+        the position read here is covered either way. Only a failed fsync fails the
+        journal; an error before it (`os.dup` at the descriptor limit) may be retried.
         """
         with self._lock:
             fd = os.dup(self._writable_fd())
@@ -362,25 +432,36 @@ class Journal:
         """Seal the current segment (fsynced) and continue in a new one; returns its number.
 
         The old segment is fsynced before the new one exists, so only the newest
-        segment can ever hold a torn frame.
+        segment can ever hold a torn frame. If the new one cannot be started (no space
+        for its header), it is removed again and appends go on in the old one.
         """
         old_fd = self._writable_fd()
         self._fsync(old_fd)
         number = self._segment + 1
-        fd = os.open(self._path(_segment_name(number)), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        path = self._path(_segment_name(number))
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             size = self._write_header(fd, number)
-        except OSError as exc:
+        except OSError:
             os.close(fd)
-            # The new file may survive a crash as the newest segment, so appends must not
-            # go on in the old one: it could then end in a torn frame that is not last.
-            self._failure = exc
+            self._remove_new_segment(path)
             raise
         with self._lock:
             self._sealed[self._segment] = self._size
             self._fd, self._segment, self._size = fd, number, size
         os.close(old_fd)
         return number
+
+    def _remove_new_segment(self, path: str) -> None:
+        """Undo a segment that could not be started; the old one stays the newest."""
+        try:
+            os.unlink(path)
+            _fsync_directory(self.directory)
+        except OSError as exc:
+            # The new file may survive a crash as the newest segment, so appends must not
+            # go on in the old one: it could then end in a torn frame that is not last.
+            self._failure = exc
+            raise
 
     def write_snapshot(self, records: Iterable[object], next_segment: int) -> int:
         """Write `records` as the new snapshot, replacing segments before `next_segment`.

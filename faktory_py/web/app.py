@@ -104,6 +104,11 @@ def create_app(ctx: WebContext) -> ASGIApp:
     async def durable(position: int) -> None:
         await ctx.durable(position)
 
+    def refused() -> Response | None:
+        """While the journal cannot be written, actions are refused before they change anything."""
+        problem = ctx.dispatcher.refusal()
+        return None if problem is None else PlainTextResponse(problem, 503)
+
     def page(request: Request) -> int:
         return views.page_number(request.query_params.get("page"))
 
@@ -155,6 +160,8 @@ def create_app(ctx: WebContext) -> ASGIApp:
         if name not in store.queues:
             return PlainTextResponse(f"No such queue {name}", 404)
         if request.method == "POST":
+            if (refusal := refused()) is not None:
+                return refusal
             form = await request.form()
             action = form.get("action")
             if action in ("delete", "pause", "resume"):
@@ -195,6 +202,8 @@ def create_app(ctx: WebContext) -> ASGIApp:
         return endpoint
 
     async def set_action(request: Request, kind: str, key: str | None = None) -> Response:
+        if (refusal := refused()) is not None:
+            return refusal
         target = views.SET_PAGES[kind]
         form = await request.form()
         action = form.get("action")
