@@ -137,7 +137,7 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_resumes(servers, small_fs: P
         assert urllib.request.urlopen(server.web_url + "/", timeout=10).status == 200
         with pytest.raises(urllib.error.HTTPError) as action:
             urllib.request.urlopen(urllib.request.Request(
-                server.web_url + "/queues/q", data=urllib.parse.urlencode({"action": "pause"}).encode()),
+                server.web_url + "/queues?name=q", data=urllib.parse.urlencode({"action": "pause"}).encode()),
                 timeout=10)
         assert action.value.code == 503 and MISCONF.removeprefix("MISCONF ") in action.value.read().decode()
         assert not select.select([pusher.sock], [], [], 0)[0]  # still no +OK for the waiting push
