@@ -391,11 +391,16 @@ class Manager:
         if not isinstance(filter_, dict):
             raise JobError("json: cannot unmarshal into Go struct field Mutation.filter of type server.JobFilter")
         jids = filter_.get("jids") or []
+        pattern = filter_.get("regexp") or ""
+        jobtype = filter_.get("jobtype") or ""
+        for name, ok in (("jids", isinstance(jids, list) and all(isinstance(j, str) for j in jids)),
+                         ("regexp", isinstance(pattern, str)), ("jobtype", isinstance(jobtype, str))):
+            if not ok:
+                go_type = "[]string" if name == "jids" else "string"
+                raise JobError(f"json: cannot unmarshal into Go struct field JobFilter.{name} of type {go_type}")
         if jids:
             wanted = set(jids)
             return [(jid, job) for jid, job in entries if jid in wanted]
-        pattern = filter_.get("regexp") or ""
-        jobtype = filter_.get("jobtype") or ""
         if pattern:
             glob = compile_glob(pattern)
             entries = [(jid, job) for jid, job in entries if glob.fullmatch(jobs.encode_job(job).decode())]

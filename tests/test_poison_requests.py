@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import ServerProcess
 from polling import eventually
 from rawclient import RawClient, ReplyError, new_jid
+from serving import assert_serving, connect, restart
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,29 +34,6 @@ def job_line(args: str, **fields: object) -> tuple[str, str]:
     jid = new_jid()
     extra = "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in fields.items())
     return jid, f'PUSH {{"jid":"{jid}","jobtype":"poison","args":{args}{extra}}}'
-
-
-def connect(server: ServerProcess) -> RawClient:
-    client = server.client()
-    assert client.handshake() == b"OK"
-    return client
-
-
-def assert_serving(server: ServerProcess) -> None:
-    """A fresh connection pushes, fetches and ACKs a job, and the log holds no traceback."""
-    with connect(server) as client:
-        jid = new_jid()
-        assert client.push({"jid": jid, "jobtype": "canary", "args": [1], "queue": "canary"}) == b"OK"
-        assert client.fetch("canary")["jid"] == jid
-        assert client.json_command("ACK", {"jid": jid}) == b"OK"
-    assert "Traceback" not in server.log_text()
-
-
-def restart(server: ServerProcess) -> None:
-    """A requested stop exits 0, and the server starts again from its journal."""
-    assert server.stop() == 0, server.log_text()
-    server.start()
-    assert_serving(server)
 
 
 def refused(client: RawClient, line: str) -> str:
