@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 #: examples per property in the suite; `FUZZ_EXAMPLES=5000 pytest ...` for a long run
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0")) or None
+#: hang guard (seconds) for a test built on these strategies: tight for the suite, grown for a long run
+TIMEOUT = 120 + (EXAMPLES or 0) // 5
 
 
 def fuzz_settings(default_examples: int) -> settings:

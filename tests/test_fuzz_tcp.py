@@ -21,11 +21,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import ServerProcess
-from json_fuzz import EXAMPLES, corrupted, fuzz_settings, jobs, mostly, objects, string_lists, strings, values
+from json_fuzz import TIMEOUT, corrupted, fuzz_settings, jobs, mostly, objects, string_lists, strings, values
 from rawclient import ReplyError, new_jid
 from serving import connect, restart
 
-pytestmark = pytest.mark.timeout(600 if EXAMPLES else 120)
+pytestmark = pytest.mark.timeout(TIMEOUT)
 
 #: queue names that are neither the canary's nor `*`
 NAMES = st.lists(st.one_of(st.sampled_from(("default", "q", "fuzzq", "a.b-c_d")),

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
+import pytest
 import trio
 from hypothesis import event, given
 from hypothesis import strategies as st
@@ -35,7 +36,9 @@ from faktory_py.server import enterprise_extensions, load_store
 from faktory_py.store.memory import MemoryStore
 from faktory_py.waiters import QueueWaiters
 from faktory_py.workers import WorkerRegistry
-from json_fuzz import corrupted, fuzz_settings, jobs, mostly, objects, scalars, string_lists, strings, values
+from json_fuzz import TIMEOUT, corrupted, fuzz_settings, jobs, mostly, objects, scalars, string_lists, strings, values
+
+pytestmark = pytest.mark.timeout(TIMEOUT)
 
 NOW = 1_900_000_000.0  # 2030: the scheduled choices below are ahead of it
 LATER = 4_200_000_000.0  # 2103: everything scheduled is due, every reservation expired

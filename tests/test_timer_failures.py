@@ -10,7 +10,6 @@ Same harness as test_timers.py (see its docstring for why MockClock with real so
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,9 @@ import trio.testing
 from async_client import AsyncClient
 from faktory_py.manager import Manager
 from faktory_py.store import memory
-from test_timers import SLACK, job, rfc3339, running_server, unix_now, trio_time_of
+from test_timers import SLACK, job, rfc3339, running_server, trio_time_of, unix_now
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def fail_for(jid: str, real: Any) -> Any:
