@@ -111,7 +111,7 @@ def test_fuzzing_every_command_leaves_the_server_serving(server_factory) -> None
                 assert "internal error" not in str(error), (verb, arg[:200])
                 return
             if verb == "FETCH" and reply is not None:
-                jid = reply.split(b'"jid":"', 1)[1].split(b'"', 1)[0].decode()
+                jid = json.loads(reply)["jid"]
                 assert fuzz.json_command("ACK", {"jid": jid}) == b"OK"
 
         one_request()

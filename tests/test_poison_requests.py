@@ -2,7 +2,8 @@
 
 Each request once stopped the server (some for every restart after it, too): nesting deeper
 than the encoders or msgpack's unpacker take, integers beyond 64 bits reaching the journal,
-and deep JSON answered `-ERR internal error` with a traceback. Now each is refused with the
+deep JSON answered `-ERR internal error` with a traceback, and (found since) a client's
+`failure` block that FAIL could not update. Now each is refused with the
 command's own error at the edge (protocol/spec.md §4.4), or accepted and stored so that it
 replays; afterwards the server still serves, logs no traceback and restarts cleanly.
 """
@@ -119,4 +120,24 @@ def test_deep_arguments_get_each_commands_own_error(server_factory) -> None:
                             ("PUSHB", "ERR invalid JSON: nesting depth 100000 exceeds the limit of 128")]:
             assert refused(client, f"{verb} {deep}") == error, verb
     assert_serving(server)
+    restart(server)
+
+
+@pytest.mark.parametrize("failure, error", [
+    ({"retry_count": 2**64 - 1}, "number 18446744073709551615 into Go struct field Job.failure.retry_count of type int"),
+    ({"remaining": "x"}, "string into Go struct field Job.failure.remaining of type int"),
+    ({"backtrace": [1]}, "number into Go struct field Job.failure.backtrace of type string"),
+], ids=["overflowing-count", "string-count", "number-in-backtrace"])
+def test_a_failure_block_that_fail_or_expiry_cannot_update_is_refused(
+        server_factory, failure: dict[str, object], error: str) -> None:
+    """FAIL and reservation expiry compute with a client's failure block (`retry_count + 1`):
+    a count of 2⁶⁴−1 once became an integer the journal could not pack, a string a TypeError."""
+    server = server_factory()
+    with connect(server) as client:
+        _jid, line = job_line("[]", failure=failure, reserve_for=60)
+        assert refused(client, line) == f"ERR invalid JSON: json: cannot unmarshal {error}"
+        jid, line = job_line("[]", failure={"retry_count": 2**63 - 1, "remaining": None}, reserve_for=60)
+        assert client.command(line) == b"OK"  # the largest Go int, and null (absent) are fine
+        assert client.fetch("default")["jid"] == jid
+        assert client.json_command("FAIL", {"jid": jid, "errtype": "E", "message": "m"}) == b"OK"
     restart(server)
