@@ -12,6 +12,7 @@ Bounded for the suite (a few seconds); `FUZZ_EXAMPLES=20000` makes a long run (R
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
