@@ -72,7 +72,6 @@ computed against the state those very ops will produce.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -658,10 +657,7 @@ class Batches(Extension):
     def new(self, arg: str, wid: str, now: float) -> tuple[str, list[Op]]:
         if not arg:
             raise JobError("BATCH NEW needs a JSON object")
-        try:
-            payload = json.loads(arg)
-        except ValueError:
-            payload = None
+        payload = jobs.decode_argument(arg, "invalid BATCH NEW")
         if not isinstance(payload, dict):
             raise JobError(f"invalid BATCH NEW {arg}")
         return self._new_ops(payload, wid, now)

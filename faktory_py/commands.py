@@ -8,7 +8,6 @@ because it is part of the command's meaning.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import trio
 
-from . import jobs, wire
+from . import jobs, jsoncodec, wire
 from .clock import Clock
 from .info import build_info
 from .jobs import JobError
@@ -65,10 +64,7 @@ def _internal_error() -> JobError:
 
 def _decode_object(arg: str, fields: dict[str, type], invalid: str) -> dict[str, Any]:
     """Decode a JSON object whose listed fields must have the given types (null = absent)."""
-    try:
-        value = json.loads(arg)
-    except ValueError:
-        raise JobError(f"{invalid} {arg}") from None
+    value = jobs.decode_argument(arg, invalid)
     if not isinstance(value, dict):
         raise JobError(f"{invalid} {arg}")
     out: dict[str, Any] = {}
@@ -220,10 +216,7 @@ class Dispatcher:
     async def _ack(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise _internal_error()
-        try:
-            payload = json.loads(arg)
-        except ValueError:
-            payload = None
+        payload = jobs.decode_argument(arg, "invalid ACK")
         if (not isinstance(payload, dict) or "jid" not in payload
                 or not all(isinstance(v, str) for v in payload.values())):
             raise JobError(f"invalid ACK {arg}")
@@ -257,8 +250,8 @@ class Dispatcher:
         if not arg:
             raise JobError("invalid format")
         try:
-            request = json.loads(arg)
-        except ValueError as exc:
+            request = jsoncodec.decode(arg)
+        except jsoncodec.InvalidJSON as exc:
             raise JobError(str(exc)) from None
         return await self._ok_after(self.manager.mutate(request, self.clock.now()))
 

@@ -39,6 +39,20 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "reserve_for": (int, "int"),
     "backtrace": (int, "int"),
 }
+#: The same for the fields of a job's `failure` block (Faktory's client.Failure struct):
+#: a client may send one (e.g. a job moved between servers), and FAIL computes with it.
+_FAILURE_TYPES: dict[str, tuple[type, str]] = {
+    "retry_count": (int, "int"),
+    "remaining": (int, "int"),
+    "failed_at": (str, "string"),
+    "next_at": (str, "string"),
+    "message": (str, "string"),
+    "errtype": (str, "string"),
+    "backtrace": (list, "[]string"),
+}
+#: Go's `int`: a larger number is a decode error there, and here it could overflow what the
+#: journal packs once FAIL adds to it
+_GO_INT = range(-(1 << 63), 1 << 63)
 
 DEFAULT_RETRY = 25
 MAX_RESERVE_FOR = 86400
@@ -76,62 +90,28 @@ def _json_kind(value: Any) -> str:
     return "object"
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
-
-
 def decode_json(text: str) -> Any:
-    """Parse one JSON document, raising JobError with Faktory's `invalid JSON:` prefix.
-
-    A `\\udXXX` escape without its pair decodes to a lone surrogate, which cannot be
-    encoded as UTF-8 (nor stored): like Go, we turn it into U+FFFD.
-    """
+    """Parse a client's JSON (`jsoncodec.decode`), raising JobError with Faktory's `invalid JSON:` prefix."""
     try:
-        return jsoncodec.loads(text, _decode_carefully)
-    except (ValueError, RecursionError) as exc:
+        return jsoncodec.decode(text)
+    except jsoncodec.InvalidJSON as exc:
         raise JobError(f"invalid JSON: {exc}") from None
 
 
-def _decode_carefully(text: str) -> Any:
-    """The standard library's decoder, for what orjson refuses (its errors read like Go's)."""
-    value = _DECODER.decode(text)
-    if _SURROGATE_ESCAPE.search(text):
-        value = _replace_surrogates(value)
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    """`NaN`/`Infinity` are not JSON: Python's decoder takes them, Go's does not, and
-    echoing them back in a FETCH would break every client's JSON parser."""
-    raise ValueError(f"invalid character {name[0]!r} looking for beginning of value")
-
-
-def _finite_float(text: str) -> float:
-    """A number too large for a float64 (`1e400`) is an error in Go, not infinity."""
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"cannot unmarshal number {text} into a float64")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-
-
-def _replace_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [_replace_surrogates(item) for item in value]
-    if isinstance(value, dict):
-        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
-    return value
+def decode_argument(arg: str, invalid: str) -> Any:
+    """A command's JSON argument (`jsoncodec.decode`), refused as `<invalid> <arg>` (`invalid ACK …`)."""
+    try:
+        return jsoncodec.decode(arg)
+    except jsoncodec.InvalidJSON:
+        raise JobError(f"{invalid} {arg}") from None
 
 
 def decode_job(raw: Any) -> dict[str, Any]:
     """Coerce a decoded JSON value into a canonical job dict, with Go-like type strictness.
 
     Only known fields are kept; `null` means absent. Integers must be JSON integers
-    (Go refuses `2.5` and `true` for an int).
+    (Go refuses `2.5` and `true` for an int) within Go's int64. A `failure` block is
+    checked the same way (its fields set to `null` are dropped), its other keys kept.
     """
     if not isinstance(raw, dict):
         raise JobError(f"invalid JSON: json: cannot unmarshal {_json_kind(raw)} into Go value of type client.Job")
@@ -141,13 +121,27 @@ def decode_job(raw: Any) -> dict[str, Any]:
         if value is None:
             continue
         expected, go_type = _FIELD_TYPES[field]
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise JobError(
-                f"invalid JSON: json: cannot unmarshal {_json_kind(value)} into Go struct field "
-                f"Job.{field} of type {go_type}"
-            )
+        _check_type(value, expected, go_type, f"Job.{field}")
         job[field] = value
+    failure = job.get("failure")
+    if failure is not None:
+        failure = job["failure"] = {k: v for k, v in failure.items() if v is not None}
+        for field, (expected, go_type) in _FAILURE_TYPES.items():
+            value = failure.get(field)
+            if value is not None:
+                _check_type(value, expected, go_type, f"Job.failure.{field}")
+        for line in failure.get("backtrace", ()):
+            _check_type(line, str, "string", "Job.failure.backtrace")
     return job
+
+
+def _check_type(value: Any, expected: type | tuple[type, ...], go_type: str, where: str) -> None:
+    if (not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+            or (expected is int and value not in _GO_INT)):
+        kind = _json_kind(value)
+        if expected is int and isinstance(value, int) and not isinstance(value, bool):
+            kind = f"number {value}"
+        raise JobError(f"invalid JSON: json: cannot unmarshal {kind} into Go struct field {where} of type {go_type}")
 
 
 def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float | None]:

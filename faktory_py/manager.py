@@ -8,8 +8,9 @@ the same code runs under the server, a hypothesis state machine, or a benchmark.
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +22,16 @@ from .store.memory import JOB_SETS, Reservation, enqueue_op
 from .timefmt import format_time, parse_time, utc_day
 from .wire import go_float
 
+log = logging.getLogger("faktory_py.manager")
+
 DEAD_TTL = 180 * 24 * 3600
 MAX_ERRTYPE = 100
 MAX_MESSAGE = 1000
 MAX_BACKTRACE = 50
 EXPIRED_ERRTYPE = "ReservationExpired"
 EXPIRED_MESSAGE = "Faktory job reservation expired"
+#: errtype of a job the timers could not move and put in the dead set instead (see `_quarantine`)
+QUARANTINE_ERRTYPE = "ServerError"
 MUTATE_TARGETS = JOB_SETS
 #: key order of Faktory's failure block
 FAILURE_ORDER = ("failed_at", "next_at", "message", "errtype", "backtrace", "retry_count", "remaining")
@@ -265,30 +270,48 @@ class Manager:
         return min(due) if due else None
 
     def run_due(self, now: float) -> int:
-        """Move everything due at `now`; returns the journal position covering it."""
-        positions = [
-            self._enqueue_due("scheduled", "Scheduled", now),
-            self._enqueue_due("retries", "Retries", now),
-            self._purge_dead(now),
-            self._expire_reservations(now),
+        """Move everything due at `now`; returns the journal position covering it.
+
+        A failure tied to one job quarantines that job (`_quarantine`) and the rest goes
+        on. Any other failure of one of the timers' tasks is re-raised once the other
+        tasks have run, so the caller (the server's due timer) logs it and tries again later.
+        """
+        tasks: list[Callable[[], int]] = [
+            lambda: self._enqueue_due("scheduled", "Scheduled", now),
+            lambda: self._enqueue_due("retries", "Retries", now),
+            lambda: self._purge_dead(now),
+            lambda: self._expire_reservations(now),
         ]
-        positions.extend(self.store.commit(extension.run_due(now)) for extension in self.extensions)
+        tasks.extend((lambda e=extension: self.store.commit(e.run_due(now))) for extension in self.extensions)
+        positions = [0]
+        failure: Exception | None = None
+        for task in tasks:
+            try:
+                positions.append(task())
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return max(positions)
 
     def _enqueue_due(self, set_name: str, task: str, now: float) -> int:
         due = self.store.sets[set_name].due(now)
         stats = self.tasks[task]
         stats.cycles += 1
-        ops: list[dict[str, Any]] = []
+        position = 0
         for _score, jid, job in due:
-            ops.append({"op": "zrem", "set": set_name, "jid": jid})
-            try:
-                jobs.check_queue_name(job["queue"])
-            except JobError:
-                continue  # Faktory loses such a job too (logged); it cannot be enqueued
-            ops.append(self._enqueue_op(job, now))
+            leave = [{"op": "zrem", "set": set_name, "jid": jid}]
+
+            def ops(job: Job = job, leave: list[Op] = leave) -> list[Op]:
+                try:
+                    jobs.check_queue_name(job["queue"])
+                except JobError:
+                    return leave  # Faktory loses such a job too (logged); it cannot be enqueued
+                return leave + [self._enqueue_op(job, now)]
+
+            position = max(position, self._commit_or_quarantine(job, ops, leave, now))
         stats.enqueued += len(due)
-        return self.store.commit(ops)
+        return position
 
     def _purge_dead(self, now: float) -> int:
         due = self.store.sets["dead"].due(now)
@@ -298,12 +321,44 @@ class Manager:
 
     def _expire_reservations(self, now: float) -> int:
         position = 0
-        for _score, _jid, res in self.store.working.due(now):
+        for _score, jid, res in self.store.working.due(now):
             # One commit per job, so each extension hook sees what the previous one did.
-            ops = self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now)
-            position = max(position, self.store.commit(ops))
+            def ops(res: Reservation = res) -> list[Op]:
+                return self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now)
+
+            leave = [{"op": "done", "jid": jid, "day": utc_day(now), "failed": True}]
+            position = max(position, self._commit_or_quarantine(res.job, ops, leave, now))
             self.reaped_reservations += 1
         return position
+
+    def _commit_or_quarantine(self, job: Job, ops: Callable[[], list[Op]], leave: list[Op], now: float) -> int:
+        """Commit the timer's `ops()` for one job; if making or committing them fails, quarantine it."""
+        try:
+            return self.store.commit(ops())
+        except Exception as exc:
+            return self._quarantine(job, leave, exc, now)
+
+    def _quarantine(self, job: Job, leave: list[Op], exc: Exception, now: float) -> int:
+        """Take a job the timers cannot move out of their way, into the dead set.
+
+        `leave` are the ops that take it from where it is; its failure block says why
+        (errtype `ServerError`), so an operator finds it in the dead set and can retry or
+        delete it. Extensions' hooks are not run for it (they may be what failed). If even
+        the dead entry cannot be committed (the job itself cannot be stored), the job is
+        dropped and logged in full; if `leave` fails too, the error goes to the caller.
+        """
+        jid = job.get("jid", "")
+        log.error("the timers could not move job %s; it goes to the dead set", jid, exc_info=exc)
+        failure = {"failed_at": format_time(now),
+                   "message": _truncate(f"faktory_py could not move this job: {type(exc).__name__}: {exc}",
+                                        MAX_MESSAGE),
+                   "errtype": QUARANTINE_ERRTYPE, "retry_count": 0, "remaining": 0}
+        try:
+            dead = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
+            return self.store.commit(leave + [{"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": dead}])
+        except Exception:
+            log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job)
+            return self.store.commit(leave)
 
     # --- MUTATE ---------------------------------------------------------------------
 
@@ -336,11 +391,16 @@ class Manager:
         if not isinstance(filter_, dict):
             raise JobError("json: cannot unmarshal into Go struct field Mutation.filter of type server.JobFilter")
         jids = filter_.get("jids") or []
+        pattern = filter_.get("regexp") or ""
+        jobtype = filter_.get("jobtype") or ""
+        for name, ok in (("jids", isinstance(jids, list) and all(isinstance(j, str) for j in jids)),
+                         ("regexp", isinstance(pattern, str)), ("jobtype", isinstance(jobtype, str))):
+            if not ok:
+                go_type = "[]string" if name == "jids" else "string"
+                raise JobError(f"json: cannot unmarshal into Go struct field JobFilter.{name} of type {go_type}")
         if jids:
             wanted = set(jids)
             return [(jid, job) for jid, job in entries if jid in wanted]
-        pattern = filter_.get("regexp") or ""
-        jobtype = filter_.get("jobtype") or ""
         if pattern:
             glob = compile_glob(pattern)
             entries = [(jid, job) for jid, job in entries if glob.fullmatch(jobs.encode_job(job).decode())]

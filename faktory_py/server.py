@@ -74,7 +74,14 @@ class DueTimer:
 
     The store pokes it whenever an entry is added, so a new earlier entry cuts the sleep
     short; scheduled jobs fire on time instead of on Faktory's 5-second poll.
+
+    It never ends the server: a job it cannot move is quarantined by the manager, and any
+    other failure is logged and retried after a pause that doubles up to `MAX_BACKOFF`
+    (no busy loop on something that keeps failing).
     """
+
+    FIRST_BACKOFF = 0.1
+    MAX_BACKOFF = 30.0
 
     def __init__(self, manager: Manager, clock: Clock,
                  writable: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -90,19 +97,31 @@ class DueTimer:
             self._wake.set()
 
     async def run(self) -> None:
+        backoff = self.FIRST_BACKOFF
         while True:
-            due = self.manager.next_due()
-            self._target = math.inf if due is None else due
-            self._wake = trio.Event()
-            if due is None or due > self.clock.now():
-                # 1 ms late so float rounding can never leave "now" just short of "due"
-                deadline = math.inf if due is None else self.clock.trio_time(due) + 0.001
-                with trio.move_on_at(deadline):
-                    await self._wake.wait()
-                continue
-            if self.writable is not None:
-                await self.writable()
-            self.manager.run_due(self.clock.now())
+            try:
+                await self._step()
+            except Exception:
+                log.exception("the due timer failed; trying again in %.1f s", backoff)
+                await trio.sleep(backoff)
+                backoff = min(2 * backoff, self.MAX_BACKOFF)
+            else:
+                backoff = self.FIRST_BACKOFF
+
+    async def _step(self) -> None:
+        """Wait until something is due (or a poke), or run what is due."""
+        due = self.manager.next_due()
+        self._target = math.inf if due is None else due
+        self._wake = trio.Event()
+        if due is None or due > self.clock.now():
+            # 1 ms late so float rounding can never leave "now" just short of "due"
+            deadline = math.inf if due is None else self.clock.trio_time(due) + 0.001
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+            return
+        if self.writable is not None:
+            await self.writable()
+        self.manager.run_due(self.clock.now())
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:

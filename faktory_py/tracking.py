@@ -32,12 +32,11 @@ JSON object), `TRACK SET needs a jid`, `percent must be an integer from 0 to 100
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from itertools import islice, takewhile
 from typing import TYPE_CHECKING, Any
 
-from . import wire
+from . import jobs, wire
 from .jobs import MAX_RESERVE_FOR, JobError
 from .manager import Extension
 from .store.base import Job, Op
@@ -178,10 +177,7 @@ class JobTracking(Extension):
         """Validate a TRACK SET payload and turn it into ops (raises JobError)."""
         if not arg.strip():
             raise JobError("TRACK SET needs a jid")
-        try:
-            payload = json.loads(arg)
-        except ValueError:
-            payload = None
+        payload = jobs.decode_argument(arg, "invalid TRACK SET")
         if not isinstance(payload, dict):
             raise JobError(f"invalid TRACK SET {arg}")
         jid = payload.get("jid")
