@@ -24,12 +24,14 @@ from typing import Any
 import trio
 
 from . import wire
+from .admission import Admission
 from .batches import Batches
 from .clock import Clock
 from .commands import WOULD_BLOCK, Dispatcher, ServerStats, Session
 from .config import Config, split_binding
-from .handshake import Handshake, HandshakeFailed
+from .handshake import Handshake, HandshakeFailed, Hello
 from .expiry import ExpiringJobs
+from .fdlimit import socket_budget
 from .manager import Extension, Manager
 from .store.durability import DurableJournal, JournalFailed
 from .store.journal import Journal
@@ -47,6 +49,10 @@ _SEND_TIMEOUT = 10.0
 #: when it says so. `[faktory] description = "..."` in conf.d/*.toml overrides it.
 ENTERPRISE_DESCRIPTION = "Faktory Enterprise"
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+#: password checks run at once (each in steps, see `_Connections._verify`)
+_CONCURRENT_PASSWORD_CHECKS = 2
+#: a background task that keeps failing is restarted after 1, 2, 4 … at most this many seconds
+_MAX_RESTART_DELAY = 30.0
 
 
 @dataclass(eq=False)
@@ -156,14 +162,27 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
 
 
 class _Connections:
-    """Accepts and runs client connections for one server."""
+    """Accepts and runs client connections for one server.
+
+    Which sockets it keeps is admission.py's rule. A HELLO's password check is SHA-256
+    run thousands of times (~3.5 ms of CPU, which no thread can take off the event loop):
+    it runs in steps of a few hundred rounds with a checkpoint between them, and at most
+    `_CONCURRENT_PASSWORD_CHECKS` at once (others wait their turn, in order), so a flood of
+    wrong passwords adds well under a millisecond to any other connection's turn, however
+    many arrive; it can only slow down other handshakes, which the handshake budget bounds.
+    """
 
     def __init__(self, config: Config, dispatcher: Dispatcher, write_journal: Callable[[], None]) -> None:
         self.config = config
         self.dispatcher = dispatcher
         #: called before any reply is sent (see store/durability.py)
         self.write_journal = write_journal
-        self.stopping = False
+        #: set by a requested stop: every command from then on is refused
+        self.stopping = trio.Event()
+        self.admission = Admission(config.max_connections, config.max_handshakes, socket_budget())
+        self._password_checks = trio.CapacityLimiter(_CONCURRENT_PASSWORD_CHECKS)
+        #: set when the last connection has closed
+        self._none_open = trio.Event()
         self._ids = itertools.count(1)
         #: each open connection's stream → its cancel scope
         self._scopes: dict[trio.abc.Stream, trio.CancelScope] = {}
@@ -199,10 +218,22 @@ class _Connections:
                     self._scopes[stream].cancel()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
+        scope = trio.CancelScope()
+        if not self.admission.arrive(stream, scope.cancel):
+            log.warning("refusing a connection: %d sockets open, the most this file-descriptor limit allows",
+                        self.admission.max_sockets)
+            with trio.move_on_after(1):
+                try:
+                    await stream.send_all(wire.error("too many connections"))
+                except _PEER_GONE:
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
         stats = self.dispatcher.stats
         stats.connections += 1
         session: Session | None = None
-        scope = self._scopes[stream] = trio.CancelScope()
+        self._scopes[stream] = scope
+        self._none_open = trio.Event()
         try:
             with scope:
                 reader = wire.LineReader(self.config.max_line)
@@ -217,9 +248,29 @@ class _Connections:
         finally:
             stats.connections -= 1
             del self._scopes[stream]
+            if not self._scopes:
+                self._none_open.set()
+            self.admission.leave(stream)
             if session is not None and session.wid:
                 self.dispatcher.workers.unregister(session.wid, session.conn_id)
             await trio.aclose_forcefully(stream)
+
+    async def wait_closed(self) -> None:
+        """Return once no connection is open."""
+        if self._scopes:
+            await self._none_open.wait()
+
+    async def _verify(self, handshake: Handshake, line: bytes) -> Hello:
+        """`Handshake.receive_hello`, with the password hash run in steps (see the class doc)."""
+        hello = handshake.parse_hello(line)
+        hashed = handshake.password_hash(hello)
+        if hashed is not None:
+            async with self._password_checks:
+                while not hashed.done:
+                    hashed.step()
+                    await trio.sleep(0)
+            handshake.authenticate(hello, hashed)
+        return hello
 
     async def _handshake(
         self, stream: trio.abc.Stream, reader: wire.LineReader, scope: trio.CancelScope
@@ -236,7 +287,7 @@ class _Connections:
             if line is None:
                 return None
             try:
-                hello = handshake.receive_hello(line)
+                hello = await self._verify(handshake, line)
             except HandshakeFailed as failed:
                 if failed.reply is not None:
                     await self._send(stream, failed.reply)
@@ -253,8 +304,8 @@ class _Connections:
         accepted = False
         try:
             await self._send(stream, wire.OK)
-            count = self.dispatcher.stats.connections
-            if count > self.config.max_connections:
+            if not self.admission.identify(stream):
+                count = self.admission.identified + 1
                 await self._send(stream, wire.error(f"too many connections: {count}"))
                 return None
             accepted = True
@@ -283,13 +334,14 @@ class _Connections:
                         return
                     reader.receive_data(await stream.receive_some(_RECV_CHUNK))
                     continue
-                if self.stopping:
+                if self.stopping.is_set():
                     replies.add(wire.error("shutdown in progress"))
                     return
                 reply = await self.dispatcher.handle(session, command, may_block=False)
                 if reply is WOULD_BLOCK:  # a FETCH must wait: answer what came before it first
                     await replies.flush()
-                    reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command))
+                    reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command),
+                                                      self.stopping)
                 if reply is None:
                     return
                 replies.add(reply)
@@ -346,9 +398,10 @@ async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # typ
 
 
 async def _unless_peer_leaves(
-    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[bytes | None]
+    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[bytes | None], stopping: trio.Event
 ) -> bytes | None:
-    """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile.
+    """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,
+    or answering `$-1` (no job) if the server is asked to stop.
 
     Without this a FETCH waiting for work would reserve the next job for a client that
     is gone, and that job would only come back when its reservation expired. Bytes the
@@ -366,11 +419,57 @@ async def _unless_peer_leaves(
         if reader.at_eof:  # gone, and no pipelined command left to answer
             nursery.cancel_scope.cancel()
 
+    async def stop() -> None:
+        nonlocal reply
+        await stopping.wait()
+        reply = wire.NULL
+        nursery.cancel_scope.cancel()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
+        nursery.start_soon(stop)
         reply = await work
         nursery.cancel_scope.cancel()
     return reply
+
+
+async def supervised(name: str, run: Callable[..., Awaitable[None]], *args: Any,
+                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a background task for the server's lifetime: a failure is logged and the task
+    restarted, never the end of the server (house rule: no timer or task may stop it).
+
+    The pause before a restart doubles while the task keeps failing (1 s … 30 s), so a bug
+    that fails at once cannot spin the CPU; a run that lasted longer than the pause
+    starts the count again. A task that reports `task_status` (the web UI) must get that far
+    the first time: failing earlier is a start-up failure and is raised.
+    """
+    status = _StartedOnce(task_status) if task_status is not trio.TASK_STATUS_IGNORED else None
+    delay = 1.0
+    while True:
+        began = trio.current_time()
+        try:
+            await (run(*args) if status is None else run(*args, task_status=status))
+            return
+        except Exception:
+            if status is not None and status.waiting:
+                raise
+            log.exception("background task %s failed; restarting it in %.0f s", name, delay)
+        if trio.current_time() - began > delay:
+            delay = 1.0
+        await trio.sleep(delay)
+        delay = min(2 * delay, _MAX_RESTART_DELAY)
+
+
+class _StartedOnce:
+    """Passes a task's first `started()` on; after that the task is running and reports nothing."""
+
+    def __init__(self, inner: trio.TaskStatus[Any]) -> None:
+        self.inner = inner
+        self.waiting = True
+
+    def started(self, value: Any = None) -> None:
+        self.waiting = False
+        self.inner.started(value)
 
 
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
@@ -393,11 +492,12 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     connections = _Connections(config, dispatcher, durable.write)
     try:
         async with trio.open_nursery() as background:
-            background.start_soon(durable.run_fsync)
-            background.start_soon(durable.run_compaction)
-            background.start_soon(timer.run)
-            background.start_soon(_reap_workers, workers, clock, config.timers.worker_reap_every)
-            background.start_soon(connections.watch_sends)
+            background.start_soon(_fsync_or_fail, durable)
+            background.start_soon(supervised, "compaction", durable.run_compaction)
+            background.start_soon(supervised, "due timer", timer.run)
+            background.start_soon(supervised, "worker reaper", _reap_workers, workers, clock,
+                                  config.timers.worker_reap_every)
+            background.start_soon(supervised, "send watchdog", connections.watch_sends)
             web_urls: list[str] = []
             if config.web_enabled:
                 # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
@@ -406,7 +506,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 from .web.app import WebContext
                 from .web.serve import serve_web
 
-                web_urls = await background.start(serve_web, WebContext(dispatcher, config, {
+                web_urls = await background.start(supervised, "web UI", serve_web, WebContext(dispatcher, config, {
                     "Command port": config.binding, "Web UI": config.web_binding}, durable.durable))
                 log.info("web UI on %s", ", ".join(web_urls))
             listeners = await open_listeners(config.binding, 7419)
@@ -427,14 +527,13 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                 task_status.started(server)
                 await server._stop.wait()
-                log.info("shutting down")
-                connections.stopping = True
+                log.info("shutting down: refusing further commands for up to %g s", config.timers.shutdown_grace)
+                connections.stopping.set()
                 accept_scope.cancel()
                 for listener in listeners:
                     await listener.aclose()
                 with trio.move_on_after(config.timers.shutdown_grace):
-                    while dispatcher.stats.connections:
-                        await trio.sleep(0.05)
+                    await connections.wait_closed()
                 conn_nursery.cancel_scope.cancel()
             background.cancel_scope.cancel()
     finally:
@@ -442,6 +541,17 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
             await durable.aclose()
     if durable.failed.is_set():
         raise JournalFailed(f"stopped: the journal in {config.data_dir} could not be written (see the log)")
+
+
+async def _fsync_or_fail(durable: DurableJournal) -> None:
+    """The fsync task, the one background task never restarted: an fsync that raised leaves
+    unknown what the disk holds (a retry may report success for pages that were lost), so
+    its failure is the journal's, which stops the server (exit status 1)."""
+    try:
+        await durable.run_fsync()
+    except Exception:
+        log.critical("syncing the journal failed; stopping", exc_info=True)
+        durable.failed.set()
 
 
 async def _stop_when_failed(durable: DurableJournal, server: Server) -> None:
