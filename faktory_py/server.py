@@ -468,8 +468,9 @@ class _StartedOnce:
         self.waiting = True
 
     def started(self, value: Any = None) -> None:
-        self.waiting = False
-        self.inner.started(value)
+        if self.waiting:
+            self.waiting = False
+            self.inner.started(value)
 
 
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
