@@ -29,7 +29,7 @@ class Timers:
     fetch_timeout: float = 2.0
     handshake_timeout: float = 2.0
     #: after SIGTERM: how long connections may go on (every command answered
-    #: `-ERR shutdown in progress`) before the rest are closed; Faktory's own is 100 ms
+    #: `-ERR shutdown in progress`) before the rest are closed (protocol/DEVIATIONS.md #23)
     shutdown_grace: float = 1.0
 
 

@@ -8,6 +8,12 @@ reply whole. Sends are not wrapped in a scope each (for a client that waits for 
 reply, a shielded timeout scope per send cost as much as the PUSH itself): a connection
 is only ever cancelled to be closed, so a reply cut short is followed by the close, never
 by another reply; one watchdog task closes connections whose sends stall.
+
+Background tasks (timers, compaction, the reaper, the watchdog, the web UI) run under
+`supervised`: a failure is logged and the task restarted, never the end of the server.
+The server ends in two ways only: a requested stop (`Server.shutdown`, graceful: see
+protocol/spec.md §8), after which serve() returns, or a journal that failed, after which
+it raises JournalFailed (the CLI's exit status 1).
 """
 
 from __future__ import annotations
@@ -233,7 +239,8 @@ class _Connections:
         stats.connections += 1
         session: Session | None = None
         self._scopes[stream] = scope
-        self._none_open = trio.Event()
+        if self._none_open.is_set():
+            self._none_open = trio.Event()
         try:
             with scope:
                 reader = wire.LineReader(self.config.max_line)
