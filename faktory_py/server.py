@@ -18,6 +18,7 @@ it raises JournalFailed (the CLI's exit status 1).
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import logging
@@ -187,6 +188,8 @@ class _Connections:
         self.stopping = trio.Event()
         self.admission = Admission(config.max_connections, config.max_handshakes, socket_budget())
         self._password_checks = trio.CapacityLimiter(_CONCURRENT_PASSWORD_CHECKS)
+        self._refused = 0
+        self._refusal_logged_at = -math.inf
         #: set when the last connection has closed
         self._none_open = trio.Event()
         self._ids = itertools.count(1)
@@ -226,8 +229,7 @@ class _Connections:
     async def handle(self, stream: trio.abc.Stream) -> None:
         scope = trio.CancelScope()
         if not self.admission.arrive(stream, scope.cancel):
-            log.warning("refusing a connection: %d sockets open, the most this file-descriptor limit allows",
-                        self.admission.max_sockets)
+            self._log_refusal()
             with trio.move_on_after(1):
                 try:
                     await stream.send_all(wire.error("too many connections"))
@@ -261,6 +263,15 @@ class _Connections:
             if session is not None and session.wid:
                 self.dispatcher.workers.unregister(session.wid, session.conn_id)
             await trio.aclose_forcefully(stream)
+
+    def _log_refusal(self) -> None:
+        """A warning for the first refusal, then at most one a minute with the count."""
+        self._refused += 1
+        now = trio.current_time()
+        if now >= self._refusal_logged_at + 60:
+            log.warning("refused %d connection(s): %d sockets open, the most the open-file limit allows "
+                        "(raise the hard limit)", self._refused, self.admission.max_sockets)
+            self._refused, self._refusal_logged_at = 0, now
 
     async def wait_closed(self) -> None:
         """Return once no connection is open."""
@@ -552,14 +563,26 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
 
 
 async def _fsync_or_fail(durable: DurableJournal) -> None:
-    """The fsync task, the one background task never restarted: an fsync that raised leaves
-    unknown what the disk holds (a retry may report success for pages that were lost), so
-    its failure is the journal's, which stops the server (exit status 1)."""
-    try:
-        await durable.run_fsync()
-    except Exception:
-        log.critical("syncing the journal failed; stopping", exc_info=True)
-        durable.failed.set()
+    """The fsync task: an fsync that raised leaves unknown what the disk holds (a retry may
+    report success for pages that were lost), so its failure is the journal's, which stops
+    the server (exit status 1). Only running out of descriptors (EMFILE, ENFILE: fsync
+    itself never reports them, getting a descriptor to sync through does) is retried."""
+    while True:
+        try:
+            await durable.run_fsync()
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                return _journal_failed(durable)
+            log.error("no file descriptor to sync the journal with; retrying in 1 s")
+            await trio.sleep(1)
+        except Exception:
+            return _journal_failed(durable)
+
+
+def _journal_failed(durable: DurableJournal) -> None:
+    log.critical("syncing the journal failed; stopping", exc_info=True)
+    durable.failed.set()
 
 
 async def _stop_when_failed(durable: DurableJournal, server: Server) -> None:

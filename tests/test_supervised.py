@@ -3,7 +3,9 @@ backoff; it never ends the server (server.py `supervised`). Driven by trio's Moc
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,30 @@ async def test_a_failing_background_task_never_ends_the_server(
                 await trio.sleep(1)
         assert await client.json_command("PUSH", {"jid": "still-serving-1", "jobtype": "T", "args": []}) == b"OK"
         server.shutdown()
+
+
+class FsyncTask:
+    """Stands in for DurableJournal: `run_fsync` raises each of `errors` in turn, then returns."""
+
+    def __init__(self, *errors: int) -> None:
+        self.errors = list(errors)
+        self.runs = 0
+        self.failed = trio.Event()
+
+    async def run_fsync(self) -> None:
+        self.runs += 1
+        if self.errors:
+            code = self.errors.pop(0)
+            raise OSError(code, os.strerror(code))
+
+
+async def test_out_of_descriptors_the_fsync_task_retries(autojump_clock) -> None:
+    durable = FsyncTask(errno.EMFILE, errno.ENFILE)
+    await server_module._fsync_or_fail(durable)
+    assert durable.runs == 3 and not durable.failed.is_set()
+
+
+async def test_a_failed_fsync_is_a_journal_failure_never_retried(autojump_clock) -> None:
+    durable = FsyncTask(errno.EIO)
+    await server_module._fsync_or_fail(durable)
+    assert durable.runs == 1 and durable.failed.is_set()
