@@ -10,7 +10,6 @@ import json
 import resource
 import select
 import socket
-import threading
 
 import pytest
 

@@ -6,7 +6,6 @@ in-process test of the exit status after a journal failure, which needs no disk 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
