@@ -20,9 +20,10 @@ from pathlib import Path
 import trio
 
 from . import FAKTORY_VERSION, __version__
-from .config import (ENVIRONMENTS, FSYNC_POLICIES, Config, ConfigError, load_toml,
+from .config import (ENVIRONMENTS, FSYNC_POLICIES, Config, ConfigError, Timers, load_toml,
                      resolve_password)
-from .server import serve
+from .fdlimit import raise_soft_limit
+from .server import Server, serve
 
 LOG_LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 
@@ -56,6 +57,12 @@ def build_config(argv: list[str], env: dict[str, str]) -> Config:
     fsync = args.fsync or ours.get("fsync", "everysec")
     if fsync not in FSYNC_POLICIES:
         raise ConfigError(f"[faktory_py] fsync must be one of {', '.join(FSYNC_POLICIES)}")
+    grace = ours.get("shutdown_grace", Timers.shutdown_grace)
+    if type(grace) not in (int, float) or not 0 <= grace <= 3600:
+        raise ConfigError("[faktory_py] shutdown_grace must be a number of seconds in [0, 3600]")
+    handshakes = ours.get("max_handshakes", Config.max_handshakes)
+    if type(handshakes) is not int or handshakes < 1:
+        raise ConfigError("[faktory_py] max_handshakes must be a positive integer")
     return Config(
         binding=args.binding or toml.get("faktory", {}).get("binding", "localhost:7419"),
         web_binding=args.web_binding or toml.get("web", {}).get("binding", "localhost:7420"),
@@ -66,6 +73,8 @@ def build_config(argv: list[str], env: dict[str, str]) -> Config:
         password=resolve_password(environment, toml, env),
         fsync=fsync,
         max_connections=args.max_connections or ours.get("max_connections", 2000),
+        max_handshakes=handshakes,
+        timers=Timers(shutdown_grace=float(grace)),
         max_line=ours.get("max_line", 16 * 1024 * 1024),
         compact_min_bytes=ours.get("compact_min_bytes", 64 * 1024 * 1024),
         toml=toml,
@@ -73,20 +82,22 @@ def build_config(argv: list[str], env: dict[str, str]) -> Config:
 
 
 async def _run(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+
+    serve() is never cancelled from here: a signal asks it to stop, and it returns once it
+    has (or raises, e.g. JournalFailed, when it stopped for any other reason: exit 1).
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve, config)
 
-            async def stop_on_signal() -> None:
-                async for signum in signals:
-                    logging.getLogger("faktory_py").info("received %s", signal.Signals(signum).name)
-                    server.shutdown()
-                    return
+            async def run_server(task_status: trio.TaskStatus[Server]) -> None:
+                await serve(config, task_status=task_status)
+                nursery.cancel_scope.cancel()  # served out: stop listening for signals
 
-            nursery.start_soon(stop_on_signal)
-            await server._stop.wait()
-            nursery.cancel_scope.cancel()
+            server = await nursery.start(run_server)
+            async for signum in signals:
+                logging.getLogger("faktory_py").info("received %s", signal.Signals(signum).name)
+                server.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=LOG_LEVELS[config.log_level],
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
+    raise_soft_limit()
     try:
         trio.run(_run, config)
-    except Exception as exc:  # start-up failures (corrupt journal, port in use) end here
+    except Exception as exc:  # start-up failures (corrupt journal, port in use), a failed journal
         for leaf in _leaves(exc):
             logging.getLogger("faktory_py").error("%s", leaf)
         return 1

@@ -28,6 +28,8 @@ class Timers:
     worker_reap_every: float = 15.0
     fetch_timeout: float = 2.0
     handshake_timeout: float = 2.0
+    #: after SIGTERM: how long connections may go on (every command answered
+    #: `-ERR shutdown in progress`) before the rest are closed (protocol/DEVIATIONS.md #23)
     shutdown_grace: float = 1.0
 
 
@@ -47,6 +49,8 @@ class Config:
     compact_min_bytes: int = 64 * 1024 * 1024
     max_line: int = 16 * 1024 * 1024
     max_connections: int = 2000
+    #: sockets accepted but not yet through HELLO; over it the oldest is closed (admission.py)
+    max_handshakes: int = 1000
     timers: Timers = field(default_factory=Timers)
     toml: dict[str, Any] = field(default_factory=dict)
 

@@ -28,15 +28,42 @@ _UINT8 = range(256)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def hash_password(password: str, salt: str, iterations: int) -> str:
-    """Hex of SHA-256 applied ``iterations`` times to ``password + salt`` (at least once).
+class PasswordHash:
+    """SHA-256 applied ``iterations`` times to ``password + salt`` (at least once), in steps.
 
-    Every round after the first hashes the raw 32-byte digest, not its hex text.
+    Every round after the first hashes the raw 32-byte digest, not its hex text. 8,000
+    rounds cost a few milliseconds of CPU that no thread can take off the event loop (the
+    GIL is held for such short inputs), so the server runs them `ROUNDS_PER_STEP` at a
+    time and lets other connections run in between (server.py `_Connections._verify`).
     """
-    digest = hashlib.sha256((password + salt).encode("utf-8")).digest()
-    for _ in range(iterations - 1):
-        digest = hashlib.sha256(digest).digest()
-    return digest.hex()
+
+    ROUNDS_PER_STEP = 256
+
+    def __init__(self, password: str, salt: str, iterations: int) -> None:
+        self._digest = hashlib.sha256((password + salt).encode("utf-8")).digest()
+        self._left = max(iterations, 1) - 1
+
+    @property
+    def done(self) -> bool:
+        return self._left == 0
+
+    def step(self, rounds: int = ROUNDS_PER_STEP) -> None:
+        """Run up to `rounds` more rounds."""
+        count = min(rounds, self._left)
+        digest, sha256 = self._digest, hashlib.sha256
+        for _ in range(count):
+            digest = sha256(digest).digest()
+        self._digest, self._left = digest, self._left - count
+
+    def hexdigest(self) -> str:
+        """The result; runs whatever rounds are left first."""
+        self.step(self._left)
+        return self._digest.hex()
+
+
+def hash_password(password: str, salt: str, iterations: int) -> str:
+    """Hex of `PasswordHash`, all rounds at once."""
+    return PasswordHash(password, salt, iterations).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -92,21 +119,34 @@ class Handshake:
         self.greeting = wire.simple("HI " + wire.compact_json(hi))
 
     def receive_hello(self, line: bytes) -> Hello:
-        """Parse and authenticate the HELLO line (terminator already stripped)."""
+        """Parse and authenticate the HELLO line (terminator already stripped), all at once."""
+        hello = self.parse_hello(line)
+        hashed = self.password_hash(hello)
+        if hashed is not None:
+            self.authenticate(hello, hashed)
+        return hello
+
+    def parse_hello(self, line: bytes) -> Hello:
+        """Decode the HELLO line; `authenticate` must follow when `password_hash` is not None."""
         if not line.startswith(_HELLO_PREFIX):
             raise HandshakeFailed("expected HELLO")
         try:
-            hello = _decode_hello(line[len(_HELLO_PREFIX) - 1 :])
+            return _decode_hello(line[len(_HELLO_PREFIX) - 1 :])
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise HandshakeFailed(f"invalid HELLO: {exc}") from None
-        if self._password is not None:
-            # Protocol 1 clients (and cdrx, which sends no "v") hash exactly once.
-            rounds = self._iterations if hello.v >= 2 else 1
-            expected = hash_password(self._password, self._salt, rounds)
-            given = hello.pwdhash.encode("utf-8", errors="replace")
-            if not hmac.compare_digest(expected.encode("ascii"), given):
-                raise HandshakeFailed("invalid password", INVALID_PASSWORD)
-        return hello
+
+    def password_hash(self, hello: Hello) -> PasswordHash | None:
+        """The hash this HELLO's `pwdhash` must equal, still to be run; None without a password."""
+        if self._password is None:
+            return None
+        # Protocol 1 clients (and cdrx, which sends no "v") hash exactly once.
+        return PasswordHash(self._password, self._salt, self._iterations if hello.v >= 2 else 1)
+
+    def authenticate(self, hello: Hello, hashed: PasswordHash) -> None:
+        """Raise unless `pwdhash` matches `hashed` (exact, constant-time)."""
+        given = hello.pwdhash.encode("utf-8", errors="replace")
+        if not hmac.compare_digest(hashed.hexdigest().encode("ascii"), given):
+            raise HandshakeFailed("invalid password", INVALID_PASSWORD)
 
 
 def _reject_constant(name: str) -> NoReturn:

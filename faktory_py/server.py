@@ -8,6 +8,12 @@ reply whole. Sends are not wrapped in a scope each (for a client that waits for 
 reply, a shielded timeout scope per send cost as much as the PUSH itself): a connection
 is only ever cancelled to be closed, so a reply cut short is followed by the close, never
 by another reply; one watchdog task closes connections whose sends stall.
+
+Background tasks (timers, compaction, the reaper, the watchdog, the web UI) run under
+`supervised`: a failure is logged and the task restarted, never the end of the server.
+The server ends in two ways only: a requested stop (`Server.shutdown`, graceful: see
+protocol/spec.md §8), after which serve() returns, or a journal that failed, after which
+it raises JournalFailed (the CLI's exit status 1).
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from typing import Any
 import trio
 
 from . import wire
+from .admission import Admission
 from .batches import Batches
 from .clock import Clock
 from .commands import WOULD_BLOCK, Dispatcher, ServerStats, Session
 from .config import Config, split_binding
-from .handshake import Handshake, HandshakeFailed
+from .handshake import Handshake, HandshakeFailed, Hello
 from .expiry import ExpiringJobs
+from .fdlimit import socket_budget
 from .manager import Extension, Manager
 from .store.durability import DurableJournal, JournalFailed
 from .store.journal import Journal
@@ -47,6 +55,10 @@ _SEND_TIMEOUT = 10.0
 #: when it says so. `[faktory] description = "..."` in conf.d/*.toml overrides it.
 ENTERPRISE_DESCRIPTION = "Faktory Enterprise"
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+#: password checks run at once (each in steps, see `_Connections._verify`)
+_CONCURRENT_PASSWORD_CHECKS = 2
+#: a background task that keeps failing is restarted after 1, 2, 4 … at most this many seconds
+_MAX_RESTART_DELAY = 30.0
 
 
 @dataclass(eq=False)
@@ -180,14 +192,29 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
 
 
 class _Connections:
-    """Accepts and runs client connections for one server."""
+    """Accepts and runs client connections for one server.
+
+    Which sockets it keeps is admission.py's rule. A HELLO's password check is SHA-256
+    run thousands of times (~3.5 ms of CPU, which no thread can take off the event loop):
+    it runs in steps of a few hundred rounds with a checkpoint between them, and at most
+    `_CONCURRENT_PASSWORD_CHECKS` at once (others wait their turn, in order), so a flood of
+    wrong passwords adds well under a millisecond to any other connection's turn, however
+    many arrive; it can only slow down other handshakes, which the handshake budget bounds.
+    """
 
     def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal) -> None:
         self.config = config
         self.dispatcher = dispatcher
         #: written before any reply is sent (see store/durability.py)
         self.durable = durable
-        self.stopping = False
+        #: set by a requested stop: every command from then on is refused
+        self.stopping = trio.Event()
+        self.admission = Admission(config.max_connections, config.max_handshakes, socket_budget())
+        self._password_checks = trio.CapacityLimiter(_CONCURRENT_PASSWORD_CHECKS)
+        self._refused = 0
+        self._refusal_logged_at = -math.inf
+        #: set when the last connection has closed
+        self._none_open = trio.Event()
         self._ids = itertools.count(1)
         #: each open connection's stream → its cancel scope
         self._scopes: dict[trio.abc.Stream, trio.CancelScope] = {}
@@ -223,10 +250,22 @@ class _Connections:
                     self._scopes[stream].cancel()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
+        scope = trio.CancelScope()
+        if not self.admission.arrive(stream, scope.cancel):
+            self._log_refusal()
+            with trio.move_on_after(1):
+                try:
+                    await stream.send_all(wire.error("too many connections"))
+                except _PEER_GONE:
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
         stats = self.dispatcher.stats
         stats.connections += 1
         session: Session | None = None
-        scope = self._scopes[stream] = trio.CancelScope()
+        self._scopes[stream] = scope
+        if self._none_open.is_set():
+            self._none_open = trio.Event()
         try:
             with scope:
                 reader = wire.LineReader(self.config.max_line)
@@ -241,9 +280,38 @@ class _Connections:
         finally:
             stats.connections -= 1
             del self._scopes[stream]
+            if not self._scopes:
+                self._none_open.set()
+            self.admission.leave(stream)
             if session is not None and session.wid:
                 self.dispatcher.workers.unregister(session.wid, session.conn_id)
             await trio.aclose_forcefully(stream)
+
+    def _log_refusal(self) -> None:
+        """A warning for the first refusal, then at most one a minute with the count."""
+        self._refused += 1
+        now = trio.current_time()
+        if now >= self._refusal_logged_at + 60:
+            log.warning("refused %d connection(s): %d sockets open, the most the open-file limit allows "
+                        "(raise the hard limit)", self._refused, self.admission.max_sockets)
+            self._refused, self._refusal_logged_at = 0, now
+
+    async def wait_closed(self) -> None:
+        """Return once no connection is open."""
+        if self._scopes:
+            await self._none_open.wait()
+
+    async def _verify(self, handshake: Handshake, line: bytes) -> Hello:
+        """`Handshake.receive_hello`, with the password hash run in steps (see the class doc)."""
+        hello = handshake.parse_hello(line)
+        hashed = handshake.password_hash(hello)
+        if hashed is not None:
+            async with self._password_checks:
+                while not hashed.done:
+                    hashed.step()
+                    await trio.sleep(0)
+            handshake.authenticate(hello, hashed)
+        return hello
 
     async def _handshake(
         self, stream: trio.abc.Stream, reader: wire.LineReader, scope: trio.CancelScope
@@ -260,7 +328,7 @@ class _Connections:
             if line is None:
                 return None
             try:
-                hello = handshake.receive_hello(line)
+                hello = await self._verify(handshake, line)
             except HandshakeFailed as failed:
                 if failed.reply is not None:
                     await self._send(stream, failed.reply)
@@ -277,8 +345,8 @@ class _Connections:
         accepted = False
         try:
             await self._send(stream, wire.OK)
-            count = self.dispatcher.stats.connections
-            if count > self.config.max_connections:
+            if not self.admission.identify(stream):
+                count = self.admission.identified + 1
                 await self._send(stream, wire.error(f"too many connections: {count}"))
                 return None
             accepted = True
@@ -308,14 +376,15 @@ class _Connections:
                         return
                     reader.receive_data(await stream.receive_some(_RECV_CHUNK))
                     continue
-                if self.stopping:
+                if self.stopping.is_set():
                     replies.add(wire.error("shutdown in progress"))
                     return
                 before = self.durable.appended
                 reply = await self.dispatcher.handle(session, command, may_block=False)
                 if reply is WOULD_BLOCK:  # a FETCH must wait: answer what came before it first
                     await replies.flush()
-                    reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command))
+                    reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command),
+                                                      self.stopping)
                 if reply is None:
                     return
                 replies.add(reply, self.durable.appended if self.durable.appended != before else 0)
@@ -389,9 +458,10 @@ async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # typ
 
 
 async def _unless_peer_leaves(
-    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[bytes | None]
+    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[bytes | None], stopping: trio.Event
 ) -> bytes | None:
-    """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile.
+    """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,
+    or answering `$-1` (no job) if the server is asked to stop.
 
     Without this a FETCH waiting for work would reserve the next job for a client that
     is gone, and that job would only come back when its reservation expired. Bytes the
@@ -409,11 +479,58 @@ async def _unless_peer_leaves(
         if reader.at_eof:  # gone, and no pipelined command left to answer
             nursery.cancel_scope.cancel()
 
+    async def stop() -> None:
+        nonlocal reply
+        await stopping.wait()
+        reply = wire.NULL
+        nursery.cancel_scope.cancel()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
+        nursery.start_soon(stop)
         reply = await work
         nursery.cancel_scope.cancel()
     return reply
+
+
+async def supervised(name: str, run: Callable[..., Awaitable[None]], *args: Any,
+                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a background task for the server's lifetime: a failure is logged and the task
+    restarted, never the end of the server (house rule: no timer or task may stop it).
+
+    The pause before a restart doubles while the task keeps failing (1 s … 30 s), so a bug
+    that fails at once cannot spin the CPU; a run that lasted longer than the pause
+    starts the count again. A task that reports `task_status` (the web UI) must get that far
+    the first time: failing earlier is a start-up failure and is raised.
+    """
+    status = _StartedOnce(task_status) if task_status is not trio.TASK_STATUS_IGNORED else None
+    delay = 1.0
+    while True:
+        began = trio.current_time()
+        try:
+            await (run(*args) if status is None else run(*args, task_status=status))
+            return
+        except Exception:
+            if status is not None and status.waiting:
+                raise
+            log.exception("background task %s failed; restarting it in %.0f s", name, delay)
+        if trio.current_time() - began > delay:
+            delay = 1.0
+        await trio.sleep(delay)
+        delay = min(2 * delay, _MAX_RESTART_DELAY)
+
+
+class _StartedOnce:
+    """Passes a task's first `started()` on; after that the task is running and reports nothing."""
+
+    def __init__(self, inner: trio.TaskStatus[Any]) -> None:
+        self.inner = inner
+        self.waiting = True
+
+    def started(self, value: Any = None) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.inner.started(value)
 
 
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
@@ -437,12 +554,14 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     connections = _Connections(config, dispatcher, durable)
     try:
         async with trio.open_nursery() as background:
+            # run_fsync ends only when the journal failed for good, which stops the server
             background.start_soon(durable.run_fsync)
-            background.start_soon(durable.run_compaction)
-            background.start_soon(durable.run_retry)
-            background.start_soon(timer.run)
-            background.start_soon(_reap_workers, workers, clock, config.timers.worker_reap_every)
-            background.start_soon(connections.watch_sends)
+            background.start_soon(supervised, "compaction", durable.run_compaction)
+            background.start_soon(supervised, "journal retry", durable.run_retry)
+            background.start_soon(supervised, "due timer", timer.run)
+            background.start_soon(supervised, "worker reaper", _reap_workers, workers, clock,
+                                  config.timers.worker_reap_every)
+            background.start_soon(supervised, "send watchdog", connections.watch_sends)
             web_urls: list[str] = []
             if config.web_enabled:
                 # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
@@ -451,7 +570,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 from .web.app import WebContext
                 from .web.serve import serve_web
 
-                web_urls = await background.start(serve_web, WebContext(dispatcher, config, {
+                web_urls = await background.start(supervised, "web UI", serve_web, WebContext(dispatcher, config, {
                     "Command port": config.binding, "Web UI": config.web_binding}, durable.durable))
                 log.info("web UI on %s", ", ".join(web_urls))
             listeners = await open_listeners(config.binding, 7419)
@@ -472,14 +591,13 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                 task_status.started(server)
                 await server._stop.wait()
-                log.info("shutting down")
-                connections.stopping = True
+                log.info("shutting down: refusing further commands for up to %g s", config.timers.shutdown_grace)
+                connections.stopping.set()
                 accept_scope.cancel()
                 for listener in listeners:
                     await listener.aclose()
                 with trio.move_on_after(config.timers.shutdown_grace):
-                    while dispatcher.stats.connections:
-                        await trio.sleep(0.05)
+                    await connections.wait_closed()
                 conn_nursery.cancel_scope.cancel()
             background.cancel_scope.cancel()
     finally:

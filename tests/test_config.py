@@ -87,6 +87,21 @@ def test_toml_settings_reach_the_config(tmp_path: Path) -> None:
     assert build_config(["-b", "127.0.0.1:7700", "--fsync", "no", *dirs(tmp_path)], {}).fsync == "no"
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("shutdown_grace = -1", "shutdown_grace must be"), ('shutdown_grace = "1"', "shutdown_grace must be"),
+    ("max_handshakes = 0", "max_handshakes must be"), ("max_handshakes = 1.5", "max_handshakes must be"),
+])
+def test_stop_and_handshake_settings_are_validated(tmp_path: Path, setting: str, message: str) -> None:
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "server.toml").write_text("[faktory_py]\nshutdown_grace = 2.5\nmax_handshakes = 7\n")
+    config = build_config(dirs(tmp_path), {})
+    assert (config.timers.shutdown_grace, config.max_handshakes) == (2.5, 7)
+    (conf_d / "server.toml").write_text(f"[faktory_py]\n{setting}\n")
+    with pytest.raises(ConfigError, match=message):
+        build_config(dirs(tmp_path), {})
+
+
 @pytest.mark.parametrize("binding, expected", [
     ("localhost:7419", ("localhost", 7419)), (":7419", ("", 7419)),
     ("[::1]:7419", ("::1", 7419)), ("0.0.0.0:80", ("0.0.0.0", 80)), ("myhost", ("myhost", 7419)),
