@@ -458,16 +458,17 @@ async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # typ
 
 
 async def _unless_peer_leaves(
-    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[bytes | None], stopping: trio.Event
-) -> bytes | None:
+    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[Any],
+    stopping: trio.Event | None = None,
+) -> Any:
     """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,
-    or answering `$-1` (no job) if the server is asked to stop.
+    or, given `stopping`, answering `$-1` (no job) if the server is asked to stop.
 
     Without this a FETCH waiting for work would reserve the next job for a client that
     is gone, and that job would only come back when its reservation expired. Bytes the
     peer pipelines meanwhile are buffered in `reader` for the next command.
     """
-    reply: bytes | None = None
+    reply: Any = None
 
     async def watch() -> None:
         try:
@@ -487,7 +488,8 @@ async def _unless_peer_leaves(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
-        nursery.start_soon(stop)
+        if stopping is not None:
+            nursery.start_soon(stop)
         reply = await work
         nursery.cancel_scope.cancel()
     return reply
