@@ -533,7 +533,7 @@ def test_mutate_requeue_creates_queue(client: RawClient) -> None:
 
 INT_KEYS = {
     "faktory": ["total_failures", "total_processed", "total_enqueued", "total_queues", "total_expired"],
-    "server": ["uptime", "connections", "command_count", "used_memory_mb"],
+    "server": ["uptime", "connections", "command_count", "used_memory_mb", "fetches_waiting"],
 }
 
 
