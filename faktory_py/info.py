@@ -61,5 +61,7 @@ def build_info(dispatcher: Dispatcher, now: float) -> dict[str, Any]:
             "connections": stats.connections,
             "command_count": stats.command_count,
             "used_memory_mb": _used_memory_mb(),
+            # ours, not Faktory's (spec.md §3 INFO): tests wait on it instead of sleeping
+            "fetches_waiting": dispatcher.waiters.statistics().fetches_waiting,
         },
     }

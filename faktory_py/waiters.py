@@ -11,6 +11,7 @@ its waiters sleeps.
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import dataclass
 
 import trio
 
@@ -24,6 +25,14 @@ class _Waiter:
         self.gone = False
 
 
+@dataclass(frozen=True)
+class WaitersStatistics:
+    """What `QueueWaiters.statistics()` reports (INFO's `server.fetches_waiting`, spec.md §3 INFO)."""
+
+    #: FETCHes asleep in `wait` right now, whatever their number of queues
+    fetches_waiting: int
+
+
 class QueueWaiters:
     """queue name → FIFO of waiting fetchers (entries of finished waits are skipped)."""
 
@@ -31,6 +40,11 @@ class QueueWaiters:
         self._queues: dict[str, deque[_Waiter]] = {}
         #: queue → waiters woken for it that have not fetched yet
         self._woken: Counter[str] = Counter()
+        self._waiting = 0
+
+    def statistics(self) -> WaitersStatistics:
+        """How many fetchers wait: lets a test (or an operator) see a FETCH is blocked."""
+        return WaitersStatistics(fetches_waiting=self._waiting)
 
     def notify(self, queue: str) -> None:
         """One job arrived in `queue` (or it was resumed): wake its longest waiter."""
@@ -58,6 +72,7 @@ class QueueWaiters:
         waiter = _Waiter()
         for queue in queues:
             self._queues.setdefault(queue, deque()).append(waiter)
+        self._waiting += 1
         try:
             await waiter.event.wait()
         except BaseException:
@@ -66,6 +81,7 @@ class QueueWaiters:
                 self.notify(waiter.woken_by)
             raise
         finally:
+            self._waiting -= 1
             waiter.gone = True
             for queue in queues:
                 self._compact(queue)

@@ -19,3 +19,10 @@ def eventually(check: Callable[[], Any], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}", pytrace=False)
         time.sleep(interval)
+
+
+def fetches_blocked(info: Callable[[], dict[str, Any]], count: int, timeout: float = 5) -> None:
+    """Wait until exactly `count` FETCHes are blocked in faktory_py (INFO's
+    `server.fetches_waiting`, ours: protocol/spec.md §3 INFO); `info` returns a fresh INFO."""
+    eventually(lambda: info()["server"]["fetches_waiting"] == count, timeout,
+               f"{count} blocked FETCH(es)", interval=0.02)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,18 +217,6 @@ def test_batches_survive_a_crash(server_factory) -> None:
         assert worker.command(json.dumps({"jid": failing["jid"], "errtype": "E", "message": "m"})
                               .join(["FAIL ", ""])) == b"OK"
         assert status(c, parent) == {**before[parent], "pending": 1, "failed": 1, "complete_st": "1"}
-
-
-def test_uncommitted_batches_expire(server_factory) -> None:
-    server = configured(server_factory, "[batches]\nuncommitted_ttl = 1\n")
-    with connect(server) as c:
-        bid = new_batch(c)
-        push(c, bid, queue="ttl")
-        time.sleep(1.3)
-        assert error(c, f"BATCH STATUS {bid}") == f"ERR No such batch {bid}"
-        assert error(c, f"BATCH COMMIT {bid}") == f"ERR No such batch {bid}"
-        assert c.fetch("cb", "ttl")["custom"] == {"bid": bid}  # the member still runs
-        assert c.info()["faktory"]["queues"].get("cb", 0) == 0  # no callback
 
 
 @pytest.mark.parametrize("toml, message", [

@@ -10,7 +10,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from conftest import emptied_client as client  # noqa: F401  (fixture: wipes the server first)
 from conftest import module_server as server  # fixture: one server for the module
+from polling import eventually, fetches_blocked
 from rawclient import RawClient, ReplyError, new_jid
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
@@ -41,15 +41,6 @@ def iso(delta: float) -> str:
 
 def faktory(c: RawClient) -> dict[str, Any]:
     return c.info()["faktory"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def worker(server, wid: str) -> RawClient:
@@ -262,29 +253,23 @@ def test_fetch_skips_missing_and_empty_queues(client: RawClient) -> None:
 
 
 def test_blocking_fetch_wakes_on_push_from_other_connection(server, client: RawClient) -> None:
+    """The PUSH reaches a FETCH already blocked (the server says so), which answers with it
+    instead of timing out with $-1. (When, exactly: test_timers.py under MockClock.)"""
     jid = new_jid()
-
-    def later() -> None:
-        time.sleep(0.5)
-        with server.client() as other:
-            assert other.handshake() == b"OK"
-            assert other.push(job(jid=jid, queue="later")) == b"OK"
-
-    pusher = threading.Thread(target=later)
-    start = time.monotonic()
-    pusher.start()
-    fetched = client.fetch("first", "later")
-    elapsed = time.monotonic() - start
-    pusher.join()
-    assert fetched is not None and fetched["jid"] == jid
-    assert 0.4 <= elapsed < 1.5
+    client.send_raw(b"FETCH first later\r\n")
+    with server.client() as other:
+        assert other.handshake() == b"OK"
+        fetches_blocked(other.info, 1)
+        assert other.push(job(jid=jid, queue="later")) == b"OK"
+    fetched = client.reply()
+    assert fetched is not None and json.loads(fetched)["jid"] == jid
 
 
 def test_fetch_on_empty_returns_null_after_two_seconds(client: RawClient) -> None:
     start = time.monotonic()
     client.send_raw(b"FETCH default other\r\n")
     assert client.recv_raw(5) == b"$-1\r\n"
-    assert 1.5 <= time.monotonic() - start <= 3
+    assert time.monotonic() - start >= 1.5  # it did wait (speed is the benchmarks' business)
 
 
 def test_paused_queue_is_skipped_and_resume_restores(client: RawClient) -> None:
@@ -295,7 +280,7 @@ def test_paused_queue_is_skipped_and_resume_restores(client: RawClient) -> None:
     assert faktory(client)["queues"]["paused"] == 1
     start = time.monotonic()
     assert client.fetch("paused") is None
-    assert 1.5 <= time.monotonic() - start <= 3
+    assert time.monotonic() - start >= 1.5
     assert client.push(job(queue="paused")) == b"OK"  # pushing to a paused queue still works
     assert client.command("QUEUE RESUME paused") == b"OK"
     assert client.fetch("paused")["jid"] == paused
@@ -533,7 +518,7 @@ def test_mutate_requeue_creates_queue(client: RawClient) -> None:
 
 INT_KEYS = {
     "faktory": ["total_failures", "total_processed", "total_enqueued", "total_queues", "total_expired"],
-    "server": ["uptime", "connections", "command_count", "used_memory_mb"],
+    "server": ["uptime", "connections", "command_count", "used_memory_mb", "fetches_waiting"],
 }
 
 
@@ -589,13 +574,17 @@ def test_info_workers_counts_distinct_wids(server_factory) -> None:
     assert client.handshake() == b"OK"
     a1, a2, b = worker(server, "wid-a"), worker(server, "wid-a"), worker(server, "wid-b")
     try:
+        open_before = client.info()["server"]["connections"]
         tasks = faktory(client)["tasks"]
         assert tasks["Workers"]["size"] == 2
         a1.close()
-        time.sleep(0.05)
-        assert wait_until(lambda: faktory(client)["tasks"]["Workers"]["size"] == 2)
+        # the server has handled the close (connections drops in the same step that
+        # unregisters the connection from its wid), and wid-a lives on in a2
+        eventually(lambda: client.info()["server"]["connections"] == open_before - 1, 5,
+                   "the server to handle a1's close", interval=0.02)
+        assert faktory(client)["tasks"]["Workers"]["size"] == 2
         b.close()
-        assert wait_until(lambda: faktory(client)["tasks"]["Workers"]["size"] == 1)
+        eventually(lambda: faktory(client)["tasks"]["Workers"]["size"] == 1, 5, "wid-b to go away")
         assert a2.command('BEAT {"wid":"wid-a"}') == b"OK"
     finally:
         for c in (a1, a2, b):
@@ -659,7 +648,7 @@ def test_quiet_state_is_shared_by_connections_of_a_wid(server, client: RawClient
         start = time.monotonic()
         second.send_raw(b"FETCH default\r\n")
         assert second.recv_raw(5) == b"$-1\r\n"
-        assert 1.5 <= time.monotonic() - start <= 3
+        assert time.monotonic() - start >= 1.5
         assert faktory(client)["queues"]["default"] == 1
         # a producer connection (no wid) still fetches
         assert client.fetch("default") is not None
@@ -671,7 +660,7 @@ def test_beat_from_other_connection_for_registered_wid(server_factory) -> None:
     assert client.handshake() == b"OK"
     with worker(server, "remote-wid"):
         assert client.command('BEAT {"wid":"remote-wid"}') == b"OK"
-    assert wait_until(lambda: faktory(client)["tasks"]["Workers"]["size"] == 0)
+    eventually(lambda: faktory(client)["tasks"]["Workers"]["size"] == 0, 5, "remote-wid to go away")
     with pytest.raises(ReplyError, match="^ERR unknown worker remote-wid$"):
         client.command('BEAT {"wid":"remote-wid"}')
 
@@ -710,7 +699,7 @@ def test_25_concurrent_blocking_fetches_get_one_job_each(server_factory) -> None
         for t in threads:
             t.start()
         sent.wait()
-        time.sleep(0.2)  # let the FETCHes block
+        fetches_blocked(client.info, count)  # every FETCH waits in the server: PUSHB wakes them
         jobs = [job(queue="pool") for _ in range(count)]
         assert client.command(f"PUSHB {json.dumps(jobs)}") == b"{}"
         for t in threads:

@@ -131,23 +131,6 @@ def test_dead_job_releases_its_lock(client: RawClient, worker: RawClient) -> Non
     assert client.push(job(["d"], queue="u3", custom={"unique_for": 60})) == b"OK"
 
 
-def test_lock_expires_after_unique_for(client: RawClient) -> None:
-    assert client.push(job(["t"], custom={"unique_for": 1.5})) == b"OK"
-    time.sleep(0.5)
-    assert raw_push(client, job(["t"], custom={"unique_for": 1.5})) == NOT_UNIQUE
-    time.sleep(1.5)
-    assert client.push(job(["t"], custom={"unique_for": 1.5})) == b"OK"
-
-
-def test_scheduled_job_lock_includes_its_delay(client: RawClient) -> None:
-    """TTL = delay until `at` + unique_for: here 2 s + 1 s."""
-    assert client.push(job(["at"], at=iso(2), custom={"unique_for": 1})) == b"OK"
-    time.sleep(1.5)  # past unique_for, still before `at`
-    assert raw_push(client, job(["at"], custom={"unique_for": 1})) == NOT_UNIQUE
-    time.sleep(2.2)  # past `at` + unique_for
-    assert client.push(job(["at"], custom={"unique_for": 1})) == b"OK"
-
-
 def test_flush_clears_locks(client: RawClient) -> None:
     assert client.push(job(["f"], custom={"unique_for": 60})) == b"OK"
     assert client.command("FLUSH") == b"OK"
@@ -158,14 +141,13 @@ def test_flush_clears_locks(client: RawClient) -> None:
 
 
 def test_expired_jobs_are_skipped_and_counted(client: RawClient, worker: RawClient) -> None:
+    """(When a job expires, and the TTLs of unique locks: tests/test_timers.py, under MockClock.)"""
     past = job(["old"], queue="e1", custom={"expires_at": "2001-02-03T04:05:06Z"})
-    soon = job(["soon"], queue="e1", custom={"expires_in": 0.5})
+    past_nano = job(["old2"], queue="e1", custom={"expires_at": "2001-02-03T04:05:06.123456789Z"})
     later = job(["later"], queue="e1", custom={"expires_at": iso(3600)})
     plain = job(["plain"], queue="e1")
-    for payload in (past, soon, later):
+    for payload in (past, past_nano, later, plain):
         assert client.push(payload) == b"OK"
-    time.sleep(1)
-    assert client.push(plain) == b"OK"
     assert client.info()["faktory"]["queues"]["e1"] == 4  # expiry is only checked at FETCH
     got = worker.fetch("e1")
     assert got["jid"] == later["jid"] and got["custom"] == {"expires_at": later["custom"]["expires_at"]}

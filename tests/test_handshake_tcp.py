@@ -210,25 +210,26 @@ def test_no_hello_within_two_seconds_is_closed(server) -> None:
     with server.client() as c:
         read_line(c)
         start = time.monotonic()
-        assert c.closed_by_peer(within=4)
-        assert 1.5 <= time.monotonic() - start <= 4
+        assert c.closed_by_peer(within=10)  # a hang guard, not a speed limit
+        assert time.monotonic() - start >= 1.5  # not before the deadline
 
 
 def test_slow_partial_hello_is_closed(server) -> None:
-    """The 2-second deadline covers the whole handshake, not each read."""
+    """The 2-second deadline covers the whole handshake, not each read: a HELLO trickling in
+    a byte every 0.25 s (each read well within 2 s of the last) is closed while it trickles."""
     with server.client() as c:
         read_line(c)
         start = time.monotonic()
-        closed = False
-        for byte in b'HELLO {"v":2':
+        for byte in b'HELLO {"hostname":"a-box-that-sends-its-hello-slowly","v":2':  # 15 s
             try:
                 c.send_raw(bytes([byte]))
             except OSError:
-                closed = True
+                break  # reset: the server has closed
+            if c.closed_by_peer(within=0.25):
                 break
-            time.sleep(0.25)
-        assert closed or c.closed_by_peer(within=2)
-        assert time.monotonic() - start <= 4.5
+        else:
+            pytest.fail("the server waited for the whole slow HELLO")
+        assert time.monotonic() - start >= 1.5
 
 
 # --- after the handshake -----------------------------------------------------------

@@ -58,7 +58,7 @@ from faktory._proto import Connection
 from pyfaktory import Client, Job, JobFilter, MutateOperation, Producer
 from pyfaktory.util.enums import State
 from pyfaktory.util.exceptions import FaktroyWorkProtocolError
-from polling import eventually
+from polling import eventually, fetches_blocked
 from rawclient import RawClient
 
 #: An exception in a client's thread fails the test (pyfaktory's heartbeat thread dies on an
@@ -291,24 +291,26 @@ def ran_record_and_explode(srv, out: Path, who: str) -> None:
     assert info["tasks"]["Workers"]["size"] == 1
 
 
-def fetch_concurrently(fetchers: list[Callable[[], Any]], push_all: Callable[[], None]) -> list[Any]:
-    """S10: one thread per fetcher blocks on the empty queue, then `push_all()` pushes a job for
-    each; returns what each fetched (all job dicts)."""
+def fetch_concurrently(srv, fetchers: list[Callable[[], Any]], push_all: Callable[[], None]) -> list[Any]:
+    """S10: one thread per fetcher sends one FETCH on the empty queue; once faktory_py reports
+    them all blocked (INFO's `fetches_waiting`, ours), `push_all()` pushes a job for each, and
+    each FETCH must return one: a blocked FETCH is woken, it does not time out. Returns what
+    each fetched. (Faktory cannot say how many FETCHes wait; there the push follows at once,
+    and a FETCH that comes after it simply finds its job.)"""
     n = len(fetchers)
     results: list[Any] = [None] * n
 
     def fetch(i: int) -> None:
-        deadline = time.monotonic() + 15
         try:
-            while results[i] is None and time.monotonic() < deadline:
-                results[i] = fetchers[i]()
+            results[i] = fetchers[i]()
         except Exception as exc:  # reported below
             results[i] = exc
 
     threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
-    time.sleep(0.3)  # let them block on the empty queue (it works either way)
+    if not getattr(srv, "is_real_faktory", False):
+        fetches_blocked(lambda: raw_info(srv), n)
     push_all()
     for t in threads:
         t.join(20)
@@ -316,10 +318,16 @@ def fetch_concurrently(fetchers: list[Callable[[], Any]], push_all: Callable[[],
     return results
 
 
-def close_wids(a: list[Any], b: Any, workers_size: Callable[[], int]) -> None:
+def close_wids(a: list[Any], b: Any, info: Callable[[], dict[str, Any]]) -> None:
     """S10: a wid stays while one of its connections does (three for wid a, one for wid b)."""
+    def workers_size() -> int:
+        return info()["faktory"]["tasks"]["Workers"]["size"]
+
+    open_before = info()["server"]["connections"]
     a[0].disconnect()
     a[1].disconnect()
+    eventually(lambda: info()["server"]["connections"] == open_before - 2, 5,
+               "the server to handle both closes")
     assert workers_size() == 2
     a[2].disconnect()
     b.disconnect()
@@ -419,7 +427,7 @@ def cdrx_push_fetch_ack(ctx: Ctx) -> None:
     # an empty FETCH blocks about 2 s, then `$-1`, which cdrx turns into None
     job, elapsed = timed(lambda: conn.fetch(["s1-high", "s1-low"]))
     assert job is None
-    assert 1.9 <= elapsed < 3.0, elapsed
+    assert elapsed >= 1.9, elapsed
 
     info = raw_info(srv)["faktory"]
     assert info["total_processed"] == 3
@@ -560,7 +568,7 @@ def cdrx_connections(ctx: Ctx) -> None:
                 for i, jid in enumerate(jids):
                     assert client.queue("S10Job", args=[i], queue="s10", jid=jid) is True
 
-        results = fetch_concurrently([lambda c=c: c.fetch(["s10"]) for c in conns], push_all)
+        results = fetch_concurrently(srv, [lambda c=c: c.fetch(["s10"]) for c in conns], push_all)
         assert sorted(r["jid"] for r in results) == sorted(jids)
         for conn, job in zip(conns, results):
             assert cdrx_call(conn, "ACK", {"jid": job["jid"]}) == "OK"
@@ -579,7 +587,7 @@ def cdrx_connections(ctx: Ctx) -> None:
         assert producer.info()["faktory"]["tasks"]["Workers"]["size"] == 2
         for conn in [*a, b]:
             assert cdrx_call(conn, "BEAT", {"wid": conn.worker_id}) == "OK"
-        close_wids(a, b, lambda: producer.info()["faktory"]["tasks"]["Workers"]["size"])
+        close_wids(a, b, producer.info)
 
         # a connection closed in the middle of a blocking FETCH does not swallow the next job
         cut = cdrx_worker(ctx, srv, "cdrx-s10-cut")
@@ -691,7 +699,7 @@ def pyf_push_fetch_ack(ctx: Ctx) -> None:
     assert pyf._beat() is True
     got, elapsed = timed(lambda: pyf._fetch(["s1-high", "s1-low"]))
     assert got is None
-    assert 1.9 <= elapsed < 3.0, elapsed
+    assert elapsed >= 1.9, elapsed
 
 
 @scenario("pyfaktory", "S2")
@@ -889,7 +897,7 @@ def pyf_connections(ctx: Ctx) -> None:
         for job in jobs:
             assert Producer(producer).push(job) is True
 
-    results = fetch_concurrently([lambda c=c: c._fetch(["s10"]) for c in clients], push_all)
+    results = fetch_concurrently(srv, [lambda c=c: c._fetch(["s10"]) for c in clients], push_all)
     assert sorted(r["jid"] for r in results) == sorted(j.jid for j in jobs)
     for client, job in zip(clients, results):
         assert client._ack(job["jid"]) is True
@@ -906,7 +914,7 @@ def pyf_connections(ctx: Ctx) -> None:
     assert producer.info()["faktory"]["tasks"]["Workers"]["size"] == 2
     for client in [*a, b]:
         assert client._beat() is True
-    close_wids(a, b, lambda: producer.info()["faktory"]["tasks"]["Workers"]["size"])
+    close_wids(a, b, producer.info)
 
     # an abrupt close (no END) is tolerated; the same wid connects again
     abrupt = pyf_client(ctx, srv, wid="pyf-s10-abrupt")

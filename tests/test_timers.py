@@ -15,7 +15,9 @@ runs with `fsync="no"` (the journal's fsync/compaction threads never start; with
 
 Timings asserted are the server's: FETCH's 2 s wait, the due timer firing when an entry
 is due (+1 ms), Faktory's backoff (15–44 s for the first retry), the 60 s heartbeat
-timeout with the 15 s reaper period, and the 180-day dead TTL.
+timeout with the 15 s reaper period, the 180-day dead TTL, and the Enterprise TTLs on both
+sides of their boundary (a unique lock's `unique_for`, counted from `at` for a scheduled
+job; `expires_in`; a batch's `uncommitted_ttl`), which over real time would race.
 """
 
 from __future__ import annotations
@@ -42,15 +44,16 @@ SLACK = 0.01
 DAY = 86400.0
 
 
-def make_config(tmp_path: Path, timers: Timers | None = None) -> Config:
+def make_config(tmp_path: Path, timers: Timers | None = None, toml: dict[str, Any] | None = None) -> Config:
     return Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
-                  fsync="no", timers=timers or Timers())
+                  fsync="no", timers=timers or Timers(), toml=toml or {})
 
 
 @asynccontextmanager
-async def running_server(tmp_path: Path, timers: Timers | None = None) -> AsyncIterator[Server]:
+async def running_server(tmp_path: Path, timers: Timers | None = None,
+                         toml: dict[str, Any] | None = None) -> AsyncIterator[Server]:
     async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(serve, make_config(tmp_path, timers))
+        server: Server = await nursery.start(serve, make_config(tmp_path, timers, toml))
         try:
             yield server
         finally:
@@ -292,3 +295,81 @@ async def test_shutdown_returns_and_refuses_commands(
         await trio.open_tcp_stream("127.0.0.1", server.port)
     await active.aclose()
     await idle.aclose()
+
+
+# --- Enterprise TTLs: just before and just after the boundary ------------------------------
+
+async def push_reply(client: AsyncClient, payload: dict[str, Any]) -> str:
+    """`OK`, or the error a refused PUSH gets."""
+    try:
+        return (await client.push(payload)).decode()
+    except ReplyError as exc:
+        return str(exc)
+
+
+async def test_unique_lock_lasts_exactly_unique_for(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    async with running_server(tmp_path) as server:
+        client = await AsyncClient.connect(server.port)
+        pushed_at = trio.current_time()
+        assert await push_reply(client, job("uniq-000001", custom={"unique_for": 1.5})) == "OK"
+        await trio.sleep_until(pushed_at + 1.5 - SLACK)
+        assert await push_reply(client, job("uniq-000002", custom={"unique_for": 1.5})) == \
+            "NOTUNIQUE Job not unique"
+        await trio.sleep_until(pushed_at + 1.5 + SLACK)
+        assert await push_reply(client, job("uniq-000003", custom={"unique_for": 1.5})) == "OK"
+        await client.aclose()
+
+
+async def test_scheduled_jobs_unique_lock_counts_from_its_at(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """TTL = delay until `at` + unique_for: here 2 s + 1 s (not 1 s from the PUSH)."""
+    async with running_server(tmp_path) as server:
+        client = await AsyncClient.connect(server.port)
+        at_unix = math.floor(unix_now(server)) + 2
+        at = trio_time_of(server, at_unix)
+        assert await push_reply(client, job("uniq-000011", at=rfc3339(at_unix), custom={"unique_for": 1})) == "OK"
+        await trio.sleep_until(at + 1 - SLACK)  # long past unique_for from the PUSH; queued since `at`
+        assert await push_reply(client, job("uniq-000012", custom={"unique_for": 1})) == "NOTUNIQUE Job not unique"
+        await trio.sleep_until(at + 1 + SLACK)
+        assert await push_reply(client, job("uniq-000013", custom={"unique_for": 1})) == "OK"
+        await client.aclose()
+
+
+async def test_expiring_job_is_fetched_until_expires_in_passes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running_server(tmp_path) as server:
+        client = await AsyncClient.connect(server.port)
+        pushed_at = trio.current_time()
+        for jid in ("expire-0001", "expire-0002"):
+            assert await client.push(job(jid, custom={"expires_in": 1})) == b"OK"
+        await trio.sleep_until(pushed_at + 1 - SLACK)
+        got = await client.fetch("default")
+        assert got is not None and got["jid"] == "expire-0001"
+        await trio.sleep_until(pushed_at + 1 + SLACK)
+        assert (await client.info())["faktory"]["queues"]["default"] == 1  # dropped at FETCH only
+        assert await client.fetch("default") is None  # skipped (and counted), nothing else queued
+        info = (await client.info())["faktory"]
+        assert info["queues"]["default"] == 0 and info["total_expired"] == 1
+        await client.aclose()
+
+
+async def test_uncommitted_batch_lasts_exactly_uncommitted_ttl(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running_server(tmp_path, toml={"batches": {"uncommitted_ttl": 1}}) as server:
+        client = await AsyncClient.connect(server.port)
+        created_at = trio.current_time()
+        bid = (await client.json_command("BATCH NEW", {"success": {"jobtype": "Ok", "args": [], "queue": "cb"}})).decode()
+        assert await client.push(job("member-0001", queue="ttl", custom={"bid": bid})) == b"OK"
+        await trio.sleep_until(created_at + 1 - SLACK)
+        assert json.loads(await client.command(f"BATCH STATUS {bid}"))["bid"] == bid
+        await trio.sleep_until(created_at + 1 + SLACK)
+        for line in (f"BATCH STATUS {bid}", f"BATCH COMMIT {bid}"):
+            with pytest.raises(ReplyError, match=f"^ERR No such batch {bid}$"):
+                await client.command(line)
+        got = await client.fetch("cb", "ttl")  # the member still runs, and no callback was queued
+        assert got is not None and got["custom"] == {"bid": bid}
+        assert (await client.info())["faktory"]["queues"].get("cb", 0) == 0
+        await client.aclose()

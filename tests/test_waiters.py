@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from faktory_py.waiters import QueueWaiters
+from faktory_py.waiters import QueueWaiters, WaitersStatistics
 
 
 async def _waiter(waiters: QueueWaiters, queues: list[str], name: str, woken: list[tuple[str, str]]) -> None:
@@ -71,3 +71,25 @@ async def test_a_cancelled_wake_up_passes_to_the_next_waiter() -> None:
 async def _cancellable(waiters: QueueWaiters, scope: trio.CancelScope) -> None:
     with scope:
         await waiters.wait(["q"])
+
+
+async def test_statistics_count_each_waiting_fetch_once() -> None:
+    waiters, woken = QueueWaiters(), []
+    assert waiters.statistics() == WaitersStatistics(fetches_waiting=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_waiter, waiters, ["q", "other"], "two queues", woken)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(_waiter, waiters, ["other"], "one queue", woken)
+        doomed = trio.CancelScope()
+        nursery.start_soon(_cancellable, waiters, doomed)
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiters.statistics().fetches_waiting == 3
+        doomed.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiters.statistics().fetches_waiting == 2
+        waiters.notify("q")
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiters.statistics().fetches_waiting == 1
+        waiters.notify("other")
+    assert waiters.statistics().fetches_waiting == 0
+    assert [name for name, _ in woken] == ["two queues", "one queue"]
