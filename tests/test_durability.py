@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from conftest import ServerProcess
-from faktory_py.store.memory import enqueue_op
+from faktory_py.store.api import enqueue_op
 from rawclient import RawClient, ReplyError
 
 QUEUE = "durable"

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from async_client import AsyncClient
-from faktory_py.manager import Manager
+from faktory_py.core.lifecycle import Manager
 from faktory_py.store import memory
 from test_timers import SLACK, job, rfc3339, running_server, trio_time_of, unix_now
 
