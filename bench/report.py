@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from faktory_py.bench.stats import spread
+from faktory_py.tools.loadgen.stats import spread
 
 OURS = "faktory_py"
 ALWAYS = "faktory_py-always"

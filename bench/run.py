@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from faktory_py.bench.pool import raise_fd_limit
-from faktory_py.bench.workloads import PRESETS, Bench, Sizes, save_json, summary
+from faktory_py.tools.loadgen.pool import raise_fd_limit
+from faktory_py.tools.loadgen.workloads import PRESETS, Bench, Sizes, save_json, summary
 
 from . import loadtool, report
 from .machine import busy_cpu_seconds, describe, load_average, own_cpu_seconds

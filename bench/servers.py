@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from faktory_py import processes
-from faktory_py.bench.conn import BenchError, Conn, Target
-from faktory_py.processes import FAKTORY_VERSION, cache_dir, find_faktory_bin as find_faktory
+from faktory_py.tools import processes
+from faktory_py.tools.loadgen.conn import BenchError, Conn, Target
+from faktory_py.tools.processes import FAKTORY_VERSION, cache_dir, find_faktory_bin as find_faktory
 
 __all__ = ["FAKTORY_VERSION", "Echo", "FaktoryPy", "RealFaktory", "Server", "cache_dir", "find_faktory"]
 

@@ -5,7 +5,8 @@ working; faktory_py's own settings (fsync policy, connection limit, line limit) 
 `conf.d/*.toml` under `[faktory_py]` or in long options.
 
 `faktory-py conformance --url tcp://host:port ...` is a subcommand of its own: it runs the
-protocol conformance cases against any running server (see faktory_py/conformance.py).
+protocol conformance cases against any running server (see faktory_py/tools/conformance/runner.py);
+so is `faktory-py bench --url ...`, the load generator (faktory_py/tools/loadgen/).
 """
 
 from __future__ import annotations
@@ -22,14 +23,20 @@ import trio
 from . import FAKTORY_VERSION, __version__
 from .config import (ENVIRONMENTS, FSYNC_POLICIES, Config, ConfigError, Timers, load_toml,
                      resolve_password)
-from .fdlimit import raise_soft_limit
-from .server import Server, serve
+from .server.app import Server, serve
+from .server.fdlimit import raise_soft_limit
 
 LOG_LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 
+_SUBCOMMANDS = """subcommands (each with its own --help):
+  faktory-py conformance --url tcp://host:port  run the protocol conformance cases against any server
+  faktory-py bench --url tcp://host:port        benchmark any running server (needs the loadgen extra)
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="faktory-py", description="A Faktory-compatible job server.")
+    p = argparse.ArgumentParser(prog="faktory-py", description="A Faktory-compatible job server.",
+                                epilog=_SUBCOMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-b", dest="binding", default=None, help="command port binding (default localhost:7419)")
     p.add_argument("-w", dest="web_binding", default=None, help="web UI binding (default localhost:7420)")
     p.add_argument("-e", dest="environment", default=None, help="development, staging or production")
@@ -103,10 +110,17 @@ async def _run(config: Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["conformance"]:
-        from . import conformance  # the checker needs neither trio nor the server
-        return conformance.main(argv[1:])
+        from .tools.conformance import runner  # the checker needs neither trio nor the server
+        return runner.main(argv[1:])
     if argv[:1] == ["bench"]:
-        from .bench import cli as bench_cli  # the load generator needs neither trio nor the server
+        try:
+            from .tools.loadgen import cli as bench_cli  # the load generator needs neither trio nor the server
+        except ModuleNotFoundError as exc:
+            if exc.name != "hiredis":
+                raise
+            print("faktory-py bench: the load generator needs hiredis: pip install 'faktory_py[loadgen]'",
+                  file=sys.stderr)
+            return 2
         return bench_cli.main(argv[1:])
     if "-v" in argv:
         print(f"faktory_py {__version__} (Faktory protocol {FAKTORY_VERSION})")

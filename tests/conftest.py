@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from faktory_py import processes
+from faktory_py.tools import processes
 from rawclient import RawClient
 from real_faktory import any_server, any_server_factory, real_faktory_factory  # noqa: F401  (fixtures)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgpack
 
-from faktory_py.manager import Manager
+from faktory_py.core.lifecycle import Manager
 from faktory_py.store.memory import MemoryStore
 
 

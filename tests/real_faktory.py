@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from faktory_py import processes
-from faktory_py.processes import find_faktory_bin
+from faktory_py.tools import processes
+from faktory_py.tools.processes import find_faktory_bin
 from rawclient import RawClient
 from toolchain import Toolchain
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on a fresh machine, then runs the whole suite.
+# Installs everything the test suite needs on a fresh machine, checks the import rules, then
+# runs the whole suite.
 # This is the README's test command, and exactly what .ci/run calls.
 #
 # Besides our Python dependencies it installs the real Faktory server (built from source with
@@ -108,4 +109,6 @@ else
     unset FAKTORY_BIN
 fi
 
+# The import rules of the layers (pyproject.toml [tool.importlinter]): a violation fails the run.
+lint-imports --no-cache
 exec python3 -m pytest "$@"

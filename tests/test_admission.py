@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from faktory_py.admission import Admission
+from faktory_py.server.admission import Admission
 
 
 class Socket:

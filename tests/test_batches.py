@@ -1,7 +1,7 @@
 """Batches without sockets: the callback rules, nesting, immutability and expiry, by example.
 
 The random interleavings are in tests/test_batches_model.py; these are the cases worth
-spelling out (each one a sentence of faktory_py/batches.py's docstring).
+spelling out (each one a sentence of faktory_py/features/batches/feature.py's docstring).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from faktory_py.batches import Batches, batch_table
+from faktory_py.features.batches.feature import Batches, batch_table
 from faktory_py.config import ConfigError
-from faktory_py.expiry import ExpiringJobs
-from faktory_py.jobs import JobError
-from faktory_py.manager import Manager
+from faktory_py.features.expiry import ExpiringJobs
+from faktory_py.errors import ClientError
+from faktory_py.core.lifecycle import Manager
 from faktory_py.store.memory import MemoryStore
-from faktory_py.timefmt import format_time
+from faktory_py.util.timefmt import format_time
 
 NOW = 1_700_000_000.0
 
@@ -231,14 +231,14 @@ def test_committed_batch_refuses_outsiders_and_accepts_its_running_jobs_process(
     w.push(bid, "member-0001", wid="")  # open: anyone
     w.commit(bid)
     for wid in ("", "w2"):
-        with pytest.raises(JobError, match=rf"^Batch {bid} is committed: .*from within"):
+        with pytest.raises(ClientError, match=rf"^Batch {bid} is committed: .*from within"):
             w.push(bid, "member-0002", wid=wid)
-        with pytest.raises(JobError, match=rf"^Batch {bid} is committed"):
+        with pytest.raises(ClientError, match=rf"^Batch {bid} is committed"):
             w.ext.open(bid, wid, w.now)
-        with pytest.raises(JobError, match=rf"^Batch {bid} is committed"):
+        with pytest.raises(ClientError, match=rf"^Batch {bid} is committed"):
             w.new(wid=wid, parent=bid, success=cb("C"))
     w.fetch(wid="w1")  # worker process w1 now runs member-0001
-    with pytest.raises(JobError, match="and worker w2 works none$"):
+    with pytest.raises(ClientError, match="and worker w2 works none$"):
         w.push(bid, "member-0002", wid="w2")
     assert w.ext.open(bid, "w1", w.now) == bid
     w.push(bid, "member-0002", wid="w1")  # any connection of w1 (identity is the wid)
@@ -275,7 +275,7 @@ def test_a_childs_callback_may_reopen_the_parent() -> None:
     w.manager.ack(w.fetch()["jid"], w.now)
     step1_done = w.fetch("cb", wid="w9")
     assert step1_done["jobtype"] == "Step1Done"
-    with pytest.raises(JobError, match=rf"^Batch {step1} is closed"):
+    with pytest.raises(ClientError, match=rf"^Batch {step1} is closed"):
         w.push(step1, "too-late-001", wid="w9")  # its own batch is closed
     step2 = w.new(wid="w9", parent=overall, success=cb("Step2Done"))
     w.push(step2, "step2-job-01", wid="w9")
@@ -299,7 +299,7 @@ def test_nothing_is_added_once_a_callback_was_enqueued_even_from_within() -> Non
     before = list(w.journal)
     for call in (lambda: w.push(bid, "member-0002", wid="w1"), lambda: w.ext.open(bid, "w1", w.now),
                  lambda: w.new(wid="w1", parent=bid, complete=cb("C"))):
-        with pytest.raises(JobError, match=rf"^Batch {bid} is closed: a callback has been enqueued"):
+        with pytest.raises(ClientError, match=rf"^Batch {bid} is closed: a callback has been enqueued"):
             call()
     assert w.journal == before and w.counts(bid) == (1, 1, 1)
 
@@ -340,9 +340,9 @@ def test_unknown_batches() -> None:
     for call in (lambda: w.ext.open("b-nope", "", w.now), lambda: w.ext.commit("b-nope", w.now),
                  lambda: w.ext.status("b-nope", w.now), lambda: w.push("b-nope", "member-0001"),
                  lambda: w.new(parent="b-nope", success=cb("S"))):
-        with pytest.raises(JobError, match="^No such batch b-nope$"):
+        with pytest.raises(ClientError, match="^No such batch b-nope$"):
             call()
-    with pytest.raises(JobError, match="^custom.bid must be a batch id string: 12$"):
+    with pytest.raises(ClientError, match="^custom.bid must be a batch id string: 12$"):
         w.manager.push({"jid": "member-0001", "jobtype": "A", "args": [], "custom": {"bid": 12}}, w.now)
     w.manager.push({"jid": "member-0001", "jobtype": "A", "args": [], "custom": {"bid": ""}}, w.now)
 
@@ -380,7 +380,7 @@ def test_callback_jobs_are_completed_and_never_members() -> None:
 ])
 def test_batch_new_refusals(payload: str, message: str) -> None:
     w = World()
-    with pytest.raises(JobError) as info:
+    with pytest.raises(ClientError) as info:
         w.ext.new(payload, "", w.now)
     assert str(info.value).startswith(message)
     assert w.journal == [] and w.ext.batches == {}
@@ -401,9 +401,9 @@ def test_uncommitted_batch_expires_without_callbacks_and_stops_blocking_its_pare
     assert w.ext.status(child, NOW + 599.5)["total"] == 1
     w.now = NOW + 600
     w.manager.run_due(w.now)
-    with pytest.raises(JobError, match=f"No such batch {child}"):
+    with pytest.raises(ClientError, match=f"No such batch {child}"):
         w.ext.status(child, w.now)
-    with pytest.raises(JobError, match=f"No such batch {child}"):
+    with pytest.raises(ClientError, match=f"No such batch {child}"):
         w.ext.commit(child, w.now)
     assert w.st(parent) == ("1", "")
     assert [j["jobtype"] for j in w.store.queues["cb"]] == ["ParentDone"]
@@ -429,7 +429,7 @@ def test_flush_forgets_batches() -> None:
     w.fetch()
     w.manager.flush()
     assert batch_table(w.ext) == batch_table(World().ext)
-    with pytest.raises(JobError, match="No such batch"):
+    with pytest.raises(ClientError, match="No such batch"):
         w.ext.status(bid, w.now)
 
 

@@ -5,7 +5,7 @@ PUSH/PUSHB (from producers and from worker processes that do or do not hold a jo
 the batch), BATCH OPEN, BATCH COMMIT, FETCH, ACK, FAIL, MUTATE requeues, FLUSH, the clock
 (uncommitted batches expiring, reservations expiring, retries coming back) and restarts
 from the journal or a snapshot. The reference model below is written from the rules in
-faktory_py/batches.py's docstring with plain recursion over the batch tree (no counters,
+faktory_py/features/batches/feature.py's docstring with plain recursion over the batch tree (no counters,
 no propagation), so it checks the implementation's incremental bookkeeping. After every
 step: each batch's total/pending/failed, callback states and phase match; each callback
 was enqueued exactly once if its state says so and never otherwise; complete before
@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from faktory_py.batches import Batches, batch_table
-from faktory_py.jobs import JobError
-from faktory_py.manager import Manager
+from faktory_py.features.batches.feature import Batches, batch_table
+from faktory_py.errors import ClientError
+from faktory_py.core.lifecycle import Manager
 from faktory_py.store import job_queue
 from faktory_py.store.memory import MemoryStore
-from faktory_py.timefmt import format_time
+from faktory_py.util.timefmt import format_time
 from model_replay import due_times, holdings, replay, roundtrip, snapshot_records, working_jids
 
 BASE_NOW = 1_700_000_000.0
@@ -271,7 +271,7 @@ class BatchMachine(RuleBasedStateMachine):
     def _expect_refused(self, refusal: str, bid: str, call) -> None:  # type: ignore[no-untyped-def]
         before = len(self.oplog)
         state = store_state(self.store), batch_table(self.ext)
-        with pytest.raises(JobError) as info:
+        with pytest.raises(ClientError) as info:
             call()
         assert str(info.value).startswith(f"Batch {bid} {refusal}" if refusal != "No such batch"
                                           else f"No such batch {bid}"), str(info.value)
@@ -307,7 +307,7 @@ class BatchMachine(RuleBasedStateMachine):
 
         if kinds == "none":
             before = len(self.oplog)
-            with pytest.raises(JobError, match="needs a success or complete callback"):
+            with pytest.raises(ClientError, match="needs a success or complete callback"):
                 call()
             assert len(self.oplog) == before
             return
@@ -471,7 +471,7 @@ class BatchMachine(RuleBasedStateMachine):
     @rule(wid=st.sampled_from(WIDS))
     def push_plain_or_bad(self, wid: str) -> None:
         self.manager.push(self._member(None, 1, 1800, None), self.now, wid)
-        with pytest.raises(JobError, match="custom.bid must be a batch id string"):
+        with pytest.raises(ClientError, match="custom.bid must be a batch id string"):
             self.manager.push(self._member(7, 1, 1800, None), self.now, wid)
 
     @rule(data=st.data(), wid=st.sampled_from(WIDS))
@@ -570,7 +570,7 @@ class BatchMachine(RuleBasedStateMachine):
         assert set(self.ext.batches) == alive
         for bid, b in self.model.batches.items():
             if not b.alive:
-                with pytest.raises(JobError, match=f"^No such batch {bid}$"):
+                with pytest.raises(ClientError, match=f"^No such batch {bid}$"):
                     self.ext.status(bid, self.now)
                 continue
             status = self.ext.status(bid, self.now)

@@ -1,6 +1,6 @@
 """Conformance matrix, Node column: the npm `faktory-worker` client (pinned 4.7.1) against our server.
 
-The scenarios (faktory-clients.md §7.2) are JavaScript files under tests/clients/node, one per
+The scenarios (protocol/clients.md §9) are JavaScript files under tests/clients/node, one per
 scenario, written for node's built-in test runner. Each pytest test here starts a fresh server,
 runs one file with `node --test` and FAKTORY_URL pointing at it, and passes when node exits 0.
 

@@ -1,6 +1,6 @@
 """Conformance matrix, Rust column: the crates.io `faktory` crate (pinned 0.13.1) against our server.
 
-The scenarios (faktory-clients.md §7.2) live in one Rust binary, tests/clients/rust (Cargo.toml
+The scenarios (protocol/clients.md §9) live in one Rust binary, tests/clients/rust (Cargo.toml
 and Cargo.lock are committed): `conformance <scenario>` runs one scenario against FAKTORY_URL
 and exits 0 when it passes. A session fixture builds it once (`cargo build --locked`, debug
 profile) into a target directory outside the repo; each pytest test then starts a fresh server
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from faktory_py import processes
+from faktory_py.tools import processes
 from toolchain import Toolchain
 
 RUST_DIR = Path(__file__).resolve().parent / "clients" / "rust"

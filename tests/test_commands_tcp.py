@@ -1,4 +1,4 @@
-"""Command behaviour over TCP, mirroring the Faktory tests listed in faktory-protocol.md §9.
+"""Command behaviour over TCP, mirroring Faktory's own command tests (protocol/spec.md §3).
 
 Every test talks to a real server process through RawClient; most get a fresh server so
 INFO counts start from zero.

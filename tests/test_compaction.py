@@ -8,7 +8,7 @@ from typing import Any
 import trio
 
 from faktory_py.config import Config
-from faktory_py.server import load_store, serve
+from faktory_py.server.app import load_store, serve
 from faktory_py.store.memory import MemoryStore
 
 

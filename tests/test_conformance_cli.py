@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trustme
 
-from faktory_py import conformance
+from faktory_py.tools.conformance import runner as conformance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,8 +183,8 @@ def test_cases_found_when_installed() -> None:
     assert conformance.find_cases() == case_files()
     assert conformance.case_dirs()[0] == ROOT / "protocol" / "cases"
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert tool["package-dir"]["faktory_py.conformance_cases"] == "protocol/cases"
-    assert tool["package-data"]["faktory_py.conformance_cases"] == ["*.case"]
+    assert tool["package-dir"]["faktory_py.tools.conformance.cases"] == "protocol/cases"
+    assert tool["package-data"]["faktory_py.tools.conformance.cases"] == ["*.case"]
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "faktory_py").rglob("__init__.py")}
-    assert on_disk | {"faktory_py.conformance_cases"} == set(tool["packages"]), (
+    assert on_disk | {"faktory_py.tools.conformance.cases"} == set(tool["packages"]), (
         "pyproject.toml lists packages explicitly (for the cases mapping): add new subpackages there")

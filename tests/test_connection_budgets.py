@@ -1,7 +1,7 @@
 """Connection floods through the real CLI process: a descriptor limit, silent sockets, wrong passwords.
 
 None of them may stop the server or keep identified clients out (admission.py, fdlimit.py,
-server.py `_Connections`).
+server/tcp.py `Connections`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import socket
 import pytest
 
 from conftest import ServerProcess
-from faktory_py import processes
+from faktory_py.tools import processes
 from polling import eventually
 from rawclient import RawClient, ReplyError, new_jid
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess
-from faktory_py import processes
+from faktory_py.tools import processes
 from polling import eventually
 from rawclient import RawClient, ReplyError
 

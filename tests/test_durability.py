@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ServerProcess
 from polling import fetches_blocked
-from faktory_py.store.memory import enqueue_op
+from faktory_py.store.api import enqueue_op
 from rawclient import RawClient, ReplyError
 
 QUEUE = "durable"

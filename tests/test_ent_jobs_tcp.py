@@ -1,4 +1,4 @@
-"""Unique jobs, expiring jobs and job tracking over TCP (faktory-protocol.md §6.2–§6.4).
+"""Unique jobs, expiring jobs and job tracking over TCP (protocol/spec.md §9).
 
 Black-box: a real server process and RawClient, exact reply bytes where clients compare
 them (`-NOTUNIQUE Job not unique`, the PUSHB map, TRACK GET's JSON), real waiting where

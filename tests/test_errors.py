@@ -1,4 +1,4 @@
-"""Every error line of faktory-protocol.md §1.4 that the OSS server emits, over TCP.
+"""Every error line of protocol/spec.md §3 that the OSS server emits, over TCP.
 
 Each case sends one raw line on an identified connection and compares the exact reply
 bytes; afterwards the same connection must still answer INFO (an error never ends a
@@ -117,7 +117,7 @@ EXACT = [
     (b'MUTATE {"cmd":"kill","target":""}', b"-ERR invalid target for mutation command\r\n"),
     (b'MUTATE {"cmd":"kill"}', b"-ERR invalid target for mutation command\r\n"),
     (b'MUTATE {"cmd":"frobnicate","target":"retries"}', b"-ERR unknown mutate operation\r\n"),
-    # BATCH (built in; faktory_py's own texts, see faktory_py/batches.py)
+    # BATCH (built in; faktory_py's own texts, see faktory_py/features/batches/feature.py)
     (b"BATCH NEW {}", b"-ERR BATCH NEW needs a success or complete callback job\r\n"),
     (b"BATCH NEW", b"-ERR BATCH NEW needs a JSON object\r\n"),
     (b"BATCH STATUS b-123", b"-ERR No such batch b-123\r\n"),
@@ -126,7 +126,7 @@ EXACT = [
     (b"BATCH STATUS", b"-ERR BATCH STATUS needs a bid\r\n"),
     (b"BATCH", b"-ERR BATCH needs NEW, OPEN, COMMIT or STATUS\r\n"),
     (b"BATCH FROB b-123", b"-ERR no such BATCH subcommand: FROB\r\n"),
-    # TRACK (built in; faktory_py's own texts, see faktory_py/tracking.py)
+    # TRACK (built in; faktory_py's own texts, see faktory_py/features/tracking.py)
     (b"TRACK", b"-ERR TRACK needs GET <jid> or SET <json>\r\n"),
     (b"TRACK FROB x", b"-ERR TRACK needs GET <jid> or SET <json>\r\n"),
     (b"TRACK GET", b"-ERR TRACK GET needs a jid\r\n"),

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faktory_py.glob import compile_glob
+from faktory_py.util.glob import compile_glob
 
 
 def redis_match(pattern: str, string: str) -> bool:

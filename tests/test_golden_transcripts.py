@@ -6,11 +6,10 @@ one gets a transcript under tests/golden/<client>.txt: the request lines that cl
 and the exact reply bytes (or reply type and the fields it reads) it needs back.
 
 * Ruby's request lines are the real bytes captured from the gem
-  (/work/shared/transcripts/faktory_worker_ruby-2.2.0.txt, its `C:` lines, copied verbatim).
+  (the project's capture of faktory_worker_ruby 2.2.0, its `C:` lines, copied verbatim).
   The capture's `S:` lines came from a stand-in server and are not used: the replies here
   are what Faktory answers.
-* The other four are written from the client survey (faktory-clients.md §2.8, §3, Appendix
-  A), not from client code; where the survey gives no detail (a job's key order, a label's
+* The other four are written from the client survey (protocol/clients.md §1–§5), not from client code; where the survey gives no detail (a job's key order, a label's
   version) the line is a plausible instance of the documented shape.
 * Lines the client would not send (setup that makes replies deterministic, checks of the
   stored result) are marked `harness` in the files and run on separate connections.
@@ -76,7 +75,7 @@ from typing import Any
 
 import pytest
 
-from faktory_py.conformance import pwdhash, step_lines, unescape
+from faktory_py.tools.conformance.runner import pwdhash, step_lines, unescape
 from real_faktory import OUR_SERVER_PARAM, REAL_FAKTORY_PARAM
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -84,7 +83,7 @@ CLIENTS = ["ruby-2.2.0", "elixir", "haskell", "dotnet", "php"]
 READ_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 5.0
 
-#: INFO, per faktory-clients.md §6: the union of what the clients read, with the types they need.
+#: INFO, per protocol/clients.md §6: the union of what the clients read, with the types they need.
 INFO_UNION: dict[str, Any] = {
     "now": "<rfc3339>",
     "server_utc_time": "<hms-utc>",
@@ -112,7 +111,7 @@ class GoldenFailure(AssertionError):
     pass
 
 
-# --- reply acceptors: what each client can parse (faktory-clients.md §2.4, §2.8) -----------
+# --- reply acceptors: what each client can parse (protocol/clients.md §1, §3) -----------
 
 
 def _bulk_body(reply: bytes) -> bytes | None:
@@ -158,7 +157,7 @@ ACCEPTORS: dict[str, Callable[[bytes], str | None]] = {
 }
 
 #: Clients that need every reply to arrive in one read (the .NET client reads 8 KB chunks and
-#: re-reads from scratch on a partial job; faktory-clients.md §2.8, §3.9). Checked against
+#: re-reads from scratch on a partial job; protocol/clients.md §1). Checked against
 #: faktory_py only, which writes every reply with one send: Faktory 1.9.4 writes a reply in
 #: pieces (`+` / `HI {...}` / `\r\n`, or `$n\r\n` / body / `\r\n`), so whether they reach the
 #: client in one read there is a matter of timing.

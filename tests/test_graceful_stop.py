@@ -1,6 +1,6 @@
 """Stopping: SIGTERM under load is graceful and exits 0; any other stop exits non-zero.
 
-Through the real CLI process (faktory_py/cli.py `_run`, server.py `serve`), except one
+Through the real CLI process (faktory_py/cli.py `_run`, server/app.py `serve`), except one
 in-process test of the exit status after a journal failure, which needs no disk to fail.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from faktory_py import cli
-from faktory_py import server as server_module
+from faktory_py.server import app as server_module
 from polling import eventually
 from rawclient import RawClient, ReplyError
 
@@ -134,7 +134,7 @@ def test_idle_connections_are_refused_when_they_speak_and_closed_after_the_grace
 
 
 def test_a_journal_failure_exits_1_through_the_cli(tmp_path: Path, monkeypatch) -> None:
-    """The CLI's own path: a stop caused by the journal (store/durability.py sets `failed`
+    """The CLI's own path: a stop caused by the journal (server/durability.py sets `failed`
     on a failure it cannot recover from) is an exit status a supervisor restarts on."""
 
     async def serve_then_fail(config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -1,4 +1,4 @@
-"""Greeting and HELLO verification (spec §2, faktory-clients.md §3 items 3–5)."""
+"""Greeting and HELLO verification (protocol/spec.md §2, protocol/clients.md §2)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from faktory_py.handshake import Handshake, HandshakeFailed, Hello, hash_password
+from faktory_py.wire.handshake import Handshake, HandshakeFailed, Hello, hash_password
 
 GREETING = re.compile(rb'\+HI \{"v":2,"i":(\d+),"s":"([0-9a-f]+)"\}\r\n')
 INVALID_PASSWORD = b"-ERR Invalid password\r\n"

@@ -1,4 +1,4 @@
-"""The connection handshake (faktory-protocol.md §2) against the real server process."""
+"""The connection handshake (protocol/spec.md §2) against the real server process."""
 
 from __future__ import annotations
 

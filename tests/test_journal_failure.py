@@ -23,10 +23,10 @@ import trio
 
 from async_client import AsyncClient
 from faktory_py.config import Config, Timers
-from faktory_py.jobs import JobError
-from faktory_py.server import load_store, serve
+from faktory_py.errors import ClientError
+from faktory_py.server.app import load_store, serve
 from faktory_py.store import journal as journal_module
-from faktory_py.store.durability import DurableJournal, JournalFailed
+from faktory_py.server.durability import DurableJournal, JournalFailed
 from faktory_py.store.journal import Journal
 from faktory_py.store.memory import MemoryStore
 from rawclient import ReplyError
@@ -239,7 +239,7 @@ async def test_ops_that_cannot_be_packed_are_refused_before_they_apply(tmp_path:
         durable = DurableJournal(journal, "no", store.snapshot, 1 << 30)
         store.sink = durable.append
         store.commit([{"op": "counters", "processed": 1, "failures": 0, "history": {}}])
-        with pytest.raises(JobError, match="cannot be journaled: Integer value out of range"):
+        with pytest.raises(ClientError, match="cannot be journaled: Integer value out of range"):
             store.commit([{"op": "counters", "processed": 2**64, "failures": 0, "history": {}}])
         assert store.processed == 1
         durable.write()

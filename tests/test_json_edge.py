@@ -29,13 +29,14 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from faktory_py import wire
-from faktory_py.commands import Dispatcher, ServerStats, Session
+from faktory_py.commands.dispatch import Dispatcher, Session
+from faktory_py.core.info import ServerStats
 from faktory_py.config import Config
-from faktory_py.manager import Manager
-from faktory_py.server import enterprise_extensions, load_store
+from faktory_py.core.lifecycle import Manager
+from faktory_py.server.app import enterprise_extensions, load_store
 from faktory_py.store.memory import MemoryStore
-from faktory_py.waiters import QueueWaiters
-from faktory_py.workers import WorkerRegistry
+from faktory_py.server.waiters import QueueWaiters
+from faktory_py.core.workers import WorkerRegistry
 from json_fuzz import TIMEOUT, corrupted, fuzz_settings, jobs, mostly, objects, scalars, string_lists, strings, values
 
 pytestmark = pytest.mark.timeout(TIMEOUT)

@@ -4,7 +4,7 @@ A hypothesis state machine pushes, fetches, acks, fails, mutates, pauses and rem
 queues, moves a fake clock (running `run_due` at every due time, as the server's DueTimer
 does), and restarts the store by replaying its journal or a snapshot. After every step
 the whole store is compared with a reference model written here from the spec
-(faktory-protocol.md §3–§5) using plain dicts and lists.
+(protocol/spec.md §3–§5) using plain dicts and lists.
 
 No sockets and no trio: `now` is a float this test advances itself. The retry backoff's
 random term comes from an rng the test controls, so every retry time is predictable.
@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from faktory_py.jobs import JobError
-from faktory_py.manager import Manager
+from faktory_py.errors import ClientError
+from faktory_py.core.lifecycle import Manager
 from faktory_py.store.memory import MemoryStore
 from model_replay import holdings, replay, roundtrip, snapshot_records
 
@@ -475,7 +475,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def fail_not_reserved(self, data: st.DataObject) -> None:
         others = [j for j in sorted(self.model.jobs) if j not in self.model.working][:5]
         jid = data.draw(st.sampled_from(others + ["unknown-jid-0001", ""]), label="jid")
-        with pytest.raises(JobError) as info:
+        with pytest.raises(ClientError) as info:
             self.manager.fail(jid, "E", "m", [], self.now)
         assert str(info.value) == (f"Job not found {jid}" if jid else "missing JID")
 

@@ -8,7 +8,7 @@ file's `SERVER` arguments), and `faktory-<version>`, a fresh real Faktory per fi
 files need Faktory Enterprise: they run against faktory_py (which has the Enterprise
 features built in) and are skipped against the open-source Faktory.
 
-The interpreter is faktory_py/conformance.py (also `faktory-py conformance --url ...`, which
+The interpreter is faktory_py/tools/conformance/runner.py (also `faktory-py conformance --url ...`, which
 replays the same files against any running server); this module only parametrizes it.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from faktory_py.conformance import (Address, CaseFailure, json_match, parse_case, run_case, skip_reason,
-                                    unescape)
+from faktory_py.tools.conformance.runner import (Address, CaseFailure, json_match, parse_case, run_case,
+                                                 skip_reason, unescape)
 from real_faktory import REAL_FAKTORY_PARAM
 
 ROOT = Path(__file__).resolve().parent.parent

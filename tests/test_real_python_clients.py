@@ -8,7 +8,7 @@
   on every PUSH, beats as soon as a worker-role client is identified (from a non-daemon
   thread), sends END on disconnect without reading.
 
-One test per client × scenario of faktory-clients.md §7.2, ids ``<target>-<client>-<Sx-name>``
+One test per client × scenario of protocol/clients.md §9, ids ``<target>-<client>-<Sx-name>``
 (e.g. ``test_python_client[faktory_py-pyfaktory-S5-queue-control]``). Each one runs against a
 fresh faktory_py and a fresh real Faktory (``any_server_factory`` from tests/real_faktory.py;
 the real one skips when it is not built, except under CI=true): the assertions are what both

@@ -1,5 +1,5 @@
 """Background tasks are supervised: a failure is logged and the task restarted with a
-backoff; it never ends the server (server.py `supervised`). Driven by trio's MockClock."""
+backoff; it never ends the server (server/timers.py `supervised`). Driven by trio's MockClock."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 import trio
 
 from async_client import AsyncClient
-from faktory_py import server as server_module
+from faktory_py.server import app as server_module
 from faktory_py.config import Config, Timers
-from faktory_py.server import serve, supervised
-from faktory_py.workers import WorkerRegistry
+from faktory_py.server.app import serve
+from faktory_py.server.timers import supervised
+from faktory_py.core.workers import WorkerRegistry
 
 
 async def test_a_failing_task_is_restarted_with_a_doubling_pause(autojump_clock, caplog) -> None:

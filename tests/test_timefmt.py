@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faktory_py.timefmt import format_time, parse_time, utc_clock, utc_day
+from faktory_py.util.timefmt import format_time, parse_time, utc_clock, utc_day
 
 UTC = timezone.utc
 T0 = datetime(2026, 7, 1, 0, 34, 46, tzinfo=UTC).timestamp()  # 2026-07-01T00:34:46Z

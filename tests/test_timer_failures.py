@@ -18,8 +18,8 @@ import trio
 import trio.testing
 
 from async_client import AsyncClient
-from faktory_py.manager import Manager
-from faktory_py.store import memory
+from faktory_py.core.lifecycle import Manager
+from faktory_py.store import api as store_api
 from test_timers import SLACK, job, rfc3339, running_server, trio_time_of, unix_now
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ async def test_a_scheduled_job_the_timer_cannot_enqueue_goes_to_the_dead_set(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(memory, "encode", fail_for("poison-0001", memory.encode))
+    monkeypatch.setattr(store_api, "encode", fail_for("poison-0001", store_api.encode))
     async with running_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         at_unix = unix_now(server) + 60

@@ -3,7 +3,7 @@
 Each test takes pytest-trio's built-in `autojump_clock` fixture (a
 `MockClock(autojump_threshold=0)`), which pytest-trio uses as the run's clock: whenever
 every task is blocked, mock time jumps straight to the next deadline. The server reads
-unix time through `faktory_py.clock.Clock` (wall clock at start + trio time elapsed), so
+unix time through `faktory_py.server.clock.Clock` (wall clock at start + trio time elapsed), so
 one jump moves scheduled jobs, retries, reservations, dead-set expiry and heartbeats.
 
 Clients talk to the server over real loopback TCP. That works with a threshold of 0
@@ -36,7 +36,7 @@ import trio.testing
 
 from async_client import AsyncClient, PeerClosed
 from faktory_py.config import Config, Timers
-from faktory_py.server import Server, serve
+from faktory_py.server.app import Server, serve
 from rawclient import ReplyError
 
 #: How late a timer-driven event may be seen (DueTimer fires 1 ms after the due time).

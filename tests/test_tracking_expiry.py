@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from faktory_py.expiry import ExpiringJobs
-from faktory_py.jobs import JobError
-from faktory_py.manager import Manager
+from faktory_py.features.expiry import ExpiringJobs
+from faktory_py.errors import ClientError
+from faktory_py.core.lifecycle import Manager
 from faktory_py.store.memory import MemoryStore
-from faktory_py.timefmt import format_time, parse_time
-from faktory_py.tracking import TRACK_TTL, JobTracking
-from faktory_py.unique import UniqueJobs
+from faktory_py.util.timefmt import format_time, parse_time
+from faktory_py.features.tracking import TRACK_TTL, JobTracking
+from faktory_py.features.unique import UniqueJobs
 
 NOW = 1_700_000_000.0
 
@@ -133,7 +133,7 @@ def test_expired_unique_job_releases_its_lock() -> None:
     s = Setup()
     raw = {"jid": "expire-004", "jobtype": "A", "args": [], "custom": {"unique_for": 3600, "expires_in": 5}}
     s.manager.push(raw, NOW)
-    with pytest.raises(JobError):
+    with pytest.raises(ClientError):
         s.manager.push(dict(raw, jid="expire-005"), NOW + 1)
     assert s.manager.fetch(["default"], "w", NOW + 6) == (None, len(s.journal))
     s.manager.push(dict(raw, jid="expire-006"), NOW + 7)  # the dropped job's lock is gone

@@ -1,4 +1,4 @@
-"""Property tests of unique jobs (faktory_py/unique.py) against a plain reference model.
+"""Property tests of unique jobs (faktory_py/features/unique.py) against a plain reference model.
 
 A hypothesis state machine drives Manager + MemoryStore with the Enterprise extensions
 (expiry, unique, tracking) through pushes (single, PUSHB, re-pushes of a job's own jid),
@@ -35,13 +35,13 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from faktory_py.expiry import ExpiringJobs
-from faktory_py.jobs import JobError
-from faktory_py.manager import Manager
+from faktory_py.features.expiry import ExpiringJobs
+from faktory_py.errors import ClientError
+from faktory_py.core.lifecycle import Manager
 from faktory_py.store.memory import MemoryStore
-from faktory_py.timefmt import format_time
-from faktory_py.tracking import JobTracking
-from faktory_py.unique import UniqueJobs, lock_table
+from faktory_py.util.timefmt import format_time
+from faktory_py.features.tracking import JobTracking
+from faktory_py.features.unique import UniqueJobs, lock_table
 from model_replay import due_times, holdings, replay, roundtrip, snapshot_records, working_jids
 
 BASE_NOW = 1_700_000_000.0
@@ -210,7 +210,7 @@ class UniqueMachine(RuleBasedStateMachine):
             try:
                 self.manager.push(raw, self.now)
                 accepted = True
-            except JobError as exc:
+            except ClientError as exc:
                 assert (exc.code, str(exc)) == ("NOTUNIQUE", "Job not unique")
                 accepted = False
         assert accepted == expected, (raw, holder, self.model.locks)
@@ -398,7 +398,7 @@ def test_map_key_order_does_not_matter() -> None:
     try:
         manager.push({"jid": "jid-000002", "jobtype": "A", "args": [{"y": 2, "x": 1}],
                       "custom": {"unique_for": 60}}, BASE_NOW)
-    except JobError as exc:
+    except ClientError as exc:
         assert exc.line == "NOTUNIQUE Job not unique"
     else:
         raise AssertionError("the duplicate was accepted")
@@ -454,7 +454,7 @@ def test_invalid_values_are_refused() -> None:
     for custom, message in cases:
         try:
             manager.push({"jid": "jid-000001", "jobtype": "A", "args": [], "custom": custom}, BASE_NOW)
-        except JobError as exc:
+        except ClientError as exc:
             assert (exc.code, str(exc)) == ("ERR", message)
         else:
             raise AssertionError(custom)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from faktory_py.waiters import QueueWaiters, WaitersStatistics
+from faktory_py.server.waiters import QueueWaiters, WaitersStatistics
 
 
 async def _waiter(waiters: QueueWaiters, queues: list[str], name: str, woken: list[tuple[str, str]]) -> None:

@@ -25,7 +25,7 @@ from pyfaktory import Client
 from pyfaktory.util.enums import State
 
 from conftest import ROOT, ServerProcess
-from faktory_py import processes
+from faktory_py.tools import processes
 from rawclient import RawClient, new_jid
 from toolchain import Toolchain
 

@@ -22,9 +22,9 @@ import trustme
 
 from faktory_py.cli import build_config
 from faktory_py.config import Config, ConfigError
-from faktory_py.server import Server, serve
+from faktory_py.server.app import Server, serve
 from scan_guard import CountingDict, guard
-from faktory_py.timefmt import format_time
+from faktory_py.util.timefmt import format_time
 from faktory_py.web import views
 from faktory_py.web.hosts import LOOPBACK_NAMES, allowed_hosts
 

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faktory_py.batches import Batches
-from faktory_py.jobs import JobError
-from faktory_py.manager import DEAD_TTL, Manager
+from faktory_py.features.batches.feature import Batches
+from faktory_py.errors import ClientError
+from faktory_py.core.lifecycle import DEAD_TTL, Manager
 from faktory_py.store import job_queue
 from faktory_py.store.job_queue import JobQueue
 from faktory_py.store.memory import MemoryStore
 from faktory_py.store.sorted_set import SortedJobSet
-from faktory_py.timefmt import format_time, utc_day
+from faktory_py.util.timefmt import format_time, utc_day
 from faktory_py.web import urls, views
-from faktory_py.workers import Worker
+from faktory_py.core.workers import Worker
 from model_replay import holdings, replay, roundtrip
 from scan_guard import CountingDict, guard
 
@@ -85,7 +85,7 @@ def test_kill_entries_moves_to_dead_with_its_ttl(j: Journaled) -> None:
     j.manager.kill_entries("retries", None, NOW + 1)  # "kill all" kills (Faktory's enqueues: W2)
     assert len(j.store.sets["retries"]) == 0 and len(j.store.sets["dead"]) == 2
     assert j.store.queues == {}
-    with pytest.raises(JobError):
+    with pytest.raises(ClientError):
         j.manager.kill_entries("dead", None, NOW)
     assert holdings(j.replayed()) == holdings(j.store)
 

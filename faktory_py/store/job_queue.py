@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .. import jsoncodec
+from ..util import jsoncodec
 
 
 def encode(job: dict[str, Any]) -> bytes:

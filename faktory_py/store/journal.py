@@ -86,6 +86,22 @@ def encode_frame(record: object) -> bytes:
     return frame(msgpack.packb(record, use_bin_type=True))
 
 
+_ARRAY_HEADER = msgpack.Packer().pack_array_header
+
+
+def pack_items(items: list[object]) -> memoryview:
+    """`items` packed as the elements of a msgpack array, without its header, so the items of
+    several lists can be joined into one record (`join_items`). Raises TypeError, ValueError or
+    OverflowError for what msgpack cannot pack."""
+    packed = msgpack.packb(items, use_bin_type=True)
+    return memoryview(packed)[len(_ARRAY_HEADER(len(items))):]
+
+
+def join_items(count: int, parts: Iterable[bytes | memoryview]) -> bytes:
+    """One msgpack array of `count` items from `pack_items` parts (for `Journal.append_packed`)."""
+    return _ARRAY_HEADER(count) + b"".join(parts)
+
+
 def frame(payload: bytes) -> bytes:
     """An already packed msgpack payload with its 12-byte frame header."""
     checked = _CHECKED_HEAD.pack(len(payload), zlib.crc32(payload))

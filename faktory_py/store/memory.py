@@ -1,6 +1,6 @@
 """The embedded store: all state in memory, every change journaled before it is applied.
 
-The job semantics (`faktory_py.manager`) never change state directly: they compute a list
+The job semantics (`faktory_py.core.lifecycle`) never change state directly: they compute a list
 of small operations ("ops", plain dicts with an `op` tag) and `commit` them. `commit`
 hands the ops to the journal first and only then applies them, and replay applies the
 very same ops, so a store rebuilt from its journal cannot drift from the live one.
@@ -9,31 +9,16 @@ very same ops, so a store rebuilt from its journal cannot drift from the live on
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
-from .job_queue import JobQueue, encode
+from .api import JOB_SETS, Reservation
+from .job_queue import JobQueue
 from .sorted_set import SortedJobSet
-
-JOB_SETS = ("scheduled", "retries", "dead")
 
 #: How many queued jobs a snapshot packs into one journal record; other ops count as
 #: 16 (a set entry or reservation holds a decoded job, several times a queued one).
 _SNAPSHOT_CHUNK = 8192
 _OP_WEIGHT = 16
-
-
-def enqueue_op(job: dict[str, Any]) -> dict[str, Any]:
-    """The op that appends `job` to its queue (queues store jobs encoded, see job_queue)."""
-    return {"op": "enqueue", "queue": job["queue"], "raws": [encode(job)]}
-
-
-class Reservation(NamedTuple):
-    """A fetched job being worked on (Faktory's `working` set entry)."""
-
-    job: dict[str, Any]
-    wid: str
-    reserved_at: float
-    expires_at: float
 
 
 class MemoryStore:

@@ -28,12 +28,11 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from .. import FAKTORY_VERSION
-from ..batches import Batches
-from ..commands import Dispatcher
+from ..commands.dispatch import Dispatcher
 from ..config import Config
-from ..info import build_info
-from ..jobs import JobError
-from ..timefmt import format_time, utc_clock
+from ..errors import ClientError
+from ..features.batches.feature import Batches
+from ..util.timefmt import format_time, utc_clock
 from . import urls, views
 from .auth import BasicAuth, CrossOriginGuard, web_password
 from .headers import SecurityHeaders
@@ -117,16 +116,16 @@ def create_app(ctx: WebContext) -> ASGIApp:
     async def dashboard(request: Request) -> Response:
         days = views.history_days(request.query_params.get("days"))
         now = ctx.now()
-        info = build_info(ctx.dispatcher, now)
+        info = ctx.dispatcher.info(now)
         series = views.history(store.history, days, now)
         return render(request, "dashboard.html", info=info, days=days, day_choices=views.HISTORY_DAYS,
                       history=Markup(json.dumps(series)), nav="dashboard")
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(build_info(ctx.dispatcher, ctx.now()), headers={"Cache-Control": "no-cache"})
+        return JSONResponse(ctx.dispatcher.info(ctx.now()), headers={"Cache-Control": "no-cache"})
 
     async def health(request: Request) -> Response:
-        info = build_info(ctx.dispatcher, ctx.now())
+        info = ctx.dispatcher.info(ctx.now())
         server = info["server"]
         return JSONResponse({"now": info["now"], "server": {
             key: server[key] for key in ("description", "faktory_version", "connections", "command_count")}})
@@ -219,7 +218,7 @@ def create_app(ctx: WebContext) -> ASGIApp:
                 position = manager.kill_entries(target, jids, now)
             else:
                 position = manager.delete_entries(target, jids)
-        except JobError as exc:
+        except ClientError as exc:
             return PlainTextResponse(str(exc), 400)
         await durable(position)
         return back(request, f"/{kind}")

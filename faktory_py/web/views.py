@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .. import FAKTORY_VERSION, __version__
-from ..batches import Batch, Batches
+from ..core.workers import Worker
+from ..features.batches.feature import Batch, Batches
 from ..store.job_queue import JobQueue
 from ..store.sorted_set import SortedJobSet
-from ..timefmt import format_time, utc_day
-from ..workers import Worker
+from ..util.timefmt import format_time, utc_day
 
 PAGE_SIZE = 25
 HISTORY_DAYS = (7, 30, 90, 180)

@@ -174,7 +174,7 @@ func workers(t *testing.T, cl *client.Client) int {
 
 // refreshDeadline sends a cheap command first: the Go client's MUTATE sets no I/O deadline
 // of its own and inherits the (absolute) 5 s one left by the previous command, so a MUTATE
-// on a connection idle for more than 5 s fails client-side (faktory-clients.md §2.1).
+// on a connection idle for more than 5 s fails client-side (protocol/clients.md §7).
 func refreshDeadline(t *testing.T, cl *client.Client) {
 	t.Helper()
 	state(t, cl)

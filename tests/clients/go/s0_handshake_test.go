@@ -1,6 +1,6 @@
 package conformance
 
-// S0: handshake, plain and password-protected (faktory-clients.md §7.2).
+// S0: handshake, plain and password-protected (protocol/clients.md §9).
 // FAKTORY_URL points at a server without a password, FAKTORY_PASSWORD_URL at one with a
 // password (tcp://:<percent-encoded password>@host:port). The Go client always sends the same
 // seven HELLO keys, with "wid":"", "username":"" and "pwdhash":"" where they mean nothing.

@@ -1,5 +1,5 @@
 "use strict";
-// S0: handshake, plain and password-protected (faktory-clients.md §7.2).
+// S0: handshake, plain and password-protected (protocol/clients.md §9).
 // FAKTORY_URL points at a server without a password, FAKTORY_PASSWORD_URL at one with a
 // password (tcp://:<password>@host:port). The Node client parses the greeting with
 // `JSON.parse(reply.split(" ")[1])`, so merely connecting proves the HI JSON has no spaces.

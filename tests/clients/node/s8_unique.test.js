@@ -1,5 +1,5 @@
 "use strict";
-// S8: unique jobs (Enterprise semantics, built into faktory_py per faktory-protocol.md §0/§6.2).
+// S8: unique jobs (Enterprise semantics, built into faktory_py per protocol/spec.md §9.1).
 // The Node client has no unique API; it simply sends `custom.unique_for` / `unique_until` and
 // sees the refusal as a rejected push(): ReplyError "NOTUNIQUE Job not unique".
 const test = require("node:test");

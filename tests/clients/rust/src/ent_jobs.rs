@@ -1,7 +1,7 @@
 //! S8 (unique jobs) and S9 (job tracking, expiring jobs): Enterprise scenarios driven through
 //! the crate's `ent` API (`JobBuilder::unique_for` / `unique_until_start` / `expires_at` /
 //! `expires_in`, `Client::set_progress` / `get_progress`, `Protocol::UniqueConstraintViolation`).
-//! faktory_py builds these features in (faktory-protocol.md §0, §6.2–§6.4); the expectations
+//! faktory_py builds these features in (protocol/spec.md §9); the expectations
 //! are those of the crate's own Enterprise test suite (tests/real/enterprise.rs), plus
 //! faktory_py's documented choices where Enterprise's behaviour is not pinned (noted inline).
 

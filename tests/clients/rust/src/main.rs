@@ -1,4 +1,4 @@
-//! Conformance scenarios (faktory-clients.md §7.2) driving the Rust `faktory` crate (0.13.1)
+//! Conformance scenarios (protocol/clients.md §9) driving the Rust `faktory` crate (0.13.1)
 //! against a Faktory server, normally a fresh faktory_py started by tests/test_client_rust.py.
 //!
 //! Usage: `conformance <scenario>` with FAKTORY_URL=tcp://127.0.0.1:<port> in the environment

@@ -5,10 +5,10 @@ have run (`complete`) or all of them have succeeded (`success`). Faktory Enterpr
 this, but does not enforce the guarantee its documentation gives ("once committed, only a
 job within the batch may reopen it"; "once a callback has been enqueued, you may not add
 anything"), so a batch can gain jobs after its callbacks fired. Here the server enforces
-it (faktory-protocol.md §0); `[batches] policy = "permissive"` restores Enterprise's
+it (protocol/spec.md §10); `[batches] policy = "permissive"` restores Enterprise's
 behaviour.
 
-Wire (faktory-protocol.md §6.1, faktory-clients.md §5.1):
+Wire (protocol/spec.md §10, protocol/clients.md §8.1):
 
 * `BATCH NEW {"description"?, "parent_bid"?, "success"?: job, "complete"?: job, "bid"?: ""}`
   ⇒ bulk bid `b-<20 hex>`. At least one callback; a callback without a jid gets one,
@@ -78,18 +78,19 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from . import jobs, wire
-from .config import ConfigError
-from .jobs import JobError
-from .manager import Extension
-from .store.base import Job, Op
-from .store.memory import MemoryStore, Reservation, enqueue_op
-from .store.sorted_set import SortedJobSet
-from .timefmt import format_time
-from .wire import compact_json
+from ... import wire
+from ...config import ConfigError
+from ...core import jobs
+from ...core.hooks import Extension
+from ...errors import ClientError
+from ...store.api import Job, Op, Reservation, enqueue_op
+from ...store.memory import MemoryStore
+from ...store.sorted_set import SortedJobSet
+from ...util.jsoncodec import compact_json
+from ...util.timefmt import format_time
 
 if TYPE_CHECKING:
-    from .commands import Dispatcher, Session
+    from ...commands.dispatch import Dispatcher, Session
 
 POLICIES = ("strict", "permissive")
 DEFAULT_UNCOMMITTED_TTL = 30 * 60.0
@@ -195,7 +196,7 @@ class Batch:
 
 
 def member_bid(job: Job) -> str:
-    """The batch a pushed job joins ("" for none); raises JobError for a non-string bid."""
+    """The batch a pushed job joins ("" for none); raises ClientError for a non-string bid."""
     custom = job.get("custom")
     if not custom:
         return ""
@@ -203,7 +204,7 @@ def member_bid(job: Job) -> str:
     if bid is None or bid == "":
         return ""
     if not isinstance(bid, str):
-        raise JobError(f"custom.bid must be a batch id string: {compact_json(bid)}")
+        raise ClientError(f"custom.bid must be a batch id string: {compact_json(bid)}")
     return bid
 
 
@@ -213,8 +214,8 @@ def _stored_bid(job: Job, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def no_such_batch(bid: str) -> JobError:
-    return JobError(f"No such batch {bid}")
+def no_such_batch(bid: str) -> ClientError:
+    return ClientError(f"No such batch {bid}")
 
 
 class _Txn:
@@ -439,20 +440,20 @@ class Batches(Extension):
         return False
 
     def check_add(self, batch: Batch, wid: str) -> None:
-        """Raise JobError unless something may be added to `batch` by worker `wid`."""
+        """Raise ClientError unless something may be added to `batch` by worker `wid`."""
         if self.policy == "permissive":
             return
         bid = batch.bid
         if batch.closed:
-            raise JobError(f"Batch {bid} is closed: a callback has been enqueued, "
+            raise ClientError(f"Batch {bid} is closed: a callback has been enqueued, "
                            "so nothing can be added to it")
         if not batch.committed or self.within(bid, wid):
             return
         if wid:
-            raise JobError(f"Batch {bid} is committed: it can only be reopened or added to from "
+            raise ClientError(f"Batch {bid} is committed: it can only be reopened or added to from "
                            "within, by the worker process working one of its jobs (or a child "
                            f"batch's), and worker {wid} works none")
-        raise JobError(f"Batch {bid} is committed: it can only be reopened or added to from "
+        raise ClientError(f"Batch {bid} is committed: it can only be reopened or added to from "
                        "within, while one of its jobs (or a child batch's) is being worked, "
                        "and none is")
 
@@ -496,24 +497,24 @@ class Batches(Extension):
     def _new_ops(self, payload: Mapping[str, Any], wid: str, now: float) -> tuple[str, list[Op]]:
         given = payload.get("bid")
         if given is not None and given != "":
-            raise JobError("BATCH NEW must not carry a bid: the server assigns it")
+            raise ClientError("BATCH NEW must not carry a bid: the server assigns it")
         parent_bid = payload.get("parent_bid")
         if parent_bid is None:
             parent_bid = ""
         if not isinstance(parent_bid, str):
-            raise JobError(f"parent_bid must be a batch id string: {compact_json(parent_bid)}")
+            raise ClientError(f"parent_bid must be a batch id string: {compact_json(parent_bid)}")
         description = payload.get("description")
         if description is None:
             description = ""
         if not isinstance(description, str):
-            raise JobError(f"description must be a string: {compact_json(description)}")
+            raise ClientError(f"description must be a string: {compact_json(description)}")
         bid = self.new_bid()
         while bid in self.batches:
             bid = self.new_bid()
         complete = self._callback(payload.get("complete"), "complete", bid, now)
         success = self._callback(payload.get("success"), "success", bid, now)
         if complete is None and success is None:
-            raise JobError("BATCH NEW needs a success or complete callback job")
+            raise ClientError("BATCH NEW needs a success or complete callback job")
         if parent_bid:
             parent = self.live(parent_bid, now)
             if parent is None:
@@ -534,7 +535,7 @@ class Batches(Extension):
         if raw is None:
             return None
         if not isinstance(raw, dict):
-            raise JobError(f"invalid {kind} callback: it must be a job object, not {compact_json(raw)}")
+            raise ClientError(f"invalid {kind} callback: it must be a job object, not {compact_json(raw)}")
         raw = dict(raw)
         if not raw.get("jid"):
             raw["jid"] = self.new_jid()
@@ -543,8 +544,8 @@ class Batches(Extension):
         raw.pop("at", None)
         try:
             job, _ = jobs.prepare_push(jobs.decode_job(raw), now)
-        except JobError as exc:
-            raise JobError(f"invalid {kind} callback: {exc}") from None
+        except ClientError as exc:
+            raise ClientError(f"invalid {kind} callback: {exc}") from None
         custom = {k: v for k, v in (job.get("custom") or {}).items() if k != "bid"}
         custom["_bid"] = bid
         return jobs.with_fields(job, custom=custom, enqueued_at="")
@@ -652,14 +653,14 @@ class Batches(Extension):
                     kids_s=parent.kids_s - (not batch.settled_s))
             self._advance(txn, parent.bid, now)
 
-    # --- operations behind the BATCH command (pure: ops to commit, or JobError) ---------
+    # --- operations behind the BATCH command (pure: ops to commit, or ClientError) ---------
 
     def new(self, arg: str, wid: str, now: float) -> tuple[str, list[Op]]:
         if not arg:
-            raise JobError("BATCH NEW needs a JSON object")
+            raise ClientError("BATCH NEW needs a JSON object")
         payload = jobs.decode_argument(arg, "invalid BATCH NEW")
         if not isinstance(payload, dict):
-            raise JobError(f"invalid BATCH NEW {arg}")
+            raise ClientError(f"invalid BATCH NEW {arg}")
         return self._new_ops(payload, wid, now)
 
     def open(self, bid: str, wid: str, now: float) -> str:
@@ -696,10 +697,10 @@ class Batches(Extension):
             await self.dispatcher.durable(self.store.commit(ops))
             return wire.bulk(bid)
         if sub not in ("OPEN", "COMMIT", "STATUS"):
-            raise JobError(f"no such BATCH subcommand: {sub}" if sub else "BATCH needs NEW, OPEN, COMMIT or STATUS")
+            raise ClientError(f"no such BATCH subcommand: {sub}" if sub else "BATCH needs NEW, OPEN, COMMIT or STATUS")
         bid = rest.strip()
         if not bid:
-            raise JobError(f"BATCH {sub} needs a bid")
+            raise ClientError(f"BATCH {sub} needs a bid")
         if sub == "OPEN":
             return wire.bulk(self.open(bid, session.wid, now))
         if sub == "COMMIT":

@@ -27,13 +27,13 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from . import jobs
-from .jobs import JobError
-from .manager import Extension
-from .store.base import Job, Op
-from .store.memory import MemoryStore
-from .timefmt import format_time, parse_time
-from .wire import compact_json
+from ..core import jobs
+from ..core.hooks import Extension
+from ..errors import ClientError
+from ..store.api import Job, Op
+from ..store.memory import MemoryStore
+from ..util.jsoncodec import compact_json
+from ..util.timefmt import format_time, parse_time
 
 #: 9999-12-31T23:59:59Z, the last instant a four-digit-year timestamp can name
 LATEST = 253402300799.0
@@ -89,12 +89,12 @@ class ExpiringJobs(Extension):
                     raise ValueError
                 parse_time(absolute)
             except ValueError:
-                raise JobError(f"expires_at must be an RFC3339 timestamp: {compact_json(absolute)}") from None
+                raise ClientError(f"expires_at must be an RFC3339 timestamp: {compact_json(absolute)}") from None
         if relative is None:
             return job
         if (isinstance(relative, bool) or not isinstance(relative, (int, float))
                 or not math.isfinite(relative)):
-            raise JobError(f"expires_in must be a number of seconds: {compact_json(relative)}")
+            raise ClientError(f"expires_in must be a number of seconds: {compact_json(relative)}")
         # clamped to what RFC3339 can say: 1970 is as expired as any earlier date
         when = min(max(now + relative, 0.0), LATEST)
         if absolute is not None:

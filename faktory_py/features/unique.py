@@ -38,12 +38,12 @@ import math
 from collections.abc import Iterator
 from itertools import islice, takewhile
 
-from .jobs import JobError
-from .manager import Extension
-from .store.base import Job, Op
-from .store.memory import MemoryStore, Reservation
-from .store.sorted_set import SortedJobSet
-from .wire import compact_json
+from ..core.hooks import Extension
+from ..errors import ClientError
+from ..store.api import Job, Op, Reservation
+from ..store.memory import MemoryStore
+from ..store.sorted_set import SortedJobSet
+from ..util.jsoncodec import compact_json
 
 UNIQUE_UNTIL = ("success", "start")
 NOT_UNIQUE_MESSAGE = "Job not unique"
@@ -62,7 +62,7 @@ def unique_key(job: Job) -> str:
 def unique_for(job: Job) -> float | None:
     """The job's `custom.unique_for` in seconds, None when it is not a unique job.
 
-    Raises JobError for a value that is not a positive, finite number.
+    Raises ClientError for a value that is not a positive, finite number.
     """
     custom = job.get("custom")
     if not custom:
@@ -72,7 +72,7 @@ def unique_for(job: Job) -> float | None:
         return None
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not math.isfinite(value) or value <= 0):
-        raise JobError(f"unique_for must be a positive number of seconds: {compact_json(value)}")
+        raise ClientError(f"unique_for must be a positive number of seconds: {compact_json(value)}")
     return float(value)
 
 
@@ -82,7 +82,7 @@ def unique_until(job: Job) -> str:
     if value is None or value == "":
         return "success"
     if value not in UNIQUE_UNTIL:
-        raise JobError(f'unique_until must be "success" or "start": {compact_json(value)}')
+        raise ClientError(f'unique_until must be "success" or "start": {compact_json(value)}')
     return value
 
 
@@ -165,7 +165,7 @@ class UniqueJobs(Extension):
         found = self.locks.get(key)
         if found is not None and found[0] > now:
             if found[1] != job["jid"]:
-                raise JobError(NOT_UNIQUE_MESSAGE, NOT_UNIQUE_CODE)
+                raise ClientError(NOT_UNIQUE_MESSAGE, NOT_UNIQUE_CODE)
             expires = max(expires, found[0])  # the owner pushed again: never shorten its lock
         return self._prune(now) + [{"op": "unique_lock", "key": key, "jid": job["jid"],
                                     "expires_at": expires}]

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ClientError
+from ..store.api import JOB_SETS, Job, Op, Reservation, Store, enqueue_op
+from ..util.glob import compile_glob
+from ..util.jsoncodec import go_float
+from ..util.timefmt import format_time, parse_time, utc_day
 from . import jobs
-from .glob import compile_glob
-from .jobs import JobError
-from .store.base import Job, Op, Store
-from .store.memory import JOB_SETS, Reservation, enqueue_op
-from .timefmt import format_time, parse_time, utc_day
-from .wire import go_float
+from .hooks import Extension
 
 log = logging.getLogger("faktory_py.manager")
 
@@ -51,59 +51,6 @@ def _truncate(text: str, limit: int) -> str:
     return encoded[:limit].decode(errors="ignore")
 
 
-class Extension:
-    """Hooks the Enterprise features plug into, like Faktory's middleware chains.
-
-    Each hook returns extra ops committed atomically with the operation that called it
-    (so the journal never holds one without the other). Hooks read state but never
-    change it themselves; the ops they return are applied through the store like any
-    other, which keeps journal replay exact. The ops of one hook call are committed before
-    the next call of the same hook, so a hook always plans against up-to-date state.
-    """
-
-    def prepare(self, job: Job, now: float) -> Job:
-        """Rewrite a valid job before it is stored (a new dict; jobs are never mutated).
-
-        Runs for every extension before any `on_push`; raise JobError to refuse the job.
-        """
-        return job
-
-    def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
-        """A valid job is about to be stored; raise JobError to refuse it."""
-        return []
-
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
-        """A job is about to be reserved; None drops it instead (and FETCH goes on)."""
-        return []
-
-    def on_drop(self, job: Job, now: float) -> list[Op]:
-        """A job some extension's `on_fetch` refused left its queue without running."""
-        return []
-
-    def on_ack(self, res: Reservation, now: float) -> list[Op]:
-        """A reserved job was ACKed."""
-        return []
-
-    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
-        """A reserved job failed (FAIL or expiry); outcome is "retry", "dead" or "dropped"."""
-        return []
-
-    def register(self, dispatcher: Any) -> None:
-        """Add the feature's commands (`dispatcher.register(verb, handler)`), if it has any."""
-
-    def info_fields(self) -> dict[str, Any]:
-        """Extra keys for INFO's `faktory` block (extra keys never break typed decoders)."""
-        return {}
-
-    def next_due(self) -> float | None:
-        """When the feature next has timed work to do (the due timer then calls run_due)."""
-        return None
-
-    def run_due(self, now: float) -> list[Op]:
-        """The feature's timed work due at `now` (e.g. expiring uncommitted batches)."""
-        return []
-
-
 @dataclass
 class TaskStats:
     """Counters behind INFO's deprecated `tasks` block."""
@@ -127,7 +74,7 @@ class Manager:
     # --- producing ------------------------------------------------------------------
 
     def push(self, raw: Any, now: float, wid: str = "") -> int:
-        """PUSH one decoded JSON value; raises JobError. Returns the journal position.
+        """PUSH one decoded JSON value; raises ClientError. Returns the journal position.
 
         `wid` is the worker process of the pushing connection ("" for producers).
         """
@@ -140,13 +87,13 @@ class Manager:
         of the earlier ones (a duplicate unique job in one PUSHB is refused).
         """
         if not isinstance(raws, list):
-            raise JobError("invalid JSON: json: cannot unmarshal object into Go value of type []client.Job")
+            raise ClientError("invalid JSON: json: cannot unmarshal object into Go value of type []client.Job")
         errors: dict[str, str] = {}
         position = 0
         for raw in raws:
             try:
                 position = max(position, self.store.commit(self._push_ops(raw, now, wid)))
-            except JobError as exc:
+            except ClientError as exc:
                 jid = raw.get("jid", "") if isinstance(raw, dict) else ""
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
@@ -212,10 +159,10 @@ class Manager:
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
         """FAIL a reserved job: record the failure and retry it, kill it, or drop it."""
         if not jid:
-            raise JobError("missing JID")
+            raise ClientError("missing JID")
         found = self.store.working.get(jid)
         if found is None:
-            raise JobError(f"Job not found {jid}")
+            raise ClientError(f"Job not found {jid}")
         return self.store.commit(self._failure_ops(found[1], errtype, message, backtrace, now))
 
     def _failure_ops(
@@ -305,7 +252,7 @@ class Manager:
             def ops(job: Job = job, leave: list[Op] = leave) -> list[Op]:
                 try:
                     jobs.check_queue_name(job["queue"])
-                except JobError:
+                except ClientError:
                     return leave  # Faktory loses such a job too (logged); it cannot be enqueued
                 return leave + [self._enqueue_op(job, now)]
 
@@ -365,12 +312,12 @@ class Manager:
     def mutate(self, request: Any, now: float) -> int:
         """MUTATE {"cmd","target","filter"}: clear / discard / kill / requeue set entries."""
         if not isinstance(request, dict):
-            raise JobError("json: cannot unmarshal into Go value of type server.Mutation")
+            raise ClientError("json: cannot unmarshal into Go value of type server.Mutation")
         cmd, target = request.get("cmd"), request.get("target")
         if cmd not in ("clear", "discard", "kill", "requeue"):
-            raise JobError("unknown mutate operation")
+            raise ClientError("unknown mutate operation")
         if target not in MUTATE_TARGETS:
-            raise JobError("invalid target for mutation command")
+            raise ClientError("invalid target for mutation command")
         if cmd == "clear":
             return self.store.commit([{"op": "zclear", "set": target}])
         matches = self._matching(target, request.get("filter"))
@@ -389,7 +336,7 @@ class Manager:
         if filter_ is None:
             return entries
         if not isinstance(filter_, dict):
-            raise JobError("json: cannot unmarshal into Go struct field Mutation.filter of type server.JobFilter")
+            raise ClientError("json: cannot unmarshal into Go struct field Mutation.filter of type server.JobFilter")
         jids = filter_.get("jids") or []
         pattern = filter_.get("regexp") or ""
         jobtype = filter_.get("jobtype") or ""
@@ -397,7 +344,7 @@ class Manager:
                          ("regexp", isinstance(pattern, str)), ("jobtype", isinstance(jobtype, str))):
             if not ok:
                 go_type = "[]string" if name == "jids" else "string"
-                raise JobError(f"json: cannot unmarshal into Go struct field JobFilter.{name} of type {go_type}")
+                raise ClientError(f"json: cannot unmarshal into Go struct field JobFilter.{name} of type {go_type}")
         if jids:
             wanted = set(jids)
             return [(jid, job) for jid, job in entries if jid in wanted]
@@ -474,7 +421,7 @@ class Manager:
     def kill_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
         """Move retry or scheduled entries to the dead set (like MUTATE kill); None: all."""
         if target == "dead":
-            raise JobError("dead jobs cannot be killed again")
+            raise ClientError("dead jobs cannot be killed again")
         ops: list[Op] = []
         for jid, job in self._entries(target, jids):
             ops.append({"op": "zrem", "set": target, "jid": jid})

@@ -2,7 +2,7 @@
 
 Faktory decodes every job into a fixed Go struct and re-encodes it, so clients see the
 server's field order, unknown top-level keys dropped and empty optional fields omitted
-(faktory-protocol.md §4). We do the same: a job is held as a plain dict in canonical
+(protocol/spec.md §4). We do the same: a job is held as a plain dict in canonical
 field order that is never mutated after creation (a change makes a new dict), which lets
 the store snapshot its containers with shallow copies.
 """
@@ -13,8 +13,9 @@ import json
 import re
 from typing import Any
 
-from .timefmt import format_time, parse_time
-from . import jsoncodec
+from ..errors import ClientError
+from ..util import jsoncodec
+from ..util.timefmt import format_time, parse_time
 
 #: Field order of Faktory's Job struct, which is the order of re-encoded jobs.
 FIELD_ORDER = (
@@ -61,22 +62,6 @@ DEFAULT_RESERVE_FOR = 1800
 QUEUE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 
 
-class JobError(Exception):
-    """A job (or request about jobs) the client got wrong.
-
-    `code` is the RESP error code; `str(e)` the message after it, exactly as Faktory words it.
-    """
-
-    def __init__(self, message: str, code: str = "ERR") -> None:
-        super().__init__(message)
-        self.code = code
-
-    @property
-    def line(self) -> str:
-        """The text a PUSHB result map carries for this error (code included unless ERR)."""
-        return str(self) if self.code == "ERR" else f"{self.code} {self}"
-
-
 def _json_kind(value: Any) -> str:
     """Name a JSON value's type the way Go's decoder does in its error messages."""
     if isinstance(value, bool):
@@ -91,11 +76,11 @@ def _json_kind(value: Any) -> str:
 
 
 def decode_json(text: str) -> Any:
-    """Parse a client's JSON (`jsoncodec.decode`), raising JobError with Faktory's `invalid JSON:` prefix."""
+    """Parse a client's JSON (`jsoncodec.decode`), raising ClientError with Faktory's `invalid JSON:` prefix."""
     try:
         return jsoncodec.decode(text)
     except jsoncodec.InvalidJSON as exc:
-        raise JobError(f"invalid JSON: {exc}") from None
+        raise ClientError(f"invalid JSON: {exc}") from None
 
 
 def decode_argument(arg: str, invalid: str) -> Any:
@@ -103,7 +88,7 @@ def decode_argument(arg: str, invalid: str) -> Any:
     try:
         return jsoncodec.decode(arg)
     except jsoncodec.InvalidJSON:
-        raise JobError(f"{invalid} {arg}") from None
+        raise ClientError(f"{invalid} {arg}") from None
 
 
 def decode_job(raw: Any) -> dict[str, Any]:
@@ -114,7 +99,7 @@ def decode_job(raw: Any) -> dict[str, Any]:
     checked the same way (its fields set to `null` are dropped), its other keys kept.
     """
     if not isinstance(raw, dict):
-        raise JobError(f"invalid JSON: json: cannot unmarshal {_json_kind(raw)} into Go value of type client.Job")
+        raise ClientError(f"invalid JSON: json: cannot unmarshal {_json_kind(raw)} into Go value of type client.Job")
     job: dict[str, Any] = {}
     for field in FIELD_ORDER:
         value = raw.get(field)
@@ -141,7 +126,7 @@ def _check_type(value: Any, expected: type | tuple[type, ...], go_type: str, whe
         kind = _json_kind(value)
         if expected is int and isinstance(value, int) and not isinstance(value, bool):
             kind = f"number {value}"
-        raise JobError(f"invalid JSON: json: cannot unmarshal {kind} into Go struct field {where} of type {go_type}")
+        raise ClientError(f"invalid JSON: json: cannot unmarshal {kind} into Go struct field {where} of type {go_type}")
 
 
 def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float | None]:
@@ -153,13 +138,13 @@ def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float
     """
     jid = job.get("jid", "")
     if len(jid) < 8:
-        raise JobError("jobs must have a reasonable jid parameter")
+        raise ClientError("jobs must have a reasonable jid parameter")
     if not job.get("jobtype"):
-        raise JobError("jobs must have a jobtype parameter")
+        raise ClientError("jobs must have a jobtype parameter")
     if "args" not in job:
-        raise JobError("jobs must have an args parameter")
+        raise ClientError("jobs must have an args parameter")
     if job.get("reserve_for", 0) > MAX_RESERVE_FOR:
-        raise JobError("jobs cannot be reserved for more than one day")
+        raise ClientError("jobs cannot be reserved for more than one day")
     job = dict(job)
     job.setdefault("retry", DEFAULT_RETRY)
     stamp = format_time(now)
@@ -173,7 +158,7 @@ def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float
         try:
             when = parse_time(at)
         except ValueError as exc:
-            raise JobError(f"invalid timestamp for 'at': {json.dumps(at)}: {exc}") from None
+            raise ClientError(f"invalid timestamp for 'at': {json.dumps(at)}: {exc}") from None
         if when > now:
             scheduled_for = when
     if scheduled_for is None:
@@ -187,7 +172,7 @@ def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float
 def check_queue_name(name: str) -> None:
     """Faktory refuses to create a queue whose name is not `[a-zA-Z0-9._-]+`."""
     if not QUEUE_NAME.fullmatch(name):
-        raise JobError(
+        raise ClientError(
             f'cannot get "{name}" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z'
         )
 

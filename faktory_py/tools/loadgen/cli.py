@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .. import __version__
+from ... import __version__
 from .conn import BenchError, Target
 from .pool import raise_fd_limit
 from .workloads import PRESETS, WORKLOADS, Bench, save_json

@@ -3,7 +3,7 @@
 Faktory decodes HELLO into a Go struct, so type mismatches that Python's json would let
 through (``"pid":"12"``, ``"v":300``) fail there and the connection closes without a reply.
 We reproduce that strictness, while tolerating every shape real clients send: absent fields,
-``null``, ``""`` and JSON with spaces (faktory-clients.md §3).
+``null``, ``""`` and JSON with spaces (protocol/clients.md §2).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from faktory_py import wire
+from ..util.jsoncodec import compact_json
+from . import replies
 
 PROTOCOL_VERSION = 2
-INVALID_PASSWORD = wire.error("Invalid password")
+INVALID_PASSWORD = replies.error("Invalid password")
 
 _HELLO_PREFIX = b"HELLO {"
 _INT64 = range(-(2**63), 2**63)
@@ -34,7 +35,7 @@ class PasswordHash:
     Every round after the first hashes the raw 32-byte digest, not its hex text. 8,000
     rounds cost a few milliseconds of CPU that no thread can take off the event loop (the
     GIL is held for such short inputs), so the server runs them `ROUNDS_PER_STEP` at a
-    time and lets other connections run in between (server.py `_Connections._verify`).
+    time and lets other connections run in between (server/tcp.py `Connections._verify`).
     """
 
     ROUNDS_PER_STEP = 256
@@ -116,7 +117,7 @@ class Handshake:
             hi["i"] = self._iterations
             hi["s"] = self._salt
         # Compact: the Node client splits the greeting on spaces.
-        self.greeting = wire.simple("HI " + wire.compact_json(hi))
+        self.greeting = replies.simple("HI " + compact_json(hi))
 
     def receive_hello(self, line: bytes) -> Hello:
         """Parse and authenticate the HELLO line (terminator already stripped), all at once."""

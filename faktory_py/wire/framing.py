@@ -1,16 +1,13 @@
-"""The Faktory wire format without I/O: request lines in, RESP2 replies out.
+"""Request framing without I/O: a byte stream in, `Command`s out.
 
-Clients send one command per line and the server answers in a subset of RESP2 (spec §1).
-Keeping framing apart from sockets lets the same code run under trio, in tests, in a fuzzer
-and in a benchmark, and lets us bound what a hostile peer can make us buffer.
+Clients send one command per line (protocol/spec.md §1). Keeping framing apart from sockets
+lets the same code run under trio, in tests, in a fuzzer and in a benchmark, and lets us
+bound what a hostile peer can make us buffer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from . import jsoncodec
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 
@@ -107,50 +104,3 @@ class LineReader:
         self._scanned = 0
         self._failed = ProtocolError(f"line too long (max {self._max_line} bytes)")
         raise self._failed
-
-
-OK = b"+OK\r\n"
-NULL = b"$-1\r\n"
-
-
-def _one_line(text: str) -> bytes:
-    """A reply line must not contain CR or LF, or the client would read two replies.
-
-    Lone surrogates (which JSON escapes can smuggle into a str) become ``?`` rather than
-    turning a reply into an exception.
-    """
-    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", errors="replace")
-
-
-def simple(text: str) -> bytes:
-    """A RESP simple string, e.g. the ``+HI {...}`` greeting."""
-    return b"+" + _one_line(text) + b"\r\n"
-
-
-def error(message: str, code: str = "ERR") -> bytes:
-    """A RESP error line ``-CODE message``; clients raise on ``ERR`` and hand other codes
-    (``NOTUNIQUE``) back to the caller."""
-    return b"-" + _one_line(f"{code} {message}") + b"\r\n"
-
-
-def bulk(payload: bytes | str) -> bytes:
-    """A RESP bulk string; the length counts UTF-8 bytes, not characters."""
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8", errors="replace")
-    return b"$%d\r\n%b\r\n" % (len(payload), payload)
-
-
-def compact_json(value: Any) -> str:
-    """JSON without spaces, like Go's encoder: clients split on spaces (Node's HI parsing)
-    and MUTATE filters match substrings such as `"jobtype":"X"` of stored payloads."""
-    return jsoncodec.dumps(value).decode()
-
-
-def bulk_json(value: Any) -> bytes:
-    """Every JSON reply (INFO, FETCH, PUSHB, BEAT state, LATENCY) is a bulk string."""
-    return bulk(jsoncodec.dumps(value))
-
-
-def go_float(value: float) -> float | int:
-    """Go prints an integral float64 without a fraction (`0`, not `0.0`)."""
-    return int(value) if value.is_integer() else value

@@ -10,8 +10,8 @@ Case files are found in, first match wins:
 
 1. the directory given with `--cases DIR`;
 2. `protocol/cases/` of the source tree this module sits in (a checkout or an editable install);
-3. `faktory_py/conformance_cases/` inside the installed package: pyproject.toml maps the
-   package `faktory_py.conformance_cases` onto `protocol/cases/`, so a wheel carries a copy.
+3. `faktory_py/tools/conformance/cases/` inside the installed package: pyproject.toml maps the
+   package `faktory_py.tools.conformance.cases` onto `protocol/cases/`, so a wheel carries a copy.
 
 File names carry tags between the area and `.case`: `.ours` marks faktory_py's own behaviour
 (skipped against an external server unless `--ours`), `.ent` marks Faktory Enterprise
@@ -66,7 +66,7 @@ class CaseFailure(AssertionError):
 def case_dirs() -> list[Path]:
     """Where the case files may be, in the order they are looked for (without `--cases`)."""
     here = Path(__file__).resolve().parent
-    return [here.parent / "protocol" / "cases", here / "conformance_cases"]
+    return [here.parents[2] / "protocol" / "cases", here / "cases"]
 
 
 def find_cases(directory: str | Path | None = None) -> list[Path]:
@@ -237,7 +237,7 @@ def rfc3339(unix: float) -> str:
 
 
 def pwdhash(password: str, salt: str, rounds: int) -> str:
-    """SHA-256 over password + salt, `rounds` times in all, as hex (faktory-clients.md §1)."""
+    """SHA-256 over password + salt, `rounds` times in all, as hex (protocol/spec.md §2)."""
     digest = hashlib.sha256((password + salt).encode()).digest()
     for _ in range(max(1, rounds) - 1):
         digest = hashlib.sha256(digest).digest()

@@ -139,3 +139,14 @@ def _replace_surrogates(value: Any) -> Any:
     if isinstance(value, dict):
         return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
     return value
+
+
+def compact_json(value: Any) -> str:
+    """JSON without spaces, like Go's encoder: clients split on spaces (Node's HI parsing)
+    and MUTATE filters match substrings such as `"jobtype":"X"` of stored payloads."""
+    return dumps(value).decode()
+
+
+def go_float(value: float) -> float | int:
+    """Go prints an integral float64 without a fraction (`0`, not `0.0`)."""
+    return int(value) if value.is_integer() else value

@@ -9,13 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from .handshake import Hello
+from typing import Protocol
 
 HEARTBEAT_TIMEOUT = 60.0
 
 #: running → quiet → terminate; nothing goes backwards.
 STATES = ("running", "quiet", "terminate")
+
+
+class Identity(Protocol):
+    """What a worker said about itself in its HELLO (`wire.handshake.Hello` is one)."""
+
+    @property
+    def wid(self) -> str: ...
+    @property
+    def hostname(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+    @property
+    def rss_kb(self) -> int: ...
 
 
 @dataclass(eq=False)
@@ -53,7 +67,7 @@ class WorkerRegistry:
     def get(self, wid: str) -> Worker | None:
         return self.workers.get(wid)
 
-    def register(self, hello: Hello, conn_id: int, close: Callable[[], None], now: float) -> Worker:
+    def register(self, hello: Identity, conn_id: int, close: Callable[[], None], now: float) -> Worker:
         """Add a connection to its wid's entry (creating it), counting as a heartbeat."""
         worker = self.workers.get(hello.wid)
         if worker is None:

@@ -9,12 +9,30 @@ vocabulary is documented by `MemoryStore.apply` (one `_op_<name>` method per op)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+from .job_queue import encode
 from .sorted_set import SortedJobSet
 
 Job = dict[str, Any]
 Op = dict[str, Any]
+
+#: the sorted sets of jobs besides `working`
+JOB_SETS = ("scheduled", "retries", "dead")
+
+
+def enqueue_op(job: dict[str, Any]) -> dict[str, Any]:
+    """The op that appends `job` to its queue (queues store jobs encoded, see job_queue)."""
+    return {"op": "enqueue", "queue": job["queue"], "raws": [encode(job)]}
+
+
+class Reservation(NamedTuple):
+    """A fetched job being worked on (Faktory's `working` set entry)."""
+
+    job: dict[str, Any]
+    wid: str
+    reserved_at: float
+    expires_at: float
 
 
 class Store(Protocol):

@@ -1,6 +1,6 @@
 """Command dispatch: one parsed command line in, one reply (bytes) out.
 
-This layer knows the reply shape of every command (faktory-clients.md §3.7 is the list
+This layer knows the reply shape of every command (protocol/clients.md §3 is the list
 of types clients insist on) and the exact error texts; the semantics live in
 `manager`, the connection handling in `server`. FETCH's 2-second blocking wait is here
 because it is part of the command's meaning.
@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from . import jobs, jsoncodec, wire
-from .clock import Clock
-from .info import build_info
-from .jobs import JobError
-from .manager import Manager
-from .waiters import QueueWaiters
-from .workers import Worker, WorkerRegistry
+from .. import wire
+from ..core import jobs
+from ..core.info import ServerStats, build_info
+from ..core.lifecycle import Manager
+from ..core.workers import Worker, WorkerRegistry
+from ..errors import ClientError
+from ..server.clock import Clock
+from ..server.waiters import QueueWaiters
+from ..util import jsoncodec
 
 log = logging.getLogger("faktory_py.commands")
 
@@ -38,15 +40,6 @@ class Session:
     worker: Worker | None = None
 
 
-@dataclass
-class ServerStats:
-    """Numbers INFO reports about the server process itself."""
-
-    started_at: float
-    connections: int = 0
-    command_count: int = 0
-
-
 #: Commands (verb, or verb and subcommand) that change nothing journaled: still answered
 #: while the journal cannot be written (protocol/spec.md §7). FETCH is answered too when
 #: none of its queues has a job to reserve.
@@ -57,16 +50,16 @@ READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BAT
 WOULD_BLOCK = b""
 
 
-def _internal_error() -> JobError:
+def _internal_error() -> ClientError:
     """What Faktory answers when a command is missing the argument it needs."""
-    return JobError("internal error")
+    return ClientError("internal error")
 
 
 def _decode_object(arg: str, fields: dict[str, type], invalid: str) -> dict[str, Any]:
     """Decode a JSON object whose listed fields must have the given types (null = absent)."""
     value = jobs.decode_argument(arg, invalid)
     if not isinstance(value, dict):
-        raise JobError(f"{invalid} {arg}")
+        raise ClientError(f"{invalid} {arg}")
     out: dict[str, Any] = {}
     for name, kind in fields.items():
         item = value.get(name)
@@ -76,7 +69,7 @@ def _decode_object(arg: str, fields: dict[str, type], invalid: str) -> dict[str,
         if kind is list:
             ok = ok and all(isinstance(x, str) for x in item)
         if not ok:
-            raise JobError(f"{invalid} {arg}")
+            raise ClientError(f"{invalid} {arg}")
         out[name] = item
     return out
 
@@ -98,7 +91,7 @@ class Dispatcher:
         self.workers = workers
         self.clock = clock
         #: awaited before a reply: the fsync policy's promise for a journal position (the
-        #: connection writes the journal itself before sending, see store/durability.py)
+        #: connection writes the journal itself before sending, see server/durability.py)
         self.durable = durable
         self.waiters = waiters
         self.stats = stats
@@ -106,7 +99,7 @@ class Dispatcher:
         #: INFO's server.description; clients look for "Enterprise" in it
         self.description = "Faktory"
         #: why commands that change state are refused right now (the journal cannot be
-        #: written), or None; store/durability.py's `refusal`
+        #: written), or None; server/durability.py's `refusal`
         self.refusal: Callable[[], str | None] = lambda: None
         self._handlers: dict[str, Callable[[Session, str], Awaitable[bytes | None]]] = {
             "END": self._end, "FLUSH": self._flush, "INFO": self._info, "PUSH": self._push,
@@ -141,7 +134,7 @@ class Dispatcher:
             if reply is WOULD_BLOCK:
                 self.stats.command_count -= 1  # counted when it is run again to wait
             return reply
-        except JobError as exc:
+        except ClientError as exc:
             return wire.error(str(exc), exc.code)
         except Exception:
             log.exception("internal error handling %s", command.verb)
@@ -170,8 +163,13 @@ class Dispatcher:
     async def _flush(self, session: Session, arg: str) -> bytes:
         return await self._ok_after(self.manager.flush())
 
+    def info(self, now: float) -> dict[str, Any]:
+        """The INFO document at `now` (also the web UI's)."""
+        return build_info(self.manager, self.workers, self.stats, self.description,
+                          self.waiters.statistics().fetches_waiting, now)
+
     async def _info(self, session: Session, arg: str) -> bytes:
-        return wire.bulk_json(build_info(self, self.clock.now()))
+        return wire.bulk_json(self.info(self.clock.now()))
 
     async def _push(self, session: Session, arg: str) -> bytes:
         if not arg:
@@ -188,7 +186,7 @@ class Dispatcher:
     async def _fetch(self, session: Session, arg: str, may_block: bool = True) -> bytes:
         queues = [q for q in arg.split(" ") if q]
         if not queues:
-            raise JobError("must call fetch with at least one queue")
+            raise ClientError("must call fetch with at least one queue")
         worker = session.worker
         store = self.manager.store
         job, position, woken_by = None, 0, None
@@ -219,7 +217,7 @@ class Dispatcher:
         payload = jobs.decode_argument(arg, "invalid ACK")
         if (not isinstance(payload, dict) or "jid" not in payload
                 or not all(isinstance(v, str) for v in payload.values())):
-            raise JobError(f"invalid ACK {arg}")
+            raise ClientError(f"invalid ACK {arg}")
         return await self._ok_after(self.manager.ack(payload["jid"], self.clock.now()))
 
     async def _fail(self, session: Session, arg: str) -> bytes:
@@ -241,18 +239,18 @@ class Dispatcher:
         worker = self.workers.beat(
             wid, payload.get("current_state", ""), payload.get("rss_kb"), self.clock.now())
         if worker is None:
-            raise JobError(f"unknown worker {wid}")
+            raise ClientError(f"unknown worker {wid}")
         if worker.state == "running":
             return wire.OK
         return wire.bulk_json({"state": worker.state})
 
     async def _mutate(self, session: Session, arg: str) -> bytes:
         if not arg:
-            raise JobError("invalid format")
+            raise ClientError("invalid format")
         try:
             request = jsoncodec.decode(arg)
         except jsoncodec.InvalidJSON as exc:
-            raise JobError(str(exc)) from None
+            raise ClientError(str(exc)) from None
         return await self._ok_after(self.manager.mutate(request, self.clock.now()))
 
     async def _queue(self, session: Session, arg: str) -> bytes:
@@ -263,13 +261,13 @@ class Dispatcher:
             raise _internal_error()
         if sub == "LATENCY":
             if names == ["*"]:
-                raise JobError("QUEUE LATENCY does not support wildcards")
+                raise ClientError("QUEUE LATENCY does not support wildcards")
             latencies = self.manager.latency(names, self.clock.now())
             return wire.bulk_json(dict(sorted(latencies.items())))  # Go sorts map keys
         actions = {"PAUSE": self.manager.pause, "RESUME": self.manager.resume,
                    "REMOVE": self.manager.remove}
         if sub not in actions:
-            raise JobError(f"no such QUEUE subcommand: {sub}")
+            raise ClientError(f"no such QUEUE subcommand: {sub}")
         if not names:
             raise _internal_error()
         return await self._ok_after(actions[sub](names))

@@ -5,7 +5,7 @@ with `custom.track = 1` gets a tracking record that the server moves through its
 lifecycle, workers may add progress to with `TRACK SET`, and anyone may read with
 `TRACK GET`. Jobs without the flag are not tracked ("by default jobs are not tracked").
 
-Wire (faktory-protocol.md §6.3, faktory-clients.md §5.3):
+Wire (protocol/spec.md §9.3, protocol/clients.md §8.3):
 
 * `TRACK GET <jid>` ⇒ bulk `{"jid","state","updated_at"[,"percent"][,"desc"]}`;
   an unknown, untracked or forgotten jid ⇒ `{"jid":"…","state":"unknown","updated_at":""}`.
@@ -36,17 +36,19 @@ from collections.abc import Iterator
 from itertools import islice, takewhile
 from typing import TYPE_CHECKING, Any
 
-from . import jobs, wire
-from .jobs import MAX_RESERVE_FOR, JobError
-from .manager import Extension
-from .store.base import Job, Op
-from .store.memory import MemoryStore, Reservation
-from .store.sorted_set import SortedJobSet
-from .timefmt import format_time, parse_time
-from .wire import compact_json
+from .. import wire
+from ..core import jobs
+from ..core.hooks import Extension
+from ..core.jobs import MAX_RESERVE_FOR
+from ..errors import ClientError
+from ..store.api import Job, Op, Reservation
+from ..store.memory import MemoryStore
+from ..store.sorted_set import SortedJobSet
+from ..util.jsoncodec import compact_json
+from ..util.timefmt import format_time, parse_time
 
 if TYPE_CHECKING:
-    from .commands import Dispatcher, Session
+    from ..commands.dispatch import Dispatcher, Session
 
 #: Tracking data is kept this long after its last update (Faktory Enterprise: 30 minutes).
 TRACK_TTL = 30 * 60
@@ -165,34 +167,34 @@ class JobTracking(Extension):
         if sub == "GET":
             jid = rest.strip()
             if not jid:
-                raise JobError("TRACK GET needs a jid")
+                raise ClientError("TRACK GET needs a jid")
             return wire.bulk_json(self.progress(jid, now))
         if sub == "SET":
             position = self.store.commit(self.set_ops(rest, now))
             await self.dispatcher.durable(position)
             return wire.OK
-        raise JobError("TRACK needs GET <jid> or SET <json>")
+        raise ClientError("TRACK needs GET <jid> or SET <json>")
 
     def set_ops(self, arg: str, now: float) -> list[Op]:
-        """Validate a TRACK SET payload and turn it into ops (raises JobError)."""
+        """Validate a TRACK SET payload and turn it into ops (raises ClientError)."""
         if not arg.strip():
-            raise JobError("TRACK SET needs a jid")
+            raise ClientError("TRACK SET needs a jid")
         payload = jobs.decode_argument(arg, "invalid TRACK SET")
         if not isinstance(payload, dict):
-            raise JobError(f"invalid TRACK SET {arg}")
+            raise ClientError(f"invalid TRACK SET {arg}")
         jid = payload.get("jid")
         if not isinstance(jid, str) or not jid:
-            raise JobError("TRACK SET needs a jid")
+            raise ClientError("TRACK SET needs a jid")
         progress: dict[str, Any] = {}
         percent = payload.get("percent")
         if percent is not None:
             if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-                raise JobError(f"percent must be an integer from 0 to 100: {compact_json(percent)}")
+                raise ClientError(f"percent must be an integer from 0 to 100: {compact_json(percent)}")
             progress["percent"] = percent
         desc = payload.get("desc")
         if desc is not None:
             if not isinstance(desc, str):
-                raise JobError(f"desc must be a string: {compact_json(desc)}")
+                raise ClientError(f"desc must be a string: {compact_json(desc)}")
             progress["desc"] = desc
         until = payload.get("reserve_until")
         extend: list[Op] = []
@@ -202,7 +204,7 @@ class JobTracking(Extension):
                     raise ValueError
                 when = parse_time(until)
             except ValueError:
-                raise JobError(f"reserve_until must be an RFC3339 timestamp: {compact_json(until)}") from None
+                raise ClientError(f"reserve_until must be an RFC3339 timestamp: {compact_json(until)}") from None
             when = min(when, now + MAX_RESERVE_FOR)
             found = self.store.working.get(jid)
             if found is not None and when > found[1].expires_at:

@@ -1,4 +1,4 @@
-"""The INFO document: the union of the fields every client reads (faktory-clients.md §6).
+"""The INFO document: the union of the fields every client reads (protocol/clients.md §6).
 
 Rust decodes it into typed structs (so every key and integer type matters), FWG needs
 `tasks.Workers`, Ruby and Node read `tasks.*.size` right after a change, so every count
@@ -8,14 +8,23 @@ here is computed from live state at the moment of the request.
 from __future__ import annotations
 
 import resource
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from . import FAKTORY_VERSION
-from .timefmt import format_time, utc_clock
-from .wire import go_float
+from .. import FAKTORY_VERSION
+from ..util.jsoncodec import go_float
+from ..util.timefmt import format_time, utc_clock
+from .lifecycle import Manager
+from .workers import WorkerRegistry
 
-if TYPE_CHECKING:
-    from .commands import Dispatcher
+
+@dataclass
+class ServerStats:
+    """Numbers INFO reports about the server process itself."""
+
+    started_at: float
+    connections: int = 0
+    command_count: int = 0
 
 
 def _used_memory_mb() -> int:
@@ -23,19 +32,19 @@ def _used_memory_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
-def build_info(dispatcher: Dispatcher, now: float) -> dict[str, Any]:
-    manager, store = dispatcher.manager, dispatcher.manager.store
+def build_info(manager: Manager, workers: WorkerRegistry, stats: ServerStats, description: str,
+               fetches_waiting: int, now: float) -> dict[str, Any]:
+    store = manager.store
     sizes = manager.set_sizes()
     queues = {name: len(jobs) for name, jobs in sorted(store.queues.items())}
     tasks: dict[str, Any] = {
         "Busy": {"reaped": manager.reaped_reservations, "size": sizes["working"]},
-        "Workers": {"reaped": dispatcher.workers.reaped, "size": len(dispatcher.workers)},
+        "Workers": {"reaped": workers.reaped, "size": len(workers)},
     }
     for task, set_name in (("Dead", "dead"), ("Retries", "retries"), ("Scheduled", "scheduled")):
-        stats = manager.tasks[task]
-        tasks[task] = {"cycles": stats.cycles, "enqueued": stats.enqueued,
-                       "size": sizes[set_name], "wall_time_sec": go_float(stats.wall_time)}
-    stats = dispatcher.stats
+        counts = manager.tasks[task]
+        tasks[task] = {"cycles": counts.cycles, "enqueued": counts.enqueued,
+                       "size": sizes[set_name], "wall_time_sec": go_float(counts.wall_time)}
     extra: dict[str, Any] = {}
     for extension in manager.extensions:
         extra.update(extension.info_fields())
@@ -54,7 +63,7 @@ def build_info(dispatcher: Dispatcher, now: float) -> dict[str, Any]:
             **extra,
         },
         "server": {
-            "description": dispatcher.description,
+            "description": description,
             "faktory_version": FAKTORY_VERSION,
             # Rust's conformance test wants uptime > 0 straight after start: round up.
             "uptime": max(1, int(now - stats.started_at)),
@@ -62,6 +71,6 @@ def build_info(dispatcher: Dispatcher, now: float) -> dict[str, Any]:
             "command_count": stats.command_count,
             "used_memory_mb": _used_memory_mb(),
             # ours, not Faktory's (spec.md §3 INFO): tests wait on it instead of sleeping
-            "fetches_waiting": dispatcher.waiters.statistics().fetches_waiting,
+            "fetches_waiting": fetches_waiting,
         },
     }

@@ -36,11 +36,10 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgpack
 import trio
 
-from ..jobs import JobError
-from .journal import Journal
+from ..errors import ClientError
+from ..store.journal import Journal, join_items, pack_items
 
 log = logging.getLogger("faktory_py.journal")
 
@@ -49,8 +48,6 @@ COMPACT_ON_CLOSE_BYTES = 1 << 20
 #: Retrying a failed write: the first retry after this many seconds, doubling up to the cap.
 RETRY_FIRST = 0.1
 RETRY_MAX = 1.0
-
-_ARRAY_HEADER = msgpack.Packer().pack_array_header
 
 
 class JournalFailed(Exception):
@@ -102,13 +99,13 @@ class DurableJournal:
     def append(self, ops: list[dict[str, Any]]) -> int:
         """Pack one committed op list and queue it for the next `write`; returns its sequence number.
 
-        Raises JobError, before anything changes, if the ops cannot be packed.
+        Raises ClientError, before anything changes, if the ops cannot be packed.
         """
         try:
-            packed = msgpack.packb(ops, use_bin_type=True)
+            packed = pack_items(ops)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise JobError(f"cannot be journaled: {exc}") from None
-        self._pending.append(memoryview(packed)[len(_ARRAY_HEADER(len(ops))):])
+            raise ClientError(f"cannot be journaled: {exc}") from None
+        self._pending.append(packed)
         self._pending_ops += len(ops)
         self._appended += 1
         self._dirty.set()
@@ -135,7 +132,7 @@ class DurableJournal:
             raise JournalFailed("the journal could not be written") from self._failure
         if not self._pending:
             return
-        payload = _ARRAY_HEADER(self._pending_ops) + b"".join(self._pending)
+        payload = join_items(self._pending_ops, self._pending)
         try:
             self.written = self.journal.append_packed(payload)
         except OSError as exc:

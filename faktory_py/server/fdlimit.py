@@ -3,7 +3,7 @@
 A server that runs out of descriptors fails wherever the next one is needed: the journal's
 fsync, a compaction's snapshot file, the web UI. So, like Go's runtime, the CLI raises the
 soft `RLIMIT_NOFILE` to the hard limit at start, and the command port keeps `reserve`
-descriptors out of the clients' reach (server.py `_Connections`): at the limit a new
+descriptors out of the clients' reach (server/tcp.py `Connections`): at the limit a new
 connection is refused, never the server's own work.
 """
 

@@ -1,0 +1,1 @@
+"""The commands: one parsed command line in, one reply out (`dispatch`)."""

@@ -1,0 +1,206 @@
+"""The composition root: wires store, journal, features, dispatcher and listeners, and runs the
+server's life from start to stop.
+
+Everything is started by one `serve(config, task_status=...)`; it reports a `Server`
+handle (bound addresses, `shutdown()`) through `task_status.started`, so tests run it in
+their own nursery on port 0. Connections are `tcp.py`'s, timers `timers.py`'s.
+
+Background tasks (timers, compaction, the reaper, the watchdog, the web UI) run under
+`supervised`: a failure is logged and the task restarted, never the end of the server.
+The server ends in two ways only: a requested stop (`Server.shutdown`, graceful: see
+protocol/spec.md §8), after which serve() returns, or a journal that failed, after which
+it raises JournalFailed (the CLI's exit status 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..commands.dispatch import Dispatcher
+from ..config import Config, split_binding
+from ..core.hooks import Extension
+from ..core.info import ServerStats
+from ..core.lifecycle import Manager
+from ..core.workers import WorkerRegistry
+from ..features.batches.feature import Batches
+from ..features.expiry import ExpiringJobs
+from ..features.tracking import JobTracking
+from ..features.unique import UniqueJobs
+from ..store.journal import Journal
+from ..store.memory import MemoryStore
+from .clock import Clock
+from .durability import DurableJournal, JournalFailed
+from .tcp import Connections
+from .timers import DueTimer, reap_workers, supervised
+from .waiters import QueueWaiters
+
+log = logging.getLogger("faktory_py.server")
+
+#: INFO's server.description: Ruby's and Go's client tests run their Enterprise tests only
+#: when it says so. `[faktory] description = "..."` in conf.d/*.toml overrides it.
+ENTERPRISE_DESCRIPTION = "Faktory Enterprise"
+
+
+@dataclass(eq=False)
+class Server:
+    """Handle on a running server."""
+
+    addresses: list[tuple[str, int]]
+    dispatcher: Dispatcher
+    durable: DurableJournal
+    #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
+    web_urls: list[str] = field(default_factory=list)
+    _stop: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    def shutdown(self) -> None:
+        """Stop accepting, refuse further commands, flush the journal and return from serve."""
+        self._stop.set()
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    files = config.tls_files
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=str(files[1]), keyfile=str(files[0]))
+    return context
+
+
+async def open_listeners(binding: str, default_port: int) -> list[trio.SocketListener]:
+    """Listen like Faktory: `localhost` means both loopbacks, `:port` every interface."""
+    host, port = split_binding(binding, default_port)
+    if host == "localhost":
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+        try:
+            bound = listeners[0].socket.getsockname()[1]
+            listeners += await trio.open_tcp_listeners(bound, host="::1")
+        except OSError:
+            log.debug("no IPv6 loopback; listening on 127.0.0.1 only")
+        return listeners
+    return await trio.open_tcp_listeners(port, host=host or None)
+
+
+def enterprise_extensions(store: MemoryStore, toml: dict[str, Any] | None = None) -> list[Extension]:
+    """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9, §10).
+
+    They attach their own ops to the store, so they must exist before its journal is
+    replayed. Order matters only for FETCH: expiry comes first, so an expired job is dropped
+    before the others see it (they get `on_drop` instead). `toml` is the parsed conf.d
+    (`[batches]` settings).
+    """
+    return [ExpiringJobs(store), UniqueJobs(store), JobTracking(store),
+            Batches.from_config(store, toml or {})]
+
+
+def load_store(config: Config, store: MemoryStore | None = None) -> tuple[MemoryStore, Journal]:
+    """Open the data directory and rebuild the store by replaying its journal.
+
+    `store` is an empty store with the extensions already attached; by default a new one
+    with `enterprise_extensions`.
+    """
+    journal = Journal.open(config.data_dir, fsync=config.fsync)
+    if store is None:
+        store = MemoryStore()
+        enterprise_extensions(store, config.toml)
+    replayed = 0
+    for record in journal.replay():
+        for op in record:
+            store.apply(op)
+        replayed += 1
+    log.info("replayed %d journal records from %s", replayed, config.data_dir)
+    return store, journal
+
+
+async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a server until `Server.shutdown()`; reports the Server once listening."""
+    store = MemoryStore()
+    extensions = enterprise_extensions(store, config.toml)
+    store, journal = load_store(config, store)
+    durable = DurableJournal(journal, config.fsync, store.snapshot, config.compact_min_bytes)
+    clock = Clock()
+    manager = Manager(store, extensions=extensions)
+    waiters = QueueWaiters()
+    timer = DueTimer(manager, clock, durable.wait_writable)
+    store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
+    workers = WorkerRegistry(config.timers.heartbeat_timeout)
+    dispatcher = Dispatcher(manager, workers, clock, durable.synced, waiters,
+                            ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
+    dispatcher.refusal = durable.refusal
+    dispatcher.description = str(config.toml.get("faktory", {}).get("description", ENTERPRISE_DESCRIPTION))
+    for extension in extensions:
+        extension.register(dispatcher)
+    connections = Connections(config, dispatcher, durable)
+    try:
+        async with trio.open_nursery() as background:
+            # run_fsync ends only when the journal failed for good, which stops the server
+            background.start_soon(durable.run_fsync)
+            background.start_soon(supervised, "compaction", durable.run_compaction)
+            background.start_soon(supervised, "journal retry", durable.run_retry)
+            background.start_soon(supervised, "due timer", timer.run)
+            background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
+                                  config.timers.worker_reap_every)
+            background.start_soon(supervised, "send watchdog", connections.watch_sends)
+            web_urls: list[str] = []
+            if config.web_enabled:
+                # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
+                # server without a web UI (most test servers, benchmarks) should not pay.
+                # Started before the command port listens: once that accepts, the UI answers.
+                from ..web.app import WebContext
+                from ..web.serve import serve_web
+
+                web_urls = await background.start(supervised, "web UI", serve_web, WebContext(dispatcher, config, {
+                    "Command port": config.binding, "Web UI": config.web_binding}, durable.durable))
+                log.info("web UI on %s", ", ".join(web_urls))
+            listeners = await open_listeners(config.binding, 7419)
+            context = _ssl_context(config)
+            if context is not None:
+                listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
+            addresses = [_address(l) for l in listeners]
+            server = Server(addresses, dispatcher, durable, web_urls)
+            background.start_soon(_stop_when_failed, durable, server)
+            async with trio.open_nursery() as conn_nursery:
+                accept_scope = trio.CancelScope()
+
+                async def accept() -> None:
+                    with accept_scope:
+                        await trio.serve_listeners(connections.handle, listeners, handler_nursery=conn_nursery)
+
+                conn_nursery.start_soon(accept)
+                log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
+                task_status.started(server)
+                await server._stop.wait()
+                log.info("shutting down: refusing further commands for up to %g s", config.timers.shutdown_grace)
+                connections.stopping.set()
+                accept_scope.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                with trio.move_on_after(config.timers.shutdown_grace):
+                    await connections.wait_closed()
+                conn_nursery.cancel_scope.cancel()
+            background.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await durable.aclose()
+    if durable.failed.is_set():
+        raise JournalFailed(f"stopped: the journal in {config.data_dir} could not be written (see the log)")
+
+
+async def _stop_when_failed(durable: DurableJournal, server: Server) -> None:
+    await durable.failed.wait()
+    server.shutdown()
+
+
+def _address(listener: trio.abc.Listener) -> tuple[str, int]:
+    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    host, port = inner.socket.getsockname()[:2]
+    return host, port

@@ -1,0 +1,341 @@
+"""Client connections over trio: accept, handshake, commands, replies.
+
+A connection task only moves bytes: it feeds the sans-io `LineReader`, runs the handshake,
+hands commands to the `Dispatcher`, and writes each reply whole. Sends are not wrapped in a
+scope each (for a client that waits for every reply, a shielded timeout scope per send cost
+as much as the PUSH itself): a connection is only ever cancelled to be closed, so a reply
+cut short is followed by the close, never by another reply; one watchdog task
+(`Connections.watch_sends`) closes connections whose sends stall.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .. import wire
+from ..commands.dispatch import WOULD_BLOCK, Dispatcher, Session
+from ..config import Config
+from ..wire.handshake import Handshake, HandshakeFailed, Hello
+from .admission import Admission
+from .durability import DurableJournal
+from .fdlimit import socket_budget
+
+log = logging.getLogger("faktory_py.server")
+
+_RECV_CHUNK = 65536
+_SEND_TIMEOUT = 10.0
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+#: password checks run at once (each in steps, see `Connections._verify`)
+_CONCURRENT_PASSWORD_CHECKS = 2
+
+
+class Connections:
+    """Accepts and runs client connections for one server.
+
+    Which sockets it keeps is admission.py's rule. A HELLO's password check is SHA-256
+    run thousands of times (~3.5 ms of CPU, which no thread can take off the event loop):
+    it runs in steps of a few hundred rounds with a checkpoint between them, and at most
+    `_CONCURRENT_PASSWORD_CHECKS` at once (others wait their turn, in order), so a flood of
+    wrong passwords adds well under a millisecond to any other connection's turn, however
+    many arrive; it can only slow down other handshakes, which the handshake budget bounds.
+    """
+
+    def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        #: written before any reply is sent (see server/durability.py)
+        self.durable = durable
+        #: set by a requested stop: every command from then on is refused
+        self.stopping = trio.Event()
+        self.admission = Admission(config.max_connections, config.max_handshakes, socket_budget())
+        self._password_checks = trio.CapacityLimiter(_CONCURRENT_PASSWORD_CHECKS)
+        self._refused = 0
+        self._refusal_logged_at = -math.inf
+        #: set when the last connection has closed
+        self._none_open = trio.Event()
+        self._ids = itertools.count(1)
+        #: each open connection's stream → its cancel scope
+        self._scopes: dict[trio.abc.Stream, trio.CancelScope] = {}
+        #: the sends in progress: stream → when it must have finished
+        self._sending: dict[trio.abc.Stream, float] = {}
+        self._some_sending = trio.Event()
+
+    async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
+        """Write one whole reply, watched by `watch_sends`."""
+        if not self._sending:
+            self._some_sending.set()
+        self._sending[stream] = trio.current_time() + _SEND_TIMEOUT
+        try:
+            await stream.send_all(data)
+        finally:
+            del self._sending[stream]
+
+    async def watch_sends(self) -> None:
+        """Background task: close connections whose peer stopped reading its replies.
+
+        It sleeps while nothing is being sent, so an idle server (or a test jumping a mock
+        clock over months) does not wake it every second.
+        """
+        while True:
+            if not self._sending:
+                self._some_sending = trio.Event()
+                await self._some_sending.wait()
+            await trio.sleep(_SEND_TIMEOUT / 10)
+            now = trio.current_time()
+            for stream, deadline in list(self._sending.items()):
+                if now > deadline:
+                    log.info("closing a connection that stopped reading its replies")
+                    self._scopes[stream].cancel()
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        scope = trio.CancelScope()
+        if not self.admission.arrive(stream, scope.cancel):
+            self._log_refusal()
+            with trio.move_on_after(1):
+                try:
+                    await stream.send_all(wire.error("too many connections"))
+                except _PEER_GONE:
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
+        stats = self.dispatcher.stats
+        stats.connections += 1
+        session: Session | None = None
+        self._scopes[stream] = scope
+        if self._none_open.is_set():
+            self._none_open = trio.Event()
+        try:
+            with scope:
+                reader = wire.LineReader(self.config.max_line)
+                session = await self._handshake(stream, reader, scope)
+                if session is not None:
+                    await self._serve_commands(stream, reader, session)
+        except _PEER_GONE:
+            pass
+        except Exception:
+            # One connection's failure must never take the whole server down with it.
+            log.exception("connection task failed; closing the connection")
+        finally:
+            stats.connections -= 1
+            del self._scopes[stream]
+            if not self._scopes:
+                self._none_open.set()
+            self.admission.leave(stream)
+            if session is not None and session.wid:
+                self.dispatcher.workers.unregister(session.wid, session.conn_id)
+            await trio.aclose_forcefully(stream)
+
+    def _log_refusal(self) -> None:
+        """A warning for the first refusal, then at most one a minute with the count."""
+        self._refused += 1
+        now = trio.current_time()
+        if now >= self._refusal_logged_at + 60:
+            log.warning("refused %d connection(s): %d sockets open, the most the open-file limit allows "
+                        "(raise the hard limit)", self._refused, self.admission.max_sockets)
+            self._refused, self._refusal_logged_at = 0, now
+
+    async def wait_closed(self) -> None:
+        """Return once no connection is open."""
+        if self._scopes:
+            await self._none_open.wait()
+
+    async def _verify(self, handshake: Handshake, line: bytes) -> Hello:
+        """`Handshake.receive_hello`, with the password hash run in steps (see the class doc)."""
+        hello = handshake.parse_hello(line)
+        hashed = handshake.password_hash(hello)
+        if hashed is not None:
+            async with self._password_checks:
+                while not hashed.done:
+                    hashed.step()
+                    await trio.sleep(0)
+            handshake.authenticate(hello, hashed)
+        return hello
+
+    async def _handshake(
+        self, stream: trio.abc.Stream, reader: wire.LineReader, scope: trio.CancelScope
+    ) -> Session | None:
+        """Greet, read HELLO within the deadline, register a worker; None ⇒ close."""
+        handshake = Handshake(self.config.password)
+        hello = None
+        with trio.move_on_after(self.config.timers.handshake_timeout):
+            await self._send(stream, handshake.greeting)
+            try:
+                line = await _read(stream, reader, reader.next_line)
+            except wire.ProtocolError:  # an endless first line: nothing to answer
+                return None
+            if line is None:
+                return None
+            try:
+                hello = await self._verify(handshake, line)
+            except HandshakeFailed as failed:
+                if failed.reply is not None:
+                    await self._send(stream, failed.reply)
+                return None
+        if hello is None:
+            return None
+        session = Session(next(self._ids), hello.wid)
+        workers = self.dispatcher.workers
+        if hello.is_worker:
+            # Before the +OK: a client that has read it may BEAT or read INFO's Workers.size
+            # on another connection at once, and must find the process registered.
+            now = self.dispatcher.clock.now()
+            session.worker = workers.register(hello, session.conn_id, scope.cancel, now)
+        accepted = False
+        try:
+            await self._send(stream, wire.OK)
+            if not self.admission.identify(stream):
+                count = self.admission.identified + 1
+                await self._send(stream, wire.error(f"too many connections: {count}"))
+                return None
+            accepted = True
+            return session
+        finally:
+            if not accepted and session.worker is not None:
+                workers.unregister(session.wid, session.conn_id)
+
+    async def _serve_commands(self, stream: trio.abc.Stream, reader: wire.LineReader, session: Session) -> None:
+        """Answer commands in order until END, EOF or a protocol error.
+
+        Replies to pipelined commands (already buffered when the previous one is done) are
+        collected and written together: one send for many replies.
+        """
+        replies = _ReplyBuffer(functools.partial(self._send, stream),
+                               functools.partial(self._write_journal, stream, reader))
+        try:
+            while True:
+                try:
+                    command = reader.next_command()
+                except wire.ProtocolError as exc:
+                    replies.add(wire.error(str(exc)))
+                    return
+                if command is None:
+                    await replies.flush()
+                    if reader.at_eof:
+                        return
+                    reader.receive_data(await stream.receive_some(_RECV_CHUNK))
+                    continue
+                if self.stopping.is_set():
+                    replies.add(wire.error("shutdown in progress"))
+                    return
+                before = self.durable.appended
+                reply = await self.dispatcher.handle(session, command, may_block=False)
+                if reply is WOULD_BLOCK:  # a FETCH must wait: answer what came before it first
+                    await replies.flush()
+                    reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command),
+                                                      self.stopping)
+                if reply is None:
+                    return
+                replies.add(reply, self.durable.appended if self.durable.appended != before else 0)
+                if replies.full:
+                    await replies.flush()
+        finally:
+            # Shielded, so a closing connection still gets the replies it has earned, but
+            # bounded by its own deadline: the watchdog's cancel cannot reach in here.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _SEND_TIMEOUT):
+                await replies.flush()
+
+    async def _write_journal(self, stream: trio.abc.Stream, reader: wire.LineReader, needs: int) -> bool:
+        """Write the journal before a send; False if the replies must be dropped instead.
+
+        While the journal cannot be written, replies that depend on commit `needs` wait
+        for it, or until the peer leaves (then they are never sent).
+        """
+        if self.durable.write_through(needs):
+            return True
+        await _unless_peer_leaves(stream, reader, self.durable.wait_written(needs))
+        return self.durable.write_through(needs)
+
+
+class _ReplyBuffer:
+    """Replies waiting to be written in one send (bounded, flushed before any blocking).
+
+    The journal is written first: the ops behind these replies (and anything else
+    committed meanwhile) reach the file before anyone can see an answer that relies on them.
+    While the journal cannot be written, replies that depend on a commit not in the file
+    (`needs`: the last commit queued while their command ran) wait for it.
+    """
+
+    LIMIT = 64 * 1024
+
+    def __init__(self, send: Callable[[bytes], Awaitable[None]],
+                 write_journal: Callable[[int], Awaitable[bool]]) -> None:
+        self.send = send
+        self.write_journal = write_journal
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.needs = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.LIMIT
+
+    def add(self, reply: bytes, needs: int = 0) -> None:
+        self.parts.append(reply)
+        self.size += len(reply)
+        self.needs = max(self.needs, needs)
+
+    async def flush(self) -> None:
+        if self.parts:
+            data = b"".join(self.parts)
+            needs, self.needs = self.needs, 0
+            self.parts.clear()
+            self.size = 0
+            if await self.write_journal(needs):
+                await self.send(data)
+
+
+async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # type: ignore[no-untyped-def]
+    """Receive until `parse()` yields something; None at end of stream."""
+    while True:
+        item = parse()
+        if item is not None:
+            return item
+        if reader.at_eof:
+            return None
+        reader.receive_data(await stream.receive_some(_RECV_CHUNK))
+
+
+async def _unless_peer_leaves(
+    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[Any],
+    stopping: trio.Event | None = None,
+) -> Any:
+    """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,
+    or, given `stopping`, answering `$-1` (no job) if the server is asked to stop.
+
+    Without this a FETCH waiting for work would reserve the next job for a client that
+    is gone, and that job would only come back when its reservation expired. Bytes the
+    peer pipelines meanwhile are buffered in `reader` for the next command.
+    """
+    reply: Any = None
+
+    async def watch() -> None:
+        try:
+            while data := await stream.receive_some(_RECV_CHUNK):
+                reader.receive_data(data)
+            reader.receive_data(b"")
+        except (*_PEER_GONE, wire.ProtocolError):
+            return  # a broken peer, or a too-long next line the next read reports
+        if reader.at_eof:  # gone, and no pipelined command left to answer
+            nursery.cancel_scope.cancel()
+
+    async def stop() -> None:
+        nonlocal reply
+        await stopping.wait()
+        reply = wire.NULL
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        if stopping is not None:
+            nursery.start_soon(stop)
+        reply = await work
+        nursery.cancel_scope.cancel()
+    return reply

@@ -1,0 +1,1 @@
+"""`faktory-py conformance`: replays the protocol cases against any server (`runner`)."""

@@ -1,0 +1,30 @@
+"""`faktory-py --help` names the subcommands, and `faktory-py bench` without hiredis (the
+`loadgen` extra, not a runtime dependency) says what to install instead of a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.timeout(60)
+def test_help_lists_the_subcommands() -> None:
+    proc = subprocess.run([sys.executable, "-m", "faktory_py", "--help"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "faktory-py conformance --url" in proc.stdout
+    assert "faktory-py bench --url" in proc.stdout
+    assert "--max-connections" in proc.stdout  # the server's own flags are still there
+
+
+@pytest.mark.timeout(60)
+def test_bench_without_hiredis_explains() -> None:
+    # None in sys.modules makes `import hiredis` fail as if it were not installed
+    code = ("import sys; sys.modules['hiredis'] = None; from faktory_py.cli import main; "
+            "sys.exit(main(['bench', '--url', 'tcp://127.0.0.1:1']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "needs hiredis" in proc.stderr and "faktory_py[loadgen]" in proc.stderr
+    assert "Traceback" not in proc.stderr
