@@ -888,9 +888,10 @@ def pyf_connections(ctx: Ctx) -> None:
     # 25 concurrent blocking FETCHes, each on its own Client, all with one wid
     n, wid = 25, "pyf-s10-" + new_jid()[:8]
     clients = [pyf_client(ctx, srv, role="consumer", wid=wid) for _ in range(n)]
-    info = producer.info()
-    assert info["faktory"]["tasks"]["Workers"]["size"] == 1
-    assert info["server"]["connections"] >= base + n
+    # Faktory counts a connection in its own goroutine: wait for the count, then check it
+    eventually(lambda: producer.info()["server"]["connections"] >= base + n, 5,
+               "the server to count the 25 new connections")
+    assert producer.info()["faktory"]["tasks"]["Workers"]["size"] == 1
     jobs = [Job(jobtype="S10Job", args=[i], queue="s10") for i in range(n)]
 
     def push_all() -> None:
