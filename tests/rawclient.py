@@ -15,19 +15,13 @@ from typing import Any
 
 import hiredis
 
+from faktory_py.wire.handshake import hash_password
+
 TIMEOUT = 10.0
 
 
 class ReplyError(Exception):
     """A `-CODE message` reply; `str(e)` is the line without the leading `-`."""
-
-
-def pwdhash(password: str, salt: str, iterations: int) -> str:
-    """Reference implementation of the HELLO hash, independent of the server's."""
-    digest = hashlib.sha256((password + salt).encode()).digest()
-    for _ in range(max(1, iterations) - 1):
-        digest = hashlib.sha256(digest).digest()
-    return digest.hex()
 
 
 class RawClient:
@@ -113,7 +107,7 @@ class RawClient:
         hello.setdefault("v", 2)
         if password is not None and "s" in self.greeting:
             rounds = self.greeting["i"] if hello.get("v", 0) >= 2 else 1
-            hello["pwdhash"] = pwdhash(password, self.greeting["s"], rounds)
+            hello["pwdhash"] = hash_password(password, self.greeting["s"], rounds)
         return self.json_command("HELLO", hello)
 
     def push(self, job: dict[str, Any]) -> Any:

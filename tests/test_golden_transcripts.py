@@ -25,7 +25,7 @@ File format (one step per line; blank lines and `#` comments ignored):
 |---|---|
 | `SERVER password <pw>` | (anywhere) also start a server with this password, for `--- open <name> password` |
 | `ACCEPTS <client>` | (anywhere) every reply must also be one this client can parse (see `ACCEPTORS`) |
-| `VECTOR <pw> <salt> <i> <hex>` | our reference pwdhash must give `<hex>` (the survey's test vectors) |
+| `VECTOR <pw> <salt> <i> <hex>` | `wire.handshake.hash_password` must give `<hex>` (the survey's test vectors) |
 | `--- open <name> [password]` | open connection `<name>` (closing an old one of that name) to the plain or the password server, and make it current |
 | `--- use <name>` | make the open connection `<name>` current |
 | `HI` | read the greeting: exactly `+HI {"v":2}\r\n`, or on the password server the compact `+HI {"v":2,"i":<n>,"s":"<hex>"}\r\n` (remembered for `{{pwdhash}}`) |
@@ -75,7 +75,8 @@ from typing import Any
 
 import pytest
 
-from faktory_py.tools.conformance.runner import pwdhash, step_lines, unescape
+from faktory_py.tools.conformance.runner import step_lines, unescape
+from faktory_py.wire.handshake import hash_password
 from real_faktory import OUR_SERVER_PARAM, REAL_FAKTORY_PARAM
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -396,7 +397,7 @@ class Runner:
                 if "s" not in conn.greeting:
                     raise GoldenFailure("{{pwdhash}} on a connection whose greeting has no salt")
                 password = arg or conn.password or ""
-                return pwdhash(password, conn.greeting["s"], conn.greeting["i"])
+                return hash_password(password, conn.greeting["s"], conn.greeting["i"])
             if name.startswith("at+"):
                 return ruby_time(time.time() + float(name[3:]))
             raise GoldenFailure(f"unknown placeholder {m.group(0)}")
@@ -431,7 +432,7 @@ class Runner:
 
     def run(self) -> None:
         for pw, salt, rounds, hexdigest in self.t.vectors:
-            assert pwdhash(pw, salt, rounds) == hexdigest, f"test vector {pw}/{salt}/{rounds}"
+            assert hash_password(pw, salt, rounds) == hexdigest, f"test vector {pw}/{salt}/{rounds}"
         try:
             for step in self.t.steps:
                 if step.target is None or step.target == self.target:

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conftest import ServerProcess
-from rawclient import RawClient, pwdhash
+from faktory_py.wire.handshake import hash_password
+from rawclient import RawClient
 
 PASSWORD = "foobar"
 HI_WITH_PASSWORD = re.compile(rb'\+HI \{"v":2,"i":(\d+),"s":"([0-9a-f]{1,16})"\}\r\n')
@@ -113,7 +114,7 @@ def test_password_wrong_hash_then_close(secured: ServerProcess) -> None:
     server = secured
     with server.client() as c:
         iterations, salt = greeting(c)
-        assert hello(c, {"v": 2, "pwdhash": pwdhash("wrong", salt, iterations)}) == b"-ERR Invalid password\r\n"
+        assert hello(c, {"v": 2, "pwdhash": hash_password("wrong", salt, iterations)}) == b"-ERR Invalid password\r\n"
         assert c.closed_by_peer(within=3)
 
 
@@ -121,7 +122,7 @@ def test_password_upper_case_hex_is_wrong(secured: ServerProcess) -> None:
     server = secured
     with server.client() as c:
         iterations, salt = greeting(c)
-        good = pwdhash(PASSWORD, salt, iterations)
+        good = hash_password(PASSWORD, salt, iterations)
         assert hello(c, {"v": 2, "pwdhash": good.upper()}) == b"-ERR Invalid password\r\n"
         assert c.closed_by_peer(within=3)
 
@@ -139,7 +140,7 @@ def test_password_hash_with_v2_but_one_round_fails(secured: ServerProcess) -> No
     server = secured
     with server.client() as c:
         _iterations, salt = greeting(c)
-        assert hello(c, {"v": 2, "pwdhash": pwdhash(PASSWORD, salt, 1)}) == b"-ERR Invalid password\r\n"
+        assert hello(c, {"v": 2, "pwdhash": hash_password(PASSWORD, salt, 1)}) == b"-ERR Invalid password\r\n"
 
 
 def test_versionless_hello_uses_one_round(secured: ServerProcess) -> None:
@@ -148,7 +149,7 @@ def test_versionless_hello_uses_one_round(secured: ServerProcess) -> None:
     with server.client() as c:
         _iterations, salt = greeting(c)
         payload = json.dumps({"hostname": "box", "wid": "cdrx-1", "pid": 7, "labels": ["python"],
-                              "pwdhash": pwdhash(PASSWORD, salt, 1)})
+                              "pwdhash": hash_password(PASSWORD, salt, 1)})
         assert " " in payload
         assert hello(c, {}, raw=payload) == b"+OK\r\n"
         assert c.command('BEAT {"wid": "cdrx-1"}') == b"OK"
@@ -158,10 +159,10 @@ def test_v1_hello_uses_one_round(secured: ServerProcess) -> None:
     server = secured
     with server.client() as c:
         iterations, salt = greeting(c)
-        assert hello(c, {"v": 1, "pwdhash": pwdhash(PASSWORD, salt, iterations)}) == b"-ERR Invalid password\r\n"
+        assert hello(c, {"v": 1, "pwdhash": hash_password(PASSWORD, salt, iterations)}) == b"-ERR Invalid password\r\n"
     with server.client() as c:
         _iterations, salt = greeting(c)
-        assert hello(c, {"v": 1, "pwdhash": pwdhash(PASSWORD, salt, 1)}) == b"+OK\r\n"
+        assert hello(c, {"v": 1, "pwdhash": hash_password(PASSWORD, salt, 1)}) == b"+OK\r\n"
 
 
 def test_password_from_file(server_factory, tmp_path) -> None:
@@ -172,7 +173,7 @@ def test_password_from_file(server_factory, tmp_path) -> None:
         assert c.handshake(password="s3cret-from-file") == b"OK"
     with server.client() as c:
         iterations, salt = greeting(c)
-        assert hello(c, {"v": 2, "pwdhash": pwdhash(str(secret), salt, iterations)}) == b"-ERR Invalid password\r\n"
+        assert hello(c, {"v": 2, "pwdhash": hash_password(str(secret), salt, iterations)}) == b"-ERR Invalid password\r\n"
 
 
 # --- silent closes --------------------------------------------------------------------

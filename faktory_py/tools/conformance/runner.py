@@ -24,7 +24,6 @@ Enterprise with `--ent`, or, without `--ent`/`--no-ent`, when INFO's server.desc
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import secrets
@@ -37,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlparse
+
+from ...wire.handshake import hash_password
 
 READ_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 5.0
@@ -236,14 +237,6 @@ def rfc3339(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
-def pwdhash(password: str, salt: str, rounds: int) -> str:
-    """SHA-256 over password + salt, `rounds` times in all, as hex (protocol/spec.md §2)."""
-    digest = hashlib.sha256((password + salt).encode()).digest()
-    for _ in range(max(1, rounds) - 1):
-        digest = hashlib.sha256(digest).digest()
-    return digest.hex()
-
-
 _CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError,
            ssl.SSLZeroReturnError)
 
@@ -409,7 +402,7 @@ class Runner:
                 if not self.hi.get("s") or self.password is None:
                     raise CaseFailure("{{%s}} needs a greeting with a salt and a password" % name)
                 rounds = 1 if name == "pwdhash1" else int(self.hi["i"])
-                value = pwdhash(self.password if arg is None else arg, self.hi["s"], rounds)
+                value = hash_password(self.password if arg is None else arg, self.hi["s"], rounds)
                 if name == "pwdhash_upper":
                     value = value.upper()
             else:
@@ -513,7 +506,7 @@ class Runner:
                 if self.password is None:
                     raise CaseFailure("server wants a password and the runner has none")
                 rounds = int(self.hi.get("i", 1)) if hello.get("v", 0) >= 2 else 1
-                hello["pwdhash"] = pwdhash(self.password, self.hi["s"], rounds)
+                hello["pwdhash"] = hash_password(self.password, self.hi["s"], rounds)
             self.conn().send(b"HELLO " + json.dumps(hello, separators=(",", ":")).encode() + b"\r\n")
             got = self.read()
             if got != b"+OK\r\n":

@@ -7,7 +7,6 @@ connection belongs to one thread of one load-generator process (see `pool`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+
+from ...wire.handshake import hash_password
 
 DEFAULT_PORT = 7419
 _RECV = 262144
@@ -52,13 +53,6 @@ class Target:
         return cls(parts.hostname or "localhost", port, password)
 
 
-def _pwdhash(password: str, salt: str, iterations: int) -> str:
-    digest = hashlib.sha256((password + salt).encode()).digest()
-    for _ in range(max(1, iterations) - 1):
-        digest = hashlib.sha256(digest).digest()
-    return digest.hex()
-
-
 class Conn:
     """A connected, identified client. `wid` makes it a worker connection (FETCH, BEAT)."""
 
@@ -85,7 +79,7 @@ class Conn:
         if "s" in greeting:
             if target.password is None:
                 raise BenchError("the server wants a password: put it in the URL, tcp://:PASSWORD@host:port")
-            hello["pwdhash"] = _pwdhash(target.password, greeting["s"], greeting.get("i", 1))
+            hello["pwdhash"] = hash_password(target.password, greeting["s"], greeting.get("i", 1))
         reply = self.command(b"HELLO " + json.dumps(hello, separators=(",", ":")).encode())
         if reply != b"OK":
             raise BenchError(f"HELLO refused: {reply!r}")
