@@ -191,6 +191,22 @@ def job_lost_to_cut_fetch(srv) -> bool:
     return True
 
 
+def cut_blocked_fetch(srv, close: Callable[[], None]) -> None:
+    """S10: a FETCH on the empty queue `cut` was just sent; once the server holds it blocked,
+    `close()` cuts the connection, and this returns when the server has let the wait go.
+    faktory_py reports both (INFO's `fetches_waiting`, ours); Faktory reports neither, so
+    there a short pause stands in for each (its BRPOP must have started for the job it then
+    loses to be observable, see job_lost_to_cut_fetch)."""
+    if getattr(srv, "is_real_faktory", False):
+        time.sleep(0.2)
+        close()
+        time.sleep(0.2)
+        return
+    fetches_blocked(lambda: raw_info(srv), 1)
+    close()
+    fetches_blocked(lambda: raw_info(srv), 0)
+
+
 class WorkerProcess:
     """A client's worker loop in a subprocess; its stdout+stderr go to a log file."""
 
@@ -592,9 +608,7 @@ def cdrx_connections(ctx: Ctx) -> None:
         # a connection closed in the middle of a blocking FETCH does not swallow the next job
         cut = cdrx_worker(ctx, srv, "cdrx-s10-cut")
         cut.reply("FETCH", "cut")  # sent, never read
-        time.sleep(0.2)
-        cut.disconnect()
-        time.sleep(0.2)
+        cut_blocked_fetch(srv, cut.disconnect)
         jid = new_jid()
         assert producer.push({"jid": jid, "jobtype": "S10Job", "args": [], "queue": "cut"}) == b"OK"
         if not job_lost_to_cut_fetch(srv):
@@ -930,9 +944,7 @@ def pyf_connections(ctx: Ctx) -> None:
     cut = pyf_client(ctx, srv, wid="pyf-s10-cut")
     with cut.rlock:
         cut._send("FETCH cut\r\n")  # sent, never read
-        time.sleep(0.2)
-        pyf_cut(cut)
-    time.sleep(0.2)
+        cut_blocked_fetch(srv, lambda: pyf_cut(cut))
     job = Job(jobtype="S10Job", args=[], queue="cut")
     assert Producer(producer).push(job) is True
     if not job_lost_to_cut_fetch(srv):
