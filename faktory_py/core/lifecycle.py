@@ -320,14 +320,21 @@ class Manager:
             raise ClientError("invalid target for mutation command")
         if cmd == "clear":
             return self.store.commit([{"op": "zclear", "set": target}])
-        matches = self._matching(target, request.get("filter"))
-        ops: list[dict[str, Any]] = []
-        for jid, job in matches:
+        return self._take_entries(cmd, target, self._matching(target, request.get("filter")), now)
+
+    def _take_entries(self, cmd: str, target: str, entries: list[tuple[str, Job]], now: float,
+                      *, enqueued_now: bool = False) -> int:
+        """Take `entries` out of the set `target`: drop them ("discard"), move them to the
+        dead set ("kill") or to their queues ("requeue"; with `enqueued_now` the job gets a
+        fresh `enqueued_at`, as Faktory's web UI gives it). MUTATE and the web UI's buttons
+        both come here."""
+        ops: list[Op] = []
+        for jid, job in entries:
             ops.append({"op": "zrem", "set": target, "jid": jid})
             if cmd == "kill":
                 ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": job})
             elif cmd == "requeue":
-                ops.append(enqueue_op(job))
+                ops.append(self._enqueue_op(job, now) if enqueued_now else enqueue_op(job))
         return self.store.commit(ops)
 
     def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -409,31 +416,22 @@ class Manager:
     def enqueue_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
         """Move set entries to their queues now ("retry now", "add to queue"); None: all.
 
-        Like MUTATE requeue, but with a fresh `enqueued_at` as Faktory's UI sets one.
-        Entries already gone (worked by the timer meanwhile) are skipped.
+        MUTATE requeue with a fresh `enqueued_at`. Entries already gone (worked by the
+        timer meanwhile) are skipped.
         """
-        ops: list[Op] = []
-        for jid, job in self._entries(target, jids):
-            ops.append({"op": "zrem", "set": target, "jid": jid})
-            ops.append(self._enqueue_op(job, now))
-        return self.store.commit(ops)
+        return self._take_entries("requeue", target, self._entries(target, jids), now, enqueued_now=True)
 
     def kill_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
-        """Move retry or scheduled entries to the dead set (like MUTATE kill); None: all."""
+        """Move retry or scheduled entries to the dead set (MUTATE kill); None: all."""
         if target == "dead":
             raise ClientError("dead jobs cannot be killed again")
-        ops: list[Op] = []
-        for jid, job in self._entries(target, jids):
-            ops.append({"op": "zrem", "set": target, "jid": jid})
-            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": job})
-        return self.store.commit(ops)
+        return self._take_entries("kill", target, self._entries(target, jids), now)
 
-    def delete_entries(self, target: str, jids: Iterable[str] | None) -> int:
-        """Remove set entries for good (like MUTATE discard); None: clear the set."""
+    def delete_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
+        """Remove set entries for good (MUTATE discard); None: clear the set (MUTATE clear)."""
         if jids is None:
             return self.store.commit([{"op": "zclear", "set": target}])
-        return self.store.commit([{"op": "zrem", "set": target, "jid": jid}
-                                  for jid, _job in self._entries(target, jids)])
+        return self._take_entries("discard", target, self._entries(target, jids), now)
 
     def delete_queued(self, queue: str, jids: Iterable[str]) -> int:
         """Delete jobs waiting in a queue, by jid (one scan of the queue)."""
