@@ -21,8 +21,8 @@ from pathlib import Path
 import trio
 
 from . import FAKTORY_VERSION, __version__
-from .config import (ENVIRONMENTS, FSYNC_POLICIES, Config, ConfigError, Timers, load_toml,
-                     resolve_password)
+from .config import (DEFAULT_BINDING, DEFAULT_WEB_BINDING, ENVIRONMENTS, FSYNC_POLICIES, Config,
+                     ConfigError, Timers, load_toml, resolve_password)
 from .server.app import Server, serve
 from .server.fdlimit import raise_soft_limit
 
@@ -37,16 +37,16 @@ _SUBCOMMANDS = """subcommands (each with its own --help):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faktory-py", description="A Faktory-compatible job server.",
                                 epilog=_SUBCOMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-b", dest="binding", default=None, help="command port binding (default localhost:7419)")
-    p.add_argument("-w", dest="web_binding", default=None, help="web UI binding (default localhost:7420)")
+    p.add_argument("-b", dest="binding", default=None, help=f"command port binding (default {DEFAULT_BINDING})")
+    p.add_argument("-w", dest="web_binding", default=None, help=f"web UI binding (default {DEFAULT_WEB_BINDING})")
     p.add_argument("-e", dest="environment", default=None, help="development, staging or production")
     p.add_argument("-l", dest="log_level", default="info", choices=sorted(LOG_LEVELS), help="log level")
     p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
     p.add_argument("-c", dest="conf_dir", default=None, help="configuration directory")
     p.add_argument("-v", dest="version", action="store_true", help="print version and exit")
     p.add_argument("--fsync", choices=FSYNC_POLICIES, default=None,
-                   help="journal fsync policy (default everysec)")
-    p.add_argument("--max-connections", type=int, default=None, help="connection limit (default 2000)")
+                   help=f"journal fsync policy (default {Config.fsync})")
+    p.add_argument("--max-connections", type=int, default=None, help=f"connection limit (default {Config.max_connections})")
     return p
 
 
@@ -61,7 +61,7 @@ def build_config(argv: list[str], env: dict[str, str]) -> Config:
     data_dir = Path(args.data_dir or ("~/.faktory/db" if dev else "/var/lib/faktory/db")).expanduser()
     toml = load_toml(conf_dir)
     ours = toml.get("faktory_py", {})
-    fsync = args.fsync or ours.get("fsync", "everysec")
+    fsync = args.fsync or ours.get("fsync", Config.fsync)
     if fsync not in FSYNC_POLICIES:
         raise ConfigError(f"[faktory_py] fsync must be one of {', '.join(FSYNC_POLICIES)}")
     grace = ours.get("shutdown_grace", Timers.shutdown_grace)
@@ -71,19 +71,19 @@ def build_config(argv: list[str], env: dict[str, str]) -> Config:
     if type(handshakes) is not int or handshakes < 1:
         raise ConfigError("[faktory_py] max_handshakes must be a positive integer")
     return Config(
-        binding=args.binding or toml.get("faktory", {}).get("binding", "localhost:7419"),
-        web_binding=args.web_binding or toml.get("web", {}).get("binding", "localhost:7420"),
+        binding=args.binding or toml.get("faktory", {}).get("binding", DEFAULT_BINDING),
+        web_binding=args.web_binding or toml.get("web", {}).get("binding", DEFAULT_WEB_BINDING),
         environment=environment,
         log_level=args.log_level,
         data_dir=data_dir,
         conf_dir=conf_dir,
         password=resolve_password(environment, toml, env),
         fsync=fsync,
-        max_connections=args.max_connections or ours.get("max_connections", 2000),
+        max_connections=args.max_connections or ours.get("max_connections", Config.max_connections),
         max_handshakes=handshakes,
         timers=Timers(shutdown_grace=float(grace)),
-        max_line=ours.get("max_line", 16 * 1024 * 1024),
-        compact_min_bytes=ours.get("compact_min_bytes", 64 * 1024 * 1024),
+        max_line=ours.get("max_line", Config.max_line),
+        compact_min_bytes=ours.get("compact_min_bytes", Config.compact_min_bytes),
         toml=toml,
     )
 

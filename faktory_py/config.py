@@ -14,6 +14,12 @@ from typing import Any
 
 ENVIRONMENTS = ("development", "staging", "production")
 FSYNC_POLICIES = ("always", "everysec", "no")
+#: Faktory's ports: a binding without one (`-b host`) gets these
+DEFAULT_PORT = 7419
+DEFAULT_WEB_PORT = 7420
+#: what the CLI binds when neither a flag nor conf.d says (Faktory's defaults)
+DEFAULT_BINDING = f"localhost:{DEFAULT_PORT}"
+DEFAULT_WEB_BINDING = f"localhost:{DEFAULT_WEB_PORT}"
 
 
 class ConfigError(Exception):
@@ -35,8 +41,8 @@ class Timers:
 
 @dataclass(frozen=True)
 class Config:
-    binding: str = "localhost:7419"
-    #: off unless asked for: the CLI passes Faktory's default (`localhost:7420`), while a
+    binding: str = DEFAULT_BINDING
+    #: off unless asked for: the CLI passes Faktory's default (DEFAULT_WEB_BINDING), while a
     #: server embedded in a test or a program must not grab a fixed port by surprise
     web_binding: str = "0"
     environment: str = "development"

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from ..commands.dispatch import Dispatcher
-from ..config import Config, split_binding
+from ..config import DEFAULT_PORT, Config, split_binding
 from ..core.hooks import Extension
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
@@ -161,7 +161,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 web_urls = await background.start(supervised, "web UI", serve_web, WebContext(dispatcher, config, {
                     "Command port": config.binding, "Web UI": config.web_binding}, durable.durable))
                 log.info("web UI on %s", ", ".join(web_urls))
-            listeners = await open_listeners(config.binding, 7419)
+            listeners = await open_listeners(config.binding, DEFAULT_PORT)
             context = _ssl_context(config)
             if context is not None:
                 listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]

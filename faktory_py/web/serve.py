@@ -13,7 +13,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from ..config import Config, split_binding
+from ..config import DEFAULT_WEB_PORT, Config, split_binding
 from .app import WebContext, create_app
 
 log = logging.getLogger("faktory_py.web")
@@ -24,7 +24,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     `localhost` binds the IPv4 loopback (Hypercorn binds one address per entry, and with
     port 0 two entries would get two different ports).
     """
-    host, port = split_binding(config.web_binding, 7420)
+    host, port = split_binding(config.web_binding, DEFAULT_WEB_PORT)
     if host == "localhost":
         host = "127.0.0.1"
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
