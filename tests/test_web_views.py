@@ -92,9 +92,9 @@ def test_kill_entries_moves_to_dead_with_its_ttl(j: Journaled) -> None:
 
 def test_delete_entries_selected_and_all(j: Journaled) -> None:
     retrying(j, ["a" * 8, "b" * 8, "c" * 8])
-    j.manager.delete_entries("retries", ["c" * 8], NOW)
+    j.manager.delete_entries("retries", ["c" * 8])
     assert [e[1] for e in j.store.sets["retries"].items()] == ["a" * 8, "b" * 8]
-    j.manager.delete_entries("retries", None, NOW)
+    j.manager.delete_entries("retries", None)
     assert len(j.store.sets["retries"]) == 0
     assert holdings(j.replayed()) == holdings(j.store)
 

@@ -427,11 +427,12 @@ class Manager:
             raise ClientError("dead jobs cannot be killed again")
         return self._take_entries("kill", target, self._entries(target, jids), now)
 
-    def delete_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
+    def delete_entries(self, target: str, jids: Iterable[str] | None) -> int:
         """Remove set entries for good (MUTATE discard); None: clear the set (MUTATE clear)."""
         if jids is None:
             return self.store.commit([{"op": "zclear", "set": target}])
-        return self._take_entries("discard", target, self._entries(target, jids), now)
+        return self.store.commit([{"op": "zrem", "set": target, "jid": jid}
+                                  for jid, _job in self._entries(target, jids)])
 
     def delete_queued(self, queue: str, jids: Iterable[str]) -> int:
         """Delete jobs waiting in a queue, by jid (one scan of the queue)."""

@@ -217,7 +217,7 @@ def create_app(ctx: WebContext) -> ASGIApp:
             elif action == "kill":
                 position = manager.kill_entries(target, jids, now)
             else:
-                position = manager.delete_entries(target, jids, now)
+                position = manager.delete_entries(target, jids)
         except ClientError as exc:
             return PlainTextResponse(str(exc), 400)
         await durable(position)
