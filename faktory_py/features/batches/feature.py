@@ -79,7 +79,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ... import wire
-from ...config import ConfigError
 from ...core import jobs
 from ...core.hooks import Extension
 from ...errors import ClientError
@@ -91,9 +90,6 @@ from ...util.timefmt import format_time
 
 if TYPE_CHECKING:
     from ...commands.dispatch import Dispatcher, Session
-
-POLICIES = ("strict", "permissive")
-DEFAULT_UNCOMMITTED_TTL = 30 * 60.0
 
 OPEN, COMMITTED, CALLBACKS, DONE = "open", "committed", "callbacks", "done"
 #: The only phase changes there are (removal of an expired open batch aside).
@@ -281,13 +277,10 @@ def _apply_to(view: Any, op: Op) -> None:
 class Batches(Extension):
     """Batch records, the hooks that count members and fire callbacks, and BATCH."""
 
-    def __init__(self, store: MemoryStore, policy: str = "strict",
-                 uncommitted_ttl: float = DEFAULT_UNCOMMITTED_TTL,
+    def __init__(self, store: MemoryStore, policy: str, uncommitted_ttl: float,
                  bids: Callable[[], str] = new_bid, jids: Callable[[], str] = new_jid) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"[batches] policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-        if not uncommitted_ttl > 0:
-            raise ValueError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {uncommitted_ttl!r}")
+        """`policy` ("strict" or "permissive") and `uncommitted_ttl` (seconds) are `[batches]`'s,
+        validated when the configuration is loaded (config.py)."""
         self.store = store
         self.policy = policy
         self.uncommitted_ttl = float(uncommitted_ttl)
@@ -310,18 +303,6 @@ class Batches(Extension):
         store.op_handlers["batch_release"] = self._apply_release
         store.snapshot_sources.append(self._snapshot)
         store.flush_hooks.append(self._reset)
-
-    @classmethod
-    def from_config(cls, store: MemoryStore, toml: Mapping[str, Any]) -> Batches:
-        """Settings from `[batches]` in conf.d/*.toml (policy, uncommitted_ttl)."""
-        section = toml.get("batches", {})
-        policy = section.get("policy", "strict")
-        ttl = section.get("uncommitted_ttl", DEFAULT_UNCOMMITTED_TTL)
-        if policy not in POLICIES:
-            raise ConfigError(f"[batches] policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
-        return cls(store, policy=policy, uncommitted_ttl=ttl)
 
     # --- state (applied through the store: live commits and replay alike) ---------------
 
