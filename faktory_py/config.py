@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 ENVIRONMENTS = ("development", "staging", "production")
 FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -37,10 +39,6 @@ _SUBCOMMANDS = """subcommands (each with its own --help):
   faktory-py conformance --url tcp://host:port  run the protocol conformance cases against any server
   faktory-py bench --url tcp://host:port        benchmark any running server (needs the loadgen extra)
 """
-
-
-class ConfigError(Exception):
-    """A configuration the server refuses to start with (message says why)."""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import FaktoryPyError
 
-class ProtocolError(Exception):
+
+class ProtocolError(FaktoryPyError):
     """The peer broke the protocol; ``str(e)`` is the text that goes after ``-ERR ``."""
 
 

@@ -81,7 +81,7 @@ from typing import TYPE_CHECKING, Any
 from ... import wire
 from ...core import jobs
 from ...core.hooks import Extension
-from ...errors import ClientError
+from ...errors import ClientError, NoSuchBatch
 from ...store.api import Job, Op, Reservation, enqueue_op
 from ...store.memory import MemoryStore
 from ...store.sorted_set import SortedJobSet
@@ -208,10 +208,6 @@ def _stored_bid(job: Job, key: str) -> str:
     """custom[key] of a stored job if it is a non-empty string, else ""."""
     value = (job.get("custom") or {}).get(key)
     return value if isinstance(value, str) else ""
-
-
-def no_such_batch(bid: str) -> ClientError:
-    return ClientError(f"No such batch {bid}")
 
 
 class _Txn:
@@ -394,7 +390,7 @@ class Batches(Extension):
     def status(self, bid: str, now: float) -> dict[str, Any]:
         batch = self.live(bid, now)
         if batch is None:
-            raise no_such_batch(bid)
+            raise NoSuchBatch(bid)
         return batch.status()
 
     def _ancestry(self, bid: str) -> Iterator[str]:
@@ -499,7 +495,7 @@ class Batches(Extension):
         if parent_bid:
             parent = self.live(parent_bid, now)
             if parent is None:
-                raise no_such_batch(parent_bid)
+                raise NoSuchBatch(parent_bid)
             self.check_add(parent, wid)
         txn = _Txn(self)
         batch = Batch(bid, parent_bid, description, now, now + self.uncommitted_ttl, complete, success)
@@ -574,7 +570,7 @@ class Batches(Extension):
             return []
         batch = self.live(bid, now)
         if batch is None:
-            raise no_such_batch(bid)
+            raise NoSuchBatch(bid)
         self.check_add(batch, wid)
         txn = _Txn(self)
         txn.set(batch, total=batch.total + 1, pending=batch.pending + 1)
@@ -647,14 +643,14 @@ class Batches(Extension):
     def open(self, bid: str, wid: str, now: float) -> str:
         batch = self.live(bid, now)
         if batch is None:
-            raise no_such_batch(bid)
+            raise NoSuchBatch(bid)
         self.check_add(batch, wid)
         return bid
 
     def commit(self, bid: str, now: float) -> list[Op]:
         batch = self.live(bid, now)
         if batch is None:
-            raise no_such_batch(bid)
+            raise NoSuchBatch(bid)
         if batch.committed:
             return []  # idempotent
         txn = _Txn(self)
