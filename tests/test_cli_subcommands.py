@@ -1,12 +1,17 @@
 """`faktory-py --help` names the subcommands, and `faktory-py bench` without hiredis (the
-`loadgen` extra, not a runtime dependency) says what to install instead of a traceback."""
+`loadgen` extra, not a runtime dependency) says what to install instead of a traceback.
+The server processes the tests start run this checkout's code."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import faktory_py
+from faktory_py.tools import processes
 
 
 @pytest.mark.timeout(60)
@@ -28,3 +33,13 @@ def test_bench_without_hiredis_explains() -> None:
     assert proc.returncode == 2
     assert "needs hiredis" in proc.stderr and "faktory_py[loadgen]" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_server_processes_run_this_checkout() -> None:
+    """`python -m faktory_py` in FaktoryPy's directory imports the package under test, not an
+    installed copy (else every test over a server process would test other code)."""
+    code = "import faktory_py; print(faktory_py.__file__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                          cwd=processes.FaktoryPy.cwd)
+    assert Path(proc.stdout.strip()).resolve() == Path(faktory_py.__file__).resolve(), proc.stderr

@@ -197,7 +197,9 @@ class FaktoryPy(ServerProcess):
     """`python -m faktory_py`, this very package; with `web=True` its web UI on `web_url`."""
 
     name = "faktory_py"
-    cwd = Path(__file__).resolve().parent.parent
+    #: the checkout this module is in (faktory_py/tools/ → its root), so `-m faktory_py`
+    #: runs this very code, not whatever faktory_py is installed
+    cwd = Path(__file__).resolve().parents[2]
 
     def __init__(self, base: Path, password: str | None = None, args: tuple[str, ...] = (),
                  env: dict[str, str] | None = None, web: bool = False) -> None:
