@@ -40,6 +40,7 @@ from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
 
+
 @dataclass(eq=False)
 class Server:
     """Handle on a running server."""
