@@ -1,29 +1,44 @@
-"""Server configuration: defaults like Faktory's, `conf.d/*.toml`, password rules.
+"""Server configuration: Faktory's flags and environment, `conf.d/*.toml`, password rules.
 
-Everything a running server needs is in one frozen `Config`, built by the CLI (or by
-tests directly), so the server itself never reads the environment.
+`load(argv, env)` reads everything once — flags, `FAKTORY_*` variables and the TOML files —
+into one frozen `Config` of typed, validated settings, so a bad setting stops the server
+before it starts (exit 2) and no other module parses TOML or reads the environment. Every
+default is defined here and only here: the layers below (wire, core, features) take their
+values as arguments, from `server.app`, the composition root. Tests build a `Config`
+directly.
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 ENVIRONMENTS = ("development", "staging", "production")
 FSYNC_POLICIES = ("always", "everysec", "no")
+LOG_LEVELS = ("error", "warn", "info", "debug")
+#: `[batches] policy`: whether a committed batch is immutable (protocol/spec.md §10.3)
+BATCH_POLICIES = ("strict", "permissive")
 #: Faktory's ports: a binding without one (`-b host`) gets these
 DEFAULT_PORT = 7419
 DEFAULT_WEB_PORT = 7420
 #: what the CLI binds when neither a flag nor conf.d says (Faktory's defaults)
 DEFAULT_BINDING = f"localhost:{DEFAULT_PORT}"
 DEFAULT_WEB_BINDING = f"localhost:{DEFAULT_WEB_PORT}"
+#: INFO's server.description: Ruby's and Go's client tests run their Enterprise tests only
+#: when it says so. `[faktory] description = "..."` overrides it.
+ENTERPRISE_DESCRIPTION = "Faktory Enterprise"
+DEFAULT_PASSWORD_FILE = Path("/etc/faktory/password")
 
-
-class ConfigError(Exception):
-    """A configuration the server refuses to start with (message says why)."""
+_SUBCOMMANDS = """subcommands (each with its own --help):
+  faktory-py conformance --url tcp://host:port  run the protocol conformance cases against any server
+  faktory-py bench --url tcp://host:port        benchmark any running server (needs the loadgen extra)
+"""
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,34 @@ class Timers:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """`[web]`: the UI's own password and the `Host` names it answers to."""
+
+    #: `[web] password`; without it the UI asks for the server's (see web/auth.py)
+    password: str | None = None
+    #: `[web] allowed_hosts` as written (`"*"` = any name); None when absent, and then
+    #: web/hosts.py derives the list from the binding and the password
+    allowed_hosts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class BatchesConfig:
+    """`[batches]` (protocol/spec.md §10)."""
+
+    policy: str = "strict"
+    #: an open batch not committed within this many seconds is dropped (no callbacks)
+    uncommitted_ttl: float = 30 * 60.0
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM files that make both ports speak TLS."""
+
+    key: Path
+    cert: Path
+
+
+@dataclass(frozen=True)
 class Config:
     binding: str = DEFAULT_BINDING
     #: off unless asked for: the CLI passes Faktory's default (DEFAULT_WEB_BINDING), while a
@@ -50,26 +93,80 @@ class Config:
     data_dir: Path = Path("~/.faktory/db").expanduser()
     conf_dir: Path = Path("~/.faktory").expanduser()
     password: str | None = None
+    description: str = ENTERPRISE_DESCRIPTION
     fsync: str = "everysec"
     #: compact once the journal has grown past max(this, 2 × the last snapshot)
     compact_min_bytes: int = 64 * 1024 * 1024
+    #: the longest command line accepted (protocol/spec.md §1)
     max_line: int = 16 * 1024 * 1024
     max_connections: int = 2000
     #: sockets accepted but not yet through HELLO; over it the oldest is closed (admission.py)
     max_handshakes: int = 1000
+    #: found in the config directory at load; None: both ports speak plain TCP/HTTP
+    tls: TlsFiles | None = None
     timers: Timers = field(default_factory=Timers)
-    toml: dict[str, Any] = field(default_factory=dict)
+    web: WebConfig = field(default_factory=WebConfig)
+    batches: BatchesConfig = field(default_factory=BatchesConfig)
 
     @property
     def web_enabled(self) -> bool:
         """`-w 0` and `-w :0` turn the web UI off (`host:0` binds a free port)."""
         return self.web_binding.strip() not in ("0", ":0")
 
-    @property
-    def tls_files(self) -> tuple[Path, Path] | None:
-        """(key, cert) when both PEM files are in the config dir: both ports speak TLS."""
-        key, cert = self.conf_dir / "private.key.pem", self.conf_dir / "public.cert.pem"
-        return (key, cert) if key.is_file() and cert.is_file() else None
+
+def argument_parser() -> argparse.ArgumentParser:
+    """`faktory-py`'s flags: the `faktory` binary's, so deployment scripts keep working."""
+    p = argparse.ArgumentParser(prog="faktory-py", description="A Faktory-compatible job server.",
+                                epilog=_SUBCOMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-b", dest="binding", default=None, help=f"command port binding (default {DEFAULT_BINDING})")
+    p.add_argument("-w", dest="web_binding", default=None, help=f"web UI binding (default {DEFAULT_WEB_BINDING})")
+    p.add_argument("-e", dest="environment", default=None, help="development, staging or production")
+    p.add_argument("-l", dest="log_level", default=Config.log_level, choices=sorted(LOG_LEVELS), help="log level")
+    p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
+    p.add_argument("-c", dest="conf_dir", default=None, help="configuration directory")
+    p.add_argument("-v", dest="version", action="store_true", help="print version and exit")
+    p.add_argument("--fsync", choices=FSYNC_POLICIES, default=None,
+                   help=f"journal fsync policy (default {Config.fsync})")
+    p.add_argument("--max-connections", type=int, default=None, help=f"connection limit (default {Config.max_connections})")
+    return p
+
+
+def load(argv: list[str], env: Mapping[str, str]) -> Config:
+    """Flags beat `conf.d` which beats defaults; dev and prod default dirs like Faktory's."""
+    args = argument_parser().parse_args(argv)
+    environment = args.environment or env.get("FAKTORY_ENV") or Config.environment
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(f"unknown environment {environment!r}: use one of {', '.join(ENVIRONMENTS)}")
+    dev = environment == "development"
+    conf_dir = Path(args.conf_dir or ("~/.faktory" if dev else "/etc/faktory")).expanduser()
+    data_dir = Path(args.data_dir or ("~/.faktory/db" if dev else "/var/lib/faktory/db")).expanduser()
+    toml = load_toml(conf_dir)
+    faktory, ours = toml.get("faktory", {}), toml.get("faktory_py", {})
+    fsync = args.fsync or ours.get("fsync", Config.fsync)
+    if fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"[faktory_py] fsync must be one of {', '.join(FSYNC_POLICIES)}")
+    grace = ours.get("shutdown_grace", Timers.shutdown_grace)
+    if type(grace) not in (int, float) or not 0 <= grace <= 3600:
+        raise ConfigError("[faktory_py] shutdown_grace must be a number of seconds in [0, 3600]")
+    return Config(
+        binding=args.binding or faktory.get("binding", DEFAULT_BINDING),
+        web_binding=args.web_binding or toml.get("web", {}).get("binding", DEFAULT_WEB_BINDING),
+        environment=environment,
+        log_level=args.log_level,
+        data_dir=data_dir,
+        conf_dir=conf_dir,
+        password=resolve_password(environment, toml, env),
+        description=str(faktory.get("description", ENTERPRISE_DESCRIPTION)),
+        fsync=fsync,
+        compact_min_bytes=_positive_int(ours, "compact_min_bytes", Config.compact_min_bytes),
+        max_line=_positive_int(ours, "max_line", Config.max_line),
+        max_connections=args.max_connections or _positive_int(ours, "max_connections", Config.max_connections),
+        max_handshakes=_positive_int(ours, "max_handshakes", Config.max_handshakes),
+        tls=tls_files(conf_dir),
+        timers=Timers(shutdown_grace=float(grace)),
+        web=_web(toml.get("web", {})),
+        batches=_batches(toml.get("batches", {})),
+    )
 
 
 def load_toml(conf_dir: Path) -> dict[str, Any]:
@@ -82,6 +179,38 @@ def load_toml(conf_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot parse {conf_dir / 'conf.d'}/*.toml: {exc}") from None
 
 
+def tls_files(conf_dir: Path) -> TlsFiles | None:
+    """`private.key.pem` and `public.cert.pem` when both are in the config dir."""
+    key, cert = conf_dir / "private.key.pem", conf_dir / "public.cert.pem"
+    return TlsFiles(key, cert) if key.is_file() and cert.is_file() else None
+
+
+def _positive_int(section: Mapping[str, Any], name: str, default: int) -> int:
+    value = section.get(name, default)
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"[faktory_py] {name} must be a positive integer")
+    return value
+
+
+def _web(section: Mapping[str, Any]) -> WebConfig:
+    names = section.get("allowed_hosts")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
+            raise ConfigError('[web] allowed_hosts must be a list of host names, e.g. ["faktory.example.com"]')
+        names = tuple(names)
+    return WebConfig(password=section.get("password") or None, allowed_hosts=names)
+
+
+def _batches(section: Mapping[str, Any]) -> BatchesConfig:
+    policy = section.get("policy", BatchesConfig.policy)
+    ttl = section.get("uncommitted_ttl", BatchesConfig.uncommitted_ttl)
+    if policy not in BATCH_POLICIES:
+        raise ConfigError(f"[batches] policy must be one of {', '.join(BATCH_POLICIES)}, not {policy!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
+    return BatchesConfig(policy=policy, uncommitted_ttl=float(ttl))
+
+
 def _read_secret(value: str) -> str:
     """A password starting with `/` names a file holding it (Docker-secrets style)."""
     if value.startswith("/"):
@@ -92,11 +221,8 @@ def _read_secret(value: str) -> str:
     return value
 
 
-DEFAULT_PASSWORD_FILE = Path("/etc/faktory/password")
-
-
 def resolve_password(
-    environment: str, toml: dict[str, Any], env: dict[str, str],
+    environment: str, toml: Mapping[str, Any], env: Mapping[str, str],
     default_file: Path = DEFAULT_PASSWORD_FILE,
 ) -> str | None:
     """FAKTORY_PASSWORD, else `[faktory] password`; staging/production require one.

@@ -7,12 +7,14 @@ spelling out (each one a sentence of faktory_py/features/batches/feature.py's do
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from faktory_py.features.batches.feature import Batches, batch_table
-from faktory_py.config import ConfigError
+from faktory_py import config
+from faktory_py.config import BatchesConfig, ConfigError
 from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import Manager
@@ -445,18 +447,23 @@ def test_replay_and_snapshot_rebuild_everything() -> None:
     w.manager.fail(job["jid"], "E", "m", [], w.now)
     for records in (w.journal, list(w.store.snapshot())):
         store = MemoryStore()
-        ext = Batches(store)
+        ext = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl)
         for record in records:
             for op in record:
                 store.apply(op)
         assert batch_table(ext) == batch_table(w.ext)
 
 
-def test_config() -> None:
-    store = MemoryStore()
-    ext = Batches.from_config(store, {"batches": {"policy": "permissive", "uncommitted_ttl": 60}})
-    assert (ext.policy, ext.uncommitted_ttl) == ("permissive", 60.0)
-    assert Batches.from_config(MemoryStore(), {}).policy == "strict"
-    for bad in ({"policy": "lax"}, {"uncommitted_ttl": 0}, {"uncommitted_ttl": "1h"}):
+def test_config(tmp_path: Path) -> None:
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+
+    def load(toml: str) -> BatchesConfig:
+        (conf_d / "batches.toml").write_text(toml)
+        return config.load(["-c", str(tmp_path)], {}).batches
+
+    assert load('[batches]\npolicy = "permissive"\nuncommitted_ttl = 60\n') == BatchesConfig("permissive", 60.0)
+    assert load("") == BatchesConfig("strict", 30 * 60.0)
+    for bad in ('policy = "lax"', "uncommitted_ttl = 0", 'uncommitted_ttl = "1h"', "uncommitted_ttl = true"):
         with pytest.raises(ConfigError, match=r"^\[batches\]"):
-            Batches.from_config(MemoryStore(), {"batches": bad})
+            load(f"[batches]\n{bad}\n")

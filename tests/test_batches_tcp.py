@@ -224,6 +224,8 @@ def test_batches_survive_a_crash(server_factory) -> None:
     ("[batches]\nuncommitted_ttl = -5\n", "[batches] uncommitted_ttl must be a positive number"),
 ])
 def test_bad_configuration_stops_the_server(server_factory, toml: str, message: str) -> None:
+    """Checked when the configuration is loaded: exit status 2, like every configuration error."""
     with pytest.raises(RuntimeError) as info:
         configured(server_factory, toml)
+    assert "server exited with 2:" in str(info.value)
     assert message in str(info.value)

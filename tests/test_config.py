@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from faktory_py.cli import build_config
-from faktory_py.config import ConfigError, load_toml, resolve_password, split_binding
+from faktory_py.config import (BatchesConfig, ConfigError, TlsFiles, WebConfig, load, load_toml,
+                               resolve_password, split_binding)
 
 
 def dirs(tmp_path: Path) -> list[str]:
@@ -17,7 +17,7 @@ def dirs(tmp_path: Path) -> list[str]:
 
 
 def test_defaults_follow_faktory(tmp_path: Path) -> None:
-    config = build_config(dirs(tmp_path), {})
+    config = load(dirs(tmp_path), {})
     assert config.binding == "localhost:7419"
     assert config.web_binding == "localhost:7420"
     assert config.environment == "development"
@@ -28,17 +28,17 @@ def test_defaults_follow_faktory(tmp_path: Path) -> None:
 
 
 def test_flags_and_env(tmp_path: Path) -> None:
-    config = build_config(["-b", ":7500", "-w", "0.0.0.0:7501", "-l", "debug", *dirs(tmp_path)],
+    config = load(["-b", ":7500", "-w", "0.0.0.0:7501", "-l", "debug", *dirs(tmp_path)],
                           {"FAKTORY_ENV": "production", "FAKTORY_PASSWORD": "pw"})
     assert (config.binding, config.web_binding, config.log_level) == (":7500", "0.0.0.0:7501", "debug")
     assert config.environment == "production"
     assert config.password == "pw"
-    assert build_config(["-e", "staging", *dirs(tmp_path)], {"FAKTORY_PASSWORD": "x"}).environment == "staging"
+    assert load(["-e", "staging", *dirs(tmp_path)], {"FAKTORY_PASSWORD": "x"}).environment == "staging"
 
 
 def test_unknown_environment_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown environment"):
-        build_config(["-e", "qa", *dirs(tmp_path)], {})
+        load(["-e", "qa", *dirs(tmp_path)], {})
 
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
@@ -81,10 +81,10 @@ def test_toml_settings_reach_the_config(tmp_path: Path) -> None:
     (conf_d / "server.toml").write_text(
         '[faktory]\nbinding = "127.0.0.1:7600"\npassword = "p"\n'
         '[faktory_py]\nfsync = "always"\nmax_connections = 10\n')
-    config = build_config(dirs(tmp_path), {})
+    config = load(dirs(tmp_path), {})
     assert (config.binding, config.password, config.fsync, config.max_connections) == (
         "127.0.0.1:7600", "p", "always", 10)
-    assert build_config(["-b", "127.0.0.1:7700", "--fsync", "no", *dirs(tmp_path)], {}).fsync == "no"
+    assert load(["-b", "127.0.0.1:7700", "--fsync", "no", *dirs(tmp_path)], {}).fsync == "no"
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -95,11 +95,42 @@ def test_stop_and_handshake_settings_are_validated(tmp_path: Path, setting: str,
     conf_d = tmp_path / "conf" / "conf.d"
     conf_d.mkdir(parents=True)
     (conf_d / "server.toml").write_text("[faktory_py]\nshutdown_grace = 2.5\nmax_handshakes = 7\n")
-    config = build_config(dirs(tmp_path), {})
+    config = load(dirs(tmp_path), {})
     assert (config.timers.shutdown_grace, config.max_handshakes) == (2.5, 7)
     (conf_d / "server.toml").write_text(f"[faktory_py]\n{setting}\n")
     with pytest.raises(ConfigError, match=message):
-        build_config(dirs(tmp_path), {})
+        load(dirs(tmp_path), {})
+
+
+def test_sections_become_typed_settings(tmp_path: Path) -> None:
+    """Every TOML setting is read once, by `load`: the rest of the server gets typed values."""
+    default = load(dirs(tmp_path), {})
+    assert (default.description, default.web, default.batches, default.tls) == (
+        "Faktory Enterprise", WebConfig(), BatchesConfig(), None)
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "all.toml").write_text(
+        '[faktory]\ndescription = "Mine"\n[web]\npassword = "webpw"\nallowed_hosts = ["a.example"]\n'
+        '[batches]\npolicy = "permissive"\nuncommitted_ttl = 5\n'
+        "[faktory_py]\nmax_line = 1024\ncompact_min_bytes = 4096\n")
+    key, cert = tmp_path / "conf" / "private.key.pem", tmp_path / "conf" / "public.cert.pem"
+    key.write_text("key")
+    cert.write_text("cert")
+    config = load(dirs(tmp_path), {})
+    assert config.description == "Mine"
+    assert config.web == WebConfig(password="webpw", allowed_hosts=("a.example",))
+    assert config.batches == BatchesConfig(policy="permissive", uncommitted_ttl=5.0)
+    assert (config.max_line, config.compact_min_bytes) == (1024, 4096)
+    assert config.tls == TlsFiles(key, cert)  # found at load, not when the server starts
+
+
+@pytest.mark.parametrize("setting", ["max_line = 0", 'max_connections = "many"', "compact_min_bytes = 1.5"])
+def test_limits_are_positive_integers(tmp_path: Path, setting: str) -> None:
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "server.toml").write_text(f"[faktory_py]\n{setting}\n")
+    with pytest.raises(ConfigError, match=r"^\[faktory_py\] \w+ must be a positive integer$"):
+        load(dirs(tmp_path), {})
 
 
 @pytest.mark.parametrize("binding, expected", [

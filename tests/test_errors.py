@@ -2,18 +2,34 @@
 
 Each case sends one raw line on an identified connection and compares the exact reply
 bytes; afterwards the same connection must still answer INFO (an error never ends a
-session, except the handshake ones tested in test_handshake_tcp.py).
+session, except the handshake ones tested in test_handshake_tcp.py). Then the error
+hierarchy (faktory_py/errors.py), and what a bug in a command's code answers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 # One server for the whole module (these cases only read, or push nothing valid);
 # conftest's `client` connects to it.
 from conftest import module_server as server  # noqa: F401  (fixture)
+from async_client import AsyncClient
+from faktory_py.config import Config
+from faktory_py.core.lifecycle import Manager
+from faktory_py.errors import (ClientError, ConfigError, FaktoryPyError, NoSuchBatch, NoSuchJob,
+                               NotUnique)
+from faktory_py.features.batches.feature import Batches
+from faktory_py.server.app import serve
+from faktory_py.server.durability import JournalFailed
+from faktory_py.store.journal import DataDirectoryInUse, JournalCorrupt
+from faktory_py.wire import ProtocolError
+from faktory_py.wire.handshake import HandshakeFailed
 from rawclient import RawClient, ReplyError, new_jid
 
 QUEUE_RULE = r"queue names must match \A[a-zA-Z0-9._-]+\z"
@@ -232,3 +248,47 @@ def test_many_errors_in_a_row_keep_the_session(client: RawClient) -> None:
     fetched = client.fetch("default")
     assert fetched is not None
     assert client.json_command("ACK", {"jid": fetched["jid"]}) == b"OK"
+
+
+# --- one hierarchy; anything else is our bug -------------------------------------------
+
+def test_every_error_raised_on_purpose_has_one_root() -> None:
+    for error in (ClientError, ConfigError, ProtocolError, HandshakeFailed, JournalCorrupt,
+                  DataDirectoryInUse, JournalFailed):
+        assert issubclass(error, FaktoryPyError), error
+    conditions = [NotUnique(), NoSuchJob("abcdefgh1234"), NoSuchBatch("b-1")]
+    assert all(isinstance(error, ClientError) for error in conditions)
+    assert [(error.code, str(error), error.line) for error in conditions] == [
+        ("NOTUNIQUE", "Job not unique", "NOTUNIQUE Job not unique"),
+        ("ERR", "Job not found abcdefgh1234", "Job not found abcdefgh1234"),
+        ("ERR", "No such batch b-1", "No such batch b-1"),
+    ]
+
+
+@pytest.mark.parametrize(("line", "owner", "method"), [
+    ("QUEUE LATENCY default", Manager, "latency"),  # a built-in command
+    ("BATCH STATUS b-1", Batches, "status"),  # a feature's command
+])
+async def test_a_bug_is_logged_and_answered_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    line: str, owner: type, method: str,
+) -> None:
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in our code")
+
+    monkeypatch.setattr(owner, method, bug)
+    config = Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf", fsync="no")
+    with caplog.at_level(logging.ERROR, logger="faktory_py"):
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(serve, config)
+            client = await AsyncClient.connect(running.port)
+            with pytest.raises(ReplyError) as refused:
+                await client.command(line)
+            assert str(refused.value) == "ERR internal error"
+            info = await client.info()  # the connection keeps serving
+            assert set(info) == {"now", "server_utc_time", "faktory", "server"}
+            await client.aclose()
+            running.shutdown()
+    [logged] = [record for record in caplog.records if record.exc_info is not None]
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "a bug in our code"
+    assert line.split(" ")[0] in logged.getMessage()

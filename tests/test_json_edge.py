@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from faktory_py import wire
 from faktory_py.commands.dispatch import Dispatcher, Session
 from faktory_py.core.info import ServerStats
-from faktory_py.config import Config
+from faktory_py.config import Config, Timers
 from faktory_py.core.lifecycle import Manager
 from faktory_py.server.app import enterprise_extensions, load_store
 from faktory_py.store.memory import MemoryStore
@@ -70,7 +70,7 @@ class Harness:
         # Packed as it is committed: an op the journal cannot take fails the command.
         self.store.sink = self.journal.append
         self.manager = Manager(self.store, extensions=extensions)
-        self.dispatcher = Dispatcher(self.manager, WorkerRegistry(), clock, _durable, QueueWaiters(),
+        self.dispatcher = Dispatcher(self.manager, WorkerRegistry(Timers.heartbeat_timeout), clock, _durable, QueueWaiters(),
                                      ServerStats(started_at=NOW))
         for extension in extensions:
             extension.register(self.dispatcher)
@@ -78,7 +78,7 @@ class Harness:
 
     async def send(self, line: bytes) -> bytes:
         """The reply to one request line, decoded from bytes as the server's reader does."""
-        reader = wire.LineReader()
+        reader = wire.LineReader(Config.max_line)
         reader.receive_data(line + b"\r\n")
         command = reader.next_command()
         assert command is not None

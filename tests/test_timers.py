@@ -35,7 +35,7 @@ import trio
 import trio.testing
 
 from async_client import AsyncClient, PeerClosed
-from faktory_py.config import Config, Timers
+from faktory_py.config import BatchesConfig, Config, Timers
 from faktory_py.server.app import Server, serve
 from rawclient import ReplyError
 
@@ -44,16 +44,16 @@ SLACK = 0.01
 DAY = 86400.0
 
 
-def make_config(tmp_path: Path, timers: Timers | None = None, toml: dict[str, Any] | None = None) -> Config:
+def make_config(tmp_path: Path, timers: Timers | None = None, batches: BatchesConfig | None = None) -> Config:
     return Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
-                  fsync="no", timers=timers or Timers(), toml=toml or {})
+                  fsync="no", timers=timers or Timers(), batches=batches or BatchesConfig())
 
 
 @asynccontextmanager
 async def running_server(tmp_path: Path, timers: Timers | None = None,
-                         toml: dict[str, Any] | None = None) -> AsyncIterator[Server]:
+                         batches: BatchesConfig | None = None) -> AsyncIterator[Server]:
     async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(serve, make_config(tmp_path, timers, toml))
+        server: Server = await nursery.start(serve, make_config(tmp_path, timers, batches))
         try:
             yield server
         finally:
@@ -358,7 +358,7 @@ async def test_expiring_job_is_fetched_until_expires_in_passes(
 async def test_uncommitted_batch_lasts_exactly_uncommitted_ttl(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with running_server(tmp_path, toml={"batches": {"uncommitted_ttl": 1}}) as server:
+    async with running_server(tmp_path, batches=BatchesConfig(uncommitted_ttl=1)) as server:
         client = await AsyncClient.connect(server.port)
         created_at = trio.current_time()
         bid = (await client.json_command("BATCH NEW", {"success": {"jobtype": "Ok", "args": [], "queue": "cb"}})).decode()

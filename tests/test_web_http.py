@@ -11,7 +11,7 @@ import json
 import re
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -20,8 +20,8 @@ import pytest
 import trio
 import trustme
 
-from faktory_py.cli import build_config
-from faktory_py.config import Config, ConfigError
+from faktory_py import config as configuration
+from faktory_py.config import Config, ConfigError, WebConfig, tls_files
 from faktory_py.server.app import Server, serve
 from scan_guard import CountingDict, guard
 from faktory_py.util.timefmt import format_time
@@ -62,10 +62,11 @@ async def request(server: Server, method: str, path: str, body: str = "", header
     return await trio.to_thread.run_sync(send)
 
 
-def config(tmp_path: Path, password: str | None = None, web: str = "127.0.0.1:0", toml: dict | None = None) -> Config:
+def config(tmp_path: Path, password: str | None = None, web: str = "127.0.0.1:0",
+           settings: WebConfig = WebConfig()) -> Config:
     (tmp_path / "conf").mkdir(parents=True, exist_ok=True)
     return Config(binding="127.0.0.1:0", web_binding=web, data_dir=tmp_path / "data",
-                  conf_dir=tmp_path / "conf", password=password, toml=toml or {})
+                  conf_dir=tmp_path / "conf", password=password, web=settings)
 
 
 @pytest.fixture
@@ -97,8 +98,8 @@ def push(server: Server, jid: str, **fields: Any) -> None:
 async def test_web_ui_is_off_unless_bound(tmp_path: Path, running) -> None:
     server = await running(config(tmp_path, web="0"))
     assert server.web_urls == []
-    assert not build_config(["-w", ":0", "-c", str(tmp_path / "conf")], {}).web_enabled
-    assert build_config(["-c", str(tmp_path / "conf")], {}).web_binding == "localhost:7420"
+    assert not configuration.load(["-w", ":0", "-c", str(tmp_path / "conf")], {}).web_enabled
+    assert configuration.load(["-c", str(tmp_path / "conf")], {}).web_binding == "localhost:7420"
     assert Config().web_enabled is False  # embedded servers never grab a fixed port by surprise
 
 
@@ -121,7 +122,7 @@ async def test_basic_auth_when_a_password_is_set(tmp_path: Path, running) -> Non
 
 
 async def test_web_password_overrides_the_server_password(tmp_path: Path, running) -> None:
-    server = await running(config(tmp_path, password="serverpw", toml={"web": {"password": "webpw"}}))
+    server = await running(config(tmp_path, password="serverpw", settings=WebConfig(password="webpw")))
     assert (await request(server, "GET", "/", headers={"Authorization": "Basic " + _b64(":serverpw")})).status == 401
     assert (await request(server, "GET", "/", headers={"Authorization": "Basic " + _b64(":webpw")})).status == 200
 
@@ -180,7 +181,7 @@ async def test_tls_when_the_config_dir_has_a_certificate(tmp_path: Path, running
     cfg = config(tmp_path)
     cert.private_key_pem.write_to_path(str(cfg.conf_dir / "private.key.pem"))
     cert.cert_chain_pems[0].write_to_path(str(cfg.conf_dir / "public.cert.pem"))
-    server = await running(cfg)
+    server = await running(replace(cfg, tls=tls_files(cfg.conf_dir)))
     assert server.web_urls[0].startswith("https://")
     context = ssl.create_default_context()
     ca.configure_trust(context)
@@ -348,19 +349,19 @@ async def test_security_headers_on_every_response(tmp_path: Path, running, monke
 
 # --- Host allow-list --------------------------------------------------------------------
 
-@pytest.mark.parametrize(("password", "toml", "hosts"), [
+@pytest.mark.parametrize(("password", "names", "hosts"), [
     # loopback binding, no password: only the loopback names, any port, any case
     (None, None, {"localhost:7420": 200, "LocalHost": 200, "127.0.0.1:1": 200, "[::1]:7420": 200,
                   "evil.test": 403, "localhost.evil.test": 403, "": 403}),
     # a password keeps a rebinding page out already: every name, then auth
     ("pw", None, {"evil.test": 401, "localhost": 401}),
-    (None, {"allowed_hosts": ["Faktory.Example.com", "10.0.0.7", "::1"]},
+    (None, ("Faktory.Example.com", "10.0.0.7", "::1"),
      {"faktory.example.com:443": 200, "10.0.0.7:7420": 200, "[::1]:7420": 200, "localhost": 403}),
-    (None, {"allowed_hosts": ["*"]}, {"evil.test": 200}),
+    (None, ("*",), {"evil.test": 200}),
 ])
-async def test_host_allow_list(tmp_path: Path, running, password: str | None, toml: dict | None,
+async def test_host_allow_list(tmp_path: Path, running, password: str | None, names: tuple[str, ...] | None,
                                hosts: dict[str, int]) -> None:
-    server = await running(config(tmp_path, password=password, toml={"web": toml} if toml else None))
+    server = await running(config(tmp_path, password=password, settings=WebConfig(allowed_hosts=names)))
     for host, status in hosts.items():
         reply = await request(server, "GET", "/queues", headers={"Host": host})
         assert reply.status == status, host
@@ -375,6 +376,11 @@ def test_host_allow_list_defaults_and_refusals(tmp_path: Path) -> None:
     assert allowed_hosts(Config(web_binding=":7420")) is None  # all interfaces: its names are unknown
     assert allowed_hosts(Config(web_binding="0.0.0.0:7420")) is None
     assert allowed_hosts(Config(web_binding="localhost:7420", password="pw")) is None
-    for bad in ("faktory.example.com", [""], [7420]):
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "web.toml").write_text('[web]\nallowed_hosts = ["Faktory.Example.com"]\n')
+    assert allowed_hosts(configuration.load(["-c", str(tmp_path)], {})) == {"faktory.example.com"}
+    for bad in ('"faktory.example.com"', '[""]', "[7420]"):
+        (conf_d / "web.toml").write_text(f"[web]\nallowed_hosts = {bad}\n")
         with pytest.raises(ConfigError, match=r"\[web\] allowed_hosts must be a list"):
-            allowed_hosts(Config(toml={"web": {"allowed_hosts": bad}}))
+            configuration.load(["-c", str(tmp_path)], {})

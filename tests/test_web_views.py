@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from faktory_py.config import BatchesConfig
 from faktory_py.features.batches.feature import Batches
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import DEAD_TTL, Manager
@@ -187,7 +188,7 @@ def test_busy_counts_jobs_per_process() -> None:
 
 def test_batches_newest_first_with_callback_states() -> None:
     store = MemoryStore()
-    batches = Batches(store)
+    batches = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl)
     bids = []
     for i in range(30):
         bid, ops = batches.new('{"description": "b%d", "success": {"jobtype": "Done", "args": []}}' % i, "", NOW + i)

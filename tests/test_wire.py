@@ -7,7 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from faktory_py import wire
+from faktory_py.config import Config
 from faktory_py.wire import Command, LineReader, ProtocolError
+
+#: the server's default (the reader itself has none: the server passes its setting)
+MAX_LINE = Config.max_line
 
 # Text that can sit inside a line: no line terminators (a trailing "\r" would be stripped).
 line_text = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)))
@@ -26,7 +30,7 @@ def drain(reader: LineReader) -> list[Command]:
     return commands
 
 
-def feed(chunks: list[bytes], max_line: int = wire.DEFAULT_MAX_LINE) -> tuple[list[Command], str | None]:
+def feed(chunks: list[bytes], max_line: int = MAX_LINE) -> tuple[list[Command], str | None]:
     """Feed chunks as a server would (draining after each); return commands and any error."""
     reader = LineReader(max_line)
     commands: list[Command] = []
@@ -129,17 +133,13 @@ def test_lines_before_a_too_long_one_are_still_delivered() -> None:
 
 
 def test_a_long_line_arriving_byte_by_byte_is_scanned_once() -> None:
-    reader = LineReader()
+    reader = LineReader(MAX_LINE)
     for byte in b"PUSH " + b"z" * 1000:
         reader.receive_data(bytes([byte]))
         assert reader.next_line() is None
         assert reader._scanned == len(reader._buf)
     reader.receive_data(b"\r\n")
     assert reader.next_line() == b"PUSH " + b"z" * 1000
-
-
-def test_default_max_line_is_16_mib() -> None:
-    assert wire.DEFAULT_MAX_LINE == 16 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_command_splitting(raw: bytes, command: Command) -> None:
 
 
 def test_next_line_returns_raw_bytes_without_terminator() -> None:
-    reader = LineReader()
+    reader = LineReader(MAX_LINE)
     reader.receive_data(b"HELLO {\"v\":2}\r\nEND\n\xff\r\n")
     assert reader.next_line() == b'HELLO {"v":2}'
     assert reader.next_line() == b"END"
@@ -174,7 +174,7 @@ def test_next_line_returns_raw_bytes_without_terminator() -> None:
 
 
 def test_eof_drops_a_partial_line_but_keeps_complete_ones() -> None:
-    reader = LineReader()
+    reader = LineReader(MAX_LINE)
     reader.receive_data(b"BEAT {}\r\nPUSH {")
     reader.receive_data(b"")
     assert not reader.at_eof
@@ -185,7 +185,7 @@ def test_eof_drops_a_partial_line_but_keeps_complete_ones() -> None:
 
 
 def test_not_at_eof_before_the_peer_closes() -> None:
-    reader = LineReader()
+    reader = LineReader(MAX_LINE)
     assert not reader.at_eof
     reader.receive_data(b"partial")
     assert reader.next_line() is None
@@ -193,7 +193,7 @@ def test_not_at_eof_before_the_peer_closes() -> None:
 
 
 def test_data_after_eof_is_a_local_error() -> None:
-    reader = LineReader()
+    reader = LineReader(MAX_LINE)
     reader.receive_data(b"")
     reader.receive_data(b"")
     assert reader.at_eof

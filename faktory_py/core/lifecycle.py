@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ClientError
+from ..errors import ClientError, NoSuchJob
 from ..store.api import JOB_SETS, Job, Op, Reservation, Store, enqueue_op
 from ..util.glob import compile_glob
 from ..util.jsoncodec import go_float
@@ -162,7 +162,7 @@ class Manager:
             raise ClientError("missing JID")
         found = self.store.working.get(jid)
         if found is None:
-            raise ClientError(f"Job not found {jid}")
+            raise NoSuchJob(jid)
         return self.store.commit(self._failure_ops(found[1], errtype, message, backtrace, now))
 
     def _failure_ops(

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-HEARTBEAT_TIMEOUT = 60.0
-
 #: running → quiet → terminate; nothing goes backwards.
 STATES = ("running", "quiet", "terminate")
 
@@ -56,7 +54,7 @@ class Worker:
 class WorkerRegistry:
     """wid → Worker, with heartbeat expiry."""
 
-    def __init__(self, timeout: float = HEARTBEAT_TIMEOUT) -> None:
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.workers: dict[str, Worker] = {}
         self.reaped = 0

@@ -39,15 +39,13 @@ from collections.abc import Iterator
 from itertools import islice, takewhile
 
 from ..core.hooks import Extension
-from ..errors import ClientError
+from ..errors import ClientError, NotUnique
 from ..store.api import Job, Op, Reservation
 from ..store.memory import MemoryStore
 from ..store.sorted_set import SortedJobSet
 from ..util.jsoncodec import compact_json
 
 UNIQUE_UNTIL = ("success", "start")
-NOT_UNIQUE_MESSAGE = "Job not unique"
-NOT_UNIQUE_CODE = "NOTUNIQUE"
 #: How many expired locks one PUSH or ACK prunes (keeps every command's work bounded).
 PRUNE_BATCH = 16
 
@@ -165,7 +163,7 @@ class UniqueJobs(Extension):
         found = self.locks.get(key)
         if found is not None and found[0] > now:
             if found[1] != job["jid"]:
-                raise ClientError(NOT_UNIQUE_MESSAGE, NOT_UNIQUE_CODE)
+                raise NotUnique()
             expires = max(expires, found[0])  # the owner pushed again: never shorten its lock
         return self._prune(now) + [{"op": "unique_lock", "key": key, "jid": job["jid"],
                                     "expires_at": expires}]

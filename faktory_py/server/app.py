@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
 from ..commands.dispatch import Dispatcher
-from ..config import DEFAULT_PORT, Config, split_binding
+from ..config import DEFAULT_PORT, BatchesConfig, Config, split_binding
 from ..core.hooks import Extension
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
@@ -40,10 +39,6 @@ from .timers import DueTimer, reap_workers, supervised
 from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
-
-#: INFO's server.description: Ruby's and Go's client tests run their Enterprise tests only
-#: when it says so. `[faktory] description = "..."` in conf.d/*.toml overrides it.
-ENTERPRISE_DESCRIPTION = "Faktory Enterprise"
 
 
 @dataclass(eq=False)
@@ -67,12 +62,11 @@ class Server:
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    files = config.tls_files
-    if files is None:
+    if config.tls is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certfile=str(files[1]), keyfile=str(files[0]))
+    context.load_cert_chain(certfile=str(config.tls.cert), keyfile=str(config.tls.key))
     return context
 
 
@@ -90,16 +84,15 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
     return await trio.open_tcp_listeners(port, host=host or None)
 
 
-def enterprise_extensions(store: MemoryStore, toml: dict[str, Any] | None = None) -> list[Extension]:
+def enterprise_extensions(store: MemoryStore, batches: BatchesConfig = BatchesConfig()) -> list[Extension]:
     """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9, §10).
 
     They attach their own ops to the store, so they must exist before its journal is
     replayed. Order matters only for FETCH: expiry comes first, so an expired job is dropped
-    before the others see it (they get `on_drop` instead). `toml` is the parsed conf.d
-    (`[batches]` settings).
+    before the others see it (they get `on_drop` instead).
     """
     return [ExpiringJobs(store), UniqueJobs(store), JobTracking(store),
-            Batches.from_config(store, toml or {})]
+            Batches(store, batches.policy, batches.uncommitted_ttl)]
 
 
 def load_store(config: Config, store: MemoryStore | None = None) -> tuple[MemoryStore, Journal]:
@@ -111,7 +104,7 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     if store is None:
         store = MemoryStore()
-        enterprise_extensions(store, config.toml)
+        enterprise_extensions(store, config.batches)
     replayed = 0
     for record in journal.replay():
         for op in record:
@@ -124,7 +117,7 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening."""
     store = MemoryStore()
-    extensions = enterprise_extensions(store, config.toml)
+    extensions = enterprise_extensions(store, config.batches)
     store, journal = load_store(config, store)
     durable = DurableJournal(journal, config.fsync, store.snapshot, config.compact_min_bytes)
     clock = Clock()
@@ -136,7 +129,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     dispatcher = Dispatcher(manager, workers, clock, durable.synced, waiters,
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
-    dispatcher.description = str(config.toml.get("faktory", {}).get("description", ENTERPRISE_DESCRIPTION))
+    dispatcher.description = config.description
     for extension in extensions:
         extension.register(dispatcher)
     connections = Connections(config, dispatcher, durable)

@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from ..errors import ClientError
+from ..errors import ClientError, FaktoryPyError
 from ..store.journal import Journal, join_items, pack_items
 
 log = logging.getLogger("faktory_py.journal")
@@ -50,7 +50,7 @@ RETRY_FIRST = 0.1
 RETRY_MAX = 1.0
 
 
-class JournalFailed(Exception):
+class JournalFailed(FaktoryPyError):
     """The journal cannot be written any more (see module doc); nothing may be acknowledged."""
 
 

@@ -51,6 +51,8 @@ from typing import BinaryIO
 
 import msgpack
 
+from ..errors import FaktoryPyError
+
 log = logging.getLogger("faktory_py.journal")
 
 FORMAT = "faktory_py-journal"
@@ -66,7 +68,7 @@ _IO_BUFFER = 1 << 20
 _PAGE = 4096
 
 
-class JournalCorrupt(Exception):
+class JournalCorrupt(FaktoryPyError):
     """Replay found damage it must not paper over; the message says which file and where."""
 
     def __init__(self, path: str, offset: int | None, problem: str) -> None:
@@ -77,7 +79,7 @@ class JournalCorrupt(Exception):
         self.problem = problem
 
 
-class DataDirectoryInUse(Exception):
+class DataDirectoryInUse(FaktoryPyError):
     """Another process (or another Journal in this one) holds the data directory's lock."""
 
 

@@ -26,7 +26,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 def web_password(config: Config) -> str | None:
     """`[web] password`, else the server's password (as Faktory)."""
-    return config.toml.get("web", {}).get("password") or config.password
+    return config.web.password or config.password
 
 
 def _basic_password(header: str) -> str | None:

@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import DEFAULT_WEB_PORT, Config, ConfigError, split_binding
+from ..config import DEFAULT_WEB_PORT, Config, split_binding
 from .auth import OPEN_PATHS, web_password
 from .proxy import route_path
 
@@ -45,12 +45,11 @@ def _loopback(host: str) -> bool:
 
 
 def allowed_hosts(config: Config) -> frozenset[str] | None:
-    """The names the UI answers to, None for any (see the module docstring)."""
-    web = config.toml.get("web", {})
-    if "allowed_hosts" in web:
-        names = web["allowed_hosts"]
-        if not isinstance(names, list) or not all(isinstance(name, str) and name.strip() for name in names):
-            raise ConfigError('[web] allowed_hosts must be a list of host names, e.g. ["faktory.example.com"]')
+    """The names the UI answers to, None for any (see the module docstring).
+
+    `[web] allowed_hosts` was checked when the configuration was loaded (config.py)."""
+    names = config.web.allowed_hosts
+    if names is not None:
         return None if "*" in names else frozenset(host_name(name) for name in names)
     host, _port = split_binding(config.web_binding, DEFAULT_WEB_PORT)
     if web_password(config) is None and _loopback(host):

@@ -32,9 +32,8 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.bind = [bind]
     hc.errorlog = log
     hc.graceful_timeout = config.timers.shutdown_grace
-    if config.tls_files is not None:
-        key, cert = config.tls_files
-        hc.keyfile, hc.certfile = str(key), str(cert)
+    if config.tls is not None:
+        hc.keyfile, hc.certfile = str(config.tls.key), str(config.tls.cert)
     return hc
 
 

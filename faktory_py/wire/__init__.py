@@ -5,8 +5,8 @@
 re-exported here, so callers write `wire.LineReader`, `wire.error(...)`, `wire.OK`.
 """
 
-from .framing import DEFAULT_MAX_LINE, Command, LineReader, ProtocolError
+from .framing import Command, LineReader, ProtocolError
 from .replies import NULL, OK, bulk, bulk_json, error, simple
 
-__all__ = ["DEFAULT_MAX_LINE", "NULL", "OK", "Command", "LineReader", "ProtocolError",
+__all__ = ["NULL", "OK", "Command", "LineReader", "ProtocolError",
            "bulk", "bulk_json", "error", "simple"]

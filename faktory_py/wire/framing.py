@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_MAX_LINE = 16 * 1024 * 1024
+from ..errors import FaktoryPyError
 
 
-class ProtocolError(Exception):
+class ProtocolError(FaktoryPyError):
     """The peer broke the protocol; ``str(e)`` is the text that goes after ``-ERR ``."""
 
 
@@ -36,12 +36,13 @@ class LineReader:
     :meth:`next_command` until it returns None. Draining after every chunk keeps the buffer
     within ``max_line`` plus one chunk; a longer line is a ProtocolError, after which the
     reader drops its buffer and raises the same error on any further use, so a peer cannot
-    make us hold more than that however it sends.
+    make us hold more than that however it sends. (`max_line` is the server's setting,
+    config.py's `Config.max_line`, passed in: wire never reads configuration.)
     """
 
     __slots__ = ("_buf", "_scanned", "_eof", "_failed", "_max_line")
 
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(self, max_line: int) -> None:
         self._buf = bytearray()
         # Bytes at the front of _buf already known to hold no b"\n": each byte is searched
         # once, so many small chunks forming one long line cost O(total), not O(n²).

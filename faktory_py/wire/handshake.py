@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from ..errors import FaktoryPyError
 from ..util.jsoncodec import compact_json
 from . import replies
 
@@ -86,7 +87,7 @@ class Hello:
         return bool(self.wid)
 
 
-class HandshakeFailed(Exception):
+class HandshakeFailed(FaktoryPyError):
     """The handshake cannot continue. Send ``reply`` if it is not None, then close.
 
     Faktory answers only a wrong password; a bad preamble or undecodable HELLO (often a

@@ -79,10 +79,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ... import wire
-from ...config import ConfigError
 from ...core import jobs
 from ...core.hooks import Extension
-from ...errors import ClientError
+from ...errors import ClientError, NoSuchBatch
 from ...store.api import Job, Op, Reservation, enqueue_op
 from ...store.memory import MemoryStore
 from ...store.sorted_set import SortedJobSet
@@ -91,9 +90,6 @@ from ...util.timefmt import format_time
 
 if TYPE_CHECKING:
     from ...commands.dispatch import Dispatcher, Session
-
-POLICIES = ("strict", "permissive")
-DEFAULT_UNCOMMITTED_TTL = 30 * 60.0
 
 OPEN, COMMITTED, CALLBACKS, DONE = "open", "committed", "callbacks", "done"
 #: The only phase changes there are (removal of an expired open batch aside).
@@ -214,10 +210,6 @@ def _stored_bid(job: Job, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def no_such_batch(bid: str) -> ClientError:
-    return ClientError(f"No such batch {bid}")
-
-
 class _Txn:
     """A copy-on-write view of the batch state: planned ops are applied here first.
 
@@ -281,13 +273,10 @@ def _apply_to(view: Any, op: Op) -> None:
 class Batches(Extension):
     """Batch records, the hooks that count members and fire callbacks, and BATCH."""
 
-    def __init__(self, store: MemoryStore, policy: str = "strict",
-                 uncommitted_ttl: float = DEFAULT_UNCOMMITTED_TTL,
+    def __init__(self, store: MemoryStore, policy: str, uncommitted_ttl: float,
                  bids: Callable[[], str] = new_bid, jids: Callable[[], str] = new_jid) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"[batches] policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-        if not uncommitted_ttl > 0:
-            raise ValueError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {uncommitted_ttl!r}")
+        """`policy` ("strict" or "permissive") and `uncommitted_ttl` (seconds) are `[batches]`'s,
+        validated when the configuration is loaded (config.py)."""
         self.store = store
         self.policy = policy
         self.uncommitted_ttl = float(uncommitted_ttl)
@@ -310,18 +299,6 @@ class Batches(Extension):
         store.op_handlers["batch_release"] = self._apply_release
         store.snapshot_sources.append(self._snapshot)
         store.flush_hooks.append(self._reset)
-
-    @classmethod
-    def from_config(cls, store: MemoryStore, toml: Mapping[str, Any]) -> Batches:
-        """Settings from `[batches]` in conf.d/*.toml (policy, uncommitted_ttl)."""
-        section = toml.get("batches", {})
-        policy = section.get("policy", "strict")
-        ttl = section.get("uncommitted_ttl", DEFAULT_UNCOMMITTED_TTL)
-        if policy not in POLICIES:
-            raise ConfigError(f"[batches] policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
-        return cls(store, policy=policy, uncommitted_ttl=ttl)
 
     # --- state (applied through the store: live commits and replay alike) ---------------
 
@@ -413,7 +390,7 @@ class Batches(Extension):
     def status(self, bid: str, now: float) -> dict[str, Any]:
         batch = self.live(bid, now)
         if batch is None:
-            raise no_such_batch(bid)
+            raise NoSuchBatch(bid)
         return batch.status()
 
     def _ancestry(self, bid: str) -> Iterator[str]:
@@ -518,7 +495,7 @@ class Batches(Extension):
         if parent_bid:
             parent = self.live(parent_bid, now)
             if parent is None:
-                raise no_such_batch(parent_bid)
+                raise NoSuchBatch(parent_bid)
             self.check_add(parent, wid)
         txn = _Txn(self)
         batch = Batch(bid, parent_bid, description, now, now + self.uncommitted_ttl, complete, success)
@@ -593,7 +570,7 @@ class Batches(Extension):
             return []
         batch = self.live(bid, now)
         if batch is None:
-            raise no_such_batch(bid)
+            raise NoSuchBatch(bid)
         self.check_add(batch, wid)
         txn = _Txn(self)
         txn.set(batch, total=batch.total + 1, pending=batch.pending + 1)
@@ -666,14 +643,14 @@ class Batches(Extension):
     def open(self, bid: str, wid: str, now: float) -> str:
         batch = self.live(bid, now)
         if batch is None:
-            raise no_such_batch(bid)
+            raise NoSuchBatch(bid)
         self.check_add(batch, wid)
         return bid
 
     def commit(self, bid: str, now: float) -> list[Op]:
         batch = self.live(bid, now)
         if batch is None:
-            raise no_such_batch(bid)
+            raise NoSuchBatch(bid)
         if batch.committed:
             return []  # idempotent
         txn = _Txn(self)
