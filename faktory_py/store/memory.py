@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .api import JOB_SETS, Reservation
+from .api import JOB_SETS, Reservation, StateOwner
 from .job_queue import JobQueue
 from .sorted_set import SortedJobSet
 
@@ -46,13 +46,17 @@ class MemoryStore:
         self.failures = 0
         #: day ("YYYY-MM-DD") → [processed, failures]
         self.history: dict[str, list[int]] = {}
-        #: ops owned by extensions (Enterprise features keep their own state): name → apply
-        self.op_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
-        #: extensions' part of a snapshot: each copies its state when called (synchronously)
-        #: and returns the ops that rebuild it
-        self.snapshot_sources: list[Callable[[], Iterator[dict[str, Any]]]] = []
-        #: extensions' state that FLUSH wipes too: each is called when a `flush` op is applied
-        self.flush_hooks: list[Callable[[], None]] = []
+        #: features' state (`register_state`), in registration order, and by the ops they own
+        self._owners: list[StateOwner] = []
+        self._owner_of: dict[str, StateOwner] = {}
+
+    def register_state(self, owner: StateOwner) -> None:
+        """Route `owner.op_names` to `owner.apply`; snapshots and FLUSH include its state."""
+        for name in owner.op_names:
+            if name in self._owner_of or hasattr(self, "_op_" + name):
+                raise ValueError(f"op {name!r} already has an owner")
+        self._owners.append(owner)
+        self._owner_of.update(dict.fromkeys(owner.op_names, owner))
 
     # --- changing state -------------------------------------------------------------
 
@@ -67,9 +71,11 @@ class MemoryStore:
 
     def apply(self, op: dict[str, Any]) -> None:
         """Apply one op to memory (live commits and journal replay both come here)."""
-        handler = self.op_handlers.get(op["op"])
-        if handler is not None:
-            handler(op)
+        owner = self._owner_of.get(op["op"])
+        if owner is not None:
+            due = owner.apply(op)
+            if due is not None and self.on_due is not None:
+                self.on_due(due)
         else:
             getattr(self, "_op_" + op["op"])(op)
 
@@ -156,8 +162,8 @@ class MemoryStore:
         self.working.clear()
         self.processed = self.failures = 0
         self.history.clear()
-        for hook in self.flush_hooks:
-            hook()
+        for owner in self._owners:
+            owner.flush()
 
     def _op_counters(self, op: dict[str, Any]) -> None:
         self.processed = op["processed"]
@@ -181,7 +187,7 @@ class MemoryStore:
             "op": "counters", "processed": self.processed, "failures": self.failures,
             "history": {day: list(pair) for day, pair in self.history.items()},
         }
-        extensions = [source() for source in self.snapshot_sources]
+        extensions = [owner.snapshot() for owner in self._owners]
 
         def ops() -> Iterator[dict[str, Any]]:
             yield counters
