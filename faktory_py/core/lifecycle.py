@@ -122,9 +122,7 @@ class Manager:
         store = self.store
         position = 0
         for name in queues:
-            pending = store.queues.get(name)
-            while pending and name not in store.paused:
-                job = pending[0]
+            while not store.is_paused(name) and (job := store.queue_head(name)) is not None:
                 ops: list[Op] | None = []
                 for extension in self.extensions:
                     more = extension.on_fetch(job, wid, now)
@@ -148,22 +146,22 @@ class Manager:
 
     def ack(self, jid: str, now: float) -> int:
         """ACK: end the reservation and count it; an unknown jid is not an error."""
-        found = self.store.working.get(jid)
-        if found is None:
+        res = self.store.reservation(jid)
+        if res is None:
             return 0
         ops: list[Op] = [{"op": "done", "jid": jid, "day": utc_day(now), "failed": False}]
         for extension in self.extensions:
-            ops.extend(extension.on_ack(found[1], now))
+            ops.extend(extension.on_ack(res, now))
         return self.store.commit(ops)
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
         """FAIL a reserved job: record the failure and retry it, kill it, or drop it."""
         if not jid:
             raise ClientError("missing JID")
-        found = self.store.working.get(jid)
-        if found is None:
+        res = self.store.reservation(jid)
+        if res is None:
             raise ClientError(f"Job not found {jid}")
-        return self.store.commit(self._failure_ops(found[1], errtype, message, backtrace, now))
+        return self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
 
     def _failure_ops(
         self, res: Reservation, errtype: str, message: str, backtrace: list[str], now: float
@@ -210,8 +208,7 @@ class Manager:
 
     def next_due(self) -> float | None:
         """When the earliest scheduled/retry/dead/reservation entry becomes due."""
-        scores = [s.first_score() for s in self.store.sets.values()]
-        scores.append(self.store.working.first_score())
+        scores = [self.store.next_due()]
         scores.extend(extension.next_due() for extension in self.extensions)
         due = [s for s in scores if s is not None]
         return min(due) if due else None
@@ -242,7 +239,7 @@ class Manager:
         return max(positions)
 
     def _enqueue_due(self, set_name: str, task: str, now: float) -> int:
-        due = self.store.sets[set_name].due(now)
+        due = self.store.set_due(set_name, now)
         stats = self.tasks[task]
         stats.cycles += 1
         position = 0
@@ -261,14 +258,15 @@ class Manager:
         return position
 
     def _purge_dead(self, now: float) -> int:
-        due = self.store.sets["dead"].due(now)
+        due = self.store.set_due("dead", now)
         self.tasks["Dead"].cycles += 1
         self.tasks["Dead"].enqueued += len(due)
         return self.store.commit([{"op": "zrem", "set": "dead", "jid": jid} for _s, jid, _j in due])
 
     def _expire_reservations(self, now: float) -> int:
         position = 0
-        for _score, jid, res in self.store.working.due(now):
+        for res in self.store.reservations_due(now):
+            jid = res.job["jid"]
             # One commit per job, so each extension hook sees what the previous one did.
             def ops(res: Reservation = res) -> list[Op]:
                 return self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now)
@@ -339,7 +337,7 @@ class Manager:
 
     def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
         """Entries matched by a MUTATE filter (jids win; else glob and/or jobtype)."""
-        entries = [(jid, job) for _score, jid, job in self.store.sets[target].items()]
+        entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
         if filter_ is None:
             return entries
         if not isinstance(filter_, dict):
@@ -367,7 +365,7 @@ class Manager:
     def _named(self, names: list[str]) -> list[str]:
         """`*` as the first name means every known queue."""
         if names and names[0] == "*":
-            return list(self.store.queues)
+            return self.store.queue_names()
         return names
 
     def pause(self, names: list[str]) -> int:
@@ -377,17 +375,17 @@ class Manager:
         return self.store.commit([{"op": "resume", "queues": self._named(names)}])
 
     def remove(self, names: list[str]) -> int:
-        known = [n for n in self._named(names) if n in self.store.queues]
+        known = [n for n in self._named(names) if self.store.has_queue(n)]
         return self.store.commit([{"op": "remove_queue", "queue": n} for n in known])
 
     def latency(self, names: list[str], now: float) -> dict[str, float | int]:
         """Seconds since the next job of each queue was enqueued (0 if none)."""
         out: dict[str, float] = {}
         for name in names:
-            pending = self.store.queues.get(name)
+            head = self.store.queue_head(name)
             seconds = 0.0
-            if pending:
-                enqueued = pending[0].get("enqueued_at")
+            if head is not None:
+                enqueued = head.get("enqueued_at")
                 if enqueued:
                     seconds = max(0.0, now - parse_time(enqueued))
             out[name] = go_float(round(seconds, 6))  # our timestamps have microseconds
@@ -399,18 +397,17 @@ class Manager:
     # --- statistics -----------------------------------------------------------------
 
     def set_sizes(self) -> dict[str, int]:
-        sizes = {name: len(s) for name, s in self.store.sets.items()}
-        sizes["working"] = len(self.store.working)
-        return sizes
+        stats = self.store.statistics()
+        return {"scheduled": stats.scheduled, "retries": stats.retries, "dead": stats.dead,
+                "working": stats.working}
 
     # --- single entries and jobs (the web UI's actions) -----------------------------
 
     def _entries(self, target: str, jids: Iterable[str] | None) -> list[tuple[str, Job]]:
         """The named entries of a set that still exist (every entry for None)."""
-        job_set = self.store.sets[target]
         if jids is None:
-            return [(jid, job) for _score, jid, job in job_set.items()]
-        found = ((jid, job_set.get(jid)) for jid in dict.fromkeys(jids))
+            return [(jid, job) for _score, jid, job in self.store.set_entries(target)]
+        found = ((jid, self.store.set_entry(target, jid)) for jid in dict.fromkeys(jids))
         return [(jid, entry[1]) for jid, entry in found if entry is not None]
 
     def enqueue_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
@@ -438,5 +435,5 @@ class Manager:
         """Delete jobs waiting in a queue, by jid (one scan of the queue)."""
         wanted = set(jids)
         ops: list[Op] = [{"op": "drop", "queue": queue, "jid": job["jid"]}
-                         for job in self.store.queues.get(queue, ()) if job["jid"] in wanted]
+                         for job in self.store.queued(queue) if job["jid"] in wanted]
         return self.store.commit(ops)

@@ -213,7 +213,7 @@ class JobTracking(Extension):
             except ValueError:
                 raise ClientError(f"reserve_until must be an RFC3339 timestamp: {compact_json(until)}") from None
             when = min(when, now + MAX_RESERVE_FOR)
-            found = self.store.working.get(jid)
-            if found is not None and when > found[1].expires_at:
+            res = self.store.reservation(jid)
+            if res is not None and when > res.expires_at:
                 extend.append({"op": "extend", "jid": jid, "expires_at": when})
         return self._prune(now) + [self._update(jid, now, **progress)] + extend

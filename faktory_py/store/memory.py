@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .api import JOB_SETS, Reservation, StateOwner
+from .api import JOB_SETS, Job, Reservation, StateOwner, StoreStatistics
 from .job_queue import JobQueue
 from .sorted_set import SortedJobSet
 
@@ -26,7 +26,8 @@ class MemoryStore:
 
     `sink` receives each committed op list (the journal) and returns a durability
     position; `on_enqueue(queue)` and `on_due(score)` let the trio layer wake fetchers
-    and timers without this module knowing about trio.
+    and timers without this module knowing about trio. The containers are this backend's
+    own: code above store/ reads them only through the `Store` methods.
     """
 
     def __init__(
@@ -169,6 +170,78 @@ class MemoryStore:
         self.processed = op["processed"]
         self.failures = op["failures"]
         self.history = {day: list(pair) for day, pair in op["history"].items()}
+
+    # --- reading (the `Store` protocol documents each method) ---------------------------
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            queues={name: len(jobs) for name, jobs in self.queues.items()},
+            paused=frozenset(self.paused),
+            scheduled=len(self.sets["scheduled"]), retries=len(self.sets["retries"]),
+            dead=len(self.sets["dead"]), working=len(self.working),
+            processed=self.processed, failures=self.failures,
+        )
+
+    def daily_counts(self) -> dict[str, tuple[int, int]]:
+        return {day: (processed, failed) for day, (processed, failed) in self.history.items()}
+
+    def queue_names(self) -> list[str]:
+        return list(self.queues)
+
+    def has_queue(self, queue: str) -> bool:
+        return queue in self.queues
+
+    def queue_size(self, queue: str) -> int:
+        pending = self.queues.get(queue)
+        return 0 if pending is None else len(pending)
+
+    def is_paused(self, queue: str) -> bool:
+        return queue in self.paused
+
+    def queue_head(self, queue: str) -> Job | None:
+        pending = self.queues.get(queue)
+        return pending[0] if pending else None
+
+    def queue_page(self, queue: str, offset: int, limit: int) -> list[Job]:
+        pending = self.queues.get(queue)
+        return [] if pending is None else pending.page(offset, limit)
+
+    def queued(self, queue: str) -> Iterator[Job]:
+        return iter(self.queues.get(queue, ()))
+
+    def set_size(self, name: str) -> int:
+        return len(self.sets[name])
+
+    def set_entry(self, name: str, jid: str) -> tuple[float, Job] | None:
+        return self.sets[name].get(jid)
+
+    def set_page(self, name: str, offset: int, limit: int) -> list[tuple[float, str, Job]]:
+        return self.sets[name].page(offset, limit)
+
+    def set_entries(self, name: str) -> Iterator[tuple[float, str, Job]]:
+        return self.sets[name].items()
+
+    def set_due(self, name: str, now: float) -> list[tuple[float, str, Job]]:
+        return self.sets[name].due(now)
+
+    def reservation(self, jid: str) -> Reservation | None:
+        found = self.working.get(jid)
+        return None if found is None else found[1]
+
+    def reservations(self) -> Iterator[Reservation]:
+        return (res for _score, _jid, res in self.working.items())
+
+    def reservation_page(self, offset: int, limit: int) -> list[Reservation]:
+        return [res for _score, _jid, res in self.working.page(offset, limit)]
+
+    def reservations_due(self, now: float) -> list[Reservation]:
+        return [res for _score, _jid, res in self.working.due(now)]
+
+    def next_due(self) -> float | None:
+        scores = [job_set.first_score() for job_set in self.sets.values()]
+        scores.append(self.working.first_score())
+        due = [score for score in scores if score is not None]
+        return min(due) if due else None
 
     # --- snapshots ------------------------------------------------------------------
 
