@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ClientError
-from ..store.api import JOB_SETS, Job, Op, Reservation, Store, enqueue_op
+from ..store.api import (
+    JOB_SETS, AnyOp, Done, Drop, Enqueue, Flush, Job, Pause, RemoveQueue, Reservation, Reserve, Resume,
+    SetAdd, SetClear, SetRemove, Store, enqueue_op,
+)
 from ..util.glob import compile_glob
 from ..util.jsoncodec import go_float
 from ..util.timefmt import format_time, parse_time, utc_day
@@ -98,21 +101,21 @@ class Manager:
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
 
-    def _push_ops(self, raw: Any, now: float, wid: str) -> list[Op]:
+    def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
         for extension in self.extensions:
             job = extension.prepare(job, now)
-        ops: list[Op] = []
+        ops: list[AnyOp] = []
         for extension in self.extensions:
             ops.extend(extension.on_push(job, scheduled_for, wid, now))
         if scheduled_for is not None:
-            ops.append({"op": "zadd", "set": "scheduled", "score": scheduled_for, "job": job})
+            ops.append(SetAdd("scheduled", scheduled_for, job))
         else:
             ops.append(enqueue_op(job))
         return ops
 
     @staticmethod
-    def _enqueue_op(job: dict[str, Any], now: float) -> dict[str, Any]:
+    def _enqueue_op(job: dict[str, Any], now: float) -> Enqueue:
         return enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))
 
     # --- consuming ------------------------------------------------------------------
@@ -123,7 +126,7 @@ class Manager:
         position = 0
         for name in queues:
             while not store.is_paused(name) and (job := store.queue_head(name)) is not None:
-                ops: list[Op] | None = []
+                ops: list[AnyOp] | None = []
                 for extension in self.extensions:
                     more = extension.on_fetch(job, wid, now)
                     if more is None:
@@ -131,16 +134,13 @@ class Manager:
                         break
                     ops.extend(more)
                 if ops is None:  # an extension dropped it (e.g. expired): try the next one
-                    ops = [{"op": "drop", "queue": name, "jid": job["jid"]}]
+                    ops = [Drop(name, job["jid"])]
                     for extension in self.extensions:
                         ops.extend(extension.on_drop(job, now))
                     position = store.commit(ops)
                     continue
                 expires = now + jobs.reservation_seconds(job)
-                ops.insert(0, {
-                    "op": "reserve", "queue": name, "jid": job["jid"], "wid": wid,
-                    "reserved_at": now, "expires_at": expires,
-                })
+                ops.insert(0, Reserve(name, job["jid"], wid, now, expires))
                 return job, store.commit(ops)
         return None, position
 
@@ -149,7 +149,7 @@ class Manager:
         res = self.store.reservation(jid)
         if res is None:
             return 0
-        ops: list[Op] = [{"op": "done", "jid": jid, "day": utc_day(now), "failed": False}]
+        ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
         for extension in self.extensions:
             ops.extend(extension.on_ack(res, now))
         return self.store.commit(ops)
@@ -165,7 +165,7 @@ class Manager:
 
     def _failure_ops(
         self, res: Reservation, errtype: str, message: str, backtrace: list[str], now: float
-    ) -> list[dict[str, Any]]:
+    ) -> list[AnyOp]:
         job = res.job
         retry = job.get("retry", jobs.DEFAULT_RETRY)
         previous = job.get("failure")
@@ -185,7 +185,7 @@ class Manager:
                 failure[key] = value
             else:
                 failure.pop(key, None)
-        ops: list[dict[str, Any]] = [{"op": "done", "jid": job["jid"], "day": utc_day(now), "failed": True}]
+        ops: list[AnyOp] = [Done(job["jid"], utc_day(now), True)]
         count = failure["retry_count"]
         if retry == 0:
             outcome = "dropped"
@@ -197,9 +197,9 @@ class Manager:
             outcome = "dead"
         failed = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
         if outcome == "retry":
-            ops.append({"op": "zadd", "set": "retries", "score": next_at, "job": failed})
+            ops.append(SetAdd("retries", next_at, failed))
         elif outcome == "dead":
-            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": failed})
+            ops.append(SetAdd("dead", now + DEAD_TTL, failed))
         for extension in self.extensions:
             ops.extend(extension.on_fail(res, failed, outcome, now))
         return ops
@@ -244,9 +244,9 @@ class Manager:
         stats.cycles += 1
         position = 0
         for _score, jid, job in due:
-            leave = [{"op": "zrem", "set": set_name, "jid": jid}]
+            leave: list[AnyOp] = [SetRemove(set_name, jid)]
 
-            def ops(job: Job = job, leave: list[Op] = leave) -> list[Op]:
+            def ops(job: Job = job, leave: list[AnyOp] = leave) -> list[AnyOp]:
                 try:
                     jobs.check_queue_name(job["queue"])
                 except ClientError:
@@ -261,29 +261,29 @@ class Manager:
         due = self.store.set_due("dead", now)
         self.tasks["Dead"].cycles += 1
         self.tasks["Dead"].enqueued += len(due)
-        return self.store.commit([{"op": "zrem", "set": "dead", "jid": jid} for _s, jid, _j in due])
+        return self.store.commit([SetRemove("dead", jid) for _s, jid, _j in due])
 
     def _expire_reservations(self, now: float) -> int:
         position = 0
         for res in self.store.reservations_due(now):
             jid = res.job["jid"]
             # One commit per job, so each extension hook sees what the previous one did.
-            def ops(res: Reservation = res) -> list[Op]:
+            def ops(res: Reservation = res) -> list[AnyOp]:
                 return self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now)
 
-            leave = [{"op": "done", "jid": jid, "day": utc_day(now), "failed": True}]
+            leave: list[AnyOp] = [Done(jid, utc_day(now), True)]
             position = max(position, self._commit_or_quarantine(res.job, ops, leave, now))
             self.reaped_reservations += 1
         return position
 
-    def _commit_or_quarantine(self, job: Job, ops: Callable[[], list[Op]], leave: list[Op], now: float) -> int:
+    def _commit_or_quarantine(self, job: Job, ops: Callable[[], list[AnyOp]], leave: list[AnyOp], now: float) -> int:
         """Commit the timer's `ops()` for one job; if making or committing them fails, quarantine it."""
         try:
             return self.store.commit(ops())
         except Exception as exc:
             return self._quarantine(job, leave, exc, now)
 
-    def _quarantine(self, job: Job, leave: list[Op], exc: Exception, now: float) -> int:
+    def _quarantine(self, job: Job, leave: list[AnyOp], exc: Exception, now: float) -> int:
         """Take a job the timers cannot move out of their way, into the dead set.
 
         `leave` are the ops that take it from where it is; its failure block says why
@@ -300,7 +300,7 @@ class Manager:
                    "errtype": QUARANTINE_ERRTYPE, "retry_count": 0, "remaining": 0}
         try:
             dead = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
-            return self.store.commit(leave + [{"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": dead}])
+            return self.store.commit(leave + [SetAdd("dead", now + DEAD_TTL, dead)])
         except Exception:
             log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job)
             return self.store.commit(leave)
@@ -317,7 +317,7 @@ class Manager:
         if target not in MUTATE_TARGETS:
             raise ClientError("invalid target for mutation command")
         if cmd == "clear":
-            return self.store.commit([{"op": "zclear", "set": target}])
+            return self.store.commit([SetClear(target)])
         return self._take_entries(cmd, target, self._matching(target, request.get("filter")), now)
 
     def _take_entries(self, cmd: str, target: str, entries: list[tuple[str, Job]], now: float,
@@ -326,11 +326,11 @@ class Manager:
         dead set ("kill") or to their queues ("requeue"; with `enqueued_now` the job gets a
         fresh `enqueued_at`, as Faktory's web UI gives it). MUTATE and the web UI's buttons
         both come here."""
-        ops: list[Op] = []
+        ops: list[AnyOp] = []
         for jid, job in entries:
-            ops.append({"op": "zrem", "set": target, "jid": jid})
+            ops.append(SetRemove(target, jid))
             if cmd == "kill":
-                ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": job})
+                ops.append(SetAdd("dead", now + DEAD_TTL, job))
             elif cmd == "requeue":
                 ops.append(self._enqueue_op(job, now) if enqueued_now else enqueue_op(job))
         return self.store.commit(ops)
@@ -369,14 +369,14 @@ class Manager:
         return names
 
     def pause(self, names: list[str]) -> int:
-        return self.store.commit([{"op": "pause", "queues": self._named(names)}])
+        return self.store.commit([Pause(self._named(names))])
 
     def resume(self, names: list[str]) -> int:
-        return self.store.commit([{"op": "resume", "queues": self._named(names)}])
+        return self.store.commit([Resume(self._named(names))])
 
     def remove(self, names: list[str]) -> int:
         known = [n for n in self._named(names) if self.store.has_queue(n)]
-        return self.store.commit([{"op": "remove_queue", "queue": n} for n in known])
+        return self.store.commit([RemoveQueue(n) for n in known])
 
     def latency(self, names: list[str], now: float) -> dict[str, float | int]:
         """Seconds since the next job of each queue was enqueued (0 if none)."""
@@ -392,7 +392,7 @@ class Manager:
         return out
 
     def flush(self) -> int:
-        return self.store.commit([{"op": "flush"}])
+        return self.store.commit([Flush()])
 
     # --- statistics -----------------------------------------------------------------
 
@@ -427,13 +427,13 @@ class Manager:
     def delete_entries(self, target: str, jids: Iterable[str] | None) -> int:
         """Remove set entries for good (MUTATE discard); None: clear the set (MUTATE clear)."""
         if jids is None:
-            return self.store.commit([{"op": "zclear", "set": target}])
-        return self.store.commit([{"op": "zrem", "set": target, "jid": jid}
+            return self.store.commit([SetClear(target)])
+        return self.store.commit([SetRemove(target, jid)
                                   for jid, _job in self._entries(target, jids)])
 
     def delete_queued(self, queue: str, jids: Iterable[str]) -> int:
         """Delete jobs waiting in a queue, by jid (one scan of the queue)."""
         wanted = set(jids)
-        ops: list[Op] = [{"op": "drop", "queue": queue, "jid": job["jid"]}
+        ops: list[AnyOp] = [Drop(queue, job["jid"])
                          for job in self.store.queued(queue) if job["jid"] in wanted]
         return self.store.commit(ops)

@@ -41,7 +41,7 @@ from ..core import jobs
 from ..core.hooks import Extension
 from ..core.jobs import MAX_RESERVE_FOR
 from ..errors import ClientError
-from ..store.api import Job, Op, Reservation, SortedJobSet, Store
+from ..store.api import AnyOp, Extend, Job, Op, Reservation, SortedJobSet, Store
 from ..util.jsoncodec import compact_json
 from ..util.timefmt import format_time, parse_time
 
@@ -182,7 +182,7 @@ class JobTracking(Extension):
             return wire.OK
         raise ClientError("TRACK needs GET <jid> or SET <json>")
 
-    def set_ops(self, arg: str, now: float) -> list[Op]:
+    def set_ops(self, arg: str, now: float) -> list[AnyOp]:
         """Validate a TRACK SET payload and turn it into ops (raises ClientError)."""
         if not arg.strip():
             raise ClientError("TRACK SET needs a jid")
@@ -204,7 +204,7 @@ class JobTracking(Extension):
                 raise ClientError(f"desc must be a string: {compact_json(desc)}")
             progress["desc"] = desc
         until = payload.get("reserve_until")
-        extend: list[Op] = []
+        extend: list[AnyOp] = []
         if until is not None:
             try:
                 if not isinstance(until, str):
@@ -215,5 +215,5 @@ class JobTracking(Extension):
             when = min(when, now + MAX_RESERVE_FOR)
             res = self.store.reservation(jid)
             if res is not None and when > res.expires_at:
-                extend.append({"op": "extend", "jid": jid, "expires_at": when})
+                extend.append(Extend(jid, when))
         return self._prune(now) + [self._update(jid, now, **progress)] + extend

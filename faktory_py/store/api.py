@@ -3,8 +3,8 @@
 `MemoryStore` is the embedded default. Another backend (Redis, later) implements the same
 contract (`Store`, checked by tests/store/): read methods and `statistics()` instead of
 exposed containers, and `commit(ops)`, which must make the ops durable and visible
-atomically and return a position `durable()` can wait for. The op vocabulary is documented
-by `MemoryStore.apply` (one `_op_<name>` method per op).
+atomically and return a position `durable()` can wait for. The op vocabulary is the
+records below (`StoreOp`), each encoding to the dict the journal holds for it.
 
 Features keep state of their own (unique locks, tracking records, batches) under the same
 rules as the store's: changed only by ops, rebuilt by replay, part of every snapshot, wiped
@@ -15,26 +15,198 @@ store/ imports the store's modules.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from .job_queue import encode
 from .sorted_set import SortedJobSet
 
-__all__ = ["JOB_SETS", "Job", "Op", "Reservation", "SortedJobSet", "StateOwner", "Store", "StoreStatistics",
-           "enqueue_op"]
+__all__ = [
+    "JOB_SETS", "AnyOp", "Job", "Op", "Reservation", "SortedJobSet", "StateOwner", "Store", "StoreStatistics",
+    "StoreOp", "decode_op", "enqueue_op", "Enqueue", "DeclareQueue", "SetAdd", "SetRemove", "SetClear",
+    "Reserve", "Drop", "RestoreReservation", "Extend", "Done", "Pause", "Resume", "RemoveQueue",
+    "Flush", "Counters",
+]
 
 Job = dict[str, Any]
+#: an op in its journal form, `{"op": <tag>, <field>: <value>, ...}` (features' ops are written so)
 Op = dict[str, Any]
 
 #: the sorted sets of jobs besides `working`
 JOB_SETS = ("scheduled", "retries", "dead")
 
 
-def enqueue_op(job: dict[str, Any]) -> dict[str, Any]:
+# --- the op vocabulary ------------------------------------------------------------------
+# One record per op the store applies itself. Field names and their order are the op's
+# journal form (`encode()`: {"op": tag, field: value, ...}), so the journal stays what it
+# was; `decode_op` reads that form back (replay). Features' ops stay in the journal form and
+# go to their `StateOwner`.
+
+_BY_TAG: dict[str, type[StoreOp]] = {}
+
+
+class StoreOp:
+    """One change to the store's own state (see the records below)."""
+
+    __slots__ = ()
+    #: the op's `"op"` tag in the journal
+    tag: ClassVar[str]
+    _keys: ClassVar[tuple[str, ...]]
+
+    def encode(self) -> Op:
+        """The journal form: exactly the dict journaled for this op."""
+        op: Op = {"op": self.tag}
+        for key in self._keys:
+            op[key] = getattr(self, key)
+        return op
+
+
+_Record = TypeVar("_Record", bound=type[StoreOp])
+
+
+def _op(tag: str) -> Callable[[_Record], _Record]:
+    """Make a StoreOp subclass a frozen record journaled as `tag`."""
+    def make(cls: _Record) -> _Record:
+        record = dataclass(frozen=True, slots=True)(cls)
+        record.tag = tag
+        record._keys = tuple(f.name for f in fields(record))
+        _BY_TAG[tag] = record
+        return record
+    return make
+
+
+def decode_op(op: Op) -> StoreOp:
+    """A store op from its journal form; KeyError for a tag or field the store does not know."""
+    record = _BY_TAG[op["op"]]
+    return record(*[op[key] for key in record._keys])
+
+
+def is_store_op(tag: str) -> bool:
+    return tag in _BY_TAG
+
+
+@_op("enqueue")
+class Enqueue(StoreOp):
+    """Append jobs, encoded (job_queue), to a queue; the queue becomes known."""
+
+    queue: str
+    raws: list[bytes]
+
+
+@_op("declare_queue")
+class DeclareQueue(StoreOp):
+    """Make a queue known, empty (snapshots keep empty queues)."""
+
+    queue: str
+
+
+@_op("zadd")
+class SetAdd(StoreOp):
+    """Put a job into a sorted set (JOB_SETS), replacing its entry with the same jid."""
+
+    set: str
+    score: float
+    job: Job
+
+
+@_op("zrem")
+class SetRemove(StoreOp):
+    set: str
+    jid: str
+
+
+@_op("zclear")
+class SetClear(StoreOp):
+    set: str
+
+
+@_op("reserve")
+class Reserve(StoreOp):
+    """Take a job out of its queue into a reservation (FETCH)."""
+
+    queue: str
+    jid: str
+    wid: str
+    reserved_at: float
+    expires_at: float
+
+
+@_op("drop")
+class Drop(StoreOp):
+    """Take a job out of its queue without running it (refused at FETCH, deleted)."""
+
+    queue: str
+    jid: str
+
+
+@_op("reservation")
+class RestoreReservation(StoreOp):
+    """A reservation as a snapshot holds it."""
+
+    job: Job
+    wid: str
+    reserved_at: float
+    expires_at: float
+
+
+@_op("extend")
+class Extend(StoreOp):
+    """Move a reservation's expiry (nothing if it ended meanwhile)."""
+
+    jid: str
+    expires_at: float
+
+
+@_op("done")
+class Done(StoreOp):
+    """A reservation ended by ACK (failed=False) or FAIL/expiry (failed=True), counted on `day`."""
+
+    jid: str
+    day: str
+    failed: bool
+
+
+@_op("pause")
+class Pause(StoreOp):
+    """Pause the known queues of `queues`."""
+
+    queues: list[str]
+
+
+@_op("resume")
+class Resume(StoreOp):
+    queues: list[str]
+
+
+@_op("remove_queue")
+class RemoveQueue(StoreOp):
+    """Forget a queue and its jobs."""
+
+    queue: str
+
+
+@_op("flush")
+class Flush(StoreOp):
+    """Wipe jobs, sets, reservations, pauses, counters and owners' state; queue names stay."""
+
+
+@_op("counters")
+class Counters(StoreOp):
+    """The totals and the daily history (day → [processed, failures]) as a snapshot holds them."""
+
+    processed: int
+    failures: int
+    history: dict[str, list[int]]
+
+
+#: what `Store.commit` takes: the store's records, and ops in their journal form (features')
+AnyOp = StoreOp | Op
+
+
+def enqueue_op(job: dict[str, Any]) -> Enqueue:
     """The op that appends `job` to its queue (queues store jobs encoded, see job_queue)."""
-    return {"op": "enqueue", "queue": job["queue"], "raws": [encode(job)]}
+    return Enqueue(job["queue"], [encode(job)])
 
 
 class Reservation(NamedTuple):
@@ -99,8 +271,11 @@ class Store(Protocol):
     expires), then jid.
     """
 
-    def commit(self, ops: list[Op]) -> int:
-        """Make `ops` durable and applied, atomically; returns a durability position."""
+    def commit(self, ops: Sequence[AnyOp]) -> int:
+        """Make `ops` durable and applied, atomically; returns a durability position.
+
+        Store ops are records (`StoreOp`); features' ops, and store ops in their journal
+        form, are dicts. The sink gets every op in its journal form."""
 
     def register_state(self, owner: StateOwner) -> None:
         """Let `owner` apply its ops and take part in snapshots and FLUSH; before any replay."""

@@ -1,17 +1,22 @@
 """The embedded store: all state in memory, every change journaled before it is applied.
 
 The job semantics (`faktory_py.core.lifecycle`) never change state directly: they compute a list
-of small operations ("ops", plain dicts with an `op` tag) and `commit` them. `commit`
+of small operations ("ops": the records of `store.api`, or features' dicts with an `op` tag)
+and `commit` them. `commit`
 hands the ops to the journal first and only then applies them, and replay applies the
 very same ops, so a store rebuilt from its journal cannot drift from the live one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
-from .api import JOB_SETS, Job, Reservation, StateOwner, StoreStatistics
+from .api import (
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, RemoveQueue,
+    Reservation, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, StateOwner, StoreOp,
+    StoreStatistics, decode_op, is_store_op,
+)
 from .job_queue import JobQueue
 from .sorted_set import SortedJobSet
 
@@ -32,7 +37,7 @@ class MemoryStore:
 
     def __init__(
         self,
-        sink: Callable[[list[dict[str, Any]]], int] | None = None,
+        sink: Callable[[list[Op]], int] | None = None,
         on_enqueue: Callable[[str], None] | None = None,
         on_due: Callable[[float], None] | None = None,
     ) -> None:
@@ -54,106 +59,115 @@ class MemoryStore:
     def register_state(self, owner: StateOwner) -> None:
         """Route `owner.op_names` to `owner.apply`; snapshots and FLUSH include its state."""
         for name in owner.op_names:
-            if name in self._owner_of or hasattr(self, "_op_" + name):
+            if name in self._owner_of or is_store_op(name):
                 raise ValueError(f"op {name!r} already has an owner")
         self._owners.append(owner)
         self._owner_of.update(dict.fromkeys(owner.op_names, owner))
 
     # --- changing state -------------------------------------------------------------
 
-    def commit(self, ops: list[dict[str, Any]]) -> int:
-        """Journal then apply `ops` atomically; returns the journal position to wait for."""
+    def commit(self, ops: Sequence[StoreOp | Op]) -> int:
+        """Journal then apply `ops` atomically; returns the journal position to wait for.
+
+        The sink gets every op in its journal form; an op the store cannot apply is refused
+        (KeyError) before anything is journaled.
+        """
         if not ops:
             return 0
-        position = self.sink(ops) if self.sink is not None else 0
+        ops = [self._typed(op) if isinstance(op, dict) else op for op in ops]
+        if self.sink is not None:
+            position = self.sink([op if isinstance(op, dict) else op.encode() for op in ops])
+        else:
+            position = 0
         for op in ops:
             self.apply(op)
         return position
 
-    def apply(self, op: dict[str, Any]) -> None:
+    def _typed(self, op: Op) -> StoreOp | Op:
+        """A store op in its journal form as its record; an owner's op as it is."""
+        return op if op["op"] in self._owner_of else decode_op(op)
+
+    def apply(self, op: StoreOp | Op) -> None:
         """Apply one op to memory (live commits and journal replay both come here)."""
-        owner = self._owner_of.get(op["op"])
-        if owner is not None:
-            due = owner.apply(op)
-            if due is not None and self.on_due is not None:
-                self.on_due(due)
-        else:
-            getattr(self, "_op_" + op["op"])(op)
+        if isinstance(op, dict):
+            owner = self._owner_of.get(op["op"])
+            if owner is None:
+                op = decode_op(op)
+            else:
+                due = owner.apply(op)
+                if due is not None and self.on_due is not None:
+                    self.on_due(due)
+                return
+        self._APPLY[type(op)](self, op)
 
-    def _op_enqueue(self, op: dict[str, Any]) -> None:
-        queue = op["queue"]
-        pending = self.queues.get(queue)
+    def _enqueue(self, op: Enqueue) -> None:
+        pending = self.queues.get(op.queue)
         if pending is None:
-            pending = self.queues[queue] = JobQueue()
-        pending.extend(op["raws"])
+            pending = self.queues[op.queue] = JobQueue()
+        pending.extend(op.raws)
         if self.on_enqueue is not None:
-            self.on_enqueue(queue)
+            self.on_enqueue(op.queue)
 
-    def _op_declare_queue(self, op: dict[str, Any]) -> None:
-        self.queues.setdefault(op["queue"], JobQueue())
+    def _declare_queue(self, op: DeclareQueue) -> None:
+        self.queues.setdefault(op.queue, JobQueue())
 
-    def _op_zadd(self, op: dict[str, Any]) -> None:
-        job = op["job"]
-        self.sets[op["set"]].add(job["jid"], op["score"], job)
+    def _set_add(self, op: SetAdd) -> None:
+        self.sets[op.set].add(op.job["jid"], op.score, op.job)
         if self.on_due is not None:
-            self.on_due(op["score"])
+            self.on_due(op.score)
 
-    def _op_zrem(self, op: dict[str, Any]) -> None:
-        self.sets[op["set"]].remove(op["jid"])
+    def _set_remove(self, op: SetRemove) -> None:
+        self.sets[op.set].remove(op.jid)
 
-    def _op_zclear(self, op: dict[str, Any]) -> None:
-        self.sets[op["set"]].clear()
+    def _set_clear(self, op: SetClear) -> None:
+        self.sets[op.set].clear()
 
-    def _op_reserve(self, op: dict[str, Any]) -> None:
-        job = self.queues[op["queue"]].pop(op["jid"])
-        self._reserve(job, op["wid"], op["reserved_at"], op["expires_at"])
+    def _reserve(self, op: Reserve) -> None:
+        job = self.queues[op.queue].pop(op.jid)
+        self._hold(job, op.wid, op.reserved_at, op.expires_at)
 
-    def _op_drop(self, op: dict[str, Any]) -> None:
+    def _drop(self, op: Drop) -> None:
         """A job an extension refused at fetch time (e.g. expired) leaves its queue."""
-        self.queues[op["queue"]].pop(op["jid"])
+        self.queues[op.queue].pop(op.jid)
 
-    def _op_reservation(self, op: dict[str, Any]) -> None:
-        self._reserve(op["job"], op["wid"], op["reserved_at"], op["expires_at"])
+    def _restore_reservation(self, op: RestoreReservation) -> None:
+        self._hold(op.job, op.wid, op.reserved_at, op.expires_at)
 
-    def _reserve(self, job: dict[str, Any], wid: str, reserved_at: float, expires_at: float) -> None:
+    def _hold(self, job: Job, wid: str, reserved_at: float, expires_at: float) -> None:
         self.working.add(job["jid"], expires_at, Reservation(job, wid, reserved_at, expires_at))
         if self.on_due is not None:
             self.on_due(expires_at)
 
-    def _op_extend(self, op: dict[str, Any]) -> None:
-        found = self.working.get(op["jid"])
+    def _extend(self, op: Extend) -> None:
+        found = self.working.get(op.jid)
         if found is not None:
-            res = found[1]._replace(expires_at=op["expires_at"])
-            self.working.add(op["jid"], op["expires_at"], res)
+            res = found[1]._replace(expires_at=op.expires_at)
+            self.working.add(op.jid, op.expires_at, res)
 
-    def _op_done(self, op: dict[str, Any]) -> None:
-        """A reservation ended by ACK (failed=False) or FAIL/expiry (failed=True)."""
-        self.working.remove(op["jid"])
-        self._count(op["day"], failed=op["failed"])
-
-    def _count(self, day: str, failed: bool) -> None:
-        daily = self.history.setdefault(day, [0, 0])
+    def _done(self, op: Done) -> None:
+        self.working.remove(op.jid)
+        daily = self.history.setdefault(op.day, [0, 0])
         self.processed += 1
         daily[0] += 1
-        if failed:
+        if op.failed:
             self.failures += 1
             daily[1] += 1
 
-    def _op_pause(self, op: dict[str, Any]) -> None:
-        self.paused.update(q for q in op["queues"] if q in self.queues)
+    def _pause(self, op: Pause) -> None:
+        self.paused.update(q for q in op.queues if q in self.queues)
 
-    def _op_resume(self, op: dict[str, Any]) -> None:
-        for queue in op["queues"]:
+    def _resume(self, op: Resume) -> None:
+        for queue in op.queues:
             if queue in self.paused:
                 self.paused.discard(queue)
                 if self.on_enqueue is not None and self.queues.get(queue):
                     self.on_enqueue(queue)
 
-    def _op_remove_queue(self, op: dict[str, Any]) -> None:
-        self.queues.pop(op["queue"], None)
-        self.paused.discard(op["queue"])
+    def _remove_queue(self, op: RemoveQueue) -> None:
+        self.queues.pop(op.queue, None)
+        self.paused.discard(op.queue)
 
-    def _op_flush(self, op: dict[str, Any]) -> None:
+    def _flush(self, op: Flush) -> None:
         """Wipe jobs, sets, reservations, pauses and counters; queue names stay known."""
         for queue in self.queues.values():
             queue.clear()
@@ -166,10 +180,17 @@ class MemoryStore:
         for owner in self._owners:
             owner.flush()
 
-    def _op_counters(self, op: dict[str, Any]) -> None:
-        self.processed = op["processed"]
-        self.failures = op["failures"]
-        self.history = {day: list(pair) for day, pair in op["history"].items()}
+    def _counters(self, op: Counters) -> None:
+        self.processed = op.processed
+        self.failures = op.failures
+        self.history = {day: list(pair) for day, pair in op.history.items()}
+
+    _APPLY: ClassVar[dict[type[StoreOp], Callable[[MemoryStore, Any], None]]] = {
+        Enqueue: _enqueue, DeclareQueue: _declare_queue, SetAdd: _set_add, SetRemove: _set_remove,
+        SetClear: _set_clear, Reserve: _reserve, Drop: _drop, RestoreReservation: _restore_reservation,
+        Extend: _extend, Done: _done, Pause: _pause, Resume: _resume, RemoveQueue: _remove_queue,
+        Flush: _flush, Counters: _counters,
+    }
 
     # --- reading (the `Store` protocol documents each method) ---------------------------
 
@@ -245,8 +266,8 @@ class MemoryStore:
 
     # --- snapshots ------------------------------------------------------------------
 
-    def snapshot(self) -> Iterator[list[dict[str, Any]]]:
-        """Records that rebuild the current state, for journal compaction.
+    def snapshot(self) -> Iterator[list[Op]]:
+        """Op lists, in their journal form, that rebuild the current state (journal compaction).
 
         The containers are copied here, synchronously (cheap: jobs are immutable and
         shared), so the returned iterator may be consumed later in a worker thread
@@ -256,31 +277,32 @@ class MemoryStore:
         paused = sorted(self.paused)
         sets = {name: job_set.copy() for name, job_set in self.sets.items()}
         working = self.working.copy()
-        counters = {
-            "op": "counters", "processed": self.processed, "failures": self.failures,
-            "history": {day: list(pair) for day, pair in self.history.items()},
-        }
+        counters = Counters(self.processed, self.failures,
+                            {day: list(pair) for day, pair in self.history.items()})
         extensions = [owner.snapshot() for owner in self._owners]
 
-        def ops() -> Iterator[dict[str, Any]]:
+        def records() -> Iterator[StoreOp]:
             yield counters
             for name, raws in queues.items():
-                yield {"op": "declare_queue", "queue": name}
+                yield DeclareQueue(name)
                 for start in range(0, len(raws), _SNAPSHOT_CHUNK):
-                    yield {"op": "enqueue", "queue": name, "raws": raws[start:start + _SNAPSHOT_CHUNK]}
+                    yield Enqueue(name, raws[start:start + _SNAPSHOT_CHUNK])
             if paused:
-                yield {"op": "pause", "queues": paused}
+                yield Pause(paused)
             for name, job_set in sets.items():
                 for score, _jid, job in job_set.items():
-                    yield {"op": "zadd", "set": name, "score": score, "job": job}
+                    yield SetAdd(name, score, job)
             for _score, _jid, res in working.items():
-                yield {"op": "reservation", "job": res.job, "wid": res.wid,
-                       "reserved_at": res.reserved_at, "expires_at": res.expires_at}
+                yield RestoreReservation(res.job, res.wid, res.reserved_at, res.expires_at)
+
+        def ops() -> Iterator[Op]:
+            for record in records():
+                yield record.encode()
             for extension_ops in extensions:
                 yield from extension_ops
 
-        def chunks() -> Iterator[list[dict[str, Any]]]:
-            chunk: list[dict[str, Any]] = []
+        def chunks() -> Iterator[list[Op]]:
+            chunk: list[Op] = []
             weight = 0
             for op in ops():
                 chunk.append(op)
