@@ -394,13 +394,6 @@ class Manager:
     def flush(self) -> int:
         return self.store.commit([Flush()])
 
-    # --- statistics -----------------------------------------------------------------
-
-    def set_sizes(self) -> dict[str, int]:
-        stats = self.store.statistics()
-        return {"scheduled": stats.scheduled, "retries": stats.retries, "dead": stats.dead,
-                "working": stats.working}
-
     # --- single entries and jobs (the web UI's actions) -----------------------------
 
     def _entries(self, target: str, jids: Iterable[str] | None) -> list[tuple[str, Job]]:

@@ -23,10 +23,10 @@ from .job_queue import encode
 from .sorted_set import SortedJobSet
 
 __all__ = [
-    "JOB_SETS", "AnyOp", "Job", "Op", "Reservation", "SortedJobSet", "StateOwner", "Store", "StoreStatistics",
-    "StoreOp", "decode_op", "enqueue_op", "Enqueue", "DeclareQueue", "SetAdd", "SetRemove", "SetClear",
-    "Reserve", "Drop", "RestoreReservation", "Extend", "Done", "Pause", "Resume", "RemoveQueue",
-    "Flush", "Counters",
+    "JOB_SETS", "AnyOp", "Job", "Op", "Reservation", "SortedJobSet", "StateOwner", "Store",
+    "StoreStatistics", "StoreOp", "decode_op", "enqueue_op", "is_store_op",
+    "Enqueue", "DeclareQueue", "SetAdd", "SetRemove", "SetClear", "Reserve", "Drop",
+    "RestoreReservation", "Extend", "Done", "Pause", "Resume", "RemoveQueue", "Flush", "Counters",
 ]
 
 Job = dict[str, Any]
@@ -83,6 +83,7 @@ def decode_op(op: Op) -> StoreOp:
 
 
 def is_store_op(tag: str) -> bool:
+    """Is `tag` an op of the store's own vocabulary (which no StateOwner may take)?"""
     return tag in _BY_TAG
 
 
@@ -276,6 +277,9 @@ class Store(Protocol):
 
         Store ops are records (`StoreOp`); features' ops, and store ops in their journal
         form, are dicts. The sink gets every op in its journal form."""
+
+    def apply(self, op: AnyOp) -> None:
+        """Apply one op without handing it to the sink: replay of the op log or a snapshot."""
 
     def register_state(self, owner: StateOwner) -> None:
         """Let `owner` apply its ops and take part in snapshots and FLUSH; before any replay."""

@@ -68,7 +68,7 @@ def replayed(make_store: MakeStore, records: Iterator[list[Op]], *owners: Callab
         owner(fresh)
     for record in records:
         for op in roundtrip(record):
-            fresh.apply(op)  # type: ignore[attr-defined]
+            fresh.apply(op)
     return fresh
 
 
