@@ -421,12 +421,10 @@ class Manager:
         """Remove set entries for good (MUTATE discard); None: clear the set (MUTATE clear)."""
         if jids is None:
             return self.store.commit([SetClear(target)])
-        return self.store.commit([SetRemove(target, jid)
-                                  for jid, _job in self._entries(target, jids)])
+        return self.store.commit([SetRemove(target, jid) for jid, _job in self._entries(target, jids)])
 
     def delete_queued(self, queue: str, jids: Iterable[str]) -> int:
         """Delete jobs waiting in a queue, by jid (one scan of the queue)."""
         wanted = set(jids)
-        ops: list[AnyOp] = [Drop(queue, job["jid"])
-                         for job in self.store.queued(queue) if job["jid"] in wanted]
+        ops: list[AnyOp] = [Drop(queue, job["jid"]) for job in self.store.queued(queue) if job["jid"] in wanted]
         return self.store.commit(ops)

@@ -83,7 +83,7 @@ from ...config import ConfigError
 from ...core import jobs
 from ...core.hooks import Extension
 from ...errors import ClientError
-from ...store.api import Job, Op, Reservation, SortedJobSet, Store, StoreOp, enqueue_op
+from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
 from ...util.jsoncodec import compact_json
 from ...util.timefmt import format_time
 
@@ -226,7 +226,7 @@ class _Txn:
 
     def __init__(self, owner: Batches) -> None:
         self.owner = owner
-        self.ops: list[StoreOp | Op] = []
+        self.ops: list[AnyOp] = []
         self._batches: dict[str, Batch | None] = {}
         self._failing: dict[tuple[str, str], bool] = {}
 
@@ -247,7 +247,7 @@ class _Txn:
     def mark(self, bid: str, jid: str, on: bool) -> None:
         self._failing[(bid, jid)] = on
 
-    def emit(self, op: StoreOp | Op) -> None:
+    def emit(self, op: AnyOp) -> None:
         self.ops.append(op)
         if isinstance(op, dict):  # a store op (a callback's enqueue) changes no batch
             _apply_to(self, op)
