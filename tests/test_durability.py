@@ -267,7 +267,7 @@ def test_everything_survives_sigkill(server_factory) -> None:
 def torn_frame() -> bytes:
     import msgpack
 
-    payload = msgpack.packb([enqueue_op(make_job("torn-000001"))], use_bin_type=True)
+    payload = msgpack.packb([enqueue_op(make_job("torn-000001")).encode()], use_bin_type=True)
     frame = frame_head(len(payload), zlib.crc32(payload)) + payload
     return frame[: len(frame) // 2]
 

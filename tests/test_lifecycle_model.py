@@ -576,9 +576,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert res.job == model.jobs[jid].payload()
         assert (store.processed, store.failures) == (model.processed, model.failures)
         assert store.history == model.history
-        assert self.manager.set_sizes() == {
-            "scheduled": len(model.sets["scheduled"]), "retries": len(model.sets["retries"]),
-            "dead": len(model.sets["dead"]), "working": len(model.working)}
+        stats = store.statistics()
+        assert (stats.scheduled, stats.retries, stats.dead, stats.working) == (
+            len(model.sets["scheduled"]), len(model.sets["retries"]), len(model.sets["dead"]), len(model.working))
 
     @invariant()
     def every_job_in_one_place(self) -> None:
@@ -647,10 +647,10 @@ def test_first_failure_decision(retry: int, where: str | None) -> None:
     manager.push({"jid": "first-0001", "jobtype": "A", "args": [], "retry": retry}, BASE_NOW)
     manager.fetch(["default"], "w", BASE_NOW)
     manager.fail("first-0001", "E", "m", [], BASE_NOW)
-    sizes = manager.set_sizes()
-    assert sizes["working"] == 0
+    stats = manager.store.statistics()
+    assert stats.working == 0
     for name in ("retries", "dead"):
-        assert sizes[name] == (1 if name == where else 0)
+        assert getattr(stats, name) == (1 if name == where else 0)
 
 
 def test_negative_retry_remaining_is_not_decremented() -> None:
@@ -672,7 +672,7 @@ def test_reservation_expiry_takes_failure_path() -> None:
     manager.fetch(["default"], "w", BASE_NOW)
     assert manager.next_due() == BASE_NOW + 60
     manager.run_due(BASE_NOW + 59.75)
-    assert manager.set_sizes()["working"] == 1
+    assert manager.store.statistics().working == 1
     manager.run_due(BASE_NOW + 60)
     (score, _jid, job), = manager.store.sets["retries"].items()
     assert score == BASE_NOW + 60 + 15

@@ -16,9 +16,7 @@ from faktory_py.features.batches.feature import Batches
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import DEAD_TTL, Manager
 from faktory_py.store import job_queue
-from faktory_py.store.job_queue import JobQueue
 from faktory_py.store.memory import MemoryStore
-from faktory_py.store.sorted_set import SortedJobSet
 from faktory_py.util.timefmt import format_time, utc_day
 from faktory_py.web import urls, views
 from faktory_py.core.workers import Worker
@@ -112,27 +110,29 @@ def test_delete_queued_removes_jobs_anywhere_in_the_queue(j: Journaled) -> None:
 # --- paging -----------------------------------------------------------------------------
 
 def test_a_page_of_100k_retries_touches_only_its_rows() -> None:
-    big = SortedJobSet()
+    store = MemoryStore()
+    big = store.sets["retries"]
     for i in range(100_000):
         big.add(f"jid{i:07d}", NOW + i, job(f"jid{i:07d}"))
     guard(big)
     CountingDict.lookups = 0
-    page = views.set_page(big, 2001)
+    page = views.set_page(store, "retries", 2001)
     assert CountingDict.lookups == views.PAGE_SIZE
     assert [row.job["jid"] for row in page.rows][:2] == ["jid0050000", "jid0050001"]
     assert (page.total, page.pages) == (100_000, 4000)
-    assert views.set_page(big, 4001).rows == []
+    assert views.set_page(store, "retries", 4001).rows == []
     # a detail page and an action's key lookup are one lookup each
     CountingDict.lookups = 0
     key = page.rows[3].key
-    assert views.set_entry(big, key).job["jid"] == "jid0050003"
-    assert views.resolve_keys(big, [key]) == ["jid0050003"]
+    assert views.set_entry(store, "retries", key).job["jid"] == "jid0050003"
+    assert views.resolve_keys(store, "retries", [key]) == ["jid0050003"]
     assert CountingDict.lookups == 0  # by `get`, not by item access
 
 
 def test_queue_page_reads_one_page() -> None:
-    queue = JobQueue(job_queue.encode(job(f"q{i:07d}")) for i in range(1000))
-    page = views.queue_page(queue, 3)
+    store = MemoryStore()
+    store.commit([{"op": "enqueue", "queue": "q", "raws": [job_queue.encode(job(f"q{i:07d}")) for i in range(1000)]}])
+    page = views.queue_page(store, "q", 3)
     assert [row["jid"] for row in page.rows] == [f"q{i:07d}" for i in range(50, 75)]
     assert page.pages == 40
 
@@ -145,14 +145,15 @@ def test_page_numbers() -> None:
 # --- keys -------------------------------------------------------------------------------
 
 def test_entry_keys_pin_the_score() -> None:
-    entries = SortedJobSet()
-    entries.add("a" * 8, NOW + 0.25, job("a" * 8))
+    store = MemoryStore()
+    store.commit([{"op": "zadd", "set": "dead", "score": NOW + 0.25, "job": job("a" * 8)}])
     key = views.entry_key(NOW + 0.25, "a" * 8)
     assert key == f"{format_time(NOW + 0.25)}|{'a' * 8}"
-    assert views.resolve_keys(entries, [key, "junk", f"{format_time(NOW)}|{'a' * 8}", "|"]) == ["a" * 8]
-    entries.add("a" * 8, NOW + 99, job("a" * 8))  # failed again meanwhile: the old key is stale
-    assert views.resolve_keys(entries, [key]) == []
-    assert views.set_entry(entries, key) is None
+    assert views.resolve_keys(store, "dead", [key, "junk", f"{format_time(NOW)}|{'a' * 8}", "|"]) == ["a" * 8]
+    # failed again meanwhile: the old key is stale
+    store.commit([{"op": "zadd", "set": "dead", "score": NOW + 99, "job": job("a" * 8)}])
+    assert views.resolve_keys(store, "dead", [key]) == []
+    assert views.set_entry(store, "dead", key) is None
 
 
 # --- other pages ------------------------------------------------------------------------
@@ -167,7 +168,11 @@ def test_history_fills_missing_days_oldest_first() -> None:
 
 
 def test_queue_rows_sorted_with_paused_and_latency() -> None:
-    rows = views.queue_rows({"b": [1, 2], "a": []}, {"b"}, {"b": 1.5})
+    store = MemoryStore()
+    store.commit([{"op": "declare_queue", "queue": "b"}, {"op": "declare_queue", "queue": "a"},
+                  {"op": "enqueue", "queue": "b", "raws": [job_queue.encode(job(f"b{i}", "b")) for i in range(2)]},
+                  {"op": "pause", "queues": ["b"]}])
+    rows = views.queue_rows(store.statistics(), {"b": 1.5})
     assert rows == [views.QueueRow("a", 0, False, 0.0), views.QueueRow("b", 2, True, 1.5)]
 
 
@@ -180,7 +185,7 @@ def test_busy_counts_jobs_per_process() -> None:
     manager.fetch(["default"], "w1", NOW)
     manager.fetch(["default"], "w2", NOW)
     workers = {wid: Worker(wid, "host", 1, (), NOW, NOW) for wid in ("w2", "w1")}
-    busy = views.busy(workers, store.working, 1)
+    busy = views.busy(workers, store, 1)
     assert [w.wid for w in busy.processes] == ["w1", "w2"]  # by host, pid, wid
     assert dict(busy.held) == {"w1": 2, "w2": 1}
     assert sorted(row[2]["jid"] for row in busy.jobs.rows) == ["a" * 8, "b" * 8, "c" * 8]

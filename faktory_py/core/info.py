@@ -34,17 +34,16 @@ def _used_memory_mb() -> int:
 
 def build_info(manager: Manager, workers: WorkerRegistry, stats: ServerStats, description: str,
                fetches_waiting: int, now: float) -> dict[str, Any]:
-    store = manager.store
-    sizes = manager.set_sizes()
-    queues = {name: len(jobs) for name, jobs in sorted(store.queues.items())}
+    state = manager.store.statistics()
+    queues = dict(sorted(state.queues.items()))
     tasks: dict[str, Any] = {
-        "Busy": {"reaped": manager.reaped_reservations, "size": sizes["working"]},
+        "Busy": {"reaped": manager.reaped_reservations, "size": state.working},
         "Workers": {"reaped": workers.reaped, "size": len(workers)},
     }
-    for task, set_name in (("Dead", "dead"), ("Retries", "retries"), ("Scheduled", "scheduled")):
+    for task, size in (("Dead", state.dead), ("Retries", state.retries), ("Scheduled", state.scheduled)):
         counts = manager.tasks[task]
         tasks[task] = {"cycles": counts.cycles, "enqueued": counts.enqueued,
-                       "size": sizes[set_name], "wall_time_sec": go_float(counts.wall_time)}
+                       "size": size, "wall_time_sec": go_float(counts.wall_time)}
     extra: dict[str, Any] = {}
     for extension in manager.extensions:
         extra.update(extension.info_fields())
@@ -53,11 +52,11 @@ def build_info(manager: Manager, workers: WorkerRegistry, stats: ServerStats, de
         "server_utc_time": utc_clock(now),
         "faktory": {
             "queues": queues,
-            "sets": {"dead": sizes["dead"], "retries": sizes["retries"],
-                     "scheduled": sizes["scheduled"], "working": sizes["working"]},
+            "sets": {"dead": state.dead, "retries": state.retries,
+                     "scheduled": state.scheduled, "working": state.working},
             "tasks": dict(sorted(tasks.items())),
-            "total_failures": store.failures,
-            "total_processed": store.processed,
+            "total_failures": state.failures,
+            "total_processed": state.processed,
             "total_enqueued": sum(queues.values()),
             "total_queues": len(queues),
             **extra,

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ClientError, NoSuchJob
-from ..store.api import JOB_SETS, Job, Op, Reservation, Store, enqueue_op
+from ..store.api import (
+    JOB_SETS, AnyOp, Done, Drop, Enqueue, Flush, Job, Pause, RemoveQueue, Reservation, Reserve, Resume,
+    SetAdd, SetClear, SetRemove, Store, enqueue_op,
+)
 from ..util.glob import compile_glob
 from ..util.jsoncodec import go_float
 from ..util.timefmt import format_time, parse_time, utc_day
@@ -98,21 +101,21 @@ class Manager:
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
 
-    def _push_ops(self, raw: Any, now: float, wid: str) -> list[Op]:
+    def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
         for extension in self.extensions:
             job = extension.prepare(job, now)
-        ops: list[Op] = []
+        ops: list[AnyOp] = []
         for extension in self.extensions:
             ops.extend(extension.on_push(job, scheduled_for, wid, now))
         if scheduled_for is not None:
-            ops.append({"op": "zadd", "set": "scheduled", "score": scheduled_for, "job": job})
+            ops.append(SetAdd("scheduled", scheduled_for, job))
         else:
             ops.append(enqueue_op(job))
         return ops
 
     @staticmethod
-    def _enqueue_op(job: dict[str, Any], now: float) -> dict[str, Any]:
+    def _enqueue_op(job: dict[str, Any], now: float) -> Enqueue:
         return enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))
 
     # --- consuming ------------------------------------------------------------------
@@ -122,10 +125,8 @@ class Manager:
         store = self.store
         position = 0
         for name in queues:
-            pending = store.queues.get(name)
-            while pending and name not in store.paused:
-                job = pending[0]
-                ops: list[Op] | None = []
+            while not store.is_paused(name) and (job := store.queue_head(name)) is not None:
+                ops: list[AnyOp] | None = []
                 for extension in self.extensions:
                     more = extension.on_fetch(job, wid, now)
                     if more is None:
@@ -133,41 +134,38 @@ class Manager:
                         break
                     ops.extend(more)
                 if ops is None:  # an extension dropped it (e.g. expired): try the next one
-                    ops = [{"op": "drop", "queue": name, "jid": job["jid"]}]
+                    ops = [Drop(name, job["jid"])]
                     for extension in self.extensions:
                         ops.extend(extension.on_drop(job, now))
                     position = store.commit(ops)
                     continue
                 expires = now + jobs.reservation_seconds(job)
-                ops.insert(0, {
-                    "op": "reserve", "queue": name, "jid": job["jid"], "wid": wid,
-                    "reserved_at": now, "expires_at": expires,
-                })
+                ops.insert(0, Reserve(name, job["jid"], wid, now, expires))
                 return job, store.commit(ops)
         return None, position
 
     def ack(self, jid: str, now: float) -> int:
         """ACK: end the reservation and count it; an unknown jid is not an error."""
-        found = self.store.working.get(jid)
-        if found is None:
+        res = self.store.reservation(jid)
+        if res is None:
             return 0
-        ops: list[Op] = [{"op": "done", "jid": jid, "day": utc_day(now), "failed": False}]
+        ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
         for extension in self.extensions:
-            ops.extend(extension.on_ack(found[1], now))
+            ops.extend(extension.on_ack(res, now))
         return self.store.commit(ops)
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
         """FAIL a reserved job: record the failure and retry it, kill it, or drop it."""
         if not jid:
             raise ClientError("missing JID")
-        found = self.store.working.get(jid)
-        if found is None:
+        res = self.store.reservation(jid)
+        if res is None:
             raise NoSuchJob(jid)
-        return self.store.commit(self._failure_ops(found[1], errtype, message, backtrace, now))
+        return self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
 
     def _failure_ops(
         self, res: Reservation, errtype: str, message: str, backtrace: list[str], now: float
-    ) -> list[dict[str, Any]]:
+    ) -> list[AnyOp]:
         job = res.job
         retry = job.get("retry", jobs.DEFAULT_RETRY)
         previous = job.get("failure")
@@ -187,7 +185,7 @@ class Manager:
                 failure[key] = value
             else:
                 failure.pop(key, None)
-        ops: list[dict[str, Any]] = [{"op": "done", "jid": job["jid"], "day": utc_day(now), "failed": True}]
+        ops: list[AnyOp] = [Done(job["jid"], utc_day(now), True)]
         count = failure["retry_count"]
         if retry == 0:
             outcome = "dropped"
@@ -199,9 +197,9 @@ class Manager:
             outcome = "dead"
         failed = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
         if outcome == "retry":
-            ops.append({"op": "zadd", "set": "retries", "score": next_at, "job": failed})
+            ops.append(SetAdd("retries", next_at, failed))
         elif outcome == "dead":
-            ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": failed})
+            ops.append(SetAdd("dead", now + DEAD_TTL, failed))
         for extension in self.extensions:
             ops.extend(extension.on_fail(res, failed, outcome, now))
         return ops
@@ -210,8 +208,7 @@ class Manager:
 
     def next_due(self) -> float | None:
         """When the earliest scheduled/retry/dead/reservation entry becomes due."""
-        scores = [s.first_score() for s in self.store.sets.values()]
-        scores.append(self.store.working.first_score())
+        scores = [self.store.next_due()]
         scores.extend(extension.next_due() for extension in self.extensions)
         due = [s for s in scores if s is not None]
         return min(due) if due else None
@@ -242,14 +239,14 @@ class Manager:
         return max(positions)
 
     def _enqueue_due(self, set_name: str, task: str, now: float) -> int:
-        due = self.store.sets[set_name].due(now)
+        due = self.store.set_due(set_name, now)
         stats = self.tasks[task]
         stats.cycles += 1
         position = 0
         for _score, jid, job in due:
-            leave = [{"op": "zrem", "set": set_name, "jid": jid}]
+            leave: list[AnyOp] = [SetRemove(set_name, jid)]
 
-            def ops(job: Job = job, leave: list[Op] = leave) -> list[Op]:
+            def ops(job: Job = job, leave: list[AnyOp] = leave) -> list[AnyOp]:
                 try:
                     jobs.check_queue_name(job["queue"])
                 except ClientError:
@@ -261,31 +258,32 @@ class Manager:
         return position
 
     def _purge_dead(self, now: float) -> int:
-        due = self.store.sets["dead"].due(now)
+        due = self.store.set_due("dead", now)
         self.tasks["Dead"].cycles += 1
         self.tasks["Dead"].enqueued += len(due)
-        return self.store.commit([{"op": "zrem", "set": "dead", "jid": jid} for _s, jid, _j in due])
+        return self.store.commit([SetRemove("dead", jid) for _s, jid, _j in due])
 
     def _expire_reservations(self, now: float) -> int:
         position = 0
-        for _score, jid, res in self.store.working.due(now):
+        for res in self.store.reservations_due(now):
+            jid = res.job["jid"]
             # One commit per job, so each extension hook sees what the previous one did.
-            def ops(res: Reservation = res) -> list[Op]:
+            def ops(res: Reservation = res) -> list[AnyOp]:
                 return self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now)
 
-            leave = [{"op": "done", "jid": jid, "day": utc_day(now), "failed": True}]
+            leave: list[AnyOp] = [Done(jid, utc_day(now), True)]
             position = max(position, self._commit_or_quarantine(res.job, ops, leave, now))
             self.reaped_reservations += 1
         return position
 
-    def _commit_or_quarantine(self, job: Job, ops: Callable[[], list[Op]], leave: list[Op], now: float) -> int:
+    def _commit_or_quarantine(self, job: Job, ops: Callable[[], list[AnyOp]], leave: list[AnyOp], now: float) -> int:
         """Commit the timer's `ops()` for one job; if making or committing them fails, quarantine it."""
         try:
             return self.store.commit(ops())
         except Exception as exc:
             return self._quarantine(job, leave, exc, now)
 
-    def _quarantine(self, job: Job, leave: list[Op], exc: Exception, now: float) -> int:
+    def _quarantine(self, job: Job, leave: list[AnyOp], exc: Exception, now: float) -> int:
         """Take a job the timers cannot move out of their way, into the dead set.
 
         `leave` are the ops that take it from where it is; its failure block says why
@@ -302,7 +300,7 @@ class Manager:
                    "errtype": QUARANTINE_ERRTYPE, "retry_count": 0, "remaining": 0}
         try:
             dead = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
-            return self.store.commit(leave + [{"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": dead}])
+            return self.store.commit(leave + [SetAdd("dead", now + DEAD_TTL, dead)])
         except Exception:
             log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job)
             return self.store.commit(leave)
@@ -319,7 +317,7 @@ class Manager:
         if target not in MUTATE_TARGETS:
             raise ClientError("invalid target for mutation command")
         if cmd == "clear":
-            return self.store.commit([{"op": "zclear", "set": target}])
+            return self.store.commit([SetClear(target)])
         return self._take_entries(cmd, target, self._matching(target, request.get("filter")), now)
 
     def _take_entries(self, cmd: str, target: str, entries: list[tuple[str, Job]], now: float,
@@ -328,18 +326,18 @@ class Manager:
         dead set ("kill") or to their queues ("requeue"; with `enqueued_now` the job gets a
         fresh `enqueued_at`, as Faktory's web UI gives it). MUTATE and the web UI's buttons
         both come here."""
-        ops: list[Op] = []
+        ops: list[AnyOp] = []
         for jid, job in entries:
-            ops.append({"op": "zrem", "set": target, "jid": jid})
+            ops.append(SetRemove(target, jid))
             if cmd == "kill":
-                ops.append({"op": "zadd", "set": "dead", "score": now + DEAD_TTL, "job": job})
+                ops.append(SetAdd("dead", now + DEAD_TTL, job))
             elif cmd == "requeue":
                 ops.append(self._enqueue_op(job, now) if enqueued_now else enqueue_op(job))
         return self.store.commit(ops)
 
     def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
         """Entries matched by a MUTATE filter (jids win; else glob and/or jobtype)."""
-        entries = [(jid, job) for _score, jid, job in self.store.sets[target].items()]
+        entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
         if filter_ is None:
             return entries
         if not isinstance(filter_, dict):
@@ -367,50 +365,42 @@ class Manager:
     def _named(self, names: list[str]) -> list[str]:
         """`*` as the first name means every known queue."""
         if names and names[0] == "*":
-            return list(self.store.queues)
+            return self.store.queue_names()
         return names
 
     def pause(self, names: list[str]) -> int:
-        return self.store.commit([{"op": "pause", "queues": self._named(names)}])
+        return self.store.commit([Pause(self._named(names))])
 
     def resume(self, names: list[str]) -> int:
-        return self.store.commit([{"op": "resume", "queues": self._named(names)}])
+        return self.store.commit([Resume(self._named(names))])
 
     def remove(self, names: list[str]) -> int:
-        known = [n for n in self._named(names) if n in self.store.queues]
-        return self.store.commit([{"op": "remove_queue", "queue": n} for n in known])
+        known = [n for n in self._named(names) if self.store.has_queue(n)]
+        return self.store.commit([RemoveQueue(n) for n in known])
 
     def latency(self, names: list[str], now: float) -> dict[str, float | int]:
         """Seconds since the next job of each queue was enqueued (0 if none)."""
         out: dict[str, float] = {}
         for name in names:
-            pending = self.store.queues.get(name)
+            head = self.store.queue_head(name)
             seconds = 0.0
-            if pending:
-                enqueued = pending[0].get("enqueued_at")
+            if head is not None:
+                enqueued = head.get("enqueued_at")
                 if enqueued:
                     seconds = max(0.0, now - parse_time(enqueued))
             out[name] = go_float(round(seconds, 6))  # our timestamps have microseconds
         return out
 
     def flush(self) -> int:
-        return self.store.commit([{"op": "flush"}])
-
-    # --- statistics -----------------------------------------------------------------
-
-    def set_sizes(self) -> dict[str, int]:
-        sizes = {name: len(s) for name, s in self.store.sets.items()}
-        sizes["working"] = len(self.store.working)
-        return sizes
+        return self.store.commit([Flush()])
 
     # --- single entries and jobs (the web UI's actions) -----------------------------
 
     def _entries(self, target: str, jids: Iterable[str] | None) -> list[tuple[str, Job]]:
         """The named entries of a set that still exist (every entry for None)."""
-        job_set = self.store.sets[target]
         if jids is None:
-            return [(jid, job) for _score, jid, job in job_set.items()]
-        found = ((jid, job_set.get(jid)) for jid in dict.fromkeys(jids))
+            return [(jid, job) for _score, jid, job in self.store.set_entries(target)]
+        found = ((jid, self.store.set_entry(target, jid)) for jid in dict.fromkeys(jids))
         return [(jid, entry[1]) for jid, entry in found if entry is not None]
 
     def enqueue_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
@@ -430,13 +420,11 @@ class Manager:
     def delete_entries(self, target: str, jids: Iterable[str] | None) -> int:
         """Remove set entries for good (MUTATE discard); None: clear the set (MUTATE clear)."""
         if jids is None:
-            return self.store.commit([{"op": "zclear", "set": target}])
-        return self.store.commit([{"op": "zrem", "set": target, "jid": jid}
-                                  for jid, _job in self._entries(target, jids)])
+            return self.store.commit([SetClear(target)])
+        return self.store.commit([SetRemove(target, jid) for jid, _job in self._entries(target, jids)])
 
     def delete_queued(self, queue: str, jids: Iterable[str]) -> int:
         """Delete jobs waiting in a queue, by jid (one scan of the queue)."""
         wanted = set(jids)
-        ops: list[Op] = [{"op": "drop", "queue": queue, "jid": job["jid"]}
-                         for job in self.store.queues.get(queue, ()) if job["jid"] in wanted]
+        ops: list[AnyOp] = [Drop(queue, job["jid"]) for job in self.store.queued(queue) if job["jid"] in wanted]
         return self.store.commit(ops)

@@ -30,8 +30,7 @@ from typing import Any
 from ..core import jobs
 from ..core.hooks import Extension
 from ..errors import ClientError
-from ..store.api import Job, Op
-from ..store.memory import MemoryStore
+from ..store.api import Job, Op, Store
 from ..util.jsoncodec import compact_json
 from ..util.timefmt import format_time, parse_time
 
@@ -53,26 +52,26 @@ def deadline(job: Job) -> float | None:
 class ExpiringJobs(Extension):
     """Validates and normalises the expiry keys at PUSH, drops expired jobs at FETCH."""
 
-    def __init__(self, store: MemoryStore) -> None:
+    #: its state, the count below, is applied, snapshotted and flushed by the store (`StateOwner`)
+    op_names = ("expired", "expired_total")
+
+    def __init__(self, store: Store) -> None:
         #: jobs discarded at FETCH because they had expired (INFO faktory.total_expired)
         self.total_expired = 0
-        store.op_handlers["expired"] = self._apply_expired
-        store.op_handlers["expired_total"] = self._apply_total
-        store.snapshot_sources.append(self._snapshot)
-        store.flush_hooks.append(self._reset)
+        store.register_state(self)
 
     # --- state ----------------------------------------------------------------------
 
-    def _apply_expired(self, op: Op) -> None:
-        self.total_expired += 1
+    def apply(self, op: Op) -> None:
+        if op["op"] == "expired":
+            self.total_expired += 1
+        else:
+            self.total_expired = op["total"]
 
-    def _apply_total(self, op: Op) -> None:
-        self.total_expired = op["total"]
-
-    def _reset(self) -> None:
+    def flush(self) -> None:
         self.total_expired = 0
 
-    def _snapshot(self) -> Iterator[Op]:
+    def snapshot(self) -> Iterator[Op]:
         total = self.total_expired
         return iter([{"op": "expired_total", "total": total}] if total else [])
 

@@ -41,9 +41,7 @@ from ..core import jobs
 from ..core.hooks import Extension
 from ..core.jobs import MAX_RESERVE_FOR
 from ..errors import ClientError
-from ..store.api import Job, Op, Reservation
-from ..store.memory import MemoryStore
-from ..store.sorted_set import SortedJobSet
+from ..store.api import AnyOp, Extend, Job, Op, Reservation, SortedJobSet, Store
 from ..util.jsoncodec import compact_json
 from ..util.timefmt import format_time, parse_time
 
@@ -67,19 +65,28 @@ class JobTracking(Extension):
 
     Records sit in a SortedJobSet scored by when they are forgotten, so stale ones are
     found for pruning without a scan. Every change is one `track` op carrying the whole
-    new record, so replay needs no clock.
+    new record, so replay needs no clock. The store applies, snapshots and flushes the
+    records (`StateOwner`).
     """
 
-    def __init__(self, store: MemoryStore) -> None:
+    op_names = ("track", "track_forget")
+
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.records = SortedJobSet()
         self.dispatcher: Dispatcher | None = None
-        store.op_handlers["track"] = self._apply_track
-        store.op_handlers["track_forget"] = self._apply_forget
-        store.snapshot_sources.append(self._snapshot)
-        store.flush_hooks.append(self.records.clear)
+        store.register_state(self)
 
     # --- state ----------------------------------------------------------------------
+
+    def apply(self, op: Op) -> None:
+        if op["op"] == "track":
+            self._apply_track(op)
+        else:
+            self._apply_forget(op)
+
+    def flush(self) -> None:
+        self.records.clear()
 
     def _apply_track(self, op: Op) -> None:
         record = op["record"]
@@ -91,7 +98,7 @@ class JobTracking(Extension):
         if found is not None and found[1]["updated_at"] == op["updated_at"]:
             self.records.remove(op["jid"])
 
-    def _snapshot(self) -> Iterator[Op]:
+    def snapshot(self) -> Iterator[Op]:
         records = list(self.records.items())
         return ({"op": "track", "jid": jid, "record": record} for _score, jid, record in records)
 
@@ -175,7 +182,7 @@ class JobTracking(Extension):
             return wire.OK
         raise ClientError("TRACK needs GET <jid> or SET <json>")
 
-    def set_ops(self, arg: str, now: float) -> list[Op]:
+    def set_ops(self, arg: str, now: float) -> list[AnyOp]:
         """Validate a TRACK SET payload and turn it into ops (raises ClientError)."""
         if not arg.strip():
             raise ClientError("TRACK SET needs a jid")
@@ -197,7 +204,7 @@ class JobTracking(Extension):
                 raise ClientError(f"desc must be a string: {compact_json(desc)}")
             progress["desc"] = desc
         until = payload.get("reserve_until")
-        extend: list[Op] = []
+        extend: list[AnyOp] = []
         if until is not None:
             try:
                 if not isinstance(until, str):
@@ -206,7 +213,7 @@ class JobTracking(Extension):
             except ValueError:
                 raise ClientError(f"reserve_until must be an RFC3339 timestamp: {compact_json(until)}") from None
             when = min(when, now + MAX_RESERVE_FOR)
-            found = self.store.working.get(jid)
-            if found is not None and when > found[1].expires_at:
-                extend.append({"op": "extend", "jid": jid, "expires_at": when})
+            res = self.store.reservation(jid)
+            if res is not None and when > res.expires_at:
+                extend.append(Extend(jid, when))
         return self._prune(now) + [self._update(jid, now, **progress)] + extend

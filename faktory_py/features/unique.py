@@ -40,9 +40,7 @@ from itertools import islice, takewhile
 
 from ..core.hooks import Extension
 from ..errors import ClientError, NotUnique
-from ..store.api import Job, Op, Reservation
-from ..store.memory import MemoryStore
-from ..store.sorted_set import SortedJobSet
+from ..store.api import Job, Op, Reservation, SortedJobSet, Store
 from ..util.jsoncodec import compact_json
 
 UNIQUE_UNTIL = ("success", "start")
@@ -93,17 +91,26 @@ class UniqueJobs(Extension):
     """The unique-lock table and the hooks that take and release its locks.
 
     State: key → (expires_at, owner jid), kept in a SortedJobSet ordered by expiry so
-    expired locks can be found for pruning without a scan.
+    expired locks can be found for pruning without a scan. The store applies, snapshots and
+    flushes it (`StateOwner`).
     """
 
-    def __init__(self, store: MemoryStore) -> None:
+    op_names = ("unique_lock", "unique_release")
+
+    def __init__(self, store: Store) -> None:
         self.locks = SortedJobSet()
-        store.op_handlers["unique_lock"] = self._apply_lock
-        store.op_handlers["unique_release"] = self._apply_release
-        store.snapshot_sources.append(self._snapshot)
-        store.flush_hooks.append(self.locks.clear)
+        store.register_state(self)
 
     # --- state (applied through the store: live commits and replay alike) -------------
+
+    def apply(self, op: Op) -> None:
+        if op["op"] == "unique_lock":
+            self._apply_lock(op)
+        else:
+            self._apply_release(op)
+
+    def flush(self) -> None:
+        self.locks.clear()
 
     def _apply_lock(self, op: Op) -> None:
         self.locks.add(op["key"], op["expires_at"], op["jid"])
@@ -117,7 +124,7 @@ class UniqueJobs(Extension):
             return
         self.locks.remove(op["key"])
 
-    def _snapshot(self) -> Iterator[Op]:
+    def snapshot(self) -> Iterator[Op]:
         locks = list(self.locks.items())
         return ({"op": "unique_lock", "key": key, "jid": jid, "expires_at": expires}
                 for expires, key, jid in locks)

@@ -1,29 +1,213 @@
 """The store interface the job semantics are written against.
 
 `MemoryStore` is the embedded default. Another backend (Redis, later) implements the same
-contract: read access to the structures below, and `commit(ops)`, which must make the ops
-durable and visible atomically and return a position `durable()` can wait for. The op
-vocabulary is documented by `MemoryStore.apply` (one `_op_<name>` method per op).
+contract (`Store`, checked by tests/store/): read methods and `statistics()` instead of
+exposed containers, and `commit(ops)`, which must make the ops durable and visible
+atomically and return a position `durable()` can wait for. The op vocabulary is the
+records below (`StoreOp`), each encoding to the dict the journal holds for it.
+
+Features keep state of their own (unique locks, tracking records, batches) under the same
+rules as the store's: changed only by ops, rebuilt by replay, part of every snapshot, wiped
+by FLUSH. They hand it to the store with `register_state(owner)` (see `StateOwner`), and
+keep jobs or keys ordered by a time in a `SortedJobSet`, offered here so that nothing above
+store/ imports the store's modules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from .job_queue import encode
 from .sorted_set import SortedJobSet
 
+__all__ = [
+    "JOB_SETS", "AnyOp", "Job", "Op", "Reservation", "SortedJobSet", "StateOwner", "Store",
+    "StoreStatistics", "StoreOp", "decode_op", "enqueue_op", "is_store_op",
+    "Enqueue", "DeclareQueue", "SetAdd", "SetRemove", "SetClear", "Reserve", "Drop",
+    "RestoreReservation", "Extend", "Done", "Pause", "Resume", "RemoveQueue", "Flush", "Counters",
+]
+
 Job = dict[str, Any]
+#: an op in its journal form, `{"op": <tag>, <field>: <value>, ...}` (features' ops are written so)
 Op = dict[str, Any]
 
 #: the sorted sets of jobs besides `working`
 JOB_SETS = ("scheduled", "retries", "dead")
 
 
-def enqueue_op(job: dict[str, Any]) -> dict[str, Any]:
+# --- the op vocabulary ------------------------------------------------------------------
+# One record per op the store applies itself. Field names and their order are the op's
+# journal form (`encode()`: {"op": tag, field: value, ...}), so the journal stays what it
+# was; `decode_op` reads that form back (replay). Features' ops stay in the journal form and
+# go to their `StateOwner`.
+
+_BY_TAG: dict[str, type[StoreOp]] = {}
+
+
+class StoreOp:
+    """One change to the store's own state (see the records below)."""
+
+    __slots__ = ()
+    #: the op's `"op"` tag in the journal
+    tag: ClassVar[str]
+    _keys: ClassVar[tuple[str, ...]]
+
+    def encode(self) -> Op:
+        """The journal form: exactly the dict journaled for this op."""
+        op: Op = {"op": self.tag}
+        for key in self._keys:
+            op[key] = getattr(self, key)
+        return op
+
+
+_Record = TypeVar("_Record", bound=type[StoreOp])
+
+
+def _op(tag: str) -> Callable[[_Record], _Record]:
+    """Make a StoreOp subclass a frozen record journaled as `tag`."""
+    def make(cls: _Record) -> _Record:
+        record = dataclass(frozen=True, slots=True)(cls)
+        record.tag = tag
+        record._keys = tuple(f.name for f in fields(record))
+        _BY_TAG[tag] = record
+        return record
+    return make
+
+
+def decode_op(op: Op) -> StoreOp:
+    """A store op from its journal form; KeyError for a tag or field the store does not know."""
+    record = _BY_TAG[op["op"]]
+    return record(*[op[key] for key in record._keys])
+
+
+def is_store_op(tag: str) -> bool:
+    """Is `tag` an op of the store's own vocabulary (which no StateOwner may take)?"""
+    return tag in _BY_TAG
+
+
+@_op("enqueue")
+class Enqueue(StoreOp):
+    """Append jobs, encoded (job_queue), to a queue; the queue becomes known."""
+
+    queue: str
+    raws: list[bytes]
+
+
+@_op("declare_queue")
+class DeclareQueue(StoreOp):
+    """Make a queue known, empty (snapshots keep empty queues)."""
+
+    queue: str
+
+
+@_op("zadd")
+class SetAdd(StoreOp):
+    """Put a job into a sorted set (JOB_SETS), replacing its entry with the same jid."""
+
+    set: str
+    score: float
+    job: Job
+
+
+@_op("zrem")
+class SetRemove(StoreOp):
+    set: str
+    jid: str
+
+
+@_op("zclear")
+class SetClear(StoreOp):
+    set: str
+
+
+@_op("reserve")
+class Reserve(StoreOp):
+    """Take a job out of its queue into a reservation (FETCH)."""
+
+    queue: str
+    jid: str
+    wid: str
+    reserved_at: float
+    expires_at: float
+
+
+@_op("drop")
+class Drop(StoreOp):
+    """Take a job out of its queue without running it (refused at FETCH, deleted)."""
+
+    queue: str
+    jid: str
+
+
+@_op("reservation")
+class RestoreReservation(StoreOp):
+    """A reservation as a snapshot holds it."""
+
+    job: Job
+    wid: str
+    reserved_at: float
+    expires_at: float
+
+
+@_op("extend")
+class Extend(StoreOp):
+    """Move a reservation's expiry (nothing if it ended meanwhile)."""
+
+    jid: str
+    expires_at: float
+
+
+@_op("done")
+class Done(StoreOp):
+    """A reservation ended by ACK (failed=False) or FAIL/expiry (failed=True), counted on `day`."""
+
+    jid: str
+    day: str
+    failed: bool
+
+
+@_op("pause")
+class Pause(StoreOp):
+    """Pause the known queues of `queues`."""
+
+    queues: list[str]
+
+
+@_op("resume")
+class Resume(StoreOp):
+    queues: list[str]
+
+
+@_op("remove_queue")
+class RemoveQueue(StoreOp):
+    """Forget a queue and its jobs."""
+
+    queue: str
+
+
+@_op("flush")
+class Flush(StoreOp):
+    """Wipe jobs, sets, reservations, pauses, counters and owners' state; queue names stay."""
+
+
+@_op("counters")
+class Counters(StoreOp):
+    """The totals and the daily history (day → [processed, failures]) as a snapshot holds them."""
+
+    processed: int
+    failures: int
+    history: dict[str, list[int]]
+
+
+#: what `Store.commit` takes: the store's records, and ops in their journal form (features')
+AnyOp = StoreOp | Op
+
+
+def enqueue_op(job: dict[str, Any]) -> Enqueue:
     """The op that appends `job` to its queue (queues store jobs encoded, see job_queue)."""
-    return {"op": "enqueue", "queue": job["queue"], "raws": [encode(job)]}
+    return Enqueue(job["queue"], [encode(job)])
 
 
 class Reservation(NamedTuple):
@@ -35,23 +219,127 @@ class Reservation(NamedTuple):
     expires_at: float
 
 
-class Store(Protocol):
-    #: known queues (including empty ones) → pending jobs, next to fetch first
-    queues: Mapping[str, Sequence[Job]]
-    paused: set[str]
-    #: "scheduled", "retries", "dead" → jobs scored by when they are due / expire
-    sets: Mapping[str, SortedJobSet]
-    #: jid → Reservation, scored by expiry
-    working: SortedJobSet
+class StateOwner(Protocol):
+    """State a feature keeps in the store's care (`Store.register_state`).
+
+    The store routes every op whose tag is in `op_names` to `apply`, on live commits and
+    journal replay alike, so the owner's state cannot drift from its journal.
+    """
+
+    #: the op tags this owner applies; no two owners (nor the store) share one
+    op_names: tuple[str, ...]
+
+    def apply(self, op: Op) -> float | None:
+        """Apply one of the owner's ops; return the time of timed work the op added (the
+        store tells its `on_due` observer, so the due timer wakes for it), else None."""
+
+    def snapshot(self) -> Iterator[Op]:
+        """Ops that rebuild the owner's state. The state is copied when this is called
+        (synchronously); the iterator may be consumed later, in another thread."""
+
+    def flush(self) -> None:
+        """FLUSH: wipe the state (an applied `flush` op calls this)."""
+
+
+@dataclass(frozen=True)
+class StoreStatistics:
+    """The store's counts at one instant (`Store.statistics()`): what INFO and the web UI show."""
+
+    #: every known queue, empty ones too, in the order they became known → its pending jobs
+    queues: Mapping[str, int]
+    paused: frozenset[str]
+    #: entries of the sorted sets (JOB_SETS) and reservations (Faktory's `working` set)
+    scheduled: int
+    retries: int
+    dead: int
+    working: int
+    #: jobs ended since the last FLUSH (ACK, FAIL, reservation expiry), and of those, failed
     processed: int
     failures: int
-    history: Mapping[str, list[int]]
-    #: hooks for the trio layer: wake fetchers of a queue; wake the timer for a due time
-    on_enqueue: Callable[[str], None] | None
-    on_due: Callable[[float], None] | None
 
-    def commit(self, ops: list[Op]) -> int:
-        """Make `ops` durable and applied, atomically; returns a durability position."""
+
+class Store(Protocol):
+    """A backend: the ops it applies, what it reads back, the state features register.
+
+    A backend is built with its observers, which it calls as ops are applied (never during
+    a read): `sink(ops) -> position` takes each committed op list before it is applied (the
+    op log; nothing above store/ assumes it is a local file), `on_enqueue(queue)` wakes the
+    fetchers of a queue that gained jobs or was resumed, `on_due(when)` wakes the due timer
+    for an entry that becomes due at `when`.
+
+    Queues hand out their jobs oldest first. The sorted sets (JOB_SETS) and the
+    reservations are ordered by score (when an entry is due; for a reservation, when it
+    expires), then jid.
+    """
+
+    def commit(self, ops: Sequence[AnyOp]) -> int:
+        """Make `ops` durable and applied, atomically; returns a durability position.
+
+        Store ops are records (`StoreOp`); features' ops, and store ops in their journal
+        form, are dicts. The sink gets every op in its journal form."""
+
+    def apply(self, op: AnyOp) -> None:
+        """Apply one op without handing it to the sink: replay of the op log or a snapshot."""
+
+    def register_state(self, owner: StateOwner) -> None:
+        """Let `owner` apply its ops and take part in snapshots and FLUSH; before any replay."""
 
     def snapshot(self) -> Iterator[list[Op]]:
-        """Op records that rebuild the current state (for compaction or migration)."""
+        """Op records that rebuild the current state, owners' included (for compaction or migration)."""
+
+    def statistics(self) -> StoreStatistics: ...
+
+    def daily_counts(self) -> dict[str, tuple[int, int]]:
+        """UTC day ("YYYY-MM-DD") → (processed, failures) that day, since the last FLUSH."""
+
+    # --- queues ---------------------------------------------------------------------
+
+    def queue_names(self) -> list[str]:
+        """Every known queue, empty ones too, in the order they became known."""
+
+    def has_queue(self, queue: str) -> bool: ...
+
+    def queue_size(self, queue: str) -> int:
+        """Pending jobs of `queue` (0 for an unknown queue)."""
+
+    def is_paused(self, queue: str) -> bool: ...
+
+    def queue_head(self, queue: str) -> Job | None:
+        """The job FETCH would take next from `queue` (paused or not), None if there is none."""
+
+    def queue_page(self, queue: str, offset: int, limit: int) -> list[Job]:
+        """Up to `limit` pending jobs from position `offset`, next to fetch first."""
+
+    def queued(self, queue: str) -> Iterator[Job]:
+        """Every pending job of `queue`, next to fetch first (empty for an unknown queue)."""
+
+    # --- sorted sets (JOB_SETS) -----------------------------------------------------
+
+    def set_size(self, name: str) -> int: ...
+
+    def set_entry(self, name: str, jid: str) -> tuple[float, Job] | None:
+        """(score, job) of the entry `jid` of set `name`, None if it has none."""
+
+    def set_page(self, name: str, offset: int, limit: int) -> list[tuple[float, str, Job]]:
+        """Up to `limit` (score, jid, job) from position `offset`, touching only those."""
+
+    def set_entries(self, name: str) -> Iterator[tuple[float, str, Job]]:
+        """Every (score, jid, job) of set `name`, in order."""
+
+    def set_due(self, name: str, now: float) -> list[tuple[float, str, Job]]:
+        """The entries of `name` with a score <= now, in order (a list: callers change the set)."""
+
+    # --- reservations ---------------------------------------------------------------
+
+    def reservation(self, jid: str) -> Reservation | None: ...
+
+    def reservations(self) -> Iterator[Reservation]:
+        """Every reservation, by expiry."""
+
+    def reservation_page(self, offset: int, limit: int) -> list[Reservation]: ...
+
+    def reservations_due(self, now: float) -> list[Reservation]:
+        """Reservations expired at `now` (expires_at <= now), by expiry."""
+
+    def next_due(self) -> float | None:
+        """The earliest score of the sorted sets and reservations (None when all are empty)."""

@@ -1,17 +1,22 @@
 """The embedded store: all state in memory, every change journaled before it is applied.
 
 The job semantics (`faktory_py.core.lifecycle`) never change state directly: they compute a list
-of small operations ("ops", plain dicts with an `op` tag) and `commit` them. `commit`
+of small operations ("ops": the records of `store.api`, or features' dicts with an `op` tag)
+and `commit` them. `commit`
 hands the ops to the journal first and only then applies them, and replay applies the
 very same ops, so a store rebuilt from its journal cannot drift from the live one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
-from .api import JOB_SETS, Reservation
+from .api import (
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, RemoveQueue,
+    Reservation, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, StateOwner, StoreOp,
+    StoreStatistics, decode_op, is_store_op,
+)
 from .job_queue import JobQueue
 from .sorted_set import SortedJobSet
 
@@ -26,12 +31,13 @@ class MemoryStore:
 
     `sink` receives each committed op list (the journal) and returns a durability
     position; `on_enqueue(queue)` and `on_due(score)` let the trio layer wake fetchers
-    and timers without this module knowing about trio.
+    and timers without this module knowing about trio. The containers are this backend's
+    own: code above store/ reads them only through the `Store` methods.
     """
 
     def __init__(
         self,
-        sink: Callable[[list[dict[str, Any]]], int] | None = None,
+        sink: Callable[[list[Op]], int] | None = None,
         on_enqueue: Callable[[str], None] | None = None,
         on_due: Callable[[float], None] | None = None,
     ) -> None:
@@ -46,107 +52,122 @@ class MemoryStore:
         self.failures = 0
         #: day ("YYYY-MM-DD") → [processed, failures]
         self.history: dict[str, list[int]] = {}
-        #: ops owned by extensions (Enterprise features keep their own state): name → apply
-        self.op_handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
-        #: extensions' part of a snapshot: each copies its state when called (synchronously)
-        #: and returns the ops that rebuild it
-        self.snapshot_sources: list[Callable[[], Iterator[dict[str, Any]]]] = []
-        #: extensions' state that FLUSH wipes too: each is called when a `flush` op is applied
-        self.flush_hooks: list[Callable[[], None]] = []
+        #: features' state (`register_state`), in registration order, and by the ops they own
+        self._owners: list[StateOwner] = []
+        self._owner_of: dict[str, StateOwner] = {}
+
+    def register_state(self, owner: StateOwner) -> None:
+        """Route `owner.op_names` to `owner.apply`; snapshots and FLUSH include its state."""
+        for name in owner.op_names:
+            if name in self._owner_of or is_store_op(name):
+                raise ValueError(f"op {name!r} already has an owner")
+        self._owners.append(owner)
+        self._owner_of.update(dict.fromkeys(owner.op_names, owner))
 
     # --- changing state -------------------------------------------------------------
 
-    def commit(self, ops: list[dict[str, Any]]) -> int:
-        """Journal then apply `ops` atomically; returns the journal position to wait for."""
+    def commit(self, ops: Sequence[StoreOp | Op]) -> int:
+        """Journal then apply `ops` atomically; returns the journal position to wait for.
+
+        The sink gets every op in its journal form; an op the store cannot apply is refused
+        (KeyError) before anything is journaled.
+        """
         if not ops:
             return 0
-        position = self.sink(ops) if self.sink is not None else 0
+        ops = [self._typed(op) if isinstance(op, dict) else op for op in ops]
+        if self.sink is not None:
+            position = self.sink([op if isinstance(op, dict) else op.encode() for op in ops])
+        else:
+            position = 0
         for op in ops:
             self.apply(op)
         return position
 
-    def apply(self, op: dict[str, Any]) -> None:
+    def _typed(self, op: Op) -> StoreOp | Op:
+        """A store op in its journal form as its record; an owner's op as it is."""
+        return op if op["op"] in self._owner_of else decode_op(op)
+
+    def apply(self, op: StoreOp | Op) -> None:
         """Apply one op to memory (live commits and journal replay both come here)."""
-        handler = self.op_handlers.get(op["op"])
-        if handler is not None:
-            handler(op)
-        else:
-            getattr(self, "_op_" + op["op"])(op)
+        if isinstance(op, dict):
+            owner = self._owner_of.get(op["op"])
+            if owner is None:
+                op = decode_op(op)
+            else:
+                due = owner.apply(op)
+                if due is not None and self.on_due is not None:
+                    self.on_due(due)
+                return
+        self._APPLY[type(op)](self, op)
 
-    def _op_enqueue(self, op: dict[str, Any]) -> None:
-        queue = op["queue"]
-        pending = self.queues.get(queue)
+    def _enqueue(self, op: Enqueue) -> None:
+        pending = self.queues.get(op.queue)
         if pending is None:
-            pending = self.queues[queue] = JobQueue()
-        pending.extend(op["raws"])
+            pending = self.queues[op.queue] = JobQueue()
+        pending.extend(op.raws)
         if self.on_enqueue is not None:
-            self.on_enqueue(queue)
+            self.on_enqueue(op.queue)
 
-    def _op_declare_queue(self, op: dict[str, Any]) -> None:
-        self.queues.setdefault(op["queue"], JobQueue())
+    def _declare_queue(self, op: DeclareQueue) -> None:
+        self.queues.setdefault(op.queue, JobQueue())
 
-    def _op_zadd(self, op: dict[str, Any]) -> None:
-        job = op["job"]
-        self.sets[op["set"]].add(job["jid"], op["score"], job)
+    def _set_add(self, op: SetAdd) -> None:
+        self.sets[op.set].add(op.job["jid"], op.score, op.job)
         if self.on_due is not None:
-            self.on_due(op["score"])
+            self.on_due(op.score)
 
-    def _op_zrem(self, op: dict[str, Any]) -> None:
-        self.sets[op["set"]].remove(op["jid"])
+    def _set_remove(self, op: SetRemove) -> None:
+        self.sets[op.set].remove(op.jid)
 
-    def _op_zclear(self, op: dict[str, Any]) -> None:
-        self.sets[op["set"]].clear()
+    def _set_clear(self, op: SetClear) -> None:
+        self.sets[op.set].clear()
 
-    def _op_reserve(self, op: dict[str, Any]) -> None:
-        job = self.queues[op["queue"]].pop(op["jid"])
-        self._reserve(job, op["wid"], op["reserved_at"], op["expires_at"])
+    def _reserve(self, op: Reserve) -> None:
+        job = self.queues[op.queue].pop(op.jid)
+        self._hold(job, op.wid, op.reserved_at, op.expires_at)
 
-    def _op_drop(self, op: dict[str, Any]) -> None:
+    def _drop(self, op: Drop) -> None:
         """A job an extension refused at fetch time (e.g. expired) leaves its queue."""
-        self.queues[op["queue"]].pop(op["jid"])
+        self.queues[op.queue].pop(op.jid)
 
-    def _op_reservation(self, op: dict[str, Any]) -> None:
-        self._reserve(op["job"], op["wid"], op["reserved_at"], op["expires_at"])
+    def _restore_reservation(self, op: RestoreReservation) -> None:
+        self._hold(op.job, op.wid, op.reserved_at, op.expires_at)
 
-    def _reserve(self, job: dict[str, Any], wid: str, reserved_at: float, expires_at: float) -> None:
+    def _hold(self, job: Job, wid: str, reserved_at: float, expires_at: float) -> None:
         self.working.add(job["jid"], expires_at, Reservation(job, wid, reserved_at, expires_at))
         if self.on_due is not None:
             self.on_due(expires_at)
 
-    def _op_extend(self, op: dict[str, Any]) -> None:
-        found = self.working.get(op["jid"])
+    def _extend(self, op: Extend) -> None:
+        found = self.working.get(op.jid)
         if found is not None:
-            res = found[1]._replace(expires_at=op["expires_at"])
-            self.working.add(op["jid"], op["expires_at"], res)
+            res = found[1]._replace(expires_at=op.expires_at)
+            self.working.add(op.jid, op.expires_at, res)
 
-    def _op_done(self, op: dict[str, Any]) -> None:
-        """A reservation ended by ACK (failed=False) or FAIL/expiry (failed=True)."""
-        self.working.remove(op["jid"])
-        self._count(op["day"], failed=op["failed"])
-
-    def _count(self, day: str, failed: bool) -> None:
-        daily = self.history.setdefault(day, [0, 0])
+    def _done(self, op: Done) -> None:
+        self.working.remove(op.jid)
+        daily = self.history.setdefault(op.day, [0, 0])
         self.processed += 1
         daily[0] += 1
-        if failed:
+        if op.failed:
             self.failures += 1
             daily[1] += 1
 
-    def _op_pause(self, op: dict[str, Any]) -> None:
-        self.paused.update(q for q in op["queues"] if q in self.queues)
+    def _pause(self, op: Pause) -> None:
+        self.paused.update(q for q in op.queues if q in self.queues)
 
-    def _op_resume(self, op: dict[str, Any]) -> None:
-        for queue in op["queues"]:
+    def _resume(self, op: Resume) -> None:
+        for queue in op.queues:
             if queue in self.paused:
                 self.paused.discard(queue)
                 if self.on_enqueue is not None and self.queues.get(queue):
                     self.on_enqueue(queue)
 
-    def _op_remove_queue(self, op: dict[str, Any]) -> None:
-        self.queues.pop(op["queue"], None)
-        self.paused.discard(op["queue"])
+    def _remove_queue(self, op: RemoveQueue) -> None:
+        self.queues.pop(op.queue, None)
+        self.paused.discard(op.queue)
 
-    def _op_flush(self, op: dict[str, Any]) -> None:
+    def _flush(self, op: Flush) -> None:
         """Wipe jobs, sets, reservations, pauses and counters; queue names stay known."""
         for queue in self.queues.values():
             queue.clear()
@@ -156,18 +177,97 @@ class MemoryStore:
         self.working.clear()
         self.processed = self.failures = 0
         self.history.clear()
-        for hook in self.flush_hooks:
-            hook()
+        for owner in self._owners:
+            owner.flush()
 
-    def _op_counters(self, op: dict[str, Any]) -> None:
-        self.processed = op["processed"]
-        self.failures = op["failures"]
-        self.history = {day: list(pair) for day, pair in op["history"].items()}
+    def _counters(self, op: Counters) -> None:
+        self.processed = op.processed
+        self.failures = op.failures
+        self.history = {day: list(pair) for day, pair in op.history.items()}
+
+    _APPLY: ClassVar[dict[type[StoreOp], Callable[[MemoryStore, Any], None]]] = {
+        Enqueue: _enqueue, DeclareQueue: _declare_queue, SetAdd: _set_add, SetRemove: _set_remove,
+        SetClear: _set_clear, Reserve: _reserve, Drop: _drop, RestoreReservation: _restore_reservation,
+        Extend: _extend, Done: _done, Pause: _pause, Resume: _resume, RemoveQueue: _remove_queue,
+        Flush: _flush, Counters: _counters,
+    }
+
+    # --- reading (the `Store` protocol documents each method) ---------------------------
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            queues={name: len(jobs) for name, jobs in self.queues.items()},
+            paused=frozenset(self.paused),
+            scheduled=len(self.sets["scheduled"]), retries=len(self.sets["retries"]),
+            dead=len(self.sets["dead"]), working=len(self.working),
+            processed=self.processed, failures=self.failures,
+        )
+
+    def daily_counts(self) -> dict[str, tuple[int, int]]:
+        return {day: (processed, failed) for day, (processed, failed) in self.history.items()}
+
+    def queue_names(self) -> list[str]:
+        return list(self.queues)
+
+    def has_queue(self, queue: str) -> bool:
+        return queue in self.queues
+
+    def queue_size(self, queue: str) -> int:
+        pending = self.queues.get(queue)
+        return 0 if pending is None else len(pending)
+
+    def is_paused(self, queue: str) -> bool:
+        return queue in self.paused
+
+    def queue_head(self, queue: str) -> Job | None:
+        pending = self.queues.get(queue)
+        return pending[0] if pending else None
+
+    def queue_page(self, queue: str, offset: int, limit: int) -> list[Job]:
+        pending = self.queues.get(queue)
+        return [] if pending is None else pending.page(offset, limit)
+
+    def queued(self, queue: str) -> Iterator[Job]:
+        return iter(self.queues.get(queue, ()))
+
+    def set_size(self, name: str) -> int:
+        return len(self.sets[name])
+
+    def set_entry(self, name: str, jid: str) -> tuple[float, Job] | None:
+        return self.sets[name].get(jid)
+
+    def set_page(self, name: str, offset: int, limit: int) -> list[tuple[float, str, Job]]:
+        return self.sets[name].page(offset, limit)
+
+    def set_entries(self, name: str) -> Iterator[tuple[float, str, Job]]:
+        return self.sets[name].items()
+
+    def set_due(self, name: str, now: float) -> list[tuple[float, str, Job]]:
+        return self.sets[name].due(now)
+
+    def reservation(self, jid: str) -> Reservation | None:
+        found = self.working.get(jid)
+        return None if found is None else found[1]
+
+    def reservations(self) -> Iterator[Reservation]:
+        return (res for _score, _jid, res in self.working.items())
+
+    def reservation_page(self, offset: int, limit: int) -> list[Reservation]:
+        return [res for _score, _jid, res in self.working.page(offset, limit)]
+
+    def reservations_due(self, now: float) -> list[Reservation]:
+        return [res for _score, _jid, res in self.working.due(now)]
+
+    def next_due(self) -> float | None:
+        scores = [job_set.first_score() for job_set in self.sets.values()]
+        scores.append(self.working.first_score())
+        due = [score for score in scores if score is not None]
+        return min(due) if due else None
 
     # --- snapshots ------------------------------------------------------------------
 
-    def snapshot(self) -> Iterator[list[dict[str, Any]]]:
-        """Records that rebuild the current state, for journal compaction.
+    def snapshot(self) -> Iterator[list[Op]]:
+        """Op lists, in their journal form, that rebuild the current state (journal compaction).
 
         The containers are copied here, synchronously (cheap: jobs are immutable and
         shared), so the returned iterator may be consumed later in a worker thread
@@ -177,31 +277,32 @@ class MemoryStore:
         paused = sorted(self.paused)
         sets = {name: job_set.copy() for name, job_set in self.sets.items()}
         working = self.working.copy()
-        counters = {
-            "op": "counters", "processed": self.processed, "failures": self.failures,
-            "history": {day: list(pair) for day, pair in self.history.items()},
-        }
-        extensions = [source() for source in self.snapshot_sources]
+        counters = Counters(self.processed, self.failures,
+                            {day: list(pair) for day, pair in self.history.items()})
+        extensions = [owner.snapshot() for owner in self._owners]
 
-        def ops() -> Iterator[dict[str, Any]]:
+        def records() -> Iterator[StoreOp]:
             yield counters
             for name, raws in queues.items():
-                yield {"op": "declare_queue", "queue": name}
+                yield DeclareQueue(name)
                 for start in range(0, len(raws), _SNAPSHOT_CHUNK):
-                    yield {"op": "enqueue", "queue": name, "raws": raws[start:start + _SNAPSHOT_CHUNK]}
+                    yield Enqueue(name, raws[start:start + _SNAPSHOT_CHUNK])
             if paused:
-                yield {"op": "pause", "queues": paused}
+                yield Pause(paused)
             for name, job_set in sets.items():
                 for score, _jid, job in job_set.items():
-                    yield {"op": "zadd", "set": name, "score": score, "job": job}
+                    yield SetAdd(name, score, job)
             for _score, _jid, res in working.items():
-                yield {"op": "reservation", "job": res.job, "wid": res.wid,
-                       "reserved_at": res.reserved_at, "expires_at": res.expires_at}
+                yield RestoreReservation(res.job, res.wid, res.reserved_at, res.expires_at)
+
+        def ops() -> Iterator[Op]:
+            for record in records():
+                yield record.encode()
             for extension_ops in extensions:
                 yield from extension_ops
 
-        def chunks() -> Iterator[list[dict[str, Any]]]:
-            chunk: list[dict[str, Any]] = []
+        def chunks() -> Iterator[list[Op]]:
+            chunk: list[Op] = []
             weight = 0
             for op in ops():
                 chunk.append(op)

@@ -117,7 +117,7 @@ def create_app(ctx: WebContext) -> ASGIApp:
         days = views.history_days(request.query_params.get("days"))
         now = ctx.now()
         info = ctx.dispatcher.info(now)
-        series = views.history(store.history, days, now)
+        series = views.history(store.daily_counts(), days, now)
         return render(request, "dashboard.html", info=info, days=days, day_choices=views.HISTORY_DAYS,
                       history=Markup(json.dumps(series)), nav="dashboard")
 
@@ -141,7 +141,7 @@ def create_app(ctx: WebContext) -> ASGIApp:
                 if worker is not None:
                     worker.signal(str(signal))
             return back(request, "/busy")
-        data = views.busy(ctx.dispatcher.workers.workers, store.working, page(request))
+        data = views.busy(ctx.dispatcher.workers.workers, store, page(request))
         return render(request, "busy.html", busy=data, nav="busy")
 
     async def queues(request: Request) -> Response:
@@ -151,12 +151,12 @@ def create_app(ctx: WebContext) -> ASGIApp:
             return await queue(request, name)
         if request.method == "POST":
             return PlainTextResponse("No queue named", 400)
-        names = list(store.queues)
-        rows = views.queue_rows(store.queues, store.paused, manager.latency(names, ctx.now()))
+        state = store.statistics()
+        rows = views.queue_rows(state, manager.latency(list(state.queues), ctx.now()))
         return render(request, "queues.html", queues=rows, nav="queues")
 
     async def queue(request: Request, name: str) -> Response:
-        if name not in store.queues:
+        if not store.has_queue(name):
             return PlainTextResponse(f"No such queue {name}", 404)
         if request.method == "POST":
             if (refusal := refused()) is not None:
@@ -172,23 +172,23 @@ def create_app(ctx: WebContext) -> ASGIApp:
                 return PlainTextResponse("Nothing selected", 400)
             await durable(manager.delete_queued(name, jids))
             return back(request, "/queues", name=name)
-        data = views.queue_page(store.queues[name], page(request))
-        return render(request, "queue.html", name=name, paused=name in store.paused, jobs=data, nav="queues")
+        data = views.queue_page(store, name, page(request))
+        return render(request, "queue.html", name=name, paused=store.is_paused(name), jobs=data, nav="queues")
 
     def set_page(kind: str) -> Callable[[Request], Awaitable[Response]]:
         """A set's listing; with `?key=` one entry's page (or an action on that entry)."""
-        job_set = store.sets[views.SET_PAGES[kind]]
+        set_name = views.SET_PAGES[kind]
 
         async def endpoint(request: Request) -> Response:
             key = request.query_params.get("key")
             if request.method == "POST":
                 return await set_action(request, kind, key)
             if key is not None:
-                entry = views.set_entry(job_set, key)
+                entry = views.set_entry(store, set_name, key)
                 if entry is None:
                     return PlainTextResponse("No such job (it may have moved on)", 404)
                 return render(request, "entry.html", kind=kind, entry=entry, actions=SET_ACTIONS[kind], nav=kind)
-            data = views.set_page(job_set, page(request))
+            data = views.set_page(store, set_name, page(request))
             return render(request, "set.html", kind=kind, entries=data, actions=SET_ACTIONS[kind], nav=kind)
         return endpoint
 
@@ -209,7 +209,7 @@ def create_app(ctx: WebContext) -> ASGIApp:
         if action not in SET_ACTIONS[kind]:
             return PlainTextResponse(f"Unknown action {action}", 400)
         keys = [key] if key is not None else [urls.from_form(str(k)) for k in form.getlist("key")]
-        jids = None if keys == ["all"] else views.resolve_keys(store.sets[target], keys)
+        jids = None if keys == ["all"] else views.resolve_keys(store, target, keys)
         now = ctx.now()
         try:
             if action in ("retry", "add_to_queue"):

@@ -1,10 +1,11 @@
 """What each web page shows, as plain data computed from the live server state.
 
-Pure functions over the store, the worker registry and the batches extension, with "now"
-passed in: no HTTP, no templates, no clock, so they are tested directly. A page of a
-sorted set (retries, scheduled, dead, working) is a positional slice that touches only its
-25 rows, so it costs the same with 100k jobs behind it; a queue page reads the queue from
-its head to the end of the page (a C-level walk, and the pages people read are the first).
+Pure functions over the store's read methods (`store.api.Store`), the worker registry and
+the batches extension, with "now" passed in: no HTTP, no templates, no clock, so they are
+tested directly. A page of a sorted set (retries, scheduled, dead, working) is a positional
+slice that touches only its 25 rows, so it costs the same with 100k jobs behind it; a queue
+page reads the queue from its head to the end of the page (a C-level walk, and the pages
+people read are the first).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from typing import Any, Generic, TypeVar
 from .. import FAKTORY_VERSION, __version__
 from ..core.workers import Worker
 from ..features.batches.feature import Batch, Batches
-from ..store.job_queue import JobQueue
-from ..store.sorted_set import SortedJobSet
+from ..store.api import Store, StoreStatistics
 from ..util.timefmt import format_time, utc_day
 
 PAGE_SIZE = 25
@@ -72,12 +72,12 @@ def entry_key(score: float, jid: str) -> str:
     return f"{format_time(score)}|{jid}"
 
 
-def resolve_keys(job_set: SortedJobSet, keys: Iterable[str]) -> list[str]:
+def resolve_keys(store: Store, set_name: str, keys: Iterable[str]) -> list[str]:
     """The jids of the keys that still name an entry of the set with that score."""
     jids = []
     for key in keys:
         at, sep, jid = key.partition("|")
-        found = job_set.get(jid) if sep else None
+        found = store.set_entry(set_name, jid) if sep else None
         if found is not None and format_time(found[0]) == at:
             jids.append(jid)
     return jids
@@ -96,19 +96,19 @@ class Entry:
         return self.job.get("failure") or {}
 
 
-def set_page(job_set: SortedJobSet, number: int) -> Page[Entry]:
+def set_page(store: Store, set_name: str, number: int) -> Page[Entry]:
     """Entries in score order (next due first), one page of them."""
-    page: Page[Entry] = Page([], number, len(job_set))
+    page: Page[Entry] = Page([], number, store.set_size(set_name))
     rows = [Entry(entry_key(score, jid), format_time(score), job)
-            for score, jid, job in job_set.page(page.offset, PAGE_SIZE)]
+            for score, jid, job in store.set_page(set_name, page.offset, PAGE_SIZE)]
     return Page(rows, number, page.total)
 
 
-def set_entry(job_set: SortedJobSet, key: str) -> Entry | None:
-    jids = resolve_keys(job_set, [key])
+def set_entry(store: Store, set_name: str, key: str) -> Entry | None:
+    jids = resolve_keys(store, set_name, [key])
     if not jids:
         return None
-    score, job = job_set.get(jids[0])  # type: ignore[misc]
+    score, job = store.set_entry(set_name, jids[0])  # type: ignore[misc]
     return Entry(key, format_time(score), job)
 
 
@@ -122,17 +122,16 @@ class QueueRow:
     latency: float
 
 
-def queue_rows(queues: Mapping[str, Sequence[Any]], paused: set[str],
-               latencies: Mapping[str, float]) -> list[QueueRow]:
+def queue_rows(state: StoreStatistics, latencies: Mapping[str, float]) -> list[QueueRow]:
     """Every known queue, sorted by name (Faktory's order), with size and latency."""
-    return [QueueRow(name, len(queues[name]), name in paused, float(latencies.get(name, 0)))
-            for name in sorted(queues)]
+    return [QueueRow(name, size, name in state.paused, float(latencies.get(name, 0)))
+            for name, size in sorted(state.queues.items())]
 
 
-def queue_page(jobs: JobQueue, number: int) -> Page[Mapping[str, Any]]:
+def queue_page(store: Store, queue: str, number: int) -> Page[Mapping[str, Any]]:
     """Waiting jobs, next to be fetched first; decodes only the page's jobs."""
-    page: Page[Mapping[str, Any]] = Page([], number, len(jobs))
-    return Page(jobs.page(page.offset, PAGE_SIZE), number, page.total)
+    page: Page[Mapping[str, Any]] = Page([], number, store.queue_size(queue))
+    return Page(store.queue_page(queue, page.offset, PAGE_SIZE), number, page.total)
 
 
 # --- busy -------------------------------------------------------------------------------
@@ -148,11 +147,11 @@ class Busy:
     jobs: Page[tuple[str, float, Mapping[str, Any]]]  # (wid, reserved_at, job)
 
 
-def busy(workers: Mapping[str, Worker], working: SortedJobSet, number: int) -> Busy:
+def busy(workers: Mapping[str, Worker], store: Store, number: int) -> Busy:
     processes = sorted(workers.values(), key=lambda w: (w.hostname, w.pid, w.wid))
-    held = Counter(res.wid for _score, _jid, res in working.items())
-    page: Page[Any] = Page([], number, len(working))
-    rows = [(res.wid, res.reserved_at, res.job) for _s, _jid, res in working.page(page.offset, PAGE_SIZE)]
+    held = Counter(res.wid for res in store.reservations())
+    page: Page[Any] = Page([], number, sum(held.values()))
+    rows = [(res.wid, res.reserved_at, res.job) for res in store.reservation_page(page.offset, PAGE_SIZE)]
     return Busy(processes, held, Page(rows, number, page.total))
 
 

@@ -82,9 +82,7 @@ from ... import wire
 from ...core import jobs
 from ...core.hooks import Extension
 from ...errors import ClientError, NoSuchBatch
-from ...store.api import Job, Op, Reservation, enqueue_op
-from ...store.memory import MemoryStore
-from ...store.sorted_set import SortedJobSet
+from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
 from ...util.jsoncodec import compact_json
 from ...util.timefmt import format_time
 
@@ -220,7 +218,7 @@ class _Txn:
 
     def __init__(self, owner: Batches) -> None:
         self.owner = owner
-        self.ops: list[Op] = []
+        self.ops: list[AnyOp] = []
         self._batches: dict[str, Batch | None] = {}
         self._failing: dict[tuple[str, str], bool] = {}
 
@@ -241,9 +239,10 @@ class _Txn:
     def mark(self, bid: str, jid: str, on: bool) -> None:
         self._failing[(bid, jid)] = on
 
-    def emit(self, op: Op) -> None:
+    def emit(self, op: AnyOp) -> None:
         self.ops.append(op)
-        _apply_to(self, op)
+        if isinstance(op, dict):  # a store op (a callback's enqueue) changes no batch
+            _apply_to(self, op)
 
     def set(self, batch: Batch, **changes: Any) -> Batch:
         """Change fields of a batch (only those that really change are journaled)."""
@@ -271,9 +270,15 @@ def _apply_to(view: Any, op: Op) -> None:
 
 
 class Batches(Extension):
-    """Batch records, the hooks that count members and fire callbacks, and BATCH."""
+    """Batch records, the hooks that count members and fire callbacks, and BATCH.
 
-    def __init__(self, store: MemoryStore, policy: str, uncommitted_ttl: float,
+    The records, failing members, expiries and holds are applied, snapshotted and flushed
+    by the store (`StateOwner`).
+    """
+
+    op_names = ("batch_new", "batch_set", "batch_del", "batch_failing", "batch_hold", "batch_release")
+
+    def __init__(self, store: Store, policy: str, uncommitted_ttl: float,
                  bids: Callable[[], str] = new_bid, jids: Callable[[], str] = new_jid) -> None:
         """`policy` ("strict" or "permissive") and `uncommitted_ttl` (seconds) are `[batches]`'s,
         validated when the configuration is loaded (config.py)."""
@@ -293,12 +298,7 @@ class Batches(Extension):
         self.holds: dict[str, tuple[str, str, bool]] = {}
         self.by_wid: dict[str, Counter[tuple[str, bool]]] = {}
         self.by_key: Counter[tuple[str, bool]] = Counter()
-        for name in ("batch_new", "batch_set", "batch_del", "batch_failing"):
-            store.op_handlers[name] = self._apply
-        store.op_handlers["batch_hold"] = self._apply_hold
-        store.op_handlers["batch_release"] = self._apply_release
-        store.snapshot_sources.append(self._snapshot)
-        store.flush_hooks.append(self._reset)
+        store.register_state(self)
 
     # --- state (applied through the store: live commits and replay alike) ---------------
 
@@ -315,8 +315,6 @@ class Batches(Extension):
         if batch.expires_at is not None:
             if self.expiry.get(bid) is None:
                 self.expiry.add(bid, batch.expires_at, None)
-                if self.store.on_due is not None:
-                    self.store.on_due(batch.expires_at)
         else:
             self.expiry.remove(bid)
 
@@ -330,8 +328,16 @@ class Batches(Extension):
                 if not members:
                     del self.failing[bid]
 
-    def _apply(self, op: Op) -> None:
-        _apply_to(self, op)
+    def apply(self, op: Op) -> float | None:
+        kind = op["op"]
+        if kind == "batch_hold":
+            self._apply_hold(op)
+        elif kind == "batch_release":
+            self._apply_release(op)
+        else:
+            _apply_to(self, op)
+        # a new open batch is timed work: the due timer may have to wake for its expiry
+        return op["batch"]["expires_at"] if kind == "batch_new" else None
 
     def _apply_hold(self, op: Op) -> None:
         self._apply_release(op)  # a jid is reserved once at a time: a new hold replaces an old one
@@ -353,7 +359,7 @@ class Batches(Extension):
         if not self.by_wid[wid]:
             del self.by_wid[wid]
 
-    def _reset(self) -> None:
+    def flush(self) -> None:
         """FLUSH wipes batches with everything else."""
         self.batches.clear()
         self.failing.clear()
@@ -362,7 +368,7 @@ class Batches(Extension):
         self.by_wid.clear()
         self.by_key.clear()
 
-    def _snapshot(self) -> Iterator[Op]:
+    def snapshot(self) -> Iterator[Op]:
         batches = [batch.record() for batch in self.batches.values()]
         failing = [(bid, sorted(jids)) for bid, jids in self.failing.items()]
         holds = list(self.holds.items())

@@ -1,0 +1,414 @@
+"""The store contract: what any backend must do, checked through `store.api` only.
+
+Every test takes `make_store` (the `backend` fixture's factory) and drives a store by
+`commit` and the read methods, as the job semantics do; nothing here looks at a backend's
+containers. Today the one backend is `MemoryStore`; a new one (the op log on Redis, say)
+joins by adding itself to `BACKENDS` and must pass the whole module unchanged.
+
+The op records are pinned to their journal form too (`test_every_op_encodes_to_its_journal_form`):
+old journals must replay, whatever the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from faktory_py.store import api
+from faktory_py.store.api import (
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Op, Pause, RemoveQueue,
+    Reservation, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, Store, StoreOp,
+    decode_op, enqueue_op,
+)
+from faktory_py.store.memory import MemoryStore
+
+NOW = 1_780_000_000.0
+DAY = "2026-05-28"
+
+MakeStore = Callable[..., Store]
+#: backend name → factory taking the constructor's observers (sink, on_enqueue, on_due)
+BACKENDS: dict[str, MakeStore] = {"memory": MemoryStore}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def make_store(request: pytest.FixtureRequest) -> MakeStore:
+    return BACKENDS[request.param]
+
+
+def job(jid: str, queue: str = "default", **fields: Any) -> dict[str, Any]:
+    return {"jid": jid, "jobtype": "T", "args": [jid], "queue": queue, **fields}
+
+
+def roundtrip(ops: Any) -> Any:
+    """What an op log does to a record: pack it and read it back."""
+    return msgpack.unpackb(msgpack.packb(ops, use_bin_type=True), raw=False)
+
+
+def observed(store: Store) -> dict[str, Any]:
+    """Everything the read methods show, in comparable form."""
+    return {
+        "statistics": store.statistics(),
+        "queues": {name: (store.is_paused(name), list(store.queued(name))) for name in store.queue_names()},
+        "sets": {name: list(store.set_entries(name)) for name in JOB_SETS},
+        "reservations": list(store.reservations()),
+        "daily": store.daily_counts(),
+        "next_due": store.next_due(),
+    }
+
+
+def replayed(make_store: MakeStore, records: Iterator[list[Op]], *owners: Callable[[Store], Any]) -> Store:
+    """A fresh store (with fresh owners registered) that applied `records` as an op log gives them back."""
+    fresh = make_store()
+    for owner in owners:
+        owner(fresh)
+    for record in records:
+        for op in roundtrip(record):
+            fresh.apply(op)
+    return fresh
+
+
+class Tally:
+    """A minimal state owner: key → count, with an optional due time per op."""
+
+    op_names = ("tally",)
+
+    def __init__(self, store: Store) -> None:
+        self.counts: dict[str, int] = {}
+        store.register_state(self)
+
+    def apply(self, op: Op) -> float | None:
+        self.counts[op["key"]] = op["n"]
+        return op.get("due")
+
+    def snapshot(self) -> Iterator[Op]:
+        counts = dict(self.counts)
+        return ({"op": "tally", "key": key, "n": n} for key, n in counts.items())
+
+    def flush(self) -> None:
+        self.counts.clear()
+
+
+class Log:
+    """A sink that keeps every committed record, as an op log would."""
+
+    def __init__(self) -> None:
+        self.records: list[list[Op]] = []
+
+    def __call__(self, ops: list[Op]) -> int:
+        self.records.append(roundtrip(ops))
+        return len(self.records)
+
+
+# --- the op vocabulary --------------------------------------------------------------------
+
+JOURNAL_FORMS: list[tuple[StoreOp, Op]] = [
+    (Enqueue("q", [b"{}"]), {"op": "enqueue", "queue": "q", "raws": [b"{}"]}),
+    (DeclareQueue("q"), {"op": "declare_queue", "queue": "q"}),
+    (SetAdd("dead", 1.5, job("a" * 8)), {"op": "zadd", "set": "dead", "score": 1.5, "job": job("a" * 8)}),
+    (SetRemove("retries", "a" * 8), {"op": "zrem", "set": "retries", "jid": "a" * 8}),
+    (SetClear("scheduled"), {"op": "zclear", "set": "scheduled"}),
+    (Reserve("q", "a" * 8, "w1", 1.0, 2.0),
+     {"op": "reserve", "queue": "q", "jid": "a" * 8, "wid": "w1", "reserved_at": 1.0, "expires_at": 2.0}),
+    (Drop("q", "a" * 8), {"op": "drop", "queue": "q", "jid": "a" * 8}),
+    (RestoreReservation(job("a" * 8), "w1", 1.0, 2.0),
+     {"op": "reservation", "job": job("a" * 8), "wid": "w1", "reserved_at": 1.0, "expires_at": 2.0}),
+    (Extend("a" * 8, 3.0), {"op": "extend", "jid": "a" * 8, "expires_at": 3.0}),
+    (Done("a" * 8, DAY, True), {"op": "done", "jid": "a" * 8, "day": DAY, "failed": True}),
+    (Pause(["a", "b"]), {"op": "pause", "queues": ["a", "b"]}),
+    (Resume(["a"]), {"op": "resume", "queues": ["a"]}),
+    (RemoveQueue("q"), {"op": "remove_queue", "queue": "q"}),
+    (Flush(), {"op": "flush"}),
+    (Counters(3, 1, {DAY: [3, 1]}), {"op": "counters", "processed": 3, "failures": 1, "history": {DAY: [3, 1]}}),
+]
+
+
+@pytest.mark.parametrize(("record", "form"), JOURNAL_FORMS, ids=[form["op"] for _r, form in JOURNAL_FORMS])
+def test_every_op_encodes_to_its_journal_form(record: StoreOp, form: Op) -> None:
+    encoded = record.encode()
+    assert encoded == form and list(encoded) == list(form)  # same keys, in the same order
+    assert decode_op(roundtrip(form)) == record
+
+
+def test_the_pinned_forms_cover_the_whole_vocabulary() -> None:
+    covered = {type(record) for record, _form in JOURNAL_FORMS}
+    records = {value for value in vars(api).values() if isinstance(value, type) and issubclass(value, StoreOp)}
+    assert covered == records - {StoreOp}
+
+
+# --- commit and the sink -----------------------------------------------------------------
+
+def test_commit_hands_the_sink_the_journal_form_and_returns_its_position(make_store: MakeStore) -> None:
+    log = Log()
+    store = make_store(sink=log)
+    assert store.commit([]) == 0 and log.records == []
+    assert store.commit([enqueue_op(job("a" * 8)), {"op": "declare_queue", "queue": "other"}]) == 1
+    assert log.records == [[enqueue_op(job("a" * 8)).encode(), {"op": "declare_queue", "queue": "other"}]]
+    assert store.queue_names() == ["default", "other"]
+
+
+def test_an_op_the_store_cannot_apply_is_refused_before_it_is_journaled(make_store: MakeStore) -> None:
+    log = Log()
+    store = make_store(sink=log)
+    before = observed(store)
+    with pytest.raises(KeyError):
+        store.commit([enqueue_op(job("a" * 8)), {"op": "no_such_op"}])
+    assert log.records == [] and observed(store) == before
+
+
+def test_a_failing_sink_changes_nothing(make_store: MakeStore) -> None:
+    def full(ops: list[Op]) -> int:
+        raise OSError("disk full")
+
+    store = make_store(sink=full)
+    with pytest.raises(OSError):
+        store.commit([enqueue_op(job("a" * 8))])
+    assert store.queue_names() == [] and store.statistics().queues == {}
+
+
+# --- queues -------------------------------------------------------------------------------
+
+def test_queues_are_fifo(make_store: MakeStore) -> None:
+    store = make_store()
+    jids = [f"job-{i:04d}" for i in range(30)]
+    for jid in jids[:10]:
+        store.commit([enqueue_op(job(jid))])
+    store.commit([Enqueue("default", [enqueue_op(job(jid)).raws[0] for jid in jids[10:]])])
+    assert store.queue_size("default") == 30 and store.queue_head("default") == job(jids[0])
+    assert [j["jid"] for j in store.queued("default")] == jids
+    assert [j["jid"] for j in store.queue_page("default", 25, 25)] == jids[25:]
+    store.commit([Reserve("default", jids[0], "w1", NOW, NOW + 60)])
+    assert store.queue_head("default") == job(jids[1])
+    store.commit([Drop("default", jids[17])])  # from the middle too
+    assert [j["jid"] for j in store.queued("default")] == jids[1:17] + jids[18:]
+
+
+def test_unknown_queues_read_as_empty(make_store: MakeStore) -> None:
+    store = make_store()
+    assert not store.has_queue("nope") and store.queue_size("nope") == 0
+    assert store.queue_head("nope") is None and store.queue_page("nope", 0, 25) == []
+    assert list(store.queued("nope")) == [] and not store.is_paused("nope")
+
+
+def test_queue_names_pauses_and_removal(make_store: MakeStore) -> None:
+    woken: list[str] = []
+    store = make_store(on_enqueue=woken.append)
+    store.commit([DeclareQueue("b"), enqueue_op(job("a" * 8, "a")), DeclareQueue("c")])
+    assert store.queue_names() == ["b", "a", "c"] and store.has_queue("b") and store.queue_size("b") == 0
+    assert woken == ["a"]
+    store.commit([Pause(["a", "b", "unknown"])])
+    assert [store.is_paused(q) for q in ("a", "b", "c", "unknown")] == [True, True, False, False]
+    assert store.statistics().paused == frozenset({"a", "b"})
+    assert store.queue_head("a") == job("a" * 8, "a")  # paused queues still show their jobs
+    store.commit([Resume(["a", "b"])])
+    assert woken == ["a", "a"]  # resuming a queue with jobs wakes its fetchers; an empty one does not
+    store.commit([Pause(["a"]), RemoveQueue("a")])
+    assert store.queue_names() == ["b", "c"] and not store.is_paused("a")
+    store.commit([enqueue_op(job("b" * 8, "a"))])
+    assert not store.is_paused("a")  # a queue made again starts unpaused
+
+
+# --- sorted sets --------------------------------------------------------------------------
+
+def test_sets_are_ordered_by_score_then_jid(make_store: MakeStore) -> None:
+    due: list[float] = []
+    store = make_store(on_due=due.append)
+    entries = [(NOW + 30, "c" * 8), (NOW + 10, "b" * 8), (NOW + 10, "a" * 8), (NOW + 20, "d" * 8)]
+    store.commit([SetAdd("retries", score, job(jid)) for score, jid in entries])
+    assert due == [score for score, _jid in entries]
+    ordered = [(NOW + 10, "a" * 8), (NOW + 10, "b" * 8), (NOW + 20, "d" * 8), (NOW + 30, "c" * 8)]
+    assert [(score, jid) for score, jid, _job in store.set_entries("retries")] == ordered
+    assert [(score, jid) for score, jid, _job in store.set_page("retries", 1, 2)] == ordered[1:3]
+    assert [jid for _s, jid, _j in store.set_due("retries", NOW + 20)] == ["a" * 8, "b" * 8, "d" * 8]
+    assert store.set_entry("retries", "d" * 8) == (NOW + 20, job("d" * 8))
+    assert store.set_entry("retries", "x" * 8) is None and store.set_entry("dead", "d" * 8) is None
+    store.commit([SetAdd("retries", NOW + 5, job("c" * 8, note=1))])  # same jid: replaced, moved
+    assert store.set_entry("retries", "c" * 8) == (NOW + 5, job("c" * 8, note=1))
+    assert store.set_size("retries") == 4 and store.next_due() == NOW + 5
+    store.commit([SetRemove("retries", "c" * 8), SetRemove("retries", "gone")])
+    assert store.set_size("retries") == 3
+    store.commit([SetClear("retries")])
+    assert store.set_size("retries") == 0 and store.next_due() is None
+
+
+def test_each_set_is_its_own(make_store: MakeStore) -> None:
+    store = make_store()
+    store.commit([SetAdd(name, NOW + i, job(f"{name:x<8}")) for i, name in enumerate(JOB_SETS)])
+    for name in JOB_SETS:
+        assert [jid for _s, jid, _j in store.set_entries(name)] == [f"{name:x<8}"]
+    stats = store.statistics()
+    assert (stats.scheduled, stats.retries, stats.dead) == (1, 1, 1)
+
+
+# --- reservations -------------------------------------------------------------------------
+
+def test_reservations_are_ordered_by_expiry_and_counted_when_done(make_store: MakeStore) -> None:
+    due: list[float] = []
+    store = make_store(on_due=due.append)
+    store.commit([enqueue_op(job(jid)) for jid in ("a" * 8, "b" * 8, "c" * 8)])
+    store.commit([Reserve("default", "a" * 8, "w1", NOW, NOW + 300),
+                  Reserve("default", "b" * 8, "w2", NOW, NOW + 100),
+                  Reserve("default", "c" * 8, "w1", NOW, NOW + 200)])
+    assert due == [NOW + 300, NOW + 100, NOW + 200]
+    assert store.queue_size("default") == 0
+    assert store.reservation("b" * 8) == Reservation(job("b" * 8), "w2", NOW, NOW + 100)
+    assert store.reservation("x" * 8) is None
+    assert [r.job["jid"] for r in store.reservations()] == ["b" * 8, "c" * 8, "a" * 8]
+    assert [r.job["jid"] for r in store.reservation_page(1, 5)] == ["c" * 8, "a" * 8]
+    assert [r.job["jid"] for r in store.reservations_due(NOW + 200)] == ["b" * 8, "c" * 8]
+    assert store.next_due() == NOW + 100
+    store.commit([Extend("b" * 8, NOW + 400), Extend("gone", NOW + 1)])
+    assert [r.job["jid"] for r in store.reservations()] == ["c" * 8, "a" * 8, "b" * 8]
+    assert store.reservation("b" * 8).expires_at == NOW + 400
+    store.commit([Done("b" * 8, DAY, False), Done("c" * 8, DAY, True), Done("a" * 8, "2026-05-29", True)])
+    stats = store.statistics()
+    assert (stats.working, stats.processed, stats.failures) == (0, 3, 2)
+    assert store.daily_counts() == {DAY: (2, 1), "2026-05-29": (1, 1)}
+
+
+def test_a_restored_reservation_is_a_reservation(make_store: MakeStore) -> None:
+    store = make_store()
+    store.commit([RestoreReservation(job("a" * 8), "w1", NOW, NOW + 60)])
+    assert list(store.reservations()) == [Reservation(job("a" * 8), "w1", NOW, NOW + 60)]
+    assert store.statistics().working == 1
+
+
+def test_next_due_is_the_earliest_of_sets_and_reservations(make_store: MakeStore) -> None:
+    store = make_store()
+    assert store.next_due() is None
+    store.commit([SetAdd("dead", NOW + 50, job("a" * 8)), SetAdd("scheduled", NOW + 40, job("b" * 8))])
+    assert store.next_due() == NOW + 40
+    store.commit([RestoreReservation(job("c" * 8), "w1", NOW, NOW + 30)])
+    assert store.next_due() == NOW + 30
+
+
+# --- statistics and FLUSH -----------------------------------------------------------------
+
+def test_statistics(make_store: MakeStore) -> None:
+    store = make_store()
+    store.commit([DeclareQueue("empty"), *(enqueue_op(job(f"job-{i:04d}", "q")) for i in range(3)),
+                  SetAdd("scheduled", NOW, job("s" * 8)), SetAdd("dead", NOW, job("d" * 8)),
+                  Reserve("q", "job-0000", "w1", NOW, NOW + 60), Done("job-0000", DAY, True), Pause(["q"])])
+    stats = store.statistics()
+    assert stats == api.StoreStatistics(queues={"empty": 0, "q": 2}, paused=frozenset({"q"}), scheduled=1,
+                                        retries=0, dead=1, working=0, processed=1, failures=1)
+    assert list(stats.queues) == ["empty", "q"]
+    store.commit([Flush()])
+    assert stats.queues == {"empty": 0, "q": 2}  # a frozen copy, not a view
+
+
+def test_flush_wipes_everything_but_queue_names(make_store: MakeStore) -> None:
+    store = make_store()
+    tally = Tally(store)
+    store.commit([enqueue_op(job("a" * 8)), enqueue_op(job("b" * 8)), SetAdd("retries", NOW, job("c" * 8)),
+                  Reserve("default", "a" * 8, "w1", NOW, NOW + 60), Done("a" * 8, DAY, False), Pause(["default"]),
+                  RestoreReservation(job("d" * 8), "w1", NOW, NOW + 60), {"op": "tally", "key": "k", "n": 1}])
+    store.commit([Flush()])
+    assert store.statistics() == api.StoreStatistics(
+        queues={"default": 0}, paused=frozenset(), scheduled=0, retries=0, dead=0, working=0, processed=0, failures=0)
+    assert store.daily_counts() == {} and store.next_due() is None and tally.counts == {}
+
+
+# --- state owners -------------------------------------------------------------------------
+
+def test_an_owner_applies_its_ops_and_may_wake_the_timer(make_store: MakeStore) -> None:
+    due: list[float] = []
+    log = Log()
+    store = make_store(sink=log, on_due=due.append)
+    tally = Tally(store)
+    store.commit([{"op": "tally", "key": "a", "n": 1}, {"op": "tally", "key": "b", "n": 2, "due": NOW + 9}])
+    assert tally.counts == {"a": 1, "b": 2} and due == [NOW + 9]
+    assert log.records == [[{"op": "tally", "key": "a", "n": 1}, {"op": "tally", "key": "b", "n": 2, "due": NOW + 9}]]
+
+
+def test_an_op_has_one_owner(make_store: MakeStore) -> None:
+    store = make_store()
+    Tally(store)
+    with pytest.raises(ValueError):
+        Tally(store)
+
+    class Thief(Tally):
+        op_names = ("zadd",)
+
+    with pytest.raises(ValueError):
+        Thief(store)
+
+
+# --- snapshots and replay -----------------------------------------------------------------
+
+def busy_store(store: Store) -> None:
+    """A bit of everything, for the snapshot tests."""
+    store.commit([DeclareQueue("empty"), *(enqueue_op(job(f"job-{i:04d}", f"q{i % 3}")) for i in range(20)),
+                  SetAdd("scheduled", NOW + 5, job("s" * 8)), SetAdd("retries", NOW + 6, job("r" * 8)),
+                  SetAdd("dead", NOW + 7, job("d" * 8)), Reserve("q0", "job-0000", "w1", NOW, NOW + 60),
+                  Reserve("q1", "job-0001", "w2", NOW, NOW + 30), Done("job-0001", DAY, True), Pause(["q2"]),
+                  {"op": "tally", "key": "k", "n": 7}])
+
+
+def test_a_snapshot_replays_into_an_equal_store(make_store: MakeStore) -> None:
+    store = make_store()
+    tally = Tally(store)
+    busy_store(store)
+    records = store.snapshot()
+    expected = observed(store), dict(tally.counts)
+    store.commit([enqueue_op(job("late-0001")), {"op": "tally", "key": "late", "n": 1}])  # after: not in it
+    fresh_tallies: list[Tally] = []
+    fresh = replayed(make_store, records, lambda s: fresh_tallies.append(Tally(s)))
+    assert (observed(fresh), fresh_tallies[0].counts) == expected
+    assert expected[1] == {"k": 7}
+
+
+def test_the_op_log_replays_into_an_equal_store(make_store: MakeStore) -> None:
+    log = Log()
+    store = make_store(sink=log)
+    Tally(store)
+    busy_store(store)
+    store.commit([Resume(["q2"]), Flush(), enqueue_op(job("after-01"))])
+    assert observed(replayed(make_store, iter(log.records), Tally)) == observed(store)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_history_replays_from_its_log_and_from_its_snapshot(data: st.DataObject) -> None:
+    for make_store in BACKENDS.values():
+        log = Log()
+        store = make_store(sink=log)
+        counter = 0
+        for _ in range(data.draw(st.integers(0, 40), label="steps")):
+            counter += 1
+            jid = f"job-{counter:04d}"
+            queues = [q for q in store.queue_names() if store.queue_size(q)]
+            reserved = [r.job["jid"] for r in store.reservations()]
+            kind = data.draw(st.sampled_from(
+                ["enqueue", "zadd", "zrem", "reserve", "drop", "done", "extend", "pause", "resume", "remove", "flush"]))
+            score = NOW + data.draw(st.integers(0, 5))
+            ops: list[Any]
+            if kind == "enqueue":
+                ops = [enqueue_op(job(jid, data.draw(st.sampled_from(["a", "b"]))))]
+            elif kind == "zadd":
+                ops = [SetAdd(data.draw(st.sampled_from(JOB_SETS)), score, job(data.draw(st.sampled_from(["x" * 8, jid]))))]
+            elif kind == "zrem":
+                ops = [SetRemove(data.draw(st.sampled_from(JOB_SETS)), "x" * 8)]
+            elif kind in ("reserve", "drop") and queues:
+                queue = data.draw(st.sampled_from(queues))
+                head = store.queue_head(queue)["jid"]
+                ops = [Reserve(queue, head, "w1", NOW, score) if kind == "reserve" else Drop(queue, head)]
+            elif kind in ("done", "extend") and reserved:
+                target = data.draw(st.sampled_from(reserved))
+                ops = [Done(target, DAY, data.draw(st.booleans())) if kind == "done" else Extend(target, score)]
+            elif kind in ("pause", "resume"):
+                names = data.draw(st.lists(st.sampled_from(["a", "b", "c"]), max_size=3))
+                ops = [Pause(names) if kind == "pause" else Resume(names)]
+            elif kind == "remove":
+                ops = [RemoveQueue(data.draw(st.sampled_from(["a", "b", "c"])))]
+            elif kind == "flush":
+                ops = [Flush()]
+            else:
+                continue
+            store.commit(ops)
+        assert observed(replayed(make_store, iter(log.records))) == observed(store)
+        assert observed(replayed(make_store, store.snapshot())) == observed(store)
