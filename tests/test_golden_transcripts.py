@@ -66,7 +66,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +74,7 @@ from typing import Any
 
 import pytest
 
+from faktory_py.tools.client import Address, Client, ProtocolError
 from faktory_py.tools.conformance.runner import step_lines, unescape
 from faktory_py.wire.handshake import hash_password
 from real_faktory import OUR_SERVER_PARAM, REAL_FAKTORY_PARAM
@@ -282,70 +282,6 @@ def deep_merge(base: Any, extra: Any) -> Any:
 # --- running a transcript ---------------------------------------------------------------------
 
 
-class Conn:
-    def __init__(self, port: int, password: str | None, one_chunk: bool) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT)
-        self.password = password
-        self.one_chunk = one_chunk
-        self.buf = b""
-        self.greeting: dict[str, Any] = {}
-        self.sent_at = 0.0
-        self.replied_at = 0.0
-
-    def send(self, data: bytes) -> None:
-        self.sent_at = time.monotonic()
-        self.sock.sendall(data)
-
-    def _complete(self) -> int | None:
-        """Length of the first whole RESP item in the buffer, if there is one."""
-        end = self.buf.find(b"\n")
-        if end < 0:
-            return None
-        line = self.buf[:end + 1]
-        if line.startswith(b"$") and line.endswith(b"\r\n"):
-            try:
-                n = int(line[1:-2])
-            except ValueError:
-                return end + 1
-            if n >= 0:
-                total = end + 1 + n + 2
-                return total if len(self.buf) >= total else None
-        return end + 1
-
-    def reply(self) -> bytes:
-        reads = 0
-        while (size := self._complete()) is None:
-            try:
-                data = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
-                raise GoldenFailure(f"no (complete) reply within {READ_TIMEOUT} s; buffered {self.buf!r}") from None
-            if not data:
-                raise GoldenFailure(f"server closed the connection; buffered {self.buf!r}")
-            self.buf += data
-            reads += 1
-        if self.one_chunk and reads > 1:
-            raise GoldenFailure(f"reply arrived in {reads} reads, not one: {self.buf[:size]!r}")
-        reply, self.buf = self.buf[:size], self.buf[size:]
-        self.replied_at = time.monotonic()
-        return reply
-
-    def wait_closed(self) -> bytes | None:
-        """None if the server closes without sending more; else what it sent (or b'' on timeout)."""
-        if self.buf:
-            return self.buf
-        self.sock.settimeout(CLOSE_TIMEOUT)
-        try:
-            data = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
-            return b""
-        except ConnectionResetError:
-            return None
-        return data or None
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def check_framing(reply: bytes) -> str | None:
     """What every client needs (§3.1, §3.8): a known type byte, CRLF lines, ERR/NOTUNIQUE codes."""
     if reply[:1] not in (b"+", b"-", b"$"):
@@ -372,9 +308,9 @@ class Runner:
         self.target = target
         self.factory = factory
         self.servers: dict[str | None, Any] = {}
-        self.conns: dict[str, Conn] = {}
-        self.current: Conn | None = None
-        self.last: bytes = b""
+        self.conns: dict[str, Client] = {}
+        self.current: Client | None = None
+        self.one_chunk: list[Client] = []  # connections whose every reply must come in one read
         self.replies = 0
 
     def server(self, password: str | None) -> Any:
@@ -385,18 +321,18 @@ class Runner:
     def fail(self, step: Step, message: str) -> None:
         raise GoldenFailure(f"{self.t.path.name}:{step.lineno}: {step.kind} {step.arg}\n  {message}")
 
-    def conn(self, step: Step) -> Conn:
+    def conn(self, step: Step) -> Client:
         if self.current is None:
             self.fail(step, "no open connection (use `--- open <name>`)")
         return self.current
 
-    def expand(self, text: str, conn: Conn) -> str:
+    def expand(self, text: str, conn: Client) -> str:
         def sub(m: re.Match[str]) -> str:
             name, _, arg = m.group(1).partition(":")
             if name == "pwdhash":
                 if "s" not in conn.greeting:
                     raise GoldenFailure("{{pwdhash}} on a connection whose greeting has no salt")
-                password = arg or conn.password or ""
+                password = arg or conn.address.password or ""
                 return hash_password(password, conn.greeting["s"], conn.greeting["i"])
             if name.startswith("at+"):
                 return ruby_time(time.time() + float(name[3:]))
@@ -407,8 +343,12 @@ class Runner:
         conn = self.conn(step)
         try:
             reply = conn.reply()
-        except GoldenFailure as e:
-            self.fail(step, str(e))
+        except TimeoutError:
+            self.fail(step, f"no (complete) reply within {READ_TIMEOUT} s; buffered {conn.reader.unread()!r}")
+        except (ProtocolError, ConnectionError) as e:
+            self.fail(step, f"{e}; buffered {conn.reader.unread()!r}")
+        if conn in self.one_chunk and conn.reads > 1:
+            self.fail(step, f"reply arrived in {conn.reads} reads, not one: {reply!r}")
         problem = check_framing(reply)
         for client in () if greeting else self.t.acceptors:
             problem = problem or ACCEPTORS[client](reply)
@@ -453,9 +393,10 @@ class Runner:
                     self.conns.pop(name).close()
                 password = self.t.password if opt else None
                 server = self.server(password)
-                one_chunk = bool(ONE_CHUNK & set(self.t.acceptors)) and self.target == OUR_SERVER_PARAM
-                self.conns[name] = Conn(server.port, password, one_chunk)
+                self.conns[name] = Client(Address("127.0.0.1", server.port, password), timeout=READ_TIMEOUT, raw=True)
                 self.current = self.conns[name]
+                if ONE_CHUNK & set(self.t.acceptors) and self.target == OUR_SERVER_PARAM:
+                    self.one_chunk.append(self.current)
             elif verb == "use" and name in self.conns and not opt:
                 self.current = self.conns[name]
             else:
@@ -463,7 +404,7 @@ class Runner:
         elif kind == "HI":
             conn = self.conn(step)
             reply = self.read(step, greeting=True)
-            if conn.password is None:
+            if conn.address.password is None:
                 if reply != b'+HI {"v":2}\r\n':
                     self.fail(step, f"expected +HI {{\"v\":2}}\\r\\n, got {reply!r}")
                 conn.greeting = {"v": 2}
@@ -495,10 +436,12 @@ class Runner:
                 self.bulk_json(step, json.loads(arg), kind == "S$=")
         elif kind == "CLOSED":
             conn = self.conn(step)
-            extra = conn.wait_closed()
-            if extra is not None:
-                self.fail(step, "server did not close within 5 s" if extra == b""
-                          else f"server sent more before closing: {extra!r}")
+            try:
+                extra = conn.wait_closed(CLOSE_TIMEOUT)
+            except TimeoutError:
+                self.fail(step, f"server did not close within {CLOSE_TIMEOUT} s")
+            if extra:
+                self.fail(step, f"server sent more before closing: {extra!r}")
         elif kind == "ELAPSED":
             conn = self.conn(step)
             low, high = (float(x) for x in arg.split())

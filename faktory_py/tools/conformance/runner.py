@@ -27,21 +27,18 @@ import argparse
 import json
 import re
 import secrets
-import socket
-import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import unquote, urlparse
 
 from ...wire.handshake import hash_password
+from ..client import Address, Client, ProtocolError, ReplyError, parse_url
 
 READ_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 5.0
-DEFAULT_PORT = 7419
 
 
 class CaseFailure(AssertionError):
@@ -193,43 +190,6 @@ def unescape(text: str) -> bytes:
     return bytes(out)
 
 
-# --- the server address ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Address:
-    host: str
-    port: int
-    password: str | None = None
-    tls: bool = False
-    cafile: str | None = None
-    insecure: bool = False
-
-    def connect(self, timeout: float = READ_TIMEOUT) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        if not self.tls:
-            return sock
-        context = ssl.create_default_context(cafile=self.cafile)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        try:
-            return context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
-
-
-def parse_url(url: str) -> Address:
-    """`tcp://[:password@]host[:port]` or `tcp+tls://...` (the form Faktory clients take)."""
-    parsed = urlparse(url if "://" in url else "tcp://" + url)
-    if parsed.scheme not in ("tcp", "tcp+tls"):
-        raise ValueError(f"unsupported URL scheme {parsed.scheme!r}: use tcp:// or tcp+tls://")
-    password = unquote(parsed.password) if parsed.password is not None else None
-    return Address(parsed.hostname or "127.0.0.1", parsed.port or DEFAULT_PORT, password or None,
-                   parsed.scheme == "tcp+tls")
-
-
 # --- replies -----------------------------------------------------------------------------
 
 
@@ -237,83 +197,49 @@ def rfc3339(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
-_CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError,
-           ssl.SSLZeroReturnError)
-
-
 class Conn:
-    """One client connection; replies are read raw (exact bytes), one RESP item at a time."""
+    """One case connection: the one client in raw mode (exact reply bytes), its failures
+    turned into CaseFailure."""
 
     def __init__(self, address: Address) -> None:
-        self.sock = address.connect()
-        self.buf = b""
-        self.sent_at = time.monotonic()
-        self.replied_at = self.sent_at
+        self.client = Client(address, timeout=READ_TIMEOUT, raw=True)
 
     def send(self, data: bytes) -> None:
-        self.sent_at = time.monotonic()
         try:
-            self.sock.sendall(data)
-        except _CLOSED as exc:
+            self.client.send(data)
+        except OSError as exc:
             raise CaseFailure(f"connection closed while sending {data[:80]!r}: {exc}") from None
-
-    def _fill(self, what: str) -> None:
-        try:
-            chunk = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
-            raise CaseFailure(f"timed out after {READ_TIMEOUT}s waiting for {what}; have {self.buf!r}") from None
-        except _CLOSED:
-            chunk = b""
-        if not chunk:
-            raise CaseFailure(f"connection closed while waiting for {what}; have {self.buf!r}")
-        self.buf += chunk
 
     def reply(self) -> bytes:
         """One whole RESP reply, raw: a line through its `\\n`, plus a bulk body."""
-        while b"\n" not in self.buf:
-            self._fill("a reply")
-        end = self.buf.index(b"\n") + 1
-        line = self.buf[:end]
-        if line.startswith(b"$") and not line.startswith(b"$-"):
-            if not line.endswith(b"\r\n"):
-                raise CaseFailure(f"bulk header not CRLF-terminated: {line!r}")
-            try:
-                length = int(line[1:-2])
-            except ValueError:
-                raise CaseFailure(f"bad bulk header {line!r}") from None
-            while len(self.buf) < end + length + 2:
-                self._fill(f"{length} bulk bytes")
-            body_end = end + length + 2
-            if self.buf[end + length:body_end] != b"\r\n":
-                raise CaseFailure(f"bulk length {length} does not match its body: {self.buf[:body_end + 20]!r}")
-            end = body_end
-        out, self.buf = self.buf[:end], self.buf[end:]
-        self.replied_at = time.monotonic()
-        return out
+        return self._reading(self.client.reply)
+
+    def hello(self, fields: dict[str, Any]) -> bytes:
+        """The greeting, then HELLO `fields` (with `pwdhash` if asked for); HELLO's reply."""
+        return self._reading(self.client.hello, fields)
+
+    def _reading(self, read: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return read(*args)
+        except ProtocolError as exc:
+            raise CaseFailure(str(exc)) from None
+        except TimeoutError:
+            raise CaseFailure(f"timed out after {READ_TIMEOUT}s waiting for a reply; "
+                              f"have {self.client.reader.unread()!r}") from None
+        except OSError:  # a close or a reset
+            raise CaseFailure(f"connection closed while waiting for a reply; "
+                              f"have {self.client.reader.unread()!r}") from None
 
     def wait_closed(self) -> None:
-        deadline = time.monotonic() + CLOSE_TIMEOUT
-        while True:
-            if self.buf:
-                raise CaseFailure(f"expected the server to close without a reply, got {self.buf!r}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CaseFailure(f"server did not close the connection within {CLOSE_TIMEOUT}s")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
-                continue
-            except _CLOSED:
-                return
-            finally:
-                self.sock.settimeout(READ_TIMEOUT)
-            if not chunk:
-                return
-            self.buf += chunk
+        try:
+            extra = self.client.wait_closed(CLOSE_TIMEOUT)
+        except TimeoutError:
+            raise CaseFailure(f"server did not close the connection within {CLOSE_TIMEOUT}s") from None
+        if extra:
+            raise CaseFailure(f"expected the server to close without a reply, got {extra!r}")
 
     def close(self) -> None:
-        self.sock.close()
+        self.client.close()
 
 
 # --- JSON subset matching ----------------------------------------------------------------
@@ -493,23 +419,17 @@ class Runner:
             time.sleep(float(arg))
         elif kind == "ELAPSED":
             low, high = (float(x) for x in arg.split())
-            c = self.conn()
+            c = self.conn().client
             took = c.replied_at - c.sent_at
             if not low <= took <= high:
                 raise CaseFailure(f"expected the last reply within {low}..{high}s, it took {took:.3f}s")
         elif kind == "HANDSHAKE":
-            hello = json.loads(self.subst(arg)) if arg else {"v": 2}
-            got = self.read()
-            if not got.startswith(b"+HI "):
-                raise CaseFailure(f"expected a +HI greeting, got {got!r}")
-            if self.hi.get("s"):
-                if self.password is None:
-                    raise CaseFailure("server wants a password and the runner has none")
-                rounds = int(self.hi.get("i", 1)) if hello.get("v", 0) >= 2 else 1
-                hello["pwdhash"] = hash_password(self.password, self.hi["s"], rounds)
-            self.conn().send(b"HELLO " + json.dumps(hello, separators=(",", ":")).encode() + b"\r\n")
-            got = self.read()
+            conn = self.conn()
+            got = conn.hello(json.loads(self.subst(arg)) if arg else {"v": 2})
+            self.hi = conn.client.greeting
             if got != b"+OK\r\n":
+                if self.hi.get("s") and self.password is None:
+                    raise CaseFailure("server wants a password and the runner has none")
                 raise CaseFailure(f"expected b'+OK\\r\\n' for HELLO, got {got!r}")
         else:  # pragma: no cover - parse_case only lets known kinds through
             raise CaseFailure(f"unknown step {kind}")
@@ -533,19 +453,11 @@ class Result:
 
 def probe(address: Address) -> dict[str, Any]:
     """The server's `+HI` greeting (tells whether it wants a password)."""
-    with address.connect() as sock:
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    if not data.startswith(b"+HI "):
-        raise ValueError(f"not a Faktory server: it greeted with {data[:80]!r}")
-    try:
-        return json.loads(data[4:].rstrip(b"\r\n"))
-    except ValueError:
-        raise ValueError(f"not a Faktory server: it greeted with {data[:80]!r}") from None
+    with Client(address, timeout=READ_TIMEOUT) as client:
+        try:
+            return client.greet()
+        except (ProtocolError, ReplyError) as exc:
+            raise ValueError(f"not a Faktory server: {exc}") from None
 
 
 def server_description(address: Address) -> str | None:
