@@ -4,7 +4,8 @@
 already running server (faktory_py, Faktory itself, or any other implementation) and prints
 one row per file. The cases FLUSH the server: never point it at data you need. The case format is described in protocol/README.md; this module is its
 reference interpreter, also used by tests/test_protocol_cases.py. It needs nothing but the
-standard library (plain blocking sockets), so it can check a server from anywhere.
+standard library (the blocking client of `tools.client`), so it can check a server from
+anywhere. `clients` holds what the client libraries need from a reply (`ACCEPTS`).
 
 Case files are found in, first match wins:
 
@@ -36,6 +37,7 @@ from typing import Any, TextIO
 
 from ...wire.handshake import hash_password
 from ..client import Address, Client, ProtocolError, ReplyError, parse_url
+from . import clients
 
 READ_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 5.0
@@ -86,9 +88,11 @@ class Step:
     lineno: int
     kind: str
     arg: str
+    only: str | None = None  # "ent" or "oss": run only against such a server
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.arg}".rstrip()
+        prefix = f"[{self.only}] " if self.only else ""
+        return f"{prefix}{self.kind} {self.arg}".rstrip()
 
 
 @dataclass
@@ -96,7 +100,9 @@ class Case:
     path: Path
     steps: list[Step]
     require_password: bool = False
+    require_fresh: bool = False
     server_args: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -120,7 +126,8 @@ class Case:
         return "oss" in self.tags
 
 
-_STEP = re.compile(r"(C:|C\*|S:|S~|S\$|---|WAIT|SLEEP|ELAPSED|HANDSHAKE|REQUIRE|SERVER)(?: (.*))?$")
+_STEP = re.compile(r"(?:\[(ent|oss)\] )?"
+                   r"(C:|C\*|S:|S~|S\$|---|WAIT|SLEEP|ELAPSED|HANDSHAKE|REQUIRE|SERVER|ACCEPTS)(?: (.*))?$")
 
 
 def step_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -137,15 +144,22 @@ def parse_case(path: str | Path) -> Case:
         m = _STEP.match(line)
         if m is None:
             raise ValueError(f"{path.name}:{lineno}: cannot parse {line!r}")
-        kind, arg = m.group(1), m.group(2) or ""
+        only, kind, arg = m.group(1), m.group(2), m.group(3) or ""
+        if only and kind in ("REQUIRE", "SERVER", "ACCEPTS"):
+            raise ValueError(f"{path.name}:{lineno}: [{only}] applies to steps only")
         if kind == "REQUIRE":
-            if arg != "password":
+            if arg not in ("password", "fresh"):
                 raise ValueError(f"{path.name}:{lineno}: unknown requirement {arg!r}")
-            case.require_password = True
+            case.require_password = case.require_password or arg == "password"
+            case.require_fresh = case.require_fresh or arg == "fresh"
         elif kind == "SERVER":
             case.server_args += tuple(arg.split())
+        elif kind == "ACCEPTS":
+            if arg not in clients.ACCEPTORS:
+                raise ValueError(f"{path.name}:{lineno}: unknown client {arg!r}")
+            case.accepts += (arg,)
         else:
-            case.steps.append(Step(lineno, kind, arg))
+            case.steps.append(Step(lineno, kind, arg, only))
     return case
 
 
@@ -166,6 +180,8 @@ def skip_reason(case: Case, *, ours: bool, ent: bool, starts_servers: bool = Fal
         return "needs faktory_py (.ours case; --ours runs it)"
     if case.server_args and not starts_servers:
         return f"needs its own faktory_py started with {' '.join(case.server_args)}"
+    if case.require_fresh and not starts_servers:
+        return "needs a fresh server of its own (REQUIRE fresh)"
     if not starts_servers and server_has_password is not None:
         if case.require_password and not server_has_password:
             return "needs a password-protected server (tcp://:PASSWORD@host:port)"
@@ -195,6 +211,11 @@ def unescape(text: str) -> bytes:
 
 def rfc3339(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def ruby_time(unix: float) -> str:
+    """A time as Ruby's client writes `at`: `2026-11-26T10:00:00.123456789+00:00`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(unix))) + f".{int((unix % 1) * 1e9):09d}+00:00"
 
 
 class Conn:
@@ -245,13 +266,34 @@ class Conn:
 # --- JSON subset matching ----------------------------------------------------------------
 
 _MISSING = object()
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 
 
-def json_match(expected: Any, actual: Any, path: str = "$") -> None:
-    """`expected` ⊆ `actual`: objects by key (recursively), everything else exactly.
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
-    String markers: "<absent>" (key must be missing), "<any>", "<int>", "<number>",
-    "<string>", "<re:REGEX>" (a string fully matching REGEX).
+
+#: JSON-template markers: a string "<name>" in a template matches a value of this kind
+MARKERS: dict[str, Callable[[Any], bool]] = {
+    "any": lambda v: True,
+    "int": _count,
+    "number": lambda v: type(v) in (int, float) and v >= 0,
+    "string": lambda v: isinstance(v, str),
+    "object": lambda v: isinstance(v, dict),
+    "ints": lambda v: isinstance(v, dict) and all(_count(x) for x in v.values()),
+    "rfc3339": lambda v: isinstance(v, str) and _RFC3339.fullmatch(v) is not None,
+    "hms-utc": lambda v: isinstance(v, str) and re.fullmatch(r"\d\d:\d\d:\d\d UTC", v) is not None,
+    "semver": lambda v: isinstance(v, str) and re.fullmatch(r"\d+\.\d+\.\d+", v) is not None,
+}
+
+
+def json_match(expected: Any, actual: Any, path: str = "$", exact_keys: bool = False) -> None:
+    """`expected` ⊆ `actual`: objects by key (recursively; with `exact_keys` no other keys
+    either, at every level), arrays element-wise, everything else equal, type included
+    (`1` is not `1.0`, `true` is not `1`).
+
+    String markers: "<absent>" (key must be missing), "<re:REGEX>" (a string fully matching
+    REGEX), and the kinds in `MARKERS`.
     """
     if isinstance(expected, str) and expected.startswith("<") and expected.endswith(">"):
         marker = expected[1:-1]
@@ -261,15 +303,11 @@ def json_match(expected: Any, actual: Any, path: str = "$") -> None:
             return
         if actual is _MISSING:
             raise CaseFailure(f"{path}: missing")
-        ok = {
-            "any": True,
-            "int": type(actual) is int,
-            "number": type(actual) in (int, float),
-            "string": isinstance(actual, str),
-        }.get(marker)
-        if ok is None and marker.startswith("re:"):
+        if marker in MARKERS:
+            ok = MARKERS[marker](actual)
+        elif marker.startswith("re:"):
             ok = isinstance(actual, str) and re.fullmatch(marker[3:], actual) is not None
-        if ok is None:
+        else:
             ok = expected == actual
         if not ok:
             raise CaseFailure(f"{path}: {actual!r} is not {expected}")
@@ -280,16 +318,24 @@ def json_match(expected: Any, actual: Any, path: str = "$") -> None:
         if not isinstance(actual, dict):
             raise CaseFailure(f"{path}: expected an object, got {actual!r}")
         for key, value in expected.items():
-            json_match(value, actual.get(key, _MISSING), f"{path}.{key}")
+            json_match(value, actual.get(key, _MISSING), f"{path}.{key}", exact_keys)
+        extra = sorted(set(actual) - set(expected))
+        if exact_keys and extra:
+            raise CaseFailure(f"{path}: unexpected keys {extra}")
     elif isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
             raise CaseFailure(f"{path}: expected {expected!r}, got {actual!r}")
         for i, (e, a) in enumerate(zip(expected, actual)):
-            json_match(e, a, f"{path}[{i}]")
-    else:
-        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (expected, actual))
-        if not (numbers or type(expected) is type(actual)) or expected != actual:
-            raise CaseFailure(f"{path}: expected {expected!r}, got {actual!r}")
+            json_match(e, a, f"{path}[{i}]", exact_keys)
+    elif type(expected) is not type(actual) or expected != actual:
+        raise CaseFailure(f"{path}: expected {expected!r}, got {actual!r}")
+
+
+def deep_merge(base: Any, extra: Any) -> Any:
+    """`base` with `extra`'s values put in, recursively into objects both have."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {**base, **{k: deep_merge(base[k], v) if k in base else v for k, v in extra.items()}}
+    return extra
 
 
 # --- the interpreter ---------------------------------------------------------------------
@@ -299,9 +345,16 @@ _PLACEHOLDER = re.compile(r"\{\{([a-zA-Z0-9_]+)(?::([^}]*))?\}\}")
 
 @dataclass
 class Runner:
-    """Runs one case file's steps against `address` (a fresh Runner per file)."""
+    """Runs one case file's steps against `address` (a fresh Runner per file).
+
+    `ent`: the server has Faktory Enterprise's features (`[ent]` steps run, `[oss]` steps
+    do not, and the other way round); `ours`: it is faktory_py (see `clients.ONE_READ`).
+    """
 
     address: Address
+    ent: bool = False
+    ours: bool = False
+    accepts: tuple[str, ...] = ()
     values: dict[str, str] = field(default_factory=dict)
     conns: dict[str, Conn] = field(default_factory=dict)
     current: str = "main"
@@ -324,6 +377,8 @@ class Runner:
             name, arg = m.group(1), m.group(2)
             if name == "time":
                 value = rfc3339(time.time() + float(arg or 0))
+            elif name == "time_ruby":
+                value = ruby_time(time.time() + float(arg or 0))
             elif name in ("pwdhash", "pwdhash1", "pwdhash_upper"):
                 if not self.hi.get("s") or self.password is None:
                     raise CaseFailure("{{%s}} needs a greeting with a salt and a password" % name)
@@ -337,7 +392,13 @@ class Runner:
         return _PLACEHOLDER.sub(one, text)
 
     def read(self) -> bytes:
-        data = self.conn().reply()
+        conn = self.conn()
+        data = conn.reply()
+        problem = clients.problem(data, self.accepts) if self.accepts else None
+        if problem:
+            raise CaseFailure(f"{problem}: {data!r}")
+        if self.ours and clients.ONE_READ & set(self.accepts) and conn.client.reads > 1:
+            raise CaseFailure(f"reply arrived in {conn.client.reads} reads, not one: {data!r}")
         if data.startswith(b"+HI "):
             try:
                 self.hi = json.loads(data[4:].rstrip(b"\r\n"))
@@ -347,8 +408,11 @@ class Runner:
 
     def run(self, case: Case) -> None:
         """Every step in order; the first failing one raises CaseFailure naming its line."""
+        self.accepts = case.accepts
         try:
             for step in case.steps:
+                if step.only is not None and (step.only == "ent") != self.ent:
+                    continue
                 try:
                     self.step(step)
                 except CaseFailure as exc:
@@ -382,12 +446,14 @@ class Runner:
                     self.values[name] = value.decode("utf-8", errors="replace")
         elif kind == "S$":
             mode, _, text = arg.partition(" ")
-            if mode not in ("json", "json-subset"):
+            if mode not in ("json", "json-subset", "info"):
                 raise CaseFailure(f"unknown S$ mode {mode!r}")
             try:
-                expected = json.loads(self.subst(text))
+                expected = json.loads(self.subst(text)) if text or mode != "info" else {}
             except ValueError as exc:
                 raise CaseFailure(f"bad JSON in the case file: {exc}") from None
+            if mode == "info":
+                expected = deep_merge(clients.INFO, expected)
             got = self.read()
             if not got.startswith(b"$") or got.startswith(b"$-"):
                 raise CaseFailure(f"expected a bulk JSON reply, got {got!r}")
@@ -395,11 +461,7 @@ class Runner:
                 actual = json.loads(got[got.index(b"\n") + 1:-2])
             except ValueError as exc:
                 raise CaseFailure(f"expected JSON, got {got[:200]!r} ({exc})") from None
-            if mode == "json":
-                if actual != expected:
-                    raise CaseFailure(f"expected {expected!r}, got {actual!r}")
-            else:
-                json_match(expected, actual)
+            json_match(expected, actual, exact_keys=mode == "json")
         elif kind == "---":
             words = arg.split()
             if words == ["new", "connection"]:
@@ -435,9 +497,10 @@ class Runner:
             raise CaseFailure(f"unknown step {kind}")
 
 
-def run_case(case: Case, address: Address) -> None:
-    """Run one case file against `address`; raises CaseFailure at the first failing step."""
-    Runner(address).run(case)
+def run_case(case: Case, address: Address, *, ent: bool, ours: bool) -> None:
+    """Run one case file against `address` (see `Runner` for `ent` and `ours`); raises
+    CaseFailure at the first failing step."""
+    Runner(address, ent, ours).run(case)
 
 
 # --- the command line --------------------------------------------------------------------
@@ -490,7 +553,7 @@ def run_all(address: Address, paths: list[Path], *, ours: bool, ent: bool,
             continue
         started = time.monotonic()
         try:
-            run_case(case, address)
+            run_case(case, address, ent=ent, ours=ours)
         except CaseFailure as exc:
             detail = f"line {exc.lineno} ({_shorten(exc.step or '', 60)}): {exc.message}" if exc.lineno else exc.message
             results.append(Result(case.name, "FAIL", time.monotonic() - started, detail))
