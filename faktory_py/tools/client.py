@@ -210,6 +210,7 @@ class Client:
         """Wait until the server closes the connection (EOF or a reset); return what arrived
         that no reply was read for (b"" for a silent close). TimeoutError if it stays open
         `within` seconds (default: the client's timeout)."""
+        # hiredis does not hand back what it was fed: only our reader can say what is unread
         unread = self.reader.unread() if isinstance(self.reader, ReplyReader) else b""
         within = self.timeout if within is None else within
         deadline = time.monotonic() + within
