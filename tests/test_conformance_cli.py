@@ -59,8 +59,7 @@ def test_all_pass_against_faktory_py(server_factory) -> None:
     cases = case_files()
     assert set(rows) == {p.name for p in cases}
     assert not _by_status(rows, "FAIL")
-    plain = {p.name for p in cases if len(p.name.split(".")) == 2
-             and not conformance.parse_case(p).require_password and not conformance.parse_case(p).require_fresh}
+    plain = {p.name for p in cases if len(p.name.split(".")) == 2 and not conformance.parse_case(p).require_password}
     assert plain and plain <= _by_status(rows, "PASS")
     for name, (status, detail) in rows.items():
         if status == "SKIP":

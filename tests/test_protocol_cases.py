@@ -33,7 +33,7 @@ def test_protocol_case(any_server_factory, path: Path, request: pytest.FixtureRe
     """Replay one case file against faktory_py, or against the real Faktory."""
     case = parse_case(path)
     real = request.node.callspec.params["any_server_factory"] == REAL_FAKTORY_PARAM
-    reason = skip_reason(case, ours=not real, ent=not real, starts_servers=True)  # faktory_py is Enterprise
+    reason = skip_reason(case, ours=not real, ent=not real, starts_servers=not real)  # faktory_py is Enterprise
     if reason is None and real and case.server_args:
         reason = "SERVER arguments are faktory_py's"
     if reason:

@@ -100,7 +100,6 @@ class Case:
     path: Path
     steps: list[Step]
     require_password: bool = False
-    require_fresh: bool = False
     server_args: tuple[str, ...] = ()
     accepts: tuple[str, ...] = ()
 
@@ -148,10 +147,9 @@ def parse_case(path: str | Path) -> Case:
         if only and kind in ("REQUIRE", "SERVER", "ACCEPTS"):
             raise ValueError(f"{path.name}:{lineno}: [{only}] applies to steps only")
         if kind == "REQUIRE":
-            if arg not in ("password", "fresh"):
+            if arg != "password":
                 raise ValueError(f"{path.name}:{lineno}: unknown requirement {arg!r}")
-            case.require_password = case.require_password or arg == "password"
-            case.require_fresh = case.require_fresh or arg == "fresh"
+            case.require_password = True
         elif kind == "SERVER":
             case.server_args += tuple(arg.split())
         elif kind == "ACCEPTS":
@@ -180,8 +178,6 @@ def skip_reason(case: Case, *, ours: bool, ent: bool, starts_servers: bool = Fal
         return "needs faktory_py (.ours case; --ours runs it)"
     if case.server_args and not starts_servers:
         return f"needs its own faktory_py started with {' '.join(case.server_args)}"
-    if case.require_fresh and not starts_servers:
-        return "needs a fresh server of its own (REQUIRE fresh)"
     if not starts_servers and server_has_password is not None:
         if case.require_password and not server_has_password:
             return "needs a password-protected server (tcp://:PASSWORD@host:port)"
