@@ -592,7 +592,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="the server is open-source Faktory: skip *.ent.case, run *.oss.case")
     p.add_argument("--ours", action="store_true",
                    help="also run the *.ours.case files that need no server options: they pin faktory_py's "
-                        "own behaviour, so other servers fail them (Faktory 1.9.4 even crashes on some)")
+                        "own behaviour, so other servers fail them (Faktory 1.9.4 even crashes on some); "
+                        "and require faktory_py's whole replies in one read where a file ACCEPTS dotnet")
     p.add_argument("--cases", metavar="DIR", default=None, help="directory of *.case files "
                    "(default: protocol/cases of the source tree, or the copy installed with the package)")
     p.add_argument("-k", dest="substring", default=None, help="only case files whose name contains SUBSTRING")
