@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from faktory_py.tools import processes
-from faktory_py.tools.loadgen.conn import BenchError, Conn, Target
+from faktory_py.tools.client import Address, parse_url
+from faktory_py.tools.loadgen.conn import BenchError, Conn
 from faktory_py.tools.processes import FAKTORY_VERSION, cache_dir, find_faktory_bin as find_faktory
 
 __all__ = ["FAKTORY_VERSION", "Echo", "FaktoryPy", "RealFaktory", "Server", "cache_dir", "find_faktory"]
@@ -28,8 +29,8 @@ class Server(processes.ServerProcess):
     start_timeout = 60.0
 
     @property
-    def target(self) -> Target:
-        return Target.parse(self.url)
+    def target(self) -> Address:
+        return parse_url(self.url)
 
     def restart(self, queue: str, timeout: float = 600.0) -> float:
         """Graceful stop, then seconds from spawning a fresh process to a FETCH from `queue`

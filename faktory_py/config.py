@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .util.ports import DEFAULT_PORT
 
 ENVIRONMENTS = ("development", "staging", "production")
 FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_LEVELS = ("error", "warn", "info", "debug")
 #: `[batches] policy`: whether a committed batch is immutable (protocol/spec.md §10.3)
 BATCH_POLICIES = ("strict", "permissive")
-#: Faktory's ports: a binding without one (`-b host`) gets these
-DEFAULT_PORT = 7419
+#: Faktory's ports: a binding without one (`-b host`) gets these (the command port is in
+#: util.ports, where the tools' URL parser can use it too)
 DEFAULT_WEB_PORT = 7420
 #: what the CLI binds when neither a flag nor conf.d says (Faktory's defaults)
 DEFAULT_BINDING = f"localhost:{DEFAULT_PORT}"

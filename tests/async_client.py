@@ -1,7 +1,7 @@
-"""A tiny trio Faktory client for in-process tests (MockClock-driven servers).
+"""The trio variant of the one client, for in-process tests (MockClock-driven servers).
 
-It mirrors `rawclient.RawClient` over a trio stream: lines out, replies parsed with
-hiredis, `-ERR …` raised as `rawclient.ReplyError`. Only what the timer tests need.
+Over a trio stream, with the blocking client's reply parser (faktory_py/tools/client.py
+`ReplyReader`): lines out, `-ERR …` raised as its `ReplyError`. Only what the timer tests need.
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import hiredis
 import trio
 
-from rawclient import ReplyError
+from faktory_py.tools.client import ReplyError, ReplyReader
 
 
 class PeerClosed(Exception):
@@ -22,7 +21,7 @@ class PeerClosed(Exception):
 class AsyncClient:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.reader = hiredis.Reader(replyError=ReplyError)
+        self.reader = ReplyReader()
 
     @classmethod
     async def connect(cls, port: int, **hello: Any) -> AsyncClient:

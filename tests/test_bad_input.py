@@ -70,7 +70,7 @@ def test_garbage_lines_each_get_an_error(server: ServerProcess, bystander: RawCl
         lines.append(line)
     with server.client() as c:
         assert c.handshake() == b"OK"
-        c.send_raw(b"".join(line + b"\r\n" for line in lines))
+        c.send(b"".join(line + b"\r\n" for line in lines))
         replies = read_lines(c, len(lines))
         assert len(replies) == len(lines)
         assert all(r.startswith(b"-ERR unknown command ") for r in replies), replies[:5]
@@ -87,7 +87,7 @@ def test_garbage_json_arguments(server: ServerProcess, bystander: RawClient) -> 
             lines.append(verb + b" " + junk)
     with server.client() as c:
         assert c.handshake() == b"OK"
-        c.send_raw(b"".join(line + b"\r\n" for line in lines))
+        c.send(b"".join(line + b"\r\n" for line in lines))
         replies = read_lines(c, len(lines))
         assert len(replies) == len(lines)
         for line, reply in zip(lines, replies):
@@ -100,10 +100,10 @@ def test_deeply_nested_json_is_rejected_not_fatal(server: ServerProcess, bystand
     with server.client() as c:
         assert c.handshake() == b"OK"
         deep = "[" * 100_000 + "]" * 100_000
-        c.send_raw(f'PUSH {{"jid":"deep-json-1","jobtype":"x","args":{deep}}}\r\n'.encode())
+        c.send(f'PUSH {{"jid":"deep-json-1","jobtype":"x","args":{deep}}}\r\n'.encode())
         reply = read_lines(c, 1)[0]
         assert reply.startswith(b"-ERR ")
-        c.send_raw(f"ACK {deep}\r\n".encode())
+        c.send(f"ACK {deep}\r\n".encode())
         assert read_lines(c, 1)[0].startswith(b"-ERR ")
         assert c.command("INFO").startswith(b"{")
     round_trip(bystander)
@@ -117,16 +117,16 @@ def test_line_over_16_mib_gets_error_then_close(server: ServerProcess, bystander
         def send() -> None:
             chunk = b"x" * MiB
             try:
-                c.send_raw(b"PUSH ")
+                c.send(b"PUSH ")
                 for _ in range(17):
-                    c.send_raw(chunk)
+                    c.send(chunk)
             except OSError:
                 pass  # the server may close while we are still sending
 
         thread, errors = run_in_thread(send)
         # the bystander is served while the big line streams in
         round_trip(bystander)
-        data = c.recv_until_closed()
+        data = c.wait_closed()
         thread.join(20)
         assert not errors
         assert data.startswith(b"-ERR "), data[:200]
@@ -143,12 +143,12 @@ def test_long_line_before_hello_closes(server: ServerProcess, bystander: RawClie
         def send() -> None:
             try:
                 for _ in range(17):
-                    c.send_raw(b"y" * MiB)
+                    c.send(b"y" * MiB)
             except OSError:
                 pass
 
         thread, _ = run_in_thread(send)
-        data = c.recv_until_closed()
+        data = c.wait_closed()
         thread.join(20)
         assert data.startswith(b"+HI ") and data.count(b"\r\n") == 1, data[:200]  # then a silent close
     round_trip(bystander)
@@ -169,20 +169,20 @@ def test_line_of_exactly_the_limit_is_not_too_long(server: ServerProcess) -> Non
 def test_invalid_utf8(server: ServerProcess, bystander: RawClient) -> None:
     with server.client() as c:
         assert c.handshake() == b"OK"
-        c.send_raw(b"\xff\xfeVERB\r\n")
+        c.send(b"\xff\xfeVERB\r\n")
         assert read_lines(c, 1)[0].startswith(b"-ERR unknown command ")
         jid = new_jid()
-        c.send_raw(b'PUSH {"jid":"' + jid.encode() + b'","jobtype":"T","args":["a\xffb\xc3"],"queue":"utf"}\r\n')
+        c.send(b'PUSH {"jid":"' + jid.encode() + b'","jobtype":"T","args":["a\xffb\xc3"],"queue":"utf"}\r\n')
         reply = read_lines(c, 1)[0]
         assert reply == b"+OK" or reply.startswith(b"-ERR "), reply
         if reply == b"+OK":
-            fetched = c.fetch("utf")  # hiredis checks the bulk length against the bytes
+            fetched = c.fetch("utf")  # the client checks the bulk length against the bytes
             assert fetched["jid"] == jid
             assert fetched["args"] == ["a\ufffdb\ufffd"]
             assert c.json_command("ACK", {"jid": jid}) == b"OK"
         # a lone surrogate escape is valid JSON but cannot be encoded as UTF-8 (Go makes it U+FFFD)
         jid2 = new_jid()
-        c.send_raw(b'PUSH {"jid":"' + jid2.encode() + b'","jobtype":"T","args":["x\\ud800y"],"queue":"utf"}\r\n')
+        c.send(b'PUSH {"jid":"' + jid2.encode() + b'","jobtype":"T","args":["x\\ud800y"],"queue":"utf"}\r\n')
         assert read_lines(c, 1)[0] == b"+OK"
         fetched = c.fetch("utf")
         assert fetched["jid"] == jid2 and fetched["args"] in (["x\ufffdy"], ["x?y"])
@@ -196,7 +196,7 @@ def test_multibyte_bulk_length_counts_bytes(server: ServerProcess) -> None:
         assert c.handshake() == b"OK"
         jid = new_jid()
         assert c.push({"jid": jid, "jobtype": "Ünïcødé", "args": ["日本語", "🎉"], "queue": "mb"}) == b"OK"
-        c.send_raw(b"FETCH mb\r\n")
+        c.send(b"FETCH mb\r\n")
         header = b""
         while not header.endswith(b"\r\n"):
             header += c.recv_raw(1)
@@ -211,7 +211,7 @@ def test_half_closed_socket_still_gets_its_reply(server: ServerProcess, bystande
     jid = new_jid()
     with server.client() as c:
         assert c.handshake() == b"OK"
-        c.send_raw(b'PUSH {"jid":"' + jid.encode() + b'","jobtype":"T","args":[],"queue":"half"}\r\nINFO\r\n')
+        c.send(b'PUSH {"jid":"' + jid.encode() + b'","jobtype":"T","args":[],"queue":"half"}\r\nINFO\r\n')
         c.sock.shutdown(socket.SHUT_WR)
         assert c.reply() == b"OK"
         assert c.reply().startswith(b"{")
@@ -224,7 +224,7 @@ def test_half_closed_socket_still_gets_its_reply(server: ServerProcess, bystande
 def test_half_closed_during_blocking_fetch(server: ServerProcess, bystander: RawClient) -> None:
     with server.client() as c:
         assert c.handshake() == b"OK"
-        c.send_raw(b"FETCH never-filled\r\n")
+        c.send(b"FETCH never-filled\r\n")
         c.sock.shutdown(socket.SHUT_WR)
         round_trip(bystander)
         data = b""
@@ -236,7 +236,7 @@ def test_half_closed_during_blocking_fetch(server: ServerProcess, bystander: Raw
 def test_half_closed_with_partial_line(server: ServerProcess, bystander: RawClient) -> None:
     with server.client() as c:
         assert c.handshake() == b"OK"
-        c.send_raw(b"INF")
+        c.send(b"INF")
         c.sock.shutdown(socket.SHUT_WR)
         assert c.closed_by_peer(within=3)
     round_trip(bystander)
@@ -253,7 +253,7 @@ def test_abrupt_reset_mid_command(server: ServerProcess, bystander: RawClient) -
     for _ in range(5):
         c = server.client()
         assert c.handshake(wid=f"reset-{new_jid()}") == b"OK"
-        c.send_raw(b'PUSH {"jid":"')
+        c.send(b'PUSH {"jid":"')
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         c.close()  # RST
     round_trip(bystander)
@@ -298,7 +298,7 @@ def test_client_that_stops_reading_is_dropped(server: ServerProcess, bystander: 
     def flood() -> None:
         try:
             for _ in range(30):
-                c.send_raw(line)
+                c.send(line)
         except OSError:
             pass
 
@@ -329,6 +329,6 @@ def test_client_that_stops_reading_is_dropped(server: ServerProcess, bystander: 
 def test_binary_noise_as_first_bytes(server: ServerProcess, bystander: RawClient) -> None:
     for seed in range(10):
         with server.client() as c:
-            c.send_raw(os.urandom(200) + b"\n" + os.urandom(100))
+            c.send(os.urandom(200) + b"\n" + os.urandom(100))
             assert c.closed_by_peer(within=3)
     round_trip(bystander)

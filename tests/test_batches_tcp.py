@@ -41,7 +41,7 @@ def connect(server: ServerProcess, wid: str = "") -> RawClient:
 
 def raw(c: RawClient, line: str) -> bytes:
     """Send a command, return the whole raw reply (type byte and CRLFs included)."""
-    c.send_raw(line.encode() + b"\r\n")
+    c.send(line.encode() + b"\r\n")
     data = b""
     while True:
         data += c.recv_raw()

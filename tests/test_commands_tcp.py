@@ -50,7 +50,7 @@ def worker(server, wid: str) -> RawClient:
 
 
 def exact(c: RawClient, line: bytes, expected: bytes) -> None:
-    c.send_raw(line)
+    c.send(line)
     assert c.recv_raw(len(expected)) == expected
 
 
@@ -65,7 +65,7 @@ def test_server_start_sequence_with_bare_lf(server) -> None:
         exact(c, b"CMD foo\n", b"-ERR unknown command CMD\r\n")
         exact(c, b"QUEUE REMOVE frobnoz\n", b"+OK\r\n")
         exact(c, b'PUSH {"jid":"12345678901234567890abcd","jobtype":"thing","args":[]}\n', b"+OK\r\n")
-        c.send_raw(b"FETCH default some other\n")
+        c.send(b"FETCH default some other\n")
         body = c.reply()
         assert b'"jid":"12345678901234567890abcd"' in body
         assert b'"retry":' in body
@@ -73,23 +73,23 @@ def test_server_start_sequence_with_bare_lf(server) -> None:
               b"+OK\r\n")
         exact(c, b"ACK\n", b"-ERR internal error\r\n")
         exact(c, b'ACK {"jid":"12345678901234567890abcd"}\n', b"+OK\r\n")
-        c.send_raw(b"INFO\n")
+        c.send(b"INFO\n")
         info = json.loads(c.reply())
         assert len(info) == 4
         exact(c, b'BEAT {"wid":"78629a0f5f3f164f"}\n', b"+OK\r\n")
         exact(c, b"QUEUE REMOVE default\n", b"+OK\r\n")
         exact(c, b"FLUSH\n", b"+OK\r\n")
-        c.send_raw(b"END\n")
+        c.send(b"END\n")
         assert c.recv_raw() == b""
 
 
 def test_end_closes_without_reply(client: RawClient) -> None:
-    client.send_raw(b"END\r\nINFO\r\n")
+    client.send(b"END\r\nINFO\r\n")
     assert client.recv_raw() == b""
 
 
 def test_end_with_argument_still_closes(client: RawClient) -> None:
-    client.send_raw(b"END now\r\n")
+    client.send(b"END now\r\n")
     assert client.recv_raw() == b""
 
 
@@ -256,7 +256,7 @@ def test_blocking_fetch_wakes_on_push_from_other_connection(server, client: RawC
     """The PUSH reaches a FETCH already blocked (the server says so), which answers with it
     instead of timing out with $-1. (When, exactly: test_timers.py under MockClock.)"""
     jid = new_jid()
-    client.send_raw(b"FETCH first later\r\n")
+    client.send(b"FETCH first later\r\n")
     with server.client() as other:
         assert other.handshake() == b"OK"
         fetches_blocked(other.info, 1)
@@ -267,7 +267,7 @@ def test_blocking_fetch_wakes_on_push_from_other_connection(server, client: RawC
 
 def test_fetch_on_empty_returns_null_after_two_seconds(client: RawClient) -> None:
     start = time.monotonic()
-    client.send_raw(b"FETCH default other\r\n")
+    client.send(b"FETCH default other\r\n")
     assert client.recv_raw(5) == b"$-1\r\n"
     assert time.monotonic() - start >= 1.5  # it did wait (speed is the benchmarks' business)
 
@@ -646,7 +646,7 @@ def test_quiet_state_is_shared_by_connections_of_a_wid(server, client: RawClient
         exact(first, b'BEAT {"wid":"shared-wid","current_state":"quiet"}\r\n', b'$17\r\n{"state":"quiet"}\r\n')
         exact(second, b'BEAT {"wid":"shared-wid"}\r\n', b'$17\r\n{"state":"quiet"}\r\n')
         start = time.monotonic()
-        second.send_raw(b"FETCH default\r\n")
+        second.send(b"FETCH default\r\n")
         assert second.recv_raw(5) == b"$-1\r\n"
         assert time.monotonic() - start >= 1.5
         assert faktory(client)["queues"]["default"] == 1
@@ -688,7 +688,7 @@ def test_25_concurrent_blocking_fetches_get_one_job_each(server_factory) -> None
 
     def fetch(i: int) -> None:
         try:
-            conns[i].send_raw(b"FETCH pool\r\n")
+            conns[i].send(b"FETCH pool\r\n")
             sent.wait()
             results[i] = conns[i].reply()
         except BaseException as exc:  # reported below

@@ -119,7 +119,7 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_resumes(servers, small_fs: P
         filler = fill(small_fs)
         n = 5
         while True:  # the last pages of the segment still take a few
-            pusher.send_raw(b"PUSH " + json.dumps(job(n)).encode() + b"\r\n")
+            pusher.send(b"PUSH " + json.dumps(job(n)).encode() + b"\r\n")
             if answered_or_logged(pusher, server, DEGRADED) == "logged":
                 break
             assert pusher.reply() == b"OK"

@@ -80,7 +80,7 @@ def push_all(server: ServerProcess, jids: list[str], connections: int = 8, pipel
                     assert c.push(make_job(jid, **fields)) == b"OK", jid
                 return
             lines = b"".join(f"PUSH {json.dumps(make_job(j, **fields))}\r\n".encode() for j in shares[i])
-            c.send_raw(lines)  # pipelined: replies come back in order
+            c.send(lines)  # pipelined: replies come back in order
             for jid in shares[i]:
                 assert c.reply() == b"OK", jid
 
@@ -105,7 +105,7 @@ def info(server: ServerProcess) -> dict[str, Any]:
 def drain(server: ServerProcess, expected: int, *, then_empty: bool = True) -> list[str]:
     """FETCH `expected` jobs, then (optionally) check one more FETCH finds nothing (~2 s)."""
     with connect(server) as c:
-        c.send_raw(b"".join(f"FETCH {QUEUE}\r\n".encode() for _ in range(expected)))
+        c.send(b"".join(f"FETCH {QUEUE}\r\n".encode() for _ in range(expected)))
         jids = []
         for _ in range(expected):
             body = c.reply()
@@ -374,7 +374,7 @@ def test_sigterm_shuts_down_cleanly(server_factory) -> None:
     deadline = time.monotonic() + 5
     while outcome is None and time.monotonic() < deadline:
         try:
-            busy.send_raw(b"INFO\r\n")
+            busy.send(b"INFO\r\n")
             reply = busy.reply()
             assert reply.startswith(b"{")
         except ReplyError as exc:
@@ -405,12 +405,12 @@ def test_sigterm_during_blocking_fetch(server_factory) -> None:
     DEVIATIONS #26); the connection is closed after the grace and the stop exits 0."""
     server = server_factory()
     c = connect(server, wid="blocked")
-    c.send_raw(f"FETCH {QUEUE}\r\n".encode())
+    c.send(f"FETCH {QUEUE}\r\n".encode())
     with connect(server) as side:
         fetches_blocked(side.info, 1)
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(10) == 0
-    assert c.recv_until_closed() == b"$-1\r\n"
+    assert c.wait_closed() == b"$-1\r\n"
     c.close()
 
 

@@ -44,7 +44,7 @@ def job(args: list[Any] | None = None, **fields: Any) -> dict[str, Any]:
 
 def raw_push(c: RawClient, payload: dict[str, Any]) -> bytes:
     """PUSH and return the raw reply line (so error bytes can be compared exactly)."""
-    c.send_raw(b"PUSH " + json.dumps(payload, separators=(",", ":")).encode() + b"\r\n")
+    c.send(b"PUSH " + json.dumps(payload, separators=(",", ":")).encode() + b"\r\n")
     return c.recv_raw()
 
 
@@ -172,7 +172,7 @@ def test_expires_in_becomes_expires_at(client: RawClient, worker: RawClient) -> 
 
 
 def test_track_get_unknown_exact_bytes(client: RawClient) -> None:
-    client.send_raw(b"TRACK GET nosuchjob123\r\n")
+    client.send(b"TRACK GET nosuchjob123\r\n")
     body = b'{"jid":"nosuchjob123","state":"unknown","updated_at":""}'
     assert client.recv_raw() == b"$%d\r\n%s\r\n" % (len(body), body)
 

@@ -57,7 +57,7 @@ def still_serves(client: RawClient) -> None:
 
 def exchange(client: RawClient, line: bytes) -> bytes:
     """Send one line (CRLF added) and return exactly one reply line."""
-    client.send_raw(line + b"\r\n")
+    client.send(line + b"\r\n")
     data = b""
     while not data.endswith(b"\r\n"):
         chunk = client.recv_raw()
@@ -228,7 +228,7 @@ def test_bad_queue_name_in_scheduled_push_is_rejected_too(client: RawClient) -> 
 
 def test_pushb_item_errors_are_a_map_not_an_error(client: RawClient) -> None:
     good, short = job(), job(jid="short")
-    client.send_raw(f"PUSHB {compact([good, short])}\r\n".encode())
+    client.send(f"PUSHB {compact([good, short])}\r\n".encode())
     body = client.reply()
     assert json.loads(body) == {"short": "jobs must have a reasonable jid parameter"}
     still_serves(client)

@@ -105,7 +105,7 @@ def test_fuzzing_every_command_leaves_the_server_serving(server_factory) -> None
             if verb == "FETCH":  # something to fetch, so no FETCH waits its 2 s
                 assert fuzz.push({"jid": new_jid(), "jobtype": "fuzz", "args": [], "queue": "fuzzq"}) == b"OK"
                 arg += b" fuzzq"
-            fuzz.send_raw(verb.encode() + (b" " + arg if arg else b"") + b"\r\n")
+            fuzz.send(verb.encode() + (b" " + arg if arg else b"") + b"\r\n")
             try:
                 reply = fuzz.reply()
             except ReplyError as error:

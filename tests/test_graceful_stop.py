@@ -127,7 +127,7 @@ def test_idle_connections_are_refused_when_they_speak_and_closed_after_the_grace
     eventually(lambda: "shutting down" in server.log_text(), 10, "the server to start its stop")
     with pytest.raises(ReplyError, match=SHUTDOWN):
         speaks.command("INFO")
-    assert silent.recv_until_closed() == b""  # closed without a word at the end of the grace
+    assert silent.wait_closed() == b""  # closed without a word at the end of the grace
     assert server.proc.wait(15) == 0
     speaks.close()
     silent.close()

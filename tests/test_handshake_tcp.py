@@ -47,7 +47,7 @@ def greeting(client: RawClient) -> tuple[int, str]:
 
 def hello(client: RawClient, payload: dict, *, raw: str | None = None) -> bytes:
     text = raw if raw is not None else json.dumps(payload, separators=(",", ":"))
-    client.send_raw(b"HELLO " + text.encode() + b"\r\n")
+    client.send(b"HELLO " + text.encode() + b"\r\n")
     return client.recv_raw()
 
 
@@ -192,7 +192,7 @@ def test_password_from_file(server_factory, tmp_path) -> None:
 def test_bad_preamble_closes_silently(server, line: bytes) -> None:
     with server.client() as c:
         read_line(c)
-        c.send_raw(line + b"\r\n")
+        c.send(line + b"\r\n")
         assert c.recv_raw() == b""
 
 
@@ -203,7 +203,7 @@ def test_bad_preamble_closes_silently(server, line: bytes) -> None:
 def test_undecodable_hello_closes_silently(server, payload: bytes) -> None:
     with server.client() as c:
         read_line(c)
-        c.send_raw(b"HELLO " + payload + b"\r\n")
+        c.send(b"HELLO " + payload + b"\r\n")
         assert c.recv_raw() == b""
 
 
@@ -223,7 +223,7 @@ def test_slow_partial_hello_is_closed(server) -> None:
         start = time.monotonic()
         for byte in b'HELLO {"hostname":"a-box-that-sends-its-hello-slowly","v":2':  # 15 s
             try:
-                c.send_raw(bytes([byte]))
+                c.send(bytes([byte]))
             except OSError:
                 break  # reset: the server has closed
             if c.closed_by_peer(within=0.25):
@@ -236,7 +236,7 @@ def test_slow_partial_hello_is_closed(server) -> None:
 # --- after the handshake -----------------------------------------------------------
 
 def test_second_hello_is_unknown_command(client: RawClient) -> None:
-    client.send_raw(b'HELLO {"v":2}\r\n')
+    client.send(b'HELLO {"v":2}\r\n')
     assert client.recv_raw() == b"-ERR unknown command HELLO\r\n"
     assert client.command("INFO").startswith(b"{")
 
@@ -244,24 +244,24 @@ def test_second_hello_is_unknown_command(client: RawClient) -> None:
 def test_bare_lf_lines(server) -> None:
     with server.client() as c:
         read_line(c)
-        c.send_raw(b'HELLO {"v":2,"wid":"lf-worker"}\n')
+        c.send(b'HELLO {"v":2,"wid":"lf-worker"}\n')
         assert c.recv_raw(5) == b"+OK\r\n"
-        c.send_raw(b'PUSH {"jid":"lf-job-0001","jobtype":"x","args":[]}\n')
+        c.send(b'PUSH {"jid":"lf-job-0001","jobtype":"x","args":[]}\n')
         assert c.recv_raw(5) == b"+OK\r\n"
-        c.send_raw(b"INFO\n")
+        c.send(b"INFO\n")
         assert c.reply().startswith(b"{")
-        c.send_raw(b"FETCH default\n")
+        c.send(b"FETCH default\n")
         assert json.loads(c.reply())["jid"] == "lf-job-0001"
-        c.send_raw(b'ACK {"jid":"lf-job-0001"}\n')
+        c.send(b'ACK {"jid":"lf-job-0001"}\n')
         assert c.recv_raw(5) == b"+OK\r\n"
-        c.send_raw(b"END\n")
+        c.send(b"END\n")
         assert c.recv_raw() == b""
 
 
 def test_hello_and_command_in_one_packet(server) -> None:
     with server.client() as c:
         read_line(c)
-        c.send_raw(b'HELLO {"v":2}\r\nINFO\r\n')
+        c.send(b'HELLO {"v":2}\r\nINFO\r\n')
         assert c.reply() == b"OK"
         assert c.reply().startswith(b"{")
 
@@ -273,7 +273,7 @@ def test_worker_hello_registers_a_worker(server_factory) -> None:
         assert p.handshake() == b"OK"
         assert p.info()["faktory"]["tasks"]["Workers"]["size"] == 1
         assert p.command('BEAT {"wid":"w-hello"}') == b"OK"
-        w.send_raw(b"END\r\n")
+        w.send(b"END\r\n")
         assert w.recv_raw() == b""
         deadline = time.monotonic() + 3
         while p.info()["faktory"]["tasks"]["Workers"]["size"] and time.monotonic() < deadline:

@@ -49,7 +49,7 @@ def test_connection_limit(server_factory) -> None:
         assert c.handshake() == b"OK"
     extra = server.client()
     extra.reply()  # +HI
-    extra.send_raw(b'HELLO {"v":2}\r\n')
+    extra.send(b'HELLO {"v":2}\r\n')
     assert extra.reply() == b"OK"
     try:
         extra.reply()

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from faktory_py.tools.conformance.runner import (Address, CaseFailure, json_match, parse_case, run_case,
-                                                 skip_reason, unescape)
+from faktory_py.tools.client import Address
+from faktory_py.tools.conformance import clients
+from faktory_py.tools.conformance.runner import CaseFailure, json_match, parse_case, run_case, skip_reason, unescape
 from real_faktory import REAL_FAKTORY_PARAM
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def test_protocol_case(any_server_factory, path: Path, request: pytest.FixtureRe
     srv = any_server_factory(password=DEFAULT_PASSWORD if case.require_password else None,
                              args=case.server_args)
     try:
-        run_case(case, Address("127.0.0.1", srv.port, srv.password))
+        run_case(case, Address("127.0.0.1", srv.port, srv.password), ent=not real, ours=not real)
     except CaseFailure as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -57,12 +58,28 @@ def test_every_case_file_parses() -> None:
 
 
 def test_json_match_markers() -> None:
-    json_match({"a": "<absent>", "b": "<int>", "c": {"d": "<re:x+>"}, "e": [1, "<any>"]},
-               {"b": 3, "c": {"d": "xxx", "z": 0}, "e": [1.0, None]})
-    for expected, actual in (({"a": "<absent>"}, {"a": 1}), ({"b": "<int>"}, {"b": 1.5}),
-                             ({"l": [1]}, {"l": [1, 2]}), ({"s": "1"}, {"s": 1}), ({"t": True}, {"t": 1})):
+    json_match({"a": "<absent>", "b": "<int>", "c": {"d": "<re:x+>"}, "e": [1.5, "<any>"],
+                "f": "<ints>", "g": "<rfc3339>", "h": "<hms-utc>", "i": "<semver>", "j": "<object>"},
+               {"b": 3, "c": {"d": "xxx", "z": 0}, "e": [1.5, None], "f": {"q": 0}, "g": "2026-01-02T03:04:05.6+00:00",
+                "h": "03:04:05 UTC", "i": "1.9.4", "j": {}})
+    json_match({"a": {"b": "<int>"}}, {"a": {"b": 1}}, exact_keys=True)
+    for expected, actual in (({"a": "<absent>"}, {"a": 1}), ({"b": "<int>"}, {"b": 1.5}), ({"b": "<int>"}, {"b": -1}),
+                             ({"l": [1]}, {"l": [1, 2]}), ({"s": "1"}, {"s": 1}), ({"t": True}, {"t": 1}),
+                             ({"n": 1}, {"n": 1.0}), ({"f": "<ints>"}, {"f": {"q": "0"}})):
         with pytest.raises(CaseFailure):
             json_match(expected, actual)
+    with pytest.raises(CaseFailure):
+        json_match({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}, exact_keys=True)
+
+
+def test_client_acceptance() -> None:
+    """`ACCEPTS <client>`: every client needs clean framing; Elixir takes only known prefixes."""
+    for reply in (b"+OK\r\n", b"$-1\r\n", b'$2\r\n{}\r\n', b"-NOTUNIQUE Job not unique\r\n"):
+        assert clients.problem(reply, ("ruby", "elixir")) is None, reply
+    for reply in (b":1\r\n", b"+OK\n", b"$0\r\n\r\n", b"-MISCONF disk\r\n"):
+        assert clients.problem(reply, ("ruby",)), reply
+    assert clients.problem(b"+QUEUED\r\n", ("elixir",)) and not clients.problem(b"+QUEUED\r\n", ("php",))
+    assert clients.problem(b'+HI {"v":2}\r\n', ("elixir",)) is None  # the greeting: framing only
 
 
 def test_unescape() -> None:

@@ -174,7 +174,7 @@ def bulk_state(state: str) -> bytes:
 def side_beat(srv, wid: str, state: str) -> bytes:
     """BEAT for someone else's wid from a producer connection: the raw reply bytes."""
     with raw(srv) as conn:
-        conn.send_raw(f'BEAT {{"wid":"{wid}","current_state":"{state}"}}\r\n'.encode())
+        conn.send(f'BEAT {{"wid":"{wid}","current_state":"{state}"}}\r\n'.encode())
         return conn.recv_raw(len(bulk_state(state)))
 
 

@@ -1,2 +1,2 @@
 """Leaves: JSON encoding (`jsoncodec`), Faktory's time formats (`timefmt`), Redis-style glob
-patterns (`glob`). They import nothing else of faktory_py."""
+patterns (`glob`), Faktory's default port (`ports`). They import nothing else of faktory_py."""

@@ -4,7 +4,8 @@
 already running server (faktory_py, Faktory itself, or any other implementation) and prints
 one row per file. The cases FLUSH the server: never point it at data you need. The case format is described in protocol/README.md; this module is its
 reference interpreter, also used by tests/test_protocol_cases.py. It needs nothing but the
-standard library (plain blocking sockets), so it can check a server from anywhere.
+standard library (the blocking client of `tools.client`), so it can check a server from
+anywhere. `clients` holds what the client libraries need from a reply (`ACCEPTS`).
 
 Case files are found in, first match wins:
 
@@ -27,21 +28,19 @@ import argparse
 import json
 import re
 import secrets
-import socket
-import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import unquote, urlparse
 
 from ...wire.handshake import hash_password
+from ..client import Address, Client, ProtocolError, ReplyError, parse_url
+from . import clients
 
 READ_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 5.0
-DEFAULT_PORT = 7419
 
 
 class CaseFailure(AssertionError):
@@ -89,9 +88,11 @@ class Step:
     lineno: int
     kind: str
     arg: str
+    only: str | None = None  # "ent" or "oss": run only against such a server
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.arg}".rstrip()
+        prefix = f"[{self.only}] " if self.only else ""
+        return f"{prefix}{self.kind} {self.arg}".rstrip()
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Case:
     steps: list[Step]
     require_password: bool = False
     server_args: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -123,7 +125,8 @@ class Case:
         return "oss" in self.tags
 
 
-_STEP = re.compile(r"(C:|C\*|S:|S~|S\$|---|WAIT|SLEEP|ELAPSED|HANDSHAKE|REQUIRE|SERVER)(?: (.*))?$")
+_STEP = re.compile(r"(?:\[(ent|oss)\] )?"
+                   r"(C:|C\*|S:|S~|S\$|---|WAIT|SLEEP|ELAPSED|HANDSHAKE|REQUIRE|SERVER|ACCEPTS)(?: (.*))?$")
 
 
 def step_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -140,15 +143,21 @@ def parse_case(path: str | Path) -> Case:
         m = _STEP.match(line)
         if m is None:
             raise ValueError(f"{path.name}:{lineno}: cannot parse {line!r}")
-        kind, arg = m.group(1), m.group(2) or ""
+        only, kind, arg = m.group(1), m.group(2), m.group(3) or ""
+        if only and kind in ("REQUIRE", "SERVER", "ACCEPTS"):
+            raise ValueError(f"{path.name}:{lineno}: [{only}] applies to steps only")
         if kind == "REQUIRE":
             if arg != "password":
                 raise ValueError(f"{path.name}:{lineno}: unknown requirement {arg!r}")
             case.require_password = True
         elif kind == "SERVER":
             case.server_args += tuple(arg.split())
+        elif kind == "ACCEPTS":
+            if arg not in clients.ACCEPTORS:
+                raise ValueError(f"{path.name}:{lineno}: unknown client {arg!r}")
+            case.accepts += (arg,)
         else:
-            case.steps.append(Step(lineno, kind, arg))
+            case.steps.append(Step(lineno, kind, arg, only))
     return case
 
 
@@ -193,43 +202,6 @@ def unescape(text: str) -> bytes:
     return bytes(out)
 
 
-# --- the server address ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Address:
-    host: str
-    port: int
-    password: str | None = None
-    tls: bool = False
-    cafile: str | None = None
-    insecure: bool = False
-
-    def connect(self, timeout: float = READ_TIMEOUT) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        if not self.tls:
-            return sock
-        context = ssl.create_default_context(cafile=self.cafile)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        try:
-            return context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
-
-
-def parse_url(url: str) -> Address:
-    """`tcp://[:password@]host[:port]` or `tcp+tls://...` (the form Faktory clients take)."""
-    parsed = urlparse(url if "://" in url else "tcp://" + url)
-    if parsed.scheme not in ("tcp", "tcp+tls"):
-        raise ValueError(f"unsupported URL scheme {parsed.scheme!r}: use tcp:// or tcp+tls://")
-    password = unquote(parsed.password) if parsed.password is not None else None
-    return Address(parsed.hostname or "127.0.0.1", parsed.port or DEFAULT_PORT, password or None,
-                   parsed.scheme == "tcp+tls")
-
-
 # --- replies -----------------------------------------------------------------------------
 
 
@@ -237,95 +209,87 @@ def rfc3339(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
-_CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError,
-           ssl.SSLZeroReturnError)
+def ruby_time(unix: float) -> str:
+    """A time as Ruby's client writes `at`: `2026-11-26T10:00:00.123456789+00:00`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(unix))) + f".{int((unix % 1) * 1e9):09d}+00:00"
 
 
 class Conn:
-    """One client connection; replies are read raw (exact bytes), one RESP item at a time."""
+    """One case connection: the one client in raw mode (exact reply bytes), its failures
+    turned into CaseFailure."""
 
     def __init__(self, address: Address) -> None:
-        self.sock = address.connect()
-        self.buf = b""
-        self.sent_at = time.monotonic()
-        self.replied_at = self.sent_at
+        self.client = Client(address, timeout=READ_TIMEOUT, raw=True)
 
     def send(self, data: bytes) -> None:
-        self.sent_at = time.monotonic()
         try:
-            self.sock.sendall(data)
-        except _CLOSED as exc:
+            self.client.send(data)
+        except OSError as exc:
             raise CaseFailure(f"connection closed while sending {data[:80]!r}: {exc}") from None
-
-    def _fill(self, what: str) -> None:
-        try:
-            chunk = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
-            raise CaseFailure(f"timed out after {READ_TIMEOUT}s waiting for {what}; have {self.buf!r}") from None
-        except _CLOSED:
-            chunk = b""
-        if not chunk:
-            raise CaseFailure(f"connection closed while waiting for {what}; have {self.buf!r}")
-        self.buf += chunk
 
     def reply(self) -> bytes:
         """One whole RESP reply, raw: a line through its `\\n`, plus a bulk body."""
-        while b"\n" not in self.buf:
-            self._fill("a reply")
-        end = self.buf.index(b"\n") + 1
-        line = self.buf[:end]
-        if line.startswith(b"$") and not line.startswith(b"$-"):
-            if not line.endswith(b"\r\n"):
-                raise CaseFailure(f"bulk header not CRLF-terminated: {line!r}")
-            try:
-                length = int(line[1:-2])
-            except ValueError:
-                raise CaseFailure(f"bad bulk header {line!r}") from None
-            while len(self.buf) < end + length + 2:
-                self._fill(f"{length} bulk bytes")
-            body_end = end + length + 2
-            if self.buf[end + length:body_end] != b"\r\n":
-                raise CaseFailure(f"bulk length {length} does not match its body: {self.buf[:body_end + 20]!r}")
-            end = body_end
-        out, self.buf = self.buf[:end], self.buf[end:]
-        self.replied_at = time.monotonic()
-        return out
+        return self._reading(self.client.reply)
+
+    def hello(self, fields: dict[str, Any]) -> bytes:
+        """The greeting, then HELLO `fields` (with `pwdhash` if asked for); HELLO's reply."""
+        return self._reading(self.client.hello, fields)
+
+    def _reading(self, read: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return read(*args)
+        except ProtocolError as exc:
+            raise CaseFailure(str(exc)) from None
+        except TimeoutError:
+            raise CaseFailure(f"timed out after {READ_TIMEOUT}s waiting for a reply; "
+                              f"have {self.client.reader.unread()!r}") from None
+        except OSError:  # a close or a reset
+            raise CaseFailure(f"connection closed while waiting for a reply; "
+                              f"have {self.client.reader.unread()!r}") from None
 
     def wait_closed(self) -> None:
-        deadline = time.monotonic() + CLOSE_TIMEOUT
-        while True:
-            if self.buf:
-                raise CaseFailure(f"expected the server to close without a reply, got {self.buf!r}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CaseFailure(f"server did not close the connection within {CLOSE_TIMEOUT}s")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
-                continue
-            except _CLOSED:
-                return
-            finally:
-                self.sock.settimeout(READ_TIMEOUT)
-            if not chunk:
-                return
-            self.buf += chunk
+        try:
+            extra = self.client.wait_closed(CLOSE_TIMEOUT)
+        except TimeoutError:
+            raise CaseFailure(f"server did not close the connection within {CLOSE_TIMEOUT}s") from None
+        if extra:
+            raise CaseFailure(f"expected the server to close without a reply, got {extra!r}")
 
     def close(self) -> None:
-        self.sock.close()
+        self.client.close()
 
 
 # --- JSON subset matching ----------------------------------------------------------------
 
 _MISSING = object()
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 
 
-def json_match(expected: Any, actual: Any, path: str = "$") -> None:
-    """`expected` ⊆ `actual`: objects by key (recursively), everything else exactly.
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
-    String markers: "<absent>" (key must be missing), "<any>", "<int>", "<number>",
-    "<string>", "<re:REGEX>" (a string fully matching REGEX).
+
+#: JSON-template markers: a string "<name>" in a template matches a value of this kind
+MARKERS: dict[str, Callable[[Any], bool]] = {
+    "any": lambda v: True,
+    "int": _count,
+    "number": lambda v: type(v) in (int, float) and v >= 0,
+    "string": lambda v: isinstance(v, str),
+    "object": lambda v: isinstance(v, dict),
+    "ints": lambda v: isinstance(v, dict) and all(_count(x) for x in v.values()),
+    "rfc3339": lambda v: isinstance(v, str) and _RFC3339.fullmatch(v) is not None,
+    "hms-utc": lambda v: isinstance(v, str) and re.fullmatch(r"\d\d:\d\d:\d\d UTC", v) is not None,
+    "semver": lambda v: isinstance(v, str) and re.fullmatch(r"\d+\.\d+\.\d+", v) is not None,
+}
+
+
+def json_match(expected: Any, actual: Any, path: str = "$", exact_keys: bool = False) -> None:
+    """`expected` ⊆ `actual`: objects by key (recursively; with `exact_keys` no other keys
+    either, at every level), arrays element-wise, everything else equal, type included
+    (`1` is not `1.0`, `true` is not `1`).
+
+    String markers: "<absent>" (key must be missing), "<re:REGEX>" (a string fully matching
+    REGEX), and the kinds in `MARKERS`.
     """
     if isinstance(expected, str) and expected.startswith("<") and expected.endswith(">"):
         marker = expected[1:-1]
@@ -335,15 +299,11 @@ def json_match(expected: Any, actual: Any, path: str = "$") -> None:
             return
         if actual is _MISSING:
             raise CaseFailure(f"{path}: missing")
-        ok = {
-            "any": True,
-            "int": type(actual) is int,
-            "number": type(actual) in (int, float),
-            "string": isinstance(actual, str),
-        }.get(marker)
-        if ok is None and marker.startswith("re:"):
+        if marker in MARKERS:
+            ok = MARKERS[marker](actual)
+        elif marker.startswith("re:"):
             ok = isinstance(actual, str) and re.fullmatch(marker[3:], actual) is not None
-        if ok is None:
+        else:
             ok = expected == actual
         if not ok:
             raise CaseFailure(f"{path}: {actual!r} is not {expected}")
@@ -354,16 +314,24 @@ def json_match(expected: Any, actual: Any, path: str = "$") -> None:
         if not isinstance(actual, dict):
             raise CaseFailure(f"{path}: expected an object, got {actual!r}")
         for key, value in expected.items():
-            json_match(value, actual.get(key, _MISSING), f"{path}.{key}")
+            json_match(value, actual.get(key, _MISSING), f"{path}.{key}", exact_keys)
+        extra = sorted(set(actual) - set(expected))
+        if exact_keys and extra:
+            raise CaseFailure(f"{path}: unexpected keys {extra}")
     elif isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
             raise CaseFailure(f"{path}: expected {expected!r}, got {actual!r}")
         for i, (e, a) in enumerate(zip(expected, actual)):
-            json_match(e, a, f"{path}[{i}]")
-    else:
-        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (expected, actual))
-        if not (numbers or type(expected) is type(actual)) or expected != actual:
-            raise CaseFailure(f"{path}: expected {expected!r}, got {actual!r}")
+            json_match(e, a, f"{path}[{i}]", exact_keys)
+    elif type(expected) is not type(actual) or expected != actual:
+        raise CaseFailure(f"{path}: expected {expected!r}, got {actual!r}")
+
+
+def deep_merge(base: Any, extra: Any) -> Any:
+    """`base` with `extra`'s values put in, recursively into objects both have."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {**base, **{k: deep_merge(base[k], v) if k in base else v for k, v in extra.items()}}
+    return extra
 
 
 # --- the interpreter ---------------------------------------------------------------------
@@ -373,9 +341,16 @@ _PLACEHOLDER = re.compile(r"\{\{([a-zA-Z0-9_]+)(?::([^}]*))?\}\}")
 
 @dataclass
 class Runner:
-    """Runs one case file's steps against `address` (a fresh Runner per file)."""
+    """Runs one case file's steps against `address` (a fresh Runner per file).
+
+    `ent`: the server has Faktory Enterprise's features (`[ent]` steps run, `[oss]` steps
+    do not, and the other way round); `ours`: it is faktory_py (see `clients.ONE_READ`).
+    """
 
     address: Address
+    ent: bool = False
+    ours: bool = False
+    accepts: tuple[str, ...] = ()
     values: dict[str, str] = field(default_factory=dict)
     conns: dict[str, Conn] = field(default_factory=dict)
     current: str = "main"
@@ -398,6 +373,8 @@ class Runner:
             name, arg = m.group(1), m.group(2)
             if name == "time":
                 value = rfc3339(time.time() + float(arg or 0))
+            elif name == "time_ruby":
+                value = ruby_time(time.time() + float(arg or 0))
             elif name in ("pwdhash", "pwdhash1", "pwdhash_upper"):
                 if not self.hi.get("s") or self.password is None:
                     raise CaseFailure("{{%s}} needs a greeting with a salt and a password" % name)
@@ -411,7 +388,13 @@ class Runner:
         return _PLACEHOLDER.sub(one, text)
 
     def read(self) -> bytes:
-        data = self.conn().reply()
+        conn = self.conn()
+        data = conn.reply()
+        problem = clients.problem(data, self.accepts) if self.accepts else None
+        if problem:
+            raise CaseFailure(f"{problem}: {data!r}")
+        if self.ours and clients.ONE_READ & set(self.accepts) and conn.client.reads > 1:
+            raise CaseFailure(f"reply arrived in {conn.client.reads} reads, not one: {data!r}")
         if data.startswith(b"+HI "):
             try:
                 self.hi = json.loads(data[4:].rstrip(b"\r\n"))
@@ -421,8 +404,11 @@ class Runner:
 
     def run(self, case: Case) -> None:
         """Every step in order; the first failing one raises CaseFailure naming its line."""
+        self.accepts = case.accepts
         try:
             for step in case.steps:
+                if step.only is not None and (step.only == "ent") != self.ent:
+                    continue
                 try:
                     self.step(step)
                 except CaseFailure as exc:
@@ -456,12 +442,14 @@ class Runner:
                     self.values[name] = value.decode("utf-8", errors="replace")
         elif kind == "S$":
             mode, _, text = arg.partition(" ")
-            if mode not in ("json", "json-subset"):
+            if mode not in ("json", "json-subset", "info"):
                 raise CaseFailure(f"unknown S$ mode {mode!r}")
             try:
-                expected = json.loads(self.subst(text))
+                expected = json.loads(self.subst(text)) if text or mode != "info" else {}
             except ValueError as exc:
                 raise CaseFailure(f"bad JSON in the case file: {exc}") from None
+            if mode == "info":
+                expected = deep_merge(clients.INFO, expected)
             got = self.read()
             if not got.startswith(b"$") or got.startswith(b"$-"):
                 raise CaseFailure(f"expected a bulk JSON reply, got {got!r}")
@@ -469,11 +457,7 @@ class Runner:
                 actual = json.loads(got[got.index(b"\n") + 1:-2])
             except ValueError as exc:
                 raise CaseFailure(f"expected JSON, got {got[:200]!r} ({exc})") from None
-            if mode == "json":
-                if actual != expected:
-                    raise CaseFailure(f"expected {expected!r}, got {actual!r}")
-            else:
-                json_match(expected, actual)
+            json_match(expected, actual, exact_keys=mode == "json")
         elif kind == "---":
             words = arg.split()
             if words == ["new", "connection"]:
@@ -493,31 +477,26 @@ class Runner:
             time.sleep(float(arg))
         elif kind == "ELAPSED":
             low, high = (float(x) for x in arg.split())
-            c = self.conn()
+            c = self.conn().client
             took = c.replied_at - c.sent_at
             if not low <= took <= high:
                 raise CaseFailure(f"expected the last reply within {low}..{high}s, it took {took:.3f}s")
         elif kind == "HANDSHAKE":
-            hello = json.loads(self.subst(arg)) if arg else {"v": 2}
-            got = self.read()
-            if not got.startswith(b"+HI "):
-                raise CaseFailure(f"expected a +HI greeting, got {got!r}")
-            if self.hi.get("s"):
-                if self.password is None:
-                    raise CaseFailure("server wants a password and the runner has none")
-                rounds = int(self.hi.get("i", 1)) if hello.get("v", 0) >= 2 else 1
-                hello["pwdhash"] = hash_password(self.password, self.hi["s"], rounds)
-            self.conn().send(b"HELLO " + json.dumps(hello, separators=(",", ":")).encode() + b"\r\n")
-            got = self.read()
+            conn = self.conn()
+            got = conn.hello(json.loads(self.subst(arg)) if arg else {"v": 2})
+            self.hi = conn.client.greeting
             if got != b"+OK\r\n":
+                if self.hi.get("s") and self.password is None:
+                    raise CaseFailure("server wants a password and the runner has none")
                 raise CaseFailure(f"expected b'+OK\\r\\n' for HELLO, got {got!r}")
         else:  # pragma: no cover - parse_case only lets known kinds through
             raise CaseFailure(f"unknown step {kind}")
 
 
-def run_case(case: Case, address: Address) -> None:
-    """Run one case file against `address`; raises CaseFailure at the first failing step."""
-    Runner(address).run(case)
+def run_case(case: Case, address: Address, *, ent: bool, ours: bool) -> None:
+    """Run one case file against `address` (see `Runner` for `ent` and `ours`); raises
+    CaseFailure at the first failing step."""
+    Runner(address, ent, ours).run(case)
 
 
 # --- the command line --------------------------------------------------------------------
@@ -533,19 +512,11 @@ class Result:
 
 def probe(address: Address) -> dict[str, Any]:
     """The server's `+HI` greeting (tells whether it wants a password)."""
-    with address.connect() as sock:
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    if not data.startswith(b"+HI "):
-        raise ValueError(f"not a Faktory server: it greeted with {data[:80]!r}")
-    try:
-        return json.loads(data[4:].rstrip(b"\r\n"))
-    except ValueError:
-        raise ValueError(f"not a Faktory server: it greeted with {data[:80]!r}") from None
+    with Client(address, timeout=READ_TIMEOUT) as client:
+        try:
+            return client.greet()
+        except (ProtocolError, ReplyError) as exc:
+            raise ValueError(f"not a Faktory server: {exc}") from None
 
 
 def server_description(address: Address) -> str | None:
@@ -578,7 +549,7 @@ def run_all(address: Address, paths: list[Path], *, ours: bool, ent: bool,
             continue
         started = time.monotonic()
         try:
-            run_case(case, address)
+            run_case(case, address, ent=ent, ours=ours)
         except CaseFailure as exc:
             detail = f"line {exc.lineno} ({_shorten(exc.step or '', 60)}): {exc.message}" if exc.lineno else exc.message
             results.append(Result(case.name, "FAIL", time.monotonic() - started, detail))
@@ -621,7 +592,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="the server is open-source Faktory: skip *.ent.case, run *.oss.case")
     p.add_argument("--ours", action="store_true",
                    help="also run the *.ours.case files that need no server options: they pin faktory_py's "
-                        "own behaviour, so other servers fail them (Faktory 1.9.4 even crashes on some)")
+                        "own behaviour, so other servers fail them (Faktory 1.9.4 even crashes on some); "
+                        "and require faktory_py's whole replies in one read where a file ACCEPTS dotnet")
     p.add_argument("--cases", metavar="DIR", default=None, help="directory of *.case files "
                    "(default: protocol/cases of the source tree, or the copy installed with the package)")
     p.add_argument("-k", dest="substring", default=None, help="only case files whose name contains SUBSTRING")

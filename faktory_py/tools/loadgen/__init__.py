@@ -4,7 +4,7 @@
 the repository's `bench/` package (`python -m bench`) starts faktory_py, the real Faktory and
 a bare echo server itself and compares them. Modules:
 
-* `conn`: a blocking, pipelining client connection (hiredis parses the replies),
+* `conn`: the one client (`tools.client`), identified, with hiredis parsing the replies,
 * `roles`: what one connection does in a workload (push, bulk push, fetch+ACK, beat ...),
 * `pool`: runs roles in several processes, one thread per connection, with progress counters,
 * `workloads`: the workloads (a)-(g) and their sizes,

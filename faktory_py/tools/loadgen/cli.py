@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ... import __version__
-from .conn import BenchError, Target
+from ..client import parse_url
+from .conn import BenchError
 from .pool import raise_fd_limit
 from .workloads import PRESETS, WORKLOADS, Bench, save_json
 
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
         sizes = replace(sizes, procs=args.procs)
     raise_fd_limit()
     try:
-        target = Target.parse(args.url)
+        target = parse_url(args.url)
         bench = Bench(target, sizes, progress=False if args.no_progress else None,
                       log=lambda line: print(line, flush=True), pids=args.pid)
         bench.control().close()  # fail early, with a clear message, if we cannot connect
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> int:
               flush=True)
         started = time.time()
         results = bench.run(args.workloads)
-    except (BenchError, OSError) as exc:
+    except (BenchError, OSError, ValueError) as exc:  # ValueError: a bad --url
         print(f"faktory-py bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

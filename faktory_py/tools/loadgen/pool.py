@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conn import BenchError, Conn, Target
+from ..client import Address
+from .conn import BenchError, Conn
 from .roles import ROLES, Ctx, jid_prefix
 
 
@@ -121,7 +122,7 @@ def _context() -> Any:
     return multiprocessing.get_context()
 
 
-def _process_main(target: Target, task: Task, index: int, first_slot: int, counters: Any,
+def _process_main(target: Address, task: Task, index: int, first_slot: int, counters: Any,
                   ready: Any, start: Any, stop: Any, results: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     raise_fd_limit()
@@ -174,7 +175,7 @@ def _process_main(target: Target, task: Task, index: int, first_slot: int, count
     results.put((index, out))
 
 
-def run(target: Target, tasks: list[Task], *, timeout: float,
+def run(target: Address, tasks: list[Task], *, timeout: float,
         on_progress: Callable[[list[int], float], None] | None = None,
         settle: Callable[[list[int]], bool] | None = None, settle_timeout: float = 5.0,
         connect_timeout: float = 120.0, cpu_pids: list[int] | None = None) -> Outcome:

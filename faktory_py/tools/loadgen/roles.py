@@ -87,7 +87,7 @@ def pushb(conns: list[Conn], quota: int, p: dict[str, Any], ctx: Ctx) -> dict[st
     while built < quota and len(in_flight) < window:
         send_one()
     while in_flight:
-        reply = conn.reply()
+        reply = conn.item()
         n = in_flight.pop(0)
         if reply != b"{}":
             errors += n if isinstance(reply, ReplyError) else len(json.loads(reply))
@@ -146,7 +146,7 @@ def latency_push(conns: list[Conn], quota: int, p: dict[str, Any], ctx: Ctx) -> 
         if wait > 0 and ctx.stop.wait(wait):
             break
         conn.send((_STAMPED % (prefix, sent, time.monotonic_ns(), queue)).encode())
-        if conn.reply() != _OK:
+        if conn.item() != _OK:
             errors += 1
         sent += 1
         ctx.add(1)
@@ -163,9 +163,9 @@ def latency_fetch(conns: list[Conn], quota: None, p: dict[str, Any], ctx: Ctx) -
     try:
         while not ctx.stop.is_set():
             conn.send(ack + fetch)
-            if ack and conn.reply() != _OK:
+            if ack and conn.item() != _OK:
                 errors += 1
-            job = conn.reply()
+            job = conn.item()
             now = time.monotonic_ns()
             ack = b""
             if isinstance(job, bytes):
@@ -203,7 +203,7 @@ def idle(conns: list[Conn], quota: None, p: dict[str, Any], ctx: Ctx) -> dict[st
             for k in batch:
                 conns[k].send(beats[k])
             for k in batch:
-                if conns[k].reply() != _OK:
+                if conns[k].item() != _OK:
                     errors += 1
             if batch:
                 latencies.append((time.monotonic() - now) * 1000)

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..client import Address
 from . import pool
-from .conn import BenchError, Conn, ReplyError, Target
+from .conn import BenchError, Conn, ReplyError
 from .pool import Outcome, Task, split
 from .progress import Progress
 from .stats import latency_summary
@@ -107,7 +108,7 @@ def _group(role: str, quotas: list[int | None], procs: int, params: dict[str, An
 class Bench:
     """Runs workloads against `target`; `progress` shows a live line on a terminal."""
 
-    target: Target
+    target: Address
     sizes: Sizes = field(default_factory=Sizes)
     progress: bool | None = None  # None: when stderr is a terminal
     log: Callable[[str], None] = lambda text: None
