@@ -159,7 +159,7 @@ class JobTracking(Extension):
         self.dispatcher = dispatcher
         dispatcher.register("TRACK", self.command)
 
-    async def command(self, session: Session, arg: str) -> bytes:
+    def command(self, session: Session, arg: str) -> bytes:
         assert self.dispatcher is not None
         sub, _, rest = arg.partition(" ")
         sub = sub.upper()
@@ -170,8 +170,7 @@ class JobTracking(Extension):
                 raise ClientError("TRACK GET needs a jid")
             return wire.bulk_json(self.progress(jid, now))
         if sub == "SET":
-            position = self.store.commit(self.set_ops(rest, now))
-            await self.dispatcher.durable(position)
+            self.store.commit(self.set_ops(rest, now))
             return wire.OK
         raise ClientError("TRACK needs GET <jid> or SET <json>")
 

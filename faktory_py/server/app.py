@@ -133,13 +133,13 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     timer = DueTimer(manager, clock, durable.wait_writable)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
-    dispatcher = Dispatcher(manager, workers, clock, durable.synced, waiters,
+    dispatcher = Dispatcher(manager, workers, clock, durable, waiters,
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
     dispatcher.description = str(config.toml.get("faktory", {}).get("description", ENTERPRISE_DESCRIPTION))
     for extension in extensions:
         extension.register(dispatcher)
-    connections = Connections(config, dispatcher, durable)
+    connections = Connections(config, dispatcher, durable, waiters)
     try:
         async with trio.open_nursery() as background:
             # run_fsync ends only when the journal failed for good, which stops the server

@@ -1,11 +1,13 @@
 """Client connections over trio: accept, handshake, commands, replies.
 
-A connection task only moves bytes: it feeds the sans-io `LineReader`, runs the handshake,
-hands commands to the `Dispatcher`, and writes each reply whole. Sends are not wrapped in a
-scope each (for a client that waits for every reply, a shielded timeout scope per send cost
-as much as the PUSH itself): a connection is only ever cancelled to be closed, so a reply
-cut short is followed by the close, never by another reply; one watchdog task
-(`Connections.watch_sends`) closes connections whose sends stall.
+A connection task only moves bytes and waits: it feeds the sans-io `LineReader`, runs the
+handshake, hands commands to the synchronous `Dispatcher`, makes the journal position each
+`Reply` names durable, waits on the fetch waiters for a `Block`, and writes each reply
+whole. Sends are not wrapped in a scope each (for a client that waits for every reply, a
+shielded timeout scope per send cost as much as the PUSH itself): a connection is only
+ever cancelled to be closed, so a reply cut short is followed by the close, never by
+another reply; one watchdog task (`Connections.watch_sends`) closes connections whose
+sends stall.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Any
 import trio
 
 from .. import wire
-from ..commands.dispatch import WOULD_BLOCK, Dispatcher, Session
+from ..commands.dispatch import Block, Dispatcher, Reply, Session
 from ..config import Config
 from ..wire.handshake import Handshake, HandshakeFailed, Hello
 from .admission import Admission
 from .durability import DurableJournal
 from .fdlimit import socket_budget
+from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
 
@@ -48,11 +51,14 @@ class Connections:
     many arrive; it can only slow down other handshakes, which the handshake budget bounds.
     """
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal) -> None:
+    def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal,
+                 waiters: QueueWaiters) -> None:
         self.config = config
         self.dispatcher = dispatcher
         #: written before any reply is sent (see server/durability.py)
         self.durable = durable
+        #: where a FETCH the dispatcher answered with a `Block` waits
+        self.waiters = waiters
         #: set by a requested stop: every command from then on is refused
         self.stopping = trio.Event()
         self.admission = Admission(config.max_connections, config.max_handshakes, socket_budget())
@@ -225,15 +231,20 @@ class Connections:
                 if self.stopping.is_set():
                     replies.add(wire.error("shutdown in progress"))
                     return
-                before = self.durable.appended
-                reply = await self.dispatcher.handle(session, command, may_block=False)
-                if reply is WOULD_BLOCK:  # a FETCH must wait: answer what came before it first
+                reply = self.dispatcher.handle(session, command)
+                if type(reply) is Block:  # a FETCH must wait: answer what came before it first
                     await replies.flush()
-                    reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command),
-                                                      self.stopping)
-                if reply is None:
+                    reply = await _unless_peer_leaves(
+                        stream, reader, self._wait_for_job(session, reply),
+                        self.stopping, functools.partial(self.dispatcher.fetch_timed_out, reply, None))
+                    if reply is None:
+                        return
+                elif reply.position:
+                    await self.durable.synced(reply.position)
+                if reply.data is not None:
+                    replies.add(reply.data, reply.position)
+                if reply.close:
                     return
-                replies.add(reply, self.durable.appended if self.durable.appended != before else 0)
                 if replies.full:
                     await replies.flush()
         finally:
@@ -241,6 +252,26 @@ class Connections:
             # bounded by its own deadline: the watchdog's cancel cannot reach in here.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _SEND_TIMEOUT):
                 await replies.flush()
+
+    async def _wait_for_job(self, session: Session, block: Block) -> Reply:
+        """Wait as `block` says, trying the FETCH again after every wake, until it gets a
+        job (whose reply then waits for the fsync policy, shielded: the job is reserved,
+        the reply must go out) or its time is up."""
+        dispatcher = self.dispatcher
+        woken_by: str | None = None
+        result: Reply | Block = block
+        with trio.move_on_after(block.timeout):
+            while True:
+                result = dispatcher.retry_fetch(session, result, woken_by)
+                if type(result) is not Block:
+                    break
+                woken_by = await (self.waiters.wait(result.wait_on) if result.wait_on else trio.sleep_forever())
+        if type(result) is Block:
+            return dispatcher.fetch_timed_out(result, woken_by)
+        if result.position:
+            with trio.CancelScope(shield=True):
+                await self.durable.synced(result.position)
+        return result
 
     async def _write_journal(self, stream: trio.abc.Stream, reader: wire.LineReader, needs: int) -> bool:
         """Write the journal before a send; False if the replies must be dropped instead.
@@ -305,10 +336,10 @@ async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # typ
 
 async def _unless_peer_leaves(
     stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[Any],
-    stopping: trio.Event | None = None,
+    stopping: trio.Event | None = None, stopped: Callable[[], Any] | None = None,
 ) -> Any:
     """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,
-    or, given `stopping`, answering `$-1` (no job) if the server is asked to stop.
+    or, given `stopping`, answering `stopped()` (a FETCH's `$-1`) if the server is asked to stop.
 
     Without this a FETCH waiting for work would reserve the next job for a client that
     is gone, and that job would only come back when its reservation expired. Bytes the
@@ -329,12 +360,12 @@ async def _unless_peer_leaves(
     async def stop() -> None:
         nonlocal reply
         await stopping.wait()
-        reply = wire.NULL
+        reply = stopped()
         nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
-        if stopping is not None:
+        if stopping is not None and stopped is not None:
             nursery.start_soon(stop)
         reply = await work
         nursery.cancel_scope.cancel()

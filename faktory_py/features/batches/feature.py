@@ -687,14 +687,14 @@ class Batches(Extension):
         self.dispatcher = dispatcher
         dispatcher.register("BATCH", self.command)
 
-    async def command(self, session: Session, arg: str) -> bytes:
+    def command(self, session: Session, arg: str) -> bytes:
         assert self.dispatcher is not None
         sub, _, rest = arg.partition(" ")
         sub = sub.upper()
         now = self.dispatcher.clock.now()
         if sub == "NEW":
             bid, ops = self.new(rest, session.wid, now)
-            await self.dispatcher.durable(self.store.commit(ops))
+            self.store.commit(ops)
             return wire.bulk(bid)
         if sub not in ("OPEN", "COMMIT", "STATUS"):
             raise ClientError(f"no such BATCH subcommand: {sub}" if sub else "BATCH needs NEW, OPEN, COMMIT or STATUS")
@@ -704,7 +704,7 @@ class Batches(Extension):
         if sub == "OPEN":
             return wire.bulk(self.open(bid, session.wid, now))
         if sub == "COMMIT":
-            await self.dispatcher.durable(self.store.commit(self.commit(bid, now)))
+            self.store.commit(self.commit(bid, now))
             return wire.OK
         return wire.bulk_json(self.status(bid, now))
 
