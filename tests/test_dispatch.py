@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from faktory_py import wire
+from faktory_py.commands.features import register_feature_commands
 from faktory_py.commands.dispatch import Block, Dispatcher, Reply, Session
 from faktory_py.core.info import ServerStats
 from faktory_py.core.lifecycle import Manager
@@ -76,8 +77,7 @@ class Harness:
         self.workers = WorkerRegistry()
         self.dispatcher = Dispatcher(self.manager, self.workers, self.clock, self.journal, self.waiters,
                                      self.stats, fetch_timeout=2.0)
-        for extension in extensions:
-            extension.register(self.dispatcher)
+        register_feature_commands(self.dispatcher, extensions)
         self.session = Session(conn_id=1)
 
     def handle(self, line: str, session: Session | None = None) -> Reply | Block:

@@ -29,6 +29,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from faktory_py import wire
+from faktory_py.commands.features import register_feature_commands
 from faktory_py.commands.dispatch import Block, Dispatcher, Session
 from faktory_py.core.info import ServerStats
 from faktory_py.config import Config
@@ -74,8 +75,7 @@ class Harness:
         self.manager = Manager(self.store, extensions=extensions)
         self.dispatcher = Dispatcher(self.manager, WorkerRegistry(), clock, FakeJournalPosition(), QueueWaiters(),
                                      ServerStats(started_at=NOW))
-        for extension in extensions:
-            extension.register(self.dispatcher)
+        register_feature_commands(self.dispatcher, extensions)
         self.session = Session(conn_id=1)
 
     def send(self, line: bytes) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from ..commands.dispatch import Dispatcher
+from ..commands.features import register_feature_commands
 from ..config import DEFAULT_PORT, Config, split_binding
 from ..core.hooks import Extension
 from ..core.info import ServerStats
@@ -137,8 +138,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
     dispatcher.description = str(config.toml.get("faktory", {}).get("description", ENTERPRISE_DESCRIPTION))
-    for extension in extensions:
-        extension.register(dispatcher)
+    register_feature_commands(dispatcher, extensions)
     connections = Connections(config, dispatcher, durable, waiters)
     try:
         async with trio.open_nursery() as background:
