@@ -81,6 +81,8 @@ class Clock(Protocol):
 
 
 class FetchesWaiting(Protocol):
+    """What `FetchWaiters.statistics()` reports (INFO's `server.fetches_waiting`)."""
+
     @property
     def fetches_waiting(self) -> int: ...
 
