@@ -206,6 +206,18 @@ def test_misconf_refuses_changes_but_answers_reads(h: Harness) -> None:
     assert h.journal.appended == 1
 
 
+def test_a_fetch_about_to_wait_is_refused_if_the_journal_failed_meanwhile(h: Harness) -> None:
+    """Before its first wait (the adapter sent earlier replies, which may have failed the
+    journal) a FETCH is checked like a new command; once waiting, a wake reserves."""
+    block = h.handle("FETCH default")
+    assert isinstance(block, Block)
+    h.push("jid-a-0001")
+    h.dispatcher.refusal = lambda: "journal write failed: disk full"
+    assert h.dispatcher.retry_fetch(h.session, block, None) == Reply(
+        b"-MISCONF journal write failed: disk full\r\n", 1, False)
+    assert _job(h.dispatcher.retry_fetch(h.session, block, "default"))["jid"] == "jid-a-0001"
+
+
 def test_unknown_command(h: Harness) -> None:
     assert h.reply("push {}") == Reply(b"-ERR unknown command push\r\n", 0, False)
     assert h.stats.command_count == 1

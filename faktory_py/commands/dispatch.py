@@ -12,7 +12,7 @@ when it waits, on which queues and for how long (`Block`), and what it answers w
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -198,7 +198,14 @@ class Dispatcher:
 
     def retry_fetch(self, session: Session, block: Block, woken_by: str | None) -> Reply | Block:
         """Try a waiting FETCH again, after it was woken for queue `woken_by` (or None:
-        before its first wait, see `Block`): its reply, or the `Block` to wait on next."""
+        before its first wait, see `Block`): its reply, or the `Block` to wait on next.
+
+        Before the first wait it is refused like a new command: the journal may have
+        failed while the adapter sent the earlier replies (`-MISCONF`, protocol/spec.md §7).
+        """
+        problem = self.refusal() if woken_by is None else None
+        if problem is not None and self._has_job(block.queues):
+            return Reply(wire.error(problem, "MISCONF"), self._committed_since(block), False)
         try:
             data = self._fetch_now(session, block.queues)
             if data is not None and woken_by is not None:  # wake others for what we left behind
@@ -231,11 +238,14 @@ class Dispatcher:
             return None
         if f"{command.verb} {command.arg.partition(' ')[0].upper()}" in READ_ONLY:
             return None
-        if command.verb == "FETCH":
-            store = self.manager.store
-            if not any(store.queues.get(q) and q not in store.paused for q in command.arg.split(" ")):
-                return None  # nothing to reserve: it waits (or answers nil) as usual
+        if command.verb == "FETCH" and not self._has_job(command.arg.split(" ")):
+            return None  # nothing to reserve: it waits (or answers nil) as usual
         return wire.error(problem, "MISCONF")
+
+    def _has_job(self, queues: Iterable[str]) -> bool:
+        """Whether a FETCH from `queues` would find a job to reserve."""
+        store = self.manager.store
+        return any(store.queues.get(q) and q not in store.paused for q in queues)
 
     def _end(self, session: Session, arg: str) -> None:
         return None
