@@ -6,12 +6,14 @@ spelling out (each one a sentence of faktory_py/features/batches/feature.py's do
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from faktory_py.commands.batch import BatchCommand
+from faktory_py.commands.dispatch import Session
 from faktory_py.features.batches.feature import Batches, batch_table
 from faktory_py import config
 from faktory_py.config import BatchesConfig, ConfigError
@@ -48,7 +50,7 @@ class World:
         payload: dict[str, Any] = {"description": "t", **callbacks}
         if parent:
             payload["parent_bid"] = parent
-        bid, ops = self.ext.new(json.dumps(payload), wid, self.now)
+        bid, ops = self.ext.new(payload, wid, self.now)
         self.store.commit(ops)
         return bid
 
@@ -381,9 +383,11 @@ def test_callback_jobs_are_completed_and_never_members() -> None:
     ('{"complete":{"jobtype":"C","queue":"bad queue"}}', 'invalid complete callback: cannot get "bad queue" queue'),
 ])
 def test_batch_new_refusals(payload: str, message: str) -> None:
+    """Through the command (commands/batch.py decodes the object, the feature checks it)."""
     w = World()
+    command = BatchCommand(w.ext, w.store, SimpleNamespace(now=lambda: w.now))
     with pytest.raises(ClientError) as info:
-        w.ext.new(payload, "", w.now)
+        command(Session(conn_id=1), "NEW " + payload)
     assert str(info.value).startswith(message)
     assert w.journal == [] and w.ext.batches == {}
 

@@ -19,7 +19,6 @@ store and fed to the batch model.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -301,7 +300,7 @@ class BatchMachine(RuleBasedStateMachine):
                 payload[kind] = job
 
         def call() -> str:
-            bid, ops = self.ext.new(json.dumps(payload), wid, self.now)
+            bid, ops = self.ext.new(payload, wid, self.now)
             self.store.commit(ops)
             return bid
 
@@ -401,7 +400,7 @@ class BatchMachine(RuleBasedStateMachine):
                                    for kind, jobtype in callbacks.items()}
         if parent:
             payload["parent_bid"] = parent
-        bid, ops = self.ext.new(json.dumps(payload), "", self.now)
+        bid, ops = self.ext.new(payload, "", self.now)
         self.store.commit(ops)
         jids = {}
         for kind in callbacks:
@@ -453,7 +452,7 @@ class BatchMachine(RuleBasedStateMachine):
             payload = {"parent_bid": bid, "success": {"jobtype": "OnChild", "queue": CALLBACK_QUEUE}}
 
             def call() -> str:
-                child, ops = self.ext.new(json.dumps(payload), wid, self.now)
+                child, ops = self.ext.new(payload, wid, self.now)
                 self.store.commit(ops)
                 return child
 

@@ -29,7 +29,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from faktory_py import wire
-from faktory_py.commands.dispatch import Dispatcher, Session
+from faktory_py.commands.features import register_feature_commands
+from faktory_py.commands.dispatch import Block, Dispatcher, Session
 from faktory_py.core.info import ServerStats
 from faktory_py.config import Config, Timers
 from faktory_py.core.lifecycle import Manager
@@ -55,8 +56,10 @@ class FakeClock:
         return self.unix
 
 
-async def _durable(position: int) -> None:
-    return None
+class FakeJournalPosition:
+    """The dispatcher reads where the journal is; positions matter only to the server's sends."""
+
+    appended = 0
 
 
 class Harness:
@@ -70,22 +73,25 @@ class Harness:
         # Packed as it is committed: an op the journal cannot take fails the command.
         self.store.sink = self.journal.append
         self.manager = Manager(self.store, extensions=extensions)
-        self.dispatcher = Dispatcher(self.manager, WorkerRegistry(Timers.heartbeat_timeout), clock, _durable, QueueWaiters(),
-                                     ServerStats(started_at=NOW))
-        for extension in extensions:
-            extension.register(self.dispatcher)
+        self.dispatcher = Dispatcher(self.manager, WorkerRegistry(Timers.heartbeat_timeout), clock,
+                                     FakeJournalPosition(), QueueWaiters(), ServerStats(started_at=NOW),
+                                     Timers.fetch_timeout)
+        register_feature_commands(self.dispatcher, extensions)
         self.session = Session(conn_id=1)
 
-    async def send(self, line: bytes) -> bytes:
-        """The reply to one request line, decoded from bytes as the server's reader does."""
+    def send(self, line: bytes) -> bytes:
+        """The reply to one request line, decoded from bytes as the server's reader does
+        (a FETCH that would wait gets what it gets when its wait ends in vain: `$-1`)."""
         reader = wire.LineReader(Config.max_line)
         reader.receive_data(line + b"\r\n")
         command = reader.next_command()
         assert command is not None
-        reply = await self.dispatcher.handle(self.session, command, may_block=False)
-        assert reply is not None
-        assert b"internal error" not in reply, reply[:300]
-        return reply
+        reply = self.dispatcher.handle(self.session, command)
+        if isinstance(reply, Block):
+            reply = self.dispatcher.fetch_timed_out(reply, None)
+        assert reply.data is not None
+        assert b"internal error" not in reply.data, reply.data[:300]
+        return reply.data
 
     def state(self) -> list[bytes]:
         """The whole store as the journal would hold it: its snapshot records, packed."""
@@ -121,7 +127,7 @@ def harness() -> Iterator[Harness]:
 async def refused_or_kept(server: Harness, line: bytes) -> tuple[Harness, bytes]:
     """Send `line`: an error must change nothing; anything else must survive both kinds of restart."""
     before = server.state()
-    reply = await server.send(line)
+    reply = server.send(line)
     event(f"{line.split(b' ')[0].decode()}: {'refused' if reply.startswith(b'-') else 'kept'}")
     if reply.startswith(b"-"):
         assert server.state() == before
@@ -137,9 +143,9 @@ async def fetches_agree(server: Harness) -> Harness:
     replica = Harness(copy, server.clock)
     try:
         for name in [name for name, queue in server.store.queues.items() if queue]:
-            reply = await server.send(b"FETCH " + name.encode())
-            event(f"FETCH: {'a job' if reply.startswith(b'$') else 'nothing (dropped)'}")
-            assert await replica.send(b"FETCH " + name.encode()) == reply
+            reply = server.send(b"FETCH " + name.encode())
+            event(f"FETCH: {'nothing (dropped)' if reply == wire.NULL else 'a job'}")
+            assert replica.send(b"FETCH " + name.encode()) == reply
         assert replica.state() == server.state()
     finally:
         replica.journal.close()
@@ -195,10 +201,10 @@ async def _command(verb: str, line: bytes) -> None:
     with harness() as server:
         # a job in each place commands act on: reserved (ACK/FAIL/TRACK), scheduled, retrying
         for jid, at in ((JID, ""), ("edge-scheduled", ',"at":"2099-01-01T00:00:00Z"'), ("edge-retry", "")):
-            assert await server.send(f'PUSH {{"jid":"{jid}","jobtype":"T","args":[]{at}}}'.encode()) == b"+OK\r\n"
-        assert (await server.send(b"FETCH default")).startswith(b"$")
-        assert (await server.send(b"FETCH default")).startswith(b"$")
-        assert await server.send(b'FAIL {"jid":"edge-retry"}') == b"+OK\r\n"
+            assert server.send(f'PUSH {{"jid":"{jid}","jobtype":"T","args":[]{at}}}'.encode()) == b"+OK\r\n"
+        assert server.send(b"FETCH default") != wire.NULL
+        assert server.send(b"FETCH default") != wire.NULL
+        assert server.send(b'FAIL {"jid":"edge-retry"}') == b"+OK\r\n"
         server, _ = await refused_or_kept(server, verb.encode() + b" " + line)
         server.clock.unix = LATER  # callbacks, retries and expiries run
         server.manager.run_due(server.clock.now())

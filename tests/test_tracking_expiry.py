@@ -7,10 +7,13 @@ choose, so reservation extension, the 30-minute retention and expiry boundaries 
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from faktory_py.commands.dispatch import Session
+from faktory_py.commands.track import TrackCommand
 from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import Manager
@@ -37,7 +40,8 @@ class Setup:
         return len(self.journal)
 
     def track_set(self, payload: str, now: float) -> None:
-        self.store.commit(self.tracking.set_ops(payload, now))
+        """TRACK SET as the server runs it (commands/track.py parses, the feature plans)."""
+        TrackCommand(self.tracking, self.store, SimpleNamespace(now=lambda: now))(Session(conn_id=1), "SET " + payload)
 
 
 def test_reserve_until_extends_but_never_shortens() -> None:

@@ -196,7 +196,7 @@ def test_batches_newest_first_with_callback_states() -> None:
     batches = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl)
     bids = []
     for i in range(30):
-        bid, ops = batches.new('{"description": "b%d", "success": {"jobtype": "Done", "args": []}}' % i, "", NOW + i)
+        bid, ops = batches.new({"description": f"b{i}", "success": {"jobtype": "Done", "args": []}}, "", NOW + i)
         store.commit(ops)
         bids.append(bid)
     first = views.batch_page(batches, 1)

@@ -1,19 +1,20 @@
-"""Command dispatch: one parsed command line in, one reply (bytes) out.
+"""Command dispatch: one parsed command line in, a `Reply` (or, for a FETCH that must wait,
+a `Block`) out — synchronously, without I/O.
 
 This layer knows the reply shape of every command (protocol/clients.md §3 is the list
 of types clients insist on) and the exact error texts; the semantics live in
-`manager`, the connection handling in `server`. FETCH's 2-second blocking wait is here
-because it is part of the command's meaning.
+`core.lifecycle`, the connection handling and every wait in `server`. FETCH's blocking wait
+(protocol/spec.md §3 FETCH) is part of the command's meaning, so the dispatcher decides
+when it waits, on which queues and for how long (`Block`), and what it answers when woken
+(`retry_fetch`) or when the time is up (`fetch_timed_out`); the adapter only does the waiting.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import trio
+from typing import Any, NamedTuple, Protocol
 
 from .. import wire
 from ..core import jobs
@@ -21,8 +22,6 @@ from ..core.info import ServerStats, build_info
 from ..core.lifecycle import Manager
 from ..core.workers import Worker, WorkerRegistry
 from ..errors import ClientError
-from ..server.clock import Clock
-from ..server.waiters import QueueWaiters
 from ..util import jsoncodec
 
 log = logging.getLogger("faktory_py.commands")
@@ -40,14 +39,74 @@ class Session:
     worker: Worker | None = None
 
 
+class Reply(NamedTuple):
+    """What to answer a command with (a tuple: cheap to build once per command).
+
+    The adapter must make journal `position` durable (written, and synced as the fsync
+    policy says) before it sends `data`: it is the last commit the command caused,
+    whoever made it (the command, a feature's hook, a job dropped on the way), or 0 when
+    the command committed nothing. `data` None sends nothing; `close` closes the
+    connection after `data` (END).
+    """
+
+    data: bytes | None
+    position: int
+    close: bool
+
+
+class Block(NamedTuple):
+    """A FETCH that found no job: wait, then call `Dispatcher.retry_fetch` or, once
+    `timeout` seconds have passed since the wait began, `Dispatcher.fetch_timed_out`.
+
+    The adapter waits to be woken for one of `wait_on` (the FETCH's queues that are not
+    paused; empty: nothing can wake it, it only waits out the timeout — all its queues are
+    paused, or the worker is quiet). The adapter may await something else before it starts
+    waiting (tcp.py first sends the replies to earlier commands); since a job may arrive
+    meanwhile without waking anyone, it then starts with `retry_fetch(..., None)`.
+    """
+
+    #: the FETCH's queues, in the order they are tried
+    queues: tuple[str, ...]
+    wait_on: tuple[str, ...]
+    timeout: float
+    #: the journal's position when the FETCH began: its reply waits for whatever was
+    #: committed since (a job reserved, or dropped on the way; see `Reply.position`)
+    since: int
+
+
+class Clock(Protocol):
+    """Unix time as the server sees it (server/clock.py: trio's clock, so tests can jump it)."""
+
+    def now(self) -> float: ...
+
+
+class FetchesWaiting(Protocol):
+    """What `FetchWaiters.statistics()` reports (INFO's `server.fetches_waiting`)."""
+
+    @property
+    def fetches_waiting(self) -> int: ...
+
+
+class FetchWaiters(Protocol):
+    """The adapter's blocked FETCHes (server/waiters.py): the dispatcher reads their number
+    for INFO, and wakes further waiters for the jobs a woken FETCH left in its queue."""
+
+    def statistics(self) -> FetchesWaiting: ...
+
+    def top_up(self, queue: str, available: int) -> None: ...
+
+
+class JournalPosition(Protocol):
+    """Where the journal is: the position of the last commit handed to it."""
+
+    @property
+    def appended(self) -> int: ...
+
+
 #: Commands (verb, or verb and subcommand) that change nothing journaled: still answered
 #: while the journal cannot be written (protocol/spec.md §7). FETCH is answered too when
 #: none of its queues has a job to reserve.
 READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS"})
-
-#: `Dispatcher.handle(..., may_block=False)`'s answer for a FETCH that would wait
-#: (no reply is ever empty, so it cannot be mistaken for one)
-WOULD_BLOCK = b""
 
 
 def _internal_error() -> ClientError:
@@ -75,24 +134,23 @@ def _decode_object(arg: str, fields: dict[str, type], invalid: str) -> dict[str,
 
 
 class Dispatcher:
-    """Runs commands for identified connections."""
+    """Runs commands for identified connections (see module doc)."""
 
     def __init__(
         self,
         manager: Manager,
         workers: WorkerRegistry,
         clock: Clock,
-        durable: Callable[[int], Awaitable[None]],
-        waiters: QueueWaiters,
+        journal: JournalPosition,
+        waiters: FetchWaiters,
         stats: ServerStats,
-        fetch_timeout: float = 2.0,
+        fetch_timeout: float,
     ) -> None:
         self.manager = manager
         self.workers = workers
         self.clock = clock
-        #: awaited before a reply: the fsync policy's promise for a journal position (the
-        #: connection writes the journal itself before sending, see server/durability.py)
-        self.durable = durable
+        #: read before and after each command: what it committed is what its reply waits for
+        self.journal = journal
         self.waiters = waiters
         self.stats = stats
         self.fetch_timeout = fetch_timeout
@@ -101,44 +159,77 @@ class Dispatcher:
         #: why commands that change state are refused right now (the journal cannot be
         #: written), or None; server/durability.py's `refusal`
         self.refusal: Callable[[], str | None] = lambda: None
-        self._handlers: dict[str, Callable[[Session, str], Awaitable[bytes | None]]] = {
+        self._handlers: dict[str, Callable[[Session, str], Any]] = {
             "END": self._end, "FLUSH": self._flush, "INFO": self._info, "PUSH": self._push,
             "PUSHB": self._pushb, "FETCH": self._fetch, "ACK": self._ack, "FAIL": self._fail,
             "BEAT": self._beat, "MUTATE": self._mutate, "QUEUE": self._queue,
         }
 
-    def register(self, verb: str, handler: Callable[[Session, str], Awaitable[bytes | None]]) -> None:
-        """Add a command (how the Enterprise features bring BATCH and TRACK)."""
+    def register(self, verb: str, handler: Callable[[Session, str], bytes]) -> None:
+        """Add a command (how the Enterprise features bring BATCH and TRACK): `handler`
+        returns the reply's bytes or raises ClientError."""
         self._handlers[verb] = handler
 
-    async def handle(self, session: Session, command: wire.Command, *, may_block: bool = True) -> bytes | None:
-        """The reply to send, or None to close the connection without one (END).
-
-        With `may_block=False` a FETCH that would have to wait returns WOULD_BLOCK instead
-        (and is not counted): the server then flushes earlier replies and watches the
-        socket while it calls again to wait.
-        """
+    def handle(self, session: Session, command: wire.Command) -> Reply | Block:
+        """The reply to `command`, or a `Block` for a FETCH that must wait for a job."""
         self.stats.command_count += 1
+        journal = self.journal
+        before = journal.appended
         handler = self._handlers.get(command.verb)
         try:
             if handler is None:
                 if command.verb in ENTERPRISE_ONLY:
-                    return wire.error(ENTERPRISE_ONLY[command.verb])
-                return wire.error(f"unknown command {command.verb}")
-            refused = self._refused(command)
-            if refused is not None:
-                return refused
-            if handler != self._fetch:
-                return await handler(session, command.arg)
-            reply = await self._fetch(session, command.arg, may_block)
-            if reply is WOULD_BLOCK:
-                self.stats.command_count -= 1  # counted when it is run again to wait
-            return reply
+                    data = wire.error(ENTERPRISE_ONLY[command.verb])
+                else:
+                    data = wire.error(f"unknown command {command.verb}")
+            else:
+                data = self._refused(command)
+                if data is None:
+                    data = handler(session, command.arg)
+                    if type(data) is Block:
+                        return data
         except ClientError as exc:
-            return wire.error(str(exc), exc.code)
+            data = wire.error(str(exc), exc.code)
         except Exception:
             log.exception("internal error handling %s", command.verb)
-            return wire.error("internal error")
+            data = wire.error("internal error")
+        after = journal.appended
+        return Reply(data, after if after != before else 0, data is None)
+
+    def retry_fetch(self, session: Session, block: Block, woken_by: str | None) -> Reply | Block:
+        """Try a waiting FETCH again, after it was woken for queue `woken_by` (or None:
+        before its first wait, see `Block`): its reply, or the `Block` to wait on next.
+
+        Before the first wait it is refused like a new command: the journal may have
+        failed while the adapter sent the earlier replies (`-MISCONF`, protocol/spec.md §7).
+        """
+        problem = self.refusal() if woken_by is None else None
+        if problem is not None and self._has_job(block.queues):
+            return Reply(wire.error(problem, "MISCONF"), self._committed_since(block), False)
+        try:
+            data = self._fetch_now(session, block.queues)
+            if data is not None and woken_by is not None:  # wake others for what we left behind
+                self.waiters.top_up(woken_by, self.manager.store.queue_size(woken_by))
+        except ClientError as exc:
+            data = wire.error(str(exc), exc.code)
+        except Exception:
+            log.exception("internal error handling FETCH")
+            data = wire.error("internal error")
+        if data is None:
+            return block._replace(wait_on=self._wait_on(session, block.queues))
+        return Reply(data, self._committed_since(block), False)
+
+    def fetch_timed_out(self, block: Block, woken_by: str | None) -> Reply:
+        """The reply to a FETCH that waited `block.timeout` for nothing: `$-1`. `woken_by`
+        is the queue it was last woken for, whose other waiters get the jobs it left; the
+        adapter passes None when it ends the wait for another reason (the server stops)."""
+        if woken_by is not None:
+            self.waiters.top_up(woken_by, self.manager.store.queue_size(woken_by))
+        return Reply(wire.NULL, self._committed_since(block), False)
+
+    def _committed_since(self, block: Block) -> int:
+        after = self.journal.appended
+        return after if after != block.since else 0
 
     def _refused(self, command: wire.Command) -> bytes | None:
         """`-MISCONF …` for a command that would change state while the journal cannot take it."""
@@ -147,90 +238,89 @@ class Dispatcher:
             return None
         if f"{command.verb} {command.arg.partition(' ')[0].upper()}" in READ_ONLY:
             return None
-        if command.verb == "FETCH":
-            store = self.manager.store
-            if not any(store.queues.get(q) and q not in store.paused for q in command.arg.split(" ")):
-                return None  # nothing to reserve: it waits (or answers nil) as usual
+        if command.verb == "FETCH" and not self._has_job(command.arg.split(" ")):
+            return None  # nothing to reserve: it waits (or answers nil) as usual
         return wire.error(problem, "MISCONF")
 
-    async def _ok_after(self, position: int) -> bytes:
-        await self.durable(position)
-        return wire.OK
+    def _has_job(self, queues: Iterable[str]) -> bool:
+        """Whether a FETCH from `queues` would find a job to reserve."""
+        store = self.manager.store
+        return any(store.queue_size(q) and not store.is_paused(q) for q in queues)
 
-    async def _end(self, session: Session, arg: str) -> None:
+    def _end(self, session: Session, arg: str) -> None:
         return None
 
-    async def _flush(self, session: Session, arg: str) -> bytes:
-        return await self._ok_after(self.manager.flush())
+    def _flush(self, session: Session, arg: str) -> bytes:
+        self.manager.flush()
+        return wire.OK
 
     def info(self, now: float) -> dict[str, Any]:
         """The INFO document at `now` (also the web UI's)."""
         return build_info(self.manager, self.workers, self.stats, self.description,
                           self.waiters.statistics().fetches_waiting, now)
 
-    async def _info(self, session: Session, arg: str) -> bytes:
+    def _info(self, session: Session, arg: str) -> bytes:
         return wire.bulk_json(self.info(self.clock.now()))
 
-    async def _push(self, session: Session, arg: str) -> bytes:
+    def _push(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise _internal_error()
-        return await self._ok_after(self.manager.push(jobs.decode_json(arg), self.clock.now(), session.wid))
+        self.manager.push(jobs.decode_json(arg), self.clock.now(), session.wid)
+        return wire.OK
 
-    async def _pushb(self, session: Session, arg: str) -> bytes:
+    def _pushb(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise _internal_error()
-        errors, position = self.manager.push_bulk(jobs.decode_json(arg), self.clock.now(), session.wid)
-        await self.durable(position)
+        errors, _position = self.manager.push_bulk(jobs.decode_json(arg), self.clock.now(), session.wid)
         return wire.bulk_json(dict(sorted(errors.items())))  # Go sorts map keys
 
-    async def _fetch(self, session: Session, arg: str, may_block: bool = True) -> bytes:
-        queues = [q for q in arg.split(" ") if q]
+    def _fetch(self, session: Session, arg: str) -> bytes | Block:
+        queues = tuple(q for q in arg.split(" ") if q)
         if not queues:
             raise ClientError("must call fetch with at least one queue")
-        worker = session.worker
-        store = self.manager.store
-        job, position, woken_by = None, 0, None
-        if not may_block:
-            if worker is None or worker.state == "running":
-                job, position = self.manager.fetch(queues, session.wid, self.clock.now())
-            if job is None:
-                return WOULD_BLOCK
-        with trio.move_on_after(self.fetch_timeout):
-            while job is None:
-                if worker is not None and worker.state != "running":
-                    await trio.sleep_forever()  # a quiet/terminating worker gets nothing
-                job, position = self.manager.fetch(queues, session.wid, self.clock.now())
-                if job is None:
-                    active = [q for q in queues if q not in store.paused]
-                    woken_by = await (self.waiters.wait(active) if active else trio.sleep_forever())
-        if woken_by is not None:  # wake others for what we left behind
-            self.waiters.top_up(woken_by, len(store.queues.get(woken_by, ())))
-        if job is None:
-            return wire.NULL
-        with trio.CancelScope(shield=True):  # reserved now: the reply must go out
-            await self.durable(position)
-        return wire.bulk(jobs.encode_job(job))
+        since = self.journal.appended
+        data = self._fetch_now(session, queues)
+        if data is not None:
+            return data
+        return Block(queues, self._wait_on(session, queues), self.fetch_timeout, since)
 
-    async def _ack(self, session: Session, arg: str) -> bytes:
+    def _fetch_now(self, session: Session, queues: tuple[str, ...]) -> bytes | None:
+        """Reserve a job from `queues` for the session: its reply, or None if there is none."""
+        worker = session.worker
+        if worker is not None and worker.state != "running":
+            return None  # a quiet/terminating worker gets nothing
+        job, _position = self.manager.fetch(queues, session.wid, self.clock.now())
+        return None if job is None else wire.bulk(jobs.encode_job(job))
+
+    def _wait_on(self, session: Session, queues: tuple[str, ...]) -> tuple[str, ...]:
+        """The queues whose jobs may end a FETCH's wait (none for a quiet worker)."""
+        worker = session.worker
+        if worker is not None and worker.state != "running":
+            return ()
+        store = self.manager.store
+        return tuple(q for q in queues if not store.is_paused(q))
+
+    def _ack(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise _internal_error()
         payload = jobs.decode_argument(arg, "invalid ACK")
         if (not isinstance(payload, dict) or "jid" not in payload
                 or not all(isinstance(v, str) for v in payload.values())):
             raise ClientError(f"invalid ACK {arg}")
-        return await self._ok_after(self.manager.ack(payload["jid"], self.clock.now()))
+        self.manager.ack(payload["jid"], self.clock.now())
+        return wire.OK
 
-    async def _fail(self, session: Session, arg: str) -> bytes:
+    def _fail(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise _internal_error()
         payload = _decode_object(
             arg, {"jid": str, "errtype": str, "message": str, "backtrace": list}, "invalid FAIL")
-        position = self.manager.fail(
+        self.manager.fail(
             payload.get("jid", ""), payload.get("errtype", ""), payload.get("message", ""),
             payload.get("backtrace", []), self.clock.now())
-        return await self._ok_after(position)
+        return wire.OK
 
-    async def _beat(self, session: Session, arg: str) -> bytes:
+    def _beat(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise _internal_error()
         payload = _decode_object(
@@ -244,16 +334,17 @@ class Dispatcher:
             return wire.OK
         return wire.bulk_json({"state": worker.state})
 
-    async def _mutate(self, session: Session, arg: str) -> bytes:
+    def _mutate(self, session: Session, arg: str) -> bytes:
         if not arg:
             raise ClientError("invalid format")
         try:
             request = jsoncodec.decode(arg)
         except jsoncodec.InvalidJSON as exc:
             raise ClientError(str(exc)) from None
-        return await self._ok_after(self.manager.mutate(request, self.clock.now()))
+        self.manager.mutate(request, self.clock.now())
+        return wire.OK
 
-    async def _queue(self, session: Session, arg: str) -> bytes:
+    def _queue(self, session: Session, arg: str) -> bytes:
         sub, _, rest = arg.partition(" ")
         sub = sub.upper()
         names = [n for n in rest.split(" ") if n]
@@ -270,4 +361,5 @@ class Dispatcher:
             raise ClientError(f"no such QUEUE subcommand: {sub}")
         if not names:
             raise _internal_error()
-        return await self._ok_after(actions[sub](names))
+        actions[sub](names)
+        return wire.OK

@@ -48,9 +48,6 @@ class Extension:
         """A reserved job failed (FAIL or expiry); outcome is "retry", "dead" or "dropped"."""
         return []
 
-    def register(self, dispatcher: Any) -> None:
-        """Add the feature's commands (`dispatcher.register(verb, handler)`), if it has any."""
-
     def info_fields(self) -> dict[str, Any]:
         """Extra keys for INFO's `faktory` block (extra keys never break typed decoders)."""
         return {}

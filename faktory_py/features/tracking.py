@@ -1,4 +1,5 @@
-"""Job tracking: Faktory Enterprise's `custom.track` and the TRACK command.
+"""Job tracking: Faktory Enterprise's `custom.track`, and what the TRACK command reads and
+changes (its arguments are parsed in commands/track.py).
 
 Why: a web page that started a long job wants to show how far along it is. A job pushed
 with `custom.track = 1` gets a tracking record that the server moves through its
@@ -34,19 +35,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice, takewhile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import wire
-from ..core import jobs
 from ..core.hooks import Extension
 from ..core.jobs import MAX_RESERVE_FOR
-from ..errors import ClientError
 from ..store.api import AnyOp, Extend, Job, Op, Reservation, SortedJobSet, Store
-from ..util.jsoncodec import compact_json
-from ..util.timefmt import format_time, parse_time
-
-if TYPE_CHECKING:
-    from ..commands.dispatch import Dispatcher, Session
+from ..util.timefmt import format_time
 
 #: Tracking data is kept this long after its last update (Faktory Enterprise: 30 minutes).
 TRACK_TTL = 30 * 60
@@ -61,7 +55,7 @@ def tracked(job: Job) -> bool:
 
 
 class JobTracking(Extension):
-    """Tracking records (jid → state, updated_at, progress) and the TRACK command.
+    """Tracking records (jid → state, updated_at, progress), read and changed by TRACK.
 
     Records sit in a SortedJobSet scored by when they are forgotten, so stale ones are
     found for pruning without a scan. Every change is one `track` op carrying the whole
@@ -74,7 +68,6 @@ class JobTracking(Extension):
     def __init__(self, store: Store) -> None:
         self.store = store
         self.records = SortedJobSet()
-        self.dispatcher: Dispatcher | None = None
         store.register_state(self)
 
     # --- state ----------------------------------------------------------------------
@@ -160,59 +153,21 @@ class JobTracking(Extension):
     def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
         return self._moved(res.job, "failed" if outcome == "retry" else "dead", now)
 
-    # --- the TRACK command ----------------------------------------------------------
+    # --- what TRACK SET changes (commands/track.py parses the arguments) -----------------
 
-    def register(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-        dispatcher.register("TRACK", self.command)
-
-    async def command(self, session: Session, arg: str) -> bytes:
-        assert self.dispatcher is not None
-        sub, _, rest = arg.partition(" ")
-        sub = sub.upper()
-        now = self.dispatcher.clock.now()
-        if sub == "GET":
-            jid = rest.strip()
-            if not jid:
-                raise ClientError("TRACK GET needs a jid")
-            return wire.bulk_json(self.progress(jid, now))
-        if sub == "SET":
-            position = self.store.commit(self.set_ops(rest, now))
-            await self.dispatcher.durable(position)
-            return wire.OK
-        raise ClientError("TRACK needs GET <jid> or SET <json>")
-
-    def set_ops(self, arg: str, now: float) -> list[AnyOp]:
-        """Validate a TRACK SET payload and turn it into ops (raises ClientError)."""
-        if not arg.strip():
-            raise ClientError("TRACK SET needs a jid")
-        payload = jobs.decode_argument(arg, "invalid TRACK SET")
-        if not isinstance(payload, dict):
-            raise ClientError(f"invalid TRACK SET {arg}")
-        jid = payload.get("jid")
-        if not isinstance(jid, str) or not jid:
-            raise ClientError("TRACK SET needs a jid")
+    def progress_ops(self, jid: str, now: float, percent: int | None = None, desc: str | None = None,
+                     reserve_until: float | None = None) -> list[AnyOp]:
+        """Ops that merge progress into `jid`'s record (None leaves a value as it was) and
+        extend its current reservation to `reserve_until` (never shortened, capped at
+        MAX_RESERVE_FOR from now)."""
         progress: dict[str, Any] = {}
-        percent = payload.get("percent")
         if percent is not None:
-            if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-                raise ClientError(f"percent must be an integer from 0 to 100: {compact_json(percent)}")
             progress["percent"] = percent
-        desc = payload.get("desc")
         if desc is not None:
-            if not isinstance(desc, str):
-                raise ClientError(f"desc must be a string: {compact_json(desc)}")
             progress["desc"] = desc
-        until = payload.get("reserve_until")
         extend: list[AnyOp] = []
-        if until is not None:
-            try:
-                if not isinstance(until, str):
-                    raise ValueError
-                when = parse_time(until)
-            except ValueError:
-                raise ClientError(f"reserve_until must be an RFC3339 timestamp: {compact_json(until)}") from None
-            when = min(when, now + MAX_RESERVE_FOR)
+        if reserve_until is not None:
+            when = min(reserve_until, now + MAX_RESERVE_FOR)
             res = self.store.reservation(jid)
             if res is not None and when > res.expires_at:
                 extend.append(Extend(jid, when))

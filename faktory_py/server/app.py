@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..commands.dispatch import Dispatcher
+from ..commands.features import register_feature_commands
 from ..config import DEFAULT_PORT, BatchesConfig, Config, split_binding
 from ..core.hooks import Extension
 from ..core.info import ServerStats
@@ -126,13 +127,12 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     timer = DueTimer(manager, clock, durable.wait_writable)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
-    dispatcher = Dispatcher(manager, workers, clock, durable.synced, waiters,
+    dispatcher = Dispatcher(manager, workers, clock, durable, waiters,
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
     dispatcher.description = config.description
-    for extension in extensions:
-        extension.register(dispatcher)
-    connections = Connections(config, dispatcher, durable)
+    register_feature_commands(dispatcher, extensions)
+    connections = Connections(config, dispatcher, durable, waiters)
     try:
         async with trio.open_nursery() as background:
             # run_fsync ends only when the journal failed for good, which stops the server

@@ -1,11 +1,14 @@
 """Client connections over trio: accept, handshake, commands, replies.
 
-A connection task only moves bytes: it feeds the sans-io `LineReader`, runs the handshake,
-hands commands to the `Dispatcher`, and writes each reply whole. Sends are not wrapped in a
-scope each (for a client that waits for every reply, a shielded timeout scope per send cost
-as much as the PUSH itself): a connection is only ever cancelled to be closed, so a reply
-cut short is followed by the close, never by another reply; one watchdog task
-(`Connections.watch_sends`) closes connections whose sends stall.
+A connection task only moves bytes and waits: it feeds the sans-io `Connection`
+(wire/connection.py: greeting, HELLO, commands, reply batching) what it reads and writes
+what it hands out, runs the password hash in steps, hands commands to the synchronous
+`Dispatcher`, makes the journal position each `Reply` names durable, and waits on the fetch
+waiters for a `Block`. Sends are not wrapped in a scope each (for a client that waits for
+every reply, a shielded timeout scope per send cost as much as the PUSH itself): a
+connection is only ever cancelled to be closed, so a reply cut short is followed by the
+close, never by another reply; one watchdog task (`Connections.watch_sends`) closes
+connections whose sends stall.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from typing import Any
 import trio
 
 from .. import wire
-from ..commands.dispatch import WOULD_BLOCK, Dispatcher, Session
+from ..commands.dispatch import Block, Dispatcher, Reply, Session
 from ..config import Config
-from ..wire.handshake import Handshake, HandshakeFailed, Hello
+from ..wire.connection import NEED_DATA, Connection, HelloReceived
 from .admission import Admission
 from .durability import DurableJournal
 from .fdlimit import socket_budget
+from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
 
@@ -48,11 +52,14 @@ class Connections:
     many arrive; it can only slow down other handshakes, which the handshake budget bounds.
     """
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal) -> None:
+    def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal,
+                 waiters: QueueWaiters) -> None:
         self.config = config
         self.dispatcher = dispatcher
         #: written before any reply is sent (see server/durability.py)
         self.durable = durable
+        #: where a FETCH the dispatcher answered with a `Block` waits
+        self.waiters = waiters
         #: set by a requested stop: every command from then on is refused
         self.stopping = trio.Event()
         self.admission = Admission(config.max_connections, config.max_handshakes, socket_budget())
@@ -114,10 +121,10 @@ class Connections:
             self._none_open = trio.Event()
         try:
             with scope:
-                reader = wire.LineReader(self.config.max_line)
-                session = await self._handshake(stream, reader, scope)
+                connection = Connection(self.config.password, self.config.max_line)
+                session = await self._handshake(stream, connection, scope)
                 if session is not None:
-                    await self._serve_commands(stream, reader, session)
+                    await self._serve_commands(stream, connection, session)
         except _PEER_GONE:
             pass
         except Exception:
@@ -147,39 +154,30 @@ class Connections:
         if self._scopes:
             await self._none_open.wait()
 
-    async def _verify(self, handshake: Handshake, line: bytes) -> Hello:
-        """`Handshake.receive_hello`, with the password hash run in steps (see the class doc)."""
-        hello = handshake.parse_hello(line)
-        hashed = handshake.password_hash(hello)
-        if hashed is not None:
-            async with self._password_checks:
-                while not hashed.done:
-                    hashed.step()
-                    await trio.sleep(0)
-            handshake.authenticate(hello, hashed)
-        return hello
+    async def _handshake(self, stream: trio.abc.Stream, connection: Connection,
+                         scope: trio.CancelScope) -> Session | None:
+        """Greet, read HELLO within the deadline, register a worker; None ⇒ close.
 
-    async def _handshake(
-        self, stream: trio.abc.Stream, reader: wire.LineReader, scope: trio.CancelScope
-    ) -> Session | None:
-        """Greet, read HELLO within the deadline, register a worker; None ⇒ close."""
-        handshake = Handshake(self.config.password)
+        A HELLO's password hash runs in steps (see the class doc).
+        """
         hello = None
         with trio.move_on_after(self.config.timers.handshake_timeout):
-            await self._send(stream, handshake.greeting)
-            try:
-                line = await _read(stream, reader, reader.next_line)
-            except wire.ProtocolError:  # an endless first line: nothing to answer
-                return None
-            if line is None:
-                return None
-            try:
-                hello = await self._verify(handshake, line)
-            except HandshakeFailed as failed:
-                if failed.reply is not None:
-                    await self._send(stream, failed.reply)
-                return None
+            await self._send(stream, connection.greeting())
+            event = await _next_event(stream, connection)
+            if type(event) is HelloReceived:
+                hashed = event.password
+                if hashed is not None:
+                    async with self._password_checks:
+                        while not hashed.done:
+                            hashed.step()
+                            await trio.sleep(0)
+                if connection.authenticate(event):
+                    hello = event.hello
+            data, _ = connection.data_to_send()
+            if data:  # a wrong password's -ERR (nothing else in a handshake is answered)
+                await self._send(stream, data)
         if hello is None:
+            connection.close()
             return None
         session = Session(next(self._ids), hello.wid)
         workers = self.dispatcher.workers
@@ -190,10 +188,10 @@ class Connections:
             session.worker = workers.register(hello, session.conn_id, scope.cancel, now)
         accepted = False
         try:
-            await self._send(stream, wire.OK)
+            await self._send(stream, connection.accept())
             if not self.admission.identify(stream):
-                count = self.admission.identified + 1
-                await self._send(stream, wire.error(f"too many connections: {count}"))
+                connection.close(f"too many connections: {self.admission.identified + 1}")
+                await self._send(stream, connection.data_to_send()[0])
                 return None
             accepted = True
             return session
@@ -201,140 +199,128 @@ class Connections:
             if not accepted and session.worker is not None:
                 workers.unregister(session.wid, session.conn_id)
 
-    async def _serve_commands(self, stream: trio.abc.Stream, reader: wire.LineReader, session: Session) -> None:
+    async def _serve_commands(self, stream: trio.abc.Stream, connection: Connection, session: Session) -> None:
         """Answer commands in order until END, EOF or a protocol error.
 
         Replies to pipelined commands (already buffered when the previous one is done) are
-        collected and written together: one send for many replies.
+        collected and written together: one send for many replies (wire/connection.py).
         """
-        replies = _ReplyBuffer(functools.partial(self._send, stream),
-                               functools.partial(self._write_journal, stream, reader))
+        dispatcher = self.dispatcher
         try:
             while True:
-                try:
-                    command = reader.next_command()
-                except wire.ProtocolError as exc:
-                    replies.add(wire.error(str(exc)))
-                    return
-                if command is None:
-                    await replies.flush()
-                    if reader.at_eof:
-                        return
-                    reader.receive_data(await stream.receive_some(_RECV_CHUNK))
+                event = connection.next_event()
+                if type(event) is not wire.Command:
+                    if event is not NEED_DATA:
+                        return  # closed: EOF, or a line too long (its -ERR is queued)
+                    await self._flush(stream, connection)
+                    connection.receive_data(await stream.receive_some(_RECV_CHUNK))
                     continue
                 if self.stopping.is_set():
-                    replies.add(wire.error("shutdown in progress"))
+                    connection.close("shutdown in progress")
                     return
-                before = self.durable.appended
-                reply = await self.dispatcher.handle(session, command, may_block=False)
-                if reply is WOULD_BLOCK:  # a FETCH must wait: answer what came before it first
-                    await replies.flush()
-                    reply = await _unless_peer_leaves(stream, reader, self.dispatcher.handle(session, command),
-                                                      self.stopping)
-                if reply is None:
+                reply = dispatcher.handle(session, event)
+                if type(reply) is Block:  # a FETCH must wait: answer what came before it first
+                    await self._flush(stream, connection)
+                    reply = await _unless_peer_leaves(
+                        stream, connection, self._wait_for_job(session, reply),
+                        self.stopping, functools.partial(dispatcher.fetch_timed_out, reply, None))
+                    if reply is None:
+                        return
+                elif reply.position:
+                    await self.durable.synced(reply.position)
+                if reply.data is not None:
+                    connection.reply(reply.data, reply.position)
+                if reply.close:
+                    connection.close()
                     return
-                replies.add(reply, self.durable.appended if self.durable.appended != before else 0)
-                if replies.full:
-                    await replies.flush()
+                if connection.full:
+                    await self._flush(stream, connection)
         finally:
             # Shielded, so a closing connection still gets the replies it has earned, but
             # bounded by its own deadline: the watchdog's cancel cannot reach in here.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _SEND_TIMEOUT):
-                await replies.flush()
+                await self._flush(stream, connection)
 
-    async def _write_journal(self, stream: trio.abc.Stream, reader: wire.LineReader, needs: int) -> bool:
+    async def _wait_for_job(self, session: Session, block: Block) -> Reply:
+        """Wait as `block` says, trying the FETCH again after every wake, until it gets a
+        job (whose reply then waits for the fsync policy, shielded: the job is reserved,
+        the reply must go out) or its time is up."""
+        dispatcher = self.dispatcher
+        woken_by: str | None = None
+        result: Reply | Block = block
+        with trio.move_on_after(block.timeout):
+            while True:
+                result = dispatcher.retry_fetch(session, result, woken_by)
+                if type(result) is not Block:
+                    break
+                woken_by = await (self.waiters.wait(result.wait_on) if result.wait_on else trio.sleep_forever())
+        if type(result) is Block:
+            return dispatcher.fetch_timed_out(result, woken_by)
+        if result.position:
+            with trio.CancelScope(shield=True):
+                await self.durable.synced(result.position)
+        return result
+
+    async def _flush(self, stream: trio.abc.Stream, connection: Connection) -> None:
+        """Send the queued replies in one write, the journal written first: the ops behind
+        them (and anything else committed meanwhile) reach the file before anyone can see an
+        answer that relies on them."""
+        data, needs = connection.data_to_send()
+        if data and await self._write_journal(stream, connection, needs):
+            await self._send(stream, data)
+
+    async def _write_journal(self, stream: trio.abc.Stream, connection: Connection, needs: int) -> bool:
         """Write the journal before a send; False if the replies must be dropped instead.
 
-        While the journal cannot be written, replies that depend on commit `needs` wait
-        for it, or until the peer leaves (then they are never sent).
+        While the journal cannot be written, replies that depend on commit `needs` (the
+        last commit queued while their commands ran) wait for it, or until the peer
+        leaves (then they are never sent).
         """
         if self.durable.write_through(needs):
             return True
-        await _unless_peer_leaves(stream, reader, self.durable.wait_written(needs))
+        await _unless_peer_leaves(stream, connection, self.durable.wait_written(needs))
         return self.durable.write_through(needs)
 
 
-class _ReplyBuffer:
-    """Replies waiting to be written in one send (bounded, flushed before any blocking).
-
-    The journal is written first: the ops behind these replies (and anything else
-    committed meanwhile) reach the file before anyone can see an answer that relies on them.
-    While the journal cannot be written, replies that depend on a commit not in the file
-    (`needs`: the last commit queued while their command ran) wait for it.
-    """
-
-    LIMIT = 64 * 1024
-
-    def __init__(self, send: Callable[[bytes], Awaitable[None]],
-                 write_journal: Callable[[int], Awaitable[bool]]) -> None:
-        self.send = send
-        self.write_journal = write_journal
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.needs = 0
-
-    @property
-    def full(self) -> bool:
-        return self.size >= self.LIMIT
-
-    def add(self, reply: bytes, needs: int = 0) -> None:
-        self.parts.append(reply)
-        self.size += len(reply)
-        self.needs = max(self.needs, needs)
-
-    async def flush(self) -> None:
-        if self.parts:
-            data = b"".join(self.parts)
-            needs, self.needs = self.needs, 0
-            self.parts.clear()
-            self.size = 0
-            if await self.write_journal(needs):
-                await self.send(data)
-
-
-async def _read(stream: trio.abc.Stream, reader: wire.LineReader, parse):  # type: ignore[no-untyped-def]
-    """Receive until `parse()` yields something; None at end of stream."""
-    while True:
-        item = parse()
-        if item is not None:
-            return item
-        if reader.at_eof:
-            return None
-        reader.receive_data(await stream.receive_some(_RECV_CHUNK))
+async def _next_event(stream: trio.abc.Stream, connection: Connection) -> Any:
+    """The connection's next event, receiving as long as it needs data."""
+    while (event := connection.next_event()) is NEED_DATA:
+        connection.receive_data(await stream.receive_some(_RECV_CHUNK))
+    return event
 
 
 async def _unless_peer_leaves(
-    stream: trio.abc.Stream, reader: wire.LineReader, work: Awaitable[Any],
-    stopping: trio.Event | None = None,
+    stream: trio.abc.Stream, connection: Connection, work: Awaitable[Any],
+    stopping: trio.Event | None = None, stopped: Callable[[], Any] | None = None,
 ) -> Any:
     """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,
-    or, given `stopping`, answering `$-1` (no job) if the server is asked to stop.
+    or, given `stopping`, answering `stopped()` (a FETCH's `$-1`) if the server is asked to stop.
 
     Without this a FETCH waiting for work would reserve the next job for a client that
     is gone, and that job would only come back when its reservation expired. Bytes the
-    peer pipelines meanwhile are buffered in `reader` for the next command.
+    peer pipelines meanwhile are buffered in `connection` for the next command.
     """
     reply: Any = None
 
     async def watch() -> None:
         try:
             while data := await stream.receive_some(_RECV_CHUNK):
-                reader.receive_data(data)
-            reader.receive_data(b"")
+                connection.receive_data(data)
+            connection.receive_data(b"")
         except (*_PEER_GONE, wire.ProtocolError):
             return  # a broken peer, or a too-long next line the next read reports
-        if reader.at_eof:  # gone, and no pipelined command left to answer
+        if connection.at_eof:  # gone, and no pipelined command left to answer
             nursery.cancel_scope.cancel()
 
     async def stop() -> None:
         nonlocal reply
         await stopping.wait()
-        reply = wire.NULL
+        reply = stopped()
         nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
-        if stopping is not None:
+        if stopping is not None and stopped is not None:
             nursery.start_soon(stop)
         reply = await work
         nursery.cancel_scope.cancel()

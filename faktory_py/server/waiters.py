@@ -11,6 +11,7 @@ its waiters sleeps.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -64,7 +65,7 @@ class QueueWaiters:
         while self._woken[queue] < available and self._queues.get(queue):
             self.notify(queue)
 
-    async def wait(self, queues: list[str]) -> str:
+    async def wait(self, queues: Sequence[str]) -> str:
         """Sleep until woken for one of `queues`; returns the queue that woke us.
 
         The caller must then fetch and call `top_up` for that queue.

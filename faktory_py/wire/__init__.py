@@ -1,7 +1,8 @@
 """The Faktory wire protocol without I/O (protocol/spec.md §1-§2).
 
-`framing` splits the byte stream into `Command`s, `replies` builds RESP2 replies, and
-`handshake` runs the greeting and HELLO. The names of `framing` and `replies` are
+`framing` splits the byte stream into `Command`s, `replies` builds RESP2 replies,
+`handshake` checks the greeting and HELLO, and `connection` is one connection's life
+(greeting, HELLO, commands, reply batching) as a state machine over them. The names of `framing` and `replies` are
 re-exported here, so callers write `wire.LineReader`, `wire.error(...)`, `wire.OK`.
 """
 

@@ -76,9 +76,8 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ... import wire
 from ...core import jobs
 from ...core.hooks import Extension
 from ...errors import ClientError, NoSuchBatch
@@ -86,8 +85,6 @@ from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enque
 from ...util.jsoncodec import compact_json
 from ...util.timefmt import format_time
 
-if TYPE_CHECKING:
-    from ...commands.dispatch import Dispatcher, Session
 
 OPEN, COMMITTED, CALLBACKS, DONE = "open", "committed", "callbacks", "done"
 #: The only phase changes there are (removal of an expired open batch aside).
@@ -270,7 +267,8 @@ def _apply_to(view: Any, op: Op) -> None:
 
 
 class Batches(Extension):
-    """Batch records, the hooks that count members and fire callbacks, and BATCH.
+    """Batch records, the hooks that count members and fire callbacks, and what BATCH
+    (commands/batch.py) reads and changes.
 
     The records, failing members, expiries and holds are applied, snapshotted and flushed
     by the store (`StateOwner`).
@@ -287,7 +285,6 @@ class Batches(Extension):
         self.uncommitted_ttl = float(uncommitted_ttl)
         self.new_bid = bids
         self.new_jid = jids
-        self.dispatcher: Dispatcher | None = None
         self.batches: dict[str, Batch] = {}
         #: bid → jids of members whose last run failed (and not succeeded since)
         self.failing: dict[str, set[str]] = {}
@@ -477,7 +474,9 @@ class Batches(Extension):
             changes["phase"] = CALLBACKS
         return txn.set(batch, **changes)
 
-    def _new_ops(self, payload: Mapping[str, Any], wid: str, now: float) -> tuple[str, list[Op]]:
+    def new(self, payload: Mapping[str, Any], wid: str, now: float) -> tuple[str, list[Op]]:
+        """BATCH NEW's object (decoded JSON) from a connection of worker process `wid`:
+        the new bid and the ops that create it (raises ClientError)."""
         given = payload.get("bid")
         if given is not None and given != "":
             raise ClientError("BATCH NEW must not carry a bid: the server assigns it")
@@ -636,15 +635,8 @@ class Batches(Extension):
                     kids_s=parent.kids_s - (not batch.settled_s))
             self._advance(txn, parent.bid, now)
 
-    # --- operations behind the BATCH command (pure: ops to commit, or ClientError) ---------
-
-    def new(self, arg: str, wid: str, now: float) -> tuple[str, list[Op]]:
-        if not arg:
-            raise ClientError("BATCH NEW needs a JSON object")
-        payload = jobs.decode_argument(arg, "invalid BATCH NEW")
-        if not isinstance(payload, dict):
-            raise ClientError(f"invalid BATCH NEW {arg}")
-        return self._new_ops(payload, wid, now)
+    # --- operations behind the BATCH command (commands/batch.py parses its arguments; these
+    #     are pure: ops to commit, or ClientError) ----------------------------------------
 
     def open(self, bid: str, wid: str, now: float) -> str:
         batch = self.live(bid, now)
@@ -663,33 +655,6 @@ class Batches(Extension):
         txn.set(batch, phase=COMMITTED, expires_at=None)
         self._advance(txn, bid, now)
         return txn.ops
-
-    # --- the BATCH command --------------------------------------------------------------
-
-    def register(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-        dispatcher.register("BATCH", self.command)
-
-    async def command(self, session: Session, arg: str) -> bytes:
-        assert self.dispatcher is not None
-        sub, _, rest = arg.partition(" ")
-        sub = sub.upper()
-        now = self.dispatcher.clock.now()
-        if sub == "NEW":
-            bid, ops = self.new(rest, session.wid, now)
-            await self.dispatcher.durable(self.store.commit(ops))
-            return wire.bulk(bid)
-        if sub not in ("OPEN", "COMMIT", "STATUS"):
-            raise ClientError(f"no such BATCH subcommand: {sub}" if sub else "BATCH needs NEW, OPEN, COMMIT or STATUS")
-        bid = rest.strip()
-        if not bid:
-            raise ClientError(f"BATCH {sub} needs a bid")
-        if sub == "OPEN":
-            return wire.bulk(self.open(bid, session.wid, now))
-        if sub == "COMMIT":
-            await self.dispatcher.durable(self.store.commit(self.commit(bid, now)))
-            return wire.OK
-        return wire.bulk_json(self.status(bid, now))
 
 
 def batch_table(extension: Batches) -> dict[str, Any]:
