@@ -22,8 +22,8 @@ from ..store.api import (
 from ..util.glob import compile_glob
 from ..util.jsoncodec import go_float
 from ..util.timefmt import format_time, parse_time, utc_day
-from . import jobs
-from .hooks import Extension
+from . import hooks, jobs
+from .hooks import Extension, Outcome
 
 log = logging.getLogger("faktory_py.manager")
 
@@ -126,14 +126,14 @@ class Manager:
         position = 0
         for name in queues:
             while not store.is_paused(name) and (job := store.queue_head(name)) is not None:
-                ops: list[AnyOp] | None = []
+                ops: list[AnyOp] | hooks.Drop = []
                 for extension in self.extensions:
                     more = extension.on_fetch(job, wid, now)
-                    if more is None:
-                        ops = None
+                    if isinstance(more, hooks.Drop):
+                        ops = more
                         break
                     ops.extend(more)
-                if ops is None:  # an extension dropped it (e.g. expired): try the next one
+                if isinstance(ops, hooks.Drop):  # an extension dropped it (e.g. expired): try the next one
                     ops = [Drop(name, job["jid"])]
                     for extension in self.extensions:
                         ops.extend(extension.on_drop(job, now))
@@ -188,17 +188,17 @@ class Manager:
         ops: list[AnyOp] = [Done(job["jid"], utc_day(now), True)]
         count = failure["retry_count"]
         if retry == 0:
-            outcome = "dropped"
+            outcome = Outcome.DROPPED
         elif 0 < retry and count < retry:
-            outcome = "retry"
+            outcome = Outcome.RETRY
             next_at = now + retry_delay(count, self.rng)
             failure["next_at"] = format_time(next_at)
         else:
-            outcome = "dead"
+            outcome = Outcome.DEAD
         failed = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
-        if outcome == "retry":
+        if outcome is Outcome.RETRY:
             ops.append(SetAdd("retries", next_at, failed))
-        elif outcome == "dead":
+        elif outcome is Outcome.DEAD:
             ops.append(SetAdd("dead", now + DEAD_TTL, failed))
         for extension in self.extensions:
             ops.extend(extension.on_fail(res, failed, outcome, now))

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..core import jobs
-from ..core.hooks import Extension
+from ..core.hooks import Drop, Extension
 from ..errors import ClientError
 from ..store.api import Job, Op, Store
 from ..util.jsoncodec import compact_json
@@ -106,8 +106,8 @@ class ExpiringJobs(Extension):
         when = deadline(job)
         return when is not None and when <= now
 
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
-        return None if self.expired(job, now) else []
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | Drop:
+        return Drop() if self.expired(job, now) else []
 
     def on_drop(self, job: Job, now: float) -> list[Op]:
         return [{"op": "expired", "jid": job["jid"]}] if self.expired(job, now) else []

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from itertools import islice, takewhile
 from typing import Any
 
-from ..core.hooks import Extension
+from ..core.hooks import Extension, Outcome
 from ..core.jobs import MAX_RESERVE_FOR
 from ..store.api import AnyOp, Extend, Job, Op, Reservation, SortedJobSet, Store
 from ..util.timefmt import format_time
@@ -139,7 +139,7 @@ class JobTracking(Extension):
             return []
         return self._prune(now) + [self._update(job["jid"], now, "enqueued")]
 
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
         return self._moved(job, "working", now)
 
     def on_drop(self, job: Job, now: float) -> list[Op]:
@@ -150,8 +150,8 @@ class JobTracking(Extension):
             return []
         return self._prune(now) + [self._update(res.job["jid"], now, "success")]
 
-    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
-        return self._moved(res.job, "failed" if outcome == "retry" else "dead", now)
+    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
+        return self._moved(res.job, "failed" if outcome is Outcome.RETRY else "dead", now)
 
     # --- what TRACK SET changes (commands/track.py parses the arguments) -----------------
 

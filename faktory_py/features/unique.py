@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterator
 from itertools import islice, takewhile
 
-from ..core.hooks import Extension
+from ..core.hooks import Extension, Outcome
 from ..errors import ClientError, NotUnique
 from ..store.api import Job, Op, Reservation, SortedJobSet, Store
 from ..util.jsoncodec import compact_json
@@ -175,7 +175,7 @@ class UniqueJobs(Extension):
         return self._prune(now) + [{"op": "unique_lock", "key": key, "jid": job["jid"],
                                     "expires_at": expires}]
 
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
         if _is_unique(job) and (job.get("custom") or {}).get("unique_until") == "start":
             return self._release(job)
         return []
@@ -186,8 +186,8 @@ class UniqueJobs(Extension):
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
         return self._prune(now) + self._release(res.job)
 
-    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
-        if outcome == "retry":
+    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
+        if outcome is Outcome.RETRY:
             return []  # a retrying job keeps its lock
         return self._release(res.job)  # dead or discarded: it can no longer succeed
 

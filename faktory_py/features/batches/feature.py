@@ -79,7 +79,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ...core import jobs
-from ...core.hooks import Extension
+from ...core.hooks import Extension, Outcome
 from ...errors import ClientError, NoSuchBatch
 from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
 from ...util.jsoncodec import compact_json
@@ -582,7 +582,7 @@ class Batches(Extension):
         self._advance(txn, bid, now)
         return txn.ops
 
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
         key = self._holder_key(job)
         if key is None:
             return []
@@ -607,7 +607,7 @@ class Batches(Extension):
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
         return self._finished(res.job, True, now)
 
-    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
+    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
         return self._finished(res.job, False, now)  # a callback that fails stays "1"
 
     def on_drop(self, job: Job, now: float) -> list[Op]:
