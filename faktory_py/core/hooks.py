@@ -86,34 +86,3 @@ class TimedHook(Protocol):
 class InfoHook(Protocol):
     def info_fields(self) -> dict[str, Any]:
         """Extra keys for INFO's `faktory` block (extra keys never break typed decoders)."""
-
-
-class Extension:
-    """Every hook, doing nothing: the base class the features still derive from."""
-
-    def prepare(self, job: Job, now: float) -> Job:
-        return job
-
-    def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
-        return []
-
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | Drop:
-        return []
-
-    def on_drop(self, job: Job, now: float) -> list[Op]:
-        return []
-
-    def on_ack(self, res: Reservation, now: float) -> list[Op]:
-        return []
-
-    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
-        return []
-
-    def info_fields(self) -> dict[str, Any]:
-        return {}
-
-    def next_due(self) -> float | None:
-        return None
-
-    def run_due(self, now: float) -> list[Op]:
-        return []

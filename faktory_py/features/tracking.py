@@ -37,8 +37,9 @@ from collections.abc import Iterator
 from itertools import islice, takewhile
 from typing import Any
 
-from ..core.hooks import Extension, Outcome
+from ..core.hooks import Outcome
 from ..core.jobs import MAX_RESERVE_FOR
+from ..core.registry import Feature
 from ..store.api import AnyOp, Extend, Job, Op, Reservation, SortedJobSet, Store
 from ..util.timefmt import format_time
 
@@ -54,7 +55,7 @@ def tracked(job: Job) -> bool:
     return (job.get("custom") or {}).get("track") == 1
 
 
-class JobTracking(Extension):
+class JobTracking:
     """Tracking records (jid → state, updated_at, progress), read and changed by TRACK.
 
     Records sit in a SortedJobSet scored by when they are forgotten, so stale ones are
@@ -133,6 +134,11 @@ class JobTracking(Extension):
         return [self._update(job["jid"], now, state)] if tracked(job) else []
 
     # --- lifecycle hooks ------------------------------------------------------------
+
+    def feature(self) -> Feature:
+        """How it plugs in: a tracked job's record follows it through PUSH, FETCH, a drop,
+        ACK and FAIL; TRACK reads and adds to it."""
+        return Feature("tracking", self, push=self, fetch=self, drop=self, finish=self, commands=("TRACK",))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         if not tracked(job):

@@ -38,7 +38,8 @@ import math
 from collections.abc import Iterator
 from itertools import islice, takewhile
 
-from ..core.hooks import Extension, Outcome
+from ..core.hooks import Outcome
+from ..core.registry import Feature
 from ..errors import ClientError, NotUnique
 from ..store.api import Job, Op, Reservation, SortedJobSet, Store
 from ..util.jsoncodec import compact_json
@@ -87,7 +88,7 @@ def _is_unique(job: Job) -> bool:
     return (job.get("custom") or {}).get("unique_for") is not None
 
 
-class UniqueJobs(Extension):
+class UniqueJobs:
     """The unique-lock table and the hooks that take and release its locks.
 
     State: key → (expires_at, owner jid), kept in a SortedJobSet ordered by expiry so
@@ -154,6 +155,11 @@ class UniqueJobs(Extension):
         return [{"op": "unique_release", "key": key, "jid": job["jid"]}]
 
     # --- hooks ----------------------------------------------------------------------
+
+    def feature(self) -> Feature:
+        """How it plugs in: it validates at PUSH and takes the lock there, and releases it
+        at FETCH (`unique_until: start`), at a drop, at ACK or at a final failure."""
+        return Feature("unique", self, prepare=self, push=self, fetch=self, drop=self, finish=self)
 
     def prepare(self, job: Job, now: float) -> Job:
         """Validate `unique_for` / `unique_until` before anything is stored."""

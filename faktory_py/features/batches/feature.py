@@ -79,7 +79,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ...core import jobs
-from ...core.hooks import Extension, Outcome
+from ...core.hooks import Outcome
+from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NoSuchBatch
 from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
 from ...util.jsoncodec import compact_json
@@ -266,7 +267,7 @@ def _apply_to(view: Any, op: Op) -> None:
         view.mark(op["bid"], op["jid"], op["on"])
 
 
-class Batches(Extension):
+class Batches:
     """Batch records, the hooks that count members and fire callbacks, and what BATCH
     (commands/batch.py) reads and changes.
 
@@ -568,6 +569,13 @@ class Batches(Extension):
         return None
 
     # --- hooks ------------------------------------------------------------------------
+
+    def feature(self) -> Feature:
+        """How it plugs in: members are counted at PUSH, held while reserved (FETCH), and
+        settle at ACK, FAIL or a drop; the timer removes expired open batches; BATCH makes,
+        opens, commits and reads them; the web UI has a Batches page."""
+        return Feature("batches", self, push=self, fetch=self, drop=self, finish=self, timed=self,
+                       pages=(WebPage("batches", "Batches"),), commands=("BATCH",))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         bid = member_bid(job)
