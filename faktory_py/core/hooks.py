@@ -25,7 +25,8 @@ from ..store.api import Job, Op, Reservation
 @dataclass(frozen=True, slots=True)
 class Drop:
     """A fetch hook's answer "drop this job": it leaves its queue without running, every
-    drop hook is told (`DropHook.on_drop`), and FETCH goes on with the next job."""
+    drop hook is told (`DropHook.on_drop`), and FETCH goes on with the next job. (The
+    journaled op that then takes it out of its queue is the store's `store.api.Drop`.)"""
 
 
 class Outcome(enum.Enum):
