@@ -20,6 +20,7 @@ from faktory_py.config import BatchesConfig, ConfigError
 from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import Manager
+from faktory_py.core.registry import Registry
 from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time
 
@@ -35,7 +36,7 @@ class World:
         self.serial = 0
         others = [make(self.store) for make in extra]
         self.ext = Batches(self.store, policy, ttl, bids=self._bid)
-        self.manager = Manager(self.store, extensions=[*others, self.ext])
+        self.manager = Manager(self.store, features=Registry(f.feature() for f in [*others, self.ext]))
         self.now = NOW
 
     def _sink(self, ops: list[dict[str, Any]]) -> int:

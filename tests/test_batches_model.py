@@ -31,6 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from faktory_py.features.batches.feature import Batches, batch_table
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import Manager
+from faktory_py.core.registry import Registry
 from faktory_py.store import job_queue
 from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time
@@ -253,7 +254,7 @@ class BatchMachine(RuleBasedStateMachine):
     def _build(self) -> tuple[MemoryStore, Batches, Manager]:
         store = MemoryStore(sink=self._sink)
         ext = Batches(store, self.POLICY, TTL, bids=self._new_bid, jids=self._new_cb_jid)
-        return store, ext, Manager(store, self.rng, extensions=[ext])
+        return store, ext, Manager(store, self.rng, Registry([ext.feature()]))
 
     @property
     def now(self) -> float:

@@ -21,7 +21,7 @@ from faktory_py.config import Timers
 from faktory_py.core.info import ServerStats
 from faktory_py.core.lifecycle import Manager
 from faktory_py.core.workers import WorkerRegistry
-from faktory_py.server.app import enterprise_extensions
+from faktory_py.server.app import enterprise_features
 from faktory_py.store.memory import MemoryStore
 from faktory_py.wire.handshake import Hello
 
@@ -70,15 +70,15 @@ class Harness:
     def __init__(self) -> None:
         self.journal = FakeJournal()
         self.store = MemoryStore(sink=self.journal.append)
-        extensions = enterprise_extensions(self.store)
+        features = enterprise_features(self.store)
         self.clock = FakeClock()
         self.waiters = FakeWaiters()
         self.stats = ServerStats(started_at=NOW)
-        self.manager = Manager(self.store, extensions=extensions)
+        self.manager = Manager(self.store, features=features)
         self.workers = WorkerRegistry(Timers.heartbeat_timeout)
         self.dispatcher = Dispatcher(self.manager, self.workers, self.clock, self.journal, self.waiters,
                                      self.stats, Timers.fetch_timeout)
-        register_feature_commands(self.dispatcher, extensions)
+        register_feature_commands(self.dispatcher, features)
         self.session = Session(conn_id=1)
 
     def handle(self, line: str, session: Session | None = None) -> Reply | Block:

@@ -34,7 +34,7 @@ from faktory_py.commands.dispatch import Block, Dispatcher, Session
 from faktory_py.core.info import ServerStats
 from faktory_py.config import Config, Timers
 from faktory_py.core.lifecycle import Manager
-from faktory_py.server.app import enterprise_extensions, load_store
+from faktory_py.server.app import enterprise_features, load_store
 from faktory_py.store.memory import MemoryStore
 from faktory_py.server.waiters import QueueWaiters
 from faktory_py.core.workers import WorkerRegistry
@@ -68,15 +68,15 @@ class Harness:
     def __init__(self, directory: Path, clock: FakeClock) -> None:
         self.directory, self.clock = directory, clock
         store = MemoryStore()
-        extensions = enterprise_extensions(store)
+        features = enterprise_features(store)
         self.store, self.journal = load_store(Config(data_dir=directory, conf_dir=directory), store)
         # Packed as it is committed: an op the journal cannot take fails the command.
         self.store.sink = self.journal.append
-        self.manager = Manager(self.store, extensions=extensions)
+        self.manager = Manager(self.store, features=features)
         self.dispatcher = Dispatcher(self.manager, WorkerRegistry(Timers.heartbeat_timeout), clock,
                                      FakeJournalPosition(), QueueWaiters(), ServerStats(started_at=NOW),
                                      Timers.fetch_timeout)
-        register_feature_commands(self.dispatcher, extensions)
+        register_feature_commands(self.dispatcher, features)
         self.session = Session(conn_id=1)
 
     def send(self, line: bytes) -> bytes:

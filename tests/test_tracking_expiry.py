@@ -17,6 +17,7 @@ from faktory_py.commands.track import TrackCommand
 from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import Manager
+from faktory_py.core.registry import Registry
 from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time, parse_time
 from faktory_py.features.tracking import TRACK_TTL, JobTracking
@@ -33,7 +34,7 @@ class Setup:
         self.unique = UniqueJobs(self.store)
         self.tracking = JobTracking(self.store)
         self.manager = Manager(self.store, random.Random(0),
-                               extensions=[self.expiry, self.unique, self.tracking])
+                               Registry(f.feature() for f in [self.expiry, self.unique, self.tracking]))
 
     def _sink(self, ops: list[dict[str, Any]]) -> int:
         self.journal.append(ops)

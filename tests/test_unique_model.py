@@ -38,6 +38,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import Manager
+from faktory_py.core.registry import Registry
 from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time
 from faktory_py.features.tracking import JobTracking
@@ -162,7 +163,7 @@ class UniqueMachine(RuleBasedStateMachine):
         extensions = [ExpiringJobs(store), UniqueJobs(store), JobTracking(store)]
         replay(store, records or [])
         self.store, self.extensions = store, extensions
-        self.manager = Manager(store, self.rng, extensions=extensions)
+        self.manager = Manager(store, self.rng, Registry(f.feature() for f in extensions))
 
     @property
     def now(self) -> float:
@@ -388,7 +389,7 @@ TestUniqueJobs = UniqueMachine.TestCase
 def _manager() -> tuple[Manager, UniqueJobs]:
     store = MemoryStore()
     unique = UniqueJobs(store)
-    return Manager(store, random.Random(1), extensions=[ExpiringJobs(store), unique, JobTracking(store)]), unique
+    return Manager(store, random.Random(1), Registry(f.feature() for f in [ExpiringJobs(store), unique, JobTracking(store)])), unique
 
 
 def test_map_key_order_does_not_matter() -> None:

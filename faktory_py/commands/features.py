@@ -1,23 +1,28 @@
 """The commands the built-in features bring: BATCH for batches, TRACK for job tracking
-(protocol/spec.md §9, §10). Features know nothing of commands; this adds them to a
-dispatcher for whichever of those features the server runs."""
+(protocol/spec.md §9, §10). A feature's record names its verbs (`Feature.commands`); the
+handlers live here, because features know nothing of commands."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
+from typing import Any
 
-from ..core.hooks import Extension
-from ..features.batches.feature import Batches
-from ..features.tracking import JobTracking
+from ..core.registry import Registry
+from ..store.api import Store
 from .batch import BatchCommand
-from .dispatch import Dispatcher
+from .dispatch import Clock, Dispatcher, Session
 from .track import TrackCommand
 
+#: verb → the handler serving it, built over the feature object that names the verb
+HANDLERS: dict[str, Callable[[Any, Store, Clock], Callable[[Session, str], bytes]]] = {
+    "BATCH": BatchCommand,
+    "TRACK": TrackCommand,
+}
 
-def register_feature_commands(dispatcher: Dispatcher, extensions: Iterable[Extension]) -> None:
+
+def register_feature_commands(dispatcher: Dispatcher, features: Registry) -> None:
+    """Add every command the registered features name to the dispatcher."""
     store = dispatcher.manager.store
-    for extension in extensions:
-        if isinstance(extension, Batches):
-            dispatcher.register("BATCH", BatchCommand(extension, store, dispatcher.clock))
-        elif isinstance(extension, JobTracking):
-            dispatcher.register("TRACK", TrackCommand(extension, store, dispatcher.clock))
+    for feature in features:
+        for verb in feature.commands:
+            dispatcher.register(verb, HANDLERS[verb](feature.owner, store, dispatcher.clock))

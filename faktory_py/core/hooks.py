@@ -1,61 +1,89 @@
-"""The hooks the Enterprise features plug into, like Faktory's middleware chains.
+"""The hooks a feature plugs into the job lifecycle, and what they answer.
 
 `lifecycle.Manager` calls them around every push, fetch, ack and fail, and the due timer
-calls `next_due`/`run_due`.
+calls `next_due`/`run_due`. A feature implements only the hooks it needs: each hook is a
+small Protocol of its own (like River's hook interfaces), and an answer that is not "more
+ops" has a type of its own (`Drop`, like the `Discard` of Faktory's middleware) instead of
+`None` or a string.
+
+Every hook that returns ops returns extra ops committed atomically with the operation that
+called it (so the journal never holds one without the other). Hooks read state but never
+change it themselves; the ops they return are applied through the store like any other,
+which keeps journal replay exact. The ops of one hook call are committed before the next
+call of the same hook, so a hook always plans against up-to-date state.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..store.api import Job, Op, Reservation
 
 
-class Extension:
-    """Hooks the Enterprise features plug into, like Faktory's middleware chains.
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """A fetch hook's answer "drop this job": it leaves its queue without running, every
+    drop hook is told (`DropHook.on_drop`), and FETCH goes on with the next job. (The
+    journaled op that then takes it out of its queue is the store's `store.api.Drop`.)"""
 
-    Each hook returns extra ops committed atomically with the operation that called it
-    (so the journal never holds one without the other). Hooks read state but never
-    change it themselves; the ops they return are applied through the store like any
-    other, which keeps journal replay exact. The ops of one hook call are committed before
-    the next call of the same hook, so a hook always plans against up-to-date state.
-    """
 
+class Outcome(enum.Enum):
+    """What a failure (FAIL, or a reservation that expired) did with the job."""
+
+    #: it waits in the retry set for its next run
+    RETRY = "retry"
+    #: it has no retries left and went to the dead set
+    DEAD = "dead"
+    #: it had `retry: 0`: it is gone, neither retried nor kept
+    DROPPED = "dropped"
+
+
+class PrepareHook(Protocol):
     def prepare(self, job: Job, now: float) -> Job:
         """Rewrite a valid job before it is stored (a new dict; jobs are never mutated).
 
-        Runs for every extension before any `on_push`; raise ClientError to refuse the job.
+        Runs for every feature before any `on_push`; raise ClientError to refuse the job.
         """
-        return job
 
+
+class PushHook(Protocol):
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
-        """A valid job is about to be stored; raise ClientError to refuse it."""
-        return []
+        """A valid job is about to be stored; raise ClientError to refuse it.
 
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
-        """A job is about to be reserved; None drops it instead (and FETCH goes on)."""
-        return []
+        `wid` is the worker process of the pushing connection ("" for producers).
+        """
 
+
+class FetchHook(Protocol):
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | Drop:
+        """A job is about to be reserved; `Drop()` drops it instead (later fetch hooks are
+        not asked)."""
+
+
+class DropHook(Protocol):
     def on_drop(self, job: Job, now: float) -> list[Op]:
-        """A job some extension's `on_fetch` refused left its queue without running."""
-        return []
+        """A job some feature's `on_fetch` dropped left its queue without running."""
 
+
+class FinishHook(Protocol):
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
         """A reserved job was ACKed."""
-        return []
 
-    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
-        """A reserved job failed (FAIL or expiry); outcome is "retry", "dead" or "dropped"."""
-        return []
+    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
+        """A reserved job failed (FAIL or an expired reservation); `failed` is the job with
+        its new failure block."""
 
-    def info_fields(self) -> dict[str, Any]:
-        """Extra keys for INFO's `faktory` block (extra keys never break typed decoders)."""
-        return {}
 
+class TimedHook(Protocol):
     def next_due(self) -> float | None:
         """When the feature next has timed work to do (the due timer then calls run_due)."""
-        return None
 
     def run_due(self, now: float) -> list[Op]:
         """The feature's timed work due at `now` (e.g. expiring uncommitted batches)."""
-        return []
+
+
+class InfoHook(Protocol):
+    def info_fields(self) -> dict[str, Any]:
+        """Extra keys for INFO's `faktory` block (extra keys never break typed decoders)."""

@@ -45,8 +45,8 @@ def build_info(manager: Manager, workers: WorkerRegistry, stats: ServerStats, de
         tasks[task] = {"cycles": counts.cycles, "enqueued": counts.enqueued,
                        "size": size, "wall_time_sec": go_float(counts.wall_time)}
     extra: dict[str, Any] = {}
-    for extension in manager.extensions:
-        extra.update(extension.info_fields())
+    for info in manager.features.info:
+        extra.update(info.info_fields())
     return {
         "now": format_time(now),
         "server_utc_time": utc_clock(now),

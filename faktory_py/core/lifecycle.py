@@ -22,8 +22,9 @@ from ..store.api import (
 from ..util.glob import compile_glob
 from ..util.jsoncodec import go_float
 from ..util.timefmt import format_time, parse_time, utc_day
-from . import jobs
-from .hooks import Extension
+from . import hooks, jobs
+from .hooks import Outcome
+from .registry import Registry
 
 log = logging.getLogger("faktory_py.manager")
 
@@ -66,11 +67,11 @@ class TaskStats:
 class Manager:
     """The job lifecycle over a Store (see module docstring)."""
 
-    def __init__(self, store: Store, rng: random.Random | None = None,
-                 extensions: Iterable[Extension] = ()) -> None:
+    def __init__(self, store: Store, rng: random.Random | None = None, features: Registry | None = None) -> None:
         self.store = store
         self.rng = rng or random.Random()
-        self.extensions = list(extensions)
+        #: the features whose hooks run around every operation, in the registry's order
+        self.features = features if features is not None else Registry()
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
         self.reaped_reservations = 0
 
@@ -103,11 +104,11 @@ class Manager:
 
     def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
-        for extension in self.extensions:
-            job = extension.prepare(job, now)
+        for prepare in self.features.prepare:
+            job = prepare.prepare(job, now)
         ops: list[AnyOp] = []
-        for extension in self.extensions:
-            ops.extend(extension.on_push(job, scheduled_for, wid, now))
+        for push in self.features.push:
+            ops.extend(push.on_push(job, scheduled_for, wid, now))
         if scheduled_for is not None:
             ops.append(SetAdd("scheduled", scheduled_for, job))
         else:
@@ -126,17 +127,11 @@ class Manager:
         position = 0
         for name in queues:
             while not store.is_paused(name) and (job := store.queue_head(name)) is not None:
-                ops: list[AnyOp] | None = []
-                for extension in self.extensions:
-                    more = extension.on_fetch(job, wid, now)
-                    if more is None:
-                        ops = None
-                        break
-                    ops.extend(more)
-                if ops is None:  # an extension dropped it (e.g. expired): try the next one
+                ops = self._fetch_ops(job, wid, now)
+                if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one
                     ops = [Drop(name, job["jid"])]
-                    for extension in self.extensions:
-                        ops.extend(extension.on_drop(job, now))
+                    for drop in self.features.drop:
+                        ops.extend(drop.on_drop(job, now))
                     position = store.commit(ops)
                     continue
                 expires = now + jobs.reservation_seconds(job)
@@ -144,14 +139,25 @@ class Manager:
                 return job, store.commit(ops)
         return None, position
 
+    def _fetch_ops(self, job: Job, wid: str, now: float) -> list[AnyOp] | hooks.Drop:
+        """The fetch hooks' ops for reserving `job`, or the first hook's `hooks.Drop` (an
+        answer, not the store op `Drop` that takes the job out of its queue)."""
+        ops: list[AnyOp] = []
+        for fetch in self.features.fetch:
+            more = fetch.on_fetch(job, wid, now)
+            if isinstance(more, hooks.Drop):
+                return more
+            ops.extend(more)
+        return ops
+
     def ack(self, jid: str, now: float) -> int:
         """ACK: end the reservation and count it; an unknown jid is not an error."""
         res = self.store.reservation(jid)
         if res is None:
             return 0
         ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
-        for extension in self.extensions:
-            ops.extend(extension.on_ack(res, now))
+        for finish in self.features.finish:
+            ops.extend(finish.on_ack(res, now))
         return self.store.commit(ops)
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
@@ -188,20 +194,20 @@ class Manager:
         ops: list[AnyOp] = [Done(job["jid"], utc_day(now), True)]
         count = failure["retry_count"]
         if retry == 0:
-            outcome = "dropped"
+            outcome = Outcome.DROPPED
         elif 0 < retry and count < retry:
-            outcome = "retry"
+            outcome = Outcome.RETRY
             next_at = now + retry_delay(count, self.rng)
             failure["next_at"] = format_time(next_at)
         else:
-            outcome = "dead"
+            outcome = Outcome.DEAD
         failed = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
-        if outcome == "retry":
+        if outcome is Outcome.RETRY:
             ops.append(SetAdd("retries", next_at, failed))
-        elif outcome == "dead":
+        elif outcome is Outcome.DEAD:
             ops.append(SetAdd("dead", now + DEAD_TTL, failed))
-        for extension in self.extensions:
-            ops.extend(extension.on_fail(res, failed, outcome, now))
+        for finish in self.features.finish:
+            ops.extend(finish.on_fail(res, failed, outcome, now))
         return ops
 
     # --- timers' work ---------------------------------------------------------------
@@ -209,7 +215,7 @@ class Manager:
     def next_due(self) -> float | None:
         """When the earliest scheduled/retry/dead/reservation entry becomes due."""
         scores = [self.store.next_due()]
-        scores.extend(extension.next_due() for extension in self.extensions)
+        scores.extend(timed.next_due() for timed in self.features.timed)
         due = [s for s in scores if s is not None]
         return min(due) if due else None
 
@@ -226,7 +232,7 @@ class Manager:
             lambda: self._purge_dead(now),
             lambda: self._expire_reservations(now),
         ]
-        tasks.extend((lambda e=extension: self.store.commit(e.run_due(now))) for extension in self.extensions)
+        tasks.extend((lambda t=timed: self.store.commit(t.run_due(now))) for timed in self.features.timed)
         positions = [0]
         failure: Exception | None = None
         for task in tasks:
@@ -267,7 +273,7 @@ class Manager:
         position = 0
         for res in self.store.reservations_due(now):
             jid = res.job["jid"]
-            # One commit per job, so each extension hook sees what the previous one did.
+            # One commit per job, so each feature's hook sees what the previous one did.
             def ops(res: Reservation = res) -> list[AnyOp]:
                 return self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now)
 
@@ -288,7 +294,7 @@ class Manager:
 
         `leave` are the ops that take it from where it is; its failure block says why
         (errtype `ServerError`), so an operator finds it in the dead set and can retry or
-        delete it. Extensions' hooks are not run for it (they may be what failed). If even
+        delete it. The features' hooks are not run for it (they may be what failed). If even
         the dead entry cannot be committed (the job itself cannot be stored), the job is
         dropped and logged in full; if `leave` fails too, the error goes to the caller.
         """

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..core import jobs
-from ..core.hooks import Extension
+from ..core.hooks import Drop
+from ..core.registry import Feature
 from ..errors import ClientError
 from ..store.api import Job, Op, Store
 from ..util.jsoncodec import compact_json
@@ -49,7 +50,7 @@ def deadline(job: Job) -> float | None:
         return None  # cannot happen for jobs validated at PUSH; never let it poison FETCH
 
 
-class ExpiringJobs(Extension):
+class ExpiringJobs:
     """Validates and normalises the expiry keys at PUSH, drops expired jobs at FETCH."""
 
     #: its state, the count below, is applied, snapshotted and flushed by the store (`StateOwner`)
@@ -76,6 +77,11 @@ class ExpiringJobs(Extension):
         return iter([{"op": "expired_total", "total": total}] if total else [])
 
     # --- hooks ----------------------------------------------------------------------
+
+    def feature(self) -> Feature:
+        """How it plugs in: it rewrites jobs at PUSH, drops expired ones at FETCH (and counts
+        them when they are dropped), and reports the count in INFO."""
+        return Feature("expiry", self, prepare=self, fetch=self, drop=self, info=self)
 
     def prepare(self, job: Job, now: float) -> Job:
         custom = job.get("custom")
@@ -106,8 +112,8 @@ class ExpiringJobs(Extension):
         when = deadline(job)
         return when is not None and when <= now
 
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
-        return None if self.expired(job, now) else []
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | Drop:
+        return Drop() if self.expired(job, now) else []
 
     def on_drop(self, job: Job, now: float) -> list[Op]:
         return [{"op": "expired", "jid": job["jid"]}] if self.expired(job, now) else []

@@ -37,8 +37,9 @@ from collections.abc import Iterator
 from itertools import islice, takewhile
 from typing import Any
 
-from ..core.hooks import Extension
+from ..core.hooks import Outcome
 from ..core.jobs import MAX_RESERVE_FOR
+from ..core.registry import Feature
 from ..store.api import AnyOp, Extend, Job, Op, Reservation, SortedJobSet, Store
 from ..util.timefmt import format_time
 
@@ -54,7 +55,7 @@ def tracked(job: Job) -> bool:
     return (job.get("custom") or {}).get("track") == 1
 
 
-class JobTracking(Extension):
+class JobTracking:
     """Tracking records (jid → state, updated_at, progress), read and changed by TRACK.
 
     Records sit in a SortedJobSet scored by when they are forgotten, so stale ones are
@@ -134,12 +135,17 @@ class JobTracking(Extension):
 
     # --- lifecycle hooks ------------------------------------------------------------
 
+    def feature(self) -> Feature:
+        """How it plugs in: a tracked job's record follows it through PUSH, FETCH, a drop,
+        ACK and FAIL; TRACK reads and adds to it."""
+        return Feature("tracking", self, push=self, fetch=self, drop=self, finish=self, commands=("TRACK",))
+
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         if not tracked(job):
             return []
         return self._prune(now) + [self._update(job["jid"], now, "enqueued")]
 
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
         return self._moved(job, "working", now)
 
     def on_drop(self, job: Job, now: float) -> list[Op]:
@@ -150,8 +156,8 @@ class JobTracking(Extension):
             return []
         return self._prune(now) + [self._update(res.job["jid"], now, "success")]
 
-    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
-        return self._moved(res.job, "failed" if outcome == "retry" else "dead", now)
+    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
+        return self._moved(res.job, "failed" if outcome is Outcome.RETRY else "dead", now)
 
     # --- what TRACK SET changes (commands/track.py parses the arguments) -----------------
 

@@ -38,7 +38,8 @@ import math
 from collections.abc import Iterator
 from itertools import islice, takewhile
 
-from ..core.hooks import Extension
+from ..core.hooks import Outcome
+from ..core.registry import Feature
 from ..errors import ClientError, NotUnique
 from ..store.api import Job, Op, Reservation, SortedJobSet, Store
 from ..util.jsoncodec import compact_json
@@ -87,7 +88,7 @@ def _is_unique(job: Job) -> bool:
     return (job.get("custom") or {}).get("unique_for") is not None
 
 
-class UniqueJobs(Extension):
+class UniqueJobs:
     """The unique-lock table and the hooks that take and release its locks.
 
     State: key → (expires_at, owner jid), kept in a SortedJobSet ordered by expiry so
@@ -155,6 +156,11 @@ class UniqueJobs(Extension):
 
     # --- hooks ----------------------------------------------------------------------
 
+    def feature(self) -> Feature:
+        """How it plugs in: it validates at PUSH and takes the lock there, and releases it
+        at FETCH (`unique_until: start`), at a drop, at ACK or at a final failure."""
+        return Feature("unique", self, prepare=self, push=self, fetch=self, drop=self, finish=self)
+
     def prepare(self, job: Job, now: float) -> Job:
         """Validate `unique_for` / `unique_until` before anything is stored."""
         if unique_for(job) is not None:
@@ -175,7 +181,7 @@ class UniqueJobs(Extension):
         return self._prune(now) + [{"op": "unique_lock", "key": key, "jid": job["jid"],
                                     "expires_at": expires}]
 
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
         if _is_unique(job) and (job.get("custom") or {}).get("unique_until") == "start":
             return self._release(job)
         return []
@@ -186,8 +192,8 @@ class UniqueJobs(Extension):
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
         return self._prune(now) + self._release(res.job)
 
-    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
-        if outcome == "retry":
+    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
+        if outcome is Outcome.RETRY:
             return []  # a retrying job keeps its lock
         return self._release(res.job)  # dead or discarded: it can no longer succeed
 

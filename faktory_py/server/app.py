@@ -23,9 +23,9 @@ import trio
 from ..commands.dispatch import Dispatcher
 from ..commands.features import register_feature_commands
 from ..config import DEFAULT_PORT, BatchesConfig, Config, split_binding
-from ..core.hooks import Extension
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
+from ..core.registry import Registry
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
 from ..features.expiry import ExpiringJobs
@@ -85,27 +85,27 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
     return await trio.open_tcp_listeners(port, host=host or None)
 
 
-def enterprise_extensions(store: MemoryStore, batches: BatchesConfig = BatchesConfig()) -> list[Extension]:
+def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig()) -> Registry:
     """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9, §10).
 
     They attach their own ops to the store, so they must exist before its journal is
-    replayed. Order matters only for FETCH: expiry comes first, so an expired job is dropped
-    before the others see it (they get `on_drop` instead).
+    replayed. The order is behaviour: every hook runs in it. Expiry comes first, so an
+    expired job is dropped at FETCH before the others see it (they get `on_drop` instead).
     """
-    return [ExpiringJobs(store), UniqueJobs(store), JobTracking(store),
-            Batches(store, batches.policy, batches.uncommitted_ttl)]
+    return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
+                     Batches(store, batches.policy, batches.uncommitted_ttl).feature()])
 
 
 def load_store(config: Config, store: MemoryStore | None = None) -> tuple[MemoryStore, Journal]:
     """Open the data directory and rebuild the store by replaying its journal.
 
-    `store` is an empty store with the extensions already attached; by default a new one
-    with `enterprise_extensions`.
+    `store` is an empty store with the features already attached; by default a new one
+    with `enterprise_features`.
     """
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     if store is None:
         store = MemoryStore()
-        enterprise_extensions(store, config.batches)
+        enterprise_features(store, config.batches)
     replayed = 0
     for record in journal.replay():
         for op in record:
@@ -118,11 +118,11 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening."""
     store = MemoryStore()
-    extensions = enterprise_extensions(store, config.batches)
+    features = enterprise_features(store, config.batches)
     store, journal = load_store(config, store)
     durable = DurableJournal(journal, config.fsync, store.snapshot, config.compact_min_bytes)
     clock = Clock()
-    manager = Manager(store, extensions=extensions)
+    manager = Manager(store, features=features)
     waiters = QueueWaiters()
     timer = DueTimer(manager, clock, durable.wait_writable)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
@@ -131,7 +131,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
     dispatcher.description = config.description
-    register_feature_commands(dispatcher, extensions)
+    register_feature_commands(dispatcher, features)
     connections = Connections(config, dispatcher, durable, waiters)
     try:
         async with trio.open_nursery() as background:
@@ -151,7 +151,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 from ..web.app import WebContext
                 from ..web.serve import serve_web
 
-                web_urls = await background.start(supervised, "web UI", serve_web, WebContext(dispatcher, config, {
+                web_urls = await background.start(supervised, "web UI", serve_web, WebContext(dispatcher, features, config, {
                     "Command port": config.binding, "Web UI": config.web_binding}, durable.durable))
                 log.info("web UI on %s", ", ".join(web_urls))
             listeners = await open_listeners(config.binding, DEFAULT_PORT)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 from .. import FAKTORY_VERSION
 from ..commands.dispatch import Dispatcher
 from ..config import Config
+from ..core.registry import Registry, WebPage
 from ..errors import ClientError
 from ..features.batches.feature import Batches
 from ..util.timefmt import format_time, utc_clock
@@ -60,6 +61,8 @@ class WebContext:
     """What the pages read and the actions change: the server's own objects."""
 
     dispatcher: Dispatcher
+    #: the server's features: the Batches page and the menu entries of features' pages
+    features: Registry
     config: Config
     #: label → binding, shown in the footer and on the Debug page
     bindings: dict[str, str]
@@ -69,7 +72,11 @@ class WebContext:
 
     @property
     def batches(self) -> Batches | None:
-        return next((e for e in self.dispatcher.manager.extensions if isinstance(e, Batches)), None)
+        return self.features.find(Batches)
+
+    @property
+    def feature_pages(self) -> list[WebPage]:
+        return [page for feature in self.features for page in feature.pages]
 
     def now(self) -> float:
         return self.dispatcher.clock.now()
@@ -94,7 +101,7 @@ def create_app(ctx: WebContext) -> ASGIApp:
         now = ctx.now()
         context.update(root=request.scope.get("root_path", ""), server_time=utc_clock(now),
                        bindings=ctx.bindings, version=FAKTORY_VERSION,
-                       has_batches=ctx.batches is not None, now=now)
+                       feature_pages=ctx.feature_pages, now=now)
         return templates.TemplateResponse(request, template, context)
 
     def back(request: Request, path: str, **params: str) -> RedirectResponse:
@@ -224,14 +231,14 @@ def create_app(ctx: WebContext) -> ASGIApp:
         return back(request, f"/{kind}")
 
     async def batches(request: Request) -> Response:
-        extension = ctx.batches
-        if extension is None:
+        feature = ctx.batches
+        if feature is None:
             return PlainTextResponse("Batches are not enabled", 404)
-        return render(request, "batches.html", batches=views.batch_page(extension, page(request)), nav="batches")
+        return render(request, "batches.html", batches=views.batch_page(feature, page(request)), nav="batches")
 
     async def batch(request: Request) -> Response:
-        extension = ctx.batches
-        found = extension.get(request.path_params["bid"]) if extension is not None else None
+        feature = ctx.batches
+        found = feature.get(request.path_params["bid"]) if feature is not None else None
         if found is None:
             return PlainTextResponse("No such batch", 404)
         return render(request, "batch.html", batch=found, status=found.status(), nav="batches")

@@ -24,7 +24,8 @@ from typing import Any, Generic, TypeVar
 
 from .. import FAKTORY_VERSION, __version__
 from ..core.workers import Worker
-from ..features.batches.feature import Batch, Batches
+from ..features.batches.feature import Batches
+from ..features.batches.model import Batch
 from ..store.api import Store, StoreStatistics
 from ..util.timefmt import format_time, utc_day
 

@@ -1,5 +1,6 @@
 """Batches: jobs grouped with success/complete callbacks (protocol/spec.md §10).
 
-`feature` holds the model and the planning over a copy-on-write overlay; the BATCH command
-is commands/batch.py.
+`model`: the batch record and its rules; `planner`: the ops of a change, planned on a
+copy-on-write overlay; `feature`: the state, the hooks and the operations BATCH calls (the
+command itself is commands/batch.py).
 """

@@ -66,207 +66,29 @@ batch, as Faktory Enterprise does (callbacks still fire at most once).
 State is journaled as small ops (`batch_new` carries a whole record, `batch_set` the
 changed fields with their new values, `batch_failing`, `batch_del`, `batch_hold` /
 `batch_release` for the reserved jobs within batches), so replay needs no logic. The
-planning code works on a copy-on-write overlay (`_Txn`) so the hooks can return ops
-computed against the state those very ops will produce.
+planning code (`planner.py`) works on a copy-on-write overlay (`planner.Txn`) so the hooks
+can return ops computed against the state those very ops will produce. The batch record
+and its rules are `model.py`'s.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from ...core import jobs
-from ...core.hooks import Extension
+from ...core.hooks import Outcome
+from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NoSuchBatch
-from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
+from ...store.api import Job, Op, Reservation, SortedJobSet, Store
 from ...util.jsoncodec import compact_json
-from ...util.timefmt import format_time
+from .model import (
+    COMMITTED, ENQUEUED, SUCCEEDED, Batch, apply_to, callback_job, member_bid, new_bid, new_jid, stored_bid,
+)
+from .planner import Txn, advance, expire, member_ran
 
 
-OPEN, COMMITTED, CALLBACKS, DONE = "open", "committed", "callbacks", "done"
-#: The only phase changes there are (removal of an expired open batch aside).
-TRANSITIONS = {OPEN: {COMMITTED}, COMMITTED: {CALLBACKS}, CALLBACKS: {DONE}, DONE: set()}
-#: Callback states as STATUS reports them.
-PENDING, ENQUEUED, SUCCEEDED = "", "1", "2"
-KINDS = ("complete", "success")
-
-
-def new_bid() -> str:
-    return "b-" + secrets.token_hex(10)
-
-
-def new_jid() -> str:
-    return secrets.token_hex(12)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One batch. Immutable: every change is a new record (see `_Txn`)."""
-
-    bid: str
-    parent_bid: str  # "" for a top-level batch
-    description: str
-    created_at: float
-    expires_at: float | None  # while open: when it is dropped unless committed
-    complete: Job | None  # the callback jobs, ready to enqueue (jid assigned)
-    success: Job | None
-    phase: str = OPEN
-    total: int = 0
-    pending: int = 0
-    failed: int = 0
-    complete_st: str = PENDING
-    success_st: str = PENDING
-    #: children not settled for complete / for success (see module docstring)
-    kids_c: int = 0
-    kids_s: int = 0
-    #: this batch's own settled flags, as last counted in its parent's kids_c / kids_s
-    settled_c: bool = False
-    settled_s: bool = False
-
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Batch:
-        return cls(**{f.name: record[f.name] for f in fields(cls) if f.name in record})
-
-    # --- derived conditions -----------------------------------------------------------
-
-    @property
-    def committed(self) -> bool:
-        return self.phase != OPEN
-
-    @property
-    def closed(self) -> bool:
-        """A callback has been enqueued: nothing may be added any more (strict)."""
-        return self.complete_st != PENDING or self.success_st != PENDING
-
-    def executed(self) -> bool:
-        """Committed, every member ran once, every child settled for complete."""
-        return self.committed and self.pending == self.failed and self.kids_c == 0
-
-    def succeeded(self) -> bool:
-        """Committed, every member succeeded, every child settled for success."""
-        return self.committed and self.pending == 0 and self.kids_s == 0
-
-    def complete_done(self) -> bool:
-        return self.complete_st == SUCCEEDED if self.complete is not None else self.executed()
-
-    def success_done(self) -> bool:
-        if self.success is not None:
-            return self.success_st == SUCCEEDED
-        return self.succeeded() and self.complete_done()
-
-    def settled(self) -> tuple[bool, bool]:
-        """(settled for the parent's complete, settled for the parent's success)."""
-        return self.complete_done() and not self.success_busy(), self.success_done()
-
-    def success_busy(self) -> bool:
-        """The success callback is enqueued and unfinished, or due to be enqueued now."""
-        if self.success is None or self.success_st == SUCCEEDED:
-            return False
-        return self.success_st == ENQUEUED or (self.succeeded() and self.complete_done())
-
-    def all_callbacks_done(self) -> bool:
-        return all(st == SUCCEEDED for job, st in ((self.complete, self.complete_st),
-                                                   (self.success, self.success_st)) if job is not None)
-
-    def status(self) -> dict[str, Any]:
-        """BATCH STATUS's reply object."""
-        out: dict[str, Any] = {"bid": self.bid}
-        if self.parent_bid:
-            out["parent_bid"] = self.parent_bid
-        if self.description:
-            out["description"] = self.description
-        out.update(created_at=format_time(self.created_at), total=self.total, pending=self.pending,
-                   failed=self.failed, complete_st=self.complete_st, success_st=self.success_st)
-        return out
-
-
-def member_bid(job: Job) -> str:
-    """The batch a pushed job joins ("" for none); raises ClientError for a non-string bid."""
-    custom = job.get("custom")
-    if not custom:
-        return ""
-    bid = custom.get("bid")
-    if bid is None or bid == "":
-        return ""
-    if not isinstance(bid, str):
-        raise ClientError(f"custom.bid must be a batch id string: {compact_json(bid)}")
-    return bid
-
-
-def _stored_bid(job: Job, key: str) -> str:
-    """custom[key] of a stored job if it is a non-empty string, else ""."""
-    value = (job.get("custom") or {}).get(key)
-    return value if isinstance(value, str) else ""
-
-
-class _Txn:
-    """A copy-on-write view of the batch state: planned ops are applied here first.
-
-    Reads fall through to the live state; `emit` records an op and applies it to the
-    overlay with the same function the store uses live (`_apply_to`), so what the plan
-    sees is exactly what the committed ops will produce.
-    """
-
-    def __init__(self, owner: Batches) -> None:
-        self.owner = owner
-        self.ops: list[AnyOp] = []
-        self._batches: dict[str, Batch | None] = {}
-        self._failing: dict[tuple[str, str], bool] = {}
-
-    def get(self, bid: str) -> Batch | None:
-        if bid in self._batches:
-            return self._batches[bid]
-        return self.owner.batches.get(bid)
-
-    def is_failing(self, bid: str, jid: str) -> bool:
-        found = self._failing.get((bid, jid))
-        if found is not None:
-            return found
-        return jid in self.owner.failing.get(bid, ())
-
-    def put(self, bid: str, batch: Batch | None) -> None:
-        self._batches[bid] = batch
-
-    def mark(self, bid: str, jid: str, on: bool) -> None:
-        self._failing[(bid, jid)] = on
-
-    def emit(self, op: AnyOp) -> None:
-        self.ops.append(op)
-        if isinstance(op, dict):  # a store op (a callback's enqueue) changes no batch
-            _apply_to(self, op)
-
-    def set(self, batch: Batch, **changes: Any) -> Batch:
-        """Change fields of a batch (only those that really change are journaled)."""
-        changes = {k: v for k, v in changes.items() if getattr(batch, k) != v}
-        if "phase" in changes and changes["phase"] not in TRANSITIONS[batch.phase]:
-            raise AssertionError(f"batch {batch.bid}: no transition {batch.phase} -> {changes['phase']}")
-        if changes:
-            self.emit({"op": "batch_set", "bid": batch.bid, "set": changes})
-        return self.get(batch.bid) or batch
-
-
-def _apply_to(view: Any, op: Op) -> None:
-    """The batch ops' effect on batch records; shared by the live state and `_Txn`."""
-    kind = op["op"]
-    if kind == "batch_new":
-        view.put(op["bid"], Batch.from_record(op["batch"]))
-    elif kind == "batch_set":
-        batch = view.get(op["bid"])
-        if batch is not None:
-            view.put(op["bid"], replace(batch, **op["set"]))
-    elif kind == "batch_del":
-        view.put(op["bid"], None)
-    elif kind == "batch_failing":
-        view.mark(op["bid"], op["jid"], op["on"])
-
-
-class Batches(Extension):
+class Batches:
     """Batch records, the hooks that count members and fire callbacks, and what BATCH
     (commands/batch.py) reads and changes.
 
@@ -332,7 +154,7 @@ class Batches(Extension):
         elif kind == "batch_release":
             self._apply_release(op)
         else:
-            _apply_to(self, op)
+            apply_to(self, op)
         # a new open batch is timed work: the due timer may have to wake for its expiry
         return op["batch"]["expires_at"] if kind == "batch_new" else None
 
@@ -437,42 +259,92 @@ class Batches(Extension):
                        "within, while one of its jobs (or a child batch's) is being worked, "
                        "and none is")
 
-    # --- planning -----------------------------------------------------------------------
+    def _callback_kind(self, job: Job) -> tuple[Batch, str] | None:
+        """(batch, "complete"|"success") if `job` is a callback of an existing batch."""
+        batch = self.batches.get(stored_bid(job, "_bid"))
+        if batch is None:
+            return None
+        jid = job.get("jid")
+        for kind, callback in (("complete", batch.complete), ("success", batch.success)):
+            if callback is not None and callback["jid"] == jid:
+                return batch, kind
+        return None
 
-    def _advance(self, txn: _Txn, bid: str, now: float) -> None:
-        """Fire what is due for `bid`, then let its parent (and so on up) react."""
-        while bid:
-            batch = txn.get(bid)
-            if batch is None:
-                return
-            if batch.committed:
-                if batch.complete is not None and batch.complete_st == PENDING and batch.executed():
-                    batch = self._fire(txn, batch, "complete", now)
-                if (batch.success is not None and batch.success_st == PENDING
-                        and batch.succeeded() and batch.complete_done()):
-                    batch = self._fire(txn, batch, "success", now)
-                if batch.phase == CALLBACKS and batch.all_callbacks_done():
-                    batch = txn.set(batch, phase=DONE)
-            settled_c, settled_s = batch.settled()
-            if (settled_c, settled_s) == (batch.settled_c, batch.settled_s):
-                return
-            old_c, old_s = batch.settled_c, batch.settled_s
-            txn.set(batch, settled_c=settled_c, settled_s=settled_s)
-            parent = txn.get(batch.parent_bid) if batch.parent_bid else None
-            if parent is None:
-                return
-            txn.set(parent, kids_c=parent.kids_c + old_c - settled_c,
-                    kids_s=parent.kids_s + old_s - settled_s)
-            bid = parent.bid
+    def _holder_key(self, job: Job) -> tuple[str, bool] | None:
+        bid = stored_bid(job, "bid")
+        if bid in self.batches:
+            return bid, False
+        found = self._callback_kind(job)
+        if found is not None:
+            return found[0].bid, True
+        return None
 
-    def _fire(self, txn: _Txn, batch: Batch, kind: str, now: float) -> Batch:
-        job = batch.complete if kind == "complete" else batch.success
-        assert job is not None
-        txn.emit(enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now))))
-        changes: dict[str, Any] = {f"{kind}_st": ENQUEUED}
-        if batch.phase == COMMITTED:
-            changes["phase"] = CALLBACKS
-        return txn.set(batch, **changes)
+    # --- hooks ------------------------------------------------------------------------
+
+    def feature(self) -> Feature:
+        """How it plugs in: members are counted at PUSH, held while reserved (FETCH), and
+        settle at ACK, FAIL or a drop; the timer removes expired open batches; BATCH makes,
+        opens, commits and reads them; the web UI has a Batches page."""
+        return Feature("batches", self, push=self, fetch=self, drop=self, finish=self, timed=self,
+                       pages=(WebPage("batches", "Batches"),), commands=("BATCH",))
+
+    def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
+        bid = member_bid(job)
+        if not bid:
+            return []
+        batch = self.live(bid, now)
+        if batch is None:
+            raise NoSuchBatch(bid)
+        self.check_add(batch, wid)
+        txn = Txn(self)
+        txn.set(batch, total=batch.total + 1, pending=batch.pending + 1)
+        advance(txn, bid, now)
+        return txn.ops
+
+    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
+        key = self._holder_key(job)
+        if key is None:
+            return []
+        return [{"op": "batch_hold", "jid": job["jid"], "wid": wid, "bid": key[0], "cb": key[1]}]
+
+    def _finished(self, job: Job, ok: bool, now: float) -> list[Op]:
+        txn = Txn(self)
+        if job["jid"] in self.holds:
+            txn.emit({"op": "batch_release", "jid": job["jid"]})
+        bid = stored_bid(job, "bid")
+        if bid in self.batches:
+            member_ran(txn, bid, job["jid"], ok, now)
+        elif ok:
+            found = self._callback_kind(job)
+            if found is not None:
+                batch, kind = found
+                if getattr(batch, f"{kind}_st") == ENQUEUED:
+                    txn.set(batch, **{f"{kind}_st": SUCCEEDED})
+                    advance(txn, batch.bid, now)
+        return txn.ops
+
+    def on_ack(self, res: Reservation, now: float) -> list[Op]:
+        return self._finished(res.job, True, now)
+
+    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
+        return self._finished(res.job, False, now)  # a callback that fails stays "1"
+
+    def on_drop(self, job: Job, now: float) -> list[Op]:
+        """A member dropped at FETCH (expired) will never run: it counts as failed."""
+        return self._finished(job, False, now)
+
+    def next_due(self) -> float | None:
+        return self.expiry.first_score()
+
+    def run_due(self, now: float) -> list[Op]:
+        """Remove open batches whose uncommitted_ttl has passed (no callbacks fire)."""
+        txn = Txn(self)
+        for _score, bid, _ in self.expiry.due(now):
+            expire(txn, bid, now)
+        return txn.ops
+
+    # --- operations behind the BATCH command (commands/batch.py parses its arguments; these
+    #     are pure: ops to commit, or ClientError) ----------------------------------------
 
     def new(self, payload: Mapping[str, Any], wid: str, now: float) -> tuple[str, list[Op]]:
         """BATCH NEW's object (decoded JSON) from a connection of worker process `wid`:
@@ -493,8 +365,8 @@ class Batches(Extension):
         bid = self.new_bid()
         while bid in self.batches:
             bid = self.new_bid()
-        complete = self._callback(payload.get("complete"), "complete", bid, now)
-        success = self._callback(payload.get("success"), "success", bid, now)
+        complete = callback_job(payload.get("complete"), "complete", bid, now, self.new_jid)
+        success = callback_job(payload.get("success"), "success", bid, now, self.new_jid)
         if complete is None and success is None:
             raise ClientError("BATCH NEW needs a success or complete callback job")
         if parent_bid:
@@ -502,141 +374,15 @@ class Batches(Extension):
             if parent is None:
                 raise NoSuchBatch(parent_bid)
             self.check_add(parent, wid)
-        txn = _Txn(self)
+        txn = Txn(self)
         batch = Batch(bid, parent_bid, description, now, now + self.uncommitted_ttl, complete, success)
         txn.emit({"op": "batch_new", "bid": bid, "batch": batch.record()})
         if parent_bid:
             parent = txn.get(parent_bid)
             assert parent is not None
             txn.set(parent, kids_c=parent.kids_c + 1, kids_s=parent.kids_s + 1)
-            self._advance(txn, parent_bid, now)
+            advance(txn, parent_bid, now)
         return bid, txn.ops
-
-    def _callback(self, raw: Any, kind: str, bid: str, now: float) -> Job | None:
-        """Validate a callback job and make it ready to enqueue (never a member of a batch)."""
-        if raw is None:
-            return None
-        if not isinstance(raw, dict):
-            raise ClientError(f"invalid {kind} callback: it must be a job object, not {compact_json(raw)}")
-        raw = dict(raw)
-        if not raw.get("jid"):
-            raw["jid"] = self.new_jid()
-        if raw.get("args") is None:
-            raw["args"] = []
-        raw.pop("at", None)
-        try:
-            job, _ = jobs.prepare_push(jobs.decode_job(raw), now)
-        except ClientError as exc:
-            raise ClientError(f"invalid {kind} callback: {exc}") from None
-        custom = {k: v for k, v in (job.get("custom") or {}).items() if k != "bid"}
-        custom["_bid"] = bid
-        return jobs.with_fields(job, custom=custom, enqueued_at="")
-
-    def _ran(self, txn: _Txn, bid: str, jid: str, ok: bool, now: float) -> None:
-        """A member finished one run: succeeded (ok) or failed/dropped."""
-        batch = txn.get(bid)
-        if batch is None:
-            return
-        was_failing = txn.is_failing(bid, jid)
-        if ok:
-            if was_failing:
-                txn.emit({"op": "batch_failing", "bid": bid, "jid": jid, "on": False})
-            txn.set(batch, pending=batch.pending - 1, failed=batch.failed - was_failing)
-        elif not was_failing:
-            txn.emit({"op": "batch_failing", "bid": bid, "jid": jid, "on": True})
-            txn.set(batch, failed=batch.failed + 1)
-        self._advance(txn, bid, now)
-
-    def _callback_kind(self, job: Job) -> tuple[Batch, str] | None:
-        """(batch, "complete"|"success") if `job` is a callback of an existing batch."""
-        batch = self.batches.get(_stored_bid(job, "_bid"))
-        if batch is None:
-            return None
-        jid = job.get("jid")
-        for kind, callback in (("complete", batch.complete), ("success", batch.success)):
-            if callback is not None and callback["jid"] == jid:
-                return batch, kind
-        return None
-
-    def _holder_key(self, job: Job) -> tuple[str, bool] | None:
-        bid = _stored_bid(job, "bid")
-        if bid in self.batches:
-            return bid, False
-        found = self._callback_kind(job)
-        if found is not None:
-            return found[0].bid, True
-        return None
-
-    # --- hooks ------------------------------------------------------------------------
-
-    def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
-        bid = member_bid(job)
-        if not bid:
-            return []
-        batch = self.live(bid, now)
-        if batch is None:
-            raise NoSuchBatch(bid)
-        self.check_add(batch, wid)
-        txn = _Txn(self)
-        txn.set(batch, total=batch.total + 1, pending=batch.pending + 1)
-        self._advance(txn, bid, now)
-        return txn.ops
-
-    def on_fetch(self, job: Job, wid: str, now: float) -> list[Op] | None:
-        key = self._holder_key(job)
-        if key is None:
-            return []
-        return [{"op": "batch_hold", "jid": job["jid"], "wid": wid, "bid": key[0], "cb": key[1]}]
-
-    def _finished(self, job: Job, ok: bool, now: float) -> list[Op]:
-        txn = _Txn(self)
-        if job["jid"] in self.holds:
-            txn.emit({"op": "batch_release", "jid": job["jid"]})
-        bid = _stored_bid(job, "bid")
-        if bid in self.batches:
-            self._ran(txn, bid, job["jid"], ok, now)
-        elif ok:
-            found = self._callback_kind(job)
-            if found is not None:
-                batch, kind = found
-                if getattr(batch, f"{kind}_st") == ENQUEUED:
-                    txn.set(batch, **{f"{kind}_st": SUCCEEDED})
-                    self._advance(txn, batch.bid, now)
-        return txn.ops
-
-    def on_ack(self, res: Reservation, now: float) -> list[Op]:
-        return self._finished(res.job, True, now)
-
-    def on_fail(self, res: Reservation, failed: Job, outcome: str, now: float) -> list[Op]:
-        return self._finished(res.job, False, now)  # a callback that fails stays "1"
-
-    def on_drop(self, job: Job, now: float) -> list[Op]:
-        """A member dropped at FETCH (expired) will never run: it counts as failed."""
-        return self._finished(job, False, now)
-
-    def next_due(self) -> float | None:
-        return self.expiry.first_score()
-
-    def run_due(self, now: float) -> list[Op]:
-        """Remove open batches whose uncommitted_ttl has passed (no callbacks fire)."""
-        txn = _Txn(self)
-        for _score, bid, _ in self.expiry.due(now):
-            self._expire(txn, bid, now)
-        return txn.ops
-
-    def _expire(self, txn: _Txn, bid: str, now: float) -> None:
-        batch = txn.get(bid)
-        if batch is None:
-            return
-        txn.emit({"op": "batch_del", "bid": bid})
-        parent = txn.get(batch.parent_bid) if batch.parent_bid else None
-        if parent is not None:  # the parent no longer waits for an abandoned child
-            txn.set(parent, kids_c=parent.kids_c - (not batch.settled_c),
-                    kids_s=parent.kids_s - (not batch.settled_s))
-            self._advance(txn, parent.bid, now)
-
-    # --- operations behind the BATCH command (commands/batch.py parses its arguments; these
-    #     are pure: ops to commit, or ClientError) ----------------------------------------
 
     def open(self, bid: str, wid: str, now: float) -> str:
         batch = self.live(bid, now)
@@ -651,9 +397,9 @@ class Batches(Extension):
             raise NoSuchBatch(bid)
         if batch.committed:
             return []  # idempotent
-        txn = _Txn(self)
+        txn = Txn(self)
         txn.set(batch, phase=COMMITTED, expires_at=None)
-        self._advance(txn, bid, now)
+        advance(txn, bid, now)
         return txn.ops
 
 

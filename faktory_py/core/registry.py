@@ -1,0 +1,74 @@
+"""How a feature plugs in: one `Feature` record per feature, in an ordered `Registry`.
+
+Each feature builds its record (its `feature()` factory): the hooks it implements, its INFO
+fields, its web pages and the verbs of its commands. The composition root (`server/app.py`) puts the
+records in a `Registry` in an explicit order, and that order is behaviour: every hook runs
+feature by feature in it (a job one feature drops at FETCH is never seen by the fetch hooks
+after it). `lifecycle.Manager` runs the hooks; the web UI and the server look a feature up
+with `find(FeatureType)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .hooks import DropHook, FetchHook, FinishHook, InfoHook, PrepareHook, PushHook, TimedHook
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class WebPage:
+    """A page a feature adds to the web UI: `/<name>`, listed in its menu as `title`."""
+
+    name: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One feature as the server sees it. Each hook slot holds the object implementing that
+    hook (usually `owner` itself), or None when the feature has no use for it."""
+
+    name: str
+    #: the feature's own object (its state and methods): what `Registry.find` returns
+    owner: object
+    prepare: PrepareHook | None = None
+    push: PushHook | None = None
+    fetch: FetchHook | None = None
+    drop: DropHook | None = None
+    finish: FinishHook | None = None
+    timed: TimedHook | None = None
+    info: InfoHook | None = None
+    pages: tuple[WebPage, ...] = ()
+    #: the verbs of the wire commands it brings; their handlers live in commands/ (a feature
+    #: never imports it), which adds one per verb (`commands.features`)
+    commands: tuple[str, ...] = ()
+
+
+class Registry:
+    """The features in the order their hooks run, and each kind of hook in that order."""
+
+    def __init__(self, features: Iterable[Feature] = ()) -> None:
+        self.features = tuple(features)
+        names = [feature.name for feature in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature names must be unique: {names}")
+        # One tuple per hook, built once: the hot paths (PUSH, FETCH, ACK) loop over only
+        # the features that implement the hook.
+        self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
+        self.push = tuple(f.push for f in self.features if f.push is not None)
+        self.fetch = tuple(f.fetch for f in self.features if f.fetch is not None)
+        self.drop = tuple(f.drop for f in self.features if f.drop is not None)
+        self.finish = tuple(f.finish for f in self.features if f.finish is not None)
+        self.timed = tuple(f.timed for f in self.features if f.timed is not None)
+        self.info = tuple(f.info for f in self.features if f.info is not None)
+
+    def __iter__(self) -> Iterator[Feature]:
+        return iter(self.features)
+
+    def find(self, kind: type[T]) -> T | None:
+        """The registered feature object of type `kind`, None if there is none."""
+        return next((f.owner for f in self.features if isinstance(f.owner, kind)), None)

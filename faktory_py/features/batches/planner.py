@@ -1,0 +1,141 @@
+"""Planning a change to batches: the ops a hook or a BATCH operation must commit.
+
+A plan runs on a copy-on-write overlay of the batch state (`Txn`) that applies each op it
+plans with the very function the store applies it with (`model.apply_to`), so every step
+of a plan sees what the ops before it will have done, and what is committed is exactly
+what was planned against. The rules (when a callback fires, how a child's settling reaches
+its parents) are in `feature.py`'s docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ...core import jobs
+from ...store.api import AnyOp, enqueue_op
+from ...util.timefmt import format_time
+from .model import CALLBACKS, COMMITTED, DONE, ENQUEUED, PENDING, TRANSITIONS, Batch, apply_to
+
+
+class LiveState(Protocol):
+    """The committed batch state a plan reads through (`feature.Batches`)."""
+
+    @property
+    def batches(self) -> Mapping[str, Batch]: ...
+
+    @property
+    def failing(self) -> Mapping[str, set[str]]: ...
+
+
+class Txn:
+    """A copy-on-write view of the batch state: planned ops are applied here first.
+
+    Reads fall through to the live state; `emit` records an op and applies it to the
+    overlay with the same function the store uses live (`model.apply_to`), so what the plan
+    sees is exactly what the committed ops will produce.
+    """
+
+    def __init__(self, owner: LiveState) -> None:
+        self.owner = owner
+        self.ops: list[AnyOp] = []
+        self._batches: dict[str, Batch | None] = {}
+        self._failing: dict[tuple[str, str], bool] = {}
+
+    def get(self, bid: str) -> Batch | None:
+        if bid in self._batches:
+            return self._batches[bid]
+        return self.owner.batches.get(bid)
+
+    def is_failing(self, bid: str, jid: str) -> bool:
+        found = self._failing.get((bid, jid))
+        if found is not None:
+            return found
+        return jid in self.owner.failing.get(bid, ())
+
+    def put(self, bid: str, batch: Batch | None) -> None:
+        self._batches[bid] = batch
+
+    def mark(self, bid: str, jid: str, on: bool) -> None:
+        self._failing[(bid, jid)] = on
+
+    def emit(self, op: AnyOp) -> None:
+        self.ops.append(op)
+        if isinstance(op, dict):  # a store op (a callback's enqueue) changes no batch
+            apply_to(self, op)
+
+    def set(self, batch: Batch, **changes: Any) -> Batch:
+        """Change fields of a batch (only those that really change are journaled)."""
+        changes = {k: v for k, v in changes.items() if getattr(batch, k) != v}
+        if "phase" in changes and changes["phase"] not in TRANSITIONS[batch.phase]:
+            raise AssertionError(f"batch {batch.bid}: no transition {batch.phase} -> {changes['phase']}")
+        if changes:
+            self.emit({"op": "batch_set", "bid": batch.bid, "set": changes})
+        return self.get(batch.bid) or batch
+
+
+def advance(txn: Txn, bid: str, now: float) -> None:
+    """Fire what is due for `bid`, then let its parent (and so on up) react."""
+    while bid:
+        batch = txn.get(bid)
+        if batch is None:
+            return
+        if batch.committed:
+            if batch.complete is not None and batch.complete_st == PENDING and batch.executed():
+                batch = _fire(txn, batch, "complete", now)
+            if (batch.success is not None and batch.success_st == PENDING
+                    and batch.succeeded() and batch.complete_done()):
+                batch = _fire(txn, batch, "success", now)
+            if batch.phase == CALLBACKS and batch.all_callbacks_done():
+                batch = txn.set(batch, phase=DONE)
+        settled_c, settled_s = batch.settled()
+        if (settled_c, settled_s) == (batch.settled_c, batch.settled_s):
+            return
+        old_c, old_s = batch.settled_c, batch.settled_s
+        txn.set(batch, settled_c=settled_c, settled_s=settled_s)
+        parent = txn.get(batch.parent_bid) if batch.parent_bid else None
+        if parent is None:
+            return
+        txn.set(parent, kids_c=parent.kids_c + old_c - settled_c,
+                kids_s=parent.kids_s + old_s - settled_s)
+        bid = parent.bid
+
+
+def _fire(txn: Txn, batch: Batch, kind: str, now: float) -> Batch:
+    """Enqueue the `kind` callback of `batch` and record that it was."""
+    job = batch.complete if kind == "complete" else batch.success
+    assert job is not None
+    txn.emit(enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now))))
+    changes: dict[str, Any] = {f"{kind}_st": ENQUEUED}
+    if batch.phase == COMMITTED:
+        changes["phase"] = CALLBACKS
+    return txn.set(batch, **changes)
+
+
+def member_ran(txn: Txn, bid: str, jid: str, ok: bool, now: float) -> None:
+    """A member finished one run: succeeded (ok) or failed/dropped."""
+    batch = txn.get(bid)
+    if batch is None:
+        return
+    was_failing = txn.is_failing(bid, jid)
+    if ok:
+        if was_failing:
+            txn.emit({"op": "batch_failing", "bid": bid, "jid": jid, "on": False})
+        txn.set(batch, pending=batch.pending - 1, failed=batch.failed - was_failing)
+    elif not was_failing:
+        txn.emit({"op": "batch_failing", "bid": bid, "jid": jid, "on": True})
+        txn.set(batch, failed=batch.failed + 1)
+    advance(txn, bid, now)
+
+
+def expire(txn: Txn, bid: str, now: float) -> None:
+    """Remove an open batch whose uncommitted_ttl has passed (no callbacks fire)."""
+    batch = txn.get(bid)
+    if batch is None:
+        return
+    txn.emit({"op": "batch_del", "bid": bid})
+    parent = txn.get(batch.parent_bid) if batch.parent_bid else None
+    if parent is not None:  # the parent no longer waits for an abandoned child
+        txn.set(parent, kids_c=parent.kids_c - (not batch.settled_c),
+                kids_s=parent.kids_s - (not batch.settled_s))
+        advance(txn, parent.bid, now)
