@@ -5,7 +5,8 @@ own store, workers and features, and every action runs the same semantics a wire
 would (so it is journaled, and answered only once durable, like a `+OK`). Pages are data
 from `views` rendered by Jinja2 templates; links are built from the request's root path
 so the UI works behind a prefixing proxy (`proxy.ScriptName`), and name a queue or a set
-entry in the query string so every name the server accepts is reachable (`urls`).
+entry in the query string so every name the server accepts is reachable (`urls`). The pages
+features add (Batches) are routed by `pages`, from the features' records.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .. import FAKTORY_VERSION
 from ..config import Config
 from ..errors import ClientError
 from ..util.timefmt import format_time, utc_clock
-from . import urls, views
+from . import pages, urls, views
 from .auth import BasicAuth, CrossOriginGuard, web_password
 from .headers import SecurityHeaders
 from .hosts import HostGuard, allowed_hosts
@@ -184,19 +185,6 @@ def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASG
             return PlainTextResponse(str(exc), 400)
         return back(request, f"/{kind}")
 
-    async def batches(request: Request) -> Response:
-        feature = state.batches
-        if feature is None:
-            return PlainTextResponse("Batches are not enabled", 404)
-        return render(request, "batches.html", batches=views.batch_page(feature, page(request)), nav="batches")
-
-    async def batch(request: Request) -> Response:
-        feature = state.batches
-        found = feature.get(request.path_params["bid"]) if feature is not None else None
-        if found is None:
-            return PlainTextResponse("No such batch", 404)
-        return render(request, "batch.html", batch=found, status=found.status(), nav="batches")
-
     async def debug(request: Request) -> Response:
         facts = views.debug_facts(config.data_dir, config.conf_dir, bindings)
         return render(request, "debug.html", facts=facts, nav="debug")
@@ -209,8 +197,7 @@ def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASG
         Route("/busy", busy, methods=both),
         Route("/queues", queues, methods=both),
         Route("/queues/{rest:path}", faktory_path("/queues", "name")),
-        Route("/batches", batches),
-        Route("/batches/{bid}", batch),
+        *pages.feature_routes(pages.Site(state, render)),
         Route("/debug", debug),
         Mount("/static", _Static(directory=HERE / "static"), name="static"),
     ]

@@ -18,7 +18,6 @@ from ..core.info import ServerStats, build_info
 from ..core.lifecycle import Manager
 from ..core.registry import Registry, WebPage
 from ..core.workers import WorkerRegistry
-from ..features.batches.feature import Batches
 from . import views
 
 
@@ -34,7 +33,7 @@ class WebState:
 
     manager: Manager
     workers: WorkerRegistry
-    #: the server's features: the pages they add and the Batches pages' data
+    #: the server's features: the pages they add (`pages`) and the objects those pages show
     features: Registry
     clock: Clock
     #: INFO's server fields: the process's numbers, its description, and how many FETCHes
@@ -81,10 +80,6 @@ class WebState:
 
     def set_entry(self, set_name: str, key: str) -> views.Entry | None:
         return views.set_entry(self.manager.store, set_name, key)
-
-    @property
-    def batches(self) -> Batches | None:
-        return self.features.find(Batches)
 
     @property
     def feature_pages(self) -> list[WebPage]:
