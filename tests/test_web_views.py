@@ -18,8 +18,13 @@ from faktory_py.core.lifecycle import DEAD_TTL, Manager
 from faktory_py.store import job_queue
 from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time, utc_day
-from faktory_py.web import urls, views
-from faktory_py.core.workers import Worker
+from faktory_py.web import pages, urls, views
+from faktory_py.web.state import WebState
+from faktory_py.core.workers import Worker, WorkerRegistry
+from faktory_py.core.info import ServerStats
+from faktory_py.core.registry import Feature, Registry, WebPage
+from faktory_py.server.app import enterprise_features
+from starlette.responses import Response
 from model_replay import holdings, replay, roundtrip
 from scan_guard import CountingDict, guard
 
@@ -207,6 +212,34 @@ def test_batches_newest_first_with_callback_states() -> None:
     assert views.callback_state(newest, "complete") == "none"
     store.commit(batches.commit(newest.bid, NOW + 100))  # empty batch: success fires at COMMIT
     assert views.callback_state(batches.get(newest.bid), "success") == "enqueued"
+
+
+class FixedClock:
+    def now(self) -> float:
+        return NOW
+
+
+def _site(registry: Registry) -> pages.Site:
+    async def durable(position: int) -> None:
+        pass
+
+    manager = Manager(MemoryStore(), features=registry)
+    state = WebState(manager, WorkerRegistry(60), registry, FixedClock(), ServerStats(NOW), "",
+                     fetches_waiting=lambda: 0, refusal=lambda: None, durable=durable)
+    return pages.Site(state, render=lambda request, template, **context: Response())
+
+
+def test_a_features_pages_are_routed_only_while_it_is_registered() -> None:
+    """The menu entry and the routes both come from the feature's record (`web.pages`)."""
+    registry = enterprise_features(MemoryStore())
+    site = _site(registry)
+    assert [page.name for page in site.state.feature_pages] == ["batches"]
+    assert [route.path for route in pages.feature_routes(site)] == ["/batches", "/batches/{bid}"]  # type: ignore[attr-defined]
+    without = _site(Registry(feature for feature in registry if feature.name != "batches"))
+    assert without.state.feature_pages == [] and pages.feature_routes(without) == []
+    unknown = _site(Registry([Feature("mystery", object(), pages=(WebPage("mystery", "Mystery"),))]))
+    with pytest.raises(ModuleNotFoundError):
+        pages.feature_routes(unknown)
 
 
 def test_templates_and_assets_ship_in_the_wheel() -> None:

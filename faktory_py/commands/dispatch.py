@@ -255,7 +255,7 @@ class Dispatcher:
         return wire.OK
 
     def info(self, now: float) -> dict[str, Any]:
-        """The INFO document at `now` (also the web UI's)."""
+        """The INFO document at `now` (the web UI builds the same from `core.info`)."""
         return build_info(self.manager, self.workers, self.stats, self.description,
                           self.waiters.statistics().fetches_waiting, now)
 

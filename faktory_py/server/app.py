@@ -127,8 +127,8 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     timer = DueTimer(manager, clock, durable.wait_writable)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
-    dispatcher = Dispatcher(manager, workers, clock, durable, waiters,
-                            ServerStats(started_at=clock.now()), config.timers.fetch_timeout)
+    stats = ServerStats(started_at=clock.now())
+    dispatcher = Dispatcher(manager, workers, clock, durable, waiters, stats, config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
@@ -148,11 +148,13 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
                 # server without a web UI (most test servers, benchmarks) should not pay.
                 # Started before the command port listens: once that accepts, the UI answers.
-                from ..web.app import WebContext
                 from ..web.serve import serve_web
+                from ..web.state import WebState
 
-                web_urls = await background.start(supervised, "web UI", serve_web, WebContext(dispatcher, features, config, {
-                    "Command port": config.binding, "Web UI": config.web_binding}, durable.durable))
+                state = WebState(manager, workers, features, clock, stats, config.description,
+                                 lambda: waiters.statistics().fetches_waiting, durable.refusal, durable.durable)
+                bindings = {"Command port": config.binding, "Web UI": config.web_binding}
+                web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
                 log.info("web UI on %s", ", ".join(web_urls))
             listeners = await open_listeners(config.binding, DEFAULT_PORT)
             context = _ssl_context(config)

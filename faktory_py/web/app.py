@@ -1,18 +1,18 @@
 """The web UI's routes: Faktory's pages and form actions over the running server's state.
 
-The app holds no state of its own: it reads the same store, worker registry and batches
-the command port serves, and every action calls the same semantics methods a wire command
+The app holds no state of its own: it reads and acts through `state.WebState`, the server's
+own store, workers and features, and every action runs the same semantics a wire command
 would (so it is journaled, and answered only once durable, like a `+OK`). Pages are data
 from `views` rendered by Jinja2 templates; links are built from the request's root path
 so the UI works behind a prefixing proxy (`proxy.ScriptName`), and name a queue or a set
-entry in the query string so every name the server accepts is reachable (`urls`).
+entry in the query string so every name the server accepts is reachable (`urls`). The pages
+features add (Batches) are routed by `pages`, from the features' records.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,15 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from .. import FAKTORY_VERSION
-from ..commands.dispatch import Dispatcher
 from ..config import Config
-from ..core.registry import Registry, WebPage
 from ..errors import ClientError
-from ..features.batches.feature import Batches
 from ..util.timefmt import format_time, utc_clock
-from . import urls, views
+from . import pages, urls, views
 from .auth import BasicAuth, CrossOriginGuard, web_password
 from .headers import SecurityHeaders
 from .hosts import HostGuard, allowed_hosts
 from .proxy import ScriptName
+from .state import WebState
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -56,32 +54,6 @@ SET_ACTIONS = {
 }
 
 
-@dataclass(eq=False)
-class WebContext:
-    """What the pages read and the actions change: the server's own objects."""
-
-    dispatcher: Dispatcher
-    #: the server's features: the Batches page and the menu entries of features' pages
-    features: Registry
-    config: Config
-    #: label → binding, shown in the footer and on the Debug page
-    bindings: dict[str, str]
-    #: writes the journal up to a position and waits for the fsync policy: an action's
-    #: answer does not go out through the command port's send, which writes it there
-    durable: Callable[[int], Awaitable[None]]
-
-    @property
-    def batches(self) -> Batches | None:
-        return self.features.find(Batches)
-
-    @property
-    def feature_pages(self) -> list[WebPage]:
-        return [page for feature in self.features for page in feature.pages]
-
-    def now(self) -> float:
-        return self.dispatcher.clock.now()
-
-
 class _Static(StaticFiles):
     """Assets are versioned with the package: let browsers keep them for an hour."""
 
@@ -91,28 +63,24 @@ class _Static(StaticFiles):
         return response
 
 
-def create_app(ctx: WebContext) -> ASGIApp:
+def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASGIApp:
     """The ASGI app: security headers around routes behind (outermost first) the proxy
-    prefix, the Host allow-list, the cross-origin guard and auth."""
-    manager = ctx.dispatcher.manager
-    store = manager.store
+    prefix, the Host allow-list, the cross-origin guard and auth. `bindings` (label →
+    binding) are shown in the footer and on the Debug page."""
 
     def render(request: Request, template: str, **context: Any) -> Response:
-        now = ctx.now()
+        now = state.now()
         context.update(root=request.scope.get("root_path", ""), server_time=utc_clock(now),
-                       bindings=ctx.bindings, version=FAKTORY_VERSION,
-                       feature_pages=ctx.feature_pages, now=now)
+                       bindings=bindings, version=FAKTORY_VERSION,
+                       feature_pages=state.feature_pages, now=now)
         return templates.TemplateResponse(request, template, context)
 
     def back(request: Request, path: str, **params: str) -> RedirectResponse:
         return RedirectResponse(urls.url(request.scope.get("root_path", ""), path, **params), status_code=302)
 
-    async def durable(position: int) -> None:
-        await ctx.durable(position)
-
     def refused() -> Response | None:
         """While the journal cannot be written, actions are refused before they change anything."""
-        problem = ctx.dispatcher.refusal()
+        problem = state.refusal()
         return None if problem is None else PlainTextResponse(problem, 503)
 
     def page(request: Request) -> int:
@@ -122,17 +90,17 @@ def create_app(ctx: WebContext) -> ASGIApp:
 
     async def dashboard(request: Request) -> Response:
         days = views.history_days(request.query_params.get("days"))
-        now = ctx.now()
-        info = ctx.dispatcher.info(now)
-        series = views.history(store.daily_counts(), days, now)
+        now = state.now()
+        info = state.info(now)
+        series = state.history(days, now)
         return render(request, "dashboard.html", info=info, days=days, day_choices=views.HISTORY_DAYS,
                       history=Markup(json.dumps(series)), nav="dashboard")
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(ctx.dispatcher.info(ctx.now()), headers={"Cache-Control": "no-cache"})
+        return JSONResponse(state.info(state.now()), headers={"Cache-Control": "no-cache"})
 
     async def health(request: Request) -> Response:
-        info = ctx.dispatcher.info(ctx.now())
+        info = state.info(state.now())
         server = info["server"]
         return JSONResponse({"now": info["now"], "server": {
             key: server[key] for key in ("description", "faktory_version", "connections", "command_count")}})
@@ -143,12 +111,9 @@ def create_app(ctx: WebContext) -> ASGIApp:
             signal, wid = form.get("signal"), form.get("wid", "")
             if signal not in ("quiet", "terminate"):
                 return PlainTextResponse("Unknown signal", 400)
-            workers = ctx.dispatcher.workers.workers
-            for worker in list(workers.values()) if wid == "all" else [workers.get(str(wid))]:
-                if worker is not None:
-                    worker.signal(str(signal))
+            state.signal_workers(str(signal), str(wid))
             return back(request, "/busy")
-        data = views.busy(ctx.dispatcher.workers.workers, store, page(request))
+        data = state.busy(page(request))
         return render(request, "busy.html", busy=data, nav="busy")
 
     async def queues(request: Request) -> Response:
@@ -158,12 +123,10 @@ def create_app(ctx: WebContext) -> ASGIApp:
             return await queue(request, name)
         if request.method == "POST":
             return PlainTextResponse("No queue named", 400)
-        state = store.statistics()
-        rows = views.queue_rows(state, manager.latency(list(state.queues), ctx.now()))
-        return render(request, "queues.html", queues=rows, nav="queues")
+        return render(request, "queues.html", queues=state.queue_rows(state.now()), nav="queues")
 
     async def queue(request: Request, name: str) -> Response:
-        if not store.has_queue(name):
+        if not state.has_queue(name):
             return PlainTextResponse(f"No such queue {name}", 404)
         if request.method == "POST":
             if (refusal := refused()) is not None:
@@ -171,16 +134,16 @@ def create_app(ctx: WebContext) -> ASGIApp:
             form = await request.form()
             action = form.get("action")
             if action in ("delete", "pause", "resume"):
-                operation = {"delete": manager.remove, "pause": manager.pause, "resume": manager.resume}[action]
-                await durable(operation([name]))
+                operation = {"delete": state.remove_queue, "pause": state.pause, "resume": state.resume}[action]
+                await operation(name)
                 return back(request, "/queues")
             jids = [urls.from_form(str(j)) for j in form.getlist("jid")]
             if not jids:
                 return PlainTextResponse("Nothing selected", 400)
-            await durable(manager.delete_queued(name, jids))
+            await state.delete_queued(name, jids)
             return back(request, "/queues", name=name)
-        data = views.queue_page(store, name, page(request))
-        return render(request, "queue.html", name=name, paused=store.is_paused(name), jobs=data, nav="queues")
+        data = state.queue_page(name, page(request))
+        return render(request, "queue.html", name=name, paused=state.is_paused(name), jobs=data, nav="queues")
 
     def set_page(kind: str) -> Callable[[Request], Awaitable[Response]]:
         """A set's listing; with `?key=` one entry's page (or an action on that entry)."""
@@ -191,11 +154,11 @@ def create_app(ctx: WebContext) -> ASGIApp:
             if request.method == "POST":
                 return await set_action(request, kind, key)
             if key is not None:
-                entry = views.set_entry(store, set_name, key)
+                entry = state.set_entry(set_name, key)
                 if entry is None:
                     return PlainTextResponse("No such job (it may have moved on)", 404)
                 return render(request, "entry.html", kind=kind, entry=entry, actions=SET_ACTIONS[kind], nav=kind)
-            data = views.set_page(store, set_name, page(request))
+            data = state.set_page(set_name, page(request))
             return render(request, "set.html", kind=kind, entries=data, actions=SET_ACTIONS[kind], nav=kind)
         return endpoint
 
@@ -216,35 +179,14 @@ def create_app(ctx: WebContext) -> ASGIApp:
         if action not in SET_ACTIONS[kind]:
             return PlainTextResponse(f"Unknown action {action}", 400)
         keys = [key] if key is not None else [urls.from_form(str(k)) for k in form.getlist("key")]
-        jids = None if keys == ["all"] else views.resolve_keys(store, target, keys)
-        now = ctx.now()
         try:
-            if action in ("retry", "add_to_queue"):
-                position = manager.enqueue_entries(target, jids, now)
-            elif action == "kill":
-                position = manager.kill_entries(target, jids, now)
-            else:
-                position = manager.delete_entries(target, jids)
+            await state.change_set(target, str(action), keys)
         except ClientError as exc:
             return PlainTextResponse(str(exc), 400)
-        await durable(position)
         return back(request, f"/{kind}")
 
-    async def batches(request: Request) -> Response:
-        feature = ctx.batches
-        if feature is None:
-            return PlainTextResponse("Batches are not enabled", 404)
-        return render(request, "batches.html", batches=views.batch_page(feature, page(request)), nav="batches")
-
-    async def batch(request: Request) -> Response:
-        feature = ctx.batches
-        found = feature.get(request.path_params["bid"]) if feature is not None else None
-        if found is None:
-            return PlainTextResponse("No such batch", 404)
-        return render(request, "batch.html", batch=found, status=found.status(), nav="batches")
-
     async def debug(request: Request) -> Response:
-        facts = views.debug_facts(ctx.config.data_dir, ctx.config.conf_dir, ctx.bindings)
+        facts = views.debug_facts(config.data_dir, config.conf_dir, bindings)
         return render(request, "debug.html", facts=facts, nav="debug")
 
     both = ["GET", "POST"]
@@ -255,14 +197,13 @@ def create_app(ctx: WebContext) -> ASGIApp:
         Route("/busy", busy, methods=both),
         Route("/queues", queues, methods=both),
         Route("/queues/{rest:path}", faktory_path("/queues", "name")),
-        Route("/batches", batches),
-        Route("/batches/{bid}", batch),
+        *pages.feature_routes(pages.Site(state, render)),
         Route("/debug", debug),
         Mount("/static", _Static(directory=HERE / "static"), name="static"),
     ]
     for kind in SET_ACTIONS:
         routes.append(Route(f"/{kind}", set_page(kind), methods=both))
         routes.append(Route(f"/{kind}/{{rest:path}}", faktory_path(f"/{kind}", "key")))
-    middleware = [Middleware(ScriptName), Middleware(HostGuard, allowed=allowed_hosts(ctx.config)),
-                  Middleware(CrossOriginGuard), Middleware(BasicAuth, password=web_password(ctx.config))]
+    middleware = [Middleware(ScriptName), Middleware(HostGuard, allowed=allowed_hosts(config)),
+                  Middleware(CrossOriginGuard), Middleware(BasicAuth, password=web_password(config))]
     return SecurityHeaders(Starlette(routes=routes, middleware=middleware))

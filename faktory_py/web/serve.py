@@ -14,7 +14,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from ..config import DEFAULT_WEB_PORT, Config, split_binding
-from .app import WebContext, create_app
+from .app import create_app
+from .state import WebState
 
 log = logging.getLogger("faktory_py.web")
 
@@ -37,6 +38,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     return hc
 
 
-async def serve_web(ctx: WebContext, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_web(state: WebState, config: Config, bindings: dict[str, str], *,
+                    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the UI until cancelled; reports the bound URLs (e.g. `http://127.0.0.1:7420`)."""
-    await serve(create_app(ctx), hypercorn_config(ctx.config), task_status=task_status)
+    await serve(create_app(state, config, bindings), hypercorn_config(config), task_status=task_status)
