@@ -74,18 +74,18 @@ class MemoryStore:
         """
         if not ops:
             return 0
-        ops = [self._typed(op) if isinstance(op, dict) else op for op in ops]
-        if self.sink is not None:
-            position = self.sink([op if isinstance(op, dict) else op.encode() for op in ops])
-        else:
-            position = 0
+        journaled = [self._checked(op) if isinstance(op, dict) else op.encode() for op in ops]
+        position = 0 if self.sink is None else self.sink(journaled)
         for op in ops:
             self.apply(op)
         return position
 
-    def _typed(self, op: Op) -> StoreOp | Op:
-        """A store op in its journal form as its record; an owner's op as it is."""
-        return op if op["op"] in self._owner_of else decode_op(op)
+    def _checked(self, op: Op) -> Op:
+        """`op` itself, once it is known that `apply` can take it: an owner's op, or a store
+        op in its journal form (KeyError otherwise)."""
+        if op["op"] not in self._owner_of:
+            decode_op(op)
+        return op
 
     def apply(self, op: StoreOp | Op) -> None:
         """Apply one op to memory (live commits and journal replay both come here)."""
