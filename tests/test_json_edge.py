@@ -109,9 +109,6 @@ class Harness:
         self.journal.write_snapshot(self.store.snapshot(), self.journal.rotate())
         return self.restart()
 
-    def queued_raws(self) -> dict[str, list[bytes]]:
-        return {name: queue.raws() for name, queue in self.store.queues.items() if queue}
-
 
 @contextmanager
 def harness() -> Iterator[Harness]:
@@ -142,7 +139,7 @@ async def fetches_agree(server: Harness) -> Harness:
     shutil.copytree(server.directory, copy)
     replica = Harness(copy, server.clock)
     try:
-        for name in [name for name, queue in server.store.queues.items() if queue]:
+        for name in [name for name in server.store.queue_names() if server.store.queue_size(name)]:
             reply = server.send(b"FETCH " + name.encode())
             event(f"FETCH: {'nothing (dropped)' if reply == wire.NULL else 'a job'}")
             assert replica.send(b"FETCH " + name.encode()) == reply
