@@ -235,9 +235,8 @@ async def test_fsync_task_survives_a_descriptor_limit(tmp_path: Path, monkeypatc
 async def test_ops_that_cannot_be_packed_are_refused_before_they_apply(tmp_path: Path) -> None:
     with Journal.open(tmp_path) as journal:
         assert list(journal.replay()) == []
-        store = MemoryStore()
-        durable = DurableJournal(journal, "no", store.snapshot, 1 << 30)
-        store.sink = durable.append
+        durable = DurableJournal(journal, "no", 1 << 30)
+        store = MemoryStore(sink=durable.append)
         store.commit([{"op": "counters", "processed": 1, "failures": 0, "history": {}}])
         with pytest.raises(ClientError, match="cannot be journaled: Integer value out of range"):
             store.commit([{"op": "counters", "processed": 2**64, "failures": 0, "history": {}}])
@@ -291,9 +290,8 @@ def test_degraded_is_logged_once_and_recovery_too(tmp_path: Path, monkeypatch, c
     async def main() -> None:
         with Journal.open(tmp_path) as journal:
             assert list(journal.replay()) == []
-            store = MemoryStore()
-            durable = DurableJournal(journal, "no", store.snapshot, 1 << 30)
-            store.sink = durable.append
+            durable = DurableJournal(journal, "no", 1 << 30)
+            store = MemoryStore(sink=durable.append)
             disk.full = True
             store.commit([{"op": "declare_queue", "queue": "a"}])
             for _ in range(3):

@@ -8,7 +8,7 @@ FAIL or an expired reservation, and a retry. After each, the restarted store's s
 byte for byte the live one's, and FETCH returns the bytes the live queue held.
 
 In-process and without sockets (a real Journal in a tmpfs directory, the store rebuilt by
-`server.load_store`, the Dispatcher as `serve` wires it), so hundreds of examples take
+`server.replay_journal`, the Dispatcher as `serve` wires it), so hundreds of examples take
 seconds. The same strategies drive test_fuzz_tcp.py against a server process.
 """
 
@@ -34,7 +34,8 @@ from faktory_py.commands.dispatch import Block, Dispatcher, Session
 from faktory_py.core.info import ServerStats
 from faktory_py.config import Config, Timers
 from faktory_py.core.lifecycle import Manager
-from faktory_py.server.app import enterprise_extensions, load_store
+from faktory_py.server.app import enterprise_extensions, replay_journal
+from faktory_py.store.journal import Journal
 from faktory_py.store.memory import MemoryStore
 from faktory_py.server.waiters import QueueWaiters
 from faktory_py.core.workers import WorkerRegistry
@@ -67,11 +68,11 @@ class Harness:
 
     def __init__(self, directory: Path, clock: FakeClock) -> None:
         self.directory, self.clock = directory, clock
-        store = MemoryStore()
-        extensions = enterprise_extensions(store)
-        self.store, self.journal = load_store(Config(data_dir=directory, conf_dir=directory), store)
+        self.journal = Journal.open(directory)
         # Packed as it is committed: an op the journal cannot take fails the command.
-        self.store.sink = self.journal.append
+        self.store = MemoryStore(sink=self.journal.append)
+        extensions = enterprise_extensions(self.store)
+        replay_journal(self.journal, self.store)
         self.manager = Manager(self.store, extensions=extensions)
         self.dispatcher = Dispatcher(self.manager, WorkerRegistry(Timers.heartbeat_timeout), clock,
                                      FakeJournalPosition(), QueueWaiters(), ServerStats(started_at=NOW),

@@ -31,7 +31,9 @@ class MemoryStore:
 
     `sink` receives each committed op list (the journal) and returns a durability
     position; `on_enqueue(queue)` and `on_due(score)` let the trio layer wake fetchers
-    and timers without this module knowing about trio. The containers are private: every
+    and timers without this module knowing about trio. They come with the constructor and
+    stay for the store's life (journal replay wakes them too, before anything waits on
+    them: harmless, and cheap next to the replay). The containers are private: every
     reader, above store/ and in tests, goes through the `Store` methods, so a backend that
     keeps them elsewhere (Redis) serves the same callers.
     """
@@ -42,9 +44,9 @@ class MemoryStore:
         on_enqueue: Callable[[str], None] | None = None,
         on_due: Callable[[float], None] | None = None,
     ) -> None:
-        self.sink = sink
-        self.on_enqueue = on_enqueue
-        self.on_due = on_due
+        self._sink = sink
+        self._on_enqueue = on_enqueue
+        self._on_due = on_due
         self._queues: dict[str, JobQueue] = {}
         self._paused: set[str] = set()
         self._sets: dict[str, SortedJobSet] = {name: SortedJobSet() for name in JOB_SETS}
@@ -76,7 +78,7 @@ class MemoryStore:
         if not ops:
             return 0
         journaled = [self._checked(op) if isinstance(op, dict) else op.encode() for op in ops]
-        position = 0 if self.sink is None else self.sink(journaled)
+        position = 0 if self._sink is None else self._sink(journaled)
         for op in ops:
             self.apply(op)
         return position
@@ -96,8 +98,8 @@ class MemoryStore:
                 op = decode_op(op)
             else:
                 due = owner.apply(op)
-                if due is not None and self.on_due is not None:
-                    self.on_due(due)
+                if due is not None and self._on_due is not None:
+                    self._on_due(due)
                 return
         self._APPLY[type(op)](self, op)
 
@@ -106,16 +108,16 @@ class MemoryStore:
         if pending is None:
             pending = self._queues[op.queue] = JobQueue()
         pending.extend(op.raws)
-        if self.on_enqueue is not None:
-            self.on_enqueue(op.queue)
+        if self._on_enqueue is not None:
+            self._on_enqueue(op.queue)
 
     def _declare_queue(self, op: DeclareQueue) -> None:
         self._queues.setdefault(op.queue, JobQueue())
 
     def _set_add(self, op: SetAdd) -> None:
         self._sets[op.set].add(op.job["jid"], op.score, op.job)
-        if self.on_due is not None:
-            self.on_due(op.score)
+        if self._on_due is not None:
+            self._on_due(op.score)
 
     def _set_remove(self, op: SetRemove) -> None:
         self._sets[op.set].remove(op.jid)
@@ -136,8 +138,8 @@ class MemoryStore:
 
     def _hold(self, job: Job, wid: str, reserved_at: float, expires_at: float) -> None:
         self._working.add(job["jid"], expires_at, Reservation(job, wid, reserved_at, expires_at))
-        if self.on_due is not None:
-            self.on_due(expires_at)
+        if self._on_due is not None:
+            self._on_due(expires_at)
 
     def _extend(self, op: Extend) -> None:
         found = self._working.get(op.jid)
@@ -161,8 +163,8 @@ class MemoryStore:
         for queue in op.queues:
             if queue in self._paused:
                 self._paused.discard(queue)
-                if self.on_enqueue is not None and self._queues.get(queue):
-                    self.on_enqueue(queue)
+                if self._on_enqueue is not None and self._queues.get(queue):
+                    self._on_enqueue(queue)
 
     def _remove_queue(self, op: RemoveQueue) -> None:
         self._queues.pop(op.queue, None)
