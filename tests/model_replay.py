@@ -10,6 +10,7 @@ from typing import Any
 import msgpack
 
 from faktory_py.core.lifecycle import Manager
+from faktory_py.store.api import JOB_SETS
 from faktory_py.store.memory import MemoryStore
 
 
@@ -34,14 +35,14 @@ def replay(store: MemoryStore, records: Iterable[list[dict[str, Any]]]) -> Memor
 def holdings(store: MemoryStore) -> dict[str, Any]:
     """Where the store holds jobs (queues, sets, working), in comparable form."""
     return {
-        "queues": {name: list(jobs) for name, jobs in store.queues.items()},
-        "sets": {name: list(s.items()) for name, s in store.sets.items()},
-        "working": [(score, jid, tuple(res)) for score, jid, res in store.working.items()],
+        "queues": {name: list(store.queued(name)) for name in store.queue_names()},
+        "sets": {name: list(store.set_entries(name)) for name in JOB_SETS},
+        "working": [tuple(res) for res in store.reservations()],
     }
 
 
 def working_jids(store: MemoryStore) -> set[str]:
-    return {jid for _score, jid, _res in store.working.items()}
+    return {res.job["jid"] for res in store.reservations()}
 
 
 def due_times(manager: Manager, target: float) -> Iterator[float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from faktory_py.store.memory import MemoryStore
 from faktory_py.store.sorted_set import SortedJobSet
 
 
@@ -31,6 +32,14 @@ class NoScan(SortedJobSet):
 
     def due(self, now: float) -> Any:
         raise AssertionError("a read iterated the whole set")
+
+
+def private_set(store: MemoryStore, name: str) -> SortedJobSet:
+    """The store's own sorted set `name`, to fill with 100k entries at once and to `guard`.
+
+    Test-only: it reaches into MemoryStore's private containers (nothing else may).
+    """
+    return store._sets[name]
 
 
 def guard(job_set: SortedJobSet) -> SortedJobSet:

@@ -69,7 +69,7 @@ class World:
         return job
 
     def nothing_in(self, queue: str) -> None:
-        assert not self.store.queues.get(queue)
+        assert not self.store.queue_size(queue)
 
     def st(self, bid: str) -> tuple[str, str]:
         status = self.ext.status(bid, self.now)
@@ -115,7 +115,7 @@ def test_empty_batch_fires_at_commit() -> None:
     w.commit(bid)
     assert w.st(bid) == ("1", "")
     w.commit(bid)  # idempotent: nothing fires twice
-    assert len(w.store.queues["cb"]) == 1
+    assert w.store.queue_size("cb") == 1
 
 
 def test_only_success_callback_fires_when_all_succeeded() -> None:
@@ -189,7 +189,7 @@ def test_nested_child_callback_runs_before_the_parents() -> None:
     w.push(child, "child-job-01")
     w.commit(child)
     w.commit(parent)
-    while w.store.queues.get("default"):
+    while w.store.queue_size("default"):
         w.manager.ack(w.fetch()["jid"], w.now)
     assert w.st(child) == ("", "1") and w.st(parent) == ("", "")
     child_cb = w.fetch("cb")
@@ -321,7 +321,7 @@ def test_pushb_judges_each_job() -> None:
     assert errors == {"member-0001": f"Batch {bid} is closed: a callback has been enqueued, "
                                      "so nothing can be added to it",
                       "member-0002": "No such batch b-nope"}
-    assert [j["jid"] for j in w.store.queues["default"]] == ["plain-job-01"]
+    assert [j["jid"] for j in w.store.queued("default")] == ["plain-job-01"]
 
 
 def test_permissive_policy_allows_what_enterprise_allows() -> None:
@@ -337,7 +337,7 @@ def test_permissive_policy_allows_what_enterprise_allows() -> None:
     child = w.new(parent=bid, complete=cb("C"))
     w.commit(child)
     assert w.st(child) == ("1", "")
-    assert len(w.store.queues["cb"]) == 2  # callbacks still fire once each
+    assert w.store.queue_size("cb") == 2  # callbacks still fire once each
 
 
 def test_unknown_batches() -> None:
@@ -413,7 +413,7 @@ def test_uncommitted_batch_expires_without_callbacks_and_stops_blocking_its_pare
     with pytest.raises(ClientError, match=f"No such batch {child}"):
         w.ext.commit(child, w.now)
     assert w.st(parent) == ("1", "")
-    assert [j["jobtype"] for j in w.store.queues["cb"]] == ["ParentDone"]
+    assert [j["jobtype"] for j in w.store.queued("cb")] == ["ParentDone"]
     w.manager.ack(w.fetch()["jid"], w.now)  # the orphaned member still runs; no effect
     assert w.manager.next_due() is None
 

@@ -44,7 +44,7 @@ MEMBER_QUEUE, CALLBACK_QUEUE = "default", "cb"
 
 
 def store_state(store: MemoryStore) -> dict[str, Any]:
-    return {**holdings(store), "counters": (store.processed, store.failures)}
+    return {**holdings(store), "counters": (store.statistics().processed, store.statistics().failures)}
 
 
 # --- the reference model -----------------------------------------------------------------
@@ -509,10 +509,10 @@ class BatchMachine(RuleBasedStateMachine):
         assert "bid" not in (job.get("custom") or {}) or job["jid"] in self.model.member_of
         self.model.reserved[job["jid"]] = (wid, self.model.holder_key(job["jid"]))
 
-    @precondition(lambda self: self.store.working)
+    @precondition(lambda self: self.store.statistics().working)
     @rule(data=st.data(), ok=st.booleans())
     def finish(self, data: st.DataObject, ok: bool) -> None:
-        jid = data.draw(st.sampled_from(sorted(j for _s, j, _r in self.store.working.items())), label="jid")
+        jid = data.draw(st.sampled_from(sorted(working_jids(self.store))), label="jid")
         if ok:
             self.manager.ack(jid, self.now)
         else:
@@ -603,7 +603,7 @@ class BatchMachine(RuleBasedStateMachine):
 
     @invariant()
     def holds_are_reservations(self) -> None:
-        working = {j for _s, j, _r in self.store.working.items()}
+        working = working_jids(self.store)
         assert set(self.ext.holds) <= working
         assert sum(self.ext.by_key.values()) == len(self.ext.holds)
 

@@ -9,17 +9,19 @@ import trio
 
 from faktory_py.config import Config
 from faktory_py.server.app import load_store, serve
+from faktory_py.store.api import JOB_SETS
 from faktory_py.store.memory import MemoryStore
 
 
 def summary(store: MemoryStore) -> dict[str, Any]:
     """Everything a store holds, in comparable form."""
+    stats = store.statistics()
     return {
-        "queues": {name: list(jobs) for name, jobs in store.queues.items()},
-        "paused": sorted(store.paused),
-        "sets": {name: list(s.items()) for name, s in store.sets.items()},
-        "working": list(store.working.items()),
-        "counters": (store.processed, store.failures, store.history),
+        "queues": {name: list(store.queued(name)) for name in store.queue_names()},
+        "paused": sorted(stats.paused),
+        "sets": {name: list(store.set_entries(name)) for name in JOB_SETS},
+        "working": list(store.reservations()),
+        "counters": (stats.processed, stats.failures, store.daily_counts()),
     }
 
 

@@ -191,7 +191,7 @@ def test_a_quiet_worker_gets_nothing(h: Harness) -> None:
     assert isinstance(block, Block) and block.wait_on == ()
     assert h.dispatcher.retry_fetch(session, block, "default") == block
     assert h.dispatcher.fetch_timed_out(block, None).data == wire.NULL
-    assert len(h.store.queues["default"]) == 1
+    assert h.store.queue_size("default") == 1
 
 
 def test_misconf_refuses_changes_but_answers_reads(h: Harness) -> None:

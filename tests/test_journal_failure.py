@@ -48,7 +48,7 @@ def config(tmp_path: Path, **changes: Any) -> Config:
 def replayed_jids(cfg: Config, queue: str = "q") -> list[str]:
     store, journal = load_store(cfg)
     journal.close()
-    return [j["jid"] for j in store.queues.get(queue, ())]
+    return [j["jid"] for j in store.queued(queue)]
 
 
 class DiskFull:
@@ -141,7 +141,7 @@ async def test_timers_wait_while_the_journal_cannot_be_written(tmp_path: Path, m
     disk = DiskFull(monkeypatch)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve, cfg)
-        scheduled = server.dispatcher.manager.store.sets["scheduled"]
+        store = server.dispatcher.manager.store
         client = await AsyncClient.connect(server.port)
         at = datetime.fromtimestamp(server.dispatcher.clock.now() + 60, timezone.utc)
         assert await client.push({**job("later-000000001"), "at": at.isoformat().replace("+00:00", "Z")}) == b"OK"
@@ -150,10 +150,10 @@ async def test_timers_wait_while_the_journal_cannot_be_written(tmp_path: Path, m
         await until(lambda: server.durable.degraded is not None)
         appended = server.durable.appended
         await trio.sleep(3600)  # long past due, in mock time
-        assert server.durable.appended == appended and len(scheduled) == 1  # the timer waited
+        assert server.durable.appended == appended and store.set_size("scheduled") == 1  # the timer waited
         disk.full = False
         assert await client.reply() == b"OK"
-        await until(lambda: len(scheduled) == 0)
+        await until(lambda: store.set_size("scheduled") == 0)
         server.shutdown()
     assert replayed_jids(cfg) == ["waited-00000001", "later-000000001"]
 
@@ -235,20 +235,19 @@ async def test_fsync_task_survives_a_descriptor_limit(tmp_path: Path, monkeypatc
 async def test_ops_that_cannot_be_packed_are_refused_before_they_apply(tmp_path: Path) -> None:
     with Journal.open(tmp_path) as journal:
         assert list(journal.replay()) == []
-        store = MemoryStore()
-        durable = DurableJournal(journal, "no", store.snapshot, 1 << 30)
-        store.sink = durable.append
+        durable = DurableJournal(journal, "no", 1 << 30)
+        store = MemoryStore(sink=durable.append)
         store.commit([{"op": "counters", "processed": 1, "failures": 0, "history": {}}])
         with pytest.raises(ClientError, match="cannot be journaled: Integer value out of range"):
             store.commit([{"op": "counters", "processed": 2**64, "failures": 0, "history": {}}])
-        assert store.processed == 1
+        assert store.statistics().processed == 1
         durable.write()
     replayed = MemoryStore()
     with Journal.open(tmp_path) as journal:
         for record in journal.replay():
             for op in record:
                 replayed.apply(op)
-    assert replayed.processed == 1
+    assert replayed.statistics().processed == 1
 
 
 async def test_a_compaction_without_room_for_its_segment_is_undone_and_retried(
@@ -291,9 +290,8 @@ def test_degraded_is_logged_once_and_recovery_too(tmp_path: Path, monkeypatch, c
     async def main() -> None:
         with Journal.open(tmp_path) as journal:
             assert list(journal.replay()) == []
-            store = MemoryStore()
-            durable = DurableJournal(journal, "no", store.snapshot, 1 << 30)
-            store.sink = durable.append
+            durable = DurableJournal(journal, "no", 1 << 30)
+            store = MemoryStore(sink=durable.append)
             disk.full = True
             store.commit([{"op": "declare_queue", "queue": "a"}])
             for _ in range(3):

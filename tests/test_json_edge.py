@@ -8,7 +8,7 @@ FAIL or an expired reservation, and a retry. After each, the restarted store's s
 byte for byte the live one's, and FETCH returns the bytes the live queue held.
 
 In-process and without sockets (a real Journal in a tmpfs directory, the store rebuilt by
-`server.load_store`, the Dispatcher as `serve` wires it), so hundreds of examples take
+`server.replay_journal`, the Dispatcher as `serve` wires it), so hundreds of examples take
 seconds. The same strategies drive test_fuzz_tcp.py against a server process.
 """
 
@@ -34,7 +34,8 @@ from faktory_py.commands.dispatch import Block, Dispatcher, Session
 from faktory_py.core.info import ServerStats
 from faktory_py.config import Config, Timers
 from faktory_py.core.lifecycle import Manager
-from faktory_py.server.app import enterprise_features, load_store
+from faktory_py.server.app import enterprise_features, replay_journal
+from faktory_py.store.journal import Journal
 from faktory_py.store.memory import MemoryStore
 from faktory_py.server.waiters import QueueWaiters
 from faktory_py.core.workers import WorkerRegistry
@@ -67,11 +68,11 @@ class Harness:
 
     def __init__(self, directory: Path, clock: FakeClock) -> None:
         self.directory, self.clock = directory, clock
-        store = MemoryStore()
-        features = enterprise_features(store)
-        self.store, self.journal = load_store(Config(data_dir=directory, conf_dir=directory), store)
+        self.journal = Journal.open(directory)
         # Packed as it is committed: an op the journal cannot take fails the command.
-        self.store.sink = self.journal.append
+        self.store = MemoryStore(sink=self.journal.append)
+        features = enterprise_features(self.store)
+        replay_journal(self.journal, self.store)
         self.manager = Manager(self.store, features=features)
         self.dispatcher = Dispatcher(self.manager, WorkerRegistry(Timers.heartbeat_timeout), clock,
                                      FakeJournalPosition(), QueueWaiters(), ServerStats(started_at=NOW),
@@ -109,9 +110,6 @@ class Harness:
         self.journal.write_snapshot(self.store.snapshot(), self.journal.rotate())
         return self.restart()
 
-    def queued_raws(self) -> dict[str, list[bytes]]:
-        return {name: queue.raws() for name, queue in self.store.queues.items() if queue}
-
 
 @contextmanager
 def harness() -> Iterator[Harness]:
@@ -142,7 +140,7 @@ async def fetches_agree(server: Harness) -> Harness:
     shutil.copytree(server.directory, copy)
     replica = Harness(copy, server.clock)
     try:
-        for name in [name for name, queue in server.store.queues.items() if queue]:
+        for name in [name for name in server.store.queue_names() if server.store.queue_size(name)]:
             reply = server.send(b"FETCH " + name.encode())
             event(f"FETCH: {'nothing (dropped)' if reply == wire.NULL else 'a job'}")
             assert replica.send(b"FETCH " + name.encode()) == reply

@@ -26,6 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import Manager
+from faktory_py.store.api import JOB_SETS
 from faktory_py.store.memory import MemoryStore
 from model_replay import holdings, replay, roundtrip, snapshot_records
 
@@ -82,12 +83,13 @@ class ControlledRng:
 
 def store_state(store: MemoryStore) -> dict[str, Any]:
     """Everything a rebuilt store must reproduce, in comparable form."""
+    stats = store.statistics()
     return {
         **holdings(store),
-        "paused": set(store.paused),
-        "processed": store.processed,
-        "failures": store.failures,
-        "history": {day: list(pair) for day, pair in store.history.items()},
+        "paused": stats.paused,
+        "processed": stats.processed,
+        "failures": stats.failures,
+        "history": store.daily_counts(),
     }
 
 
@@ -560,23 +562,25 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def store_matches_model(self) -> None:
         store, model = self.store, self.model
-        assert set(store.queues) == set(model.queues)
-        for name, pending in store.queues.items():
+        stats = store.statistics()
+        assert set(store.queue_names()) == set(model.queues)
+        for name in store.queue_names():
+            pending = list(store.queued(name))
             assert [job["jid"] for job in pending] == model.queues[name], name
             for job in pending:
                 assert job == model.jobs[job["jid"]].payload()
-        assert store.paused == model.paused
-        for name, job_set in store.sets.items():
-            assert {jid: score for score, jid, _job in job_set.items()} == model.sets[name], name
-            for _score, jid, job in job_set.items():
+        assert stats.paused == model.paused
+        for name in JOB_SETS:
+            entries = list(store.set_entries(name))
+            assert {jid: score for score, jid, _job in entries} == model.sets[name], name
+            for _score, jid, job in entries:
                 assert job == model.jobs[jid].payload()
-        assert {jid: (res.expires_at, res.wid, res.reserved_at)
-                for _score, jid, res in store.working.items()} == model.working
-        for _score, jid, res in store.working.items():
-            assert res.job == model.jobs[jid].payload()
-        assert (store.processed, store.failures) == (model.processed, model.failures)
-        assert store.history == model.history
-        stats = store.statistics()
+        assert {res.job["jid"]: (res.expires_at, res.wid, res.reserved_at)
+                for res in store.reservations()} == model.working
+        for res in store.reservations():
+            assert res.job == model.jobs[res.job["jid"]].payload()
+        assert (stats.processed, stats.failures) == (model.processed, model.failures)
+        assert {day: list(pair) for day, pair in store.daily_counts().items()} == model.history
         assert (stats.scheduled, stats.retries, stats.dead, stats.working) == (
             len(model.sets["scheduled"]), len(model.sets["retries"]), len(model.sets["dead"]), len(model.working))
 
@@ -628,7 +632,7 @@ def test_retry_chain_runs_retry_plus_one_times() -> None:
         job, _ = manager.fetch(["default"], "w", now)
         if job is None:
             due = manager.next_due()
-            if due is None or manager.store.sets["dead"]:
+            if due is None or manager.store.set_size("dead"):
                 break
             now = due
             manager.run_due(now)
@@ -636,9 +640,10 @@ def test_retry_chain_runs_retry_plus_one_times() -> None:
         runs += 1
         manager.fail(job["jid"], "E", "m", [], now)
     assert runs == 3
-    (_score, _jid, dead), = manager.store.sets["dead"].items()
+    (_score, _jid, dead), = manager.store.set_entries("dead")
     assert dead["failure"]["retry_count"] == 2 and dead["failure"]["remaining"] == 0
-    assert manager.store.processed == manager.store.failures == 3
+    stats = manager.store.statistics()
+    assert stats.processed == stats.failures == 3
 
 
 @pytest.mark.parametrize("retry, where", [(0, None), (-1, "dead"), (1, "retries")])
@@ -661,7 +666,7 @@ def test_negative_retry_remaining_is_not_decremented() -> None:
         manager.fetch(["default"], "w", BASE_NOW)
         manager.fail("neg-00001", "E", "m", [], BASE_NOW)
         manager.mutate({"cmd": "requeue", "target": "dead"}, BASE_NOW)
-    (job,) = manager.store.queues["default"]
+    (job,) = manager.store.queued("default")
     assert job["failure"]["retry_count"] == 1
     assert job["failure"]["remaining"] == -1
 
@@ -674,9 +679,9 @@ def test_reservation_expiry_takes_failure_path() -> None:
     manager.run_due(BASE_NOW + 59.75)
     assert manager.store.statistics().working == 1
     manager.run_due(BASE_NOW + 60)
-    (score, _jid, job), = manager.store.sets["retries"].items()
+    (score, _jid, job), = manager.store.set_entries("retries")
     assert score == BASE_NOW + 60 + 15
     assert job["failure"]["errtype"] == "ReservationExpired"
     assert job["failure"]["message"] == "Faktory job reservation expired"
     assert manager.reaped_reservations == 1
-    assert manager.store.failures == 1
+    assert manager.store.statistics().failures == 1

@@ -36,7 +36,7 @@ def fail_for(jid: str, real: Any) -> Any:
 
 
 def dead_entry(server: Any, jid: str) -> dict[str, Any]:
-    found = server.dispatcher.manager.store.sets["dead"].get(jid)
+    found = server.dispatcher.manager.store.set_entry("dead", jid)
     assert found is not None, f"{jid} is not in the dead set"
     return found[1]
 

@@ -50,23 +50,23 @@ def test_reserve_until_extends_but_never_shortens() -> None:
     s.manager.push({"jid": "track-0001", "jobtype": "A", "args": [], "reserve_for": 600,
                     "custom": {"track": 1}}, NOW)
     s.manager.fetch(["default"], "w", NOW)
-    assert s.store.working.get("track-0001")[0] == NOW + 600
+    assert s.store.reservation("track-0001").expires_at == NOW + 600
     s.track_set('{"jid":"track-0001","reserve_until":"%s"}' % format_time(NOW + 300), NOW)
-    assert s.store.working.get("track-0001")[0] == NOW + 600  # earlier: ignored
+    assert s.store.reservation("track-0001").expires_at == NOW + 600  # earlier: ignored
     s.track_set('{"jid":"track-0001","reserve_until":"%s"}' % format_time(NOW + 7200), NOW)
-    assert s.store.working.get("track-0001")[0] == NOW + 7200
+    assert s.store.reservation("track-0001").expires_at == NOW + 7200
     assert s.manager.next_due() == NOW + 7200
     s.track_set('{"jid":"track-0001","reserve_until":"%s"}' % format_time(NOW + 10 * 86400), NOW + 1)
-    assert s.store.working.get("track-0001")[0] == NOW + 1 + 86400  # capped at 24 h ahead
+    assert s.store.reservation("track-0001").expires_at == NOW + 1 + 86400  # capped at 24 h ahead
     # the reaper honours the extension: nothing expires at the original deadline
     s.manager.run_due(NOW + 601)
-    assert "track-0001" in s.store.working
+    assert s.store.reservation("track-0001") is not None
 
 
 def test_reserve_until_for_a_job_not_being_worked_only_records_progress() -> None:
     s = Setup()
     s.track_set('{"jid":"nobody-01","percent":5,"reserve_until":"%s"}' % format_time(NOW + 60), NOW)
-    assert not s.store.working
+    assert s.store.statistics().working == 0
     assert s.tracking.progress("nobody-01", NOW) == {
         "jid": "nobody-01", "state": "unknown", "updated_at": format_time(NOW), "percent": 5}
 
@@ -119,7 +119,7 @@ def test_reservation_expiry_marks_failed_then_dead() -> None:
 def test_expires_in_is_converted_at_push(custom: dict[str, Any], expected: float) -> None:
     s = Setup()
     s.manager.push({"jid": "expire-001", "jobtype": "A", "args": [], "custom": custom}, NOW)
-    (job,) = s.store.queues["default"]
+    (job,) = s.store.queued("default")
     assert "expires_in" not in job["custom"]
     assert parse_time(job["custom"]["expires_at"]) == expected
 

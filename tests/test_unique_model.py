@@ -39,6 +39,7 @@ from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.errors import ClientError
 from faktory_py.core.lifecycle import Manager
 from faktory_py.core.registry import Registry
+from faktory_py.store.api import JOB_SETS
 from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time
 from faktory_py.features.tracking import JobTracking
@@ -56,9 +57,9 @@ def model_key(raw: dict[str, Any]) -> tuple[str, str, str]:
 
 def places(store: MemoryStore) -> list[str]:
     """Every jid the store holds, once per place it is held in."""
-    out = [job["jid"] for pending in store.queues.values() for job in pending]
-    out += [jid for job_set in store.sets.values() for _s, jid, _j in job_set.items()]
-    out += [jid for _s, jid, _r in store.working.items()]
+    out = [job["jid"] for name in store.queue_names() for job in store.queued(name)]
+    out += [jid for name in JOB_SETS for _s, jid, _j in store.set_entries(name)]
+    out += [res.job["jid"] for res in store.reservations()]
     return out
 
 
@@ -228,11 +229,11 @@ class UniqueMachine(RuleBasedStateMachine):
             del self.model.live[jid]
 
     def _where(self, jid: str) -> str:
-        if jid in self.store.sets["retries"]:
+        if self.store.set_entry("retries", jid) is not None:
             return "retry"
-        if jid in self.store.sets["dead"]:
+        if self.store.set_entry("dead", jid) is not None:
             return "dead"
-        if jid in self.store.working:
+        if self.store.reservation(jid) is not None:
             return "working"
         return "dropped"
 
@@ -249,11 +250,11 @@ class UniqueMachine(RuleBasedStateMachine):
             raw, pushed = self._raw(spec)
             self._push_one(raw, pushed, bulk=True)
 
-    @precondition(lambda self: self.store.sets["scheduled"])
+    @precondition(lambda self: self.store.set_size("scheduled"))
     @rule(data=st.data())
     def repush_own_jid(self, data: st.DataObject) -> None:
         """A producer re-sends a PUSH it is unsure about: same payload, same jid."""
-        jids = sorted(jid for _s, jid, _j in self.store.sets["scheduled"].items())
+        jids = sorted(jid for _s, jid, _j in self.store.set_entries("scheduled"))
         jid = data.draw(st.sampled_from(jids), label="jid")
         pushed = self.model.live[jid]
         self._push_one(pushed.raw, Pushed(pushed.raw, pushed.key, pushed.unique_for, pushed.until,
@@ -261,9 +262,9 @@ class UniqueMachine(RuleBasedStateMachine):
 
     @rule(names=st.permutations(QUEUES), outcome=st.sampled_from(["ack", "fail", "keep"]))
     def work_one(self, names: list[str], outcome: str) -> None:
-        before = {job["jid"] for name in names for job in self.store.queues.get(name, ())}
+        before = {job["jid"] for name in names for job in self.store.queued(name)}
         job, _ = self.manager.fetch(list(names), "w1", self.now)
-        after = {j["jid"] for name in names for j in self.store.queues.get(name, ())}
+        after = {j["jid"] for name in names for j in self.store.queued(name)}
         fetched = job["jid"] if job is not None else None
         for jid in sorted(before - after - {fetched}):
             event("expired at fetch")
@@ -283,10 +284,10 @@ class UniqueMachine(RuleBasedStateMachine):
             if where != "retry":
                 self._gone(fetched, where)
 
-    @precondition(lambda self: len(self.store.working))
+    @precondition(lambda self: self.store.statistics().working)
     @rule(data=st.data(), ack=st.booleans())
     def finish_working(self, data: st.DataObject, ack: bool) -> None:
-        jid = data.draw(st.sampled_from(sorted(jid for _s, jid, _r in self.store.working.items())))
+        jid = data.draw(st.sampled_from(sorted(working_jids(self.store))))
         if ack:
             self.manager.ack(jid, self.now)
             self._gone(jid, "ack")
@@ -300,7 +301,7 @@ class UniqueMachine(RuleBasedStateMachine):
           set_name=st.sampled_from(["scheduled", "retries", "dead"]))
     def mutate(self, cmd: str, set_name: str) -> None:
         target = set_name  # (`target` is a reserved argument name of @rule)
-        members = [jid for _s, jid, _j in self.store.sets[target].items()]
+        members = [jid for _s, jid, _j in self.store.set_entries(target)]
         self.manager.mutate({"cmd": cmd, "target": target}, self.now)
         if cmd == "discard":
             for jid in members:
@@ -321,9 +322,9 @@ class UniqueMachine(RuleBasedStateMachine):
         for due in due_times(self.manager, target):
             self.model.now = max(self.now, due)
             working = working_jids(self.store)
-            dead = {jid for _s, jid, _j in self.store.sets["dead"].items()}
+            dead = {jid for _s, jid, _j in self.store.set_entries("dead")}
             self.manager.run_due(self.now)
-            for jid in sorted(dead - {j for _s, j, _x in self.store.sets["dead"].items()}):
+            for jid in sorted(dead - {j for _s, j, _x in self.store.set_entries("dead")}):
                 if jid not in working:
                     event("dead purged")
                     del self.model.live[jid]
@@ -367,7 +368,7 @@ class UniqueMachine(RuleBasedStateMachine):
     @invariant()
     def retrying_jobs_keep_their_lock(self) -> None:
         """A unique (success) job in the retry set still owns its key unless the TTL ran out."""
-        for _score, jid, _job in self.store.sets["retries"].items():
+        for _score, jid, _job in self.store.set_entries("retries"):
             pushed = self.model.live[jid]
             if pushed.unique_for is None or pushed.until == "start":
                 continue
@@ -459,4 +460,4 @@ def test_invalid_values_are_refused() -> None:
             assert (exc.code, str(exc)) == ("ERR", message)
         else:
             raise AssertionError(custom)
-    assert not manager.store.queues  # nothing was stored
+    assert manager.store.queue_names() == []  # nothing was stored

@@ -23,7 +23,7 @@ import trustme
 from faktory_py import config as configuration
 from faktory_py.config import Config, ConfigError, WebConfig, tls_files
 from faktory_py.server.app import Server, serve
-from scan_guard import CountingDict, guard
+from scan_guard import CountingDict, guard, private_set
 from faktory_py.util.timefmt import format_time
 from faktory_py.web import views
 from faktory_py.web.hosts import LOOPBACK_NAMES, allowed_hosts
@@ -145,7 +145,7 @@ async def test_cross_origin_posts_are_refused(tmp_path: Path, running, headers: 
     headers = {k: v.replace("HOST", host) for k, v in headers.items()}
     reply = await request(server, "POST", "/queues?name=default", "action=pause", headers)
     assert reply.status == status
-    assert ("default" in server.dispatcher.manager.store.paused) == (status == 302)
+    assert server.dispatcher.manager.store.is_paused("default") == (status == 302)
     # GETs always pass
     assert (await request(server, "GET", "/queues", headers=headers)).status == 200
 
@@ -210,10 +210,10 @@ async def test_set_actions_by_key_and_their_refusals(tmp_path: Path, running) ->
     assert (await request(server, "POST", "/retries", "action=explode&key=" + key)).status == 400
     assert (await request(server, "POST", "/morgue", "action=kill&key=all")).status == 400  # no kill in the morgue
     stale = await request(server, "POST", "/retries", f"action=kill&key={format_time(at + 1)}|{'r' * 12}")
-    assert stale.status == 302 and len(manager.store.sets["dead"]) == 0  # a stale key names nothing
+    assert stale.status == 302 and manager.store.set_size("dead") == 0  # a stale key names nothing
     killed = await request(server, "POST", "/retries?key=" + quote(key), "action=delete")
     assert (killed.status, killed.headers["location"]) == (302, "/retries")
-    assert len(manager.store.sets["retries"]) == 0
+    assert manager.store.set_size("retries") == 0
     assert (await request(server, "GET", "/retries?key=" + quote(key))).status == 404
     assert (await request(server, "GET", "/queues?name=nope")).status == 404
 
@@ -224,7 +224,7 @@ async def test_queue_delete_selected_and_busy_signals(tmp_path: Path, running) -
         push(server, jid)
     reply = await request(server, "POST", "/queues?name=default", f"jid={'a' * 12}&jid={'c' * 12}")
     assert (reply.status, reply.headers["location"]) == (302, "/queues?name=default")
-    assert [j["jid"] for j in server.dispatcher.manager.store.queues["default"]] == ["b" * 12]
+    assert [j["jid"] for j in server.dispatcher.manager.store.queued("default")] == ["b" * 12]
     assert (await request(server, "POST", "/busy", "wid=all&signal=explode")).status == 400
     assert (await request(server, "POST", "/busy", "wid=all&signal=quiet")).status == 302
 
@@ -232,7 +232,7 @@ async def test_queue_delete_selected_and_busy_signals(tmp_path: Path, running) -
 async def test_pages_of_100k_retries_touch_one_page(tmp_path: Path, running) -> None:
     """No request walks the whole set: rendering a page looks up its 25 entries, nothing more."""
     server = await running(config(tmp_path))
-    retries = server.dispatcher.manager.store.sets["retries"]
+    retries = private_set(server.dispatcher.manager.store, "retries")
     at = server.dispatcher.clock.now() + 86400
     for i in range(100_000):
         retries.add(f"jid{i:07d}", at + i, {**NOW_JOB, "jid": f"jid{i:07d}"})  # test setup, not journaled
@@ -289,7 +289,7 @@ async def test_every_jid_has_a_detail_page_and_its_actions(tmp_path: Path, runni
         assert not any(c in box for box in boxes for c in "\r\n\0")  # nothing a browser would rewrite
         body = urlencode([("action", "delete")] + [("key", box) for box in boxes[1:]])
         assert (await request(server, "POST", f"/{kind}", body)).status == 302
-        assert len(store.sets[set_name]) == 0, kind
+        assert store.set_size(set_name) == 0, kind
 
 
 async def test_queues_named_dot_and_dot_dot_have_pages_and_actions(tmp_path: Path, running) -> None:
@@ -309,9 +309,9 @@ async def test_queues_named_dot_and_dot_dot_have_pages_and_actions(tmp_path: Pat
     boxes = links(page, r'name="jid" value="([^"]*)"')
     deleted = await request(server, "POST", browse(server, forms[1]), urlencode([("jid", boxes[1])]))
     assert (deleted.status, deleted.headers["location"]) == (302, "/queues?name=..")
-    assert [job["jid"] for job in store.queues[".."]] == ["j-dd--------"]
+    assert [job["jid"] for job in store.queued("..")] == ["j-dd--------"]
     paused = await request(server, "POST", browse(server, forms[0]), "action=pause")
-    assert paused.status == 302 and store.paused == {".."}
+    assert paused.status == 302 and store.statistics().paused == {".."}
 
 
 async def test_faktory_paths_redirect_to_the_query_form(tmp_path: Path, running) -> None:

@@ -26,7 +26,7 @@ from faktory_py.core.registry import Feature, Registry, WebPage
 from faktory_py.server.app import enterprise_features
 from starlette.responses import Response
 from model_replay import holdings, replay, roundtrip
-from scan_guard import CountingDict, guard
+from scan_guard import CountingDict, guard, private_set
 
 NOW = 1_780_000_000.0
 
@@ -67,8 +67,8 @@ def retrying(j: Journaled, jids: list[str], at: float = NOW + 3600) -> None:
 def test_enqueue_entries_moves_the_named_entries_with_a_fresh_enqueued_at(j: Journaled) -> None:
     retrying(j, ["a" * 8, "b" * 8, "c" * 8])
     j.manager.enqueue_entries("retries", ["b" * 8, "gone-jid"], NOW)
-    assert [e[1] for e in j.store.sets["retries"].items()] == ["a" * 8, "c" * 8]
-    (queued,) = j.store.queues["default"]
+    assert [e[1] for e in j.store.set_entries("retries")] == ["a" * 8, "c" * 8]
+    (queued,) = j.store.queued("default")
     assert queued["jid"] == "b" * 8 and queued["enqueued_at"] == format_time(NOW)
     assert holdings(j.replayed()) == holdings(j.store)
 
@@ -76,19 +76,19 @@ def test_enqueue_entries_moves_the_named_entries_with_a_fresh_enqueued_at(j: Jou
 def test_enqueue_entries_none_means_all(j: Journaled) -> None:
     retrying(j, ["a" * 8, "b" * 8])
     j.manager.enqueue_entries("retries", None, NOW)
-    assert len(j.store.sets["retries"]) == 0
-    assert [x["jid"] for x in j.store.queues["default"]] == ["a" * 8, "b" * 8]
+    assert j.store.set_size("retries") == 0
+    assert [x["jid"] for x in j.store.queued("default")] == ["a" * 8, "b" * 8]
     assert holdings(j.replayed()) == holdings(j.store)
 
 
 def test_kill_entries_moves_to_dead_with_its_ttl(j: Journaled) -> None:
     retrying(j, ["a" * 8, "b" * 8])
     j.manager.kill_entries("retries", ["a" * 8], NOW)
-    assert j.store.sets["dead"].get("a" * 8) == (NOW + DEAD_TTL, job("a" * 8))
-    assert "a" * 8 not in j.store.sets["retries"]
+    assert j.store.set_entry("dead", "a" * 8) == (NOW + DEAD_TTL, job("a" * 8))
+    assert j.store.set_entry("retries", "a" * 8) is None
     j.manager.kill_entries("retries", None, NOW + 1)  # "kill all" kills (Faktory's enqueues: W2)
-    assert len(j.store.sets["retries"]) == 0 and len(j.store.sets["dead"]) == 2
-    assert j.store.queues == {}
+    assert j.store.set_size("retries") == 0 and j.store.set_size("dead") == 2
+    assert j.store.queue_names() == []
     with pytest.raises(ClientError):
         j.manager.kill_entries("dead", None, NOW)
     assert holdings(j.replayed()) == holdings(j.store)
@@ -97,9 +97,9 @@ def test_kill_entries_moves_to_dead_with_its_ttl(j: Journaled) -> None:
 def test_delete_entries_selected_and_all(j: Journaled) -> None:
     retrying(j, ["a" * 8, "b" * 8, "c" * 8])
     j.manager.delete_entries("retries", ["c" * 8])
-    assert [e[1] for e in j.store.sets["retries"].items()] == ["a" * 8, "b" * 8]
+    assert [e[1] for e in j.store.set_entries("retries")] == ["a" * 8, "b" * 8]
     j.manager.delete_entries("retries", None)
-    assert len(j.store.sets["retries"]) == 0
+    assert j.store.set_size("retries") == 0
     assert holdings(j.replayed()) == holdings(j.store)
 
 
@@ -107,7 +107,7 @@ def test_delete_queued_removes_jobs_anywhere_in_the_queue(j: Journaled) -> None:
     for jid in ("a" * 8, "b" * 8, "c" * 8, "d" * 8):
         j.manager.push(job(jid), NOW)
     j.manager.delete_queued("default", ["c" * 8, "a" * 8, "not-there"])
-    assert [x["jid"] for x in j.store.queues["default"]] == ["b" * 8, "d" * 8]
+    assert [x["jid"] for x in j.store.queued("default")] == ["b" * 8, "d" * 8]
     j.manager.delete_queued("no-such-queue", ["b" * 8])
     assert holdings(j.replayed()) == holdings(j.store)
 
@@ -116,7 +116,7 @@ def test_delete_queued_removes_jobs_anywhere_in_the_queue(j: Journaled) -> None:
 
 def test_a_page_of_100k_retries_touches_only_its_rows() -> None:
     store = MemoryStore()
-    big = store.sets["retries"]
+    big = private_set(store, "retries")
     for i in range(100_000):
         big.add(f"jid{i:07d}", NOW + i, job(f"jid{i:07d}"))
     guard(big)

@@ -96,36 +96,37 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
                      Batches(store, batches.policy, batches.uncommitted_ttl).feature()])
 
 
-def load_store(config: Config, store: MemoryStore | None = None) -> tuple[MemoryStore, Journal]:
-    """Open the data directory and rebuild the store by replaying its journal.
-
-    `store` is an empty store with the features already attached; by default a new one
-    with `enterprise_features`.
-    """
-    journal = Journal.open(config.data_dir, fsync=config.fsync)
-    if store is None:
-        store = MemoryStore()
-        enterprise_features(store, config.batches)
+def replay_journal(journal: Journal, store: MemoryStore) -> None:
+    """Rebuild `store` (empty, its features attached) from the journal."""
     replayed = 0
     for record in journal.replay():
         for op in record:
             store.apply(op)
         replayed += 1
-    log.info("replayed %d journal records from %s", replayed, config.data_dir)
+    log.info("replayed %d journal records from %s", replayed, journal.directory)
+
+
+def load_store(config: Config) -> tuple[MemoryStore, Journal]:
+    """Open the data directory and rebuild a store, with `enterprise_features` and no
+    observers, by replaying its journal (to look at a data directory without serving it)."""
+    journal = Journal.open(config.data_dir, fsync=config.fsync)
+    store = MemoryStore()
+    enterprise_features(store, config.batches)
+    replay_journal(journal, store)
     return store, journal
 
 
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening."""
-    store = MemoryStore()
-    features = enterprise_features(store, config.batches)
-    store, journal = load_store(config, store)
-    durable = DurableJournal(journal, config.fsync, store.snapshot, config.compact_min_bytes)
+    journal = Journal.open(config.data_dir, fsync=config.fsync)
+    durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
     clock = Clock()
-    manager = Manager(store, features=features)
     waiters = QueueWaiters()
-    timer = DueTimer(manager, clock, durable.wait_writable)
-    store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
+    timer = DueTimer(clock, durable.wait_writable)
+    store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
+    features = enterprise_features(store, config.batches)
+    replay_journal(journal, store)
+    manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
     stats = ServerStats(started_at=clock.now())
     dispatcher = Dispatcher(manager, workers, clock, durable, waiters, stats, config.timers.fetch_timeout)
@@ -137,9 +138,9 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
         async with trio.open_nursery() as background:
             # run_fsync ends only when the journal failed for good, which stops the server
             background.start_soon(durable.run_fsync)
-            background.start_soon(supervised, "compaction", durable.run_compaction)
+            background.start_soon(supervised, "compaction", durable.run_compaction, store.snapshot)
             background.start_soon(supervised, "journal retry", durable.run_retry)
-            background.start_soon(supervised, "due timer", timer.run)
+            background.start_soon(supervised, "due timer", timer.run, manager)
             background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
                                   config.timers.worker_reap_every)
             background.start_soon(supervised, "send watchdog", connections.watch_sends)
@@ -185,7 +186,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
             background.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await durable.aclose()
+            await durable.aclose(store.snapshot)
     if durable.failed.is_set():
         raise JournalFailed(f"stopped: the journal in {config.data_dir} could not be written (see the log)")
 

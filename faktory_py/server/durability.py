@@ -43,6 +43,9 @@ from ..store.journal import Journal, join_items, pack_items
 
 log = logging.getLogger("faktory_py.journal")
 
+#: What compaction writes: the live state as journal records (`Store.snapshot`).
+Snapshot = Callable[[], Iterator[Any]]
+
 #: A clean stop compacts when at least this much was journaled since the last snapshot.
 COMPACT_ON_CLOSE_BYTES = 1 << 20
 #: Retrying a failed write: the first retry after this many seconds, doubling up to the cap.
@@ -61,12 +64,10 @@ class DurableJournal:
         self,
         journal: Journal,
         policy: str,
-        snapshot: Callable[[], Iterator[Any]],
         compact_min_bytes: int,
     ) -> None:
         self.journal = journal
         self.policy = policy
-        self._snapshot = snapshot
         self._compact_min = compact_min_bytes
         self._compact_threshold = compact_min_bytes
         #: journal bytes written since the server started
@@ -258,8 +259,9 @@ class DurableJournal:
             if self.policy != "always":
                 await trio.sleep(1)
 
-    async def run_compaction(self) -> None:
-        """Background task: rewrite the journal from live state once it has grown enough.
+    async def run_compaction(self, snapshot: Snapshot) -> None:
+        """Background task: rewrite the journal from `snapshot()` (the live state's records,
+        `Store.snapshot`) once it has grown enough.
 
         A failure is logged and the journal cleans up after it (see Journal.rotate and
         write_snapshot); the next try waits until the journal has doubled.
@@ -270,7 +272,7 @@ class DurableJournal:
             if self.journal.bytes_since_snapshot <= self._compact_threshold:
                 continue  # set again while the last compaction ran, which took care of it
             try:
-                await self._compact_now()
+                await self._compact_now(snapshot)
             except JournalFailed:
                 return
             except Exception as exc:
@@ -283,7 +285,7 @@ class DurableJournal:
                 log.error("journal compaction failed (%s); cleaned up, next try at %d journal bytes",
                           exc, self._compact_threshold)
 
-    async def _compact_now(self) -> None:
+    async def _compact_now(self, snapshot: Snapshot) -> None:
         """Write a snapshot of the live state and drop the segments it covers.
 
         The segment switch and the state copy happen together without an await in
@@ -295,14 +297,15 @@ class DurableJournal:
         if self._pending:
             return
         next_segment = self.journal.rotate()
-        records = self._snapshot()
+        records = snapshot()
         size = await trio.to_thread.run_sync(self.journal.write_snapshot, records, next_segment)
         self._compact_threshold = max(self._compact_min, 2 * size)
         self.compactions += 1
         log.info("journal compacted: snapshot of %d bytes", size)
 
-    async def aclose(self) -> None:
-        """Compact if much was journaled since the last snapshot, flush, release the directory.
+    async def aclose(self, snapshot: Snapshot) -> None:
+        """Compact (from `snapshot()`) if much was journaled since the last snapshot, flush,
+        release the directory.
 
         A clean stop pays for the compaction so that the next start loads a few large
         snapshot records instead of replaying every record since the last snapshot
@@ -315,7 +318,7 @@ class DurableJournal:
                 log.error("stopping with %d commits the journal could not take (none was acknowledged)",
                           len(self._pending))
             elif self.journal.bytes_since_snapshot >= COMPACT_ON_CLOSE_BYTES:
-                await self._compact_now()
+                await self._compact_now(snapshot)
         except JournalFailed:
             pass  # already reported; the file holds what was acknowledged
         except Exception:

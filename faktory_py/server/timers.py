@@ -35,9 +35,7 @@ class DueTimer:
     FIRST_BACKOFF = 0.1
     MAX_BACKOFF = 30.0
 
-    def __init__(self, manager: Manager, clock: Clock,
-                 writable: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.manager = manager
+    def __init__(self, clock: Clock, writable: Callable[[], Awaitable[None]] | None = None) -> None:
         self.clock = clock
         #: awaited before moving anything: while the journal cannot be written, timers wait
         self.writable = writable
@@ -48,11 +46,13 @@ class DueTimer:
         if score < self._target:
             self._wake.set()
 
-    async def run(self) -> None:
+    async def run(self, manager: Manager) -> None:
+        """Move what falls due in `manager`'s store, for good. (The manager comes here, not
+        to the constructor: the store it runs on is built with this timer's `poke`.)"""
         backoff = self.FIRST_BACKOFF
         while True:
             try:
-                await self._step()
+                await self._step(manager)
             except Exception:
                 log.exception("the due timer failed; trying again in %.1f s", backoff)
                 await trio.sleep(backoff)
@@ -60,9 +60,9 @@ class DueTimer:
             else:
                 backoff = self.FIRST_BACKOFF
 
-    async def _step(self) -> None:
+    async def _step(self, manager: Manager) -> None:
         """Wait until something is due (or a poke), or run what is due."""
-        due = self.manager.next_due()
+        due = manager.next_due()
         self._target = math.inf if due is None else due
         self._wake = trio.Event()
         if due is None or due > self.clock.now():
@@ -73,7 +73,7 @@ class DueTimer:
             return
         if self.writable is not None:
             await self.writable()
-        self.manager.run_due(self.clock.now())
+        manager.run_due(self.clock.now())
 
 
 async def supervised(name: str, run: Callable[..., Awaitable[None]], *args: Any,

@@ -31,8 +31,11 @@ class MemoryStore:
 
     `sink` receives each committed op list (the journal) and returns a durability
     position; `on_enqueue(queue)` and `on_due(score)` let the trio layer wake fetchers
-    and timers without this module knowing about trio. The containers are this backend's
-    own: code above store/ reads them only through the `Store` methods.
+    and timers without this module knowing about trio. They come with the constructor and
+    stay for the store's life (journal replay wakes them too, before anything waits on
+    them: harmless, and cheap next to the replay). The containers are private: every
+    reader, above store/ and in tests, goes through the `Store` methods, so a backend that
+    keeps them elsewhere (Redis) serves the same callers.
     """
 
     def __init__(
@@ -41,17 +44,17 @@ class MemoryStore:
         on_enqueue: Callable[[str], None] | None = None,
         on_due: Callable[[float], None] | None = None,
     ) -> None:
-        self.sink = sink
-        self.on_enqueue = on_enqueue
-        self.on_due = on_due
-        self.queues: dict[str, JobQueue] = {}
-        self.paused: set[str] = set()
-        self.sets: dict[str, SortedJobSet] = {name: SortedJobSet() for name in JOB_SETS}
-        self.working = SortedJobSet()
-        self.processed = 0
-        self.failures = 0
+        self._sink = sink
+        self._on_enqueue = on_enqueue
+        self._on_due = on_due
+        self._queues: dict[str, JobQueue] = {}
+        self._paused: set[str] = set()
+        self._sets: dict[str, SortedJobSet] = {name: SortedJobSet() for name in JOB_SETS}
+        self._working = SortedJobSet()
+        self._processed = 0
+        self._failures = 0
         #: day ("YYYY-MM-DD") → [processed, failures]
-        self.history: dict[str, list[int]] = {}
+        self._history: dict[str, list[int]] = {}
         #: features' state (`register_state`), in registration order, and by the ops they own
         self._owners: list[StateOwner] = []
         self._owner_of: dict[str, StateOwner] = {}
@@ -74,18 +77,18 @@ class MemoryStore:
         """
         if not ops:
             return 0
-        ops = [self._typed(op) if isinstance(op, dict) else op for op in ops]
-        if self.sink is not None:
-            position = self.sink([op if isinstance(op, dict) else op.encode() for op in ops])
-        else:
-            position = 0
+        journaled = [self._checked(op) if isinstance(op, dict) else op.encode() for op in ops]
+        position = 0 if self._sink is None else self._sink(journaled)
         for op in ops:
             self.apply(op)
         return position
 
-    def _typed(self, op: Op) -> StoreOp | Op:
-        """A store op in its journal form as its record; an owner's op as it is."""
-        return op if op["op"] in self._owner_of else decode_op(op)
+    def _checked(self, op: Op) -> Op:
+        """`op` itself, once it is known that `apply` can take it: an owner's op, or a store
+        op in its journal form (KeyError otherwise)."""
+        if op["op"] not in self._owner_of:
+            decode_op(op)
+        return op
 
     def apply(self, op: StoreOp | Op) -> None:
         """Apply one op to memory (live commits and journal replay both come here)."""
@@ -95,95 +98,95 @@ class MemoryStore:
                 op = decode_op(op)
             else:
                 due = owner.apply(op)
-                if due is not None and self.on_due is not None:
-                    self.on_due(due)
+                if due is not None and self._on_due is not None:
+                    self._on_due(due)
                 return
         self._APPLY[type(op)](self, op)
 
     def _enqueue(self, op: Enqueue) -> None:
-        pending = self.queues.get(op.queue)
+        pending = self._queues.get(op.queue)
         if pending is None:
-            pending = self.queues[op.queue] = JobQueue()
+            pending = self._queues[op.queue] = JobQueue()
         pending.extend(op.raws)
-        if self.on_enqueue is not None:
-            self.on_enqueue(op.queue)
+        if self._on_enqueue is not None:
+            self._on_enqueue(op.queue)
 
     def _declare_queue(self, op: DeclareQueue) -> None:
-        self.queues.setdefault(op.queue, JobQueue())
+        self._queues.setdefault(op.queue, JobQueue())
 
     def _set_add(self, op: SetAdd) -> None:
-        self.sets[op.set].add(op.job["jid"], op.score, op.job)
-        if self.on_due is not None:
-            self.on_due(op.score)
+        self._sets[op.set].add(op.job["jid"], op.score, op.job)
+        if self._on_due is not None:
+            self._on_due(op.score)
 
     def _set_remove(self, op: SetRemove) -> None:
-        self.sets[op.set].remove(op.jid)
+        self._sets[op.set].remove(op.jid)
 
     def _set_clear(self, op: SetClear) -> None:
-        self.sets[op.set].clear()
+        self._sets[op.set].clear()
 
     def _reserve(self, op: Reserve) -> None:
-        job = self.queues[op.queue].pop(op.jid)
+        job = self._queues[op.queue].pop(op.jid)
         self._hold(job, op.wid, op.reserved_at, op.expires_at)
 
     def _drop(self, op: Drop) -> None:
         """A job an extension refused at fetch time (e.g. expired) leaves its queue."""
-        self.queues[op.queue].pop(op.jid)
+        self._queues[op.queue].pop(op.jid)
 
     def _restore_reservation(self, op: RestoreReservation) -> None:
         self._hold(op.job, op.wid, op.reserved_at, op.expires_at)
 
     def _hold(self, job: Job, wid: str, reserved_at: float, expires_at: float) -> None:
-        self.working.add(job["jid"], expires_at, Reservation(job, wid, reserved_at, expires_at))
-        if self.on_due is not None:
-            self.on_due(expires_at)
+        self._working.add(job["jid"], expires_at, Reservation(job, wid, reserved_at, expires_at))
+        if self._on_due is not None:
+            self._on_due(expires_at)
 
     def _extend(self, op: Extend) -> None:
-        found = self.working.get(op.jid)
+        found = self._working.get(op.jid)
         if found is not None:
             res = found[1]._replace(expires_at=op.expires_at)
-            self.working.add(op.jid, op.expires_at, res)
+            self._working.add(op.jid, op.expires_at, res)
 
     def _done(self, op: Done) -> None:
-        self.working.remove(op.jid)
-        daily = self.history.setdefault(op.day, [0, 0])
-        self.processed += 1
+        self._working.remove(op.jid)
+        daily = self._history.setdefault(op.day, [0, 0])
+        self._processed += 1
         daily[0] += 1
         if op.failed:
-            self.failures += 1
+            self._failures += 1
             daily[1] += 1
 
     def _pause(self, op: Pause) -> None:
-        self.paused.update(q for q in op.queues if q in self.queues)
+        self._paused.update(q for q in op.queues if q in self._queues)
 
     def _resume(self, op: Resume) -> None:
         for queue in op.queues:
-            if queue in self.paused:
-                self.paused.discard(queue)
-                if self.on_enqueue is not None and self.queues.get(queue):
-                    self.on_enqueue(queue)
+            if queue in self._paused:
+                self._paused.discard(queue)
+                if self._on_enqueue is not None and self._queues.get(queue):
+                    self._on_enqueue(queue)
 
     def _remove_queue(self, op: RemoveQueue) -> None:
-        self.queues.pop(op.queue, None)
-        self.paused.discard(op.queue)
+        self._queues.pop(op.queue, None)
+        self._paused.discard(op.queue)
 
     def _flush(self, op: Flush) -> None:
         """Wipe jobs, sets, reservations, pauses and counters; queue names stay known."""
-        for queue in self.queues.values():
+        for queue in self._queues.values():
             queue.clear()
-        self.paused.clear()
-        for job_set in self.sets.values():
+        self._paused.clear()
+        for job_set in self._sets.values():
             job_set.clear()
-        self.working.clear()
-        self.processed = self.failures = 0
-        self.history.clear()
+        self._working.clear()
+        self._processed = self._failures = 0
+        self._history.clear()
         for owner in self._owners:
             owner.flush()
 
     def _counters(self, op: Counters) -> None:
-        self.processed = op.processed
-        self.failures = op.failures
-        self.history = {day: list(pair) for day, pair in op.history.items()}
+        self._processed = op.processed
+        self._failures = op.failures
+        self._history = {day: list(pair) for day, pair in op.history.items()}
 
     _APPLY: ClassVar[dict[type[StoreOp], Callable[[MemoryStore, Any], None]]] = {
         Enqueue: _enqueue, DeclareQueue: _declare_queue, SetAdd: _set_add, SetRemove: _set_remove,
@@ -196,71 +199,71 @@ class MemoryStore:
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
-            queues={name: len(jobs) for name, jobs in self.queues.items()},
-            paused=frozenset(self.paused),
-            scheduled=len(self.sets["scheduled"]), retries=len(self.sets["retries"]),
-            dead=len(self.sets["dead"]), working=len(self.working),
-            processed=self.processed, failures=self.failures,
+            queues={name: len(jobs) for name, jobs in self._queues.items()},
+            paused=frozenset(self._paused),
+            scheduled=len(self._sets["scheduled"]), retries=len(self._sets["retries"]),
+            dead=len(self._sets["dead"]), working=len(self._working),
+            processed=self._processed, failures=self._failures,
         )
 
     def daily_counts(self) -> dict[str, tuple[int, int]]:
-        return {day: (processed, failed) for day, (processed, failed) in self.history.items()}
+        return {day: (processed, failed) for day, (processed, failed) in self._history.items()}
 
     def queue_names(self) -> list[str]:
-        return list(self.queues)
+        return list(self._queues)
 
     def has_queue(self, queue: str) -> bool:
-        return queue in self.queues
+        return queue in self._queues
 
     def queue_size(self, queue: str) -> int:
-        pending = self.queues.get(queue)
+        pending = self._queues.get(queue)
         return 0 if pending is None else len(pending)
 
     def is_paused(self, queue: str) -> bool:
-        return queue in self.paused
+        return queue in self._paused
 
     def queue_head(self, queue: str) -> Job | None:
-        pending = self.queues.get(queue)
+        pending = self._queues.get(queue)
         return pending[0] if pending else None
 
     def queue_page(self, queue: str, offset: int, limit: int) -> list[Job]:
-        pending = self.queues.get(queue)
+        pending = self._queues.get(queue)
         return [] if pending is None else pending.page(offset, limit)
 
     def queued(self, queue: str) -> Iterator[Job]:
-        return iter(self.queues.get(queue, ()))
+        return iter(self._queues.get(queue, ()))
 
     def set_size(self, name: str) -> int:
-        return len(self.sets[name])
+        return len(self._sets[name])
 
     def set_entry(self, name: str, jid: str) -> tuple[float, Job] | None:
-        return self.sets[name].get(jid)
+        return self._sets[name].get(jid)
 
     def set_page(self, name: str, offset: int, limit: int) -> list[tuple[float, str, Job]]:
-        return self.sets[name].page(offset, limit)
+        return self._sets[name].page(offset, limit)
 
     def set_entries(self, name: str) -> Iterator[tuple[float, str, Job]]:
-        return self.sets[name].items()
+        return self._sets[name].items()
 
     def set_due(self, name: str, now: float) -> list[tuple[float, str, Job]]:
-        return self.sets[name].due(now)
+        return self._sets[name].due(now)
 
     def reservation(self, jid: str) -> Reservation | None:
-        found = self.working.get(jid)
+        found = self._working.get(jid)
         return None if found is None else found[1]
 
     def reservations(self) -> Iterator[Reservation]:
-        return (res for _score, _jid, res in self.working.items())
+        return (res for _score, _jid, res in self._working.items())
 
     def reservation_page(self, offset: int, limit: int) -> list[Reservation]:
-        return [res for _score, _jid, res in self.working.page(offset, limit)]
+        return [res for _score, _jid, res in self._working.page(offset, limit)]
 
     def reservations_due(self, now: float) -> list[Reservation]:
-        return [res for _score, _jid, res in self.working.due(now)]
+        return [res for _score, _jid, res in self._working.due(now)]
 
     def next_due(self) -> float | None:
-        scores = [job_set.first_score() for job_set in self.sets.values()]
-        scores.append(self.working.first_score())
+        scores = [job_set.first_score() for job_set in self._sets.values()]
+        scores.append(self._working.first_score())
         due = [score for score in scores if score is not None]
         return min(due) if due else None
 
@@ -273,12 +276,12 @@ class MemoryStore:
         shared), so the returned iterator may be consumed later in a worker thread
         while the live store keeps changing.
         """
-        queues = {name: jobs.raws() for name, jobs in self.queues.items()}
-        paused = sorted(self.paused)
-        sets = {name: job_set.copy() for name, job_set in self.sets.items()}
-        working = self.working.copy()
-        counters = Counters(self.processed, self.failures,
-                            {day: list(pair) for day, pair in self.history.items()})
+        queues = {name: jobs.raws() for name, jobs in self._queues.items()}
+        paused = sorted(self._paused)
+        sets = {name: job_set.copy() for name, job_set in self._sets.items()}
+        working = self._working.copy()
+        counters = Counters(self._processed, self._failures,
+                            {day: list(pair) for day, pair in self._history.items()})
         extensions = [owner.snapshot() for owner in self._owners]
 
         def records() -> Iterator[StoreOp]:

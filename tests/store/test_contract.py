@@ -134,6 +134,16 @@ def test_every_op_encodes_to_its_journal_form(record: StoreOp, form: Op) -> None
     assert decode_op(roundtrip(form)) == record
 
 
+def test_records_are_values_of_their_own_type() -> None:
+    """Equal by type and fields: a zrem is never equal to a drop of the same two strings
+    (as NamedTuples would be); built by keyword too, with no per-instance dict."""
+    assert Drop(queue="q", jid="j") == Drop("q", "j") != SetRemove("q", "j")
+    assert Flush() == Flush() and Done("j", DAY, True) != Done("j", DAY, False)
+    assert repr(Extend("j", 3.0)) == "Extend(jid='j', expires_at=3.0)"
+    with pytest.raises(AttributeError):
+        Drop("q", "j").other = 1  # type: ignore[attr-defined]
+
+
 def test_the_pinned_forms_cover_the_whole_vocabulary() -> None:
     covered = {type(record) for record, _form in JOURNAL_FORMS}
     records = {value for value in vars(api).values() if isinstance(value, type) and issubclass(value, StoreOp)}
