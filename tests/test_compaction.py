@@ -46,9 +46,22 @@ async def test_compaction_keeps_state_and_drops_old_segments(tmp_path: Path) -> 
                     server.durable.write()  # as a reply's send would
                     await trio.sleep(0)  # let the compaction task run while we go on
             manager.pause(["q1"])
-            while server.durable.compactions < 2:
-                await trio.sleep(0.01)
+            # Compactions may all have run while the jobs above were pushed; go on with jobs that
+            # leave nothing behind until two more have run: the second of them started after all
+            # of the above, so the snapshot covers that history and the last segment only a tail.
+            later = server.durable.compactions + 2
+            i = 0
+            while server.durable.compactions < later:
+                now = clock.now()
+                manager.push({"jid": f"filler-{i:08d}", "jobtype": "T", "args": [], "queue": "filler"}, now)
+                job, _ = manager.fetch(["filler"], "", now)
+                manager.ack(job["jid"], now)
+                i += 1
+                if i % 50 == 0:
+                    server.durable.write()
+                    await trio.sleep(0.001)
             expected = summary(manager.store)
+            server.durable.write()  # what is still pending reaches the file at the stop: count it
             appended = server.durable.written
             server.shutdown()
     data = config.data_dir
