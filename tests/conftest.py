@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from faktory_py.tools import processes
-from rawclient import RawClient
-from real_faktory import any_server, any_server_factory, real_faktory_factory  # noqa: F401  (fixtures)
+from helpers.rawclient import RawClient
+from helpers.real_faktory import any_server, any_server_factory, real_faktory_factory  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
