@@ -1,6 +1,6 @@
 """Batches without sockets: the callback rules, nesting, immutability and expiry, by example.
 
-The random interleavings are in tests/test_batches_model.py; these are the cases worth
+The random interleavings are in tests/features/test_batches_model.py; these are the cases worth
 spelling out (each one a sentence of faktory_py/features/batches/feature.py's docstring).
 """
 

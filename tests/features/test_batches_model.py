@@ -13,7 +13,7 @@ success; never before commit; under the strict policy nothing is added to a batc
 callback was enqueued, and every refused addition changed nothing at all.
 
 Job movement itself (which reservation expired, when a retry comes back) is the
-lifecycle model's business (tests/test_lifecycle_model.py); here it is observed from the
+lifecycle model's business (tests/core/test_lifecycle_model.py); here it is observed from the
 store and fed to the batch model.
 """
 

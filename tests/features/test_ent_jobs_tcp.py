@@ -141,7 +141,7 @@ def test_flush_clears_locks(client: RawClient) -> None:
 
 
 def test_expired_jobs_are_skipped_and_counted(client: RawClient, worker: RawClient) -> None:
-    """(When a job expires, and the TTLs of unique locks: tests/test_timers.py, under MockClock.)"""
+    """(When a job expires, and the TTLs of unique locks: tests/server/test_timers.py, under MockClock.)"""
     past = job(["old"], queue="e1", custom={"expires_at": "2001-02-03T04:05:06Z"})
     past_nano = job(["old2"], queue="e1", custom={"expires_at": "2001-02-03T04:05:06.123456789Z"})
     later = job(["later"], queue="e1", custom={"expires_at": iso(3600)})

@@ -1,7 +1,7 @@
 """Conformance matrix, Go column: `github.com/contribsys/faktory/client` (v1.9.4) and
 `faktory_worker_go` (v1.7.0) against our server.
 
-The scenarios (protocol/clients.md §9) are Go tests in tests/clients/go, one Test function per
+The scenarios (protocol/clients.md §9) are Go tests in tests/interop/clients/go, one Test function per
 scenario. The session fixture compiles them once with `go test -c` into a cache directory
 outside the repo (rebuilt only when the Go sources, go.mod/go.sum or the Go version change);
 each pytest test here starts a fresh server and runs that binary with

@@ -1,6 +1,6 @@
 """Conformance matrix, Node column: the npm `faktory-worker` client (pinned 4.7.1) against our server.
 
-The scenarios (protocol/clients.md §9) are JavaScript files under tests/clients/node, one per
+The scenarios (protocol/clients.md §9) are JavaScript files under tests/interop/clients/node, one per
 scenario, written for node's built-in test runner. Each pytest test here starts a fresh server,
 runs one file with `node --test` and FAKTORY_URL pointing at it, and passes when node exits 0.
 
@@ -95,7 +95,7 @@ def _install() -> Toolchain:
 
 @pytest.fixture(scope="session")
 def node_env() -> Toolchain:
-    """`npm ci` in tests/clients/node, once per session and only when node_modules is stale."""
+    """`npm ci` in tests/interop/clients/node, once per session and only when node_modules is stale."""
     return _install()
 
 

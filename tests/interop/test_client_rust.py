@@ -1,6 +1,6 @@
 """Conformance matrix, Rust column: the crates.io `faktory` crate (pinned 0.13.1) against our server.
 
-The scenarios (protocol/clients.md §9) live in one Rust binary, tests/clients/rust (Cargo.toml
+The scenarios (protocol/clients.md §9) live in one Rust binary, tests/interop/clients/rust (Cargo.toml
 and Cargo.lock are committed): `conformance <scenario>` runs one scenario against FAKTORY_URL
 and exits 0 when it passes. A session fixture builds it once (`cargo build --locked`, debug
 profile) into a target directory outside the repo; each pytest test then starts a fresh server
@@ -91,7 +91,7 @@ def _build() -> Toolchain:
 
 @pytest.fixture(scope="session")
 def rust_env() -> Toolchain:
-    """`cargo build` of tests/clients/rust, once per session (a no-op when up to date)."""
+    """`cargo build` of tests/interop/clients/rust, once per session (a no-op when up to date)."""
     return _build()
 
 

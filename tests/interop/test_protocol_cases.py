@@ -3,7 +3,7 @@
 One pytest test per case file and target (the `any_server_factory` fixture): `faktory_py`, a
 fresh server process per file (password-protected for `REQUIRE password`, started with the
 file's `SERVER` arguments), and `faktory-<version>`, a fresh real Faktory per file
-(tests/real_faktory.py; skipped when the binary is missing, except under CI=true).
+(tests/helpers/real_faktory.py; skipped when the binary is missing, except under CI=true).
 `*.ours.case` files and files with `SERVER` lines never run against Faktory; `*.ent.case`
 files need Faktory Enterprise: they run against faktory_py (which has the Enterprise
 features built in) and are skipped against the open-source Faktory.

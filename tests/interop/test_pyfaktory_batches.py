@@ -28,7 +28,7 @@ from pyfaktory.util.exceptions import FaktroyWorkProtocolError
 
 from helpers.rawclient import new_jid
 
-#: pyfaktory's heartbeat thread may race a disconnect (see tests/test_real_python_clients.py).
+#: pyfaktory's heartbeat thread may race a disconnect (see tests/interop/test_real_python_clients.py).
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:Exception in thread .*\(_heartbeat\)[\s\S]*Client state is State\.(DISCONNECTED|END) "
     r"while ._beat. is only valid in the states:pytest.PytestUnhandledThreadExceptionWarning")

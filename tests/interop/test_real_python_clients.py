@@ -3,14 +3,14 @@
 * cdrx ``faktory`` 1.0.0: HELLO without ``v`` (so a password is hashed once), JSON with
   spaces, ``retry: 5`` and ``priority`` by default, FAIL without backtrace, BEAT state parsed by
   substring. It has no INFO, MUTATE, QUEUE or END, so counters and requeues go through a side
-  RawClient (tests/rawclient.py).
+  RawClient (tests/helpers/rawclient.py).
 * ``pyfaktory`` 0.2.13: needs bulk replies for FETCH/INFO/PUSHB/BEAT-state, sends ``"at": ""``
   on every PUSH, beats as soon as a worker-role client is identified (from a non-daemon
   thread), sends END on disconnect without reading.
 
 One test per client × scenario of protocol/clients.md §9, ids ``<target>-<client>-<Sx-name>``
 (e.g. ``test_python_client[faktory_py-pyfaktory-S5-queue-control]``). Each one runs against a
-fresh faktory_py and a fresh real Faktory (``any_server_factory`` from tests/real_faktory.py;
+fresh faktory_py and a fresh real Faktory (``any_server_factory`` from tests/helpers/real_faktory.py;
 the real one skips when it is not built, except under CI=true): the assertions are what both
 servers do. S0 uses a password-protected server as well; the other scenarios a plain one.
 

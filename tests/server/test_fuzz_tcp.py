@@ -1,7 +1,7 @@
 """Fuzzing every command of a real server process, while a canary client works beside it.
 
 One connection sends hypothesis-made requests — every command, with deep / wide /
-huge-number / NaN / lone-surrogate JSON and bytes that are not UTF-8 (tests/json_fuzz.py) —
+huge-number / NaN / lone-surrogate JSON and bytes that are not UTF-8 (tests/helpers/json_fuzz.py) —
 and must get a reply to each, never `-ERR internal error`. Meanwhile a canary on another
 connection pushes, fetches and ACKs its own jobs and must never see a wrong answer. After
 the run the log holds no traceback and the server restarts cleanly from its journal.

@@ -3,7 +3,7 @@ that cannot be mended stops it, a failed compaction is cleaned up and retried.
 
 The faults are injected in-process at the system calls the journal makes (a write that
 stops half-way with ENOSPC, a failing fsync or truncate), so each test is quick and exact;
-tests/test_disk_full.py does the same through the CLI on a filesystem that really fills up.
+tests/server/test_disk_full.py does the same through the CLI on a filesystem that really fills up.
 """
 
 from __future__ import annotations

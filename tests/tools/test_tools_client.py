@@ -46,7 +46,7 @@ def test_parsed_mode_wants_crlf_lines_of_known_types(stream: bytes) -> None:
 
 
 def test_parse_url_edges() -> None:
-    """(The common forms are pinned by tests/test_conformance_cli.py::test_parse_url.)"""
+    """(The common forms are pinned by tests/tools/test_conformance_cli.py::test_parse_url.)"""
     assert parse_url("tcp+tls://h:1") == Address("h", 1, tls=True)
     assert parse_url("tcp://:@h") == Address("h")  # an empty password is none
     assert parse_url("tcp://") == Address("127.0.0.1")

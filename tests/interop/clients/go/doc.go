@@ -3,6 +3,6 @@
 //
 // Every scenario of protocol/clients.md §9 that the Go client can drive is one Test
 // function (TestS0Handshake, TestS1PushFetchAck, ...) in a *_test.go file here. The pytest
-// wrapper tests/test_client_go.py compiles this package once with `go test -c` and runs the
+// wrapper tests/interop/test_client_go.py compiles this package once with `go test -c` and runs the
 // binary once per scenario (`-test.run '^TestS1PushFetchAck$'`) against a fresh server.
 package conformance

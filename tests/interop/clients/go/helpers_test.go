@@ -1,7 +1,7 @@
 package conformance
 
 // Shared bits for the scenario files. Every scenario talks to the server named by
-// FAKTORY_URL (tcp://[:password@]host:port), which tests/test_client_go.py starts fresh for
+// FAKTORY_URL (tcp://[:password@]host:port), which tests/interop/test_client_go.py starts fresh for
 // each scenario. Connections are made the way applications make them: client.Open() (which
 // reads FAKTORY_URL itself) or a client.Server value.
 
@@ -30,7 +30,7 @@ func serverURL(t *testing.T, name string) string {
 	t.Helper()
 	value := os.Getenv(name)
 	if value == "" {
-		t.Fatalf("%s is not set: run this package through tests/test_client_go.py", name)
+		t.Fatalf("%s is not set: run this package through tests/interop/test_client_go.py", name)
 	}
 	return value
 }

@@ -220,7 +220,7 @@ func TestS7Batches(t *testing.T) {
 func TestS7EnterpriseReopen(t *testing.T) {
 	policy := os.Getenv("FAKTORY_BATCH_POLICY")
 	if policy != "strict" && policy != "permissive" {
-		t.Fatalf("FAKTORY_BATCH_POLICY=%q: run this through tests/test_client_go.py", policy)
+		t.Fatalf("FAKTORY_BATCH_POLICY=%q: run this through tests/interop/test_client_go.py", policy)
 	}
 	cl := open(t)
 	work := openAs(t, "go-s7-ent")

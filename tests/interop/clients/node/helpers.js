@@ -10,7 +10,7 @@ const faktory = require("faktory-worker");
 
 function serverUrl(name = "FAKTORY_URL") {
   const url = process.env[name];
-  if (!url) throw new Error(`${name} is not set: run this file through tests/test_client_node.py`);
+  if (!url) throw new Error(`${name} is not set: run this file through tests/interop/test_client_node.py`);
   return url;
 }
 

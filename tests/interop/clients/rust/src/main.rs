@@ -1,5 +1,5 @@
 //! Conformance scenarios (protocol/clients.md §9) driving the Rust `faktory` crate (0.13.1)
-//! against a Faktory server, normally a fresh faktory_py started by tests/test_client_rust.py.
+//! against a Faktory server, normally a fresh faktory_py started by tests/interop/test_client_rust.py.
 //!
 //! Usage: `conformance <scenario>` with FAKTORY_URL=tcp://127.0.0.1:<port> in the environment
 //! (S0 also reads FAKTORY_PASSWORD_URL, a second server that has a password).
@@ -100,7 +100,7 @@ mod ent_jobs;
 mod batches;
 
 fn env(name: &str) -> Res<String> {
-    std::env::var(name).map_err(|_| format!("{name} is not set: run this through tests/test_client_rust.py"))
+    std::env::var(name).map_err(|_| format!("{name} is not set: run this through tests/interop/test_client_rust.py"))
 }
 
 fn url() -> Res<String> {
