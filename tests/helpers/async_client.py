@@ -26,7 +26,12 @@ class AsyncClient:
     @classmethod
     async def connect(cls, port: int, **hello: Any) -> AsyncClient:
         """Open a connection and complete the handshake (a worker if `wid` is given)."""
-        client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        return await cls.handshake(await trio.open_tcp_stream("127.0.0.1", port), **hello)
+
+    @classmethod
+    async def handshake(cls, stream: trio.abc.Stream, **hello: Any) -> AsyncClient:
+        """Complete the handshake on a stream already connected to a server."""
+        client = cls(stream)
         greeting = await client.reply()
         assert isinstance(greeting, bytes) and greeting.startswith(b"HI "), greeting
         hello.setdefault("v", 2)
@@ -73,6 +78,16 @@ class AsyncClient:
 
     async def info(self) -> dict[str, Any]:
         return json.loads(await self.command("INFO"))
+
+    async def wait_fetches_waiting(self, count: int) -> None:
+        """Until INFO says `count` FETCHes are blocked (`server.fetches_waiting`, ours:
+        protocol/spec.md §3 INFO), instead of sleeping "long enough" for them to block.
+        Polls without sleeping, so a mock clock does not move meanwhile."""
+        for _ in range(1000):
+            if (await self.info())["server"]["fetches_waiting"] == count:
+                return
+            await trio.sleep(0)
+        raise AssertionError(f"never {count} blocked FETCH(es)")
 
     async def wait_closed(self) -> None:
         """Return once the server closes the connection (EOF or reset)."""
