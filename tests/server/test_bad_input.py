@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ServerProcess
 from conftest import module_server as server  # noqa: F401  (fixture: one server for the module)
+from helpers.polling import eventually
 from helpers.rawclient import RawClient, new_jid
 
 MiB = 1024 * 1024
@@ -278,12 +279,8 @@ def test_many_connections_opened_and_dropped(server: ServerProcess, bystander: R
         s = socket.create_connection(("127.0.0.1", server.port))
         s.close()
     round_trip(bystander)
-    info = bystander.info()
-    deadline = time.monotonic() + 3
-    while info["server"]["connections"] > 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-        info = bystander.info()
-    assert info["server"]["connections"] <= 5
+    eventually(lambda: bystander.info()["server"]["connections"] <= 5, 3, "the dropped connections to be closed",
+               interval=0.05)
 
 
 def test_client_that_stops_reading_is_dropped(server: ServerProcess, bystander: RawClient) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 
 from conftest import ServerProcess
 from faktory_py.wire.handshake import hash_password
+from helpers.polling import eventually
 from helpers.rawclient import RawClient
 
 PASSWORD = "foobar"
@@ -207,32 +207,6 @@ def test_undecodable_hello_closes_silently(server, payload: bytes) -> None:
         assert c.recv_raw() == b""
 
 
-def test_no_hello_within_two_seconds_is_closed(server) -> None:
-    with server.client() as c:
-        read_line(c)
-        start = time.monotonic()
-        assert c.closed_by_peer(within=10)  # a hang guard, not a speed limit
-        assert time.monotonic() - start >= 1.5  # not before the deadline
-
-
-def test_slow_partial_hello_is_closed(server) -> None:
-    """The 2-second deadline covers the whole handshake, not each read: a HELLO trickling in
-    a byte every 0.25 s (each read well within 2 s of the last) is closed while it trickles."""
-    with server.client() as c:
-        read_line(c)
-        start = time.monotonic()
-        for byte in b'HELLO {"hostname":"a-box-that-sends-its-hello-slowly","v":2':  # 15 s
-            try:
-                c.send(bytes([byte]))
-            except OSError:
-                break  # reset: the server has closed
-            if c.closed_by_peer(within=0.25):
-                break
-        else:
-            pytest.fail("the server waited for the whole slow HELLO")
-        assert time.monotonic() - start >= 1.5
-
-
 # --- after the handshake -----------------------------------------------------------
 
 def test_second_hello_is_unknown_command(client: RawClient) -> None:
@@ -275,7 +249,5 @@ def test_worker_hello_registers_a_worker(server_factory) -> None:
         assert p.command('BEAT {"wid":"w-hello"}') == b"OK"
         w.send(b"END\r\n")
         assert w.recv_raw() == b""
-        deadline = time.monotonic() + 3
-        while p.info()["faktory"]["tasks"]["Workers"]["size"] and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert p.info()["faktory"]["tasks"]["Workers"]["size"] == 0
+        eventually(lambda: p.info()["faktory"]["tasks"]["Workers"]["size"] == 0, 3,
+                   "END to unregister the worker", interval=0.02)

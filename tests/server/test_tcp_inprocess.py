@@ -3,8 +3,8 @@ on trio's MockClock (tests/helpers/inprocess.py).
 
 Each test takes pytest-trio's `autojump_clock`: when every task waits, mock time jumps to the
 next deadline, so "closed at 2 s" is asserted at 2 s, not within a margin of wall-clock time.
-The same rules are seen from outside over TCP in test_handshake_tcp.py, test_bad_input.py and
-test_timers.py.
+Over real TCP, test_bad_input.py checks that silent and stalled peers are closed while a
+bystander is served, and test_timers.py the timers' deadlines.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ is due (+1 ms), Faktory's backoff (15–44 s for the first retry), the 60 s hear
 timeout with the 15 s reaper period, the 180-day dead TTL, and the Enterprise TTLs on both
 sides of their boundary (a unique lock's `unique_for`, counted from `at` for a scheduled
 job; `expires_in`; a batch's `uncommitted_ttl`), which over real time would race.
+
+The connection's own deadlines (HELLO, FETCH's wait and its wake-up by a PUSH, the send
+watchdog) are asserted over in-memory streams in test_tcp_inprocess.py.
 """
 
 from __future__ import annotations
@@ -95,32 +98,6 @@ async def fetch_until_job(client: AsyncClient, *queues: str, limit: float) -> tu
         if got is not None:
             return got, trio.current_time()
     raise AssertionError(f"no job within {limit} s")
-
-
-async def test_fetch_on_empty_queue_waits_two_seconds(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path) as server:
-        client = await AsyncClient.connect(server.port)
-        start = trio.current_time()
-        assert await client.fetch("default", "other") is None
-        assert abs(trio.current_time() - start - 2.0) < SLACK
-        await client.aclose()
-
-
-async def test_push_wakes_blocked_fetch_immediately(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path) as server:
-        worker = await AsyncClient.connect(server.port)
-        producer = await AsyncClient.connect(server.port)
-        start = trio.current_time()
-        await worker.send("FETCH critical default")
-        await trio.sleep(0.5)  # the FETCH is now blocked in the server
-        pushed_at = trio.current_time()
-        assert await producer.push(job("wake-000001", queue="default")) == b"OK"
-        body = await worker.reply()
-        assert json.loads(body)["jid"] == "wake-000001"
-        assert trio.current_time() - pushed_at < SLACK
-        assert trio.current_time() - start < 0.5 + SLACK
-        await worker.aclose()
-        await producer.aclose()
 
 
 async def test_scheduled_job_becomes_fetchable_at_its_time(
