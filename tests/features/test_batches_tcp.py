@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ServerProcess
+from helpers.servers import ServerProcess
 from helpers.rawclient import RawClient, ReplyError, new_jid
 
 BID = re.compile(rb"b-[0-9a-f]{20}")

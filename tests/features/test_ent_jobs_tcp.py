@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from conftest import ServerProcess
-from conftest import emptied_client as client  # noqa: F401  (fixture: wipes the server first)
-from conftest import module_server as server  # fixture: one server for the module
+from helpers.servers import ServerProcess
+from helpers.servers import emptied_client as client  # noqa: F401  (fixture: wipes the server first)
+from helpers.servers import module_server as server  # fixture: one server for the module
 from helpers.rawclient import RawClient, ReplyError, new_jid
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")

@@ -1,6 +1,6 @@
 """The real Faktory server as a test fixture, so protocol cases can be checked against it too.
 
-`RealFaktory` (faktory_py.processes.RealFaktory, plus a test client) mirrors conftest.ServerProcess
+`RealFaktory` (faktory_py.processes.RealFaktory, plus a test client) mirrors helpers.servers.ServerProcess
 (same attributes and methods), so a test written against one works against the other. The binary comes from `FAKTORY_BIN`, which tests/run.sh
 exports after building it (default: ~/.cache/faktory_py/bin/faktory-<version>). Faktory needs
 `redis-server` on PATH: it starts its own Redis on a unix socket in its storage directory.
@@ -8,7 +8,7 @@ exports after building it (default: ~/.cache/faktory_py/bin/faktory-<version>). 
 Fixtures (registered in conftest.py):
 * `real_faktory_factory(password=None, args=(), start=True, env=None)` -> RealFaktory
 * `any_server_factory` / `any_server`: parametrized over ["faktory_py", "faktory-<version>"],
-  giving our server (conftest.ServerProcess) or the real one. `getattr(server,
+  giving our server (helpers.servers.ServerProcess) or the real one. `getattr(server,
   "is_real_faktory", False)` tells them apart.
 
 Without a binary (or redis-server) the real-Faktory tests skip, except under CI=true, where

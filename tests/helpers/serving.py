@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import ServerProcess
+from helpers.servers import ServerProcess
 from helpers.rawclient import RawClient, new_jid
 
 

@@ -21,9 +21,9 @@ import pytest
 from faktory_py.tools.client import Address
 from faktory_py.tools.conformance import clients
 from faktory_py.tools.conformance.runner import CaseFailure, json_match, parse_case, run_case, skip_reason, unescape
+from helpers import ROOT
 from helpers.real_faktory import REAL_FAKTORY_PARAM
 
-ROOT = Path(__file__).resolve().parents[2]
 CASES = sorted((ROOT / "protocol" / "cases").glob("*.case"))
 DEFAULT_PASSWORD = "s3cret"
 

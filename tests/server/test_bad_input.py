@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import ServerProcess
-from conftest import module_server as server  # noqa: F401  (fixture: one server for the module)
+from helpers.servers import ServerProcess
+from helpers.servers import module_server as server  # noqa: F401  (fixture: one server for the module)
 from helpers.polling import eventually
 from helpers.rawclient import RawClient, new_jid
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from conftest import emptied_client as client  # noqa: F401  (fixture: wipes the server first)
-from conftest import module_server as server  # fixture: one server for the module
+from helpers.servers import emptied_client as client  # noqa: F401  (fixture: wipes the server first)
+from helpers.servers import module_server as server  # fixture: one server for the module
 from helpers.polling import eventually, fetches_blocked
 from helpers.rawclient import RawClient, ReplyError, new_jid
 

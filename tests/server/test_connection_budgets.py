@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from conftest import ServerProcess
+from helpers.servers import ServerProcess
 from faktory_py.tools import processes
 from helpers.polling import eventually
 from helpers.rawclient import RawClient, ReplyError, new_jid

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess
+from helpers.servers import ServerProcess
 from faktory_py.tools import processes
 from helpers.polling import eventually
 from helpers.rawclient import RawClient, ReplyError

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ServerProcess
+from helpers.servers import ServerProcess
 from helpers.polling import fetches_blocked
 from faktory_py.store.api import enqueue_op
 from helpers.rawclient import RawClient, ReplyError

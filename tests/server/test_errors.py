@@ -18,7 +18,7 @@ import trio
 
 # One server for the whole module (these cases only read, or push nothing valid);
 # conftest's `client` connects to it.
-from conftest import module_server as server  # noqa: F401  (fixture)
+from helpers.servers import module_server as server  # noqa: F401  (fixture)
 from helpers.async_client import AsyncClient
 from faktory_py.config import Config
 from faktory_py.core.lifecycle import Manager

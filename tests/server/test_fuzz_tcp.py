@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import ServerProcess
+from helpers.servers import ServerProcess
 from helpers.json_fuzz import TIMEOUT, corrupted, fuzz_settings, jobs, mostly, objects, string_lists, strings, values
 from helpers.rawclient import ReplyError, new_jid
 from helpers.serving import connect, restart

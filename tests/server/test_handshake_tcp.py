@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import ServerProcess
+from helpers.servers import ServerProcess
 from faktory_py.wire.handshake import hash_password
 from helpers.polling import eventually
 from helpers.rawclient import RawClient

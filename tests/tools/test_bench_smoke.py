@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from helpers import ROOT
 
 WORKLOADS = {
     "a_load": "jobs_per_s", "b_push": "jobs_per_s", "c_pushb": "jobs_per_s", "d_drain": "jobs_per_s",

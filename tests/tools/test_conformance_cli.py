@@ -17,8 +17,7 @@ from pathlib import Path
 import trustme
 
 from faktory_py.tools.conformance import runner as conformance
-
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT
 
 
 def case_files() -> list[Path]:

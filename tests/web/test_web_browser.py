@@ -24,7 +24,8 @@ from faktory._proto import Connection
 from pyfaktory import Client
 from pyfaktory.util.enums import State
 
-from conftest import ROOT, ServerProcess
+from helpers import ROOT
+from helpers.servers import ServerProcess
 from faktory_py.tools import processes
 from helpers.rawclient import RawClient, new_jid
 from helpers.toolchain import Toolchain
