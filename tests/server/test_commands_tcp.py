@@ -265,13 +265,6 @@ def test_blocking_fetch_wakes_on_push_from_other_connection(server, client: RawC
     assert fetched is not None and json.loads(fetched)["jid"] == jid
 
 
-def test_fetch_on_empty_returns_null_after_two_seconds(client: RawClient) -> None:
-    start = time.monotonic()
-    client.send(b"FETCH default other\r\n")
-    assert client.recv_raw(5) == b"$-1\r\n"
-    assert time.monotonic() - start >= 1.5  # it did wait (speed is the benchmarks' business)
-
-
 def test_paused_queue_is_skipped_and_resume_restores(client: RawClient) -> None:
     paused = push(client, queue="paused")
     open_ = push(client, queue="open")
