@@ -1,66 +1,8 @@
-"""Shared fixtures: a real server process on 127.0.0.1, and an in-process one for MockClock tests."""
+"""Registers the shared fixtures: faktory_py server processes (helpers/servers.py) and the
+real Faktory (helpers/real_faktory.py). Being the suite's top conftest, it also puts tests/
+on `sys.path`, which makes `helpers` importable from every folder."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from faktory_py.tools import processes
-from rawclient import RawClient
-from real_faktory import any_server, any_server_factory, real_faktory_factory  # noqa: F401  (fixtures)
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class ServerProcess(processes.FaktoryPy):
-    """`python -m faktory_py` in a subprocess, on a free loopback port, with its own dirs
-    (faktory_py.processes.FaktoryPy, plus a test client)."""
-
-    def client(self) -> RawClient:
-        return RawClient(self.port)
-
-
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator:
-    """Make (and afterwards stop) server processes: `server_factory(password=..., args=(...), env={...})`."""
-    yield from processes.factory(ServerProcess, tmp_path, "server")
-
-
-@pytest.fixture(scope="module")
-def module_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """Like `server_factory`, but the servers live for the whole test module (saves start-ups)."""
-    yield from processes.factory(ServerProcess, tmp_path_factory.mktemp("module"), "server")
-
-
-@pytest.fixture
-def server(server_factory) -> ServerProcess:
-    """A running server without a password."""
-    return server_factory()
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[RawClient]:
-    """An identified producer connection to `server`."""
-    with server.client() as c:
-        assert c.handshake() == b"OK"
-        yield c
-
-
-# Modules that share one server take these under the usual names, e.g.
-# `from conftest import module_server as server, emptied_client as client`.
-
-
-@pytest.fixture(scope="module")
-def module_server(module_server_factory) -> ServerProcess:
-    """A running server without a password, shared by the whole test module."""
-    return module_server_factory()
-
-
-@pytest.fixture
-def emptied_client(client: RawClient) -> RawClient:
-    """`client`, on a server first emptied of jobs, counters and known queues."""
-    assert client.command("FLUSH") == b"OK"
-    assert client.command("QUEUE REMOVE *") == b"OK"
-    return client
+from helpers.real_faktory import any_server, any_server_factory, real_faktory_factory  # noqa: F401
+from helpers.servers import (  # noqa: F401
+    client, emptied_client, module_server, module_server_factory, server, server_factory,
+)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 #: contract names, as in pyproject.toml
 _LAYERS = "Layers import downwards only (web never imports server or commands)"
 _TRIO = "trio, hypercorn and starlette only in server/, web/ and cli"

@@ -12,7 +12,7 @@ free loopback port, its own data and config dirs under `base`, and a log file (`
 
 The process inherits the environment minus FAKTORY_* settings that would change it (the
 password comes from `password=`), plus `env=`, applied last. Used by tests/conftest.py,
-tests/real_faktory.py and bench/servers.py.
+tests/helpers/real_faktory.py and bench/servers.py.
 """
 
 from __future__ import annotations

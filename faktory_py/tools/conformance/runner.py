@@ -3,7 +3,7 @@
 `faktory-py conformance --url tcp://[:password@]host:port` runs every case file against an
 already running server (faktory_py, Faktory itself, or any other implementation) and prints
 one row per file. The cases FLUSH the server: never point it at data you need. The case format is described in protocol/README.md; this module is its
-reference interpreter, also used by tests/test_protocol_cases.py. It needs nothing but the
+reference interpreter, also used by tests/interop/test_protocol_cases.py. It needs nothing but the
 standard library (the blocking client of `tools.client`), so it can check a server from
 anywhere. `clients` holds what the client libraries need from a reply (`ACCEPTS`).
 

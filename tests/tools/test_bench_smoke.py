@@ -1,0 +1,64 @@
+"""The benchmark harness at tiny sizes, so it cannot rot: it measures nothing worth reading.
+
+`python -m bench --smoke` starts faktory_py and the echo server (and the real Faktory when
+FAKTORY_BIN is set, as tests/run.sh does) and must produce a number for every workload;
+`faktory-py bench --url ... --smoke` must get through every workload against a server we
+started. The full benchmark is never run here (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT
+
+WORKLOADS = {
+    "a_load": "jobs_per_s", "b_push": "jobs_per_s", "c_pushb": "jobs_per_s", "d_drain": "jobs_per_s",
+    "e_latency": "p99_ms", "f_idle": "jobs_per_s", "g_memory": "bytes_per_job_5000", "h_restart": "seconds",
+    "i_ceiling": "fraction",
+}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_python_m_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--workdir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["finished"] and not data["errors"]
+    for workload, key in WORKLOADS.items():
+        runs = data["runs"][workload]["faktory_py"]
+        assert runs and all(_number(run[key]) for run in runs), (workload, runs)
+        assert not any(run.get("failures") for run in runs), (workload, runs)
+        assert _number(data["summary"][f"{workload}.{key}"]["faktory_py"]["median"])
+    if data["faktory_name"]:  # FAKTORY_BIN was set: the real Faktory ran too, and got ratios
+        for workload, key in WORKLOADS.items():
+            if workload != "i_ceiling":
+                assert _number(data["ratios"][f"{workload}.{key}"]["value"]), workload
+    assert data["runs"]["a_load"]["faktory_py"][0]["fetched"] == data["sizes"]["load_jobs"]
+    assert data["runs"]["e_latency"]["faktory_py"][0]["missing"] == 0
+    assert data["runs"]["f_idle"]["faktory_py"][0]["idle_connections"] == data["sizes"]["idle_conns"]
+    assert "| (a) Faktory load shape |" in (out / "RESULTS.md").read_text()
+
+
+def test_faktory_py_bench_url_smoke(server, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert server.proc is not None
+    proc = subprocess.run(
+        [sys.executable, "-m", "faktory_py", "bench", "--url", server.url, "--smoke", "--no-progress",
+         "--pid", str(server.proc.pid), "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == set(WORKLOADS) - {"h_restart", "i_ceiling"}
+    with server.client() as c:  # the bench queues are gone again
+        assert c.handshake() == b"OK"
+        assert not [q for q in c.info()["faktory"]["queues"] if q.startswith("bench-")]
