@@ -117,6 +117,8 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
 
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening."""
+    for warning in config.throttles.warnings:
+        log.warning("%s", warning)
     store = MemoryStore()
     features = enterprise_features(store, config.batches)
     store, journal = load_store(config, store)
