@@ -106,7 +106,8 @@ class JournalPosition(Protocol):
 #: Commands (verb, or verb and subcommand) that change nothing journaled: still answered
 #: while the journal cannot be written (protocol/spec.md §7). FETCH is answered too when
 #: none of its queues has a job to reserve.
-READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS"})
+READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS",
+                       "THROTTLE STATUS"})
 
 
 def _internal_error() -> ClientError:

@@ -122,11 +122,15 @@ class Manager:
     # --- consuming ------------------------------------------------------------------
 
     def fetch(self, queues: Iterable[str], wid: str, now: float) -> tuple[dict[str, Any] | None, int]:
-        """Reserve the first job of the first non-empty, unpaused queue in list order."""
+        """Reserve the first job of the first non-empty, unpaused queue in list order that
+        every gate hook admits (one that does not acts as if empty)."""
         store = self.store
+        gates = self.features.gate
         position = 0
         for name in queues:
-            while not store.is_paused(name) and (job := store.queue_head(name)) is not None:
+            if store.is_paused(name) or not all(gate.admits(name, wid, now) for gate in gates):
+                continue
+            while (job := store.queue_head(name)) is not None:
                 ops = self._fetch_ops(job, wid, now)
                 if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one
                     ops = [Drop(name, job["jid"])]

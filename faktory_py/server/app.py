@@ -22,13 +22,15 @@ import trio
 
 from ..commands.dispatch import Dispatcher
 from ..commands.features import register_feature_commands
-from ..config import DEFAULT_PORT, BatchesConfig, Config, split_binding
+from ..config import DEFAULT_PORT, BatchesConfig, Config, ThrottlesConfig, split_binding
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
 from ..features.expiry import ExpiringJobs
+from ..features.throttles.feature import Throttles
+from ..features.throttles.occupancy import Limit
 from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
 from ..store.journal import Journal
@@ -85,15 +87,19 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
     return await trio.open_tcp_listeners(port, host=host or None)
 
 
-def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig()) -> Registry:
-    """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9, §10).
+def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig(),
+                        throttles: ThrottlesConfig = ThrottlesConfig()) -> Registry:
+    """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9–§11).
 
-    They attach their own ops to the store, so they must exist before its journal is
-    replayed. The order is behaviour: every hook runs in it. Expiry comes first, so an
-    expired job is dropped at FETCH before the others see it (they get `on_drop` instead).
+    They attach their own ops (and throttles their index of reservations) to the store, so
+    they must exist before its journal is replayed. The order is behaviour: every hook runs
+    in it. Expiry comes first, so an expired job is dropped at FETCH before the others see
+    it (they get `on_drop` instead).
     """
+    limits = {t.queue: Limit(t.timeout, t.concurrency, t.worker) for t in throttles.entries}
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
-                     Batches(store, batches.policy, batches.uncommitted_ttl).feature()])
+                     Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
+                     Throttles(store, limits).feature()])
 
 
 def load_store(config: Config, store: MemoryStore | None = None) -> tuple[MemoryStore, Journal]:
@@ -105,7 +111,7 @@ def load_store(config: Config, store: MemoryStore | None = None) -> tuple[Memory
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     if store is None:
         store = MemoryStore()
-        enterprise_features(store, config.batches)
+        enterprise_features(store, config.batches, config.throttles)
     replayed = 0
     for record in journal.replay():
         for op in record:
@@ -120,14 +126,19 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     for warning in config.throttles.warnings:
         log.warning("%s", warning)
     store = MemoryStore()
-    features = enterprise_features(store, config.batches)
+    features = enterprise_features(store, config.batches, config.throttles)
     store, journal = load_store(config, store)
     durable = DurableJournal(journal, config.fsync, store.snapshot, config.compact_min_bytes)
     clock = Clock()
     manager = Manager(store, features=features)
-    waiters = QueueWaiters()
+    throttles = features.find(Throttles)
+    assert throttles is not None
+    # Which FETCH may take a job of a queue with a per-worker limit depends on its wid, so
+    # every waiter of such a queue tries when it gains a job or a slot (protocol/spec.md §11.3).
+    waiters = QueueWaiters(wake_all=frozenset(q for q, limit in throttles.limits.items() if limit.worker))
     timer = DueTimer(manager, clock, durable.wait_writable)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
+    throttles.occupancy.on_release = waiters.notify
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
     dispatcher = Dispatcher(manager, workers, clock, durable, waiters,
                             ServerStats(started_at=clock.now()), config.timers.fetch_timeout)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from .api import (
     JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, RemoveQueue,
-    Reservation, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, StateOwner, StoreOp,
+    Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, StateOwner, StoreOp,
     StoreStatistics, decode_op, is_store_op,
 )
 from .job_queue import JobQueue
@@ -55,6 +55,8 @@ class MemoryStore:
         #: features' state (`register_state`), in registration order, and by the ops they own
         self._owners: list[StateOwner] = []
         self._owner_of: dict[str, StateOwner] = {}
+        #: indexes derived from the reservations (`observe_reservations`)
+        self._observers: list[ReservationObserver] = []
 
     def register_state(self, owner: StateOwner) -> None:
         """Route `owner.op_names` to `owner.apply`; snapshots and FLUSH include its state."""
@@ -63,6 +65,10 @@ class MemoryStore:
                 raise ValueError(f"op {name!r} already has an owner")
         self._owners.append(owner)
         self._owner_of.update(dict.fromkeys(owner.op_names, owner))
+
+    def observe_reservations(self, observer: ReservationObserver) -> None:
+        """Call `observer` wherever a reservation begins (`_hold`) or ends (`_done`, `_flush`)."""
+        self._observers.append(observer)
 
     # --- changing state -------------------------------------------------------------
 
@@ -134,9 +140,14 @@ class MemoryStore:
         self._hold(op.job, op.wid, op.reserved_at, op.expires_at)
 
     def _hold(self, job: Job, wid: str, reserved_at: float, expires_at: float) -> None:
-        self.working.add(job["jid"], expires_at, Reservation(job, wid, reserved_at, expires_at))
+        res = Reservation(job, wid, reserved_at, expires_at)
+        self.working.add(job["jid"], expires_at, res)
         if self.on_due is not None:
             self.on_due(expires_at)
+        for observer in self._observers:
+            due = observer.reserved(res)
+            if due is not None and self.on_due is not None:
+                self.on_due(due)
 
     def _extend(self, op: Extend) -> None:
         found = self.working.get(op.jid)
@@ -146,6 +157,8 @@ class MemoryStore:
 
     def _done(self, op: Done) -> None:
         self.working.remove(op.jid)
+        for observer in self._observers:
+            observer.ended(op.jid)
         daily = self.history.setdefault(op.day, [0, 0])
         self.processed += 1
         daily[0] += 1
@@ -175,6 +188,8 @@ class MemoryStore:
         for job_set in self.sets.values():
             job_set.clear()
         self.working.clear()
+        for observer in self._observers:
+            observer.cleared()
         self.processed = self.failures = 0
         self.history.clear()
         for owner in self._owners:
