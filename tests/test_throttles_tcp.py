@@ -219,3 +219,25 @@ async def test_throttle_status_errors(tmp_path: Path, autojump_clock: trio.testi
             await client.command(line)
         assert str(caught.value) == error
         await client.aclose()
+
+
+async def test_a_job_for_a_per_worker_queue_reaches_the_waiter_whose_worker_may_take_it(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """worker = 1: wid A (holding its slot) has waited longest, wid B waits too; a job pushed
+    goes to B at once, though A was first in line (A cannot take it)."""
+    async with running_server(tmp_path, Throttle("per", 60, worker=1)) as server:
+        producer = await AsyncClient.connect(server.port)
+        a_holding, a_waiting, b_waiting = [await AsyncClient.connect(server.port, wid=w) for w in "AAB"]
+        assert await producer.push(job("first", "per")) == b"OK"
+        assert named(await a_holding.fetch("per")) == "first"
+        await a_waiting.send("FETCH per")
+        await trio.sleep(0.1)
+        await b_waiting.send("FETCH per")
+        await trio.sleep(0.1)
+        pushed_at = trio.current_time()
+        assert await producer.push(job("second", "per")) == b"OK"
+        assert named(json.loads(await b_waiting.reply())) == "second"
+        assert trio.current_time() - pushed_at < SLACK
+        assert await a_waiting.reply() is None  # its 2 s ran out: nothing it may take
+        for client in (producer, a_holding, a_waiting, b_waiting):
+            await client.aclose()
