@@ -72,3 +72,28 @@ def test_cdrx_faktory_fetches_past_a_full_throttle(server_factory) -> None:
         assert in_use(srv, "bulk") == 2
     finally:
         conn.disconnect()
+
+
+def test_kill_9_and_restart_keep_the_slots(server_factory) -> None:
+    """A-T10: 3 of 4 slots held, `kill -9`, restart from the journal (`--fsync always`, so
+    every +OK was on disk): THROTTLE STATUS shows the same; ACK of a job fetched before the
+    crash frees its slot."""
+    srv = server_factory(start=False, args=("--fsync", "always"))
+    (srv.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+    (srv.conf_dir / "conf.d" / "throttles.toml").write_text("[throttles.q]\nconcurrency = 4\ntimeout = 600\n")
+    srv.start()
+    with RawClient(srv.port) as conn:
+        assert conn.handshake(wid="w1") == b"OK"
+        jids = [uuid.uuid4().hex for _ in range(5)]
+        for jid in jids:
+            assert conn.push({"jid": jid, "jobtype": "T", "args": [], "queue": "q"}) == b"OK"
+        assert [conn.fetch("q")["jid"] for _ in range(3)] == jids[:3]
+        before = json.loads(conn.command("THROTTLE STATUS"))
+    assert before["q"]["in_use"] == 3
+    srv.kill()
+    srv.start()
+    with RawClient(srv.port) as conn:
+        assert conn.handshake(wid="w1") == b"OK"
+        assert json.loads(conn.command("THROTTLE STATUS")) == before
+        assert conn.json_command("ACK", {"jid": jids[0]}) == b"OK"
+        assert json.loads(conn.command("THROTTLE STATUS q"))["q"]["in_use"] == 2
