@@ -150,3 +150,24 @@ def test_a_full_throttled_queue_is_not_scanned_by_fetch() -> None:
     job, _ = manager.fetch(["big", "other"], "w", 1001.0)
     assert job is not None and job["jid"] == "jid-other-1"
     assert manager.fetch(["big"], "w", 1002.0)[0] is None
+
+
+def test_waiters_are_woken_for_free_slots_not_for_every_queued_job() -> None:
+    """`Manager.available` (how many waiters a queue's jobs wake) is capped by the free
+    `concurrency` slots: a freed slot of a long throttled queue wakes one FETCH, not all."""
+    store = MemoryStore()
+    throttled = ThrottlesConfig((Throttle("q", 60, concurrency=2), Throttle("w", 60, worker=1)))
+    manager = Manager(store, random.Random(0), enterprise_features(store, throttles=throttled))
+    for i in range(10):
+        for queue in ("q", "w", "free"):
+            manager.push({"jid": f"jid-{queue}-{i:04d}", "jobtype": "T", "args": [], "queue": queue}, 1000.0)
+    assert [manager.available(q, 1000.0) for q in ("q", "w", "free")] == [2, 10, 10]
+    first, _ = manager.fetch(["q"], "A", 1000.0)
+    manager.fetch(["q"], "B", 1000.0)
+    assert manager.available("q", 1000.0) == 0
+    assert first is not None
+    manager.ack(first["jid"], 1001.0)
+    assert manager.available("q", 1001.0) == 1
+    assert manager.available("q", 1060.0) == 2  # the other slot timed out
+    manager.pause(["free"])
+    assert manager.available("free", 1060.0) == 0

@@ -143,6 +143,18 @@ class Manager:
                 return job, store.commit(ops)
         return None, position
 
+    def available(self, queue: str, now: float) -> int:
+        """How many jobs of `queue` FETCHes may take at `now`: its size, capped by the gates'
+        room (a full throttle: none). 0 for a paused queue."""
+        if self.store.is_paused(queue):
+            return 0
+        size = self.store.queue_size(queue)
+        for gate in self.features.gate:
+            room = gate.room(queue, now)
+            if room is not None:
+                size = min(size, room)
+        return size
+
     def _fetch_ops(self, job: Job, wid: str, now: float) -> list[AnyOp] | hooks.Drop:
         """The fetch hooks' ops for reserving `job`, or the first hook's `hooks.Drop` (an
         answer, not the store op `Drop` that takes the job out of its queue)."""

@@ -47,6 +47,15 @@ class Throttles:
         self.occupancy.release_due(now)
         return self.occupancy.admits(queue, wid)
 
+    def room(self, queue: str, now: float) -> int | None:
+        """Free `concurrency` slots; None without that limit (whether a `worker` slot is
+        free depends on the fetcher)."""
+        limit = self.limits.get(queue)
+        if limit is None or limit.concurrency is None:
+            return None
+        self.occupancy.release_due(now)
+        return max(0, limit.concurrency - self.occupancy.in_use(queue))
+
     def next_due(self) -> float | None:
         return self.occupancy.next_due()
 
