@@ -131,13 +131,13 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     durable = DurableJournal(journal, config.fsync, store.snapshot, config.compact_min_bytes)
     clock = Clock()
     manager = Manager(store, features=features)
-    throttles = features.find(Throttles)
-    assert throttles is not None
     # Which FETCH may take a job of a queue with a per-worker limit depends on its wid, so
     # every waiter of such a queue tries when it gains a job or a slot (protocol/spec.md §11.3).
-    waiters = QueueWaiters(wake_all=frozenset(q for q, limit in throttles.limits.items() if limit.worker))
+    waiters = QueueWaiters(wake_all=frozenset(t.queue for t in config.throttles.entries if t.worker))
     timer = DueTimer(manager, clock, durable.wait_writable)
     store.sink, store.on_enqueue, store.on_due = durable.append, waiters.notify, timer.poke
+    throttles = features.find(Throttles)
+    assert throttles is not None
     throttles.occupancy.on_release = waiters.notify
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
     dispatcher = Dispatcher(manager, workers, clock, durable, waiters,
