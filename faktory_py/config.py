@@ -11,6 +11,7 @@ directly.
 from __future__ import annotations
 
 import argparse
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,26 @@ class BatchesConfig:
 
 
 @dataclass(frozen=True)
+class Throttle:
+    """One `[throttles.<queue>]` entry (protocol/spec.md §11.1): at most `concurrency` jobs
+    of `queue` reserved at once across the server, at most `worker` per worker process
+    (HELLO `wid`); a slot taken at FETCH ends at the job's end or `timeout` seconds later."""
+
+    queue: str
+    timeout: int
+    concurrency: int | None = None
+    worker: int | None = None
+
+
+@dataclass(frozen=True)
+class ThrottlesConfig:
+    """`[throttles]`: the entries, and the warnings their unknown keys gave (logged at boot)."""
+
+    entries: tuple[Throttle, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TlsFiles:
     """The PEM files that make both ports speak TLS."""
 
@@ -108,6 +129,7 @@ class Config:
     timers: Timers = field(default_factory=Timers)
     web: WebConfig = field(default_factory=WebConfig)
     batches: BatchesConfig = field(default_factory=BatchesConfig)
+    throttles: ThrottlesConfig = field(default_factory=ThrottlesConfig)
 
     @property
     def web_enabled(self) -> bool:
@@ -167,6 +189,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         timers=Timers(shutdown_grace=float(grace)),
         web=_web(toml.get("web", {})),
         batches=_batches(toml.get("batches", {})),
+        throttles=throttles(toml.get("throttles", {})),
     )
 
 
@@ -210,6 +233,54 @@ def _batches(section: Mapping[str, Any]) -> BatchesConfig:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
     return BatchesConfig(policy=policy, uncommitted_ttl=float(ttl))
+
+
+#: Faktory's queue names (a throttle names the queue it applies to)
+_QUEUE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+#: keys of a throttle entry this version reads; any other is warned about and ignored
+_THROTTLE_KEYS = ("concurrency", "worker", "timeout", "slot_release")
+#: extensions of a throttle entry not built yet: refused, since ignoring one would not limit
+#: what the operator asked to limit (protocol/DEVIATIONS.md)
+_THROTTLE_LATER = ("rate", "partition", "on_worker_lost")
+
+
+def throttles(section: Any) -> ThrottlesConfig:
+    """`[throttles]`, in either TOML spelling (inline tables or `[throttles.<queue>]`
+    sub-tables are the same document). A bad entry raises `config: throttles.<queue>:
+    <reason>` (protocol/spec.md §11.1); an unknown key only warns, so a configuration
+    Faktory Enterprise accepts still boots."""
+    if not isinstance(section, dict):
+        raise ConfigError("config: throttles: must be a table of queue = { ... } entries")
+    entries: list[Throttle] = []
+    warnings: list[str] = []
+    for queue, entry in section.items():
+        def fail(reason: str, queue: str = queue) -> ConfigError:
+            return ConfigError(f"config: throttles.{queue}: {reason}")
+
+        if not _QUEUE_NAME.fullmatch(queue):
+            raise fail("invalid queue name")
+        if not isinstance(entry, dict):
+            raise fail("must be a table, e.g. { concurrency = 4, timeout = 60 }")
+        for key in entry:
+            if key in _THROTTLE_LATER:
+                raise fail(f"{key} is not supported yet")
+            if key not in _THROTTLE_KEYS:
+                warnings.append(f'config: throttles.{queue}: unknown key "{key}" ignored')
+        if "timeout" not in entry:
+            raise fail("timeout is required")
+        limits: dict[str, int | None] = {}
+        for key in ("timeout", "concurrency", "worker"):
+            value = entry.get(key)
+            if value is not None and (type(value) is not int or value < 1):
+                raise fail(f"{key} must be an integer >= 1")
+            limits[key] = value
+        if limits["concurrency"] is None and limits["worker"] is None:
+            raise fail("needs concurrency, worker or rate")
+        if entry.get("slot_release", "timeout") != "timeout":
+            raise fail('slot_release must be "timeout" (the only mode so far)')
+        entries.append(Throttle(queue, timeout=entry["timeout"], concurrency=limits["concurrency"],
+                                worker=limits["worker"]))
+    return ThrottlesConfig(tuple(entries), tuple(warnings))
 
 
 def _read_secret(value: str) -> str:

@@ -106,7 +106,8 @@ class JournalPosition(Protocol):
 #: Commands (verb, or verb and subcommand) that change nothing journaled: still answered
 #: while the journal cannot be written (protocol/spec.md §7). FETCH is answered too when
 #: none of its queues has a job to reserve.
-READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS"})
+READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS",
+                       "THROTTLE STATUS"})
 
 
 def _internal_error() -> ClientError:
@@ -209,7 +210,7 @@ class Dispatcher:
         try:
             data = self._fetch_now(session, block.queues)
             if data is not None and woken_by is not None:  # wake others for what we left behind
-                self.waiters.top_up(woken_by, self.manager.store.queue_size(woken_by))
+                self.waiters.top_up(woken_by, self.manager.available(woken_by, self.clock.now()))
         except ClientError as exc:
             data = wire.error(str(exc), exc.code)
         except Exception:
@@ -224,7 +225,7 @@ class Dispatcher:
         is the queue it was last woken for, whose other waiters get the jobs it left; the
         adapter passes None when it ends the wait for another reason (the server stops)."""
         if woken_by is not None:
-            self.waiters.top_up(woken_by, self.manager.store.queue_size(woken_by))
+            self.waiters.top_up(woken_by, self.manager.available(woken_by, self.clock.now()))
         return Reply(wire.NULL, self._committed_since(block), False)
 
     def _committed_since(self, block: Block) -> int:
@@ -243,9 +244,10 @@ class Dispatcher:
         return wire.error(problem, "MISCONF")
 
     def _has_job(self, queues: Iterable[str]) -> bool:
-        """Whether a FETCH from `queues` would find a job to reserve."""
-        store = self.manager.store
-        return any(store.queue_size(q) and not store.is_paused(q) for q in queues)
+        """Whether a FETCH from `queues` would find a job to reserve (one a throttle holds
+        back does not count)."""
+        now = self.clock.now()
+        return any(self.manager.available(q, now) for q in queues)
 
     def _end(self, session: Session, arg: str) -> None:
         return None

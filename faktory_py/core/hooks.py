@@ -62,6 +62,17 @@ class FetchHook(Protocol):
         not asked)."""
 
 
+class GateHook(Protocol):
+    def admits(self, queue: str, wid: str, now: float) -> bool:
+        """May a FETCH by `wid` take a job from `queue` at `now`? False makes the queue act as
+        if empty for this FETCH, which goes on with its next queue (a throttle at its limit,
+        protocol/spec.md §11.3). Asked once per queue a FETCH tries, so it must be cheap."""
+
+    def room(self, queue: str, now: float) -> int | None:
+        """How many more jobs of `queue` some FETCH may take at `now` (None: no limit of
+        this gate's). Sizes how many waiting FETCHes are woken for a queue's jobs."""
+
+
 class DropHook(Protocol):
     def on_drop(self, job: Job, now: float) -> list[Op]:
         """A job some feature's `on_fetch` dropped left its queue without running."""

@@ -122,11 +122,15 @@ class Manager:
     # --- consuming ------------------------------------------------------------------
 
     def fetch(self, queues: Iterable[str], wid: str, now: float) -> tuple[dict[str, Any] | None, int]:
-        """Reserve the first job of the first non-empty, unpaused queue in list order."""
+        """Reserve the first job of the first non-empty, unpaused queue in list order that
+        every gate hook admits (one that does not acts as if empty)."""
         store = self.store
+        gates = self.features.gate
         position = 0
         for name in queues:
-            while not store.is_paused(name) and (job := store.queue_head(name)) is not None:
+            if store.is_paused(name) or not all(gate.admits(name, wid, now) for gate in gates):
+                continue
+            while (job := store.queue_head(name)) is not None:
                 ops = self._fetch_ops(job, wid, now)
                 if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one
                     ops = [Drop(name, job["jid"])]
@@ -138,6 +142,18 @@ class Manager:
                 ops.insert(0, Reserve(name, job["jid"], wid, now, expires))
                 return job, store.commit(ops)
         return None, position
+
+    def available(self, queue: str, now: float) -> int:
+        """How many jobs of `queue` FETCHes may take at `now`: its size, capped by the gates'
+        room (a full throttle: none). 0 for a paused queue."""
+        if self.store.is_paused(queue):
+            return 0
+        size = self.store.queue_size(queue)
+        for gate in self.features.gate:
+            room = gate.room(queue, now)
+            if room is not None:
+                size = min(size, room)
+        return size
 
     def _fetch_ops(self, job: Job, wid: str, now: float) -> list[AnyOp] | hooks.Drop:
         """The fetch hooks' ops for reserving `job`, or the first hook's `hooks.Drop` (an

@@ -22,13 +22,15 @@ import trio
 
 from ..commands.dispatch import Dispatcher
 from ..commands.features import register_feature_commands
-from ..config import DEFAULT_PORT, BatchesConfig, Config, split_binding
+from ..config import DEFAULT_PORT, BatchesConfig, Config, ThrottlesConfig, split_binding
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
 from ..features.expiry import ExpiringJobs
+from ..features.throttles.feature import Throttles
+from ..features.throttles.occupancy import Limit
 from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
 from ..store.journal import Journal
@@ -85,15 +87,19 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
     return await trio.open_tcp_listeners(port, host=host or None)
 
 
-def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig()) -> Registry:
-    """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9, §10).
+def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig(),
+                        throttles: ThrottlesConfig = ThrottlesConfig()) -> Registry:
+    """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9–§11).
 
-    They attach their own ops to the store, so they must exist before its journal is
-    replayed. The order is behaviour: every hook runs in it. Expiry comes first, so an
-    expired job is dropped at FETCH before the others see it (they get `on_drop` instead).
+    They attach their own ops (and throttles their index of reservations) to the store, so
+    they must exist before its journal is replayed. The order is behaviour: every hook runs
+    in it. Expiry comes first, so an expired job is dropped at FETCH before the others see
+    it (they get `on_drop` instead).
     """
+    limits = {t.queue: Limit(t.timeout, t.concurrency, t.worker) for t in throttles.entries}
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
-                     Batches(store, batches.policy, batches.uncommitted_ttl).feature()])
+                     Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
+                     Throttles(store, limits).feature()])
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:
@@ -111,20 +117,27 @@ def load_store(config: Config) -> tuple[MemoryStore, Journal]:
     observers, by replaying its journal (to look at a data directory without serving it)."""
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     store = MemoryStore()
-    enterprise_features(store, config.batches)
+    enterprise_features(store, config.batches, config.throttles)
     replay_journal(journal, store)
     return store, journal
 
 
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening."""
+    for warning in config.throttles.warnings:
+        log.warning("%s", warning)
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
     clock = Clock()
-    waiters = QueueWaiters()
+    # Which FETCH may take a job of a queue with a per-worker limit depends on its wid, so
+    # every waiter of such a queue tries when it gains a job or a slot (protocol/spec.md §11.3).
+    waiters = QueueWaiters(wake_all=frozenset(t.queue for t in config.throttles.entries if t.worker))
     timer = DueTimer(clock, durable.wait_writable)
     store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
-    features = enterprise_features(store, config.batches)
+    features = enterprise_features(store, config.batches, config.throttles)
+    throttles = features.find(Throttles)
+    assert throttles is not None
+    throttles.occupancy.on_release = waiters.notify
     replay_journal(journal, store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)

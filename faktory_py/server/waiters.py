@@ -37,7 +37,12 @@ class WaitersStatistics:
 class QueueWaiters:
     """queue name → FIFO of waiting fetchers (entries of finished waits are skipped)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake_all: frozenset[str] = frozenset()) -> None:
+        #: queues whose every waiter is woken per job or freed slot, not just the longest
+        #: waiting: those with a per-worker throttle, where a waiter's worker may be at its
+        #: limit while another's is not (a woken waiter that cannot take the job does not
+        #: pass the wake on, so waking one could leave an able waiter asleep)
+        self.wake_all = wake_all
         self._queues: dict[str, deque[_Waiter]] = {}
         #: queue → waiters woken for it that have not fetched yet
         self._woken: Counter[str] = Counter()
@@ -48,15 +53,18 @@ class QueueWaiters:
         return WaitersStatistics(fetches_waiting=self._waiting)
 
     def notify(self, queue: str) -> None:
-        """One job arrived in `queue` (or it was resumed): wake its longest waiter."""
+        """One job arrived in `queue` (or it was resumed, or a throttle slot of it ended):
+        wake its longest waiter (every waiter, for a queue in `wake_all`)."""
         waiting = self._queues.get(queue)
+        everyone = queue in self.wake_all
         while waiting:
             waiter = waiting.popleft()
             if waiter.woken_by is None and not waiter.gone:
                 waiter.woken_by = queue
                 self._woken[queue] += 1
                 waiter.event.set()
-                break
+                if not everyone:
+                    break
         if waiting is not None and not waiting:
             del self._queues[queue]
 

@@ -23,7 +23,7 @@ from .job_queue import encode
 from .sorted_set import SortedJobSet
 
 __all__ = [
-    "JOB_SETS", "AnyOp", "Job", "Op", "Reservation", "SortedJobSet", "StateOwner", "Store",
+    "JOB_SETS", "AnyOp", "Job", "Op", "Reservation", "ReservationObserver", "SortedJobSet", "StateOwner", "Store",
     "StoreStatistics", "StoreOp", "decode_op", "enqueue_op", "is_store_op",
     "Enqueue", "DeclareQueue", "SetAdd", "SetRemove", "SetClear", "Reserve", "Drop",
     "RestoreReservation", "Extend", "Done", "Pause", "Resume", "RemoveQueue", "Flush", "Counters",
@@ -275,6 +275,27 @@ class StateOwner(Protocol):
         """FLUSH: wipe the state (an applied `flush` op calls this)."""
 
 
+class ReservationObserver(Protocol):
+    """An index derived from the reservations (`Store.observe_reservations`), e.g. throttle
+    occupancy (protocol/spec.md §11.2).
+
+    The store calls it exactly where a reservation begins (FETCH, or a snapshot's or the
+    journal's replay of one) and where one ends (ACK, FAIL, expiry, FLUSH), on live commits
+    and replay alike: the index is never a second piece of state some path can forget to
+    update, and a restart rebuilds it from the journaled reservations.
+    """
+
+    def reserved(self, res: Reservation) -> float | None:
+        """A reservation began; return the time of timed work it adds (the store tells its
+        `on_due` observer, so the due timer wakes for it), else None."""
+
+    def ended(self, jid: str) -> None:
+        """The reservation of `jid` ended."""
+
+    def cleared(self) -> None:
+        """FLUSH ended every reservation."""
+
+
 @dataclass(frozen=True)
 class StoreStatistics:
     """The store's counts at one instant (`Store.statistics()`): what INFO and the web UI show."""
@@ -317,6 +338,9 @@ class Store(Protocol):
 
     def register_state(self, owner: StateOwner) -> None:
         """Let `owner` apply its ops and take part in snapshots and FLUSH; before any replay."""
+
+    def observe_reservations(self, observer: ReservationObserver) -> None:
+        """Tell `observer` of every reservation that begins or ends from now on; before any replay."""
 
     def snapshot(self) -> Iterator[list[Op]]:
         """Op records that rebuild the current state, owners' included (for compaction or migration)."""

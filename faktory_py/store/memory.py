@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from .api import (
     JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, RemoveQueue,
-    Reservation, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, StateOwner, StoreOp,
+    Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, StateOwner, StoreOp,
     StoreStatistics, decode_op, is_store_op,
 )
 from .job_queue import JobQueue
@@ -58,6 +58,8 @@ class MemoryStore:
         #: features' state (`register_state`), in registration order, and by the ops they own
         self._owners: list[StateOwner] = []
         self._owner_of: dict[str, StateOwner] = {}
+        #: indexes derived from the reservations (`observe_reservations`)
+        self._observers: list[ReservationObserver] = []
 
     def register_state(self, owner: StateOwner) -> None:
         """Route `owner.op_names` to `owner.apply`; snapshots and FLUSH include its state."""
@@ -66,6 +68,10 @@ class MemoryStore:
                 raise ValueError(f"op {name!r} already has an owner")
         self._owners.append(owner)
         self._owner_of.update(dict.fromkeys(owner.op_names, owner))
+
+    def observe_reservations(self, observer: ReservationObserver) -> None:
+        """Call `observer` wherever a reservation begins (`_hold`) or ends (`_done`, `_flush`)."""
+        self._observers.append(observer)
 
     # --- changing state -------------------------------------------------------------
 
@@ -137,9 +143,14 @@ class MemoryStore:
         self._hold(op.job, op.wid, op.reserved_at, op.expires_at)
 
     def _hold(self, job: Job, wid: str, reserved_at: float, expires_at: float) -> None:
-        self._working.add(job["jid"], expires_at, Reservation(job, wid, reserved_at, expires_at))
+        res = Reservation(job, wid, reserved_at, expires_at)
+        self._working.add(job["jid"], expires_at, res)
         if self._on_due is not None:
             self._on_due(expires_at)
+        for observer in self._observers:
+            due = observer.reserved(res)
+            if due is not None and self._on_due is not None:
+                self._on_due(due)
 
     def _extend(self, op: Extend) -> None:
         found = self._working.get(op.jid)
@@ -149,6 +160,8 @@ class MemoryStore:
 
     def _done(self, op: Done) -> None:
         self._working.remove(op.jid)
+        for observer in self._observers:
+            observer.ended(op.jid)
         daily = self._history.setdefault(op.day, [0, 0])
         self._processed += 1
         daily[0] += 1
@@ -178,6 +191,8 @@ class MemoryStore:
         for job_set in self._sets.values():
             job_set.clear()
         self._working.clear()
+        for observer in self._observers:
+            observer.cleared()
         self._processed = self._failures = 0
         self._history.clear()
         for owner in self._owners:

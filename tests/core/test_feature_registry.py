@@ -16,6 +16,7 @@ from faktory_py.core.lifecycle import Manager
 from faktory_py.core.registry import Feature, Registry
 from faktory_py.features.batches.feature import Batches
 from faktory_py.features.expiry import ExpiringJobs
+from faktory_py.features.throttles.feature import Throttles
 from faktory_py.features.tracking import JobTracking
 from faktory_py.features.unique import UniqueJobs
 from faktory_py.server.app import enterprise_features
@@ -138,12 +139,14 @@ def test_feature_names_are_unique() -> None:
 
 def test_the_servers_features_keep_their_order() -> None:
     """Hook order is behaviour: expiry drops an expired job before unique, tracking and
-    batches see its fetch (they get on_drop instead)."""
+    batches see its fetch (they get on_drop instead). Throttles' gate is asked before any
+    fetch hook, whatever its place."""
     registry = enterprise_features(MemoryStore())
-    assert [feature.name for feature in registry] == ["expiry", "unique", "tracking", "batches"]
-    kinds = (ExpiringJobs, UniqueJobs, JobTracking, Batches)
+    assert [feature.name for feature in registry] == ["expiry", "unique", "tracking", "batches", "throttles"]
+    kinds = (ExpiringJobs, UniqueJobs, JobTracking, Batches, Throttles)
     assert [type(feature.owner) for feature in registry] == list(kinds)
     assert all(registry.find(kind) is feature.owner for kind, feature in zip(kinds, registry))
-    assert [type(hook) for hook in registry.fetch] == list(kinds)
+    assert [type(hook) for hook in registry.fetch] == list(kinds[:4])
+    assert registry.gate == ()  # no throttle configured: FETCH asks no gate
     assert [page.name for feature in registry for page in feature.pages] == ["batches"]
-    assert [feature.commands for feature in registry] == [(), (), ("TRACK",), ("BATCH",)]
+    assert [feature.commands for feature in registry] == [(), (), ("TRACK",), ("BATCH",), ("THROTTLE",)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from faktory_py.store.job_queue import JobQueue
 from faktory_py.store.memory import MemoryStore
 from faktory_py.store.sorted_set import SortedJobSet
 
@@ -40,6 +41,11 @@ def private_set(store: MemoryStore, name: str) -> SortedJobSet:
     Test-only: it reaches into MemoryStore's private containers (nothing else may).
     """
     return store._sets[name]
+
+
+def private_queue(store: MemoryStore, name: str) -> JobQueue:
+    """The store's own queue `name`, to make it refuse iteration (test-only, as `private_set`)."""
+    return store._queues[name]
 
 
 def guard(job_set: SortedJobSet) -> SortedJobSet:

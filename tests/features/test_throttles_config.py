@@ -1,0 +1,113 @@
+"""`[throttles]` in conf.d (protocol/spec.md §11.1): Faktory Enterprise's configurations load
+(A-T1), every bad entry stops the boot with its own text, unknown keys only warn."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from faktory_py.config import ConfigError, Throttle, load
+
+#: the Ent-Throttling wiki's example (Oct 2019 revision): inline tables, a quoted name
+WIKI_INLINE = """
+[throttles]
+instagram = { concurrency = 4, timeout = 60 }
+bulk = { worker = 5, timeout = 60 }
+"image-processing" = { concurrency = 4, timeout = 30 }
+"""
+#: the same in sub-tables, spread over two files (Jan 2022 revision)
+WIKI_TABLES = ("""
+[throttles.instagram]
+concurrency = 4
+timeout = 60
+""", """
+[throttles.bulk]
+worker = 5
+timeout = 60
+
+[throttles."image-processing"]
+concurrency = 4
+timeout = 30
+""")
+EXPECTED = (Throttle("instagram", 60, concurrency=4), Throttle("bulk", 60, worker=5),
+            Throttle("image-processing", 30, concurrency=4))
+
+
+def load_with(tmp_path: Path, *files: str):
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True, exist_ok=True)
+    for i, text in enumerate(files):
+        (conf_d / f"{i}-throttles.toml").write_text(text)
+    return load(["-d", str(tmp_path / "data"), "-c", str(tmp_path / "conf")], {})
+
+
+def test_no_throttles_by_default(tmp_path: Path) -> None:
+    assert load_with(tmp_path).throttles.entries == ()
+
+
+@pytest.mark.parametrize("files", [(WIKI_INLINE,), WIKI_TABLES], ids=["inline", "sub-tables"])
+def test_the_wiki_configurations_load(tmp_path: Path, files: tuple[str, ...]) -> None:
+    throttles = load_with(tmp_path, *files).throttles
+    assert throttles.entries == EXPECTED
+    assert throttles.warnings == ()
+
+
+def test_both_limits_in_one_entry_apply(tmp_path: Path) -> None:
+    entry = load_with(tmp_path, "[throttles]\nq = { concurrency = 3, worker = 1, timeout = 9 }\n").throttles.entries
+    assert entry == (Throttle("q", 9, concurrency=3, worker=1),)
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    ("{ concurrency = 4 }", "timeout is required"),
+    ("{ concurrency = 4, timeout = 0 }", "timeout must be an integer >= 1"),
+    ("{ concurrency = 4, timeout = 1.5 }", "timeout must be an integer >= 1"),
+    ('{ concurrency = 4, timeout = "60" }', "timeout must be an integer >= 1"),
+    ("{ concurrency = 4, timeout = true }", "timeout must be an integer >= 1"),
+    ("{ concurrency = 0, timeout = 60 }", "concurrency must be an integer >= 1"),
+    ("{ concurrency = -1, timeout = 60 }", "concurrency must be an integer >= 1"),
+    ("{ worker = 0, timeout = 60 }", "worker must be an integer >= 1"),
+    ("{ worker = 2.0, timeout = 60 }", "worker must be an integer >= 1"),
+    ("{ timeout = 60 }", "needs concurrency, worker or rate"),
+    ("5", "must be a table, e.g. { concurrency = 4, timeout = 60 }"),
+    ('{ concurrency = 1, timeout = 60, slot_release = "job_end" }',
+     'slot_release must be "timeout" (the only mode so far)'),
+    ("{ concurrency = 1, timeout = 60, rate = { limit = 3, period = 10 } }", "rate is not supported yet"),
+    ('{ concurrency = 1, timeout = 60, partition = ["jobtype"] }', "partition is not supported yet"),
+    ('{ concurrency = 1, timeout = 60, on_worker_lost = "keep" }', "on_worker_lost is not supported yet"),
+])
+def test_every_bad_entry_names_its_queue_and_reason(tmp_path: Path, entry: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_with(tmp_path, f"[throttles]\nmailer = {entry}\n")
+    assert str(caught.value) == f"config: throttles.mailer: {reason}"
+
+
+def test_a_queue_name_faktory_refuses_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_with(tmp_path, '[throttles]\n"no spaces" = { concurrency = 1, timeout = 5 }\n')
+    assert str(caught.value) == "config: throttles.no spaces: invalid queue name"
+
+
+def test_throttles_must_be_a_table(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config: throttles: must be a table"):
+        load_with(tmp_path, "throttles = 3\n")
+
+
+def test_unknown_keys_warn_and_the_entry_still_loads(tmp_path: Path) -> None:
+    throttles = load_with(tmp_path, '[throttles.q]\nconcurrency = 2\ntimeout = 5\ncolour = "red"\n'
+                                    'slot_release = "timeout"\n').throttles
+    assert throttles.entries == (Throttle("q", 5, concurrency=2),)
+    assert throttles.warnings == ('config: throttles.q: unknown key "colour" ignored',)
+
+
+def test_a_bad_throttle_stops_the_boot_with_status_2(tmp_path: Path) -> None:
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "throttles.toml").write_text("[throttles]\nq = { concurrency = 1 }\n")
+    done = subprocess.run([sys.executable, "-m", "faktory_py", "-b", "127.0.0.1:0", "-w", "0",
+                           "-d", str(tmp_path / "data"), "-c", str(tmp_path / "conf")],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "config: throttles.q: timeout is required" in done.stderr

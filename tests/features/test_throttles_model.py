@@ -1,0 +1,146 @@
+"""Throttle occupancy as a property (protocol/spec.md §11.2): a hypothesis state machine pushes,
+fetches from several worker processes, acks, fails, lets time pass (slots time out,
+reservations expire), flushes and restarts from the journal or a snapshot, and checks after
+every step
+
+* S1 safety: never more than `concurrency` slots of a queue, nor `worker` of one wid;
+* S3 conservation: the occupancy index equals the slots recomputed from the reservations
+  (live reservations of throttled queues whose `timeout` has not passed), live and after
+  replay of the journal and of a snapshot;
+* FETCH honours the gate: a throttled queue whose limit admits the wid is never skipped
+  (strict order), and a full one always is.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from faktory_py.config import Throttle, ThrottlesConfig
+from faktory_py.core.lifecycle import Manager
+from faktory_py.features.throttles.feature import Throttles
+from faktory_py.server.app import enterprise_features
+from faktory_py.store.memory import MemoryStore
+from helpers.model_replay import due_times, replay, roundtrip, snapshot_records
+
+THROTTLES = ThrottlesConfig((Throttle("one", 30, concurrency=1), Throttle("few", 50, concurrency=3, worker=2),
+                             Throttle("per", 20, worker=1)))
+LIMITS = {t.queue: t for t in THROTTLES.entries}
+QUEUES = ("one", "few", "per", "free")
+WIDS = ("A", "B", "C", "")
+START = 1_700_000_000.0
+
+
+def recomputed(store: MemoryStore, now: float) -> dict[str, tuple[str, str]]:
+    """The slots by definition: jid → (queue, wid) of each live reservation of a throttled
+    queue whose timeout has not passed at `now`."""
+    return {res.job["jid"]: (res.job["queue"], res.wid) for res in store.reservations()
+            if res.job["queue"] in LIMITS and res.reserved_at + LIMITS[res.job["queue"]].timeout > now}
+
+
+class ThrottleMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = START
+        self.journal: list[list[dict[str, Any]]] = []
+        self.store, self.manager, self.throttles = self._build()
+        self.serial = 0
+
+    def _sink(self, ops: list[dict[str, Any]]) -> int:
+        self.journal.append(roundtrip(ops))
+        return len(self.journal)
+
+    def _build(self) -> tuple[MemoryStore, Manager, Throttles]:
+        store = MemoryStore(sink=self._sink)  # replay applies ops without journaling them again
+        features = enterprise_features(store, throttles=THROTTLES)
+        throttles = features.find(Throttles)
+        assert throttles is not None
+        return store, Manager(store, random.Random(0), features), throttles
+
+    # --- rules ----------------------------------------------------------------------
+
+    @rule(queue=st.sampled_from(QUEUES), n=st.integers(1, 3), reserve_for=st.sampled_from([None, 60, 600]))
+    def push(self, queue: str, n: int, reserve_for: int | None) -> None:
+        for _ in range(n):
+            self.serial += 1
+            job: dict[str, Any] = {"jid": f"jid-{self.serial:08d}", "jobtype": "T", "args": [], "queue": queue}
+            if reserve_for is not None:
+                job["reserve_for"] = reserve_for
+            self.manager.push(job, self.now)
+
+    @rule(wid=st.sampled_from(WIDS), queues=st.lists(st.sampled_from(QUEUES), min_size=1, max_size=4, unique=True))
+    def fetch(self, wid: str, queues: list[str]) -> None:
+        occupancy = self.throttles.occupancy
+        occupancy.release_due(self.now)
+        # the first queue with a job that the throttle admits is the one FETCH must take from
+        expected = next((q for q in queues if self.store.queue_size(q) and occupancy.admits(q, wid)), None)
+        job, _ = self.manager.fetch(queues, wid, self.now)
+        assert (job and job["queue"]) == expected
+
+    def _reserved(self) -> list[str]:
+        return sorted(res.job["jid"] for res in self.store.reservations())
+
+    @precondition(lambda self: self.store.statistics().working)
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        self.manager.ack(data.draw(st.sampled_from(self._reserved())), self.now)
+
+    @precondition(lambda self: self.store.statistics().working)
+    @rule(data=st.data())
+    def fail(self, data: st.DataObject) -> None:
+        self.manager.fail(data.draw(st.sampled_from(self._reserved())), "E", "boom", [], self.now)
+
+    @rule(seconds=st.sampled_from([1.0, 5.0, 19.999, 20.0, 30.0, 45.5, 61.0, 700.0]))
+    def advance(self, seconds: float) -> None:
+        """What the due timer does while the clock moves on: run every due time in order."""
+        target = self.now + seconds
+        for due in due_times(self.manager, target):
+            self.now = max(self.now, due)
+            self.manager.run_due(self.now)
+        self.now = target
+
+    @rule()
+    def flush(self) -> None:
+        self.manager.flush()
+
+    @rule(from_snapshot=st.booleans())
+    def restart(self, from_snapshot: bool) -> None:
+        """Rebuild from the journal (or a snapshot of the live store): same slots."""
+        records = snapshot_records(self.store) if from_snapshot else list(self.journal)
+        store, manager, throttles = self._build()
+        replay(store, records)
+        throttles.occupancy.release_due(self.now)  # replay does not know the clock
+        assert throttles.occupancy.holders() == self.throttles.occupancy.holders()
+        self.journal = records if from_snapshot else self.journal
+        self.store, self.manager, self.throttles = store, manager, throttles
+
+    # --- invariants -----------------------------------------------------------------
+
+    @invariant()
+    def occupancy_is_derived(self) -> None:
+        """S3: nothing due is left undone, and the index is exactly the recomputed slots."""
+        due = self.manager.next_due()
+        assert due is None or due > self.now
+        assert self.throttles.occupancy.holders() == recomputed(self.store, self.now)
+
+    @invariant()
+    def never_more_than_the_limits(self) -> None:
+        """S1."""
+        slots = recomputed(self.store, self.now)
+        for queue, limit in LIMITS.items():
+            held = [wid for q, wid in slots.values() if q == queue]
+            if limit.concurrency is not None:
+                assert len(held) <= limit.concurrency
+            if limit.worker is not None:
+                assert all(held.count(wid) <= limit.worker for wid in held)
+
+
+ThrottleMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=50, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestThrottles = ThrottleMachine.TestCase

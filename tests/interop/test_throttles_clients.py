@@ -1,0 +1,99 @@
+"""The Python clients through a throttled server process (protocol/spec.md §11.4): pyfaktory
+parses INFO with `faktory.throttles` in it (A-T14, its Python part), and both clients' FETCH
+skips a full throttled queue for the next one, as the server's own count confirms. (An
+unknown key in the configuration is logged and does not stop the server.)"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import faktory
+from faktory._proto import Connection
+from pyfaktory import Client, Job, Producer
+
+from helpers.rawclient import RawClient
+
+THROTTLES = """
+[throttles]
+bulk = { concurrency = 2, timeout = 60 }
+"image-processing" = { worker = 1, timeout = 30, colour = "red" }
+"""
+
+
+def throttled_server(server_factory):
+    srv = server_factory(start=False)
+    (srv.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+    (srv.conf_dir / "conf.d" / "throttles.toml").write_text(THROTTLES)
+    srv.start()
+    return srv
+
+
+def in_use(srv, queue: str) -> int:
+    with RawClient(srv.port) as conn:
+        assert conn.handshake() == b"OK"
+        return json.loads(conn.command(f"THROTTLE STATUS {queue}"))[queue]["in_use"]
+
+
+def test_pyfaktory_parses_info_and_fetches_past_a_full_throttle(server_factory) -> None:
+    srv = throttled_server(server_factory)
+    client = Client(faktory_url=srv.url, role="both", worker_id="pyf-throttled", beat_period=5, timeout=10)
+    assert client.connect() is True
+    try:
+        producer = Producer(client)
+        for i in range(3):
+            assert producer.push(Job(jobtype="Bulk", args=[i], queue="bulk")) is True
+        assert producer.push(Job(jobtype="Other", args=[], queue="other")) is True
+        info = client.info()
+        assert info["faktory"]["throttles"]["bulk"]["concurrency"] == 2
+        assert info["faktory"]["throttles"]["image-processing"]["worker"] == 1
+        assert info["faktory"]["queues"]["bulk"] == 3
+        queues = [client._fetch(["bulk", "other"])["queue"] for _ in range(3)]
+        assert queues == ["bulk", "bulk", "other"]
+        assert in_use(srv, "bulk") == 2
+        assert client.info()["faktory"]["throttles"]["bulk"]["waiting"] == 1
+    finally:
+        client.disconnect()
+    # an unknown key is only a warning: logged at boot, and the server runs
+    assert 'config: throttles.image-processing: unknown key "colour" ignored' in srv.log_text()
+
+
+def test_cdrx_faktory_fetches_past_a_full_throttle(server_factory) -> None:
+    srv = throttled_server(server_factory)
+    with faktory.connection(faktory=srv.url) as producer:
+        for i in range(3):
+            assert producer.queue("Bulk", args=[i], queue="bulk", jid=uuid.uuid4().hex) is True
+        assert producer.queue("Other", args=[], queue="other", jid=uuid.uuid4().hex) is True
+    conn = Connection(srv.url, worker_id="cdrx-throttled", labels=["python"], timeout=10)
+    assert conn.connect(worker_id="cdrx-throttled") is True
+    try:
+        queues = [conn.fetch(["bulk", "other"])["queue"] for _ in range(3)]
+        assert queues == ["bulk", "bulk", "other"]
+        assert in_use(srv, "bulk") == 2
+    finally:
+        conn.disconnect()
+
+
+def test_kill_9_and_restart_keep_the_slots(server_factory) -> None:
+    """A-T10: 3 of 4 slots held, `kill -9`, restart from the journal (`--fsync always`, so
+    every +OK was on disk): THROTTLE STATUS shows the same; ACK of a job fetched before the
+    crash frees its slot."""
+    srv = server_factory(start=False, args=("--fsync", "always"))
+    (srv.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+    (srv.conf_dir / "conf.d" / "throttles.toml").write_text("[throttles.q]\nconcurrency = 4\ntimeout = 600\n")
+    srv.start()
+    with RawClient(srv.port) as conn:
+        assert conn.handshake(wid="w1") == b"OK"
+        jids = [uuid.uuid4().hex for _ in range(5)]
+        for jid in jids:
+            assert conn.push({"jid": jid, "jobtype": "T", "args": [], "queue": "q"}) == b"OK"
+        assert [conn.fetch("q")["jid"] for _ in range(3)] == jids[:3]
+        before = json.loads(conn.command("THROTTLE STATUS"))
+    assert before["q"]["in_use"] == 3
+    srv.kill()
+    srv.start()
+    with RawClient(srv.port) as conn:
+        assert conn.handshake(wid="w1") == b"OK"
+        assert json.loads(conn.command("THROTTLE STATUS")) == before
+        assert conn.json_command("ACK", {"jid": jids[0]}) == b"OK"
+        assert json.loads(conn.command("THROTTLE STATUS q"))["q"]["in_use"] == 2
