@@ -11,29 +11,21 @@ from .. import wire
 from ..core import jobs
 from ..errors import ClientError
 from ..features.batches.feature import Batches
-from ..store.api import Store
-from .dispatch import Clock, Session
+from .dispatch import Session
+from .feature_command import FeatureCommand
 
 
-class BatchCommand:
-    """BATCH over the batches feature; registered with `Dispatcher.register`."""
+class BatchCommand(FeatureCommand[Batches]):
+    """BATCH over the batches feature."""
 
-    def __init__(self, batches: Batches, store: Store, clock: Clock) -> None:
-        self.batches = batches
-        self.store = store
-        self.clock = clock
-
-    def __call__(self, session: Session, arg: str) -> bytes:
-        sub, _, rest = arg.partition(" ")
-        sub = sub.upper()
-        now = self.clock.now()
+    def run(self, session: Session, sub: str, rest: str, now: float) -> bytes:
         if sub == "NEW":
             if not rest:
                 raise ClientError("BATCH NEW needs a JSON object")
             payload = jobs.decode_argument(rest, "invalid BATCH NEW")
             if not isinstance(payload, dict):
                 raise ClientError(f"invalid BATCH NEW {rest}")
-            bid, ops = self.batches.new(payload, session.wid, now)
+            bid, ops = self.feature.new(payload, session.wid, now)
             self.store.commit(ops)
             return wire.bulk(bid)
         if sub not in ("OPEN", "COMMIT", "STATUS"):
@@ -42,8 +34,8 @@ class BatchCommand:
         if not bid:
             raise ClientError(f"BATCH {sub} needs a bid")
         if sub == "OPEN":
-            return wire.bulk(self.batches.open(bid, session.wid, now))
+            return wire.bulk(self.feature.open(bid, session.wid, now))
         if sub == "COMMIT":
-            self.store.commit(self.batches.commit(bid, now))
+            self.store.commit(self.feature.commit(bid, now))
             return wire.OK
-        return wire.bulk_json(self.batches.status(bid, now))
+        return wire.bulk_json(self.feature.status(bid, now))

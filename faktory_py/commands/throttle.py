@@ -7,22 +7,17 @@ from __future__ import annotations
 from .. import wire
 from ..errors import ClientError
 from ..features.throttles.feature import NoSuchThrottle, Throttles
-from ..store.api import Store
-from .dispatch import Clock, Session
+from .dispatch import Session
+from .feature_command import FeatureCommand
 
 
-class ThrottleCommand:
-    """THROTTLE over the throttles feature; registered with `Dispatcher.register`."""
+class ThrottleCommand(FeatureCommand[Throttles]):
+    """THROTTLE over the throttles feature."""
 
-    def __init__(self, throttles: Throttles, store: Store, clock: Clock) -> None:
-        self.throttles = throttles
-        self.clock = clock
-
-    def __call__(self, session: Session, arg: str) -> bytes:
-        words = arg.split()
-        if not words or words[0].upper() != "STATUS":
+    def run(self, session: Session, sub: str, rest: str, now: float) -> bytes:
+        if sub != "STATUS":
             raise ClientError("THROTTLE needs STATUS [<queue> …]")
         try:
-            return wire.bulk_json(self.throttles.status(words[1:], self.clock.now()))
+            return wire.bulk_json(self.feature.status(rest.split(), now))
         except NoSuchThrottle as exc:
             raise ClientError(f"no such throttle {exc.args[0]}") from None

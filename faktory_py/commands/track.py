@@ -13,29 +13,22 @@ from .. import wire
 from ..core import jobs
 from ..errors import ClientError
 from ..features.tracking import JobTracking
-from ..store.api import Op, Store
+from ..store.api import Op
 from ..util.jsoncodec import compact_json
 from ..util.timefmt import parse_time
-from .dispatch import Clock, Session
+from .dispatch import Session
+from .feature_command import FeatureCommand
 
 
-class TrackCommand:
-    """TRACK over the tracking records; registered with `Dispatcher.register`."""
+class TrackCommand(FeatureCommand[JobTracking]):
+    """TRACK over the tracking records."""
 
-    def __init__(self, tracking: JobTracking, store: Store, clock: Clock) -> None:
-        self.tracking = tracking
-        self.store = store
-        self.clock = clock
-
-    def __call__(self, session: Session, arg: str) -> bytes:
-        sub, _, rest = arg.partition(" ")
-        sub = sub.upper()
-        now = self.clock.now()
+    def run(self, session: Session, sub: str, rest: str, now: float) -> bytes:
         if sub == "GET":
             jid = rest.strip()
             if not jid:
                 raise ClientError("TRACK GET needs a jid")
-            return wire.bulk_json(self.tracking.progress(jid, now))
+            return wire.bulk_json(self.feature.progress(jid, now))
         if sub == "SET":
             self.store.commit(self._set_ops(rest, now))
             return wire.OK
@@ -67,4 +60,4 @@ class TrackCommand:
                 reserve_until = parse_time(until)
             except ValueError:
                 raise ClientError(f"reserve_until must be an RFC3339 timestamp: {compact_json(until)}") from None
-        return self.tracking.progress_ops(jid, now, percent, desc, reserve_until)
+        return self.feature.progress_ops(jid, now, percent, desc, reserve_until)
