@@ -99,7 +99,7 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     limits = {t.queue: Limit(t.timeout, t.concurrency, t.worker) for t in throttles.entries}
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
-                     Throttles(store, limits).feature()])
+                     Throttles(store, limits, throttles.warnings).feature()])
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:

@@ -6,7 +6,7 @@ would (so it is journaled, and answered only once durable, like a `+OK`). Pages 
 from `views` rendered by Jinja2 templates; links are built from the request's root path
 so the UI works behind a prefixing proxy (`proxy.ScriptName`), and name a queue or a set
 entry in the query string so every name the server accepts is reachable (`urls`). The pages
-features add (Batches) are routed by `pages`, from the features' records.
+features add (Batches, Throttles) are routed by `pages`, from the features' records.
 """
 
 from __future__ import annotations

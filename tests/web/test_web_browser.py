@@ -7,7 +7,8 @@ worker's next BEAT is answered `{"state":"quiet"}` (pyfaktory). Waiting is Playw
 auto-waiting `expect` or polling with a deadline, never a fixed sleep.
 
 Screenshots of the dashboard and the retries page go to `tests/artifacts/` (git-ignored;
-`FAKTORY_PY_ARTIFACTS` overrides it) for CI to keep.
+`FAKTORY_PY_ARTIFACTS` overrides it) for CI to keep; the Throttles tab's goes to its test's
+tmp dir (pytest keeps the last runs').
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +85,11 @@ def server(web_servers) -> ServerProcess:
     return web_servers()
 
 
-@pytest.fixture
-def page(browser, server: ServerProcess) -> Iterator[Any]:
-    context = browser.new_context(base_url=server.web_url, viewport={"width": 1200, "height": 900})
+@contextmanager
+def watched_page(browser: Any, base_url: str) -> Iterator[Any]:
+    """A page of a new browser context on `base_url`, failing the test on any JavaScript error
+    or Content-Security-Policy violation it saw."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 1200, "height": 900})
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -95,6 +99,12 @@ def page(browser, server: ServerProcess) -> Iterator[Any]:
     yield opened
     context.close()
     assert errors == [], f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def page(browser, server: ServerProcess) -> Iterator[Any]:
+    with watched_page(browser, server.web_url) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -531,3 +541,52 @@ def test_a_jid_with_slashes_and_the_queue_dot_dot_have_pages(page, raw: RawClien
     expect(row).not_to_contain_text("paused")
     assert raw.info()["faktory"]["queues"][".."] == 1
     assert raw.fetch("..")["jid"] == other  # the one not selected
+
+
+THROTTLES_TOML = """\
+[throttles]
+"image-processing" = { concurrency = 2, timeout = 60 }
+bulk = { worker = 3, timeout = 30, colour = "red" }
+"""
+
+
+def test_throttles_tab_shows_a_full_throttle(browser, web_servers, tmp_path: Path) -> None:
+    """A-T16: with `image-processing` at its limit (2 of 2 held, 3 waiting) the tab shows the
+    numbers THROTTLE STATUS gives; the screenshot goes to the test's tmp dir."""
+    from playwright.sync_api import expect
+
+    throttled = web_servers(start=False)
+    (throttled.conf_dir / "conf.d").mkdir(exist_ok=True)
+    (throttled.conf_dir / "conf.d" / "throttles.toml").write_text(THROTTLES_TOML)
+    throttled.start()
+    with RawClient(throttled.port) as producer, RawClient(throttled.port) as one, \
+            RawClient(throttled.port) as two:
+        for client, wid in ((producer, None), (one, "worker-one"), (two, "worker-two")):
+            assert client.handshake(**({"wid": wid} if wid else {})) == b"OK"
+        jids = [push(producer, "image-processing") for _ in range(5)]
+        push(producer, "bulk")
+        assert [one.fetch("image-processing")["jid"], two.fetch("image-processing")["jid"]] == jids[:2]
+        assert one.fetch("bulk") is not None
+        status = json.loads(producer.command("THROTTLE STATUS"))
+    assert (status["image-processing"]["in_use"], status["image-processing"]["waiting"]) == (2, 3)
+
+    with watched_page(browser, throttled.web_url) as page:
+        page.goto("/")
+        nav(page, "Throttles")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Throttles (2)")
+        full = page.locator('#throttles tr[data-queue="image-processing"]')
+        expect(full.locator(".in-use")).to_have_text("2 / 2 full")
+        expect(full.locator(".waiting")).to_have_text("3")
+        expect(full.locator(".held-by")).to_contain_text("worker-one 1")
+        expect(full.locator(".held-by")).to_contain_text("worker-two 1")
+        expect(full.locator(".timeout")).to_have_text("60 s")
+        bulk = page.locator('#throttles tr[data-queue="bulk"]')
+        expect(bulk.locator(".worker")).to_have_text("3")
+        expect(bulk.locator(".held-by")).to_have_text("worker-one 1 / 3")
+        expect(bulk.locator(".warnings")).to_have_text('config: throttles.bulk: unknown key "colour" ignored')
+        # the stylesheet came (the CSP let it): a full throttle's count is bold
+        assert full.locator(".in-use").evaluate("(el) => getComputedStyle(el).fontWeight") == "700"
+        page.screenshot(path=tmp_path / "throttles.png", full_page=True)
+        full.get_by_role("link", name="image-processing").click()
+        expect(page.get_by_role("heading", level=1)).to_contain_text("Queue image-processing (3)")
+    print(f"screenshot: {tmp_path / 'throttles.png'}")

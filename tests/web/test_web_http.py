@@ -21,7 +21,7 @@ import trio
 import trustme
 
 from faktory_py import config as configuration
-from faktory_py.config import Config, ConfigError, WebConfig, tls_files
+from faktory_py.config import Config, ConfigError, Throttle, ThrottlesConfig, WebConfig, tls_files
 from faktory_py.server.app import Server, serve
 from helpers.scan_guard import CountingDict, guard, private_set
 from faktory_py.util.timefmt import format_time
@@ -322,6 +322,48 @@ async def test_faktory_paths_redirect_to_the_query_form(tmp_path: Path, running)
         assert (moved.status, moved.headers["location"]) == (301, location), path
     prefixed = await request(server, "GET", "/faktory/queues/default", headers={"X-Script-Name": "/faktory"})
     assert prefixed.headers["location"] == "/faktory/queues?name=default"
+
+
+# --- the Throttles tab ------------------------------------------------------------------
+
+def cells(body: str, queue: str) -> dict[str, str]:
+    """A throttle row of /throttles: its cells' text by class."""
+    row = re.search(rf'<tr data-queue="{re.escape(queue)}"[^>]*>(.*?)</tr>', body, re.S)
+    assert row is not None, queue
+    return {name: " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+            for name, text in re.findall(r'<td class="([\w-]+)">(.*?)</td>', row.group(1), re.S)}
+
+
+async def test_throttles_tab_only_when_throttles_are_configured(tmp_path: Path, running) -> None:
+    plain = await running(config(tmp_path / "plain"))
+    assert 'href="/throttles"' not in (await request(plain, "GET", "/")).body
+    assert (await request(plain, "GET", "/throttles")).status == 404
+
+    throttles = ThrottlesConfig((Throttle("q", 60, concurrency=2), Throttle("w", 30, worker=1)),
+                                ('config: throttles.w: unknown key "<colour>" ignored',))
+    server = await running(replace(config(tmp_path / "throttled", password="pw"), throttles=throttles))
+    assert (await request(server, "GET", "/throttles")).status == 401  # auth like every page
+    manager, now = server.dispatcher.manager, server.dispatcher.clock.now()
+    for i in range(5):
+        manager.push({**NOW_JOB, "jid": f"throttled-{i}", "queue": "q"}, now)
+    for wid in ("wid-a", "wid-b", "wid-a"):
+        manager.fetch(["q"], wid, now)  # the third finds q full
+    auth = {"Authorization": "Basic " + _b64(":pw")}
+    page = await request(server, "GET", "/throttles", headers=auth)
+    assert page.status == 200
+    assert '<a href="/throttles" class="active" aria-current="page">Throttles</a>' in page.body
+    assert 'href="/throttles"' in (await request(server, "GET", "/", headers=auth)).body  # in every page's menu
+    assert cells(page.body, "q") == {
+        "concurrency": "2", "worker": "—", "in-use": "2 / 2 full", "waiting": "3", "held-by": "wid-a 1 wid-b 1",
+        "slot-release": "timeout", "timeout": "60 s", "overdue": "0", "warnings": ""}
+    assert cells(page.body, "w") == {
+        "concurrency": "—", "worker": "1", "in-use": "0", "waiting": "0", "held-by": "—",
+        "slot-release": "timeout", "timeout": "30 s", "overdue": "0",
+        "warnings": 'config: throttles.w: unknown key "<colour>" ignored'}
+    assert "&lt;colour&gt;" in page.body  # escaped
+    # no inline script or style: the CSP allows neither
+    assert re.findall(r"<script(?![^>]*\bsrc=)|<style|\sstyle=", page.body) == []
+    assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
 # --- security headers -------------------------------------------------------------------

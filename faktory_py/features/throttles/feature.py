@@ -8,10 +8,10 @@ since only a reservation does (`occupancy`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ...core.registry import Feature
+from ...core.registry import Feature, WebPage
 from ...store.api import Op, Store
 from .occupancy import Limit, Occupancy
 
@@ -23,9 +23,12 @@ class NoSuchThrottle(LookupError):
 class Throttles:
     """The configured throttles over their occupancy index (one per server)."""
 
-    def __init__(self, store: Store, limits: Mapping[str, Limit]) -> None:
+    def __init__(self, store: Store, limits: Mapping[str, Limit], warnings: Sequence[str] = ()) -> None:
         self.store = store
         self.occupancy = Occupancy(limits)
+        #: what the configuration's throttles gave warnings about (unknown keys, protocol/spec.md
+        #: §11.1), as logged at boot: the web UI's Throttles tab shows them beside their entries
+        self.warnings = tuple(warnings)
         store.observe_reservations(self.occupancy)
 
     @property
@@ -33,10 +36,13 @@ class Throttles:
         return self.occupancy.limits
 
     def feature(self) -> Feature:
-        """How it plugs in: a gate at FETCH (only when throttles are configured, so an
-        unthrottled server's FETCH asks nothing more), a timer for slots that time out, INFO
-        fields and the THROTTLE command."""
-        return Feature("throttles", self, gate=self if self.limits else None, timed=self, info=self,
+        """How it plugs in: a gate at FETCH and the web UI's Throttles tab (both only when
+        throttles are configured, so an unthrottled server's FETCH asks nothing more and its
+        menu has no empty tab), a timer for slots that time out, INFO fields and the THROTTLE
+        command."""
+        configured = bool(self.limits)
+        return Feature("throttles", self, gate=self if configured else None, timed=self, info=self,
+                       pages=(WebPage("throttles", "Throttles"),) if configured else (),
                        commands=("THROTTLE",))
 
     # --- hooks ------------------------------------------------------------------------
@@ -73,6 +79,12 @@ class Throttles:
         return {"throttles": {queue: self.entry(queue) for queue in self.limits}}
 
     # --- reading ----------------------------------------------------------------------
+
+    def warnings_about(self, queue: str) -> list[str]:
+        """The configuration warnings about `queue`'s entry: their text starts with its key
+        (§11.1), and a queue name has no `:`, so no entry gets another's."""
+        prefix = f"config: throttles.{queue}:"
+        return [warning for warning in self.warnings if warning.startswith(prefix)]
 
     def entry(self, queue: str) -> dict[str, Any]:
         """One throttle's state (protocol/spec.md §11.4): its limits, slots in use, and how
