@@ -26,6 +26,9 @@ class Throttles:
     def __init__(self, store: Store, limits: Mapping[str, Limit]) -> None:
         self.store = store
         self.occupancy = Occupancy(limits)
+        #: why the last configuration reload was rejected, None after a good one: the old
+        #: configuration is still in force, and an operator looking at throttles must see why
+        self.reload_error: str | None = None
         store.observe_reservations(self.occupancy)
 
     @property
@@ -38,6 +41,13 @@ class Throttles:
         fields and the THROTTLE command."""
         return Feature("throttles", self, gate=self if self.limits else None, timed=self, info=self,
                        commands=("THROTTLE",))
+
+    def reconfigure(self, limits: Mapping[str, Limit], now: float) -> Feature:
+        """Put `limits` in force (a configuration reload): the slots are recounted from the
+        live reservations under them. Returns the feature's new record, whose FETCH gate is
+        there only if some throttle is now configured (`Registry.replace` puts it in)."""
+        self.occupancy.recount(limits, self.store.reservations(), now)
+        return self.feature()
 
     # --- hooks ------------------------------------------------------------------------
 
