@@ -87,6 +87,11 @@ def check_config(argv: list[str]) -> int:
     """`faktory-py check-config -c DIR [-e ENV]`: load the configuration as the server would
     (the same flags and rules), print its warnings and errors; exit 0 when the server would
     start with it, 2 when it would not."""
+    if {"-h", "--help"} & set(argv):
+        print("usage: faktory-py check-config [-c DIR] [-e ENV] [the server's other flags]\n\n"
+              "Load the configuration as `faktory-py` would with the same flags; print its\n"
+              "warnings and errors; exit 0 when it is valid, 2 when it is not.")
+        return 0
     try:
         config = load_config(argv, os.environ)
         if not config.conf_dir.is_dir():

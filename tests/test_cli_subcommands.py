@@ -27,6 +27,14 @@ def test_help_lists_the_subcommands() -> None:
 
 
 @pytest.mark.timeout(60)
+def test_check_config_has_its_own_help() -> None:
+    proc = subprocess.run([sys.executable, "-m", "faktory_py", "check-config", "--help"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: faktory-py check-config")
+
+
+@pytest.mark.timeout(60)
 def test_bench_without_hiredis_explains() -> None:
     # None in sys.modules makes `import hiredis` fail as if it were not installed
     code = ("import sys; sys.modules['hiredis'] = None; from faktory_py.cli import main; "

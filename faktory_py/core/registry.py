@@ -68,8 +68,8 @@ class Registry:
         names = [feature.name for feature in self.features]
         if len(set(names)) != len(names):
             raise ValueError(f"feature names must be unique: {names}")
-        # One tuple per hook, built once: the hot paths (PUSH, FETCH, ACK) loop over only
-        # the features that implement the hook.
+        # One tuple per hook, built when the records change: the hot paths (PUSH, FETCH,
+        # ACK) loop over only the features that implement the hook.
         self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
         self.push = tuple(f.push for f in self.features if f.push is not None)
         self.gate = tuple(f.gate for f in self.features if f.gate is not None)
