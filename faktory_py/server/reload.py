@@ -52,11 +52,12 @@ class ConfigReload:
         self.clock = clock
 
     def __call__(self, read: Callable[[], Config]) -> bool:
-        """Read the configuration with `read` (raising ConfigError when it is invalid) and put
-        its throttles in force; False, with the error logged and kept, when it is invalid."""
+        """Read the configuration with `read` (raising ConfigError when it is invalid, OSError
+        or UnicodeDecodeError when a file cannot be read) and put its throttles in force;
+        False, with the error logged and kept, when it cannot."""
         try:
             new = read()
-        except ConfigError as exc:
+        except (ConfigError, OSError, UnicodeDecodeError) as exc:  # a file unreadable now too
             self.throttles.reload_error = str(exc)
             log.error("configuration reload rejected, the configuration in force is kept: %s", exc)
             return False

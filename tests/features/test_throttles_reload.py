@@ -54,8 +54,8 @@ async def test_a_lowered_limit_admits_nobody_until_enough_slots_end(
 
 async def test_an_invalid_reload_keeps_the_configuration_in_force(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    """A-T11: a reload whose conf.d is invalid (a throttle without timeout) changes nothing,
-    and the error is kept until a good reload."""
+    """A-T11: a reload whose conf.d is invalid (a throttle without timeout) or unreadable
+    changes nothing, and the error is kept until a good reload."""
     async with running_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
         conf_d = tmp_path / "conf" / "conf.d"
         conf_d.mkdir(parents=True)
@@ -69,6 +69,10 @@ async def test_an_invalid_reload_keeps_the_configuration_in_force(
             assert await client.push(job(f"q-{i}", "q")) == b"OK"
         assert named(await client.fetch("q")) == "q-0"
         assert await client.fetch("q") is None  # still concurrency 1
+        assert (await status(client, "q"))["q"]["concurrency"] == 1
+        (conf_d / "throttles.toml").write_bytes(b"[throttles]\nq = { concurrency = 5, timeout = 60 } # \xff\n")
+        assert not server.reload(lambda: load(args, {}))  # not UTF-8: unreadable, the server goes on
+        assert "can't decode byte 0xff" in (throttles.reload_error or "")
         assert (await status(client, "q"))["q"]["concurrency"] == 1
         (conf_d / "throttles.toml").write_text("[throttles]\nq = { concurrency = 5, timeout = 60 }\n")
         assert server.reload(lambda: load(args, {}))
