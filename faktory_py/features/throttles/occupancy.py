@@ -8,7 +8,8 @@ a live reservation of a throttled queue whose `timeout` has not passed (protocol
 (`store.api.ReservationObserver`), on live commits and replay alike, so nothing else can
 change the count and a restart rebuilds it. The one other change is time: a slot ends
 `timeout` seconds after its FETCH even if the job runs on (`release_due`, run by the due
-timer and before every count is read, so a read never depends on when the timer ran).
+timer and before every count is read, so a read never depends on when the timer ran). A
+configuration reload counts the slots again from the live reservations (`recount`).
 """
 
 from __future__ import annotations
