@@ -4,7 +4,8 @@ until a signal, mapping the outcome to the exit status (0 stopped, 1 failed, 2 b
 
 `faktory-py conformance --url tcp://host:port ...` is a subcommand of its own: it runs the
 protocol conformance cases against any running server (see faktory_py/tools/conformance/runner.py);
-so is `faktory-py bench --url ...`, the load generator (faktory_py/tools/loadgen/).
+so is `faktory-py bench --url ...`, the load generator (faktory_py/tools/loadgen/), and
+`faktory-py check-config -c DIR`, which validates a configuration directory without serving.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from .config import load as load_config
 from .server.app import Server, serve
 from .server.fdlimit import raise_soft_limit
 
-async def _run(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+async def _run(config: Config, argv: list[str]) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads the
+    configuration (`argv`'s flags, the environment and conf.d read again: protocol/spec.md §11.5).
 
     serve() is never cancelled from here: a signal asks it to stop, and it returns once it
     has (or raises, e.g. JournalFailed, when it stopped for any other reason: exit 1).
     """
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run_server(task_status: trio.TaskStatus[Server]) -> None:
@@ -38,7 +40,10 @@ async def _run(config: Config) -> None:
             server = await nursery.start(run_server)
             async for signum in signals:
                 logging.getLogger("faktory_py").info("received %s", signal.Signals(signum).name)
-                server.shutdown()
+                if signum == signal.SIGHUP:
+                    server.reload(lambda: load_config(argv, os.environ))
+                else:
+                    server.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         return bench_cli.main(argv[1:])
+    if argv[:1] == ["check-config"]:
+        return check_config(argv[1:])
     if "-v" in argv:
         print(f"faktory_py {__version__} (Faktory protocol {FAKTORY_VERSION})")
         return 0
@@ -68,11 +75,34 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
     raise_soft_limit()
     try:
-        trio.run(_run, config)
+        trio.run(_run, config, argv)
     except Exception as exc:  # start-up failures (corrupt journal, port in use), a failed journal
         for leaf in _leaves(exc):
             logging.getLogger("faktory_py").error("%s", leaf)
         return 1
+    return 0
+
+
+def check_config(argv: list[str]) -> int:
+    """`faktory-py check-config -c DIR [-e ENV]`: load the configuration as the server would
+    (the same flags and rules), print its warnings and errors; exit 0 when the server would
+    start with it, 2 when it would not."""
+    if {"-h", "--help"} & set(argv):
+        print("usage: faktory-py check-config [-c DIR] [-e ENV] [the server's other flags]\n\n"
+              "Load the configuration as `faktory-py` would with the same flags; print its\n"
+              "warnings and errors; exit 0 when it is valid, 2 when it is not.")
+        return 0
+    try:
+        config = load_config(argv, os.environ)
+        if not config.conf_dir.is_dir():
+            raise ConfigError(f"no configuration directory {config.conf_dir}")
+    except ConfigError as exc:
+        print(f"faktory-py check-config: {exc}", file=sys.stderr)
+        return 2
+    for warning in config.throttles.warnings:
+        print(f"faktory-py check-config: warning: {warning}", file=sys.stderr)
+    print(f"faktory-py check-config: {config.conf_dir} is valid "
+          f"({len(config.throttles.entries)} throttles)")
     return 0
 
 

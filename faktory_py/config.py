@@ -40,6 +40,7 @@ DEFAULT_PASSWORD_FILE = Path("/etc/faktory/password")
 _SUBCOMMANDS = """subcommands (each with its own --help):
   faktory-py conformance --url tcp://host:port  run the protocol conformance cases against any server
   faktory-py bench --url tcp://host:port        benchmark any running server (needs the loadgen extra)
+  faktory-py check-config -c DIR                validate a configuration directory (exit 0 valid, 2 invalid)
 """
 
 

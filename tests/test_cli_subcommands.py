@@ -1,4 +1,5 @@
-"""`faktory-py --help` names the subcommands, and `faktory-py bench` without hiredis (the
+"""`faktory-py --help` names the subcommands (check-config's own tests are in
+tests/features/test_throttles_config.py), and `faktory-py bench` without hiredis (the
 `loadgen` extra, not a runtime dependency) says what to install instead of a traceback.
 The server processes the tests start run this checkout's code."""
 
@@ -21,7 +22,16 @@ def test_help_lists_the_subcommands() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "faktory-py conformance --url" in proc.stdout
     assert "faktory-py bench --url" in proc.stdout
+    assert "faktory-py check-config -c DIR" in proc.stdout
     assert "--max-connections" in proc.stdout  # the server's own flags are still there
+
+
+@pytest.mark.timeout(60)
+def test_check_config_has_its_own_help() -> None:
+    proc = subprocess.run([sys.executable, "-m", "faktory_py", "check-config", "--help"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: faktory-py check-config")
 
 
 @pytest.mark.timeout(60)

@@ -53,12 +53,23 @@ class Registry:
     """The features in the order their hooks run, and each kind of hook in that order."""
 
     def __init__(self, features: Iterable[Feature] = ()) -> None:
-        self.features = tuple(features)
+        self._index(tuple(features))
+
+    def replace(self, feature: Feature) -> None:
+        """Swap in the new record of a registered feature whose hooks changed (throttles
+        after a configuration reload), keeping its place in the order."""
+        names = [f.name for f in self.features]
+        if feature.name not in names:
+            raise KeyError(feature.name)
+        self._index(tuple(feature if f.name == feature.name else f for f in self.features))
+
+    def _index(self, features: tuple[Feature, ...]) -> None:
+        self.features = features
         names = [feature.name for feature in self.features]
         if len(set(names)) != len(names):
             raise ValueError(f"feature names must be unique: {names}")
-        # One tuple per hook, built once: the hot paths (PUSH, FETCH, ACK) loop over only
-        # the features that implement the hook.
+        # One tuple per hook, built when the records change: the hot paths (PUSH, FETCH,
+        # ACK) loop over only the features that implement the hook.
         self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
         self.push = tuple(f.push for f in self.features if f.push is not None)
         self.gate = tuple(f.gate for f in self.features if f.gate is not None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -30,13 +31,13 @@ from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
 from ..features.expiry import ExpiringJobs
 from ..features.throttles.feature import Throttles
-from ..features.throttles.occupancy import Limit
 from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
 from ..store.journal import Journal
 from ..store.memory import MemoryStore
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
+from .reload import ConfigReload, throttle_limits, wake_all_queues
 from .tcp import Connections
 from .timers import DueTimer, reap_workers, supervised
 from .waiters import QueueWaiters
@@ -51,6 +52,8 @@ class Server:
     addresses: list[tuple[str, int]]
     dispatcher: Dispatcher
     durable: DurableJournal
+    #: SIGHUP's work: puts a re-read configuration's throttles in force (server/reload.py)
+    config_reload: ConfigReload
     #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
     web_urls: list[str] = field(default_factory=list)
     _stop: trio.Event = field(default_factory=trio.Event)
@@ -62,6 +65,11 @@ class Server:
     def shutdown(self) -> None:
         """Stop accepting, refuse further commands, flush the journal and return from serve."""
         self._stop.set()
+
+    def reload(self, read: Callable[[], Config]) -> bool:
+        """Re-read the configuration with `read` and put its throttles in force; False (the
+        error logged) when `read` raises ConfigError, and then nothing changes."""
+        return self.config_reload(read)
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -96,10 +104,9 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     in it. Expiry comes first, so an expired job is dropped at FETCH before the others see
     it (they get `on_drop` instead).
     """
-    limits = {t.queue: Limit(t.timeout, t.concurrency, t.worker) for t in throttles.entries}
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
-                     Throttles(store, limits, throttles.warnings).feature()])
+                     Throttles(store, throttle_limits(throttles), throttles.warnings).feature()])
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:
@@ -129,9 +136,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
     clock = Clock()
-    # Which FETCH may take a job of a queue with a per-worker limit depends on its wid, so
-    # every waiter of such a queue tries when it gains a job or a slot (protocol/spec.md §11.3).
-    waiters = QueueWaiters(wake_all=frozenset(t.queue for t in config.throttles.entries if t.worker))
+    waiters = QueueWaiters(wake_all=wake_all_queues(config.throttles))
     timer = DueTimer(clock, durable.wait_writable)
     store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
     features = enterprise_features(store, config.batches, config.throttles)
@@ -146,6 +151,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     dispatcher.refusal = durable.refusal
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
+    config_reload = ConfigReload(config, manager, features, throttles, waiters, timer, clock)
     connections = Connections(config, dispatcher, durable, waiters)
     try:
         async with trio.open_nursery() as background:
@@ -175,7 +181,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
             if context is not None:
                 listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
             addresses = [_address(l) for l in listeners]
-            server = Server(addresses, dispatcher, durable, web_urls)
+            server = Server(addresses, dispatcher, durable, config_reload, web_urls)
             background.start_soon(_stop_when_failed, durable, server)
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()

@@ -131,6 +131,21 @@ def test_find_looks_a_feature_up_by_type() -> None:
     assert [feature.name for feature in registry] == ["r"]
 
 
+def test_replace_swaps_a_features_hooks_in_its_place() -> None:
+    """A feature whose hooks change (throttles after a reload gain or lose their FETCH gate)
+    gets its new record in its old place; an unknown name is refused."""
+    log: list[str] = []
+    first, second = Recorder("first", log), Recorder("second", log)
+    registry = Registry([Feature("first", first, info=first), Feature("second", second)])
+    registry.replace(Feature("second", second, push=second, info=second))
+    assert [f.name for f in registry] == ["first", "second"]
+    assert registry.push == (second,) and registry.info == (first, second)
+    registry.replace(Feature("first", first))
+    assert registry.info == (second,)
+    with pytest.raises(KeyError):
+        registry.replace(Feature("third", first))
+
+
 def test_feature_names_are_unique() -> None:
     log: list[str] = []
     with pytest.raises(ValueError, match="unique"):

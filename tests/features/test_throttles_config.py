@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from faktory_py.config import ConfigError, Throttle, load
+from faktory_py.tools import processes
 
 #: the Ent-Throttling wiki's example (Oct 2019 revision): inline tables, a quoted name
 WIKI_INLINE = """
@@ -111,3 +112,37 @@ def test_a_bad_throttle_stops_the_boot_with_status_2(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "config: throttles.q: timeout is required" in done.stderr
+
+
+def check_config(conf_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "faktory_py", "check-config", "-c", str(conf_dir)],
+                          capture_output=True, text=True, timeout=30, cwd=processes.FaktoryPy.cwd)
+
+
+@pytest.mark.parametrize("files", [(WIKI_INLINE,), WIKI_TABLES], ids=["inline", "sub-tables"])
+def test_check_config_accepts_the_wiki_configurations(tmp_path: Path, files: tuple[str, ...]) -> None:
+    """A-T1: `faktory-py check-config` prints no error for Faktory Enterprise's examples."""
+    load_with(tmp_path, *files)
+    done = check_config(tmp_path / "conf")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout == f"faktory-py check-config: {tmp_path / 'conf'} is valid (3 throttles)\n"
+
+
+def test_check_config_refuses_an_invalid_directory_with_status_2(tmp_path: Path) -> None:
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "throttles.toml").write_text("[throttles]\nq = { concurrency = 1 }\n")
+    done = check_config(tmp_path / "conf")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "faktory-py check-config: config: throttles.q: timeout is required\n"
+    missing = check_config(tmp_path / "nowhere")
+    assert missing.returncode == 2
+    assert f"no configuration directory {tmp_path / 'nowhere'}" in missing.stderr
+
+
+def test_check_config_prints_the_warnings_of_a_valid_directory(tmp_path: Path) -> None:
+    load_with(tmp_path, "[throttles]\nq = { concurrency = 2, timeout = 5, colour = 1 }\n")
+    done = check_config(tmp_path / "conf")
+    assert done.returncode == 0
+    assert done.stderr == 'faktory-py check-config: warning: config: throttles.q: unknown key "colour" ignored\n'

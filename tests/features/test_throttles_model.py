@@ -1,9 +1,10 @@
 """Throttle occupancy as a property (protocol/spec.md §11.2): a hypothesis state machine pushes,
 fetches from several worker processes, acks, fails, lets time pass (slots time out,
-reservations expire), flushes and restarts from the journal or a snapshot, and checks after
-every step
+reservations expire), flushes, reloads other throttles (SIGHUP, §11.5) and restarts from the
+journal or a snapshot, and checks after every step
 
-* S1 safety: never more than `concurrency` slots of a queue, nor `worker` of one wid;
+* S1 safety: never more than `concurrency` slots of a queue, nor `worker` of one wid, except
+  after a reload lowered a limit below the slots held, and then they never grow until below;
 * S3 conservation: the occupancy index equals the slots recomputed from the reservations
   (live reservations of throttled queues whose `timeout` has not passed), live and after
   replay of the journal and of a snapshot;
@@ -14,6 +15,7 @@ every step
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -24,22 +26,29 @@ from faktory_py.config import Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.server.app import enterprise_features
+from faktory_py.server.reload import throttle_limits
 from faktory_py.store.memory import MemoryStore
 from helpers.model_replay import due_times, replay, roundtrip, snapshot_records
 
 THROTTLES = ThrottlesConfig((Throttle("one", 30, concurrency=1), Throttle("few", 50, concurrency=3, worker=2),
                              Throttle("per", 20, worker=1)))
-LIMITS = {t.queue: t for t in THROTTLES.entries}
+#: what a reload (SIGHUP) may put in force: limits lowered, raised, removed, added, shorter
+#: timeouts, no throttle at all
+RELOADS = (THROTTLES,
+           ThrottlesConfig((Throttle("one", 30, concurrency=1), Throttle("few", 50, concurrency=1, worker=1))),
+           ThrottlesConfig((Throttle("few", 10, concurrency=5, worker=3), Throttle("per", 5, worker=2),
+                            Throttle("free", 40, concurrency=2))),
+           ThrottlesConfig())
 QUEUES = ("one", "few", "per", "free")
 WIDS = ("A", "B", "C", "")
 START = 1_700_000_000.0
 
 
-def recomputed(store: MemoryStore, now: float) -> dict[str, tuple[str, str]]:
+def recomputed(store: MemoryStore, limits: dict[str, Throttle], now: float) -> dict[str, tuple[str, str]]:
     """The slots by definition: jid → (queue, wid) of each live reservation of a throttled
     queue whose timeout has not passed at `now`."""
     return {res.job["jid"]: (res.job["queue"], res.wid) for res in store.reservations()
-            if res.job["queue"] in LIMITS and res.reserved_at + LIMITS[res.job["queue"]].timeout > now}
+            if res.job["queue"] in limits and res.reserved_at + limits[res.job["queue"]].timeout > now}
 
 
 class ThrottleMachine(RuleBasedStateMachine):
@@ -47,6 +56,10 @@ class ThrottleMachine(RuleBasedStateMachine):
         super().__init__()
         self.now = START
         self.journal: list[list[dict[str, Any]]] = []
+        self.config = THROTTLES
+        #: (queue, wid or None for the whole queue) → slots held above its limit, which only
+        #: a reload that lowered the limit allows, and which may only shrink from then on
+        self.over: dict[tuple[str, str | None], int] = {}
         self.store, self.manager, self.throttles = self._build()
         self.serial = 0
 
@@ -56,7 +69,7 @@ class ThrottleMachine(RuleBasedStateMachine):
 
     def _build(self) -> tuple[MemoryStore, Manager, Throttles]:
         store = MemoryStore(sink=self._sink)  # replay applies ops without journaling them again
-        features = enterprise_features(store, throttles=THROTTLES)
+        features = enterprise_features(store, throttles=self.config)
         throttles = features.find(Throttles)
         assert throttles is not None
         return store, Manager(store, random.Random(0), features), throttles
@@ -103,6 +116,13 @@ class ThrottleMachine(RuleBasedStateMachine):
             self.manager.run_due(self.now)
         self.now = target
 
+    @rule(config=st.sampled_from(RELOADS))
+    def reload(self, config: ThrottlesConfig) -> None:
+        """SIGHUP with other throttles (server/reload.py does the same, and wakes the waiters)."""
+        self.config = config
+        self.manager.features.replace(self.throttles.reconfigure(throttle_limits(config), config.warnings, self.now))
+        self.over = {key: n - self._limit(key) for key, n in self._held().items() if n > self._limit(key)}
+
     @rule()
     def flush(self) -> None:
         self.manager.flush()
@@ -120,23 +140,42 @@ class ThrottleMachine(RuleBasedStateMachine):
 
     # --- invariants -----------------------------------------------------------------
 
+    @property
+    def limits(self) -> dict[str, Throttle]:
+        return {t.queue: t for t in self.config.entries}
+
+    def _held(self) -> Counter[tuple[str, str | None]]:
+        """Slots per limited (queue, None) and (queue, wid)."""
+        held: Counter[tuple[str, str | None]] = Counter()
+        limits = self.limits
+        for queue, wid in recomputed(self.store, limits, self.now).values():
+            if limits[queue].concurrency is not None:
+                held[queue, None] += 1
+            if limits[queue].worker is not None:
+                held[queue, wid] += 1
+        return held
+
+    def _limit(self, key: tuple[str, str | None]) -> int:
+        limit = self.limits[key[0]]
+        value = limit.concurrency if key[1] is None else limit.worker
+        assert value is not None
+        return value
+
     @invariant()
     def occupancy_is_derived(self) -> None:
         """S3: nothing due is left undone, and the index is exactly the recomputed slots."""
         due = self.manager.next_due()
         assert due is None or due > self.now
-        assert self.throttles.occupancy.holders() == recomputed(self.store, self.now)
+        assert self.throttles.occupancy.holders() == recomputed(self.store, self.limits, self.now)
 
     @invariant()
     def never_more_than_the_limits(self) -> None:
-        """S1."""
-        slots = recomputed(self.store, self.now)
-        for queue, limit in LIMITS.items():
-            held = [wid for q, wid in slots.values() if q == queue]
-            if limit.concurrency is not None:
-                assert len(held) <= limit.concurrency
-            if limit.worker is not None:
-                assert all(held.count(wid) <= limit.worker for wid in held)
+        """S1, and its one exception: above a limit a reload lowered, the slots never grow."""
+        for key, n in self._held().items():
+            allowed = self._limit(key) + self.over.get(key, 0)
+            assert n <= allowed
+            if key in self.over:
+                self.over[key] = max(0, n - self._limit(key))
 
 
 ThrottleMachine.TestCase.settings = settings(

@@ -29,6 +29,9 @@ class Throttles:
         #: what the configuration's throttles gave warnings about (unknown keys, protocol/spec.md
         #: §11.1), as logged at boot: the web UI's Throttles tab shows them beside their entries
         self.warnings = tuple(warnings)
+        #: why the last configuration reload was rejected, None after a good one: the old
+        #: configuration is still in force, and an operator looking at throttles must see why
+        self.reload_error: str | None = None
         store.observe_reservations(self.occupancy)
 
     @property
@@ -44,6 +47,14 @@ class Throttles:
         return Feature("throttles", self, gate=self if configured else None, timed=self, info=self,
                        pages=(WebPage("throttles", "Throttles"),) if configured else (),
                        commands=("THROTTLE",))
+
+    def reconfigure(self, limits: Mapping[str, Limit], warnings: Iterable[str], now: float) -> Feature:
+        """Put `limits` in force (a configuration reload), with the new configuration's
+        `warnings`: the slots are recounted from the live reservations under them. Returns the feature's new record, whose FETCH gate is
+        there only if some throttle is now configured (`Registry.replace` puts it in)."""
+        self.occupancy.recount(limits, self.store.reservations(), now)
+        self.warnings = tuple(warnings)
+        return self.feature()
 
     # --- hooks ------------------------------------------------------------------------
 

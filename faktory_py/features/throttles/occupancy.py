@@ -8,14 +8,15 @@ a live reservation of a throttled queue whose `timeout` has not passed (protocol
 (`store.api.ReservationObserver`), on live commits and replay alike, so nothing else can
 change the count and a restart rebuilds it. The one other change is time: a slot ends
 `timeout` seconds after its FETCH even if the job runs on (`release_due`, run by the due
-timer and before every count is read, so a read never depends on when the timer ran).
+timer and before every count is read, so a read never depends on when the timer ran). A
+configuration reload counts the slots again from the live reservations (`recount`).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ...store.api import Reservation
@@ -85,6 +86,23 @@ class Occupancy:
         for jid, slot in list(self._slots.items()):
             self._release(jid, slot)
         self._ends.clear()
+
+    def recount(self, limits: Mapping[str, Limit], live: Iterable[Reservation], now: float) -> None:
+        """A configuration reload: the slots under the new `limits`, counted again from the
+        `live` reservations as a restart would (protocol/spec.md §11.5). So a lowered limit
+        admits nobody until enough of its reservations end, a new throttle counts the jobs
+        already in flight, a removed one frees nothing, and a slot the new `timeout` has
+        already ended is overdue at once."""
+        self.limits = dict(limits)
+        self._slots.clear()
+        self._in_use.clear()
+        self._by_worker.clear()
+        self._ends.clear()
+        self._overdue_jids.clear()
+        self.overdue.clear()
+        for res in live:
+            self.reserved(res)
+        self.release_due(now)
 
     # --- time -------------------------------------------------------------------------
 

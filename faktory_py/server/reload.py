@@ -1,0 +1,89 @@
+"""A configuration reload (SIGHUP, protocol/spec.md §11.5): the whole configuration is read
+and validated again; if it is valid its throttles replace those in force, else nothing changes.
+
+Only the throttles are reloadable so far: the other settings (bindings, password, fsync,
+limits on connections …) are wired into listeners and tasks at start, so a reload that
+changes them logs that they wait for a restart and keeps them as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import fields, replace
+
+from ..config import Config, ThrottlesConfig
+from ..core.lifecycle import Manager
+from ..core.registry import Registry
+from ..errors import ConfigError
+from ..features.throttles.feature import Throttles
+from ..features.throttles.occupancy import Limit
+from .clock import Clock
+from .timers import DueTimer
+from .waiters import QueueWaiters
+
+log = logging.getLogger("faktory_py.server")
+
+
+def throttle_limits(throttles: ThrottlesConfig) -> dict[str, Limit]:
+    """queue → its `Limit`, as the throttles feature takes them."""
+    return {t.queue: Limit(t.timeout, t.concurrency, t.worker) for t in throttles.entries}
+
+
+def wake_all_queues(throttles: ThrottlesConfig) -> frozenset[str]:
+    """Queues whose every waiting FETCH tries when one gains a job or a slot: those with a
+    per-worker limit, since whether a FETCH may take the job depends on its wid
+    (protocol/spec.md §11.3)."""
+    return frozenset(t.queue for t in throttles.entries if t.worker)
+
+
+class ConfigReload:
+    """Puts a re-read configuration's throttles in force in a running server."""
+
+    def __init__(self, config: Config, manager: Manager, features: Registry, throttles: Throttles,
+                 waiters: QueueWaiters, timer: DueTimer, clock: Clock) -> None:
+        #: the configuration in force: the one the server started with, but for the throttles
+        self.config = config
+        self.manager = manager
+        self.features = features
+        self.throttles = throttles
+        self.waiters = waiters
+        self.timer = timer
+        self.clock = clock
+
+    def __call__(self, read: Callable[[], Config]) -> bool:
+        """Read the configuration with `read` (raising ConfigError when it is invalid, OSError
+        or UnicodeDecodeError when a file cannot be read) and put its throttles in force;
+        False, with the error logged and kept, when it cannot."""
+        try:
+            new = read()
+        except (ConfigError, OSError, UnicodeDecodeError) as exc:  # a file unreadable now too
+            self.throttles.reload_error = str(exc)
+            log.error("configuration reload rejected, the configuration in force is kept: %s", exc)
+            return False
+        self.throttles.reload_error = None
+        for warning in new.throttles.warnings:
+            log.warning("%s", warning)
+        waiting = [f.name for f in fields(Config) if f.name != "throttles"
+                   and getattr(new, f.name) != getattr(self.config, f.name)]
+        if waiting:
+            log.warning("configuration reload: %s changed; only [throttles] is reloaded, "
+                        "the rest takes effect at the next restart", ", ".join(waiting))
+        self._put_in_force(new.throttles)
+        self.config = replace(self.config, throttles=new.throttles)
+        log.info("configuration reloaded: %d throttles", len(new.throttles.entries))
+        return True
+
+    def _put_in_force(self, throttles: ThrottlesConfig) -> None:
+        """New limits, slots recounted under them; then every waiting FETCH of a queue whose
+        throttle changed tries again (a raised or removed limit may let it take a job), and
+        the due timer learns when the first recounted slot times out."""
+        now = self.clock.now()
+        before = set(self.throttles.limits)
+        self.features.replace(self.throttles.reconfigure(throttle_limits(throttles), throttles.warnings, now))
+        self.waiters.wake_all = wake_all_queues(throttles)
+        for queue in before | set(self.throttles.limits):
+            self.waiters.top_up(queue, self.manager.available(queue, now))
+        due = self.throttles.next_due()
+        if due is not None:
+            self.timer.poke(due)
