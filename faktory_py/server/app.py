@@ -31,6 +31,7 @@ from ..features.batches.feature import Batches
 from ..features.expiry import ExpiringJobs
 from ..features.throttles.feature import Throttles
 from ..features.throttles.occupancy import Limit
+from ..features.throttles.rate import Rate
 from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
 from ..store.journal import Journal
@@ -96,7 +97,8 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     in it. Expiry comes first, so an expired job is dropped at FETCH before the others see
     it (they get `on_drop` instead).
     """
-    limits = {t.queue: Limit(t.timeout, t.concurrency, t.worker) for t in throttles.entries}
+    limits = {t.queue: Limit(t.timeout, t.concurrency, t.worker, None if t.rate is None else Rate(*t.rate))
+              for t in throttles.entries}
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
                      Throttles(store, limits).feature()])
@@ -138,6 +140,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     throttles = features.find(Throttles)
     assert throttles is not None
     throttles.occupancy.on_release = waiters.notify
+    throttles.rate.on_open = waiters.notify
     replay_journal(journal, store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ...store.api import Reservation
+from .rate import Rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class Limit:
     concurrency: int | None = None
     #: at most this many per worker process (HELLO `wid`)
     worker: int | None = None
+    #: at most `rate.limit` FETCH grants in any `rate.period` seconds (None: no such limit)
+    rate: Rate | None = None
 
 
 @dataclass(frozen=True, slots=True)

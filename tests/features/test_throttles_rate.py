@@ -1,0 +1,97 @@
+"""Rate limits of throttles over TCP on an in-process server driven by trio's MockClock
+(protocol/spec.md §11.5): A-T9 (a full window acts as if empty, the next opening is a timer
+that hands the job out exactly then, a FAIL refunds nothing), a restart keeps the window
+(grants of jobs ACKed before it too), and THROTTLE STATUS / INFO. The snapshot side of the
+restart is in test_throttles_model.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from helpers.async_client import AsyncClient
+from faktory_py.config import Throttle
+from faktory_py.util.timefmt import format_time
+from test_throttles_tcp import SLACK, ack, job, jid, named, running_server, status, workers
+
+RATED = Throttle("api", 60, rate=(3, 10.0))
+
+
+async def test_a_full_window_opens_exactly_a_period_after_its_oldest_grant(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """A-T9: limit 3 per 10 s, 10 jobs: 3 FETCHes at t=0 get jobs, the 4th waits and gets one
+    at t=10 s exactly (woken by the window's opening, not by its own 2 s polls), though a
+    job FAILed at t=1; at t=10 the whole window is open again (3 more), then the 7th waits
+    until t=20."""
+    async with running_server(tmp_path, RATED) as server:
+        producer, *fetchers = await workers(server, 5)
+        for i in range(10):
+            assert await producer.push(job(f"api-{i}", "api")) == b"OK"
+        assert await producer.push(job("other", "default")) == b"OK"
+        start = trio.current_time()
+        assert [named(await w.fetch("api")) for w in fetchers[:3]] == ["api-0", "api-1", "api-2"]
+        # a full window acts as if empty: FETCH goes on to the next queue at once
+        assert named(await fetchers[3].fetch("api", "default")) == "other"
+        assert trio.current_time() - start < SLACK
+        state = await status(producer, "api")
+        partition = state["api"]["by_partition"][0]
+        assert partition["grants_in_window"] == 3
+        assert partition["next_grant_at"] == format_time(server.dispatcher.clock.now() + 10)
+        await trio.sleep(1)
+        assert await fetchers[0].json_command(
+            "FAIL", {"jid": jid("api-0"), "errtype": "E", "message": "boom"}) == b"OK"
+        while (got := await fetchers[3].fetch("api")) is None:  # FETCHes at 1, 3, 5, 7, 9
+            pass
+        assert named(got) == "api-3"
+        assert abs(trio.current_time() - start - 10) < SLACK
+        assert [named(await w.fetch("api")) for w in fetchers[1:3]] == ["api-4", "api-5"]
+        assert trio.current_time() - start - 10 < SLACK
+        while (got := await fetchers[0].fetch("api")) is None:  # FETCHes at 10, 12, … 18
+            pass
+        assert named(got) == "api-6"
+        assert abs(trio.current_time() - start - 20) < SLACK
+        for client in (producer, *fetchers):
+            await client.aclose()
+
+
+async def test_a_restart_keeps_the_window_with_the_grants_of_acked_jobs(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """A-T10 for rates: 2 grants in window (one job ACKed, one still reserved), the server
+    stops and starts on its journal: both still count, one more FETCH gets a job and the
+    next waits for the window to open."""
+    async with running_server(tmp_path, RATED) as server:
+        client = await AsyncClient.connect(server.port, wid="w")
+        for i in range(5):
+            assert await client.push(job(f"j{i}", "api")) == b"OK"
+        first_grant = server.dispatcher.clock.now()  # unix time: the next server's trio clock differs
+        assert named(await client.fetch("api")) == "j0"
+        assert named(await client.fetch("api")) == "j1"
+        assert await ack(client, "j0") == b"OK"
+        before = await status(client)
+        await client.aclose()
+    await trio.sleep(1)
+    async with running_server(tmp_path, RATED) as server:
+        client = await AsyncClient.connect(server.port, wid="w")
+        after = await status(client)
+        assert after == before
+        assert after["api"]["by_partition"][0]["grants_in_window"] == 2
+        assert after["api"]["in_use"] == 1
+        assert named(await client.fetch("api")) == "j2"
+        while (got := await client.fetch("api")) is None:
+            pass
+        assert named(got) == "j3"
+        assert abs(trio.current_time() - server.dispatcher.clock.trio_time(first_grant + 10)) < SLACK
+        await client.aclose()
+
+
+async def test_info_shows_the_rate_limit(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    async with running_server(tmp_path, RATED) as server:
+        client = await AsyncClient.connect(server.port)
+        info = await client.info()
+        assert info["faktory"]["throttles"] == {"api": {
+            "concurrency": None, "worker": None, "timeout": 60, "in_use": 0, "waiting": 0,
+            "rate": {"limit": 3, "period": 10.0}, "partitions": 1, "slot_release": "timeout", "overdue": 0}}
+        await client.aclose()
