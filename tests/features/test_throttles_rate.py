@@ -7,13 +7,19 @@ restart is in test_throttles_model.py."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import trio
 import trio.testing
 
 from helpers.async_client import AsyncClient
-from faktory_py.config import Throttle
+from faktory_py.config import Throttle, ThrottlesConfig
+from faktory_py.core.lifecycle import Manager
+from faktory_py.features.throttles.feature import Throttles
+from faktory_py.server.app import enterprise_features
+from faktory_py.store.memory import MemoryStore
+from helpers.model_replay import replay, snapshot_records
 from faktory_py.util.timefmt import format_time
 from test_throttles_tcp import SLACK, ack, job, jid, named, running_server, status, workers
 
@@ -95,3 +101,33 @@ async def test_info_shows_the_rate_limit(tmp_path: Path, autojump_clock: trio.te
             "concurrency": None, "worker": None, "timeout": 60, "in_use": 0, "waiting": 0,
             "rate": {"limit": 3, "period": 10.0}, "partitions": 1, "slot_release": "timeout", "overdue": 0}}
         await client.aclose()
+
+
+def test_a_snapshot_keeps_the_grants_of_ended_reservations() -> None:
+    """Compaction keeps only live reservations, so the snapshot carries each window: after a
+    restart from it, the grants of jobs ACKed and FAILed before it count, the live one's
+    once (it is in the window and restored as a reservation), and the window opens on time."""
+    now = 1_700_000_000.0
+    store, manager, throttles = build()
+    for i in range(4):
+        manager.push({"jid": jid(f"s{i}"), "jobtype": "T", "args": [], "queue": "api"}, now)
+    for i in range(3):
+        assert named(manager.fetch(["api"], "w", now + i)[0]) == f"s{i}"
+    manager.ack(jid("s0"), now + 3)
+    manager.fail(jid("s1"), "E", "boom", [], now + 3)
+    assert manager.fetch(["api"], "w", now + 9.5)[0] is None
+    restored, manager, throttles = build()
+    replay(restored, snapshot_records(store))
+    assert [op["op"] for record in snapshot_records(store) for op in record].count("throttle_grants") == 1
+    assert throttles.rate.in_window("api", now + 9.5) == 3
+    assert manager.next_due() == now + 10
+    assert manager.fetch(["api"], "w", now + 9.999)[0] is None
+    assert named(manager.fetch(["api"], "w", now + 10)[0]) == "s3"
+
+
+def build() -> tuple[MemoryStore, Manager, Throttles]:
+    store = MemoryStore()
+    features = enterprise_features(store, throttles=ThrottlesConfig((RATED,)))
+    throttles = features.find(Throttles)
+    assert throttles is not None
+    return store, Manager(store, random.Random(0), features), throttles
