@@ -125,6 +125,24 @@ def test_a_snapshot_keeps_the_grants_of_ended_reservations() -> None:
     assert named(manager.fetch(["api"], "w", now + 10)[0]) == "s3"
 
 
+def test_waiters_are_woken_for_the_grants_left_in_the_window() -> None:
+    """`Manager.available` (how many waiting FETCHes a queue's jobs wake) is capped by the
+    grants the window has left; a FETCH refused by the window changes nothing."""
+    now = 1_700_000_000.0
+    _store, manager, _throttles = build()
+    for i in range(5):
+        manager.push({"jid": jid(f"a{i}"), "jobtype": "T", "args": [], "queue": "api"}, now)
+    assert manager.available("api", now) == 3
+    manager.fetch(["api"], "w", now)
+    manager.fetch(["api"], "w", now + 4)
+    assert manager.available("api", now + 4) == 1
+    manager.fetch(["api"], "w", now + 5)
+    assert manager.fetch(["api"], "w", now + 6)[0] is None
+    assert manager.available("api", now + 9.99) == 0
+    assert manager.available("api", now + 10) == 1
+    assert manager.available("api", now + 15) == 2  # min(queue size, room)
+
+
 def build() -> tuple[MemoryStore, Manager, Throttles]:
     store = MemoryStore()
     features = enterprise_features(store, throttles=ThrottlesConfig((RATED,)))
