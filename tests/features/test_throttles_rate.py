@@ -1,8 +1,8 @@
-"""Rate limits of throttles over TCP on an in-process server driven by trio's MockClock
-(protocol/spec.md §11.5): A-T9 (a full window acts as if empty, the next opening is a timer
-that hands the job out exactly then, a FAIL refunds nothing), a restart keeps the window
-(grants of jobs ACKed before it too), and THROTTLE STATUS / INFO. The snapshot side of the
-restart is in test_throttles_model.py."""
+"""Rate limits of throttles (protocol/spec.md §11.5), over TCP on an in-process server driven
+by trio's MockClock: A-T9 (a full window acts as if empty, the next opening is a timer that
+hands the job out exactly then, a FAIL refunds nothing), a restart keeps the window (grants
+of jobs ACKed before it too, from the journal and from a snapshot), THROTTLE STATUS / INFO,
+and how many waiting FETCHes a window wakes. S2 is checked by test_throttles_model.py."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import trio
 import trio.testing
 
 from helpers.async_client import AsyncClient
-from faktory_py.config import Throttle, ThrottlesConfig
+from faktory_py.config import Config, Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.features.throttles.feature import Throttles
-from faktory_py.server.app import enterprise_features
+from faktory_py.server.app import enterprise_features, serve
 from faktory_py.store.memory import MemoryStore
 from helpers.model_replay import replay, snapshot_records
 from faktory_py.util.timefmt import format_time
@@ -123,6 +123,42 @@ def test_a_snapshot_keeps_the_grants_of_ended_reservations() -> None:
     assert manager.next_due() == now + 10
     assert manager.fetch(["api"], "w", now + 9.999)[0] is None
     assert named(manager.fetch(["api"], "w", now + 10)[0]) == "s3"
+
+
+async def test_grants_of_acked_jobs_outlive_a_real_compaction(tmp_path: Path) -> None:
+    """Through the server's own journal compaction (real time, an hour-long window): 3 jobs
+    fetched and ACKed, then enough other work for two compactions, so their reservations are
+    only in segments the snapshot replaced; after a restart the window is still full."""
+    config = Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
+                    compact_min_bytes=50_000, throttles=ThrottlesConfig((Throttle("api", 60, rate=(3, 3600.0)),)))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve, config)
+            manager, clock = server.dispatcher.manager, server.dispatcher.clock
+            for i in range(4):
+                manager.push({"jid": jid(f"c{i}"), "jobtype": "T", "args": [], "queue": "api"}, clock.now())
+            for _ in range(3):
+                job, _ = manager.fetch(["api"], "", clock.now())
+                manager.ack(job["jid"], clock.now())
+            later = server.durable.compactions + 2
+            i = 0
+            while server.durable.compactions < later:
+                manager.push({"jid": f"filler-{i:08d}", "jobtype": "T", "args": ["x" * 200], "queue": "filler"},
+                             clock.now())
+                job, _ = manager.fetch(["filler"], "", clock.now())
+                manager.ack(job["jid"], clock.now())
+                i += 1
+                if i % 50 == 0:
+                    server.durable.write()
+                    await trio.sleep(0.001)
+            server.shutdown()
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve, config)
+            throttles = server.dispatcher.manager.features.find(Throttles)
+            assert throttles is not None
+            assert throttles.rate.in_window("api", server.dispatcher.clock.now()) == 3
+            assert server.dispatcher.manager.fetch(["api"], "", server.dispatcher.clock.now())[0] is None
+            server.shutdown()
 
 
 def test_waiters_are_woken_for_the_grants_left_in_the_window() -> None:
