@@ -29,7 +29,8 @@ class Throttles:
     def __init__(self, store: Store, limits: Mapping[str, Limit]) -> None:
         self.store = store
         self.occupancy = Occupancy(limits)
-        self.rate = RateWindows({queue: limit.rate for queue, limit in limits.items() if limit.rate})
+        self.rate = RateWindows({queue: limit.rate for queue, limit in limits.items()
+                                  if limit.rate is not None})
         store.observe_reservations(self.occupancy)
         store.observe_reservations(self.rate)
         store.register_state(self.rate)
