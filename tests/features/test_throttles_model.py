@@ -32,7 +32,7 @@ from helpers.model_replay import due_times, replay, roundtrip, snapshot_records
 
 THROTTLES = ThrottlesConfig((Throttle("one", 30, concurrency=1),
                              Throttle("few", 50, concurrency=3, worker=2, rate=(4, 20.0)),
-                             Throttle("per", 20, worker=1), Throttle("rated", 30, rate=(2, 10.0))))
+                             Throttle("per", 20, worker=1), Throttle("rated", 30, rate=(2, 60.0))))
 LIMITS = {t.queue: t for t in THROTTLES.entries}
 RATES = {t.queue: t.rate for t in THROTTLES.entries if t.rate is not None}
 QUEUES = ("one", "few", "per", "rated", "free")
