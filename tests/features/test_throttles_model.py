@@ -161,10 +161,12 @@ class ThrottleMachine(RuleBasedStateMachine):
 
     @invariant()
     def never_more_grants_than_the_rate(self) -> None:
-        """S2, and the server's window is the model's."""
+        """S2, and the server's window is the model's (so is whether it is full, which INFO
+        reads without the clock)."""
         for queue, (limit, _period) in RATES.items():
             assert all(self._in_window(queue, at) <= limit for at in self.grants[queue])
             assert self.throttles.rate.in_window(queue, self.now) == self._in_window(queue, self.now)
+            assert self.throttles.rate.full(queue) == (self._in_window(queue, self.now) >= limit)
 
 
 ThrottleMachine.TestCase.settings = settings(

@@ -43,6 +43,7 @@ async def test_a_full_window_opens_exactly_a_period_after_its_oldest_grant(
         assert named(await fetchers[3].fetch("api", "default")) == "other"
         assert trio.current_time() - start < SLACK
         state = await status(producer, "api")
+        assert state["api"]["waiting"] == (await producer.info())["faktory"]["throttles"]["api"]["waiting"] == 7
         partition = state["api"]["by_partition"][0]
         assert partition["grants_in_window"] == 3
         assert partition["next_grant_at"] == format_time(server.dispatcher.clock.now() + 10)
@@ -53,6 +54,7 @@ async def test_a_full_window_opens_exactly_a_period_after_its_oldest_grant(
             pass
         assert named(got) == "api-3"
         assert abs(trio.current_time() - start - 10) < SLACK
+        assert (await status(producer, "api"))["api"]["waiting"] == 0  # 2 grants left in the window
         assert [named(await w.fetch("api")) for w in fetchers[1:3]] == ["api-4", "api-5"]
         assert trio.current_time() - start - 10 < SLACK
         while (got := await fetchers[0].fetch("api")) is None:  # FETCHes at 10, 12, … 18

@@ -89,11 +89,12 @@ class Throttles:
 
     def entry(self, queue: str) -> dict[str, Any]:
         """One throttle's state (protocol/spec.md §11.4): its limits, slots in use, and how
-        many queued jobs wait because its `concurrency` is reached; `rate` is its rate limit
-        (the grants in window need the clock: THROTTLE STATUS shows them)."""
+        many queued jobs wait because its `concurrency` is reached or its rate window is full;
+        `rate` is its rate limit (the grants in window need the clock: THROTTLE STATUS shows
+        them)."""
         limit = self.limits[queue]
         in_use = self.occupancy.in_use(queue)
-        full = limit.concurrency is not None and in_use >= limit.concurrency
+        full = limit.concurrency is not None and in_use >= limit.concurrency or self.rate.full(queue)
         rate = None if limit.rate is None else {"limit": limit.rate.limit, "period": limit.rate.period}
         return {"concurrency": limit.concurrency, "worker": limit.worker, "timeout": limit.timeout,
                 "in_use": in_use, "waiting": self.store.queue_size(queue) if full else 0,

@@ -121,6 +121,11 @@ class RateWindows:
 
     # --- reading --------------------------------------------------------------------------
 
+    def full(self, queue: str) -> bool:
+        """Is `queue`'s window full, as of its last grant and the due timer's last run (no
+        clock needed: a full window is one whose opening is still to come)?"""
+        return queue in self._openings
+
     def in_window(self, queue: str, now: float) -> int:
         """Grants of `queue` in the window ending at `now`."""
         self._forget_before(queue, now)
