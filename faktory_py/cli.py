@@ -25,7 +25,7 @@ from .server.fdlimit import raise_soft_limit
 
 async def _run(config: Config, argv: list[str]) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads the
-    configuration (`argv`'s flags, the environment and conf.d read again: protocol/spec.md §11.5).
+    configuration (`argv`'s flags, the environment and conf.d read again: protocol/spec.md §11.6).
 
     serve() is never cancelled from here: a signal asks it to stop, and it returns once it
     has (or raises, e.g. JournalFailed, when it stopped for any other reason: exit 1).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,12 +81,14 @@ class BatchesConfig:
 class Throttle:
     """One `[throttles.<queue>]` entry (protocol/spec.md §11.1): at most `concurrency` jobs
     of `queue` reserved at once across the server, at most `worker` per worker process
-    (HELLO `wid`); a slot taken at FETCH ends at the job's end or `timeout` seconds later."""
+    (HELLO `wid`); a slot taken at FETCH ends at the job's end or `timeout` seconds later;
+    at most `rate` = (limit, period in seconds) FETCHes in any such period."""
 
     queue: str
     timeout: int
     concurrency: int | None = None
     worker: int | None = None
+    rate: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -239,10 +241,13 @@ def _batches(section: Mapping[str, Any]) -> BatchesConfig:
 #: Faktory's queue names (a throttle names the queue it applies to)
 _QUEUE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 #: keys of a throttle entry this version reads; any other is warned about and ignored
-_THROTTLE_KEYS = ("concurrency", "worker", "timeout", "slot_release")
+_THROTTLE_KEYS = ("concurrency", "worker", "timeout", "slot_release", "rate")
 #: extensions of a throttle entry not built yet: refused, since ignoring one would not limit
 #: what the operator asked to limit (protocol/DEVIATIONS.md)
-_THROTTLE_LATER = ("rate", "partition", "on_worker_lost")
+_THROTTLE_LATER = ("partition", "on_worker_lost")
+#: bounds of `rate = { limit = L, period = P }` (protocol/spec.md §11.5)
+_RATE_LIMITS = (1, 100_000)
+_RATE_PERIODS = (0.001, 86_400)
 
 
 def throttles(section: Any) -> ThrottlesConfig:
@@ -275,13 +280,32 @@ def throttles(section: Any) -> ThrottlesConfig:
             if value is not None and (type(value) is not int or value < 1):
                 raise fail(f"{key} must be an integer >= 1")
             limits[key] = value
-        if limits["concurrency"] is None and limits["worker"] is None:
+        rate = None if "rate" not in entry else _rate(entry["rate"], fail)
+        if limits["concurrency"] is None and limits["worker"] is None and rate is None:
             raise fail("needs concurrency, worker or rate")
         if entry.get("slot_release", "timeout") != "timeout":
             raise fail('slot_release must be "timeout" (the only mode so far)')
         entries.append(Throttle(queue, timeout=entry["timeout"], concurrency=limits["concurrency"],
-                                worker=limits["worker"]))
+                                worker=limits["worker"], rate=rate))
     return ThrottlesConfig(tuple(entries), tuple(warnings))
+
+
+def _rate(value: Any, fail: Callable[[str], ConfigError]) -> tuple[int, float]:
+    """`rate = { limit = L, period = P }` as (L, P). Any other key is refused, not ignored:
+    it is our extension, and a key ignored there would not limit what it says."""
+    if not isinstance(value, dict):
+        raise fail("rate must be a table, e.g. { limit = 100, period = 60 }")
+    for key in value:
+        if key not in ("limit", "period"):
+            raise fail(f'rate: unknown key "{key}"')
+    limit, period = value.get("limit"), value.get("period")
+    low, high = _RATE_LIMITS
+    if type(limit) is not int or not low <= limit <= high:
+        raise fail(f"rate.limit must be an integer from {low} to {high}")
+    low, high = _RATE_PERIODS
+    if type(period) not in (int, float) or not low <= period <= high:
+        raise fail(f"rate.period must be a number of seconds from {low} to {high}")
+    return limit, float(period)
 
 
 def _read_secret(value: str) -> str:

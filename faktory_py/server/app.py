@@ -143,6 +143,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     throttles = features.find(Throttles)
     assert throttles is not None
     throttles.occupancy.on_release = waiters.notify
+    throttles.rate.on_open = waiters.notify
     replay_journal(journal, store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)

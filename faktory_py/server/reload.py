@@ -1,4 +1,4 @@
-"""A configuration reload (SIGHUP, protocol/spec.md §11.5): the whole configuration is read
+"""A configuration reload (SIGHUP, protocol/spec.md §11.6): the whole configuration is read
 and validated again; if it is valid its throttles replace those in force, else nothing changes.
 
 Only the throttles are reloadable so far: the other settings (bindings, password, fsync,
@@ -18,6 +18,7 @@ from ..core.registry import Registry
 from ..errors import ConfigError
 from ..features.throttles.feature import Throttles
 from ..features.throttles.occupancy import Limit
+from ..features.throttles.rate import Rate
 from .clock import Clock
 from .timers import DueTimer
 from .waiters import QueueWaiters
@@ -27,7 +28,8 @@ log = logging.getLogger("faktory_py.server")
 
 def throttle_limits(throttles: ThrottlesConfig) -> dict[str, Limit]:
     """queue → its `Limit`, as the throttles feature takes them."""
-    return {t.queue: Limit(t.timeout, t.concurrency, t.worker) for t in throttles.entries}
+    return {t.queue: Limit(t.timeout, t.concurrency, t.worker, None if t.rate is None else Rate(*t.rate))
+            for t in throttles.entries}
 
 
 def wake_all_queues(throttles: ThrottlesConfig) -> frozenset[str]:

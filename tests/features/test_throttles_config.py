@@ -61,6 +61,20 @@ def test_both_limits_in_one_entry_apply(tmp_path: Path) -> None:
     assert entry == (Throttle("q", 9, concurrency=3, worker=1),)
 
 
+@pytest.mark.parametrize(("entry", "expected"), [
+    ("{ timeout = 60, rate = { limit = 3, period = 10 } }", Throttle("q", 60, rate=(3, 10.0))),
+    ("{ timeout = 5, concurrency = 2, rate = { limit = 100000, period = 0.001 } }",
+     Throttle("q", 5, concurrency=2, rate=(100000, 0.001))),
+    ("{ timeout = 5, worker = 1, rate = { limit = 1, period = 86400 } }",
+     Throttle("q", 5, worker=1, rate=(1, 86400.0))),
+])
+def test_a_rate_limit_loads_alone_or_with_the_others(tmp_path: Path, entry: str, expected: Throttle) -> None:
+    """`rate` alone is a throttle; `timeout` stays required in a `[throttles]` entry."""
+    throttles = load_with(tmp_path, f"[throttles]\nq = {entry}\n").throttles
+    assert throttles.entries == (expected,)
+    assert throttles.warnings == ()
+
+
 @pytest.mark.parametrize(("entry", "reason"), [
     ("{ concurrency = 4 }", "timeout is required"),
     ("{ concurrency = 4, timeout = 0 }", "timeout must be an integer >= 1"),
@@ -75,7 +89,20 @@ def test_both_limits_in_one_entry_apply(tmp_path: Path) -> None:
     ("5", "must be a table, e.g. { concurrency = 4, timeout = 60 }"),
     ('{ concurrency = 1, timeout = 60, slot_release = "job_end" }',
      'slot_release must be "timeout" (the only mode so far)'),
-    ("{ concurrency = 1, timeout = 60, rate = { limit = 3, period = 10 } }", "rate is not supported yet"),
+    ("{ rate = { limit = 3, period = 10 } }", "timeout is required"),
+    ("{ timeout = 60, rate = 3 }", "rate must be a table, e.g. { limit = 100, period = 60 }"),
+    ("{ timeout = 60, rate = { limit = 3 } }", "rate.period must be a number of seconds from 0.001 to 86400"),
+    ("{ timeout = 60, rate = { period = 10 } }", "rate.limit must be an integer from 1 to 100000"),
+    ("{ timeout = 60, rate = { limit = 0, period = 10 } }", "rate.limit must be an integer from 1 to 100000"),
+    ("{ timeout = 60, rate = { limit = 100001, period = 10 } }", "rate.limit must be an integer from 1 to 100000"),
+    ("{ timeout = 60, rate = { limit = 2.0, period = 10 } }", "rate.limit must be an integer from 1 to 100000"),
+    ("{ timeout = 60, rate = { limit = 3, period = 0.0009 } }",
+     "rate.period must be a number of seconds from 0.001 to 86400"),
+    ("{ timeout = 60, rate = { limit = 3, period = 86401 } }",
+     "rate.period must be a number of seconds from 0.001 to 86400"),
+    ('{ timeout = 60, rate = { limit = 3, period = "10s" } }',
+     "rate.period must be a number of seconds from 0.001 to 86400"),
+    ("{ timeout = 60, rate = { limit = 3, period = 10, burst = 5 } }", 'rate: unknown key "burst"'),
     ('{ concurrency = 1, timeout = 60, partition = ["jobtype"] }', "partition is not supported yet"),
     ('{ concurrency = 1, timeout = 60, on_worker_lost = "keep" }', "on_worker_lost is not supported yet"),
 ])

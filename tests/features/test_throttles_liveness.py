@@ -3,7 +3,7 @@
 L1, no stuck job: random pushes, FETCHes from several worker processes (each blocking FETCH a
 waiter), ACKs, FAILs and clock jumps run against a real server on a MockClock that only moves
 when told; whenever every task has settled, no waiting FETCH has, in one of its queues, a job
-its `wid` may take — the Oban Pro 1.3.1 "stuck available" bug, checked after every step — and
+its `wid` may take (a free slot, and room in the rate window) — the Oban Pro 1.3.1 "stuck available" bug, checked after every step — and
 S1 holds (never more slots than the limits).
 
 Cost: FETCH from a full throttled queue of 100 000 jobs looks at none of them.
@@ -29,10 +29,13 @@ from faktory_py.server.app import Server, enterprise_features, serve
 from faktory_py.store.job_queue import JobQueue
 from faktory_py.store.memory import MemoryStore
 
+#: rate periods no sum of the clock's jumps reaches exactly (the due timer runs 1 ms after a
+#: due time, so a jump landing on a window's opening would see it open before the timer ran)
 THROTTLES = (Throttle("one", 40, concurrency=1), Throttle("few", 25, concurrency=3, worker=2),
-             Throttle("per", 30, worker=1))
+             Throttle("per", 30, worker=1), Throttle("rated", 30, rate=(2, 7.3)),
+             Throttle("burst", 30, concurrency=2, rate=(3, 3.7)))
 LIMITS = {t.queue: t for t in THROTTLES}
-QUEUES = ("one", "few", "per", "free")
+QUEUES = ("one", "few", "per", "rated", "burst", "free")
 
 
 class Fetcher:

@@ -1,15 +1,18 @@
 """Throttle occupancy as a property (protocol/spec.md §11.2): a hypothesis state machine pushes,
 fetches from several worker processes, acks, fails, lets time pass (slots time out,
-reservations expire), flushes, reloads other throttles (SIGHUP, §11.5) and restarts from the
+reservations expire), flushes, reloads other throttles (SIGHUP, §11.6) and restarts from the
 journal or a snapshot, and checks after every step
 
 * S1 safety: never more than `concurrency` slots of a queue, nor `worker` of one wid, except
   after a reload lowered a limit below the slots held, and then they never grow until below;
+* S2 safety: never more than `rate.limit` FETCH grants of a queue in any `rate.period`, and
+  the window the server keeps holds exactly the grants the model counts (ACKed, FAILed and
+  expired jobs' too), live and after replay of the journal and of a snapshot;
 * S3 conservation: the occupancy index equals the slots recomputed from the reservations
   (live reservations of throttled queues whose `timeout` has not passed), live and after
   replay of the journal and of a snapshot;
-* FETCH honours the gate: a throttled queue whose limit admits the wid is never skipped
-  (strict order), and a full one always is.
+* FETCH honours the gate: a throttled queue whose limits admit the wid is never skipped
+  (strict order), and a full one (slots or rate window) always is.
 """
 
 from __future__ import annotations
@@ -30,16 +33,23 @@ from faktory_py.server.reload import throttle_limits
 from faktory_py.store.memory import MemoryStore
 from helpers.model_replay import due_times, replay, roundtrip, snapshot_records
 
-THROTTLES = ThrottlesConfig((Throttle("one", 30, concurrency=1), Throttle("few", 50, concurrency=3, worker=2),
-                             Throttle("per", 20, worker=1)))
+#: the rate limits, the same in every configuration below (what a reload does to a rate window
+#: is tests/features/test_throttles_rate.py's)
+RATES = {"few": (4, 20.0), "rated": (2, 60.0)}
+THROTTLES = ThrottlesConfig((Throttle("one", 30, concurrency=1),
+                             Throttle("few", 50, concurrency=3, worker=2, rate=RATES["few"]),
+                             Throttle("per", 20, worker=1), Throttle("rated", 30, rate=RATES["rated"])))
 #: what a reload (SIGHUP) may put in force: limits lowered, raised, removed, added, shorter
-#: timeouts, no throttle at all
+#: timeouts, only the rate limits
 RELOADS = (THROTTLES,
-           ThrottlesConfig((Throttle("one", 30, concurrency=1), Throttle("few", 50, concurrency=1, worker=1))),
-           ThrottlesConfig((Throttle("few", 10, concurrency=5, worker=3), Throttle("per", 5, worker=2),
-                            Throttle("free", 40, concurrency=2))),
-           ThrottlesConfig())
-QUEUES = ("one", "few", "per", "free")
+           ThrottlesConfig((Throttle("one", 30, concurrency=1),
+                            Throttle("few", 50, concurrency=1, worker=1, rate=RATES["few"]),
+                            Throttle("rated", 30, rate=RATES["rated"]))),
+           ThrottlesConfig((Throttle("few", 10, concurrency=5, worker=3, rate=RATES["few"]),
+                            Throttle("per", 5, worker=2), Throttle("free", 40, concurrency=2),
+                            Throttle("rated", 30, rate=RATES["rated"]))),
+           ThrottlesConfig((Throttle("few", 50, rate=RATES["few"]), Throttle("rated", 30, rate=RATES["rated"]))))
+QUEUES = ("one", "few", "per", "rated", "free")
 WIDS = ("A", "B", "C", "")
 START = 1_700_000_000.0
 
@@ -62,6 +72,8 @@ class ThrottleMachine(RuleBasedStateMachine):
         self.over: dict[tuple[str, str | None], int] = {}
         self.store, self.manager, self.throttles = self._build()
         self.serial = 0
+        #: the model's FETCH grants: rate-limited queue → the times FETCH handed one of its jobs out
+        self.grants: dict[str, list[float]] = {queue: [] for queue in RATES}
 
     def _sink(self, ops: list[dict[str, Any]]) -> int:
         self.journal.append(roundtrip(ops))
@@ -90,9 +102,20 @@ class ThrottleMachine(RuleBasedStateMachine):
         occupancy = self.throttles.occupancy
         occupancy.release_due(self.now)
         # the first queue with a job that the throttle admits is the one FETCH must take from
-        expected = next((q for q in queues if self.store.queue_size(q) and occupancy.admits(q, wid)), None)
+        expected = next((q for q in queues if self.store.queue_size(q) and occupancy.admits(q, wid)
+                         and self._rate_admits(q)), None)
         job, _ = self.manager.fetch(queues, wid, self.now)
         assert (job and job["queue"]) == expected
+        if expected in self.grants:
+            self.grants[expected].append(self.now)
+
+    def _in_window(self, queue: str, at: float) -> int:
+        """The model's grants of `queue` in the window (at − period, at]."""
+        period = RATES[queue][1]
+        return sum(1 for t in self.grants[queue] if t <= at and t + period > at)
+
+    def _rate_admits(self, queue: str) -> bool:
+        return queue not in RATES or self._in_window(queue, self.now) < RATES[queue][0]
 
     def _reserved(self) -> list[str]:
         return sorted(res.job["jid"] for res in self.store.reservations())
@@ -126,6 +149,7 @@ class ThrottleMachine(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         self.manager.flush()
+        self.grants = {queue: [] for queue in RATES}  # FLUSH empties the rate windows
 
     @rule(from_snapshot=st.booleans())
     def restart(self, from_snapshot: bool) -> None:
@@ -133,8 +157,10 @@ class ThrottleMachine(RuleBasedStateMachine):
         records = snapshot_records(self.store) if from_snapshot else list(self.journal)
         store, manager, throttles = self._build()
         replay(store, records)
-        throttles.occupancy.release_due(self.now)  # replay does not know the clock
+        throttles.run_due(self.now)  # replay does not know the clock
         assert throttles.occupancy.holders() == self.throttles.occupancy.holders()
+        for queue in RATES:
+            assert throttles.rate.in_window(queue, self.now) == self.throttles.rate.in_window(queue, self.now)
         self.journal = records if from_snapshot else self.journal
         self.store, self.manager, self.throttles = store, manager, throttles
 
@@ -176,6 +202,15 @@ class ThrottleMachine(RuleBasedStateMachine):
             assert n <= allowed
             if key in self.over:
                 self.over[key] = max(0, n - self._limit(key))
+
+    @invariant()
+    def never_more_grants_than_the_rate(self) -> None:
+        """S2, and the server's window is the model's (so is whether it is full, which INFO
+        reads without the clock)."""
+        for queue, (limit, _period) in RATES.items():
+            assert all(self._in_window(queue, at) <= limit for at in self.grants[queue])
+            assert self.throttles.rate.in_window(queue, self.now) == self._in_window(queue, self.now)
+            assert self.throttles.rate.full(queue) == (self._in_window(queue, self.now) >= limit)
 
 
 ThrottleMachine.TestCase.settings = settings(

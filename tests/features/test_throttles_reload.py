@@ -1,4 +1,4 @@
-"""Reloading the throttles (SIGHUP, protocol/spec.md §11.5) on an in-process server driven by
+"""Reloading the throttles (SIGHUP, protocol/spec.md §11.6) on an in-process server driven by
 trio's MockClock: A-T11 (a limit lowered below the slots in use admits nobody until enough
 end; an invalid reload keeps the configuration in force and keeps its error), and the slots
 recounted from the live reservations when a throttle is added or removed. The real SIGHUP

@@ -1,5 +1,5 @@
 """The Python clients through a throttled server process (protocol/spec.md §11.4): pyfaktory
-parses INFO with `faktory.throttles` in it (A-T14, its Python part), and both clients' FETCH
+parses INFO with `faktory.throttles` in it, a rate limit's object too (A-T14, its Python part), and both clients' FETCH
 skips a full throttled queue for the next one, as the server's own count confirms. (An
 unknown key in the configuration is logged and does not stop the server.)"""
 
@@ -18,6 +18,7 @@ THROTTLES = """
 [throttles]
 bulk = { concurrency = 2, timeout = 60 }
 "image-processing" = { worker = 1, timeout = 30, colour = "red" }
+api = { rate = { limit = 100, period = 60 }, timeout = 60 }
 """
 
 
@@ -47,6 +48,7 @@ def test_pyfaktory_parses_info_and_fetches_past_a_full_throttle(server_factory) 
         info = client.info()
         assert info["faktory"]["throttles"]["bulk"]["concurrency"] == 2
         assert info["faktory"]["throttles"]["image-processing"]["worker"] == 1
+        assert info["faktory"]["throttles"]["api"]["rate"] == {"limit": 100, "period": 60.0}
         assert info["faktory"]["queues"]["bulk"] == 3
         queues = [client._fetch(["bulk", "other"])["queue"] for _ in range(3)]
         assert queues == ["bulk", "bulk", "other"]

@@ -1,5 +1,5 @@
 """SIGHUP to a real server process (faktory_py/cli.py `_run`) reloads the configuration
-(protocol/spec.md §11.5) instead of ending the process: a valid conf.d puts its throttles in
+(protocol/spec.md §11.6) instead of ending the process: a valid conf.d puts its throttles in
 force at once, an invalid one is logged and changes nothing, and a changed setting that is not
 reloadable is logged as waiting for a restart. The reload's rules are
 tests/features/test_throttles_reload.py's."""

@@ -1,9 +1,10 @@
-"""Throttles as a feature: FETCH's gate, the slot timer, INFO and THROTTLE STATUS's data.
+"""Throttles as a feature: FETCH's gate, the slot and rate-window timers, INFO and THROTTLE
+STATUS's data.
 
-A throttled queue at its limit acts as if empty for a FETCH, which goes straight on to its
-next queue (strict queue order, protocol/spec.md §11.3); the check is a dictionary lookup
-and two counters, never a scan of the queue. A job dropped at FETCH (expired) takes no slot,
-since only a reservation does (`occupancy`).
+A throttled queue at its limit (slots, or grants in its rate window) acts as if empty for a
+FETCH, which goes straight on to its next queue (strict queue order, protocol/spec.md §11.3);
+the check is dictionary lookups and counters, never a scan of the queue. A job dropped at
+FETCH (expired) takes no slot and no grant, since only a reservation does (`occupancy`, `rate`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 
 from ...core.registry import Feature, WebPage
 from ...store.api import Op, Store
+from ...util.timefmt import format_time
 from .occupancy import Limit, Occupancy
+from .rate import RateWindows
 
 
 class NoSuchThrottle(LookupError):
@@ -32,7 +35,11 @@ class Throttles:
         #: why the last configuration reload was rejected, None after a good one: the old
         #: configuration is still in force, and an operator looking at throttles must see why
         self.reload_error: str | None = None
+        self.rate = RateWindows({queue: limit.rate for queue, limit in limits.items()
+                                  if limit.rate is not None})
         store.observe_reservations(self.occupancy)
+        store.observe_reservations(self.rate)
+        store.register_state(self.rate)
 
     @property
     def limits(self) -> dict[str, Limit]:
@@ -50,9 +57,13 @@ class Throttles:
 
     def reconfigure(self, limits: Mapping[str, Limit], warnings: Iterable[str], now: float) -> Feature:
         """Put `limits` in force (a configuration reload), with the new configuration's
-        `warnings`: the slots are recounted from the live reservations under them. Returns the feature's new record, whose FETCH gate is
-        there only if some throttle is now configured (`Registry.replace` puts it in)."""
+        `warnings`: the slots are recounted from the live reservations under them, and the
+        rate windows keep the grants that happened (`RateWindows.reconfigure`). Returns the
+        feature's new record, whose FETCH gate is there only if some throttle is now
+        configured (`Registry.replace` puts it in)."""
         self.occupancy.recount(limits, self.store.reservations(), now)
+        self.rate.reconfigure({queue: limit.rate for queue, limit in limits.items() if limit.rate is not None},
+                              self.store.reservations())
         self.warnings = tuple(warnings)
         return self.feature()
 
@@ -62,24 +73,30 @@ class Throttles:
         if queue not in self.occupancy.limits:
             return True
         self.occupancy.release_due(now)
-        return self.occupancy.admits(queue, wid)
+        return self.occupancy.admits(queue, wid) and self.rate.room(queue, now) != 0
 
     def room(self, queue: str, now: float) -> int | None:
-        """Free `concurrency` slots; None without that limit (whether a `worker` slot is
-        free depends on the fetcher)."""
+        """Free `concurrency` slots, or grants left in the rate window if fewer; None without
+        either limit (whether a `worker` slot is free depends on the fetcher)."""
         limit = self.limits.get(queue)
-        if limit is None or limit.concurrency is None:
+        if limit is None:
             return None
-        self.occupancy.release_due(now)
-        return max(0, limit.concurrency - self.occupancy.in_use(queue))
+        rooms = [] if limit.rate is None else [self.rate.room(queue, now)]
+        if limit.concurrency is not None:
+            self.occupancy.release_due(now)
+            rooms.append(max(0, limit.concurrency - self.occupancy.in_use(queue)))
+        return min(rooms, default=None)
 
     def next_due(self) -> float | None:
-        return self.occupancy.next_due()
+        dues = [due for due in (self.occupancy.next_due(), self.rate.next_due()) if due is not None]
+        return min(dues, default=None)
 
     def run_due(self, now: float) -> list[Op]:
-        """Slots whose `timeout` passed end now (waking a waiting FETCH); nothing is journaled,
-        the slots being derived from the reservations and the clock."""
+        """Slots whose `timeout` passed end now and full rate windows open now (each waking a
+        waiting FETCH); nothing is journaled, both being derived from the reservations and
+        the clock."""
         self.occupancy.release_due(now)
+        self.rate.run_due(now)
         return []
 
     def info_fields(self) -> dict[str, Any]:
@@ -99,13 +116,16 @@ class Throttles:
 
     def entry(self, queue: str) -> dict[str, Any]:
         """One throttle's state (protocol/spec.md §11.4): its limits, slots in use, and how
-        many queued jobs wait because its `concurrency` is reached."""
+        many queued jobs wait because its `concurrency` is reached or its rate window is full;
+        `rate` is its rate limit (the grants in window need the clock: THROTTLE STATUS shows
+        them)."""
         limit = self.limits[queue]
         in_use = self.occupancy.in_use(queue)
-        full = limit.concurrency is not None and in_use >= limit.concurrency
+        full = limit.concurrency is not None and in_use >= limit.concurrency or self.rate.full(queue)
+        rate = None if limit.rate is None else {"limit": limit.rate.limit, "period": limit.rate.period}
         return {"concurrency": limit.concurrency, "worker": limit.worker, "timeout": limit.timeout,
                 "in_use": in_use, "waiting": self.store.queue_size(queue) if full else 0,
-                "rate": None, "partitions": 1, "slot_release": "timeout",
+                "rate": rate, "partitions": 1, "slot_release": "timeout",
                 "overdue": self.occupancy.overdue[queue]}
 
     def status(self, queues: Iterable[str], now: float) -> dict[str, Any]:
@@ -121,6 +141,15 @@ class Throttles:
             entry = self.entry(queue)
             entry["by_worker"] = self.occupancy.by_worker(queue)
             entry["by_partition"] = [{"key": None, "in_use": entry["in_use"], "waiting": entry["waiting"],
-                                           "grants_in_window": None, "next_grant_at": None}]
+                                      **self._grants(queue, now)}]
             status[queue] = entry
         return status
+
+    def _grants(self, queue: str, now: float) -> dict[str, Any]:
+        """`grants_in_window` and `next_grant_at` (RFC 3339, when the window is full) of a
+        rate-limited queue; null for one without a rate limit."""
+        if self.limits[queue].rate is None:
+            return {"grants_in_window": None, "next_grant_at": None}
+        next_at = self.rate.next_grant_at(queue, now)
+        return {"grants_in_window": self.rate.in_window(queue, now),
+                "next_grant_at": None if next_at is None else format_time(next_at)}

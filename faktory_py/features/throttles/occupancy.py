@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ...store.api import Reservation
+from .rate import Rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,8 @@ class Limit:
     concurrency: int | None = None
     #: at most this many per worker process (HELLO `wid`)
     worker: int | None = None
+    #: at most `rate.limit` FETCH grants in any `rate.period` seconds (None: no such limit)
+    rate: Rate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ class Occupancy:
 
     def recount(self, limits: Mapping[str, Limit], live: Iterable[Reservation], now: float) -> None:
         """A configuration reload: the slots under the new `limits`, counted again from the
-        `live` reservations as a restart would (protocol/spec.md §11.5). So a lowered limit
+        `live` reservations as a restart would (protocol/spec.md §11.6). So a lowered limit
         admits nobody until enough of its reservations end, a new throttle counts the jobs
         already in flight, a removed one frees nothing, and a slot the new `timeout` has
         already ended is overdue at once."""
