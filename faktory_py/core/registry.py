@@ -21,10 +21,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class WebPage:
-    """A page a feature adds to the web UI: `/<name>`, listed in its menu as `title`."""
+    """A page a feature adds to the web UI: `/<name>`, listed in its menu as `title` when
+    `listed`. The web UI routes every page a record names at its start and reads the menu
+    from the records at each request, so a page named but not listed keeps its route for
+    when a new record (a configuration reload) lists it."""
 
     name: str
     title: str
+    listed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

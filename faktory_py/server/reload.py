@@ -61,9 +61,10 @@ class ConfigReload:
             new = read()
         except (ConfigError, OSError, UnicodeDecodeError) as exc:  # a file unreadable now too
             self.throttles.reload_error = str(exc)
+            self.features.replace(self.throttles.feature())  # the tab shows the error
             log.error("configuration reload rejected, the configuration in force is kept: %s", exc)
             return False
-        self.throttles.reload_error = None
+        self.throttles.reload_error = None  # the record is replaced below (_put_in_force)
         for warning in new.throttles.warnings:
             log.warning("%s", warning)
         waiting = [f.name for f in fields(Config) if f.name != "throttles"

@@ -83,7 +83,8 @@ class WebState:
 
     @property
     def feature_pages(self) -> list[WebPage]:
-        return [page for feature in self.features for page in feature.pages]
+        """The menu's feature entries, from the records in force (a reload may change them)."""
+        return [page for feature in self.features for page in feature.pages if page.listed]
 
     # --- actions --------------------------------------------------------------------------
 

@@ -545,7 +545,7 @@ def test_a_jid_with_slashes_and_the_queue_dot_dot_have_pages(page, raw: RawClien
 
 THROTTLES_TOML = """\
 [throttles]
-"image-processing" = { concurrency = 2, timeout = 60 }
+"image-processing" = { concurrency = 2, timeout = 60, rate = { limit = 10, period = 60 } }
 bulk = { worker = 3, timeout = 30, colour = "red" }
 """
 
@@ -580,8 +580,11 @@ def test_throttles_tab_shows_a_full_throttle(browser, web_servers, tmp_path: Pat
         expect(full.locator(".held-by")).to_contain_text("worker-one 1")
         expect(full.locator(".held-by")).to_contain_text("worker-two 1")
         expect(full.locator(".timeout")).to_have_text("60 s")
+        expect(full.locator(".rate")).to_contain_text("2 / 10 in the last 60 s")
+        expect(full.locator(".rate .next-grant")).to_have_text("next opening: —")
         bulk = page.locator('#throttles tr[data-queue="bulk"]')
         expect(bulk.locator(".worker")).to_have_text("3")
+        expect(bulk.locator(".rate")).to_have_text("—")
         expect(bulk.locator(".held-by")).to_have_text("worker-one 1 / 3")
         expect(bulk.locator(".warnings")).to_have_text('config: throttles.bulk: unknown key "colour" ignored')
         # the stylesheet came (the CSP let it): a full throttle's count is bold

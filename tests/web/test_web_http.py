@@ -10,7 +10,7 @@ import http.client
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -354,16 +354,68 @@ async def test_throttles_tab_only_when_throttles_are_configured(tmp_path: Path, 
     assert '<a href="/throttles" class="active" aria-current="page">Throttles</a>' in page.body
     assert 'href="/throttles"' in (await request(server, "GET", "/", headers=auth)).body  # in every page's menu
     assert cells(page.body, "q") == {
-        "concurrency": "2", "worker": "—", "in-use": "2 / 2 full", "waiting": "3", "held-by": "wid-a 1 wid-b 1",
-        "slot-release": "timeout", "timeout": "60 s", "overdue": "0", "warnings": ""}
+        "concurrency": "2", "worker": "—", "in-use": "2 / 2 full", "waiting": "3", "rate": "—",
+        "held-by": "wid-a 1 wid-b 1", "slot-release": "timeout", "timeout": "60 s", "overdue": "0", "warnings": ""}
     assert cells(page.body, "w") == {
-        "concurrency": "—", "worker": "1", "in-use": "0", "waiting": "0", "held-by": "—",
+        "concurrency": "—", "worker": "1", "in-use": "0", "waiting": "0", "rate": "—", "held-by": "—",
         "slot-release": "timeout", "timeout": "30 s", "overdue": "0",
         "warnings": 'config: throttles.w: unknown key "<colour>" ignored'}
     assert "&lt;colour&gt;" in page.body  # escaped
     # no inline script or style: the CSP allows neither
     assert re.findall(r"<script(?![^>]*\bsrc=)|<style|\sstyle=", page.body) == []
     assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert 'id="reload-error"' not in page.body  # no reload was rejected
+
+
+async def test_throttles_tab_rate_column(tmp_path: Path, running) -> None:
+    """A rate-limited throttle shows its grants in the window and, once the window is full,
+    when it opens (THROTTLE STATUS's `grants_in_window` and `next_grant_at`)."""
+    throttles = ThrottlesConfig((Throttle("r", 60, rate=(2, 30)), Throttle("c", 60, concurrency=1, rate=(5, 1.5))))
+    server = await running(replace(config(tmp_path), throttles=throttles))
+    manager, now = server.dispatcher.manager, server.dispatcher.clock.now()
+    for i in range(3):
+        manager.push({**NOW_JOB, "jid": f"rate-limited-{i}", "queue": "r"}, now)
+    assert cells((await request(server, "GET", "/throttles")).body, "r")["rate"] == (
+        "0 / 2 in the last 30 s next opening: —")
+    manager.fetch(["r"], "wid-a", now)
+    manager.fetch(["r"], "wid-a", now)
+    page = await request(server, "GET", "/throttles")
+    assert cells(page.body, "r")["rate"] == f"2 / 2 in the last 30 s next opening: {format_time(now + 30)}"
+    assert cells(page.body, "r")["waiting"] == "1"
+    assert cells(page.body, "c")["rate"] == "0 / 5 in the last 1.5 s next opening: —"
+
+
+async def test_throttles_tab_follows_reloads(tmp_path: Path, running) -> None:
+    """A server started without throttles gets the tab when a reload (SIGHUP, in process
+    here) configures some, and loses it when one removes them; a rejected reload's error is
+    a banner on the tab, shown even before any throttle is configured."""
+    server = await running(config(tmp_path))
+
+    def rejected() -> Config:
+        raise ConfigError("config: throttles.q: timeout is <required>")
+
+    def with_throttles(*entries: Throttle) -> Callable[[], Config]:
+        return lambda: replace(server.config_reload.config, throttles=ThrottlesConfig(entries))
+
+    async def menu_lists_tab() -> bool:
+        return 'href="/throttles"' in (await request(server, "GET", "/")).body
+
+    assert (await request(server, "GET", "/throttles")).status == 404 and not await menu_lists_tab()
+    assert not server.reload(rejected)
+    page = await request(server, "GET", "/throttles")
+    assert page.status == 200 and await menu_lists_tab()
+    assert re.search(r'<p class="banner warning" id="reload-error" role="alert">[^<]*<code>'
+                     r'config: throttles.q: timeout is &lt;required&gt;</code></p>', page.body)
+    assert "Throttles <small>(0)</small>" in page.body
+    assert server.reload(with_throttles(Throttle("q", 60, concurrency=1)))
+    page = await request(server, "GET", "/throttles")
+    assert page.status == 200 and await menu_lists_tab() and 'id="reload-error"' not in page.body
+    assert cells(page.body, "q")["in-use"] == "0 / 1"
+    assert not server.reload(rejected)  # the throttles in force stay, under the banner
+    page = await request(server, "GET", "/throttles")
+    assert 'id="reload-error"' in page.body and cells(page.body, "q")["concurrency"] == "1"
+    assert server.reload(with_throttles())
+    assert (await request(server, "GET", "/throttles")).status == 404 and not await menu_lists_tab()
 
 
 # --- security headers -------------------------------------------------------------------

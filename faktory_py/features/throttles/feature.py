@@ -46,14 +46,20 @@ class Throttles:
         return self.occupancy.limits
 
     def feature(self) -> Feature:
-        """How it plugs in: a gate at FETCH and the web UI's Throttles tab (both only when
-        throttles are configured, so an unthrottled server's FETCH asks nothing more and its
-        menu has no empty tab), a timer for slots that time out, INFO fields and the THROTTLE
-        command."""
-        configured = bool(self.limits)
-        return Feature("throttles", self, gate=self if configured else None, timed=self, info=self,
-                       pages=(WebPage("throttles", "Throttles"),) if configured else (),
+        """How it plugs in: a gate at FETCH (only when throttles are configured, so an
+        unthrottled server's FETCH asks nothing more), the web UI's Throttles tab (always
+        routed, since a reload may configure throttles, but listed only while `tab_shown`,
+        so an unthrottled server's menu has no empty tab), a timer for slots that time out,
+        INFO fields and the THROTTLE command."""
+        return Feature("throttles", self, gate=self if self.limits else None, timed=self, info=self,
+                       pages=(WebPage("throttles", "Throttles", listed=self.tab_shown),),
                        commands=("THROTTLE",))
+
+    @property
+    def tab_shown(self) -> bool:
+        """The Throttles tab is there when throttles are configured or the last reload was
+        rejected (its error must be seen, even on a server that has no throttle yet)."""
+        return bool(self.limits) or self.reload_error is not None
 
     def reconfigure(self, limits: Mapping[str, Limit], warnings: Iterable[str], now: float) -> Feature:
         """Put `limits` in force (a configuration reload), with the new configuration's
