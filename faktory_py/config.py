@@ -82,13 +82,18 @@ class Throttle:
     """One `[throttles.<queue>]` entry (protocol/spec.md §11.1): at most `concurrency` jobs
     of `queue` reserved at once across the server, at most `worker` per worker process
     (HELLO `wid`); a slot taken at FETCH ends at the job's end or `timeout` seconds later;
-    at most `rate` = (limit, period in seconds) FETCHes in any such period."""
+    at most `rate` = (limit, period in seconds) FETCHes in any such period. `slot_release` and
+    `on_worker_lost` are our extensions (protocol/spec.md §11.7)."""
 
     queue: str
     timeout: int
     concurrency: int | None = None
     worker: int | None = None
     rate: tuple[int, float] | None = None
+    #: "timeout": the slot ends at `timeout` (Faktory); "job_end": `timeout` only flags it overdue
+    slot_release: str = "timeout"
+    #: "fail": a worker process reaped for missing heartbeats fails its jobs here; "keep": it does not
+    on_worker_lost: str = "fail"
 
 
 @dataclass(frozen=True)
@@ -241,10 +246,12 @@ def _batches(section: Mapping[str, Any]) -> BatchesConfig:
 #: Faktory's queue names (a throttle names the queue it applies to)
 _QUEUE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 #: keys of a throttle entry this version reads; any other is warned about and ignored
-_THROTTLE_KEYS = ("concurrency", "worker", "timeout", "slot_release", "rate")
+_THROTTLE_KEYS = ("concurrency", "worker", "timeout", "slot_release", "on_worker_lost", "rate")
 #: extensions of a throttle entry not built yet: refused, since ignoring one would not limit
 #: what the operator asked to limit (protocol/DEVIATIONS.md)
-_THROTTLE_LATER = ("partition", "on_worker_lost")
+_THROTTLE_LATER = ("partition",)
+#: the values of the modes of a throttle entry, its default first (protocol/spec.md §11.7)
+_THROTTLE_MODES = {"slot_release": ("timeout", "job_end"), "on_worker_lost": ("fail", "keep")}
 #: bounds of `rate = { limit = L, period = P }` (protocol/spec.md §11.5)
 _RATE_LIMITS = (1, 100_000)
 _RATE_PERIODS = (0.001, 86_400)
@@ -283,10 +290,13 @@ def throttles(section: Any) -> ThrottlesConfig:
         rate = None if "rate" not in entry else _rate(entry["rate"], fail)
         if limits["concurrency"] is None and limits["worker"] is None and rate is None:
             raise fail("needs concurrency, worker or rate")
-        if entry.get("slot_release", "timeout") != "timeout":
-            raise fail('slot_release must be "timeout" (the only mode so far)')
+        modes = {}
+        for key, values in _THROTTLE_MODES.items():
+            modes[key] = entry.get(key, values[0])
+            if modes[key] not in values:
+                raise fail(f"{key} must be " + " or ".join(f'"{value}"' for value in values))
         entries.append(Throttle(queue, timeout=entry["timeout"], concurrency=limits["concurrency"],
-                                worker=limits["worker"], rate=rate))
+                                worker=limits["worker"], rate=rate, **modes))
     return ThrottlesConfig(tuple(entries), tuple(warnings))
 
 
