@@ -119,6 +119,25 @@ def test_slot_release_and_on_worker_lost_are_read(tmp_path: Path) -> None:
     assert throttles.warnings == ()
 
 
+def test_faktory_py_throttles_gives_the_modes_an_entry_does_not_set(tmp_path: Path) -> None:
+    throttles = load_with(tmp_path, '[faktory_py.throttles]\nslot_release = "job_end"\non_worker_lost = "keep"\n'
+                                    '[throttles]\na = { concurrency = 1, timeout = 5 }\n'
+                                    'b = { worker = 2, timeout = 5, on_worker_lost = "fail" }\n').throttles
+    assert throttles.entries == (Throttle("a", 5, concurrency=1, slot_release="job_end", on_worker_lost="keep"),
+                                 Throttle("b", 5, worker=2, slot_release="job_end", on_worker_lost="fail"))
+
+
+@pytest.mark.parametrize(("section", "reason"), [
+    ('slot_release = "never"', 'slot_release must be "timeout" or "job_end"'),
+    ('on_worker_lost = "retry"', 'on_worker_lost must be "fail" or "keep"'),
+    ("concurrency = 3", 'unknown key "concurrency"'),
+])
+def test_a_bad_faktory_py_throttles_is_refused(tmp_path: Path, section: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_with(tmp_path, f"[faktory_py.throttles]\n{section}\n")
+    assert str(caught.value) == f"config: faktory_py.throttles: {reason}"
+
+
 def test_a_queue_name_faktory_refuses_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_with(tmp_path, '[throttles]\n"no spaces" = { concurrency = 1, timeout = 5 }\n')
