@@ -6,12 +6,13 @@ jobs, which free their slots; with "keep" nothing changes)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 import trio.testing
 
-from faktory_py.config import Throttle
+from faktory_py.config import Throttle, ThrottlesConfig
 from helpers.async_client import AsyncClient
 from test_throttles_tcp import jid, job, named, running_server, status, workers
 
@@ -96,3 +97,22 @@ async def test_a_worker_whose_connections_close_is_not_lost(
         assert [res.job["jid"] for res in server.dispatcher.manager.store.reservations()] == [jid("q-0")]
         assert (await status(producer, "q"))["q"]["in_use"] == 1
         await producer.aclose()
+
+
+async def test_a_reload_to_job_end_keeps_an_overdue_slot_held(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """A reload recounts the slots under the new mode (protocol/spec.md §11.6): a slot whose
+    timeout passed is free in timeout mode and held, overdue, in job_end mode."""
+    async with running_server(tmp_path, Throttle("q", 10, concurrency=1)) as server:
+        producer, first = await workers(server, 2)
+        assert await producer.push(job("q-0", "q")) == b"OK"
+        assert named(await first.fetch("q")) == "q-0"
+        await trio.sleep(11)
+        assert ((await status(producer, "q"))["q"]["in_use"]) == 0
+        config = replace(server.config_reload.config,
+                         throttles=ThrottlesConfig((Throttle("q", 10, concurrency=1, slot_release="job_end"),)))
+        assert server.reload(lambda: config)
+        state = (await status(producer, "q"))["q"]
+        assert (state["in_use"], state["overdue"], state["slot_release"]) == (1, 1, "job_end")
+        for client in (producer, first):
+            await client.aclose()

@@ -7,10 +7,11 @@ a live reservation of a throttled queue whose `timeout` has not passed (protocol
 §11.2) — or, with `slot_release = "job_end"`, any live reservation of it, `timeout` only
 flagging the slot overdue (§11.7). The store calls `reserved` and `ended` exactly where a
 reservation begins and ends (`store.api.ReservationObserver`), on live commits and replay
-alike, so nothing else can change the count and a restart rebuilds it. The one other change is time: a slot ends
-`timeout` seconds after its FETCH even if the job runs on (`release_due`, run by the due
-timer and before every count is read, so a read never depends on when the timer ran). A
-configuration reload counts the slots again from the live reservations (`recount`).
+alike, so nothing else can change the count and a restart rebuilds it. The one other change
+is time: in `timeout` mode a slot ends `timeout` seconds after its FETCH even if the job runs
+on (`release_due`, run by the due timer and before every count is read, so a read never
+depends on when the timer ran). A configuration reload counts the slots again from the
+live reservations (`recount`).
 """
 
 from __future__ import annotations
