@@ -82,13 +82,18 @@ class Throttle:
     """One `[throttles.<queue>]` entry (protocol/spec.md §11.1): at most `concurrency` jobs
     of `queue` reserved at once across the server, at most `worker` per worker process
     (HELLO `wid`); a slot taken at FETCH ends at the job's end or `timeout` seconds later;
-    at most `rate` = (limit, period in seconds) FETCHes in any such period."""
+    at most `rate` = (limit, period in seconds) FETCHes in any such period. `slot_release` and
+    `on_worker_lost` are our extensions (protocol/spec.md §11.7)."""
 
     queue: str
     timeout: int
     concurrency: int | None = None
     worker: int | None = None
     rate: tuple[int, float] | None = None
+    #: "timeout": the slot ends at `timeout` (Faktory); "job_end": `timeout` only flags it overdue
+    slot_release: str = "timeout"
+    #: "fail": a worker process reaped for missing heartbeats fails its jobs here; "keep": it does not
+    on_worker_lost: str = "fail"
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         timers=Timers(shutdown_grace=float(grace)),
         web=_web(toml.get("web", {})),
         batches=_batches(toml.get("batches", {})),
-        throttles=throttles(toml.get("throttles", {})),
+        throttles=throttles(toml.get("throttles", {}), ours.get("throttles", {})),
     )
 
 
@@ -241,22 +246,26 @@ def _batches(section: Mapping[str, Any]) -> BatchesConfig:
 #: Faktory's queue names (a throttle names the queue it applies to)
 _QUEUE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 #: keys of a throttle entry this version reads; any other is warned about and ignored
-_THROTTLE_KEYS = ("concurrency", "worker", "timeout", "slot_release", "rate")
+_THROTTLE_KEYS = ("concurrency", "worker", "timeout", "slot_release", "on_worker_lost", "rate")
 #: extensions of a throttle entry not built yet: refused, since ignoring one would not limit
 #: what the operator asked to limit (protocol/DEVIATIONS.md)
-_THROTTLE_LATER = ("partition", "on_worker_lost")
+_THROTTLE_LATER = ("partition",)
+#: the values of the modes of a throttle entry, its default first (protocol/spec.md §11.7)
+_THROTTLE_MODES = {"slot_release": ("timeout", "job_end"), "on_worker_lost": ("fail", "keep")}
 #: bounds of `rate = { limit = L, period = P }` (protocol/spec.md §11.5)
 _RATE_LIMITS = (1, 100_000)
 _RATE_PERIODS = (0.001, 86_400)
 
 
-def throttles(section: Any) -> ThrottlesConfig:
+def throttles(section: Any, defaults: Any = None) -> ThrottlesConfig:
     """`[throttles]`, in either TOML spelling (inline tables or `[throttles.<queue>]`
-    sub-tables are the same document). A bad entry raises `config: throttles.<queue>:
-    <reason>` (protocol/spec.md §11.1); an unknown key only warns, so a configuration
-    Faktory Enterprise accepts still boots."""
+    sub-tables are the same document), with `[faktory_py.throttles]`'s `defaults` for the
+    modes an entry does not set. A bad entry raises `config: throttles.<queue>: <reason>`
+    (protocol/spec.md §11.1); an unknown key only warns, so a configuration Faktory
+    Enterprise accepts still boots."""
     if not isinstance(section, dict):
         raise ConfigError("config: throttles: must be a table of queue = { ... } entries")
+    default_modes = _default_modes({} if defaults is None else defaults)
     entries: list[Throttle] = []
     warnings: list[str] = []
     for queue, entry in section.items():
@@ -283,11 +292,37 @@ def throttles(section: Any) -> ThrottlesConfig:
         rate = None if "rate" not in entry else _rate(entry["rate"], fail)
         if limits["concurrency"] is None and limits["worker"] is None and rate is None:
             raise fail("needs concurrency, worker or rate")
-        if entry.get("slot_release", "timeout") != "timeout":
-            raise fail('slot_release must be "timeout" (the only mode so far)')
+        modes: dict[str, Any] = {}
+        for key, values in _THROTTLE_MODES.items():
+            modes[key] = entry.get(key, default_modes[key])
+            if modes[key] not in values:
+                raise fail(_mode_error(key, values))
         entries.append(Throttle(queue, timeout=entry["timeout"], concurrency=limits["concurrency"],
-                                worker=limits["worker"], rate=rate))
+                                worker=limits["worker"], rate=rate, **modes))
     return ThrottlesConfig(tuple(entries), tuple(warnings))
+
+
+def _default_modes(section: Any) -> dict[str, str]:
+    """`[faktory_py.throttles]`: the modes of every throttle entry that does not set its own
+    (protocol/spec.md §11.7). Our own section, so an unknown key is refused, not ignored."""
+    def fail(reason: str) -> ConfigError:
+        return ConfigError(f"config: faktory_py.throttles: {reason}")
+
+    if not isinstance(section, dict):
+        raise fail('must be a table, e.g. { slot_release = "job_end" }')
+    for key in section:
+        if key not in _THROTTLE_MODES:
+            raise fail(f'unknown key "{key}"')
+    modes: dict[str, str] = {}
+    for key, values in _THROTTLE_MODES.items():
+        modes[key] = section.get(key, values[0])
+        if modes[key] not in values:
+            raise fail(_mode_error(key, values))
+    return modes
+
+
+def _mode_error(key: str, values: tuple[str, ...]) -> str:
+    return f"{key} must be " + " or ".join(f'"{value}"' for value in values)
 
 
 def _rate(value: Any, fail: Callable[[str], ConfigError]) -> tuple[int, float]:

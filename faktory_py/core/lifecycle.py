@@ -185,6 +185,19 @@ class Manager:
             raise NoSuchJob(jid)
         return self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
 
+    def worker_lost(self, wid: str, jids: Iterable[str], now: float) -> int:
+        """A worker process reaped for missing heartbeats: fail each of `jids` (its
+        reservations that a feature says must not outlive it) through the failure path, as a
+        FAIL from the worker would, each in one journaled step (protocol/spec.md §11.7).
+        A jid no longer reserved is skipped. Returns the journal position covering it."""
+        position = 0
+        message = f"Faktory worker {wid} stopped sending heartbeats"
+        for jid in jids:
+            res = self.store.reservation(jid)
+            if res is not None:
+                position = self.store.commit(self._failure_ops(res, "WorkerLost", message, [], now))
+        return position
+
     def _failure_ops(
         self, res: Reservation, errtype: str, message: str, backtrace: list[str], now: float
     ) -> list[AnyOp]:

@@ -147,6 +147,11 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     replay_journal(journal, store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
+
+    def worker_lost(wid: str, now: float) -> None:
+        """A reaped worker's throttled jobs fail (`on_worker_lost`, protocol/spec.md §11.7)."""
+        manager.worker_lost(wid, throttles.lost(wid), now)
+
     stats = ServerStats(started_at=clock.now())
     dispatcher = Dispatcher(manager, workers, clock, durable, waiters, stats, config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
@@ -162,7 +167,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
             background.start_soon(supervised, "journal retry", durable.run_retry)
             background.start_soon(supervised, "due timer", timer.run, manager)
             background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
-                                  config.timers.worker_reap_every)
+                                  config.timers.worker_reap_every, worker_lost, durable.wait_writable)
             background.start_soon(supervised, "send watchdog", connections.watch_sends)
             web_urls: list[str] = []
             if config.web_enabled:

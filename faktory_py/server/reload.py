@@ -28,7 +28,8 @@ log = logging.getLogger("faktory_py.server")
 
 def throttle_limits(throttles: ThrottlesConfig) -> dict[str, Limit]:
     """queue → its `Limit`, as the throttles feature takes them."""
-    return {t.queue: Limit(t.timeout, t.concurrency, t.worker, None if t.rate is None else Rate(*t.rate))
+    return {t.queue: Limit(t.timeout, t.concurrency, t.worker, None if t.rate is None else Rate(*t.rate),
+                           t.slot_release, t.on_worker_lost)
             for t in throttles.entries}
 
 

@@ -116,9 +116,17 @@ class _StartedOnce:
             self.inner.started(value)
 
 
-async def reap_workers(workers: WorkerRegistry, clock: Clock, every: float) -> None:
-    """Drop workers that stopped beating (and close their connections)."""
+async def reap_workers(workers: WorkerRegistry, clock: Clock, every: float,
+                       lost: Callable[[str, float], object] | None = None,
+                       writable: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Drop workers that stopped beating (and close their connections); `lost` is then told
+    of each (wid, now), to end what must not outlive the worker (the throttles' `on_worker_lost`,
+    protocol/spec.md §11.7), once the journal is `writable`."""
     while True:
         await trio.sleep(every)
         for worker in workers.reap(clock.now()):
             log.info("worker %s missed its heartbeat; closed %d connections", worker.wid, len(worker.connections))
+            if lost is not None:
+                if writable is not None:
+                    await writable()
+                lost(worker.wid, clock.now())

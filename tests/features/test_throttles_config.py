@@ -87,8 +87,8 @@ def test_a_rate_limit_loads_alone_or_with_the_others(tmp_path: Path, entry: str,
     ("{ worker = 2.0, timeout = 60 }", "worker must be an integer >= 1"),
     ("{ timeout = 60 }", "needs concurrency, worker or rate"),
     ("5", "must be a table, e.g. { concurrency = 4, timeout = 60 }"),
-    ('{ concurrency = 1, timeout = 60, slot_release = "job_end" }',
-     'slot_release must be "timeout" (the only mode so far)'),
+    ('{ concurrency = 1, timeout = 60, slot_release = "end" }', 'slot_release must be "timeout" or "job_end"'),
+    ('{ concurrency = 1, timeout = 60, on_worker_lost = true }', 'on_worker_lost must be "fail" or "keep"'),
     ("{ rate = { limit = 3, period = 10 } }", "timeout is required"),
     ("{ timeout = 60, rate = 3 }", "rate must be a table, e.g. { limit = 100, period = 60 }"),
     ("{ timeout = 60, rate = { limit = 3 } }", "rate.period must be a number of seconds from 0.001 to 86400"),
@@ -104,12 +104,38 @@ def test_a_rate_limit_loads_alone_or_with_the_others(tmp_path: Path, entry: str,
      "rate.period must be a number of seconds from 0.001 to 86400"),
     ("{ timeout = 60, rate = { limit = 3, period = 10, burst = 5 } }", 'rate: unknown key "burst"'),
     ('{ concurrency = 1, timeout = 60, partition = ["jobtype"] }', "partition is not supported yet"),
-    ('{ concurrency = 1, timeout = 60, on_worker_lost = "keep" }', "on_worker_lost is not supported yet"),
 ])
 def test_every_bad_entry_names_its_queue_and_reason(tmp_path: Path, entry: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_with(tmp_path, f"[throttles]\nmailer = {entry}\n")
     assert str(caught.value) == f"config: throttles.mailer: {reason}"
+
+
+def test_slot_release_and_on_worker_lost_are_read(tmp_path: Path) -> None:
+    throttles = load_with(tmp_path, '[throttles]\na = { concurrency = 1, timeout = 5, slot_release = "job_end" }\n'
+                                    'b = { worker = 2, timeout = 5, on_worker_lost = "keep" }\n').throttles
+    assert throttles.entries == (Throttle("a", 5, concurrency=1, slot_release="job_end", on_worker_lost="fail"),
+                                 Throttle("b", 5, worker=2, slot_release="timeout", on_worker_lost="keep"))
+    assert throttles.warnings == ()
+
+
+def test_faktory_py_throttles_gives_the_modes_an_entry_does_not_set(tmp_path: Path) -> None:
+    throttles = load_with(tmp_path, '[faktory_py.throttles]\nslot_release = "job_end"\non_worker_lost = "keep"\n'
+                                    '[throttles]\na = { concurrency = 1, timeout = 5 }\n'
+                                    'b = { worker = 2, timeout = 5, on_worker_lost = "fail" }\n').throttles
+    assert throttles.entries == (Throttle("a", 5, concurrency=1, slot_release="job_end", on_worker_lost="keep"),
+                                 Throttle("b", 5, worker=2, slot_release="job_end", on_worker_lost="fail"))
+
+
+@pytest.mark.parametrize(("section", "reason"), [
+    ('slot_release = "never"', 'slot_release must be "timeout" or "job_end"'),
+    ('on_worker_lost = "retry"', 'on_worker_lost must be "fail" or "keep"'),
+    ("concurrency = 3", 'unknown key "concurrency"'),
+])
+def test_a_bad_faktory_py_throttles_is_refused(tmp_path: Path, section: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_with(tmp_path, f"[faktory_py.throttles]\n{section}\n")
+    assert str(caught.value) == f"config: faktory_py.throttles: {reason}"
 
 
 def test_a_queue_name_faktory_refuses_is_refused(tmp_path: Path) -> None:

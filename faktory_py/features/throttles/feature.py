@@ -105,6 +105,15 @@ class Throttles:
         self.rate.run_due(now)
         return []
 
+    def lost(self, wid: str) -> list[str]:
+        """The jids `wid` holds under a throttle with `on_worker_lost = "fail"`: what fails
+        when that worker process is reaped for missing heartbeats (protocol/spec.md §11.7).
+        A scan of the reservations, once per reaped worker, never on FETCH."""
+        limits = self.limits
+        return [res.job["jid"] for res in self.store.reservations()
+                if res.wid == wid and (limit := limits.get(res.job["queue"])) is not None
+                and limit.on_worker_lost == "fail"]
+
     def info_fields(self) -> dict[str, Any]:
         """`throttles` in INFO's `faktory` block, only when some are configured (an extra key
         under `faktory`: the clients' INFO decoders ignore it)."""
@@ -131,7 +140,7 @@ class Throttles:
         rate = None if limit.rate is None else {"limit": limit.rate.limit, "period": limit.rate.period}
         return {"concurrency": limit.concurrency, "worker": limit.worker, "timeout": limit.timeout,
                 "in_use": in_use, "waiting": self.store.queue_size(queue) if full else 0,
-                "rate": rate, "partitions": 1, "slot_release": "timeout",
+                "rate": rate, "partitions": 1, "slot_release": limit.slot_release,
                 "overdue": self.occupancy.overdue[queue]}
 
     def status(self, queues: Iterable[str], now: float) -> dict[str, Any]:

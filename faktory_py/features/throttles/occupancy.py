@@ -4,12 +4,14 @@ Why derived: a lock or counter kept beside the reservations is the classic way t
 break (a path that forgets to release it leaks a slot for good; Faktory Enterprise keeps
 its locks in memory only, and leaks one when it discards an expired job). Here a slot *is*
 a live reservation of a throttled queue whose `timeout` has not passed (protocol/spec.md
-§11.2). The store calls `reserved` and `ended` exactly where a reservation begins and ends
-(`store.api.ReservationObserver`), on live commits and replay alike, so nothing else can
-change the count and a restart rebuilds it. The one other change is time: a slot ends
-`timeout` seconds after its FETCH even if the job runs on (`release_due`, run by the due
-timer and before every count is read, so a read never depends on when the timer ran). A
-configuration reload counts the slots again from the live reservations (`recount`).
+§11.2) — or, with `slot_release = "job_end"`, any live reservation of it, `timeout` only
+flagging the slot overdue (§11.7). The store calls `reserved` and `ended` exactly where a
+reservation begins and ends (`store.api.ReservationObserver`), on live commits and replay
+alike, so nothing else can change the count and a restart rebuilds it. The one other change
+is time: in `timeout` mode a slot ends `timeout` seconds after its FETCH even if the job runs
+on (`release_due`, run by the due timer and before every count is read, so a read never
+depends on when the timer ran). A configuration reload counts the slots again from the
+live reservations (`recount`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class Limit:
     worker: int | None = None
     #: at most `rate.limit` FETCH grants in any `rate.period` seconds (None: no such limit)
     rate: Rate | None = None
+    #: "timeout": a slot ends `timeout` seconds after its FETCH; "job_end": only with its
+    #: reservation, `timeout` flagging it overdue
+    slot_release: str = "timeout"
+    #: "fail": the reservations of a worker process reaped for missing heartbeats are failed
+    #: (`Throttles.lost`); "keep": they live on
+    on_worker_lost: str = "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +118,8 @@ class Occupancy:
     # --- time -------------------------------------------------------------------------
 
     def release_due(self, now: float) -> None:
-        """End the slots whose `timeout` has passed at `now`; their reservations live on."""
+        """End the slots whose `timeout` has passed at `now`, their reservations living on
+        overdue; a `job_end` slot is only flagged overdue, and stays until its reservation ends."""
         ends = self._ends
         while ends and ends[0][0] <= now:
             ends_at, jid = heapq.heappop(ends)
@@ -118,7 +127,8 @@ class Occupancy:
             if slot is not None and slot.ends_at == ends_at:
                 self._overdue_jids[jid] = slot.queue
                 self.overdue[slot.queue] += 1
-                self._release(jid, slot)
+                if self.limits[slot.queue].slot_release != "job_end":
+                    self._release(jid, slot)
 
     def next_due(self) -> float | None:
         """When the next slot times out (None when no slot is held)."""
