@@ -13,6 +13,9 @@ batches from outside — against a server configured `[batches] policy = "permis
 all work) and against the strict default (it must be refused with the clear error); the
 binary learns which from FAKTORY_BATCH_POLICY.
 
+S11 (INFO with throttles configured, A-T14's Go part) runs against a server whose conf.d holds
+helpers.throttles' entries.
+
 Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 """
 
@@ -32,6 +35,7 @@ from urllib.parse import quote
 import pytest
 
 from faktory_py.tools import processes
+from helpers.throttles import configure_throttles
 from helpers.toolchain import Toolchain
 
 GO_DIR = Path(__file__).resolve().parent / "clients" / "go"
@@ -54,6 +58,7 @@ SCENARIOS = {
     "S7-enterprise_reopen-strict": "TestS7EnterpriseReopen",
     "S7-enterprise_reopen-permissive": "TestS7EnterpriseReopen",
     "S10-connections": "TestS10Connections",
+    "S11-throttled_info": "TestS11ThrottledInfo",
 }
 #: Test functions that are not scenarios: the worker process S6 starts as a child.
 HELPERS = {"TestS6WorkerProcess"}
@@ -65,6 +70,10 @@ PASSWORD = "g0 s3cret/%:@"  # URL-special characters: the client percent-decodes
 #: Scenarios that need a `[batches] policy` (written to the server's conf.d; exported as
 #: FAKTORY_BATCH_POLICY); the others run against the default, strict.
 BATCH_POLICY = {"S7-enterprise_reopen-strict": "strict", "S7-enterprise_reopen-permissive": "permissive"}
+
+#: Scenarios whose server runs with helpers.throttles' conf.d (a concurrency, a worker and a rate
+#: throttle), so their INFO carries faktory.throttles (protocol/spec.md §11.4).
+THROTTLED = {"S11-throttled_info"}
 
 #: Scenarios that fail because of a known gap in the server (strict: fixing it must drop the mark).
 XFAIL: dict[str, str] = {}
@@ -161,6 +170,8 @@ def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_fact
         env["FAKTORY_BATCH_POLICY"] = policy
         (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
         (server.conf_dir / "conf.d" / "batches.toml").write_text(f'[batches]\npolicy = "{policy}"\n')
+    if scenario in THROTTLED:
+        configure_throttles(server)
     server.start()
     env["FAKTORY_URL"] = server.url
     if test_name in NEEDS_PASSWORD_SERVER:

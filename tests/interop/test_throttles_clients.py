@@ -13,19 +13,12 @@ from faktory._proto import Connection
 from pyfaktory import Client, Job, Producer
 
 from helpers.rawclient import RawClient
-
-THROTTLES = """
-[throttles]
-bulk = { concurrency = 2, timeout = 60 }
-"image-processing" = { worker = 1, timeout = 30, colour = "red" }
-api = { rate = { limit = 100, period = 60 }, timeout = 60 }
-"""
+from helpers.throttles import configure_throttles
 
 
 def throttled_server(server_factory):
     srv = server_factory(start=False)
-    (srv.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
-    (srv.conf_dir / "conf.d" / "throttles.toml").write_text(THROTTLES)
+    configure_throttles(srv)
     srv.start()
     return srv
 
