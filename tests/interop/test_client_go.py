@@ -14,7 +14,8 @@ all work) and against the strict default (it must be refused with the clear erro
 binary learns which from FAKTORY_BATCH_POLICY.
 
 S11 (INFO with throttles configured, A-T14's Go part) runs against a server whose conf.d holds
-helpers.throttles' entries.
+helpers.throttles' entries. TestS12ThrottledWorkers (A-T15) has a pytest test of its own: after it,
+the server's journal must show that no more than 3 of its 200 jobs were ever reserved at once.
 
 Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 """
@@ -35,7 +36,7 @@ from urllib.parse import quote
 import pytest
 
 from faktory_py.tools import processes
-from helpers.throttles import configure_throttles
+from helpers.throttles import configure_throttles, peak_reserved
 from helpers.toolchain import Toolchain
 
 GO_DIR = Path(__file__).resolve().parent / "clients" / "go"
@@ -62,6 +63,8 @@ SCENARIOS = {
 }
 #: Test functions that are not scenarios: the worker process S6 starts as a child.
 HELPERS = {"TestS6WorkerProcess"}
+#: Throttled workers (A-T15): its own pytest test below, which reads the server's journal afterwards.
+THROTTLED_WORKERS = "TestS12ThrottledWorkers"
 
 #: Scenarios whose binary gets FAKTORY_PASSWORD_URL, the URL of a second, password-protected server.
 NEEDS_PASSWORD_SERVER = {"TestS0Handshake"}
@@ -183,10 +186,27 @@ def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_fact
     assert "--- FAIL" not in output and "--- SKIP" not in output, output
 
 
+def test_go_workers_through_a_throttle(go_env: Toolchain, server_factory) -> None:
+    """A-T15: 10 goroutines of one worker process work 200 jobs through `gated`, `concurrency =
+    3`. The server's journal, replayed after a clean stop, shows every job reserved once and
+    never more than 3 reserved at once — and 3 reached, so the throttle was what held them."""
+    binary = go_env.require()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
+    server = server_factory(start=False)
+    configure_throttles(server)
+    server.start()
+    env["FAKTORY_URL"] = server.url
+    returncode, output = _run(binary, THROTTLED_WORKERS, env)
+    assert returncode == 0, f"{THROTTLED_WORKERS} exited {returncode}:\n{output}"
+    assert re.search(rf"^--- PASS: {THROTTLED_WORKERS} ", output, re.MULTILINE), output
+    assert server.stop() == 0
+    assert peak_reserved(server.data_dir, "gated") == (3, 200)
+
+
 def test_every_go_scenario_is_collected() -> None:
     """A Go Test function missing from SCENARIOS would silently never run."""
     found = set()
     for path in GO_DIR.glob("*_test.go"):
         found.update(re.findall(r"^func (Test\w+)\(t \*testing\.T\)", path.read_text(), re.MULTILINE))
-    assert found - HELPERS == set(SCENARIOS.values())
+    assert found - HELPERS - {THROTTLED_WORKERS} == set(SCENARIOS.values())
     assert set(XFAIL) <= set(SCENARIOS.values())

@@ -39,6 +39,7 @@ def test_pyfaktory_parses_info_and_fetches_past_a_full_throttle(server_factory) 
             assert producer.push(Job(jobtype="Bulk", args=[i], queue="bulk")) is True
         assert producer.push(Job(jobtype="Other", args=[], queue="other")) is True
         info = client.info()
+        assert sorted(info) == ["faktory", "now", "server", "server_utc_time"]  # throttles nest under faktory
         assert info["faktory"]["throttles"]["bulk"]["concurrency"] == 2
         assert info["faktory"]["throttles"]["image-processing"]["worker"] == 1
         assert info["faktory"]["throttles"]["api"]["rate"] == {"limit": 100, "period": 60.0}
