@@ -14,8 +14,9 @@ all work) and against the strict default (it must be refused with the clear erro
 binary learns which from FAKTORY_BATCH_POLICY.
 
 S11 (INFO with throttles configured, A-T14's Go part) runs against a server whose conf.d holds
-helpers.throttles' entries. TestS12ThrottledWorkers (A-T15) has a pytest test of its own: after it,
-the server's journal must show that no more than 3 of its 200 jobs were ever reserved at once.
+helpers.throttles' entries. TestS12ThrottledWorkers and TestS12ThrottledManager (A-T15, the Go
+client and faktory_worker_go) have a pytest test of their own: after each, the server's journal
+must show that no more than 3 of its 200 jobs were ever reserved at once.
 
 Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 """
@@ -63,8 +64,9 @@ SCENARIOS = {
 }
 #: Test functions that are not scenarios: the worker process S6 starts as a child.
 HELPERS = {"TestS6WorkerProcess"}
-#: Throttled workers (A-T15): its own pytest test below, which reads the server's journal afterwards.
-THROTTLED_WORKERS = "TestS12ThrottledWorkers"
+#: Throttled workers (A-T15), the Go client's goroutines and a faktory_worker_go Manager: a pytest
+#: test of their own below, which reads the server's journal afterwards.
+THROTTLED_WORKERS = ("TestS12ThrottledWorkers", "TestS12ThrottledManager")
 
 #: Scenarios whose binary gets FAKTORY_PASSWORD_URL, the URL of a second, password-protected server.
 NEEDS_PASSWORD_SERVER = {"TestS0Handshake"}
@@ -186,7 +188,8 @@ def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_fact
     assert "--- FAIL" not in output and "--- SKIP" not in output, output
 
 
-def test_go_workers_through_a_throttle(go_env: Toolchain, server_factory) -> None:
+@pytest.mark.parametrize("test_name", THROTTLED_WORKERS)
+def test_go_workers_through_a_throttle(test_name: str, go_env: Toolchain, server_factory) -> None:
     """A-T15: 10 goroutines of one worker process work 200 jobs through `gated`, `concurrency =
     3`. The server's journal, replayed after a clean stop, shows every job reserved once and
     never more than 3 reserved at once — and 3 reached, so the throttle was what held them."""
@@ -196,9 +199,9 @@ def test_go_workers_through_a_throttle(go_env: Toolchain, server_factory) -> Non
     configure_throttles(server)
     server.start()
     env["FAKTORY_URL"] = server.url
-    returncode, output = _run(binary, THROTTLED_WORKERS, env)
-    assert returncode == 0, f"{THROTTLED_WORKERS} exited {returncode}:\n{output}"
-    assert re.search(rf"^--- PASS: {THROTTLED_WORKERS} ", output, re.MULTILINE), output
+    returncode, output = _run(binary, test_name, env)
+    assert returncode == 0, f"{test_name} exited {returncode}:\n{output}"
+    assert re.search(rf"^--- PASS: {test_name} ", output, re.MULTILINE), output
     assert server.stop() == 0
     assert peak_reserved(server.data_dir, "gated") == (3, 200)
 
@@ -208,5 +211,5 @@ def test_every_go_scenario_is_collected() -> None:
     found = set()
     for path in GO_DIR.glob("*_test.go"):
         found.update(re.findall(r"^func (Test\w+)\(t \*testing\.T\)", path.read_text(), re.MULTILINE))
-    assert found - HELPERS - {THROTTLED_WORKERS} == set(SCENARIOS.values())
+    assert found - HELPERS - set(THROTTLED_WORKERS) == set(SCENARIOS.values())
     assert set(XFAIL) <= set(SCENARIOS.values())
