@@ -13,6 +13,11 @@ batches from outside — against a server configured `[batches] policy = "permis
 all work) and against the strict default (it must be refused with the clear error); the
 binary learns which from FAKTORY_BATCH_POLICY.
 
+S11 (INFO with throttles configured, A-T14's Go part) runs against a server whose conf.d holds
+helpers.throttles' entries. TestS12ThrottledWorkers and TestS12ThrottledManager (A-T15, the Go
+client and faktory_worker_go) have a pytest test of their own: after each, the server's journal
+must show that no more than 3 of its 200 jobs were ever reserved at once.
+
 Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 """
 
@@ -32,6 +37,7 @@ from urllib.parse import quote
 import pytest
 
 from faktory_py.tools import processes
+from helpers.throttles import configure_throttles, peak_reserved
 from helpers.toolchain import Toolchain
 
 GO_DIR = Path(__file__).resolve().parent / "clients" / "go"
@@ -54,9 +60,13 @@ SCENARIOS = {
     "S7-enterprise_reopen-strict": "TestS7EnterpriseReopen",
     "S7-enterprise_reopen-permissive": "TestS7EnterpriseReopen",
     "S10-connections": "TestS10Connections",
+    "S11-throttled_info": "TestS11ThrottledInfo",
 }
 #: Test functions that are not scenarios: the worker process S6 starts as a child.
 HELPERS = {"TestS6WorkerProcess"}
+#: Throttled workers (A-T15), the Go client's goroutines and a faktory_worker_go Manager: a pytest
+#: test of their own below, which reads the server's journal afterwards.
+THROTTLED_WORKERS = ("TestS12ThrottledWorkers", "TestS12ThrottledManager")
 
 #: Scenarios whose binary gets FAKTORY_PASSWORD_URL, the URL of a second, password-protected server.
 NEEDS_PASSWORD_SERVER = {"TestS0Handshake"}
@@ -65,6 +75,10 @@ PASSWORD = "g0 s3cret/%:@"  # URL-special characters: the client percent-decodes
 #: Scenarios that need a `[batches] policy` (written to the server's conf.d; exported as
 #: FAKTORY_BATCH_POLICY); the others run against the default, strict.
 BATCH_POLICY = {"S7-enterprise_reopen-strict": "strict", "S7-enterprise_reopen-permissive": "permissive"}
+
+#: Scenarios whose server runs with helpers.throttles' conf.d (a concurrency, a worker and a rate
+#: throttle), so their INFO carries faktory.throttles (protocol/spec.md §11.4).
+THROTTLED = {"S11-throttled_info"}
 
 #: Scenarios that fail because of a known gap in the server (strict: fixing it must drop the mark).
 XFAIL: dict[str, str] = {}
@@ -161,6 +175,8 @@ def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_fact
         env["FAKTORY_BATCH_POLICY"] = policy
         (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
         (server.conf_dir / "conf.d" / "batches.toml").write_text(f'[batches]\npolicy = "{policy}"\n')
+    if scenario in THROTTLED:
+        configure_throttles(server)
     server.start()
     env["FAKTORY_URL"] = server.url
     if test_name in NEEDS_PASSWORD_SERVER:
@@ -172,10 +188,28 @@ def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_fact
     assert "--- FAIL" not in output and "--- SKIP" not in output, output
 
 
+@pytest.mark.parametrize("test_name", THROTTLED_WORKERS)
+def test_go_workers_through_a_throttle(test_name: str, go_env: Toolchain, server_factory) -> None:
+    """A-T15: 10 goroutines of one worker process work 200 jobs through `gated`, `concurrency =
+    3`. The server's journal, replayed after a clean stop, shows every job reserved once and
+    never more than 3 reserved at once — and 3 reached, so the throttle was what held them."""
+    binary = go_env.require()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
+    server = server_factory(start=False)
+    configure_throttles(server)
+    server.start()
+    env["FAKTORY_URL"] = server.url
+    returncode, output = _run(binary, test_name, env)
+    assert returncode == 0, f"{test_name} exited {returncode}:\n{output}"
+    assert re.search(rf"^--- PASS: {test_name} ", output, re.MULTILINE), output
+    assert server.stop() == 0
+    assert peak_reserved(server.data_dir, "gated") == (3, 200)
+
+
 def test_every_go_scenario_is_collected() -> None:
     """A Go Test function missing from SCENARIOS would silently never run."""
     found = set()
     for path in GO_DIR.glob("*_test.go"):
         found.update(re.findall(r"^func (Test\w+)\(t \*testing\.T\)", path.read_text(), re.MULTILINE))
-    assert found - HELPERS == set(SCENARIOS.values())
+    assert found - HELPERS - set(THROTTLED_WORKERS) == set(SCENARIOS.values())
     assert set(XFAIL) <= set(SCENARIOS.values())

@@ -7,6 +7,8 @@ runs one file with `node --test` and FAKTORY_URL pointing at it, and passes when
 Scenarios the Node client cannot drive, so they have no file here:
   S5 queue control: the client has no QUEUE PAUSE/RESUME/REMOVE/LATENCY;
   S7 batches, S9 tracking/expiry: no BATCH or TRACK in the client.
+S11 (INFO with throttles configured, A-T14's Node part) runs against a server whose conf.d holds
+helpers.throttles' entries.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.throttles import configure_throttles
 from helpers.toolchain import Toolchain
 
 NODE_DIR = Path(__file__).resolve().parent / "clients" / "node"
@@ -35,6 +38,10 @@ SCENARIO_TIMEOUT = 120.0
 #: Scenarios whose server needs a password: their file gets FAKTORY_PASSWORD_URL as well.
 NEEDS_PASSWORD_SERVER = {"s0_handshake.test.js"}
 PASSWORD = "n0de s3cret/%"  # a space and URL-special characters: the client unescapes the URL
+
+#: Scenario files whose server runs with helpers.throttles' conf.d (a concurrency, a worker and a
+#: rate throttle), so their INFO carries faktory.throttles (protocol/spec.md §11.4).
+THROTTLED = {"s11_throttled_info.test.js"}
 
 #: Scenarios that fail because of a known gap in the server (strict: fixing it must drop the mark).
 XFAIL: dict[str, str] = {}
@@ -121,7 +128,11 @@ def _run_node(node: str, scenario: str, env: dict[str, str]) -> tuple[int, str]:
 def test_node_client(scenario: str, node_env: Toolchain, server_factory) -> None:
     node = node_env.require()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
-    env.update(NO_COLOR="1", FAKTORY_URL=server_factory().url)
+    server = server_factory(start=False)
+    if scenario in THROTTLED:
+        configure_throttles(server)
+    server.start()
+    env.update(NO_COLOR="1", FAKTORY_URL=server.url)
     if scenario in NEEDS_PASSWORD_SERVER:
         protected = server_factory(password=PASSWORD)
         # The client takes the password from the URL and querystring-unescapes it.

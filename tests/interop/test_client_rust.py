@@ -12,7 +12,8 @@ S7 (batches, src/batches.rs), S8 (unique jobs) and S9 (tracking, expiring jobs, 
 use the crate's `ent` feature. S7-REOPEN is the crate's own "reopen a committed batch from
 outside" Enterprise test: it runs against a server configured `[batches] policy = "permissive"`
 (it must pass) and against the strict default (the reopening must be refused with the clear
-error); the binary learns which from FAKTORY_BATCH_POLICY.
+error); the binary learns which from FAKTORY_BATCH_POLICY. S11 (src/throttles.rs, A-T14's Rust part)
+decodes INFO strictly with throttles configured (helpers.throttles' conf.d).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from faktory_py.tools import processes
+from helpers.throttles import configure_throttles
 from helpers.toolchain import Toolchain
 
 RUST_DIR = Path(__file__).resolve().parent / "clients" / "rust"
@@ -45,11 +47,16 @@ SCENARIOS = {
     "s8": "unique_jobs",
     "s9": "tracking_expiry",
     "s10": "connections",
+    "s11": "throttled_info",
 }
 
 #: Scenarios run once per `[batches] policy` (written to the server's conf.d, and exported as
 #: FAKTORY_BATCH_POLICY); the others run once, against the default (strict).
 BATCH_POLICIES = {"s7-reopen": ("strict", "permissive")}
+
+#: Scenarios whose server runs with helpers.throttles' conf.d (a concurrency, a worker and a rate
+#: throttle), so their INFO carries faktory.throttles (protocol/spec.md §11.4).
+THROTTLED = {"s11"}
 
 #: Scenarios whose binary also gets FAKTORY_PASSWORD_URL, a second server with a password.
 NEEDS_PASSWORD_SERVER = {"s0"}
@@ -120,6 +127,8 @@ def test_rust_client(scenario: str, policy: str | None, rust_env: Toolchain, ser
         env["FAKTORY_BATCH_POLICY"] = policy
         (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
         (server.conf_dir / "conf.d" / "batches.toml").write_text(f'[batches]\npolicy = "{policy}"\n')
+    if scenario in THROTTLED:
+        configure_throttles(server)
     server.start()
     env.update(RUST_BACKTRACE="1", FAKTORY_URL=server.url)
     if scenario in NEEDS_PASSWORD_SERVER:

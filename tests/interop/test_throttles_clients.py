@@ -1,31 +1,29 @@
 """The Python clients through a throttled server process (protocol/spec.md §11.4): pyfaktory
 parses INFO with `faktory.throttles` in it, a rate limit's object too (A-T14, its Python part), and both clients' FETCH
-skips a full throttled queue for the next one, as the server's own count confirms. (An
-unknown key in the configuration is logged and does not stop the server.)"""
+skips a full throttled queue for the next one, as the server's own count confirms; 10 threads
+of `faktory` work 200 jobs through `concurrency = 3` and the server's journal shows never more
+than 3 reserved at once (A-T15). (An unknown key in the configuration is logged and does not
+stop the server.)"""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
+from collections import Counter
 
 import faktory
 from faktory._proto import Connection
 from pyfaktory import Client, Job, Producer
 
 from helpers.rawclient import RawClient
-
-THROTTLES = """
-[throttles]
-bulk = { concurrency = 2, timeout = 60 }
-"image-processing" = { worker = 1, timeout = 30, colour = "red" }
-api = { rate = { limit = 100, period = 60 }, timeout = 60 }
-"""
+from helpers.throttles import configure_throttles, peak_reserved
 
 
 def throttled_server(server_factory):
     srv = server_factory(start=False)
-    (srv.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
-    (srv.conf_dir / "conf.d" / "throttles.toml").write_text(THROTTLES)
+    configure_throttles(srv)
     srv.start()
     return srv
 
@@ -46,6 +44,7 @@ def test_pyfaktory_parses_info_and_fetches_past_a_full_throttle(server_factory) 
             assert producer.push(Job(jobtype="Bulk", args=[i], queue="bulk")) is True
         assert producer.push(Job(jobtype="Other", args=[], queue="other")) is True
         info = client.info()
+        assert sorted(info) == ["faktory", "now", "server", "server_utc_time"]  # throttles nest under faktory
         assert info["faktory"]["throttles"]["bulk"]["concurrency"] == 2
         assert info["faktory"]["throttles"]["image-processing"]["worker"] == 1
         assert info["faktory"]["throttles"]["api"]["rate"] == {"limit": 100, "period": 60.0}
@@ -74,6 +73,48 @@ def test_cdrx_faktory_fetches_past_a_full_throttle(server_factory) -> None:
         assert in_use(srv, "bulk") == 2
     finally:
         conn.disconnect()
+
+
+def test_cdrx_faktory_threads_through_concurrency_3(server_factory) -> None:
+    """A-T15, its Python part: 10 threads of one worker process, each on its own connection of the
+    `faktory` client, work 200 jobs through `gated` (`concurrency = 3`). The server's journal,
+    replayed after a clean stop, shows every job reserved once and never more than 3 at once."""
+    srv = throttled_server(server_factory)
+    with faktory.connection(faktory=srv.url) as producer:
+        for i in range(200):
+            assert producer.queue("Gated", args=[i], queue="gated", jid=uuid.uuid4().hex) is True
+    worked: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 60
+
+    def work() -> None:
+        conn = Connection(srv.url, worker_id="cdrx-gated", labels=["python"], timeout=10)
+        try:
+            assert conn.connect(worker_id="cdrx-gated") is True
+            while sum(worked.values()) < 200 and time.monotonic() < deadline:
+                job = conn.fetch(["gated"])
+                if job is None:
+                    continue  # the 2 s block ran out
+                time.sleep(0.005)  # the work, long enough for the slots to fill
+                with lock:
+                    worked[job["jid"]] += 1
+                conn.reply("ACK", {"jid": job["jid"]})
+                assert next(conn.get_message()) == "OK"
+        except BaseException as exc:  # noqa: BLE001 -- reported by the test thread
+            errors.append(exc)
+        finally:
+            conn.disconnect()
+
+    threads = [threading.Thread(target=work) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(worked) == 200 and set(worked.values()) == {1}
+    assert srv.stop() == 0
+    assert peak_reserved(srv.data_dir, "gated") == (3, 200)
 
 
 def test_kill_9_and_restart_keep_the_slots(server_factory) -> None:

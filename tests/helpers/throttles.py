@@ -1,0 +1,44 @@
+"""The throttles configuration the client harnesses run against (protocol/spec.md §11): one entry
+of each kind — `concurrency`, `worker`, `rate` — so every client's INFO parsing meets every shape
+of `faktory.throttles` (A-T14), plus an unknown key, which the server logs and ignores; and
+`gated`, `concurrency = 3`, which real workers run through (A-T15), with `peak_reserved` to read
+from the server's journal how many of its jobs were ever reserved at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faktory_py.store.journal import Journal
+
+CLIENT_THROTTLES = """
+[throttles]
+bulk = { concurrency = 2, timeout = 60 }
+"image-processing" = { worker = 1, timeout = 30, colour = "red" }
+api = { rate = { limit = 100, period = 60 }, timeout = 60 }
+gated = { concurrency = 3, timeout = 60 }
+"""
+
+
+def configure_throttles(server) -> None:
+    """Writes CLIENT_THROTTLES into a not-yet-started server's conf.d."""
+    (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+    (server.conf_dir / "conf.d" / "throttles.toml").write_text(CLIENT_THROTTLES)
+
+
+def peak_reserved(data_dir: Path, queue: str) -> tuple[int, int]:
+    """(the most jobs of `queue` reserved at once, how many were reserved in all), replayed from a
+    stopped server's journal: its records are the server's state changes in the order they
+    happened, so this is the server's own count, not a sample. A `reserve` op starts a
+    reservation, a `done` op (ACK, FAIL, expiry) ends it."""
+    reserved: set[str] = set()
+    peak = total = 0
+    with Journal.open(data_dir) as journal:
+        for record in journal.replay():
+            for op in record:
+                if op["op"] == "reserve" and op["queue"] == queue:
+                    reserved.add(op["jid"])
+                    total += 1
+                    peak = max(peak, len(reserved))
+                elif op["op"] == "done":
+                    reserved.discard(op["jid"])
+    return peak, total
