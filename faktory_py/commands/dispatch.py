@@ -210,7 +210,7 @@ class Dispatcher:
         try:
             data = self._fetch_now(session, block.queues)
             if data is not None and woken_by is not None:  # wake others for what we left behind
-                self.waiters.top_up(woken_by, self.manager.available(woken_by, self.clock.now()))
+                self._wake_for_the_rest(woken_by)
         except ClientError as exc:
             data = wire.error(str(exc), exc.code)
         except Exception:
@@ -225,8 +225,13 @@ class Dispatcher:
         is the queue it was last woken for, whose other waiters get the jobs it left; the
         adapter passes None when it ends the wait for another reason (the server stops)."""
         if woken_by is not None:
-            self.waiters.top_up(woken_by, self.manager.available(woken_by, self.clock.now()))
+            self._wake_for_the_rest(woken_by)
         return Reply(wire.NULL, self._committed_since(block), False)
+
+    def _wake_for_the_rest(self, queue: str) -> None:
+        """A FETCH woken for `queue` is done with it: wake as many other waiters as the jobs
+        FETCHes may still take there."""
+        self.waiters.top_up(queue, self.manager.available(queue, self.clock.now()))
 
     def _committed_since(self, block: Block) -> int:
         after = self.journal.appended
@@ -257,7 +262,7 @@ class Dispatcher:
         return wire.OK
 
     def info(self, now: float) -> dict[str, Any]:
-        """The INFO document at `now` (the web UI builds the same from `core.info`)."""
+        """The INFO document at `now` (the web UI's too: server/app.py hands it this method)."""
         return build_info(self.manager, self.workers, self.stats, self.description,
                           self.waiters.statistics().fetches_waiting, now)
 

@@ -152,8 +152,8 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
         """A reaped worker's throttled jobs fail (`on_worker_lost`, protocol/spec.md §11.7)."""
         manager.worker_lost(wid, throttles.lost(wid), now)
 
-    stats = ServerStats(started_at=clock.now())
-    dispatcher = Dispatcher(manager, workers, clock, durable, waiters, stats, config.timers.fetch_timeout)
+    dispatcher = Dispatcher(manager, workers, clock, durable, waiters, ServerStats(started_at=clock.now()),
+                            config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
@@ -177,8 +177,8 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                 from ..web.serve import serve_web
                 from ..web.state import WebState
 
-                state = WebState(manager, workers, features, clock, stats, config.description,
-                                 lambda: waiters.statistics().fetches_waiting, durable.refusal, durable.durable)
+                state = WebState(manager, workers, features, clock, dispatcher.info, durable.refusal,
+                                 durable.durable)
                 bindings = {"Command port": config.binding, "Web UI": config.web_binding}
                 web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
                 log.info("web UI on %s", ", ".join(web_urls))

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..core.info import ServerStats, build_info
 from ..core.lifecycle import Manager
 from ..core.registry import Registry, WebPage
 from ..core.workers import WorkerRegistry
@@ -36,11 +35,9 @@ class WebState:
     #: the server's features: the pages they add (`pages`) and the objects those pages show
     features: Registry
     clock: Clock
-    #: INFO's server fields: the process's numbers, its description, and how many FETCHes
-    #: wait right now (the command port's waiters)
-    stats: ServerStats
-    description: str
-    fetches_waiting: Callable[[], int]
+    #: the INFO document at a time, exactly as the command port answers it (the server passes
+    #: the dispatcher's, so the two cannot differ)
+    info: Callable[[float], dict[str, Any]]
     #: why actions are refused right now (the journal cannot be written), or None
     refusal: Callable[[], str | None]
     #: writes the journal up to a position and waits for the fsync policy: an action's
@@ -51,10 +48,6 @@ class WebState:
         return self.clock.now()
 
     # --- reads ----------------------------------------------------------------------------
-
-    def info(self, now: float) -> dict[str, Any]:
-        """The INFO document at `now`, as the command port answers it."""
-        return build_info(self.manager, self.workers, self.stats, self.description, self.fetches_waiting(), now)
 
     def history(self, days: int, now: float) -> list[tuple[str, int, int]]:
         return views.history(self.manager.store.daily_counts(), days, now)

@@ -21,7 +21,6 @@ from faktory_py.util.timefmt import format_time, utc_day
 from faktory_py.web import pages, urls, views
 from faktory_py.web.state import WebState
 from faktory_py.core.workers import Worker, WorkerRegistry
-from faktory_py.core.info import ServerStats
 from faktory_py.core.registry import Feature, Registry, WebPage
 from faktory_py.server.app import enterprise_features
 from starlette.responses import Response
@@ -224,8 +223,8 @@ def _site(registry: Registry) -> pages.Site:
         pass
 
     manager = Manager(MemoryStore(), features=registry)
-    state = WebState(manager, WorkerRegistry(60), registry, FixedClock(), ServerStats(NOW), "",
-                     fetches_waiting=lambda: 0, refusal=lambda: None, durable=durable)
+    state = WebState(manager, WorkerRegistry(60), registry, FixedClock(), info=lambda now: {},
+                     refusal=lambda: None, durable=durable)
     return pages.Site(state, render=lambda request, template, **context: Response())
 
 
