@@ -79,9 +79,10 @@ class ConfigReload:
         return True
 
     def _put_in_force(self, throttles: ThrottlesConfig) -> None:
-        """New limits, slots recounted under them; then every waiting FETCH of a queue whose
-        throttle changed tries again (a raised or removed limit may let it take a job), and
-        the due timer learns when the first recounted slot times out."""
+        """New limits, slots recounted under them; then the waiting FETCHes of every queue
+        throttled before or after try again, as many as may now take a job (a raised or
+        removed limit may let them), and the due timer learns when the first recounted slot
+        times out."""
         now = self.clock.now()
         before = set(self.throttles.limits)
         self.features.replace(self.throttles.reconfigure(throttle_limits(throttles), throttles.warnings, now))

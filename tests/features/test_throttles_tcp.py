@@ -79,7 +79,7 @@ async def test_a_full_throttle_acts_as_if_empty_and_a_freed_slot_wakes_a_fetch(
         assert (await status(producer, "instagram"))["instagram"]["in_use"] == 4
         waiting = fetchers[6]
         await waiting.send("FETCH instagram")
-        await trio.sleep(0.5)  # it is blocked: the throttle is full
+        await producer.wait_fetches_waiting(1)  # it is blocked: the throttle is full
         acked_at = trio.current_time()
         assert await ack(fetchers[0], "ig-0") == b"OK"
         assert named(json.loads(await waiting.reply())) == "ig-4"
@@ -106,7 +106,7 @@ async def test_a_worker_limit_counts_per_worker_process(
         assert (state["in_use"], state["by_worker"]) == (4, {"A": 2, "B": 2})
         # a FETCH of wid A waits while B's freed slot cannot serve it, and A's own wakes it
         await conns["A"][2].send("FETCH bulk")
-        await trio.sleep(0.5)
+        await producer.wait_fetches_waiting(1)
         b_job = (await status(producer))["bulk"]["by_worker"]
         assert b_job == {"A": 2, "B": 2}
         # B acks one of its jobs: B gains a slot, A does not; A's FETCH keeps waiting
@@ -114,8 +114,9 @@ async def test_a_worker_limit_counts_per_worker_process(
         b_jid = next(jid for jid, wid in reserved.items() if wid == "B" and "bulk" in jid)
         a_jid = next(jid for jid, wid in reserved.items() if wid == "A" and "bulk" in jid)
         assert await conns["B"][0].json_command("ACK", {"jid": b_jid}) == b"OK"
-        await trio.sleep(0.5)
+        await trio.sleep(0.5)  # mock time: B's freed slot must not end A's wait meanwhile
         assert (await status(producer))["bulk"]["by_worker"] == {"A": 2, "B": 1}
+        assert (await producer.info())["server"]["fetches_waiting"] == 1
         acked_at = trio.current_time()
         assert await conns["A"][0].json_command("ACK", {"jid": a_jid}) == b"OK"
         assert json.loads(await conns["A"][2].reply())["queue"] == "bulk"
