@@ -23,7 +23,7 @@ from ..util.glob import compile_glob
 from ..util.jsoncodec import go_float
 from ..util.timefmt import format_time, parse_time, utc_day
 from . import hooks, jobs
-from .hooks import Outcome
+from .hooks import Ended, Ending, Outcome
 from .registry import Registry
 
 log = logging.getLogger("faktory_py.manager")
@@ -37,6 +37,9 @@ EXPIRED_MESSAGE = "Faktory job reservation expired"
 #: errtype of a job the timers could not move and put in the dead set instead (see `_quarantine`)
 QUARANTINE_ERRTYPE = "ServerError"
 MUTATE_TARGETS = JOB_SETS
+#: the sets whose entries are live jobs: taking one out without running it ends the job (the
+#: dead set's entries have ended already)
+LIVE_SETS = ("scheduled", "retries")
 #: key order of Faktory's failure block
 FAILURE_ORDER = ("failed_at", "next_at", "message", "errtype", "backtrace", "retry_count", "remaining")
 
@@ -136,6 +139,7 @@ class Manager:
                     ops = [Drop(name, job["jid"])]
                     for drop in self.features.drop:
                         ops.extend(drop.on_drop(job, now))
+                    ops.extend(self._end_ops([Ended(job, Ending.EXPIRED)], now))
                     position = store.commit(ops)
                     continue
                 expires = now + jobs.reservation_seconds(job)
@@ -174,6 +178,7 @@ class Manager:
         ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
         for finish in self.features.finish:
             ops.extend(finish.on_ack(res, now))
+        ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS)], now))
         return self.store.commit(ops)
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
@@ -237,6 +242,17 @@ class Manager:
             ops.append(SetAdd("dead", now + DEAD_TTL, failed))
         for finish in self.features.finish:
             ops.extend(finish.on_fail(res, failed, outcome, now))
+        if outcome is not Outcome.RETRY:
+            ending = Ending.DEAD if outcome is Outcome.DEAD else Ending.DISCARDED
+            ops.extend(self._end_ops([Ended(failed, ending)], now))
+        return ops
+
+    def _end_ops(self, ended: list[Ended], now: float) -> list[AnyOp]:
+        """The end hooks' ops for jobs that left for good in the step being planned."""
+        ops: list[AnyOp] = []
+        if ended:
+            for end in self.features.end:
+                ops.extend(end.on_end(ended, now))
         return ops
 
     # --- timers' work ---------------------------------------------------------------
@@ -352,7 +368,7 @@ class Manager:
         if target not in MUTATE_TARGETS:
             raise ClientError("invalid target for mutation command")
         if cmd == "clear":
-            return self.store.commit([SetClear(target)])
+            return self._clear(target, now)
         return self._take_entries(cmd, target, self._matching(target, request.get("filter")), now)
 
     def _take_entries(self, cmd: str, target: str, entries: list[tuple[str, Job]], now: float,
@@ -362,13 +378,22 @@ class Manager:
         fresh `enqueued_at`, as Faktory's web UI gives it). MUTATE and the web UI's buttons
         both come here."""
         ops: list[AnyOp] = []
+        ended: list[Ended] = []
         for jid, job in entries:
             ops.append(SetRemove(target, jid))
             if cmd == "kill":
                 ops.append(SetAdd("dead", now + DEAD_TTL, job))
             elif cmd == "requeue":
                 ops.append(self._enqueue_op(job, now) if enqueued_now else enqueue_op(job))
-        return self.store.commit(ops)
+            if cmd != "requeue" and target in LIVE_SETS:
+                ended.append(Ended(job, Ending.DEAD if cmd == "kill" else Ending.DELETED))
+        return self.store.commit(ops + self._end_ops(ended, now))
+
+    def _clear(self, target: str, now: float) -> int:
+        """Empty a set (MUTATE clear); its live entries end as deleted."""
+        ended = [Ended(job, Ending.DELETED) for _s, _jid, job in self.store.set_entries(target)] \
+            if target in LIVE_SETS else []
+        return self.store.commit([SetClear(target), *self._end_ops(ended, now)])
 
     def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
         """Entries matched by a MUTATE filter (jids win; else glob and/or jobtype)."""
@@ -409,9 +434,12 @@ class Manager:
     def resume(self, names: list[str]) -> int:
         return self.store.commit([Resume(self._named(names))])
 
-    def remove(self, names: list[str]) -> int:
+    def remove(self, names: list[str], now: float) -> int:
+        """QUEUE REMOVE: the queues and their jobs are gone; each job ends as deleted."""
         known = [n for n in self._named(names) if self.store.has_queue(n)]
-        return self.store.commit([RemoveQueue(n) for n in known])
+        ended = [Ended(job, Ending.DELETED) for n in known for job in self.store.queued(n)] \
+            if self.features.end else []
+        return self.store.commit([*(RemoveQueue(n) for n in known), *self._end_ops(ended, now)])
 
     def latency(self, names: list[str], now: float) -> dict[str, float | int]:
         """Seconds since the next job of each queue was enqueued (0 if none)."""
@@ -452,14 +480,15 @@ class Manager:
             raise ClientError("dead jobs cannot be killed again")
         return self._take_entries("kill", target, self._entries(target, jids), now)
 
-    def delete_entries(self, target: str, jids: Iterable[str] | None) -> int:
+    def delete_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
         """Remove set entries for good (MUTATE discard); None: clear the set (MUTATE clear)."""
         if jids is None:
-            return self.store.commit([SetClear(target)])
-        return self.store.commit([SetRemove(target, jid) for jid, _job in self._entries(target, jids)])
+            return self._clear(target, now)
+        return self._take_entries("discard", target, self._entries(target, jids), now)
 
-    def delete_queued(self, queue: str, jids: Iterable[str]) -> int:
-        """Delete jobs waiting in a queue, by jid (one scan of the queue)."""
+    def delete_queued(self, queue: str, jids: Iterable[str], now: float) -> int:
+        """Delete jobs waiting in a queue, by jid (one scan of the queue); each ends as deleted."""
         wanted = set(jids)
-        ops: list[AnyOp] = [Drop(queue, job["jid"]) for job in self.store.queued(queue) if job["jid"] in wanted]
-        return self.store.commit(ops)
+        gone = [job for job in self.store.queued(queue) if job["jid"] in wanted]
+        ended = [Ended(job, Ending.DELETED) for job in gone]
+        return self.store.commit([*(Drop(queue, job["jid"]) for job in gone), *self._end_ops(ended, now)])

@@ -96,10 +96,10 @@ class WebState:
         await self.durable(self.manager.resume([name]))
 
     async def remove_queue(self, name: str) -> None:
-        await self.durable(self.manager.remove([name]))
+        await self.durable(self.manager.remove([name], self.now()))
 
     async def delete_queued(self, name: str, jids: Sequence[str]) -> None:
-        await self.durable(self.manager.delete_queued(name, jids))
+        await self.durable(self.manager.delete_queued(name, jids, self.now()))
 
     async def change_set(self, set_name: str, action: str, keys: Sequence[str]) -> None:
         """Retry / add to queue, kill or delete the entries `keys` name (`["all"]`: every
@@ -112,5 +112,5 @@ class WebState:
         elif action == "kill":
             position = self.manager.kill_entries(set_name, jids, now)
         else:
-            position = self.manager.delete_entries(set_name, jids)
+            position = self.manager.delete_entries(set_name, jids, now)
         await self.durable(position)
