@@ -160,6 +160,11 @@ class Throttles:
             status[queue] = entry
         return status
 
+    def slot_holders(self, now: float) -> frozenset[str]:
+        """The jids whose reservation holds a slot at `now` (the Busy page marks them)."""
+        self.occupancy.release_due(now)
+        return frozenset(self.occupancy.holders())
+
     def _grants(self, queue: str, now: float) -> dict[str, Any]:
         """`grants_in_window` and `next_grant_at` (RFC 3339, when the window is full) of a
         rate-limited queue; null for one without a rate limit."""
