@@ -13,6 +13,7 @@ import pytest
 from faktory_py.config import Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.errors import ClientError
+from faktory_py.features.batches.feature import Batches
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.features.tracking import JobTracking
 from faktory_py.server.app import enterprise_features
@@ -111,6 +112,26 @@ def test_the_features_see_the_end() -> None:
     world.manager.push({"jid": "jid-unique2", "jobtype": "U", "args": [], "queue": "u",
                         "custom": {"unique_for": 600}}, NOW + 6)
     assert world.store.queue_size("u") == 1
+    assert world.replayed() == holdings(world.store)
+
+
+def test_a_batch_counts_a_killed_member_failed_and_a_requeued_one_failing_until_it_succeeds() -> None:
+    world = World()
+    batches = world.features.find(Batches)
+    assert batches is not None
+    bid, ops = batches.new({"description": "t", "complete": {"jobtype": "Done", "queue": "cb"}}, "", NOW)
+    world.store.commit(ops)
+    world.push_and_fetch("jid-member1", "jid-member2", custom={"bid": bid})
+    world.store.commit(batches.commit(bid, NOW))
+    world.mutate("kill", "jid-member1")
+    world.mutate("requeue", "jid-member2")
+    status = batches.status(bid, NOW + 6)
+    assert (status["total"], status["pending"], status["failed"]) == (2, 2, 2)
+    job, _ = world.manager.fetch(["q"], "w1", NOW + 6)
+    assert job is not None and job["jid"] == "jid-member2"
+    world.manager.ack("jid-member2", NOW + 7)
+    status = batches.status(bid, NOW + 8)
+    assert (status["pending"], status["failed"]) == (1, 1)
     assert world.replayed() == holdings(world.store)
 
 
