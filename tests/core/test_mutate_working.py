@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from faktory_py.config import Throttle, ThrottlesConfig
+from faktory_py.core.hooks import Ending
 from faktory_py.core.lifecycle import Manager
 from faktory_py.errors import ClientError
 from faktory_py.features.batches.feature import Batches
@@ -19,6 +20,7 @@ from faktory_py.features.tracking import JobTracking
 from faktory_py.server.app import enterprise_features
 from faktory_py.store.memory import MemoryStore
 from helpers.model_replay import holdings, replay, roundtrip
+from test_end_hook import Endings, job, reserve, setup  # noqa: F401 -- setup is a fixture
 
 NOW = 1_700_000_000.0
 
@@ -133,6 +135,15 @@ def test_a_batch_counts_a_killed_member_failed_and_a_requeued_one_failing_until_
     status = batches.status(bid, NOW + 8)
     assert (status["pending"], status["failed"]) == (1, 1)
     assert world.replayed() == holdings(world.store)
+
+
+def test_the_end_hooks_see_a_kill_and_a_discard_end_but_not_a_requeue(setup: tuple[Manager, Endings]) -> None:
+    manager, endings = setup
+    for name in "krd":
+        reserve(manager, job(name))
+    for cmd, name in (("kill", "k"), ("requeue", "r"), ("discard", "d")):
+        manager.mutate({"cmd": cmd, "target": "working", "filter": {"jids": [name * 8]}}, NOW)
+    assert endings.calls == [[("k" * 8, Ending.DEAD)], [("d" * 8, Ending.DISCARDED)]]
 
 
 @pytest.mark.parametrize(("request_", "message"), [
