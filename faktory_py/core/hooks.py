@@ -31,7 +31,8 @@ class Drop:
 
 
 class Outcome(enum.Enum):
-    """What a failure (FAIL, or a reservation that expired) did with the job."""
+    """What a failure (FAIL, or a reservation that expired) did with the job; an operator's
+    MUTATE on `working` is told as one too (requeue: RETRY, kill: DEAD, discard: DROPPED)."""
 
     #: it waits in the retry set for its next run
     RETRY = "retry"
@@ -49,7 +50,8 @@ class Ending(enum.Enum):
     SUCCESS = "success"
     #: moved to the dead set: retries exhausted, or killed (MUTATE, the web UI)
     DEAD = "dead"
-    #: FAILed with `retry: 0`: dropped, neither retried nor kept
+    #: FAILed with `retry: 0`, or its reservation discarded (MUTATE on `working`): dropped,
+    #: neither retried nor kept
     DISCARDED = "discarded"
     #: dropped at FETCH because its `expires_at` had passed
     EXPIRED = "expired"
@@ -108,8 +110,9 @@ class FinishHook(Protocol):
         """A reserved job was ACKed."""
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
-        """A reserved job failed (FAIL or an expired reservation); `failed` is the job with
-        its new failure block."""
+        """A reserved job failed (FAIL or an expired reservation), or an operator ended its
+        reservation (MUTATE on `working`); `failed` is the job as it goes on, with its new
+        failure block when it has one."""
 
 
 class EndHook(Protocol):

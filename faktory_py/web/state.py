@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ..core.lifecycle import Manager
 from ..core.registry import Registry, WebPage
 from ..core.workers import WorkerRegistry
+from ..features.throttles.feature import Throttles
 from . import views
 
 
@@ -53,7 +54,9 @@ class WebState:
         return views.history(self.manager.store.daily_counts(), days, now)
 
     def busy(self, number: int) -> views.Busy:
-        return views.busy(self.workers.workers, self.manager.store, number)
+        throttles = self.features.find(Throttles)
+        slots = frozenset() if throttles is None else throttles.slot_holders(self.now())
+        return views.busy(self.workers.workers, self.manager.store, number, slots)
 
     def queue_rows(self, now: float) -> list[views.QueueRow]:
         state = self.manager.store.statistics()
@@ -100,6 +103,11 @@ class WebState:
 
     async def delete_queued(self, name: str, jids: Sequence[str]) -> None:
         await self.durable(self.manager.delete_queued(name, jids, self.now()))
+
+    async def end_reservations(self, action: str, jids: Sequence[str]) -> None:
+        """Requeue, kill or discard the reservations of `jids` (MUTATE on `working`); jids
+        no longer reserved are skipped."""
+        await self.durable(self.manager.end_reservations(action, jids, self.now()))
 
     async def change_set(self, set_name: str, action: str, keys: Sequence[str]) -> None:
         """Retry / add to queue, kill or delete the entries `keys` name (`["all"]`: every

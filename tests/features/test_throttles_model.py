@@ -1,7 +1,8 @@
 """Throttle occupancy as a property (protocol/spec.md §11.2): a hypothesis state machine pushes,
-fetches from several worker processes, acks, fails, lets time pass (slots time out,
-reservations expire), flushes, reloads other throttles (SIGHUP, §11.6) and restarts from the
-journal or a snapshot, and checks after every step
+fetches from several worker processes, acks, fails, ends reservations by MUTATE on `working`
+(requeue, kill, discard), lets time pass (slots time out, reservations expire), flushes,
+reloads other throttles (SIGHUP, §11.6) and restarts from the journal or a snapshot, and
+checks after every step
 
 * S1 safety: never more than `concurrency` slots of a queue, nor `worker` of one wid, except
   after a reload lowered a limit below the slots held, and then they never grow until below;
@@ -129,6 +130,15 @@ class ThrottleMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def fail(self, data: st.DataObject) -> None:
         self.manager.fail(data.draw(st.sampled_from(self._reserved())), "E", "boom", [], self.now)
+
+    @precondition(lambda self: self.store.statistics().working)
+    @rule(data=st.data(), cmd=st.sampled_from(["requeue", "kill", "discard"]))
+    def mutate_working(self, data: st.DataObject, cmd: str) -> None:
+        """An operator ends reservations (MUTATE on `working`): their slots free like an ACK's,
+        their grants stay (spec.md §3 MUTATE, §11.5)."""
+        jids = data.draw(st.lists(st.sampled_from(self._reserved()), min_size=1, max_size=3))
+        self.manager.mutate({"cmd": cmd, "target": "working", "filter": {"jids": jids}}, self.now)
+        assert not set(jids) & set(self._reserved())
 
     @rule(seconds=st.sampled_from([1.0, 5.0, 19.999, 20.0, 30.0, 45.5, 61.0, 700.0]))
     def advance(self, seconds: float) -> None:

@@ -145,7 +145,10 @@ class Throttles:
 
     def status(self, queues: Iterable[str], now: float) -> dict[str, Any]:
         """THROTTLE STATUS: the INFO entries of `queues` (all when none are named) with their
-        slots per worker process; raises NoSuchThrottle for a queue without one."""
+        slots per worker process and the last rejected reload's error (in every entry: the
+        reply maps queue names to entries, so a key of its own could clash with a queue, and
+        a typed decoder of the map would choke on a value that is not an entry); raises
+        NoSuchThrottle for a queue without one."""
         self.occupancy.release_due(now)
         names = list(queues) or list(self.limits)
         for queue in names:
@@ -157,8 +160,14 @@ class Throttles:
             entry["by_worker"] = self.occupancy.by_worker(queue)
             entry["by_partition"] = [{"key": None, "in_use": entry["in_use"], "waiting": entry["waiting"],
                                       **self._grants(queue, now)}]
+            entry["reload_error"] = self.reload_error
             status[queue] = entry
         return status
+
+    def slot_holders(self, now: float) -> frozenset[str]:
+        """The jids whose reservation holds a slot at `now` (the Busy page marks them)."""
+        self.occupancy.release_due(now)
+        return frozenset(self.occupancy.holders())
 
     def _grants(self, queue: str, now: float) -> dict[str, Any]:
         """`grants_in_window` and `next_grant_at` (RFC 3339, when the window is full) of a
