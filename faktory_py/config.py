@@ -29,6 +29,8 @@ BATCH_POLICIES = ("strict", "permissive")
 #: Faktory's ports: a binding without one (`-b host`) gets these (the command port is in
 #: util.ports, where the tools' URL parser can use it too)
 DEFAULT_WEB_PORT = 7420
+#: `[faktory_py.metrics] binding` without a port (web/metrics.py)
+DEFAULT_METRICS_PORT = 7421
 #: what the CLI binds when neither a flag nor conf.d says (Faktory's defaults)
 DEFAULT_BINDING = f"localhost:{DEFAULT_PORT}"
 DEFAULT_WEB_BINDING = f"localhost:{DEFAULT_WEB_PORT}"
@@ -66,6 +68,18 @@ class WebConfig:
     #: `[web] allowed_hosts` as written (`"*"` = any name); None when absent, and then
     #: web/hosts.py derives the list from the binding and the password
     allowed_hosts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """`[faktory_py.metrics]`: Prometheus' `/metrics` (web/metrics.py)."""
+
+    #: a binding (like `-w`'s) that serves `/metrics` alone, without auth, for scrapers;
+    #: None: `/metrics` is only on the web UI's port, behind the UI's auth
+    binding: str | None = None
+    #: queues named in the per-queue gauges, in the order they became known; the rest are
+    #: summed under `queue="(other)"`, so a server with many queues cannot flood Prometheus
+    max_queues: int = 100
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,7 @@ class Config:
     tls: TlsFiles | None = None
     timers: Timers = field(default_factory=Timers)
     web: WebConfig = field(default_factory=WebConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     batches: BatchesConfig = field(default_factory=BatchesConfig)
     throttles: ThrottlesConfig = field(default_factory=ThrottlesConfig)
 
@@ -196,6 +211,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         tls=tls_files(conf_dir),
         timers=Timers(shutdown_grace=float(grace)),
         web=_web(toml.get("web", {})),
+        metrics=_metrics(ours.get("metrics", {})),
         batches=_batches(toml.get("batches", {})),
         throttles=throttles(toml.get("throttles", {}), ours.get("throttles", {})),
     )
@@ -231,6 +247,18 @@ def _web(section: Mapping[str, Any]) -> WebConfig:
             raise ConfigError('[web] allowed_hosts must be a list of host names, e.g. ["faktory.example.com"]')
         names = tuple(names)
     return WebConfig(password=section.get("password") or None, allowed_hosts=names)
+
+
+def _metrics(section: Mapping[str, Any]) -> MetricsConfig:
+    binding = section.get("binding")
+    if binding is not None and (not isinstance(binding, str) or not binding.strip()):
+        raise ConfigError('[faktory_py.metrics] binding must be a binding like "127.0.0.1:7421"')
+    if binding is not None:
+        split_binding(binding, DEFAULT_METRICS_PORT)  # ConfigError if it is none
+    max_queues = section.get("max_queues", MetricsConfig.max_queues)
+    if type(max_queues) is not int or max_queues < 0:
+        raise ConfigError("[faktory_py.metrics] max_queues must be an integer >= 0")
+    return MetricsConfig(binding=binding, max_queues=max_queues)
 
 
 def _batches(section: Mapping[str, Any]) -> BatchesConfig:

@@ -35,6 +35,7 @@ from . import pages, urls, views
 from .auth import BasicAuth, CrossOriginGuard, web_password
 from .headers import SecurityHeaders
 from .hosts import HostGuard, allowed_hosts
+from .metrics import metrics_endpoint
 from .proxy import ScriptName
 from .state import WebState
 
@@ -194,6 +195,7 @@ def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASG
         Route("/", dashboard),
         Route("/stats", stats),
         Route("/health", health),
+        Route("/metrics", metrics_endpoint(state, config.metrics.max_queues)),
         Route("/busy", busy, methods=both),
         Route("/queues", queues, methods=both),
         Route("/queues/{rest:path}", faktory_path("/queues", "name")),
