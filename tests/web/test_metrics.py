@@ -4,6 +4,8 @@ labels, `promtool check metrics`, and a scrape with 100k queued jobs that reads 
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ from faktory_py import config as configuration
 from faktory_py.config import Config, ConfigError, MetricsConfig, Throttle, ThrottlesConfig, Timers
 from faktory_py.server.app import Server, serve
 from faktory_py.store.job_queue import encode
+from helpers import ROOT
 from helpers.async_client import AsyncClient
-from helpers.metrics import Scrape, promtool_check, scrape
+from helpers.metrics import Scrape, promtool, promtool_check, scrape
 from helpers.scan_guard import CountingDict, NoScanQueue, guard, guard_queue, private_queue, private_set
 
 JOB = {"jobtype": "T", "args": [], "queue": "default"}
@@ -132,7 +135,8 @@ async def test_queues_past_max_queues_are_summed_under_other(tmp_path: Path, run
 
 async def test_promtool_check_metrics_passes_on_a_scrape(tmp_path: Path, running) -> None:
     """Every family present (throttles configured, a worker, jobs in every set): promtool parses
-    the exposition and finds nothing to lint (names, units, `_total`, help texts)."""
+    the exposition and finds nothing to lint (names, units, `_total`, help texts). The README's
+    queries use these names and parse."""
     throttles = ThrottlesConfig((Throttle("slow", 60, concurrency=2), Throttle("rated", 60, rate=(5, 1.0))))
     server = await running(config(tmp_path, throttles=throttles))
     worker = await AsyncClient.connect(server.port, wid="w1")
@@ -147,6 +151,20 @@ async def test_promtool_check_metrics_passes_on_a_scrape(tmp_path: Path, running
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout + checked.stderr == ""
     await worker.aclose()
+    # the README's dashboard queries name only metrics a scrape has, and are valid PromQL
+    readme = (ROOT / "README.md").read_text()
+    queries = re.findall(r"^\| [^|]+ \| `(.+)` \|$", readme[readme.index("Grafana-ready queries"):], re.M)
+    assert len(queries) >= 10
+    families = {re.sub(r"_(bucket|count|sum)$", "", name) for name, _ in reply.samples()}
+    for query in queries:
+        for name in re.findall(r"\b(faktory_\w+)", query):
+            assert re.sub(r"_bucket$", "", name) in families, (name, query)
+    rules = tmp_path / "readme_queries.yml"  # JSON is YAML
+    rules.write_text(json.dumps({"groups": [{"name": "readme", "rules": [
+        {"record": f"readme:query{i}", "expr": query} for i, query in enumerate(queries)]}]}))
+    parsed = await trio.run_process([promtool(), "check", "rules", str(rules)], capture_stdout=True,
+                                    capture_stderr=True, check=False)
+    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
 
 
 async def test_a_scrape_with_100k_queued_jobs_reads_one_job_per_queue(tmp_path: Path, running) -> None:
