@@ -24,6 +24,7 @@ from .util.ports import DEFAULT_PORT
 ENVIRONMENTS = ("development", "staging", "production")
 FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_LEVELS = ("error", "warn", "info", "debug")
+LOG_FORMATS = ("text", "json")
 #: `[batches] policy`: whether a committed batch is immutable (protocol/spec.md §10.3)
 BATCH_POLICIES = ("strict", "permissive")
 #: Faktory's ports: a binding without one (`-b host`) gets these (the command port is in
@@ -134,6 +135,8 @@ class Config:
     web_binding: str = "0"
     environment: str = "development"
     log_level: str = "info"
+    #: `--log-format`: "text" (one line per record, as ever) or "json" (one JSON object per line)
+    log_format: str = "text"
     data_dir: Path = Path("~/.faktory/db").expanduser()
     conf_dir: Path = Path("~/.faktory").expanduser()
     password: str | None = None
@@ -168,6 +171,8 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", dest="web_binding", default=None, help=f"web UI binding (default {DEFAULT_WEB_BINDING})")
     p.add_argument("-e", dest="environment", default=None, help="development, staging or production")
     p.add_argument("-l", dest="log_level", default=Config.log_level, choices=sorted(LOG_LEVELS), help="log level")
+    p.add_argument("--log-format", dest="log_format", default=Config.log_format, choices=LOG_FORMATS,
+                   help="log lines as text or as one JSON object each (default text)")
     p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
     p.add_argument("-c", dest="conf_dir", default=None, help="configuration directory")
     p.add_argument("-v", dest="version", action="store_true", help="print version and exit")
@@ -199,6 +204,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         web_binding=args.web_binding or toml.get("web", {}).get("binding", DEFAULT_WEB_BINDING),
         environment=environment,
         log_level=args.log_level,
+        log_format=args.log_format,
         data_dir=data_dir,
         conf_dir=conf_dir,
         password=resolve_password(environment, toml, env),
