@@ -73,11 +73,14 @@ class ServerCollector(Collector):
         if "total_expired" in faktory:
             yield CounterMetricFamily("faktory_jobs_expired", "Jobs dropped at FETCH because their expires_at "
                                       "had passed", value=faktory["total_expired"])
-        moved = CounterMetricFamily("faktory_set_enqueued", "Jobs the timers moved from a set into their queue "
-                                    "(scheduled and retries) or into the dead set (retries)", labels=["set"])
-        for task, label in (("Scheduled", "scheduled"), ("Retries", "retries"), ("Dead", "dead")):
-            moved.add_metric([label], faktory["tasks"][task]["enqueued"])
+        tasks = faktory["tasks"]
+        moved = CounterMetricFamily("faktory_set_enqueued", "Jobs the timers moved from a set into their queue, "
+                                    "when due", labels=["set"])
+        for task, label in (("Scheduled", "scheduled"), ("Retries", "retries")):
+            moved.add_metric([label], tasks[task]["enqueued"])
         yield moved
+        yield CounterMetricFamily("faktory_dead_purged", "Dead jobs removed at the end of their time in the "
+                                  "dead set", value=tasks["Dead"]["enqueued"])
         yield from self._queues(stats.queues, stats.paused, now)
         sets = GaugeMetricFamily("faktory_set_size", "Entries of a sorted set; working: jobs reserved by "
                                  "workers", labels=["set"])
