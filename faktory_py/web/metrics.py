@@ -31,6 +31,7 @@ from ..core.timings import Histogram
 from ..core.workers import STATES
 from ..features.batches.feature import Batches
 from ..features.unique import UniqueJobs
+from ..store.api import StoreStatistics
 from .state import WebState
 
 #: Prometheus' classic text format, which every Prometheus reads (Debian's 2.x too); our names
@@ -64,8 +65,14 @@ class ServerCollector(Collector):
         state = self.state
         now = state.now()
         info = state.info(now)
-        faktory, server = info["faktory"], info["server"]
         stats = state.manager.store.statistics()
+        yield from self._jobs(stats, info["faktory"])
+        yield from self._queues(stats.queues, stats.paused, now)
+        yield from self._server(info["server"])
+        yield from self._features(info["faktory"])
+        yield from self._timings()
+
+    def _jobs(self, stats: StoreStatistics, faktory: dict[str, Any]) -> Iterator[Metric]:
         yield CounterMetricFamily("faktory_jobs_processed", "Jobs ended (ACK, FAIL or reservation expiry) "
                                   "since the last FLUSH", value=stats.processed)
         yield CounterMetricFamily("faktory_jobs_failed", "Jobs failed (FAIL or reservation expiry) since the "
@@ -81,27 +88,26 @@ class ServerCollector(Collector):
         yield moved
         yield CounterMetricFamily("faktory_dead_purged", "Dead jobs removed at the end of their time in the "
                                   "dead set", value=tasks["Dead"]["enqueued"])
-        yield from self._queues(stats.queues, stats.paused, now)
         sets = GaugeMetricFamily("faktory_set_size", "Entries of a sorted set; working: jobs reserved by "
                                  "workers", labels=["set"])
         for name in ("scheduled", "retries", "dead", "working"):
             sets.add_metric([name], getattr(stats, name))
         yield sets
+
+    def _server(self, server: dict[str, Any]) -> Iterator[Metric]:
         yield _gauge("faktory_connections", "Open client connections", server["connections"])
         yield _gauge("faktory_fetches_waiting", "FETCHes waiting for a job", server["fetches_waiting"])
         yield CounterMetricFamily("faktory_commands", "Commands answered", value=server["command_count"])
         processes = GaugeMetricFamily("faktory_worker_processes", "Worker processes known by their heartbeat, "
                                       "by state", labels=["state"])
         by_state = dict.fromkeys(STATES, 0)
-        for worker in state.workers.workers.values():
-            by_state[worker.state] = by_state.get(worker.state, 0) + 1
+        for worker in self.state.workers.workers.values():
+            by_state[worker.state] += 1
         for name, count in by_state.items():
             processes.add_metric([name], count)
         yield processes
         yield _gauge("faktory_journal_writable", "1 while the journal can be written, 0 while commands that "
-                     "change state are refused", 0 if state.refusal() else 1)
-        yield from self._features(faktory)
-        yield from self._timings()
+                     "change state are refused", 0 if self.state.refusal() else 1)
 
     def _queues(self, sizes: Mapping[str, int], paused: frozenset[str], now: float) -> Iterator[Metric]:
         names = list(sizes)
