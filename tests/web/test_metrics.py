@@ -98,6 +98,17 @@ async def test_a_scrape_reports_jobs_queues_sets_workers_and_command_times(tmp_p
     await worker.aclose()
 
 
+async def test_journal_fsyncs_are_timed(tmp_path: Path, running) -> None:
+    """Under `fsync = always` every acknowledged PUSH waited for an fsync, which was timed."""
+    server = await running(config(tmp_path, fsync="always"))
+    client = await AsyncClient.connect(server.port)
+    assert await client.push({**JOB, "jid": "synced01"}) == b"OK"
+    reply = await get(server.web_urls[0] + "/metrics")
+    assert reply.value("faktory_journal_fsync_seconds_count") >= 1
+    assert reply.value("faktory_journal_write_seconds_count") >= 1
+    await client.aclose()
+
+
 async def test_metrics_asks_for_the_ui_password_and_the_scrapers_binding_does_not(tmp_path: Path,
                                                                                    running) -> None:
     server = await running(config(tmp_path, password="s3cret", metrics=MetricsConfig(binding="127.0.0.1:0")))
