@@ -7,6 +7,7 @@ from `views` rendered by Jinja2 templates; links are built from the request's ro
 so the UI works behind a prefixing proxy (`proxy.ScriptName`), and name a queue or a set
 entry in the query string so every name the server accepts is reachable (`urls`). The pages
 features add (Batches, Throttles) are routed by `pages`, from the features' records.
+`/metrics` (Prometheus, `metrics`) sits behind the same guards as the pages.
 """
 
 from __future__ import annotations
