@@ -24,11 +24,14 @@ from .util.ports import DEFAULT_PORT
 ENVIRONMENTS = ("development", "staging", "production")
 FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_LEVELS = ("error", "warn", "info", "debug")
+LOG_FORMATS = ("text", "json")
 #: `[batches] policy`: whether a committed batch is immutable (protocol/spec.md §10.3)
 BATCH_POLICIES = ("strict", "permissive")
 #: Faktory's ports: a binding without one (`-b host`) gets these (the command port is in
 #: util.ports, where the tools' URL parser can use it too)
 DEFAULT_WEB_PORT = 7420
+#: `[faktory_py.metrics] binding` without a port (web/metrics.py)
+DEFAULT_METRICS_PORT = 7421
 #: what the CLI binds when neither a flag nor conf.d says (Faktory's defaults)
 DEFAULT_BINDING = f"localhost:{DEFAULT_PORT}"
 DEFAULT_WEB_BINDING = f"localhost:{DEFAULT_WEB_PORT}"
@@ -66,6 +69,18 @@ class WebConfig:
     #: `[web] allowed_hosts` as written (`"*"` = any name); None when absent, and then
     #: web/hosts.py derives the list from the binding and the password
     allowed_hosts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """`[faktory_py.metrics]`: Prometheus' `/metrics` (web/metrics.py)."""
+
+    #: a binding (like `-w`'s) that serves `/metrics` alone, without auth, for scrapers;
+    #: None: `/metrics` is only on the web UI's port, behind the UI's auth
+    binding: str | None = None
+    #: queues named in the per-queue gauges, in the order they became known; the rest are
+    #: summed under `queue="(other)"`, so a server with many queues cannot flood Prometheus
+    max_queues: int = 100
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,8 @@ class Config:
     web_binding: str = "0"
     environment: str = "development"
     log_level: str = "info"
+    #: `--log-format`: "text" (one line per record, as ever) or "json" (one JSON object per line)
+    log_format: str = "text"
     data_dir: Path = Path("~/.faktory/db").expanduser()
     conf_dir: Path = Path("~/.faktory").expanduser()
     password: str | None = None
@@ -136,6 +153,7 @@ class Config:
     tls: TlsFiles | None = None
     timers: Timers = field(default_factory=Timers)
     web: WebConfig = field(default_factory=WebConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     batches: BatchesConfig = field(default_factory=BatchesConfig)
     throttles: ThrottlesConfig = field(default_factory=ThrottlesConfig)
 
@@ -153,6 +171,8 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", dest="web_binding", default=None, help=f"web UI binding (default {DEFAULT_WEB_BINDING})")
     p.add_argument("-e", dest="environment", default=None, help="development, staging or production")
     p.add_argument("-l", dest="log_level", default=Config.log_level, choices=sorted(LOG_LEVELS), help="log level")
+    p.add_argument("--log-format", dest="log_format", default=Config.log_format, choices=LOG_FORMATS,
+                   help="log lines as text or as one JSON object each (default text)")
     p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
     p.add_argument("-c", dest="conf_dir", default=None, help="configuration directory")
     p.add_argument("-v", dest="version", action="store_true", help="print version and exit")
@@ -184,6 +204,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         web_binding=args.web_binding or toml.get("web", {}).get("binding", DEFAULT_WEB_BINDING),
         environment=environment,
         log_level=args.log_level,
+        log_format=args.log_format,
         data_dir=data_dir,
         conf_dir=conf_dir,
         password=resolve_password(environment, toml, env),
@@ -196,6 +217,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         tls=tls_files(conf_dir),
         timers=Timers(shutdown_grace=float(grace)),
         web=_web(toml.get("web", {})),
+        metrics=_metrics(ours.get("metrics", {})),
         batches=_batches(toml.get("batches", {})),
         throttles=throttles(toml.get("throttles", {}), ours.get("throttles", {})),
     )
@@ -231,6 +253,18 @@ def _web(section: Mapping[str, Any]) -> WebConfig:
             raise ConfigError('[web] allowed_hosts must be a list of host names, e.g. ["faktory.example.com"]')
         names = tuple(names)
     return WebConfig(password=section.get("password") or None, allowed_hosts=names)
+
+
+def _metrics(section: Mapping[str, Any]) -> MetricsConfig:
+    binding = section.get("binding")
+    if binding is not None and (not isinstance(binding, str) or not binding.strip()):
+        raise ConfigError('[faktory_py.metrics] binding must be a binding like "127.0.0.1:7421"')
+    if binding is not None:
+        split_binding(binding, DEFAULT_METRICS_PORT)  # ConfigError if it is none
+    max_queues = section.get("max_queues", MetricsConfig.max_queues)
+    if type(max_queues) is not int or max_queues < 0:
+        raise ConfigError("[faktory_py.metrics] max_queues must be an integer >= 0")
+    return MetricsConfig(binding=binding, max_queues=max_queues)
 
 
 def _batches(section: Mapping[str, Any]) -> BatchesConfig:

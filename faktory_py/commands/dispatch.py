@@ -171,6 +171,11 @@ class Dispatcher:
         returns the reply's bytes or raises ClientError."""
         self._handlers[verb] = handler
 
+    def verbs(self) -> list[str]:
+        """Every verb it answers (its own and the features'): the bounded label set of the
+        command timings (core/timings.py)."""
+        return list(self._handlers)
+
     def handle(self, session: Session, command: wire.Command) -> Reply | Block:
         """The reply to `command`, or a `Block` for a FETCH that must wait for a job."""
         self.stats.command_count += 1

@@ -193,7 +193,10 @@ class Manager:
         res = self.store.reservation(jid)
         if res is None:
             raise NoSuchJob(jid)
-        return self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
+        position = self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s failed: %s: %s", jid, errtype, message, extra=jobs.log_fields(res.job))
+        return position
 
     def worker_lost(self, wid: str, jids: Iterable[str], now: float) -> int:
         """A worker process reaped for missing heartbeats: fail each of `jids` (its
@@ -366,7 +369,8 @@ class Manager:
         dropped and logged in full; if `leave` fails too, the error goes to the caller.
         """
         jid = job.get("jid", "")
-        log.error("the timers could not move job %s; it goes to the dead set", jid, exc_info=exc)
+        log.error("the timers could not move job %s; it goes to the dead set", jid, exc_info=exc,
+                  extra=jobs.log_fields(job))
         failure = {"failed_at": format_time(now),
                    "message": _truncate(f"faktory_py could not move this job: {type(exc).__name__}: {exc}",
                                         MAX_MESSAGE),
@@ -375,7 +379,8 @@ class Manager:
             dead = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
             return self.store.commit(leave + [SetAdd("dead", now + DEAD_TTL, dead)])
         except Exception:
-            log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job)
+            log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job,
+                          extra=jobs.log_fields(job))
             return self.store.commit(leave)
 
     # --- MUTATE ---------------------------------------------------------------------

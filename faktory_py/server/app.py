@@ -27,6 +27,7 @@ from ..config import DEFAULT_PORT, BatchesConfig, Config, ThrottlesConfig, split
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
+from ..core.timings import CommandTimes, Timings
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
 from ..features.expiry import ExpiringJobs
@@ -54,8 +55,12 @@ class Server:
     durable: DurableJournal
     #: SIGHUP's work: puts a re-read configuration's throttles in force (server/reload.py)
     config_reload: ConfigReload
+    #: the durations the server observes (`/metrics`)
+    timings: Timings
     #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
     web_urls: list[str] = field(default_factory=list)
+    #: where `/metrics` alone answers, without auth (`[faktory_py.metrics] binding`); empty when unset
+    metrics_urls: list[str] = field(default_factory=list)
     _stop: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -158,7 +163,9 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
     config_reload = ConfigReload(config, manager, features, throttles, waiters, timer, clock)
-    connections = Connections(config, dispatcher, durable, waiters)
+    timings = Timings(CommandTimes(dispatcher.verbs()), journal_write=durable.write_times,
+                      journal_fsync=durable.fsync_times, compaction=durable.compaction_times)
+    connections = Connections(config, dispatcher, durable, waiters, timings)
     try:
         async with trio.open_nursery() as background:
             # run_fsync ends only when the journal failed for good, which stops the server
@@ -170,24 +177,30 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                                   config.timers.worker_reap_every, worker_lost, durable.wait_writable)
             background.start_soon(supervised, "send watchdog", connections.watch_sends)
             web_urls: list[str] = []
-            if config.web_enabled:
+            metrics_urls: list[str] = []
+            if config.web_enabled or config.metrics.binding is not None:
                 # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
                 # server without a web UI (most test servers, benchmarks) should not pay.
                 # Started before the command port listens: once that accepts, the UI answers.
-                from ..web.serve import serve_web
+                from ..web.serve import serve_metrics, serve_web
                 from ..web.state import WebState
 
                 state = WebState(manager, workers, features, clock, dispatcher.info, durable.refusal,
-                                 durable.durable)
-                bindings = {"Command port": config.binding, "Web UI": config.web_binding}
-                web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
-                log.info("web UI on %s", ", ".join(web_urls))
+                                 durable.durable, timings)
+                if config.web_enabled:
+                    bindings = {"Command port": config.binding, "Web UI": config.web_binding}
+                    web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
+                    log.info("web UI on %s", ", ".join(web_urls))
+                if config.metrics.binding is not None:
+                    metrics_urls = await background.start(supervised, "metrics", serve_metrics, state, config,
+                                                          config.metrics.binding)
+                    log.info("metrics (no auth) on %s", ", ".join(f"{url}/metrics" for url in metrics_urls))
             listeners = await open_listeners(config.binding, DEFAULT_PORT)
             context = _ssl_context(config)
             if context is not None:
                 listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
             addresses = [_address(l) for l in listeners]
-            server = Server(addresses, dispatcher, durable, config_reload, web_urls)
+            server = Server(addresses, dispatcher, durable, config_reload, timings, web_urls, metrics_urls)
             background.start_soon(_stop_when_failed, durable, server)
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()

@@ -11,11 +11,12 @@ committed is durable (like a `+OK` on the command port).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..core.lifecycle import Manager
 from ..core.registry import Registry, WebPage
+from ..core.timings import CommandTimes, Timings
 from ..core.workers import WorkerRegistry
 from ..features.throttles.feature import Throttles
 from . import views
@@ -44,6 +45,8 @@ class WebState:
     #: writes the journal up to a position and waits for the fsync policy: an action's
     #: answer does not go out through the command port's send, which writes it there
     durable: Callable[[int], Awaitable[None]]
+    #: the durations the server observes (`/metrics`)
+    timings: Timings = field(default_factory=lambda: Timings(CommandTimes(())))
 
     def now(self) -> float:
         return self.clock.now()

@@ -64,7 +64,8 @@ async def inprocess_server(config: Config) -> AsyncIterator[InProcessServer]:
         server: Server = await outer.start(serve, config)
         try:
             async with trio.open_nursery() as inner:
-                connections = Connections(config, server.dispatcher, server.durable, server.dispatcher.waiters)
+                connections = Connections(config, server.dispatcher, server.durable, server.dispatcher.waiters,
+                                          server.timings)
                 inner.start_soon(connections.watch_sends)
                 try:
                     yield InProcessServer(server, connections, inner)
