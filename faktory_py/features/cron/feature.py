@@ -86,8 +86,13 @@ class Cron:
         tab (listed while entries exist or a reload was rejected) and the CRON command."""
         live = self if self.entries else None
         return Feature("cron", self, timed=self, finish=live, drop=live, info=self,
-                       pages=(WebPage("cron", "Cron", listed=bool(self.entries) or self.reload_error is not None),),
-                       commands=("CRON",))
+                       pages=(WebPage("cron", "Cron", listed=self.tab_shown),), commands=("CRON",))
+
+    @property
+    def tab_shown(self) -> bool:
+        """The Cron tab is there while entries exist or the last reload was rejected (its
+        error must be seen)."""
+        return bool(self.entries) or self.reload_error is not None
 
     def reconfigure(self, entries: Iterable[Entry], warnings: Sequence[str]) -> Feature:
         """Put a reloaded configuration's entries in force; the next `run_due` journals what

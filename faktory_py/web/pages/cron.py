@@ -3,7 +3,8 @@ last fire and counts, read from the same `describe()` CRON STATUS answers with
 (protocol/spec.md §12.4), a red warning on an entry whose next tick is overdue (a timer that
 stopped, Faktory #282), and the last rejected reload's error; `/cron/<id>`: the entry's last
 fires with their outcome, and "Enqueue now" (a POST, behind the web UI's cross-origin guard
-like every action). The routes exist from the start, since a reload may add entries."""
+like every action). The routes exist from the start, since a reload may add entries; the
+tab answers 404 while it is not shown (`Cron.tab_shown`), like a page never routed."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from . import Site
 
 def routes(cron: Cron, site: Site) -> list[BaseRoute]:
     async def listing(request: Request) -> Response:
+        if not cron.tab_shown:
+            return PlainTextResponse("Not Found", 404)
         now = site.state.now()
         entries = [{**cron.describe(entry_id, now), "explain": entry.schedule.explain()}
                    for entry_id, entry in cron.entries.items()]
