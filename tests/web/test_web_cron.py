@@ -6,11 +6,14 @@ the history with each fire's outcome, and "Enqueue now" behind the cross-origin 
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from dataclasses import replace
 from pathlib import Path
 
-from faktory_py.config import CronConfig
 from faktory_py.features.cron.feature import Cron
+from faktory_py.web.pages.cron import countdown
+from faktory_py.util.timefmt import parse_time
 from helpers.cron import cron_entries
 from test_web_http import cells, config, request, running  # noqa: F401  (a fixture)
 
@@ -34,10 +37,14 @@ async def test_the_cron_tab_and_history(tmp_path: Path, running) -> None:  # noq
     assert '<a href="/cron" class="active" aria-current="page">Cron</a>' in page.body
     cron = server.dispatcher.manager.features.find(Cron)
     assert cron is not None
-    next_at = cron.describe("nightly", server.dispatcher.clock.now())["next_at"]
-    assert row(page.body, "nightly") == {
+    now = server.dispatcher.clock.now()
+    next_at = cron.describe("nightly", now)["next_at"]
+    local = datetime.fromtimestamp(parse_time(next_at), ZoneInfo("Europe/Paris")).strftime("%Y-%m-%d %H:%M:%S %Z")
+    cells_ = row(page.body, "nightly")
+    assert cells_.pop("next-run").startswith(f"{next_at} {local} in ")
+    assert cells_ == {
         "schedule": "0 3 * * * At 03:00 every day", "timezone": "Europe/Paris", "jobtype": "Nightly", "queue": "low",
-        "args": '["\\u003cx\\u003e"]', "next-run": next_at, "last-fired": "—", "fired": "0", "missed": "0", "skipped": "0",
+        "args": '["\\u003cx\\u003e"]', "last-fired": "—", "fired": "0", "missed": "0", "skipped": "0",
         "denied": "0", "source": ""}
     assert row(page.body, hourly.id)["schedule"] == "@every 1h Every 1h"
     assert "<x>" not in page.body and "overdue" not in page.body
@@ -61,3 +68,8 @@ async def test_the_cron_tab_and_history(tmp_path: Path, running) -> None:  # noq
     cron._next.clear()
     flagged = await request(server, "GET", "/cron")
     assert "overdue: the timer has not fired it" in row(flagged.body, hourly.id)["next-run"]
+
+
+def test_countdowns() -> None:
+    assert [countdown(s) for s in (0, 59, 61, 3600 * 5 + 65, 86400 * 2 + 3600 * 3 + 5, -90)] == [
+        "in 0s", "in 59s", "in 1m 1s", "in 5h 1m", "in 2d 3h", "overdue by 1m 30s"]

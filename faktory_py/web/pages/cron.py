@@ -8,14 +8,43 @@ tab answers 404 while it is not shown (`Cron.tab_shown`), like a page never rout
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import ClientError
 from ...features.cron.feature import Cron, NoSuchEntry
+from ...util.timefmt import parse_time
 from .. import urls
 from . import Site
+
+
+def countdown(seconds: float) -> str:
+    """`in 2d 3h`, `in 5m 10s`: the two largest units (a past time: `overdue by …`)."""
+    whole = int(abs(seconds))
+    parts = [(whole // 86400, "d"), (whole // 3600 % 24, "h"), (whole // 60 % 60, "m"), (whole % 60, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n][:2] or ["0s"]
+    return ("in " if seconds >= 0 else "overdue by ") + " ".join(shown)
+
+
+def shown(cron: Cron, entry_id: str, now: float) -> dict[str, Any]:
+    """CRON STATUS's view of the entry, with what the page adds: the schedule's reading, the
+    next run in the entry's own zone and as a countdown."""
+    entry = cron.entries[entry_id]
+    described = cron.describe(entry_id, now)
+    described["explain"] = entry.schedule.explain()
+    described["next_local"] = described["countdown"] = None
+    if described["next_at"] is not None:
+        next_at = parse_time(described["next_at"])
+        described["countdown"] = countdown(next_at - now)
+        if entry.schedule.timezone != "UTC":
+            local = datetime.fromtimestamp(next_at, ZoneInfo(entry.schedule.timezone))
+            described["next_local"] = local.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return described
 
 
 def routes(cron: Cron, site: Site) -> list[BaseRoute]:
@@ -23,8 +52,7 @@ def routes(cron: Cron, site: Site) -> list[BaseRoute]:
         if not cron.tab_shown:
             return PlainTextResponse("Not Found", 404)
         now = site.state.now()
-        entries = [{**cron.describe(entry_id, now), "explain": entry.schedule.explain()}
-                   for entry_id, entry in cron.entries.items()]
+        entries = [shown(cron, entry_id, now) for entry_id in cron.entries]
         return site.render(request, "cron.html", entries=entries, reload_error=cron.reload_error,
                            warnings=cron.warnings, nav="cron")
 
@@ -46,9 +74,7 @@ def routes(cron: Cron, site: Site) -> list[BaseRoute]:
             else:
                 root = request.scope.get("root_path", "")
                 return RedirectResponse(urls.url(root, f"/cron/{entry_id}"), status_code=302)
-        now = site.state.now()
-        return site.render(request, "cron_entry.html", entry={**cron.describe(entry_id, now),
-                                                               "explain": entry.schedule.explain()},
+        return site.render(request, "cron_entry.html", entry=shown(cron, entry_id, site.state.now()),
                            history=cron.history(entry_id), error=error, nav="cron")
 
     return [Route("/cron", listing), Route("/cron/{id}", detail, methods=["GET", "POST"])]
