@@ -156,8 +156,8 @@ def test_feature_names_are_unique() -> None:
 def test_the_servers_features_keep_their_order() -> None:
     """Hook order is behaviour: expiry drops an expired job before unique, tracking and
     batches see its fetch (they get on_drop instead). Throttles' gate is asked before any
-    fetch hook, whatever its place. Cron comes last, and without entries has no finish or
-    drop hook."""
+    fetch hook, whatever its place. Cron comes last, and without entries has no finish or end
+    hook."""
     registry = enterprise_features(MemoryStore())
     assert [feature.name for feature in registry] == ["expiry", "unique", "tracking", "batches", "throttles", "cron"]
     kinds = (ExpiringJobs, UniqueJobs, JobTracking, Batches, Throttles, Cron)
@@ -169,4 +169,4 @@ def test_the_servers_features_keep_their_order() -> None:
     assert [(page.name, page.listed) for feature in registry for page in feature.pages] == [
         ("batches", True), ("throttles", False), ("cron", False)]
     assert [feature.commands for feature in registry] == [(), (), ("TRACK",), ("BATCH",), ("THROTTLE",), ("CRON",)]
-    assert Cron not in {type(hook) for hook in (*registry.finish, *registry.drop)}
+    assert Cron not in {type(hook) for hook in (*registry.finish, *registry.end)}

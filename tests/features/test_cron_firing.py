@@ -224,9 +224,9 @@ def test_flush_wipes_the_history_and_does_not_back_fill() -> None:
 
 
 def test_the_history_records_how_each_job_ended() -> None:
-    """success (ACK), dead (FAILed again after its one retry), expired (dropped at FETCH past
-    `expires_at`), pending (queued or reserved), and "enqueue now" without touching the
-    schedule; a restart keeps it all."""
+    """success (ACK), failed then dead (FAILed again after its one retry), expired (dropped at
+    FETCH past `expires_at`), pending (queued or reserved), "enqueue now" without touching the
+    schedule, deleted (QUEUE REMOVE); a restart keeps it all."""
     config = cron_entries({"schedule": "* * * * *", "job": {"type": "T", "retry": 1, "custom": {"expires_in": 100}}})
     [entry] = config.entries
     server = CronServer(config, utc(2026, 3, 7, 11, 59, 30))
@@ -251,6 +251,19 @@ def test_the_history_records_how_each_job_ended() -> None:
     assert server.cron.describe(entry.id, server.now)["counts"]["fired"] == 4
     again = server.restart(config, server.now)
     assert again.cron.history(entry.id) == server.cron.history(entry.id)
+    # QUEUE REMOVE deletes the 12:03 job that never ran
+    again.manager.remove(["default"], again.now)
+    assert again.cron.history(entry.id)[0]["outcome"] == "deleted"
+
+
+def test_a_job_failed_with_retry_0_is_discarded() -> None:
+    config = cron_entries({"schedule": "* * * * *", "job": {"type": "T", "retry": 0}})
+    [entry] = config.entries
+    server = CronServer(config, utc(2026, 3, 7, 11, 59, 30))
+    server.advance(utc(2026, 3, 7, 12, 0, 10))
+    job, _ = server.manager.fetch(["default"], "w", server.now)
+    server.manager.fail(job["jid"], "E", "boom", [], server.now)
+    assert [h["outcome"] for h in server.cron.history(entry.id)] == ["discarded"]
 
 
 def test_info_counts_only_when_entries_exist() -> None:

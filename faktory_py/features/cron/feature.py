@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from ...core.hooks import Outcome
+from ...core.hooks import Ended, Outcome
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NotUnique
 from ...store.api import AnyOp, Job, Op, Reservation, Store
@@ -35,8 +35,6 @@ log = logging.getLogger("faktory_py.cron")
 ON_TIME = 60.0
 #: what a fired job's `custom` carries (an underscore key: reserved for the server)
 CRON_KEY = "_cron"
-#: the history outcome of a fired job, from how it ended
-_FAILED = {Outcome.RETRY: "failed", Outcome.DEAD: "dead", Outcome.DROPPED: "failed"}
 
 
 class Entry(Protocol):
@@ -81,11 +79,12 @@ class Cron:
         store.register_state(self.state)
 
     def feature(self) -> Feature:
-        """How it plugs in: a timer, the hooks that record how fired jobs end (only while
-        entries exist, so a server without cron pays nothing on ACK), INFO fields, the Cron
-        tab (listed while entries exist or a reload was rejected) and the CRON command."""
+        """How it plugs in: a timer, the hooks that record how fired jobs fare (a FAIL to be
+        retried, and every way a job ends; only while entries exist, so a server without cron
+        pays nothing on ACK), INFO fields, the Cron tab (listed while entries exist or a
+        reload was rejected) and the CRON command."""
         live = self if self.entries else None
-        return Feature("cron", self, timed=self, finish=live, drop=live, info=self,
+        return Feature("cron", self, timed=self, finish=live, end=live, info=self,
                        pages=(WebPage("cron", "Cron", listed=self.tab_shown),), commands=("CRON",))
 
     @property
@@ -244,13 +243,15 @@ class Cron:
         return [{"op": "cron_outcome", "id": mark["id"], "jid": job["jid"], "outcome": outcome}]
 
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
-        return self._outcome(res.job, "success")
+        return []  # its end (`success`) comes through on_end
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
-        return self._outcome(res.job, _FAILED[outcome])
+        """`failed`: FAILed and waiting for a retry (not an end: on_end reports the others)."""
+        return self._outcome(res.job, "failed") if outcome is Outcome.RETRY else []
 
-    def on_drop(self, job: Job, now: float) -> list[Op]:
-        return self._outcome(job, "expired")
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+        """`success`, `dead`, `discarded`, `expired` or `deleted`: how a fired job left."""
+        return [op for job, ending in ended for op in self._outcome(job, ending.value)]
 
     # --- reading ----------------------------------------------------------------------
 

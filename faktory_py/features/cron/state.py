@@ -9,7 +9,8 @@ Ops (journal form):
   (`outcome` `fired`, `denied`, `skipped` or `error`, or `missed` when the tick itself was
   not fired), and `missed` older ticks before it were not; ticks up to `tick` are done;
 * `cron_manual {id, at, jid}`: "enqueue now" (no tick is done by it);
-* `cron_outcome {id, jid, outcome}`: a fired job ended (`success`, `failed`, `dead`, `expired`);
+* `cron_outcome {id, jid, outcome}`: how a fired job fared: `failed` (to be retried), or how it
+  ended (`success`, `dead`, `discarded`, `expired`, `deleted`);
 * `cron_forget {id}`: the entry was removed from the configuration;
 * `cron_state {id, state}`: a snapshot's copy of an entry's whole state.
 """
