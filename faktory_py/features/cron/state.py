@@ -82,37 +82,9 @@ class CronState:
             self.entries.pop(entry_id, None)
             return None
         elif (state := self.entries.get(entry_id)) is not None:
-            getattr(self, f"_{kind}")(state, op)
+            _CHANGES[kind](state, op)
         state = self.entries.get(entry_id)
         return None if state is None else self._next_tick(entry_id, state.after)
-
-    @staticmethod
-    def _cron_tick(state: EntryState, op: Op) -> None:
-        state.after = max(state.after, op["tick"])
-        state.counts["missed"] += op["missed"]
-        outcome = op["outcome"]
-        record = {"tick": op["tick"], "at": op["at"], "jid": op["jid"], "outcome": outcome}
-        if op["missed"]:
-            record["missed"] = op["missed"]
-        if outcome == "missed":
-            state.counts["missed"] += 1
-        else:
-            state.last_tick, state.last_jid = op["tick"], op["jid"]
-            if outcome in state.counts:
-                state.counts[outcome] += 1
-            if outcome == "fired":
-                record["outcome"] = "pending"
-        state.history.append(record)
-
-    @staticmethod
-    def _cron_manual(state: EntryState, op: Op) -> None:
-        state.history.append({"tick": None, "at": op["at"], "jid": op["jid"], "outcome": "pending"})
-
-    @staticmethod
-    def _cron_outcome(state: EntryState, op: Op) -> None:
-        for record in state.history:
-            if record["jid"] == op["jid"]:
-                record["outcome"] = op["outcome"]
 
     def snapshot(self) -> Iterator[Op]:
         copies = [(entry_id, state.encode()) for entry_id, state in self.entries.items()]
@@ -123,3 +95,38 @@ class CronState:
         tick after the FLUSH (`on_flush` has the feature start them), never back-filling."""
         self.entries.clear()
         self._on_flush()
+
+
+def _cron_tick(state: EntryState, op: Op) -> None:
+    """A tick handled: done up to it; a fired job's record waits for its outcome (`pending`)."""
+    state.after = max(state.after, op["tick"])
+    state.counts["missed"] += op["missed"]
+    outcome = op["outcome"]
+    record = {"tick": op["tick"], "at": op["at"], "jid": op["jid"], "outcome": outcome}
+    if op["missed"]:
+        record["missed"] = op["missed"]
+    if outcome == "missed":
+        state.counts["missed"] += 1
+    else:
+        state.last_tick, state.last_jid = op["tick"], op["jid"]
+        if outcome in state.counts:
+            state.counts[outcome] += 1
+        if outcome == "fired":
+            record["outcome"] = "pending"
+    state.history.append(record)
+
+
+def _cron_manual(state: EntryState, op: Op) -> None:
+    state.history.append({"tick": None, "at": op["at"], "jid": op["jid"], "outcome": "pending"})
+
+
+def _cron_outcome(state: EntryState, op: Op) -> None:
+    """How a fired job fared, on its record (none once it left the last HISTORY fires)."""
+    for record in state.history:
+        if record["jid"] == op["jid"]:
+            record["outcome"] = op["outcome"]
+
+
+#: the ops that change one entry's state, by tag
+_CHANGES: dict[str, Callable[[EntryState, Op], None]] = {
+    "cron_tick": _cron_tick, "cron_manual": _cron_manual, "cron_outcome": _cron_outcome}
