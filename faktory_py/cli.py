@@ -117,10 +117,12 @@ def check_config(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"faktory-py check-config: {exc}", file=sys.stderr)
         return 2
-    for warning in config.throttles.warnings:
+    for warning in (*config.throttles.warnings, *config.cron.warnings):
         print(f"faktory-py check-config: warning: {warning}", file=sys.stderr)
-    print(f"faktory-py check-config: {config.conf_dir} is valid "
-          f"({len(config.throttles.entries)} throttles)")
+    counts = f"{len(config.throttles.entries)} throttles"
+    if config.cron.entries:
+        counts += f", {len(config.cron.entries)} cron entries"
+    print(f"faktory-py check-config: {config.conf_dir} is valid ({counts})")
     return 0
 
 

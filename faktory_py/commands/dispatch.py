@@ -107,7 +107,7 @@ class JournalPosition(Protocol):
 #: while the journal cannot be written (protocol/spec.md §7). FETCH is answered too when
 #: none of its queues has a job to reserve.
 READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS",
-                       "THROTTLE STATUS"})
+                       "THROTTLE STATUS", "CRON STATUS"})
 
 
 def _internal_error() -> ClientError:

@@ -90,7 +90,7 @@ class Manager:
 
         `wid` is the worker process of the pushing connection ("" for producers).
         """
-        return self.store.commit(self._push_ops(raw, now, wid))
+        return self.store.commit(self.push_ops(raw, now, wid))
 
     def push_bulk(self, raws: Any, now: float, wid: str = "") -> tuple[dict[str, str], int]:
         """PUSHB: every valid job is stored; returns (jid → error text, position).
@@ -104,13 +104,15 @@ class Manager:
         position = 0
         for raw in raws:
             try:
-                position = max(position, self.store.commit(self._push_ops(raw, now, wid)))
+                position = max(position, self.store.commit(self.push_ops(raw, now, wid)))
             except ClientError as exc:
                 jid = raw.get("jid", "") if isinstance(raw, dict) else ""
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
 
-    def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
+    def push_ops(self, raw: Any, now: float, wid: str = "") -> list[AnyOp]:
+        """The ops of one PUSH (every feature's prepare and push hooks run); raises
+        ClientError. Cron fires its jobs through it too (features/cron)."""
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
         for prepare in self.features.prepare:
             job = prepare.prepare(job, now)

@@ -23,13 +23,14 @@ import trio
 
 from ..commands.dispatch import Dispatcher
 from ..commands.features import register_feature_commands
-from ..config import DEFAULT_PORT, BatchesConfig, Config, ThrottlesConfig, split_binding
+from ..config import DEFAULT_PORT, BatchesConfig, Config, CronConfig, ThrottlesConfig, split_binding
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
 from ..core.timings import CommandTimes, Timings
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
+from ..features.cron.feature import Cron
 from ..features.expiry import ExpiringJobs
 from ..features.throttles.feature import Throttles
 from ..features.tracking import JobTracking
@@ -53,7 +54,7 @@ class Server:
     addresses: list[tuple[str, int]]
     dispatcher: Dispatcher
     durable: DurableJournal
-    #: SIGHUP's work: puts a re-read configuration's throttles in force (server/reload.py)
+    #: SIGHUP's work: puts a re-read configuration's throttles and cron in force (server/reload.py)
     config_reload: ConfigReload
     #: the durations the server observes (`/metrics`)
     timings: Timings
@@ -72,8 +73,8 @@ class Server:
         self._stop.set()
 
     def reload(self, read: Callable[[], Config]) -> bool:
-        """Re-read the configuration with `read` and put its throttles in force; False (the
-        error logged) when `read` raises ConfigError, and then nothing changes."""
+        """Re-read the configuration with `read` and put its throttles and cron entries in
+        force; False (the error logged) when `read` raises ConfigError, and then nothing changes."""
         return self.config_reload(read)
 
 
@@ -101,7 +102,7 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
 
 
 def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig(),
-                        throttles: ThrottlesConfig = ThrottlesConfig()) -> Registry:
+                        throttles: ThrottlesConfig = ThrottlesConfig(), cron: CronConfig = CronConfig()) -> Registry:
     """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9–§11).
 
     They attach their own ops (and throttles their index of reservations) to the store, so
@@ -111,7 +112,8 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     """
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
-                     Throttles(store, throttle_limits(throttles), throttles.warnings).feature()])
+                     Throttles(store, throttle_limits(throttles), throttles.warnings).feature(),
+                     Cron(store, cron.entries, cron.warnings).feature()])
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:
@@ -129,28 +131,32 @@ def load_store(config: Config) -> tuple[MemoryStore, Journal]:
     observers, by replaying its journal (to look at a data directory without serving it)."""
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     store = MemoryStore()
-    enterprise_features(store, config.batches, config.throttles)
+    enterprise_features(store, config.batches, config.throttles, config.cron)
     replay_journal(journal, store)
     return store, journal
 
 
-async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a server until `Server.shutdown()`; reports the Server once listening."""
-    for warning in config.throttles.warnings:
+async def serve(config: Config, *, clock: Clock | None = None,
+                task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a server until `Server.shutdown()`; reports the Server once listening. `clock`
+    is the wall clock's reading (a test's, set to a chosen date), by default the host's."""
+    for warning in (*config.throttles.warnings, *config.cron.warnings):
         log.warning("%s", warning)
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
-    clock = Clock()
+    clock = clock or Clock()
     waiters = QueueWaiters(wake_all=wake_all_queues(config.throttles))
     timer = DueTimer(clock, durable.wait_writable)
     store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
-    features = enterprise_features(store, config.batches, config.throttles)
-    throttles = features.find(Throttles)
-    assert throttles is not None
+    features = enterprise_features(store, config.batches, config.throttles, config.cron)
+    throttles, cron = features.find(Throttles), features.find(Cron)
+    assert throttles is not None and cron is not None
+    cron.wake = timer.poke
     throttles.occupancy.on_release = waiters.notify
     throttles.rate.on_open = waiters.notify
     replay_journal(journal, store)
     manager = Manager(store, features=features)
+    cron.push_ops = manager.push_ops
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
 
     def worker_lost(wid: str, now: float) -> None:
@@ -162,7 +168,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     dispatcher.refusal = durable.refusal
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
-    config_reload = ConfigReload(config, manager, features, throttles, waiters, timer, clock)
+    config_reload = ConfigReload(config, manager, features, throttles, cron, waiters, timer, clock)
     timings = Timings(CommandTimes(dispatcher.verbs()), journal_write=durable.write_times,
                       journal_fsync=durable.fsync_times, compaction=durable.compaction_times)
     connections = Connections(config, dispatcher, durable, waiters, timings)

@@ -1,4 +1,4 @@
-"""`/metrics`: the server's state and timings in Prometheus' text format (protocol/spec.md §12).
+"""`/metrics`: the server's state and timings in Prometheus' text format (protocol/spec.md §13).
 
 The exposition is `prometheus-client`'s: a custom collector reads, at scrape time, what INFO
 and the web UI read (the store's `statistics()`, the INFO document, the worker registry, the

@@ -19,6 +19,7 @@ from ..core.registry import Registry, WebPage
 from ..core.timings import CommandTimes, Timings
 from ..core.workers import WorkerRegistry
 from ..features.throttles.feature import Throttles
+from ..store.api import AnyOp
 from . import views
 
 
@@ -111,6 +112,10 @@ class WebState:
         """Requeue, kill or discard the reservations of `jids` (MUTATE on `working`); jids
         no longer reserved are skipped."""
         await self.durable(self.manager.end_reservations(action, jids, self.now()))
+
+    async def commit(self, ops: Sequence[AnyOp]) -> None:
+        """A feature's action (cron's "enqueue now"): its ops, committed and durable."""
+        await self.durable(self.manager.store.commit(ops))
 
     async def change_set(self, set_name: str, action: str, keys: Sequence[str]) -> None:
         """Retry / add to queue, kill or delete the entries `keys` name (`["all"]`: every

@@ -1,7 +1,7 @@
 """A real Prometheus (Debian's `prometheus`, installed by tests/run.sh) scrapes a faktory_py
 process every second, while the Python `faktory` client (cdrx, from PyPI) pushes and works
 jobs; the processed counter, a queue's size and a command-time quantile are read back through
-Prometheus' HTTP query API (protocol/spec.md §12).
+Prometheus' HTTP query API (protocol/spec.md §13).
 
 Two scrape jobs: `faktory` on the scrapers' binding (`[faktory_py.metrics] binding`, no auth)
 and `faktory_ui` on the web UI's port with the UI's password as Basic auth, as an operator

@@ -1,4 +1,4 @@
-"""`/metrics` in-process (web/metrics.py, protocol/spec.md §12): what a scrape reports after
+"""`/metrics` in-process (web/metrics.py, protocol/spec.md §13): what a scrape reports after
 real commands over TCP, the UI's auth and the scrapers' binding without it, bounded queue
 labels, `promtool check metrics`, and a scrape with 100k queued jobs that reads one job."""
 
