@@ -74,10 +74,10 @@ and its rules are `model.py`'s.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ...core.hooks import Outcome
+from ...core.hooks import Ended, Ending, Outcome
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NoSuchBatch
 from ...store.api import Job, Op, Reservation, SortedJobSet, Store
@@ -283,9 +283,11 @@ class Batches:
 
     def feature(self) -> Feature:
         """How it plugs in: members are counted at PUSH, held while reserved (FETCH), and
-        settle at ACK, FAIL or a drop; the timer removes expired open batches; BATCH makes,
+        settle at a FAIL that will be retried or when they end (`on_end`: ACK, dead,
+        discarded, expired, deleted); the timer removes expired open batches and forgets
+        done ones; BATCH makes,
         opens, commits and reads them; the web UI has a Batches page."""
-        return Feature("batches", self, push=self, fetch=self, drop=self, finish=self, timed=self,
+        return Feature("batches", self, push=self, fetch=self, finish=self, end=self, timed=self,
                        pages=(WebPage("batches", "Batches"),), commands=("BATCH",))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
@@ -307,8 +309,9 @@ class Batches:
             return []
         return [{"op": "batch_hold", "jid": job["jid"], "wid": wid, "bid": key[0], "cb": key[1]}]
 
-    def _finished(self, job: Job, ok: bool, now: float) -> list[Op]:
-        txn = Txn(self)
+    def _finished(self, txn: Txn, job: Job, ok: bool, now: float) -> None:
+        """A member ran (succeeded, or failed or ended without success) or a callback
+        ended; plan what follows on `txn`."""
         if job["jid"] in self.holds:
             txn.emit({"op": "batch_release", "jid": job["jid"]})
         bid = stored_bid(job, "bid")
@@ -318,20 +321,33 @@ class Batches:
             found = self._callback_kind(job)
             if found is not None:
                 batch, kind = found
+                batch = txn.get(batch.bid) or batch
                 if getattr(batch, f"{kind}_st") == ENQUEUED:
                     txn.set(batch, **{f"{kind}_st": SUCCEEDED})
                     advance(txn, batch.bid, now)
-        return txn.ops
 
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
-        return self._finished(res.job, True, now)
+        return []  # counted when it ends (`on_end`, same step)
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
-        return self._finished(res.job, False, now)  # a callback that fails stays "1"
+        """A failure that will be retried: the member has run (for complete), and is not
+        over. A failure that ends the job is counted in `on_end` (same step)."""
+        if outcome is not Outcome.RETRY:
+            return []
+        txn = Txn(self)
+        self._finished(txn, res.job, False, now)  # a callback that fails stays "1"
+        return txn.ops
 
-    def on_drop(self, job: Job, now: float) -> list[Op]:
-        """A member dropped at FETCH (expired) will never run: it counts as failed."""
-        return self._finished(job, False, now)
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+        """Every way a job leaves for good: ACKed (a success), or dead, discarded, dropped
+        at FETCH because it expired, or deleted without running (MUTATE discard/clear of the
+        scheduled or retry set, QUEUE REMOVE, the web UI) — all of these count as failed,
+        so a member that never runs cannot keep its batch from completing. A member that
+        had failed already (killed or deleted from the retry set) is not counted twice."""
+        txn = Txn(self)
+        for job, ending in ended:
+            self._finished(txn, job, ending is Ending.SUCCESS, now)
+        return txn.ops
 
     def next_due(self) -> float | None:
         return self.expiry.first_score()
