@@ -16,11 +16,11 @@ call of the same hook, so a hook always plans against up-to-date state.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from ..store.api import Job, Op, Reservation
+from ..store.api import AnyOp, Job, Op, Reservation
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +130,17 @@ class TimedHook(Protocol):
 
     def run_due(self, now: float) -> list[Op]:
         """The feature's timed work due at `now` (e.g. expiring uncommitted batches)."""
+
+
+#: `Manager.push_ops`: the ops that push a job on the server's own behalf, as a PUSH would
+ServerPush = Callable[[Job, float], list[AnyOp]]
+
+
+class PushUser(Protocol):
+    def use_push(self, push: ServerPush) -> None:
+        """Take the way to push jobs of the feature's own (a batch's callbacks) through every
+        prepare and push hook, as a producer's PUSH goes: given once, when the `Manager` is
+        made over the registry."""
 
 
 class InfoHook(Protocol):

@@ -82,6 +82,8 @@ class Manager:
         self.features = features if features is not None else Registry()
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
         self.reaped_reservations = 0
+        for user in self.features.pushes:
+            user.use_push(self.push_ops)
 
     # --- producing ------------------------------------------------------------------
 
@@ -109,6 +111,13 @@ class Manager:
                 jid = raw.get("jid", "") if isinstance(raw, dict) else ""
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
+
+    def push_ops(self, job: Job, now: float) -> list[AnyOp]:
+        """The ops that push `job` on the server's own behalf (a batch's callback): checked
+        and rewritten by every prepare hook and seen by every push hook, as a producer's PUSH
+        (so unique, expiry and tracking apply to it); raises ClientError if one refuses it.
+        The caller commits them (within its own step)."""
+        return self._push_ops(job, now, "")
 
     def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)

@@ -10,8 +10,13 @@ The rules are faktory_py/features/batches/feature.py's docstring and protocol/sp
 
 from __future__ import annotations
 
+from typing import Any
+
 from faktory_py.core.lifecycle import Manager
 from faktory_py.core.workers import WorkerRegistry
+from faktory_py.features.expiry import ExpiringJobs
+from faktory_py.features.tracking import JobTracking
+from faktory_py.features.unique import UniqueJobs, lock_table
 from faktory_py.util.timefmt import format_time
 from faktory_py.web.state import WebState
 from test_batches import World, cb
@@ -125,3 +130,63 @@ async def test_members_deleted_from_the_web_ui_count_as_failed() -> None:
 
     await state.change_set("retries", "delete", ["all"])
     assert w.counts(retrying) == (1, 1, 1) and w.st(retrying) == ("1", "")  # no double count
+
+
+# --- callbacks go through the push hooks ------------------------------------------------------
+
+
+def hooked() -> World:
+    return World(extra=(ExpiringJobs, UniqueJobs, JobTracking))
+
+
+def test_a_callback_with_expires_in_gets_its_expires_at_when_it_fires() -> None:
+    w = hooked()
+    bid = w.new(complete=cb("Done", custom={"expires_in": 30}))
+    w.now += 100  # the expiry counts from the fire, not from BATCH NEW
+    w.commit(bid)
+    [done] = w.store.queued("cb")
+    assert done["custom"] == {"_bid": bid, "expires_at": format_time(w.now + 30)}
+    w.now += 31
+    job, _ = w.manager.fetch(["cb"], "w1", w.now)
+    assert job is None  # dropped at FETCH like any expired job
+
+
+def test_a_tracked_callback_is_tracked() -> None:
+    w = hooked()
+    tracking = w.manager.features.find(JobTracking)
+    assert tracking is not None
+    bid = w.new(complete=cb("Done", custom={"track": 1}))
+    w.commit(bid)
+    jid = w.ext.batches[bid].complete["jid"]  # type: ignore[index]
+    assert tracking.progress(jid, w.now)["state"] == "enqueued"
+    w.fetch("cb")
+    assert tracking.progress(jid, w.now)["state"] == "working"
+    w.manager.ack(jid, w.now)
+    assert tracking.progress(jid, w.now)["state"] == "success"
+
+
+def test_a_unique_callback_takes_its_lock() -> None:
+    w = hooked()
+    unique = w.manager.features.find(UniqueJobs)
+    assert unique is not None
+    bid = w.new(complete=cb("Done", custom={"unique_for": 60}))
+    w.commit(bid)
+    jid = w.ext.batches[bid].complete["jid"]  # type: ignore[index]
+    assert [owner for _expires, owner in lock_table(unique).values()] == [jid]
+    w.manager.ack(w.fetch("cb")["jid"], w.now)
+    assert lock_table(unique) == {}
+
+
+def test_a_unique_callback_whose_twin_is_queued_is_not_enqueued_twice_and_the_batch_goes_on() -> None:
+    """Two batches with the same unique complete callback (a cleanup job): the second one's is
+    refused as not unique, counts as finished ("2"), and its success callback follows."""
+    w = hooked()
+    cleanup: dict[str, Any] = cb("Cleanup", custom={"unique_for": 600})
+    first = w.new(complete=cleanup)
+    second = w.new(complete=cleanup, success=cb("Ok"))
+    w.commit(first)
+    assert w.st(first) == ("1", "")
+    w.commit(second)
+    assert w.st(second) == ("2", "1")
+    assert [j["jobtype"] for j in w.store.queued("cb")] == ["Cleanup", "Ok"]
+    assert w.ext.batches[second].phase == "callbacks"

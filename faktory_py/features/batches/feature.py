@@ -19,14 +19,19 @@ Wire (protocol/spec.md §10, protocol/clients.md §8.1):
 * A job joins with `"custom":{"bid":<bid>}` on PUSH/PUSHB. Unknown (or expired) bid
   anywhere ⇒ `-ERR No such batch <bid>`.
 * Callback jobs are ordinary jobs without `custom.bid`; they carry `custom._bid` (the batch
-  id, where faktory_worker_go's `CallbackBid()` looks for it).
+  id, where faktory_worker_go's `CallbackBid()` looks for it). When one fires it is pushed
+  through every prepare and push hook, as a PUSH is (`Manager.push_ops`): `expires_in`
+  counts from then, `unique_for` takes a lock, `track` tracks it. One a hook refuses (a
+  unique callback whose twin holds the lock) is not enqueued and counts as done ("2").
 
 Counting (a member is a job pushed with the batch's bid; a child batch's jobs are not the
 parent's members): `total` = members pushed; `pending` = members that have not succeeded
-yet; `failed` = members whose last run failed (FAIL, reservation expiry, or dropped at
-FETCH because it had expired) and that have not succeeded since. A member "has run" once
-it succeeded or failed at least once, so a FAIL that will be retried counts as run:
-*complete* ⟺ every member ran (pending == failed); *success* ⟺ every member succeeded
+yet; `failed` = members whose last run failed (FAIL, reservation expiry), or that ended
+without success (dead, discarded, dropped at FETCH because it had expired, or deleted
+before it ran: MUTATE discard/kill/clear of the scheduled or retry set, QUEUE REMOVE, the
+web UI), and that have not succeeded since. A member "has run" once it succeeded, failed
+or ended, so a FAIL that will be retried counts as run, and so does a member that never
+will: *complete* ⟺ every member ran (pending == failed); *success* ⟺ every member succeeded
 (pending == 0) — a member that fails and then succeeds on retry counts as success.
 
 The state machine of one batch (`phase`):
@@ -77,11 +82,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ...core.hooks import Ended, Ending, Outcome
+from ...core import jobs
+from ...core.hooks import Ended, Ending, Outcome, ServerPush
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NoSuchBatch
-from ...store.api import Job, Op, Reservation, SortedJobSet, Store
+from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
 from ...util.jsoncodec import compact_json
+from ...util.timefmt import format_time
 from .model import (
     COMMITTED, ENQUEUED, SUCCEEDED, Batch, apply_to, callback_job, member_bid, new_bid, new_jid, stored_bid,
 )
@@ -107,6 +114,10 @@ class Batches:
         self.uncommitted_ttl = float(uncommitted_ttl)
         self.new_bid = bids
         self.new_jid = jids
+        #: how a callback is pushed: `Manager.push_ops` once a Manager is made over the
+        #: registry (`use_push`); until then (a store being replayed, or a test of the batch
+        #: records alone) it is enqueued as it is
+        self.push: ServerPush = self._enqueue
         self.batches: dict[str, Batch] = {}
         #: bid → jids of members whose last run failed (and not succeeded since)
         self.failing: dict[str, set[str]] = {}
@@ -203,6 +214,20 @@ class Batches:
 
         return ops()
 
+    # --- pushing callbacks ------------------------------------------------------------
+
+    def use_push(self, push: ServerPush) -> None:
+        self.push = push
+
+    @staticmethod
+    def _enqueue(job: Job, now: float) -> list[AnyOp]:
+        return [enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))]
+
+    def push_callback(self, job: Job, now: float) -> list[AnyOp]:
+        """The ops that enqueue a callback job: through the push hooks, like a PUSH
+        (planner._fire; ClientError if a hook refuses it)."""
+        return self.push(job, now)
+
     # --- reading ----------------------------------------------------------------------
 
     def live(self, bid: str, now: float) -> Batch | None:
@@ -287,7 +312,7 @@ class Batches:
         discarded, expired, deleted); the timer removes expired open batches and forgets
         done ones; BATCH makes,
         opens, commits and reads them; the web UI has a Batches page."""
-        return Feature("batches", self, push=self, fetch=self, finish=self, end=self, timed=self,
+        return Feature("batches", self, push=self, fetch=self, finish=self, end=self, timed=self, pushes=self,
                        pages=(WebPage("batches", "Batches"),), commands=("BATCH",))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:

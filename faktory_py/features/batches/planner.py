@@ -9,13 +9,15 @@ its parents) are in `feature.py`'s docstring.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ...core import jobs
-from ...store.api import AnyOp, enqueue_op
-from ...util.timefmt import format_time
-from .model import CALLBACKS, COMMITTED, DONE, ENQUEUED, PENDING, TRANSITIONS, Batch, apply_to
+from ...errors import ClientError
+from ...store.api import AnyOp, Job
+from .model import CALLBACKS, COMMITTED, DONE, ENQUEUED, PENDING, SUCCEEDED, TRANSITIONS, Batch, apply_to
+
+log = logging.getLogger("faktory_py.batches")
 
 
 class LiveState(Protocol):
@@ -26,6 +28,8 @@ class LiveState(Protocol):
 
     @property
     def failing(self) -> Mapping[str, set[str]]: ...
+
+    def push_callback(self, job: Job, now: float) -> list[AnyOp]: ...
 
 
 class Txn:
@@ -102,11 +106,25 @@ def advance(txn: Txn, bid: str, now: float) -> None:
 
 
 def _fire(txn: Txn, batch: Batch, kind: str, now: float) -> Batch:
-    """Enqueue the `kind` callback of `batch` and record that it was."""
+    """Push the `kind` callback of `batch` through the push hooks and record that it was.
+
+    A callback a push hook refuses (a unique callback whose twin holds the lock) is not
+    enqueued: the job it stands for is already there, so it counts as done ("2") and the
+    batch goes on (its success callback may follow at once).
+    """
     job = batch.complete if kind == "complete" else batch.success
     assert job is not None
-    txn.emit(enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now))))
-    changes: dict[str, Any] = {f"{kind}_st": ENQUEUED}
+    state = ENQUEUED
+    try:
+        ops = txn.owner.push_callback(job, now)
+    except ClientError as exc:
+        log.warning("batch %s: the %s callback %s was not enqueued (%s); it counts as done",
+                    batch.bid, kind, job["jid"], exc)
+        state = SUCCEEDED
+    else:
+        for op in ops:
+            txn.emit(op)
+    changes: dict[str, Any] = {f"{kind}_st": state}
     if batch.phase == COMMITTED:
         changes["phase"] = CALLBACKS
     return txn.set(batch, **changes)
