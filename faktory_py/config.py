@@ -11,6 +11,7 @@ directly.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -75,6 +76,8 @@ class BatchesConfig:
     policy: str = "strict"
     #: an open batch not committed within this many seconds is dropped (no callbacks)
     uncommitted_ttl: float = 30 * 60.0
+    #: a batch is forgotten this many seconds after it is done (every callback ACKed)
+    retention: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -235,12 +238,15 @@ def _web(section: Mapping[str, Any]) -> WebConfig:
 
 def _batches(section: Mapping[str, Any]) -> BatchesConfig:
     policy = section.get("policy", BatchesConfig.policy)
-    ttl = section.get("uncommitted_ttl", BatchesConfig.uncommitted_ttl)
     if policy not in BATCH_POLICIES:
         raise ConfigError(f"[batches] policy must be one of {', '.join(BATCH_POLICIES)}, not {policy!r}")
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
-    return BatchesConfig(policy=policy, uncommitted_ttl=float(ttl))
+    seconds = {}
+    for key in ("uncommitted_ttl", "retention"):
+        value = section.get(key, getattr(BatchesConfig, key))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"[batches] {key} must be a positive number of seconds, not {value!r}")
+        seconds[key] = float(value)
+    return BatchesConfig(policy=policy, **seconds)
 
 
 #: Faktory's queue names (a throttle names the queue it applies to)

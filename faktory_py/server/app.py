@@ -105,7 +105,7 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     it (they get `on_drop` instead).
     """
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
-                     Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
+                     Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention).feature(),
                      Throttles(store, throttle_limits(throttles), throttles.warnings).feature()])
 
 

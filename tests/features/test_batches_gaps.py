@@ -10,14 +10,27 @@ The rules are faktory_py/features/batches/feature.py's docstring and protocol/sp
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from faktory_py import config
+from faktory_py.commands.batch import BatchCommand
+from faktory_py.commands.dispatch import Session
+from faktory_py.config import BatchesConfig, ConfigError
 from faktory_py.core.lifecycle import Manager
+from faktory_py.core.registry import Registry
+from faktory_py.errors import ClientError
+from faktory_py.features.batches.feature import Batches, batch_table
 from faktory_py.core.workers import WorkerRegistry
 from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.features.tracking import JobTracking
 from faktory_py.features.unique import UniqueJobs, lock_table
+from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time
+from faktory_py.web import views
 from faktory_py.web.state import WebState
 from test_batches import World, cb
 
@@ -190,3 +203,111 @@ def test_a_unique_callback_whose_twin_is_queued_is_not_enqueued_twice_and_the_ba
     assert w.st(second) == ("2", "1")
     assert [j["jobtype"] for j in w.store.queued("cb")] == ["Cleanup", "Ok"]
     assert w.ext.batches[second].phase == "callbacks"
+
+
+# --- finished batches are forgotten -----------------------------------------------------------
+
+
+def done_batch(w: World) -> str:
+    """A batch with one member and a complete callback, run to `done` at w.now."""
+    bid = w.new(complete=cb("Done"))
+    w.push(bid, "member-0001")
+    w.commit(bid)
+    w.manager.ack(w.fetch()["jid"], w.now)
+    w.manager.ack(w.fetch("cb")["jid"], w.now)
+    assert w.ext.batches[bid].phase == "done"
+    return bid
+
+
+def test_a_done_batch_is_forgotten_after_the_retention() -> None:
+    w = World(retention=3600)
+    w.now += 50
+    bid = done_batch(w)
+    done_at = w.now
+    assert w.manager.next_due() == done_at + 3600
+    w.manager.run_due(done_at + 3599.5)
+    assert w.ext.status(bid, done_at + 3599.5)["complete_st"] == "2"
+    with pytest.raises(ClientError, match=f"^No such batch {bid}$"):
+        w.ext.status(bid, done_at + 3600)  # unknown from then on, even before the timer ran
+    w.now = done_at + 3600
+    w.manager.run_due(w.now)
+    assert bid not in w.ext.batches and w.manager.next_due() is None
+    command = BatchCommand(w.ext, w.store, SimpleNamespace(now=lambda: w.now))
+    for line in (f"STATUS {bid}", f"COMMIT {bid}", f"OPEN {bid}"):
+        with pytest.raises(ClientError, match=f"^No such batch {bid}$"):
+            command(Session(conn_id=1), line)
+    with pytest.raises(ClientError, match=f"^No such batch {bid}$"):
+        w.push(bid, "member-0002")
+    assert views.batch_page(w.ext, 1).rows == []  # the web UI's list no longer shows it
+
+
+def test_a_batch_is_kept_until_it_is_done() -> None:
+    """Committed with a callback still to run (its success waits for a failing member)."""
+    w = World(retention=60)
+    bid = w.new(complete=cb("Done"), success=cb("Ok"))
+    w.push(bid, "member-0001", retry=3)
+    w.commit(bid)
+    w.manager.fail(w.fetch()["jid"], "E", "boom", [], w.now)
+    w.manager.ack(w.fetch("cb")["jid"], w.now)
+    assert w.st(bid) == ("2", "")
+    w.now += 1000
+    w.manager.run_due(w.now)
+    assert w.st(bid) == ("2", "")
+
+
+def test_a_forgotten_child_leaves_its_parents_waits_as_they_were() -> None:
+    """A done child whose member was discarded never settles for success: forgetting it must
+    not let the parent's success fire (an expired *open* child, by contrast, is let go)."""
+    w = World(retention=60)
+    parent = w.new(complete=cb("ParentDone"), success=cb("ParentOk"))
+    child = w.new(parent=parent, complete=cb("ChildDone"))
+    w.push(child, "child-job-01", retry=0)
+    w.commit(child)
+    w.commit(parent)
+    w.manager.fail(w.fetch()["jid"], "E", "m", [], w.now)
+    w.manager.ack(w.fetch("cb")["jid"], w.now)  # ChildDone: the child is done
+    w.manager.ack(w.fetch("cb")["jid"], w.now)  # ParentDone
+    assert w.st(parent) == ("2", "")
+    w.now += 60
+    w.manager.run_due(w.now)
+    assert child not in w.ext.batches
+    assert w.st(parent) == ("2", "") and w.store.queue_size("cb") == 0
+
+
+def test_the_forgetting_is_journaled_and_replayed() -> None:
+    w = World(retention=600)
+    first = done_batch(w)
+    w.now += 300
+    second = w.new(complete=cb("Done"))
+    w.commit(second)
+    w.manager.ack(w.fetch("cb")["jid"], w.now)  # done 300 s after the first
+    w.now += 300
+    w.manager.run_due(w.now)
+    assert set(w.ext.batches) == {second}
+
+    for records in (w.journal, list(w.store.snapshot())):
+        store = MemoryStore()
+        ext = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl, 600)
+        manager = Manager(store, features=Registry([ext.feature()]))
+        for record in records:
+            for op in record:
+                store.apply(op)
+        assert batch_table(ext) == batch_table(w.ext)
+        assert manager.next_due() == w.now + 300  # the second one's time, rebuilt
+        store.commit(manager.features.timed[0].run_due(w.now + 300))
+        assert ext.batches == {}
+
+
+def test_retention_is_configured(tmp_path: Path) -> None:
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+
+    def load(toml: str) -> BatchesConfig:
+        (conf_d / "batches.toml").write_text(toml)
+        return config.load(["-c", str(tmp_path)], {}).batches
+
+    assert load("[batches]\nretention = 60\n").retention == 60.0
+    assert load("").retention == 86400.0
+    for bad in ("retention = 0", "retention = -1", 'retention = "1d"', "retention = true"):
+        with pytest.raises(ConfigError, match=r"^\[batches\] retention must be a positive number of seconds"):
+            load(f"[batches]\n{bad}\n")

@@ -105,13 +105,14 @@ class Batches:
 
     op_names = ("batch_new", "batch_set", "batch_del", "batch_failing", "batch_hold", "batch_release")
 
-    def __init__(self, store: Store, policy: str, uncommitted_ttl: float,
+    def __init__(self, store: Store, policy: str, uncommitted_ttl: float, retention: float,
                  bids: Callable[[], str] = new_bid, jids: Callable[[], str] = new_jid) -> None:
-        """`policy` ("strict" or "permissive") and `uncommitted_ttl` (seconds) are `[batches]`'s,
-        validated when the configuration is loaded (config.py)."""
+        """`policy` ("strict" or "permissive"), `uncommitted_ttl` and `retention` (seconds)
+        are `[batches]`'s, validated when the configuration is loaded (config.py)."""
         self.store = store
         self.policy = policy
         self.uncommitted_ttl = float(uncommitted_ttl)
+        self.retention = float(retention)
         self.new_bid = bids
         self.new_jid = jids
         #: how a callback is pushed: `Manager.push_ops` once a Manager is made over the
@@ -121,7 +122,7 @@ class Batches:
         self.batches: dict[str, Batch] = {}
         #: bid → jids of members whose last run failed (and not succeeded since)
         self.failing: dict[str, set[str]] = {}
-        #: open batches by when they expire
+        #: open batches by when they expire, done batches by when they are forgotten
         self.expiry = SortedJobSet()
         #: reserved jobs within batches: jid → (wid, bid, is_callback), and counts of
         #: (bid, is_callback) per worker process and overall
@@ -166,8 +167,11 @@ class Batches:
             self._apply_release(op)
         else:
             apply_to(self, op)
-        # a new open batch is timed work: the due timer may have to wake for its expiry
-        return op["batch"]["expires_at"] if kind == "batch_new" else None
+        # a new open batch, or a batch just done, is timed work: the due timer may have to
+        # wake for its expiry
+        if kind == "batch_new":
+            return op["batch"]["expires_at"]
+        return op["set"].get("expires_at") if kind == "batch_set" else None
 
     def _apply_hold(self, op: Op) -> None:
         self._apply_release(op)  # a jid is reserved once at a time: a new hold replaces an old one
@@ -378,7 +382,8 @@ class Batches:
         return self.expiry.first_score()
 
     def run_due(self, now: float) -> list[Op]:
-        """Remove open batches whose uncommitted_ttl has passed (no callbacks fire)."""
+        """Remove open batches whose uncommitted_ttl has passed (no callbacks fire) and
+        forget done batches whose retention has."""
         txn = Txn(self)
         for _score, bid, _ in self.expiry.due(now):
             expire(txn, bid, now)

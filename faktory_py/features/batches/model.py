@@ -42,7 +42,7 @@ class Batch:
     parent_bid: str  # "" for a top-level batch
     description: str
     created_at: float
-    expires_at: float | None  # while open: when it is dropped unless committed
+    expires_at: float | None  # open: when it is dropped unless committed; done: when it is forgotten
     complete: Job | None  # the callback jobs, ready to enqueue (jid assigned)
     success: Job | None
     phase: str = OPEN

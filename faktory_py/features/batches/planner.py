@@ -29,6 +29,9 @@ class LiveState(Protocol):
     @property
     def failing(self) -> Mapping[str, set[str]]: ...
 
+    @property
+    def retention(self) -> float: ...
+
     def push_callback(self, job: Job, now: float) -> list[AnyOp]: ...
 
 
@@ -91,7 +94,7 @@ def advance(txn: Txn, bid: str, now: float) -> None:
                     and batch.succeeded() and batch.complete_done()):
                 batch = _fire(txn, batch, "success", now)
             if batch.phase == CALLBACKS and batch.all_callbacks_done():
-                batch = txn.set(batch, phase=DONE)
+                batch = txn.set(batch, phase=DONE, expires_at=now + txn.owner.retention)
         settled_c, settled_s = batch.settled()
         if (settled_c, settled_s) == (batch.settled_c, batch.settled_s):
             return
@@ -147,11 +150,16 @@ def member_ran(txn: Txn, bid: str, jid: str, ok: bool, now: float) -> None:
 
 
 def expire(txn: Txn, bid: str, now: float) -> None:
-    """Remove an open batch whose uncommitted_ttl has passed (no callbacks fire)."""
+    """Remove a batch whose time is up: an open batch whose uncommitted_ttl has passed (no
+    callbacks fire; its parent stops waiting for it), or a done batch whose retention has
+    (forgotten; its parent still counts it as it last did, so a child that never succeeded
+    keeps its parent's success from firing as before)."""
     batch = txn.get(bid)
     if batch is None:
         return
     txn.emit({"op": "batch_del", "bid": bid})
+    if batch.phase == DONE:
+        return
     parent = txn.get(batch.parent_bid) if batch.parent_bid else None
     if parent is not None:  # the parent no longer waits for an abandoned child
         txn.set(parent, kids_c=parent.kids_c - (not batch.settled_c),
