@@ -16,7 +16,7 @@ call of the same hook, so a hook always plans against up-to-date state.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -132,15 +132,24 @@ class TimedHook(Protocol):
         """The feature's timed work due at `now` (e.g. expiring uncommitted batches)."""
 
 
-#: `Manager.push_ops`: the ops that push a job on the server's own behalf, as a PUSH would
-ServerPush = Callable[[Job, float], list[AnyOp]]
+class JobPusher(Protocol):
+    """What the `Manager` offers a feature that pushes jobs of its own (a batch's callbacks),
+    so they are judged and stored as a producer's PUSH would be."""
+
+    def check_push(self, job: Job, now: float) -> None:
+        """Raise ClientError if PUSH would refuse `job` before any push hook (its fields, or
+        a prepare hook: `expires_in`, `unique_for`, ...); changes nothing."""
+
+    def push_ops(self, job: Job, now: float) -> list[AnyOp]:
+        """The ops that push `job`: checked and rewritten by every prepare hook and seen by
+        every push hook (unique, expiry, tracking apply); ClientError if one refuses it. The
+        caller commits them within its own step."""
 
 
 class PushUser(Protocol):
-    def use_push(self, push: ServerPush) -> None:
-        """Take the way to push jobs of the feature's own (a batch's callbacks) through every
-        prepare and push hook, as a producer's PUSH goes: given once, when the `Manager` is
-        made over the registry."""
+    def use_pusher(self, pusher: JobPusher) -> None:
+        """Take the `Manager` as the way to push jobs of the feature's own: given once, when
+        the Manager is made over the registry."""
 
 
 class InfoHook(Protocol):

@@ -83,7 +83,7 @@ class Manager:
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
         self.reaped_reservations = 0
         for user in self.features.pushes:
-            user.use_push(self.push_ops)
+            user.use_pusher(self)
 
     # --- producing ------------------------------------------------------------------
 
@@ -112,17 +112,25 @@ class Manager:
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
 
+    def check_push(self, job: Job, now: float) -> None:
+        """`hooks.JobPusher`: would PUSH refuse `job` before its push hooks? (ClientError)"""
+        self._prepared(job, now)
+
     def push_ops(self, job: Job, now: float) -> list[AnyOp]:
-        """The ops that push `job` on the server's own behalf (a batch's callback): checked
-        and rewritten by every prepare hook and seen by every push hook, as a producer's PUSH
-        (so unique, expiry and tracking apply to it); raises ClientError if one refuses it.
-        The caller commits them (within its own step)."""
+        """`hooks.JobPusher`: the ops that push a job on the server's own behalf (a batch's
+        callback), through every prepare and push hook as a producer's PUSH (no wid)."""
         return self._push_ops(job, now, "")
 
-    def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
+    def _prepared(self, raw: Any, now: float) -> tuple[Job, float | None]:
+        """A decoded job checked and rewritten for PUSH (by every prepare hook), and when it
+        is scheduled for (None: now)."""
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
         for prepare in self.features.prepare:
             job = prepare.prepare(job, now)
+        return job, scheduled_for
+
+    def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
+        job, scheduled_for = self._prepared(raw, now)
         ops: list[AnyOp] = []
         for push in self.features.push:
             ops.extend(push.on_push(job, scheduled_for, wid, now))

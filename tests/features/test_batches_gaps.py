@@ -152,6 +152,20 @@ def hooked() -> World:
     return World(extra=(ExpiringJobs, UniqueJobs, JobTracking))
 
 
+@pytest.mark.parametrize("custom, message", [
+    ({"expires_in": "soon"}, 'invalid complete callback: expires_in must be a number of seconds: "soon"'),
+    ({"unique_for": -1}, "invalid complete callback: unique_for must be a positive number of seconds: -1"),
+    ({"unique_for": 5, "unique_until": "never"},
+     'invalid complete callback: unique_until must be "success" or "start": "never"'),
+])
+def test_a_callback_the_prepare_hooks_refuse_is_refused_at_batch_new(custom: dict[str, Any], message: str) -> None:
+    """Checked when the batch is made, as a PUSH would be, not found out when it fires."""
+    w = hooked()
+    with pytest.raises(ClientError, match=f"^{message}$"):
+        w.new(complete=cb("Done", custom=custom))
+    assert w.journal == [] and w.ext.batches == {}
+
+
 def test_a_callback_with_expires_in_gets_its_expires_at_when_it_fires() -> None:
     w = hooked()
     bid = w.new(complete=cb("Done", custom={"expires_in": 30}))

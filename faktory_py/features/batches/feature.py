@@ -83,7 +83,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ...core import jobs
-from ...core.hooks import Ended, Ending, Outcome, ServerPush
+from ...core.hooks import Ended, Ending, JobPusher, Outcome
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NoSuchBatch
 from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
@@ -115,10 +115,10 @@ class Batches:
         self.retention = float(retention)
         self.new_bid = bids
         self.new_jid = jids
-        #: how a callback is pushed: `Manager.push_ops` once a Manager is made over the
-        #: registry (`use_push`); until then (a store being replayed, or a test of the batch
-        #: records alone) it is enqueued as it is
-        self.push: ServerPush = self._enqueue
+        #: how callbacks are checked (at NEW) and pushed (when they fire): the `Manager`, once
+        #: one is made over the registry (`use_pusher`); until then (a store being replayed,
+        #: or a test of the batch records alone) they are enqueued as they are
+        self.pusher: JobPusher = Unhooked()
         self.batches: dict[str, Batch] = {}
         #: bid → jids of members whose last run failed (and not succeeded since)
         self.failing: dict[str, set[str]] = {}
@@ -220,17 +220,13 @@ class Batches:
 
     # --- pushing callbacks ------------------------------------------------------------
 
-    def use_push(self, push: ServerPush) -> None:
-        self.push = push
-
-    @staticmethod
-    def _enqueue(job: Job, now: float) -> list[AnyOp]:
-        return [enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))]
+    def use_pusher(self, pusher: JobPusher) -> None:
+        self.pusher = pusher
 
     def push_callback(self, job: Job, now: float) -> list[AnyOp]:
         """The ops that enqueue a callback job: through the push hooks, like a PUSH
         (planner._fire; ClientError if a hook refuses it)."""
-        return self.push(job, now)
+        return self.pusher.push_ops(job, now)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -411,8 +407,8 @@ class Batches:
         bid = self.new_bid()
         while bid in self.batches:
             bid = self.new_bid()
-        complete = callback_job(payload.get("complete"), "complete", bid, now, self.new_jid)
-        success = callback_job(payload.get("success"), "success", bid, now, self.new_jid)
+        complete = callback_job(payload.get("complete"), "complete", bid, now, self.new_jid, self.pusher.check_push)
+        success = callback_job(payload.get("success"), "success", bid, now, self.new_jid, self.pusher.check_push)
         if complete is None and success is None:
             raise ClientError("BATCH NEW needs a success or complete callback job")
         if parent_bid:
@@ -447,6 +443,17 @@ class Batches:
         txn.set(batch, phase=COMMITTED, expires_at=None)
         advance(txn, bid, now)
         return txn.ops
+
+
+class Unhooked:
+    """The `JobPusher` of batches no `Manager` runs: callbacks are checked by nothing more
+    than BATCH NEW's own checks and enqueued as they are."""
+
+    def check_push(self, job: Job, now: float) -> None:
+        pass
+
+    def push_ops(self, job: Job, now: float) -> list[AnyOp]:
+        return [enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))]
 
 
 def batch_table(extension: Batches) -> dict[str, Any]:

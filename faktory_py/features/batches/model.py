@@ -137,8 +137,13 @@ def stored_bid(job: Job, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def callback_job(raw: Any, kind: str, bid: str, now: float, new_jid: Callable[[], str]) -> Job | None:
-    """Validate a callback job and make it ready to enqueue (never a member of a batch)."""
+def callback_job(raw: Any, kind: str, bid: str, now: float, new_jid: Callable[[], str],
+                 check: Callable[[Job, float], None]) -> Job | None:
+    """Validate a callback job and make it ready to enqueue (never a member of a batch).
+
+    `check` raises ClientError if PUSH would refuse the job (the prepare hooks: `expires_in`,
+    `unique_for`, ...); the job is stored as given, and rewritten by them when it fires.
+    """
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -151,6 +156,7 @@ def callback_job(raw: Any, kind: str, bid: str, now: float, new_jid: Callable[[]
     raw.pop("at", None)
     try:
         job, _ = jobs.prepare_push(jobs.decode_job(raw), now)
+        check(job, now)
     except ClientError as exc:
         raise ClientError(f"invalid {kind} callback: {exc}") from None
     custom = {k: v for k, v in (job.get("custom") or {}).items() if k != "bid"}
