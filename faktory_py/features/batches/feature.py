@@ -16,11 +16,12 @@ Wire (protocol/spec.md §10, protocol/clients.md §8.1):
 * `BATCH OPEN <bid>` ⇒ bulk bid; `BATCH COMMIT <bid>` ⇒ `+OK` (idempotent);
   `BATCH STATUS <bid>` ⇒ bulk `{"bid","parent_bid"?,"description"?,"created_at","total",
   "pending","failed","complete_st","success_st"}`, `*_st` "" / "1" (enqueued) / "2" (ACKed).
-* A job joins with `"custom":{"bid":<bid>}` on PUSH/PUSHB. Unknown (or expired) bid
+* A job joins with `"custom":{"bid":<bid>}` on PUSH/PUSHB. Unknown (expired, forgotten) bid
   anywhere ⇒ `-ERR No such batch <bid>`.
 * Callback jobs are ordinary jobs without `custom.bid`; they carry `custom._bid` (the batch
-  id, where faktory_worker_go's `CallbackBid()` looks for it). When one fires it is pushed
-  through every prepare and push hook, as a PUSH is (`Manager.push_ops`): `expires_in`
+  id, where faktory_worker_go's `CallbackBid()` looks for it). NEW checks them as PUSH
+  would (prepare hooks included); when one fires it is pushed through every prepare and
+  push hook, as a PUSH is (`Manager.push_ops`): `expires_in`
   counts from then, `unique_for` takes a lock, `track` tracks it. One a hook refuses (a
   unique callback whose twin holds the lock) is not enqueued and counts as done ("2").
 
@@ -37,7 +38,13 @@ will: *complete* ⟺ every member ran (pending == failed); *success* ⟺ every m
 The state machine of one batch (`phase`):
 
     open ──COMMIT──▶ committed ──a callback enqueued──▶ callbacks ──all its callbacks ACKed──▶ done
-     └──uncommitted_ttl (default 30 min) passes──▶ (removed, no callbacks)
+     └──uncommitted_ttl (default 30 min) passes──▶ (removed, no callbacks)                  │
+                                                  (forgotten) ◀──retention (default 1 day)──┘
+
+* A done batch is forgotten `retention` seconds later (its `expires_at`, set by the step
+  that made it done): unknown from then on. Its parent keeps counting it as it last did, so
+  a child that never succeeded still keeps its parent's success from firing. A batch that
+  is not done is kept (a dead member may still be retried and succeed).
 
 * `complete` is enqueued (complete_st "1") once the batch is committed, every member ran,
   and every child batch is *settled for complete*; its ACK makes complete_st "2".
@@ -50,8 +57,8 @@ The state machine of one batch (`phase`):
   children's: a child's success callback that fires together with its completion runs
   before the parent's complete callback, and may still reopen the parent.
 * Each callback fires at most once, only after commit; an empty batch fires at COMMIT.
-  Everything is decided inside the command that causes it (PUSH, ACK, FAIL, COMMIT, the
-  timer) and committed with it, so a STATUS right after, from anywhere, sees it.
+  Everything is decided inside the command that causes it (PUSH, ACK, FAIL, MUTATE, QUEUE
+  REMOVE, a web UI action, COMMIT, the timer) and committed with it, so a STATUS right after, from anywhere, sees it.
 
 Immutability (strict policy, the default). Adding to a batch means pushing a member,
 creating a child with `parent_bid`, or `BATCH OPEN`:
