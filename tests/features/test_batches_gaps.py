@@ -219,6 +219,34 @@ def test_a_unique_callback_whose_twin_is_queued_is_not_enqueued_twice_and_the_ba
     assert w.ext.batches[second].phase == "callbacks"
 
 
+def test_a_callback_that_expires_unrun_is_over_and_the_batch_goes_on_to_done() -> None:
+    """A callback given `expires_in` that no worker fetched in time is dropped at FETCH like
+    any job; for its batch it is over ("2"), as an ACK would make it, so the success callback
+    follows and the batch becomes done (and will be forgotten) instead of waiting forever."""
+    w = hooked()
+    bid = w.new(complete=cb("Done", custom={"expires_in": 30}), success=cb("Ok"))
+    w.commit(bid)
+    assert w.st(bid) == ("1", "")
+    w.now += 31
+    assert w.fetch("cb")["jobtype"] == "Ok"  # "Done" expired and was dropped on the way
+    assert w.st(bid) == ("2", "1")
+
+
+def test_a_callback_deleted_or_killed_is_over() -> None:
+    w = World()
+    deleted = w.new(complete=cb("Done"), success=cb("Ok"))
+    w.commit(deleted)
+    [done] = w.store.queued("cb")
+    w.manager.delete_queued("cb", [done["jid"]], w.now)
+    assert w.st(deleted) == ("2", "1")
+    killed = w.new(success=cb("Ok2", queue="cb2", retry=1))
+    w.commit(killed)
+    w.manager.fail(w.fetch("cb2")["jid"], "E", "boom", [], w.now)
+    assert w.st(killed) == ("", "1")  # it will be retried: not over
+    w.manager.mutate({"cmd": "kill", "target": "retries"}, w.now)
+    assert w.st(killed) == ("", "2") and w.ext.batches[killed].phase == "done"
+
+
 # --- finished batches are forgotten -----------------------------------------------------------
 
 

@@ -208,14 +208,17 @@ class Model:
             return self.callback_of[jid][0], True
         return None
 
-    def finished(self, jid: str, ok: bool) -> None:
+    def finished(self, jid: str, ok: bool, ended: bool = True) -> None:
+        """A job's run is over: it succeeded (`ok`) or not, and left for good (`ended`) or
+        will be retried. A member that did not succeed is failing; a callback that left for
+        good, however, is over ("2")."""
         self.reserved.pop(jid, None)
         bid = self.member_of.get(jid)
         if bid is not None:
             b = self.alive(bid)
             if b is not None:
                 b.members[jid] = "ok" if ok else "failing"
-        elif ok and jid in self.callback_of:
+        elif ended and jid in self.callback_of:
             bid, kind = self.callback_of[jid]
             b = self.alive(bid)
             if b is not None and b.st[kind] == "1":
@@ -539,7 +542,11 @@ class BatchMachine(RuleBasedStateMachine):
             self.manager.ack(jid, self.now)
         else:
             self.manager.fail(jid, "E", "m", [], self.now)
-        self.model.finished(jid, ok)
+        self.model.finished(jid, ok, ok or self._left(jid))
+
+    def _left(self, jid: str) -> bool:
+        """After a failure: did the job leave for good (not waiting in the retry set)?"""
+        return self.store.set_entry("retries", jid) is None
 
     @rule(queue=st.sampled_from([MEMBER_QUEUE, CALLBACK_QUEUE, CALLBACK_QUEUE]))
     def run_one(self, queue: str) -> None:
@@ -598,7 +605,7 @@ class BatchMachine(RuleBasedStateMachine):
             self.manager.run_due(self.now)
             for jid in sorted(working - working_jids(self.store)):
                 event("reservation expired")
-                self.model.finished(jid, False)
+                self.model.finished(jid, False, self._left(jid))
             self.model.expire_due()
         self.model.now = target
         self.model.expire_due()

@@ -15,7 +15,8 @@ Wire (protocol/spec.md §10, protocol/clients.md §8.1):
   without args gets `[]`, without queue goes to `default`; its `at` is ignored.
 * `BATCH OPEN <bid>` ⇒ bulk bid; `BATCH COMMIT <bid>` ⇒ `+OK` (idempotent);
   `BATCH STATUS <bid>` ⇒ bulk `{"bid","parent_bid"?,"description"?,"created_at","total",
-  "pending","failed","complete_st","success_st"}`, `*_st` "" / "1" (enqueued) / "2" (ACKed).
+  "pending","failed","complete_st","success_st"}`, `*_st` "" / "1" (enqueued) / "2" (over:
+  ACKed, or left for good otherwise, below).
 * A job joins with `"custom":{"bid":<bid>}` on PUSH/PUSHB. Unknown (expired, forgotten) bid
   anywhere ⇒ `-ERR No such batch <bid>`.
 * Callback jobs are ordinary jobs without `custom.bid`; they carry `custom._bid` (the batch
@@ -24,6 +25,8 @@ Wire (protocol/spec.md §10, protocol/clients.md §8.1):
   push hook, as a PUSH is (`Manager.push_ops`): `expires_in`
   counts from then, `unique_for` takes a lock, `track` tracks it. One a hook refuses (a
   unique callback whose twin holds the lock) is not enqueued and counts as done ("2").
+  A callback is over ("2") when its job leaves for good, however: ACKed, or dead,
+  discarded, expired, deleted (a FAIL that will be retried leaves it "1").
 
 Counting (a member is a job pushed with the batch's bid; a child batch's jobs are not the
 parent's members): `total` = members pushed; `pending` = members that have not succeeded
@@ -37,7 +40,7 @@ will: *complete* ⟺ every member ran (pending == failed); *success* ⟺ every m
 
 The state machine of one batch (`phase`):
 
-    open ──COMMIT──▶ committed ──a callback enqueued──▶ callbacks ──all its callbacks ACKed──▶ done
+    open ──COMMIT──▶ committed ──a callback enqueued──▶ callbacks ──all its callbacks over───▶ done
      └──uncommitted_ttl (default 30 min) passes──▶ (removed, no callbacks)                  │
                                                   (forgotten) ◀──retention (default 1 day)──┘
 
@@ -47,13 +50,13 @@ The state machine of one batch (`phase`):
   is not done is kept (a dead member may still be retried and succeed).
 
 * `complete` is enqueued (complete_st "1") once the batch is committed, every member ran,
-  and every child batch is *settled for complete*; its ACK makes complete_st "2".
+  and every child batch is *settled for complete*; its end (ACK, usually) makes complete_st "2".
 * `success` is enqueued once the batch is committed, every member succeeded, every child
-  batch is *settled for success*, and the complete callback (if any) has been ACKed.
+  batch is *settled for success*, and the complete callback (if any) is over.
 * A batch is settled for complete when its complete stage is over (complete callback
-  ACKed, or none and the batch is complete) and no success callback of it is enqueued
+  over, or none and the batch is complete) and no success callback of it is enqueued
   but unfinished; settled for success when its success stage is over (success callback
-  ACKed, or none and the batch succeeded). So a parent's callbacks wait for its
+  over, or none and the batch succeeded). So a parent's callbacks wait for its
   children's: a child's success callback that fires together with its completion runs
   before the parent's complete callback, and may still reopen the parent.
 * Each callback fires at most once, only after commit; an empty batch fires at COMMIT.
@@ -341,15 +344,16 @@ class Batches:
             return []
         return [{"op": "batch_hold", "jid": job["jid"], "wid": wid, "bid": key[0], "cb": key[1]}]
 
-    def _finished(self, txn: Txn, job: Job, ok: bool, now: float) -> None:
-        """A member ran (succeeded, or failed or ended without success) or a callback
-        ended; plan what follows on `txn`."""
+    def _finished(self, txn: Txn, job: Job, ok: bool, ended: bool, now: float) -> None:
+        """A job's run is over: a member succeeded (`ok`), failed or left; a callback that
+        left for good (`ended`: ACKed, or dead, discarded, expired, deleted) is over ("2").
+        Plans what follows on `txn`."""
         if job["jid"] in self.holds:
             txn.emit({"op": "batch_release", "jid": job["jid"]})
         bid = stored_bid(job, "bid")
         if bid in self.batches:
             member_ran(txn, bid, job["jid"], ok, now)
-        elif ok:
+        elif ended:
             found = self._callback_kind(job)
             if found is not None:
                 batch, kind = found
@@ -367,18 +371,20 @@ class Batches:
         if outcome is not Outcome.RETRY:
             return []
         txn = Txn(self)
-        self._finished(txn, res.job, False, now)  # a callback that fails stays "1"
+        self._finished(txn, res.job, False, False, now)  # a callback that will retry stays "1"
         return txn.ops
 
     def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
         """Every way a job leaves for good: ACKed (a success), or dead, discarded, dropped
-        at FETCH because it expired, or deleted without running (MUTATE discard/clear of the
-        scheduled or retry set, QUEUE REMOVE, the web UI) — all of these count as failed,
-        so a member that never runs cannot keep its batch from completing. A member that
-        had failed already (killed or deleted from the retry set) is not counted twice."""
+        at FETCH because it expired, or deleted without running (MUTATE discard/kill/clear
+        of the scheduled or retry set, QUEUE REMOVE, the web UI) — for a member all of these
+        count as failed, so a member that never runs cannot keep its batch from completing
+        (one that had failed already, killed or deleted from the retry set, is not counted
+        twice); for a callback any ending is its end ("2"), so one that will never run
+        cannot keep its batch from going on to done."""
         txn = Txn(self)
         for job, ending in ended:
-            self._finished(txn, job, ending is Ending.SUCCESS, now)
+            self._finished(txn, job, ending is Ending.SUCCESS, True, now)
         return txn.ops
 
     def next_due(self) -> float | None:
