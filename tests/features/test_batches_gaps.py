@@ -3,7 +3,8 @@
 * a member that never runs — discarded or killed by MUTATE from the scheduled set, deleted
   by QUEUE REMOVE, deleted from the web UI — counts as failed, so `complete` fires;
 * finished batches are forgotten `[batches] retention` seconds after they are done;
-* callback jobs go through the push hooks (unique, expiry, tracking) like any PUSH.
+* callback jobs go through the push hooks (unique, expiry, tracking) like any PUSH, and a
+  callback that will never run (refused as not unique, expired, deleted) is over.
 
 The rules are faktory_py/features/batches/feature.py's docstring and protocol/spec.md §10.
 """
@@ -22,9 +23,9 @@ from faktory_py.commands.dispatch import Session
 from faktory_py.config import BatchesConfig, ConfigError
 from faktory_py.core.lifecycle import Manager
 from faktory_py.core.registry import Registry
+from faktory_py.core.workers import WorkerRegistry
 from faktory_py.errors import ClientError
 from faktory_py.features.batches.feature import Batches, batch_table
-from faktory_py.core.workers import WorkerRegistry
 from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.features.tracking import JobTracking
 from faktory_py.features.unique import UniqueJobs, lock_table

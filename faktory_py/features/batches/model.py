@@ -21,7 +21,7 @@ from ...util.timefmt import format_time
 OPEN, COMMITTED, CALLBACKS, DONE = "open", "committed", "callbacks", "done"
 #: The only phase changes there are (removal of an expired open batch aside).
 TRANSITIONS = {OPEN: {COMMITTED}, COMMITTED: {CALLBACKS}, CALLBACKS: {DONE}, DONE: set()}
-#: Callback states as STATUS reports them.
+#: Callback states as STATUS reports them ("2": over — ACKed, or its job left for good otherwise).
 PENDING, ENQUEUED, SUCCEEDED = "", "1", "2"
 KINDS = ("complete", "success")
 

@@ -134,7 +134,7 @@ def _fire(txn: Txn, batch: Batch, kind: str, now: float) -> Batch:
 
 
 def member_ran(txn: Txn, bid: str, jid: str, ok: bool, now: float) -> None:
-    """A member finished one run: succeeded (ok) or failed/dropped."""
+    """A member finished one run: succeeded (ok), or failed or left without succeeding."""
     batch = txn.get(bid)
     if batch is None:
         return
