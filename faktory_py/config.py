@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -93,6 +94,8 @@ class BatchesConfig:
     policy: str = "strict"
     #: an open batch not committed within this many seconds is dropped (no callbacks)
     uncommitted_ttl: float = 30 * 60.0
+    #: a batch is forgotten this many seconds after it is done (every callback ACKed)
+    retention: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -323,12 +326,15 @@ def _metrics(section: Mapping[str, Any]) -> MetricsConfig:
 
 def _batches(section: Mapping[str, Any]) -> BatchesConfig:
     policy = section.get("policy", BatchesConfig.policy)
-    ttl = section.get("uncommitted_ttl", BatchesConfig.uncommitted_ttl)
     if policy not in BATCH_POLICIES:
         raise ConfigError(f"[batches] policy must be one of {', '.join(BATCH_POLICIES)}, not {policy!r}")
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
-    return BatchesConfig(policy=policy, uncommitted_ttl=float(ttl))
+    seconds = {}
+    for key in ("uncommitted_ttl", "retention"):
+        value = section.get(key, getattr(BatchesConfig, key))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"[batches] {key} must be a positive number of seconds, not {value!r}")
+        seconds[key] = float(value)
+    return BatchesConfig(policy=policy, **seconds)
 
 
 #: Faktory's queue names (a throttle names the queue it applies to)

@@ -82,6 +82,8 @@ class Manager:
         self.features = features if features is not None else Registry()
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
         self.reaped_reservations = 0
+        for user in self.features.pushes:
+            user.use_pusher(self)
 
     # --- producing ------------------------------------------------------------------
 
@@ -110,12 +112,23 @@ class Manager:
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
 
-    def push_ops(self, raw: Any, now: float, wid: str = "") -> list[AnyOp]:
-        """The ops of one PUSH (every feature's prepare and push hooks run); raises
-        ClientError. Cron fires its jobs through it too (features/cron)."""
+    def check_push(self, job: Job, now: float) -> None:
+        """`hooks.JobPusher`: would PUSH refuse `job` before its push hooks? (ClientError)"""
+        self._prepared(job, now)
+
+    def _prepared(self, raw: Any, now: float) -> tuple[Job, float | None]:
+        """A decoded job checked and rewritten for PUSH (by every prepare hook), and when it
+        is scheduled for (None: now)."""
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
         for prepare in self.features.prepare:
             job = prepare.prepare(job, now)
+        return job, scheduled_for
+
+    def push_ops(self, raw: Any, now: float, wid: str = "") -> list[AnyOp]:
+        """The ops of one PUSH (every feature's prepare and push hooks run); raises ClientError.
+        As `hooks.JobPusher` it pushes jobs on the server's own behalf (a batch's callback, a
+        cron fire) exactly as a producer's PUSH (no wid)."""
+        job, scheduled_for = self._prepared(raw, now)
         ops: list[AnyOp] = []
         for push in self.features.push:
             ops.extend(push.on_push(job, scheduled_for, wid, now))

@@ -111,7 +111,7 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     it (they get `on_drop` instead).
     """
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
-                     Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
+                     Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention).feature(),
                      Throttles(store, throttle_limits(throttles), throttles.warnings).feature(),
                      Cron(store, cron.entries, cron.warnings).feature()])
 
@@ -156,7 +156,6 @@ async def serve(config: Config, *, clock: Clock | None = None,
     throttles.rate.on_open = waiters.notify
     replay_journal(journal, store)
     manager = Manager(store, features=features)
-    cron.push_ops = manager.push_ops
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
 
     def worker_lost(wid: str, now: float) -> None:

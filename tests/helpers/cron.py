@@ -44,7 +44,6 @@ class CronServer:
             replay(self.store, records)
             self.records = list(records)
         self.manager = Manager(self.store, features=features)
-        self.cron.push_ops = self.manager.push_ops
 
     def _sink(self, ops: list[dict[str, Any]]) -> int:
         self.records.append(roundtrip(ops))

@@ -197,7 +197,7 @@ def test_busy_counts_jobs_per_process() -> None:
 
 def test_batches_newest_first_with_callback_states() -> None:
     store = MemoryStore()
-    batches = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl)
+    batches = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl, BatchesConfig.retention)
     bids = []
     for i in range(30):
         bid, ops = batches.new({"description": f"b{i}", "success": {"jobtype": "Done", "args": []}}, "", NOW + i)

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from ...core.hooks import Ended, Outcome
+from ...core.hooks import Ended, JobPusher, Outcome
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NotUnique
 from ...store.api import AnyOp, Job, Op, Reservation, Store
@@ -56,8 +56,6 @@ class NoSuchEntry(LookupError):
     """An "enqueue now" named an entry that is not configured."""
 
 
-PushOps = Callable[[Job, float], list[AnyOp]]
-
 
 class Cron:
     """The configured entries and their journaled state (one per server)."""
@@ -69,9 +67,9 @@ class Cron:
         #: why the last configuration reload was rejected (None after a good one): the Cron
         #: tab shows it, the old entries going on firing meanwhile
         self.reload_error: str | None = None
-        #: the PUSH path (`Manager.push_ops`), set once the manager exists: it runs the other
-        #: features' hooks, so a fire is unique-checked, expired, tracked, throttled like any job
-        self.push_ops: PushOps | None = None
+        #: the PUSH path (the `Manager`, given through `use_pusher`): it runs the other features'
+        #: hooks, so a fire is unique-checked, expired, tracked, throttled like any job
+        self.pusher: JobPusher | None = None
         #: wakes the due timer (the server sets it), after a FLUSH restarted every entry
         self.wake: Callable[[float], None] = lambda when: None
         self.state = CronState(self._next_tick, self._flushed)
@@ -84,7 +82,7 @@ class Cron:
         pays nothing on ACK), INFO fields, the Cron tab (listed while entries exist or a
         reload was rejected) and the CRON command."""
         live = self if self.entries else None
-        return Feature("cron", self, timed=self, finish=live, end=live, info=self,
+        return Feature("cron", self, timed=self, finish=live, end=live, info=self, pushes=self,
                        pages=(WebPage("cron", "Cron", listed=self.tab_shown),), commands=("CRON",))
 
     @property
@@ -195,9 +193,12 @@ class Cron:
         job["custom"] = {**job.get("custom", {}), CRON_KEY: mark}
         return job
 
+    def use_pusher(self, pusher: JobPusher) -> None:
+        self.pusher = pusher
+
     def _push(self, job: Job, now: float) -> list[AnyOp]:
-        assert self.push_ops is not None, "the server sets push_ops"
-        return self.push_ops(job, now)
+        assert self.pusher is not None, "the Manager gives its pusher"
+        return self.pusher.push_ops(job, now)
 
     def _fire(self, entry: Entry, now: float, record: Callable[[str | None, str], Op],
               mark: dict[str, Any]) -> list[AnyOp]:
