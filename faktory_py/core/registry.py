@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .hooks import (
-    DropHook, EndHook, FetchHook, FinishHook, GateHook, InfoHook, PrepareHook, PushHook, PushUser, TimedHook,
+    DropHook, EndHook, FetchHook, FinishHook, GateHook, InfoHook, ObserveHook, PrepareHook, PushHook, PushUser,
+    TimedHook,
 )
 
 T = TypeVar("T")
@@ -50,6 +51,8 @@ class Feature:
     end: EndHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
+    #: told of each committed step (metrics)
+    observe: ObserveHook | None = None
     #: pushes jobs of its own (through `Manager.push_ops`)
     pushes: PushUser | None = None
     pages: tuple[WebPage, ...] = ()
@@ -88,6 +91,7 @@ class Registry:
         self.end = tuple(f.end for f in self.features if f.end is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)
+        self.observe = tuple(f.observe for f in self.features if f.observe is not None)
         self.pushes = tuple(f.pushes for f in self.features if f.pushes is not None)
 
     def __iter__(self) -> Iterator[Feature]:

@@ -98,6 +98,24 @@ async def test_a_scrape_reports_jobs_queues_sets_workers_and_command_times(tmp_p
     await worker.aclose()
 
 
+async def test_pushed_counts_committed_pushes_and_not_the_journal_replay(tmp_path: Path, running) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve, config(tmp_path))
+        client = await AsyncClient.connect(server.port)
+        for i in range(3):
+            assert await client.push({**JOB, "jid": f"push{i:04d}"}) == b"OK"
+        await client.json_command("PUSHB", [{**JOB, "jid": "bulk0001"}, {"jobtype": ""}])
+        with pytest.raises(Exception, match="jobtype"):
+            await client.push({**JOB, "jid": "bad00001", "jobtype": ""})
+        assert (await get(server.web_urls[0] + "/metrics")).value("faktory_jobs_pushed_total") == 4
+        await client.aclose()
+        server.shutdown()
+    restarted = await running(config(tmp_path))  # the same data directory: its journal is replayed
+    reply = await get(restarted.web_urls[0] + "/metrics")
+    assert reply.value("faktory_queue_size", queue="default") == 4
+    assert reply.value("faktory_jobs_pushed_total") == 0
+
+
 async def test_journal_fsyncs_are_timed(tmp_path: Path, running) -> None:
     """Under `fsync = always` every acknowledged PUSH waited for an fsync, which was timed."""
     server = await running(config(tmp_path, fsync="always"))

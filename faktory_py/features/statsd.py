@@ -1,0 +1,118 @@
+"""Faktory Enterprise's statsd metrics, as DogStatsD lines (protocol/spec.md §14).
+
+Why: dashboards and alerts built for Faktory Enterprise (Grafana, Datadog) read these names.
+This module only words the lines; the server sends them (server/statsd.py: a non-blocking
+UDP socket, a bounded buffer, errors counted), so nothing here does I/O and a line costs
+one string format on the command path. It is a feature only when `[statsd] location` is
+set: a server without it registers no observer, and its commands pay nothing.
+
+Per job, told by the job lifecycle once a step is committed (`core.hooks.ObserveHook`),
+each tagged `queue:<queue>,jobtype:<jobtype>` and the configured tags: `jobs.count` (ACK or
+FAIL), `jobs.failed` (FAIL), `jobs.perform` (ms from FETCH to ACK), `jobs.expired`,
+`uniq.lock` (a unique job pushed), `uniq.denied` (`-NOTUNIQUE`), and ours, `jobs.pushed` and
+`jobs.fetched`. Every 30 s (`report`): the global gauges and `queue.size` / `queue.latency`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from ..core.registry import Feature
+from ..store.api import Job, Reservation, StoreStatistics
+from .unique import unique_for
+
+#: what a DataDog tag value may hold; anything else in a queue or jobtype becomes "_"
+_UNSAFE = re.compile(r"[^\w\-:./]")
+
+
+class LineSink(Protocol):
+    """Where the lines go (server/statsd.py's UDP sender)."""
+
+    def add(self, line: str) -> None:
+        """Take one line; never blocks, never raises."""
+
+    def statistics(self) -> dict[str, int]:
+        """Counts for INFO: packets sent, send errors, lines lost."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _job_tags(queue: str, jobtype: str, common: str) -> str:
+    """`|#queue:…,jobtype:…` and the configured tags (cached: a few jobtypes repeat)."""
+    return f"|#queue:{_UNSAFE.sub('_', queue)},jobtype:{_UNSAFE.sub('_', jobtype)}{common}"
+
+
+def _number(value: float) -> str:
+    """An integer as such, else three decimals at most (statsd takes both)."""
+    return str(int(value)) if value == int(value) else f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+class StatsdMetrics:
+    """The lines of the lifecycle's events and of the periodic report (see module doc)."""
+
+    def __init__(self, sink: LineSink, namespace: str = "faktory.", tags: Iterable[str] = (),
+                 max_queues: int = 100) -> None:
+        self.sink = sink
+        self.prefix = namespace
+        tags = tuple(tags)
+        #: appended to each job's tags, and alone (`|#…`) to every other line
+        self._common = "".join(f",{tag}" for tag in tags)
+        self._global = f"|#{','.join(tags)}" if tags else ""
+        #: queues named in `queue.size` (in the order they became known), as `/metrics` does
+        self.max_queues = max_queues
+
+    def feature(self) -> Feature:
+        return Feature("statsd", self, observe=self, info=self)
+
+    def info_fields(self) -> dict[str, Any]:
+        """INFO's `faktory.statsd`: how sending goes (errors count up while statsd is unreachable)."""
+        return {"statsd": self.sink.statistics()}
+
+    def _job(self, name: str, value: str, job: Job) -> None:
+        tags = _job_tags(job.get("queue", "default"), job.get("jobtype", ""), self._common)
+        self.sink.add(f"{self.prefix}{name}:{value}{tags}")
+
+    # --- ObserveHook ----------------------------------------------------------------
+
+    def pushed(self, job: Job, now: float) -> None:
+        self._job("jobs.pushed", "1|c", job)
+        if unique_for(job) is not None:
+            self._job("uniq.lock", "1|c", job)
+
+    def denied(self, job: Job, now: float) -> None:
+        self._job("uniq.denied", "1|c", job)
+
+    def fetched(self, job: Job, wid: str, now: float) -> None:
+        self._job("jobs.fetched", "1|c", job)
+
+    def acked(self, res: Reservation, now: float) -> None:
+        self._job("jobs.count", "1|c", res.job)
+        self._job("jobs.perform", f"{_number(max(0.0, now - res.reserved_at) * 1000)}|ms", res.job)
+
+    def failed(self, res: Reservation, now: float) -> None:
+        self._job("jobs.count", "1|c", res.job)
+        self._job("jobs.failed", "1|c", res.job)
+
+    def expired(self, job: Job, now: float) -> None:
+        self._job("jobs.expired", "1|c", job)
+
+    # --- every 30 s -----------------------------------------------------------------
+
+    def report(self, stats: StoreStatistics, connections: int,
+               latency: Callable[[list[str]], Mapping[str, float]], latency_queues: Iterable[str] | None) -> None:
+        """The global gauges, `queue.size` of the first `max_queues` queues, and
+        `queue.latency` (seconds) of `latency_queues` that exist (None: of those same queues)."""
+        add, prefix, tags = self.sink.add, self.prefix, self._global
+        for name, value in (("processed", stats.processed), ("failures", stats.failures),
+                            ("enqueued", sum(stats.queues.values())), ("scheduled", stats.scheduled),
+                            ("retries", stats.retries), ("dead", stats.dead), ("working", stats.working),
+                            ("connections", connections)):
+            add(f"{prefix}{name}:{value}|g{tags}")
+        named = list(stats.queues)[:self.max_queues]
+        for queue in named:
+            add(f"{prefix}queue.size:{stats.queues[queue]}|g|#queue:{queue}{self._common}")
+        wanted = named if latency_queues is None else [q for q in latency_queues if q in stats.queues]
+        for queue, seconds in latency(wanted).items():
+            add(f"{prefix}queue.latency:{_number(seconds)}|g|#queue:{queue}{self._common}")
