@@ -168,3 +168,28 @@ def test_config_errors(section: dict[str, Any], error: str) -> None:
     with pytest.raises(ConfigError) as raised:
         statsd(section)
     assert str(raised.value).startswith(error)
+
+
+def test_a_server_process_reads_conf_d_statsd_toml(server_factory) -> None:
+    """The real process: `conf.d/statsd.toml` as Faktory Enterprise's wiki writes it."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(10)
+    server = server_factory(start=False)
+    (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+    (server.conf_dir / "conf.d" / "statsd.toml").write_text(
+        f'[statsd]\nlocation = "localhost:{listener.getsockname()[1]}"\ntags = ["env:test"]\n'
+        'bufferSize = 15\nqueueLatency = ["critical"]\n')
+    server.start()
+    with server.client() as client:
+        assert client.handshake(wid="w1") == b"OK"
+        assert client.push(job()) == b"OK"
+        fetched = client.fetch("critical")
+        assert client.json_command("ACK", {"jid": fetched["jid"]}) == b"OK"
+        wanted = {f"faktory.jobs.pushed:1|c|{TAGS}", f"faktory.jobs.fetched:1|c|{TAGS}",
+                  f"faktory.jobs.count:1|c|{TAGS}", "faktory.processed:0|g|#env:test"}
+        lines: set[str] = set()
+        with listener:
+            while not wanted <= lines:
+                lines.update(listener.recv(65536).decode().split("\n"))
+        assert client.info()["faktory"]["statsd"]["errors"] == 0
