@@ -10,7 +10,8 @@ Per job, told by the job lifecycle once a step is committed (`core.hooks.Observe
 each tagged `queue:<queue>,jobtype:<jobtype>` and the configured tags: `jobs.count` (ACK or
 FAIL), `jobs.failed` (FAIL), `jobs.perform` (ms from FETCH to ACK), `jobs.expired`,
 `uniq.lock` (a unique job pushed), `uniq.denied` (`-NOTUNIQUE`), and ours, `jobs.pushed` and
-`jobs.fetched`. Every 30 s (`report`): the global gauges and `queue.size` / `queue.latency`.
+`jobs.fetched`. Every 30 s (`report`): the global gauges, `queue.size` / `queue.latency`, and
+ours: throttles' `throttle.in_use` / `throttle.waiting`, cron's `cron.fired` … counts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from ..core.registry import Feature
-from ..store.api import Job, Reservation, StoreStatistics
+from ..store.api import Job, Reservation
 from .unique import unique_for
 
 #: what a DataDog tag value may hold; anything else in a queue or jobtype becomes "_"
@@ -60,8 +61,10 @@ class StatsdMetrics:
         #: appended to each job's tags, and alone (`|#…`) to every other line
         self._common = "".join(f",{tag}" for tag in tags)
         self._global = f"|#{','.join(tags)}" if tags else ""
-        #: queues named in `queue.size` (in the order they became known), as `/metrics` does
+        #: queues named in `queue.size`, as `/metrics` names them
         self.max_queues = max_queues
+        #: cron's totals at the last report: `cron.*` counts what happened since
+        self._cron_totals: dict[str, int] = {}
 
     def feature(self) -> Feature:
         return Feature("statsd", self, observe=self, info=self)
@@ -100,19 +103,31 @@ class StatsdMetrics:
 
     # --- every 30 s -----------------------------------------------------------------
 
-    def report(self, stats: StoreStatistics, connections: int,
-               latency: Callable[[list[str]], Mapping[str, float]], latency_queues: Iterable[str] | None) -> None:
-        """The global gauges, `queue.size` of the first `max_queues` queues, and
-        `queue.latency` (seconds) of `latency_queues` that exist (None: of those same queues)."""
-        add, prefix, tags = self.sink.add, self.prefix, self._global
-        for name, value in (("processed", stats.processed), ("failures", stats.failures),
-                            ("enqueued", sum(stats.queues.values())), ("scheduled", stats.scheduled),
-                            ("retries", stats.retries), ("dead", stats.dead), ("working", stats.working),
-                            ("connections", connections)):
+    def report(self, info: Mapping[str, Any], latency: Callable[[list[str]], Mapping[str, float]],
+               latency_queues: Iterable[str] | None) -> None:
+        """From an INFO document: the global gauges, `queue.size` of the first `max_queues`
+        queues (by name), `queue.latency` (seconds) of `latency_queues` that exist (None: of
+        those same queues), each throttle's gauges, and what cron did since the last report."""
+        add, prefix, tags, common = self.sink.add, self.prefix, self._global, self._common
+        faktory, sets = info["faktory"], info["faktory"]["sets"]
+        for name, value in (("processed", faktory["total_processed"]), ("failures", faktory["total_failures"]),
+                            ("enqueued", faktory["total_enqueued"]), ("scheduled", sets["scheduled"]),
+                            ("retries", sets["retries"]), ("dead", sets["dead"]), ("working", sets["working"]),
+                            ("connections", info["server"]["connections"])):
             add(f"{prefix}{name}:{value}|g{tags}")
-        named = list(stats.queues)[:self.max_queues]
+        queues = faktory["queues"]
+        named = list(queues)[:self.max_queues]
         for queue in named:
-            add(f"{prefix}queue.size:{stats.queues[queue]}|g|#queue:{queue}{self._common}")
-        wanted = named if latency_queues is None else [q for q in latency_queues if q in stats.queues]
+            add(f"{prefix}queue.size:{queues[queue]}|g|#queue:{queue}{common}")
+        wanted = named if latency_queues is None else [q for q in latency_queues if q in queues]
         for queue, seconds in latency(wanted).items():
-            add(f"{prefix}queue.latency:{_number(seconds)}|g|#queue:{queue}{self._common}")
+            add(f"{prefix}queue.latency:{_number(seconds)}|g|#queue:{queue}{common}")
+        for queue, throttle in faktory.get("throttles", {}).items():
+            for key in ("in_use", "waiting"):
+                add(f"{prefix}throttle.{key}:{throttle[key]}|g|#throttle:{queue}{common}")
+        cron = faktory.get("cron", {})
+        for key in ("fired", "missed", "denied", "skipped"):
+            total = cron.get(key, 0)
+            since, self._cron_totals[key] = total - self._cron_totals.get(key, 0), total
+            if since > 0:  # < 0 after a FLUSH or a reload that removed entries: counted again from there
+                add(f"{prefix}cron.{key}:{since}|c{tags}")

@@ -251,8 +251,7 @@ def _statsd_report(statsd: StatsdMetrics, config: Config, manager: Manager, disp
 
     def report() -> None:
         now = clock.now()
-        statsd.report(manager.store.statistics(), dispatcher.stats.connections,
-                      lambda names: manager.latency(names, now), latency_queues)
+        statsd.report(dispatcher.info(now), lambda names: manager.latency(names, now), latency_queues)
     return report
 
 

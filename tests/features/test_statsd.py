@@ -20,6 +20,7 @@ import trio.testing
 
 from faktory_py.config import StatsdConfig, statsd
 from faktory_py.errors import ConfigError
+from faktory_py.features.statsd import StatsdMetrics
 from faktory_py.server.statsd import UdpSender
 from helpers.inprocess import InProcessServer, inprocess_config, inprocess_server
 from helpers.rawclient import ReplyError, new_jid
@@ -104,6 +105,42 @@ async def test_global_gauges_and_queue_metrics(tmp_path: Path, autojump_clock: t
                                      "app1.faktory.queue.size:2|g|#queue:critical,env:test",
                                      "app1.faktory.queue.latency:30|g|#queue:critical,env:test")
     assert not any("nosuch" in line for line in lines)
+
+
+class Lines:
+    """A `LineSink` that keeps the lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def statistics(self) -> dict[str, int]:
+        return {}
+
+
+def test_report_sends_throttle_gauges_and_cron_counts_since_the_last_report() -> None:
+    sink = Lines()
+    metrics = StatsdMetrics(sink, tags=("env:test",))
+    info: dict[str, Any] = {
+        "faktory": {"total_processed": 7, "total_failures": 1, "total_enqueued": 3, "queues": {"a": 3},
+                    "sets": {"scheduled": 0, "retries": 1, "dead": 0, "working": 2},
+                    "throttles": {"a": {"in_use": 2, "waiting": 3}},
+                    "cron": {"entries": 1, "fired": 4, "missed": 0, "denied": 1, "skipped": 0}},
+        "server": {"connections": 5}}
+    metrics.report(info, lambda names: dict.fromkeys(names, 1.5), None)
+    assert sink.lines == [
+        "faktory.processed:7|g|#env:test", "faktory.failures:1|g|#env:test", "faktory.enqueued:3|g|#env:test",
+        "faktory.scheduled:0|g|#env:test", "faktory.retries:1|g|#env:test", "faktory.dead:0|g|#env:test",
+        "faktory.working:2|g|#env:test", "faktory.connections:5|g|#env:test",
+        "faktory.queue.size:3|g|#queue:a,env:test", "faktory.queue.latency:1.5|g|#queue:a,env:test",
+        "faktory.throttle.in_use:2|g|#throttle:a,env:test", "faktory.throttle.waiting:3|g|#throttle:a,env:test",
+        "faktory.cron.fired:4|c|#env:test", "faktory.cron.denied:1|c|#env:test"]
+    sink.lines.clear()
+    info["faktory"]["cron"] = {"entries": 1, "fired": 6, "missed": 0, "denied": 1, "skipped": 0}
+    metrics.report(info, lambda names: {}, ())
+    assert [line for line in sink.lines if ".cron." in line] == ["faktory.cron.fired:2|c|#env:test"]
 
 
 async def test_unreachable_statsd_never_fails_a_command(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
