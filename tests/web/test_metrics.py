@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from faktory_py import config as configuration
-from faktory_py.config import Config, ConfigError, MetricsConfig, Throttle, ThrottlesConfig, Timers
+from faktory_py.config import Config, ConfigError, MetricsConfig, StatsdConfig, Throttle, ThrottlesConfig, Timers
 from faktory_py.server.app import Server, serve
 from faktory_py.store.job_queue import encode
 from helpers import ROOT
@@ -167,7 +167,8 @@ async def test_promtool_check_metrics_passes_on_a_scrape(tmp_path: Path, running
     the exposition and finds nothing to lint (names, units, `_total`, help texts). The README's
     queries use these names and parse."""
     throttles = ThrottlesConfig((Throttle("slow", 60, concurrency=2), Throttle("rated", 60, rate=(5, 1.0))))
-    server = await running(config(tmp_path, throttles=throttles))
+    # statsd on (its counters are families too), to a port nobody listens on
+    server = await running(config(tmp_path, throttles=throttles, statsd=StatsdConfig("127.0.0.1:9")))
     worker = await AsyncClient.connect(server.port, wid="w1")
     for i, queue in enumerate(("default", "slow", "slow", "rated")):
         assert await worker.push({**JOB, "jid": f"jid{i:05d}", "queue": queue}) == b"OK"
