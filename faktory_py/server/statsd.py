@@ -57,6 +57,8 @@ class UdpSender:
         self._socket = sock
 
     def close(self) -> None:
+        """Send what is buffered (a stopping server's last lines), then close the socket."""
+        self.flush()
         if self._socket is not None:
             self._socket.close()
             self._socket = None
