@@ -78,6 +78,30 @@ class BatchesConfig:
 
 
 @dataclass(frozen=True)
+class WorkflowsConfig:
+    """`[faktory_py.workflows]`: job dependencies (protocol/spec.md §12)."""
+
+    #: the key of `custom` naming a job's dependencies; "" turns dependencies off
+    dependency_key: str = "after"
+    #: seconds a dependent waits for a dependency jid the server has never seen
+    unknown_timeout: float = 1800.0
+    #: the most dependencies one job may name
+    max_deps: int = 10000
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """`[faktory_py.results]`: job outcomes and results (protocol/spec.md §12.6)."""
+
+    #: seconds an outcome record is kept after its job ended (longer while a held job needs it)
+    ttl: float = 86400.0
+    #: the largest result an ACK may carry, encoded
+    max_bytes: int = 65536
+    #: past this many bytes, `custom._after` carries outcomes without results
+    inject_max_bytes: int = 262144
+
+
+@dataclass(frozen=True)
 class Throttle:
     """One `[throttles.<queue>]` entry (protocol/spec.md §11.1): at most `concurrency` jobs
     of `queue` reserved at once across the server, at most `worker` per worker process
@@ -138,6 +162,8 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     batches: BatchesConfig = field(default_factory=BatchesConfig)
     throttles: ThrottlesConfig = field(default_factory=ThrottlesConfig)
+    workflows: WorkflowsConfig = field(default_factory=WorkflowsConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
 
     @property
     def web_enabled(self) -> bool:
@@ -198,6 +224,8 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         web=_web(toml.get("web", {})),
         batches=_batches(toml.get("batches", {})),
         throttles=throttles(toml.get("throttles", {}), ours.get("throttles", {})),
+        workflows=_workflows(ours.get("workflows", {})),
+        results=_results(ours.get("results", {})),
     )
 
 
@@ -241,6 +269,37 @@ def _batches(section: Mapping[str, Any]) -> BatchesConfig:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
     return BatchesConfig(policy=policy, uncommitted_ttl=float(ttl))
+
+
+def _seconds(section: Mapping[str, Any], table: str, name: str, default: float) -> float:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"[{table}] {name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _count(section: Mapping[str, Any], table: str, name: str, default: int) -> int:
+    value = section.get(name, default)
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"[{table}] {name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _workflows(section: Mapping[str, Any]) -> WorkflowsConfig:
+    table = "faktory_py.workflows"
+    key = section.get("dependency_key", WorkflowsConfig.dependency_key)
+    if not isinstance(key, str):
+        raise ConfigError(f"[{table}] dependency_key must be a string (\"\" turns dependencies off), not {key!r}")
+    return WorkflowsConfig(dependency_key=key,
+                           unknown_timeout=_seconds(section, table, "unknown_timeout", WorkflowsConfig.unknown_timeout),
+                           max_deps=_count(section, table, "max_deps", WorkflowsConfig.max_deps))
+
+
+def _results(section: Mapping[str, Any]) -> ResultsConfig:
+    table = "faktory_py.results"
+    return ResultsConfig(ttl=_seconds(section, table, "ttl", ResultsConfig.ttl),
+                         max_bytes=_count(section, table, "max_bytes", ResultsConfig.max_bytes),
+                         inject_max_bytes=_count(section, table, "inject_max_bytes", ResultsConfig.inject_max_bytes))
 
 
 #: Faktory's queue names (a throttle names the queue it applies to)

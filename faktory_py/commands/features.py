@@ -1,5 +1,5 @@
 """The commands the built-in features bring: BATCH for batches, TRACK for job tracking,
-THROTTLE for throttles (protocol/spec.md §9, §10, §11). A feature's record names its verbs (`Feature.commands`); the
+THROTTLE for throttles, RESULT and JOB for job dependencies (protocol/spec.md §9–§12). A feature's record names its verbs (`Feature.commands`); the
 handlers live here, because features know nothing of commands."""
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from .batch import BatchCommand
 from .dispatch import Clock, Dispatcher, Session
 from .throttle import ThrottleCommand
 from .track import TrackCommand
+from .workflows import JobCommand, ResultCommand
 
 #: verb → the handler serving it, built over the feature object that names the verb
 HANDLERS: dict[str, Callable[[Any, Store, Clock], Callable[[Session, str], bytes]]] = {
     "BATCH": BatchCommand,
     "TRACK": TrackCommand,
     "THROTTLE": ThrottleCommand,
+    "RESULT": ResultCommand,
+    "JOB": JobCommand,
 }
 
 

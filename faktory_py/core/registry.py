@@ -14,7 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .hooks import DropHook, EndHook, FetchHook, FinishHook, GateHook, InfoHook, PrepareHook, PushHook, TimedHook
+from .hooks import (
+    DropHook, EndHook, FetchHook, FinishHook, GateHook, HoldHook, InfoHook, PrepareHook, PushHook, TimedHook,
+)
 
 T = TypeVar("T")
 
@@ -41,6 +43,7 @@ class Feature:
     owner: object
     prepare: PrepareHook | None = None
     push: PushHook | None = None
+    hold: HoldHook | None = None
     gate: GateHook | None = None
     fetch: FetchHook | None = None
     drop: DropHook | None = None
@@ -77,6 +80,7 @@ class Registry:
         # ACK) loop over only the features that implement the hook.
         self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
         self.push = tuple(f.push for f in self.features if f.push is not None)
+        self.hold = tuple(f.hold for f in self.features if f.hold is not None)
         self.gate = tuple(f.gate for f in self.features if f.gate is not None)
         self.fetch = tuple(f.fetch for f in self.features if f.fetch is not None)
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
