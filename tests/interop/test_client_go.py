@@ -18,6 +18,9 @@ helpers.throttles' entries. TestS12ThrottledWorkers and TestS12ThrottledManager 
 client and faktory_worker_go) have a pytest test of their own: after each, the server's journal
 must show that no more than 3 of its 200 jobs were ever reserved at once.
 
+S13 (job dependencies, protocol/spec.md §12) is the reference's C-T1 with the client's normal
+Push and job.Custom, and C-T9's result sent through `Generic`.
+
 Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 """
 
@@ -61,6 +64,7 @@ SCENARIOS = {
     "S7-enterprise_reopen-permissive": "TestS7EnterpriseReopen",
     "S10-connections": "TestS10Connections",
     "S11-throttled_info": "TestS11ThrottledInfo",
+    "S13-workflows": "TestS13Workflows",
 }
 #: Test functions that are not scenarios: the worker process S6 starts as a child.
 HELPERS = {"TestS6WorkerProcess"}
