@@ -16,7 +16,7 @@ call of the same hook, so a hook always plans against up-to-date state.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -142,6 +142,17 @@ class EndHook(Protocol):
         command or timer caused it, so nothing waiting on a job can miss its end. Runs after
         the finish and drop hooks of the same step. A job the timers had to quarantine
         (`Manager._quarantine`) is not reported: the hooks may be what failed."""
+
+
+class TargetHook(Protocol):
+    #: the MUTATE target it serves besides the lifecycle's sets (`held`, protocol/spec.md §12.4)
+    target: str
+
+    def entries(self) -> Iterable[tuple[str, Job]]:
+        """(jid, job) of every job of the target, for MUTATE's filter."""
+
+    def take(self, cmd: str, jids: Sequence[str] | None, now: float) -> Ends:
+        """MUTATE `cmd` ("discard", "kill" or "requeue") on the named jobs (None: all of them)."""
 
 
 class TimedHook(Protocol):

@@ -383,11 +383,18 @@ class Manager:
         cmd, target = request.get("cmd"), request.get("target")
         if cmd not in ("clear", "discard", "kill", "requeue"):
             raise ClientError("unknown mutate operation")
+        feature = next((hook for hook in self.features.target if hook.target == target), None)
+        if feature is not None:  # a feature's own target (`held`)
+            jids = None if cmd == "clear" else \
+                [jid for jid, _job in self._filtered(list(feature.entries()), request.get("filter"))]
+            answer = feature.take("discard" if cmd == "clear" else cmd, jids, now)
+            return self.store.commit(self._ends_ops(answer, feature, now))
         if target not in MUTATE_TARGETS:
             raise ClientError("invalid target for mutation command")
         if cmd == "clear":
             return self._clear(target, now)
-        return self._take_entries(cmd, target, self._matching(target, request.get("filter")), now)
+        entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
+        return self._take_entries(cmd, target, self._filtered(entries, request.get("filter")), now)
 
     def _take_entries(self, cmd: str, target: str, entries: list[tuple[str, Job]], now: float,
                       *, enqueued_now: bool = False) -> int:
@@ -413,9 +420,8 @@ class Manager:
             if target in LIVE_SETS else []
         return self.store.commit([SetClear(target), *self._end_ops(ended, now)])
 
-    def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
-        """Entries matched by a MUTATE filter (jids win; else glob and/or jobtype)."""
-        entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
+    def _filtered(self, entries: list[tuple[str, Job]], filter_: Any) -> list[tuple[str, Job]]:
+        """The entries a MUTATE filter matches (jids win; else glob and/or jobtype)."""
         if filter_ is None:
             return entries
         if not isinstance(filter_, dict):

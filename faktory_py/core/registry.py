@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .hooks import (
-    DropHook, EndHook, FetchHook, FinishHook, GateHook, HoldHook, InfoHook, PrepareHook, PushHook, TimedHook,
+    DropHook, EndHook, FetchHook, FinishHook, GateHook, HoldHook, InfoHook, PrepareHook, PushHook, TargetHook,
+    TimedHook,
 )
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Feature:
     drop: DropHook | None = None
     finish: FinishHook | None = None
     end: EndHook | None = None
+    target: TargetHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
     pages: tuple[WebPage, ...] = ()
@@ -86,6 +88,7 @@ class Registry:
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
         self.finish = tuple(f.finish for f in self.features if f.finish is not None)
         self.end = tuple(f.end for f in self.features if f.end is not None)
+        self.target = tuple(f.target for f in self.features if f.target is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)
 

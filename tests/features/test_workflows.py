@@ -260,3 +260,26 @@ def test_outcome_records_are_forgotten_after_ttl_once_no_held_job_names_them(wor
     assert world.wf.result(jid("a"), world.now) == {"jid": jid("a"), "outcome": "unknown"}
     assert jid("a") not in world.wf.records
     world.check_replay()
+
+
+def test_a_job_deleted_from_its_queue_by_the_web_ui_resolves_as_deleted(world: World) -> None:
+    world.push("a")
+    world.push("c", after=["a"], custom={"after_policy": "complete"})
+    world.manager.delete_queued("default", [jid("a")], world.now)
+    assert world.run("c")["custom"]["_after"] == {jid("a"): {"outcome": "deleted"}}
+
+
+def test_mutate_held(world: World) -> None:
+    """MUTATE target `held`: discard (dependents see deleted), kill (dead), requeue (released
+    now, whatever its dependencies), with MUTATE's filters."""
+    for name in "xyz":
+        world.push(name, after=["n"])
+    world.push("d", after=["x", "y"], custom={"after_policy": "complete"})
+    world.manager.mutate({"cmd": "discard", "target": "held", "filter": {"jids": [jid("x")]}}, world.now)
+    y = world.wf.held[jid("y")].job
+    world.manager.mutate({"cmd": "kill", "target": "held", "filter": {"jids": [jid("y")]}}, world.now)
+    assert world.dead("y") == y and world.held() == [jid("z")]
+    assert world.run("d")["custom"]["_after"] == {jid("x"): {"outcome": "deleted"}, jid("y"): {"outcome": "dead"}}
+    world.manager.mutate({"cmd": "requeue", "target": "held"}, world.now)
+    assert world.held() == [] and world.run("z")["custom"]["_after"] == {}
+    world.check_replay()

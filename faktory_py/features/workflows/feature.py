@@ -293,8 +293,8 @@ class Workflows:
         jid that held jobs waited for as unknown is noted, a job with pending dependencies is
         held instead of queued, every ending resolves edges, and the timer resolves
         never-seen dependencies as missing and forgets old outcome records."""
-        return Feature("workflows", self, prepare=self, push=self, hold=self, end=self, timed=self, info=self,
-                       commands=("RESULT", "JOB"))
+        return Feature("workflows", self, prepare=self, push=self, hold=self, end=self, target=self, timed=self,
+                       info=self, commands=("RESULT", "JOB"))
 
     def _declaration(self, job: Job) -> Declaration | None:
         return declaration(job, self.settings.dependency_key, self.settings.max_deps, self.settings.unknown_timeout)
@@ -378,7 +378,13 @@ class Workflows:
 
     # --- the `held` MUTATE target and the web UI's actions ----------------------------
 
-    def take(self, cmd: str, jids: Iterable[str] | None, now: float) -> Ends:
+    #: the MUTATE target of held jobs
+    target = "held"
+
+    def entries(self) -> Iterator[tuple[str, Job]]:
+        return ((jid, held.job) for jid, held in self.held.items())
+
+    def take(self, cmd: str, jids: Sequence[str] | None, now: float) -> Ends:
         """MUTATE on held jobs (None: all): `discard` drops them (dependents see `deleted`),
         `kill` moves them to the dead set (`dead`), `requeue` releases them now, ignoring
         their dependencies."""
@@ -391,7 +397,7 @@ class Workflows:
             if cmd == "requeue":
                 plan.drain(plan.release(held, how="requeued"))
             elif cmd == "kill":
-                plan.drain(plan.kill(held, "killed while held"))
+                plan.drain(plan.kill(held, None))
             else:
                 plan.drain(plan.remove(held))
         return Ends(plan.ops, plan.ended)
@@ -446,12 +452,15 @@ class _Plan:
             return self.kill(held, f"dependency {dep} {outcome}")
         return [] if pending else self.release(held)
 
-    def kill(self, held: Held, message: str) -> list[Resolution]:
-        """Into the dead set with a `DependencyFailed` failure; its dependents see `dead`."""
+    def kill(self, held: Held, message: str | None) -> list[Resolution]:
+        """Into the dead set, with a `DependencyFailed` failure saying `message` (None: as it
+        is, like MUTATE kill of a set's entry); its dependents see `dead`."""
         self.gone.add(held.jid)
-        failure = {"failed_at": format_time(self.now), "message": message, "errtype": DEPENDENCY_FAILED,
-                   "retry_count": 0, "remaining": 0}
-        dead = jobs.with_fields(held.job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
+        dead = held.job
+        if message is not None:
+            failure = {"failed_at": format_time(self.now), "message": message, "errtype": DEPENDENCY_FAILED,
+                       "retry_count": 0, "remaining": 0}
+            dead = jobs.with_fields(dead, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
         self.ops += [{"op": "wf_unhold", "jid": held.jid, "how": "killed"}, SetAdd("dead", self.now + DEAD_TTL, dead)]
         self.ended.append(Ended(dead, Ending.DEAD))
         return [(held.jid, Ending.DEAD.value, None)]
