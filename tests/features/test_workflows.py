@@ -6,10 +6,13 @@ half: `World.check_replay` after each step where it matters)."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from faktory_py import config
+from faktory_py.config import ConfigError
 from faktory_py.core.lifecycle import Manager
 from faktory_py.errors import ClientError
 from faktory_py.features.workflows.feature import Workflows, workflow_table
@@ -283,3 +286,24 @@ def test_mutate_held(world: World) -> None:
     world.manager.mutate({"cmd": "requeue", "target": "held"}, world.now)
     assert world.held() == [] and world.run("z")["custom"]["_after"] == {}
     world.check_replay()
+
+
+def test_configuration(tmp_path: Path) -> None:
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "wf.toml").write_text('[faktory_py.workflows]\ndependency_key = "needs"\nunknown_timeout = 60\n'
+                                    '[faktory_py.results]\nmax_bytes = 10\n')
+    loaded = config.load(["-c", str(tmp_path), "-d", str(tmp_path / "db")], {})
+    assert loaded.workflows == config.WorkflowsConfig(dependency_key="needs", unknown_timeout=60.0)
+    assert loaded.results == config.ResultsConfig(max_bytes=10)
+    (conf_d / "wf.toml").write_text("[faktory_py.workflows]\nunknown_timeout = 0\n")
+    with pytest.raises(ConfigError, match=r"\[faktory_py.workflows\] unknown_timeout must be a positive number"):
+        config.load(["-c", str(tmp_path)], {})
+
+
+def test_another_dependency_key_or_none() -> None:
+    store = MemoryStore()
+    features = enterprise_features(store, workflows=config.WorkflowsConfig(dependency_key=""))
+    manager = Manager(store, random.Random(1), features)
+    manager.push({"jid": "bbbbbbbb", "jobtype": "W", "args": [], "custom": {"after": ["aaaaaaaa"]}}, NOW)
+    assert [job["jid"] for job in store.queued("default")] == ["bbbbbbbb"]
