@@ -307,3 +307,16 @@ def test_another_dependency_key_or_none() -> None:
     manager = Manager(store, random.Random(1), features)
     manager.push({"jid": "bbbbbbbb", "jobtype": "W", "args": [], "custom": {"after": ["aaaaaaaa"]}}, NOW)
     assert [job["jid"] for job in store.queued("default")] == ["bbbbbbbb"]
+
+
+def test_a_dependency_waiting_in_its_queue_past_the_timeout_is_not_missing(world: World) -> None:
+    """Queues keep no jid index: a queued dependency is looked for when its deadline comes."""
+    world.push("a", queue="slow")
+    world.push("b", after=["a"], custom={"after_timeout": 60})
+    world.advance(120)
+    assert world.held() == [jid("b")] and world.wf.held[jid("b")].unknown == {}
+    world.check_replay()
+    job, _ = world.manager.fetch(["slow"], "w1", world.now)
+    assert job is not None
+    world.manager.ack(jid("a"), world.now)
+    assert world.queued() == [jid("b")]

@@ -247,9 +247,16 @@ class Workflows:
             return record["outcome"]
         return "enqueued" if self._queued({jid}) else "unknown"
 
+    def _live(self, jid: str) -> bool:
+        """Is `jid` held, reserved, scheduled or retrying (what can be looked up by jid)?"""
+        store = self.store
+        return (jid in self.held or store.reservation(jid) is not None
+                or any(store.set_entry(name, jid) is not None for name in ("scheduled", "retries")))
+
     def _queued(self, jids: set[str]) -> set[str]:
-        """Which of `jids` wait in some queue: a scan, done only for dependencies found in
-        no index at PUSH (queues keep no jid index; see protocol/spec.md §12.3)."""
+        """Which of `jids` wait in some queue: a scan (queues keep no jid index), so it is
+        done only when an unknown dependency's deadline comes, for all that are due at once,
+        and for JOB DEPS."""
         found: set[str] = set()
         if jids:
             for name in self.store.queue_names():
@@ -323,23 +330,17 @@ class Workflows:
             return None
         outcomes: dict[str, str] = {}
         pending: list[str] = []
-        unseen: list[str] = []
-        store = self.store
+        unknown: dict[str, float] = {}
         for dep in declared.deps:
             record = self.records.get(dep)
             if record is not None:
                 outcomes[dep] = record["outcome"]
-            elif (dep in self.held or store.reservation(dep) is not None
-                  or any(store.set_entry(name, dep) is not None for name in ("scheduled", "retries"))):
-                pending.append(dep)
-            elif store.set_entry("dead", dep) is not None:
+            elif self.store.set_entry("dead", dep) is not None:
                 outcomes[dep] = Ending.DEAD.value
             else:
-                unseen.append(dep)
-        queued = self._queued(set(unseen))
-        order = {dep: index for index, dep in enumerate(declared.deps)}
-        pending = sorted(pending + unseen, key=order.__getitem__)
-        unknown = {dep: now + declared.timeout for dep in unseen if dep not in queued}
+                pending.append(dep)
+                if not self._live(dep):  # perhaps queued: looked for only at its deadline (run_due)
+                    unknown[dep] = now + declared.timeout
         held = Held(job, scheduled_for, declared.policy, declared.deps, pending, outcomes, unknown, now)
         plan = _Plan(self, now)
         failed = next((dep for dep, outcome in outcomes.items() if outcome != SUCCESS), None)
@@ -365,8 +366,13 @@ class Workflows:
         """Never-seen dependencies past their deadline resolve as missing; outcome records
         no held job names are forgotten `ttl` after their job ended."""
         plan = _Plan(self, now)
-        for _score, _key, (jid, dep) in self.unknown.due(now):
-            plan.drain(plan.resolve(jid, dep, MISSING))
+        due = [edge for _score, _key, edge in self.unknown.due(now)]
+        candidates = {dep for _jid, dep in due if not self._live(dep)}
+        seen = {dep for _jid, dep in due} - candidates | self._queued(candidates)
+        plan.ops += [{"op": "wf_seen", "dep": dep} for dep in sorted(seen)]
+        for jid, dep in due:
+            if dep not in seen:
+                plan.drain(plan.resolve(jid, dep, MISSING))
         plan.ops += [{"op": "wf_forget", "jid": jid} for _score, jid, _ in self.expiring.due(now)]
         return Ends(plan.ops, plan.ended)
 
