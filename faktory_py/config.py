@@ -99,6 +99,8 @@ class ResultsConfig:
     max_bytes: int = 65536
     #: past this many bytes, `custom._after` carries outcomes without results
     inject_max_bytes: int = 262144
+    #: a tracked job's last TRACK SET `desc` is its result when it succeeds without one
+    from_track_desc: bool = False
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,11 @@ def _workflows(section: Mapping[str, Any]) -> WorkflowsConfig:
 
 def _results(section: Mapping[str, Any]) -> ResultsConfig:
     table = "faktory_py.results"
-    return ResultsConfig(ttl=_seconds(section, table, "ttl", ResultsConfig.ttl),
+    from_desc = section.get("from_track_desc", ResultsConfig.from_track_desc)
+    if not isinstance(from_desc, bool):
+        raise ConfigError(f"[{table}] from_track_desc must be true or false, not {from_desc!r}")
+    return ResultsConfig(from_track_desc=from_desc,
+                         ttl=_seconds(section, table, "ttl", ResultsConfig.ttl),
                          max_bytes=_count(section, table, "max_bytes", ResultsConfig.max_bytes),
                          inject_max_bytes=_count(section, table, "inject_max_bytes", ResultsConfig.inject_max_bytes))
 

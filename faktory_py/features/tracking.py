@@ -10,7 +10,8 @@ Wire (protocol/spec.md §9.3, protocol/clients.md §8.3):
 
 * `TRACK GET <jid>` ⇒ bulk `{"jid","state","updated_at"[,"percent"][,"desc"]}`;
   an unknown, untracked or forgotten jid ⇒ `{"jid":"…","state":"unknown","updated_at":""}`.
-* `TRACK SET {"jid", "percent"?, "desc"?, "reserve_until"?}` ⇒ `+OK`. Percent and desc are
+* `TRACK SET {"jid", "percent"?, "desc"?, "reserve_until"?, "result"?}` ⇒ `+OK`. A `result`
+  (any JSON) is what the job's ACK records if it carries none (protocol/spec.md §12.6). Percent and desc are
   merged into the record (absent or null leaves a value as it was) and survive later state
   changes; the state is left alone (an enqueued job stays `enqueued`; SET after the job
   finished is fine). `reserve_until` (RFC3339) extends the job's current reservation if it
@@ -40,7 +41,9 @@ from typing import Any
 from ..core.hooks import Outcome
 from ..core.jobs import MAX_RESERVE_FOR
 from ..core.registry import Feature
+from ..errors import ClientError
 from ..store.api import AnyOp, Extend, Job, Op, Reservation, SortedJobSet, Store
+from ..util import jsoncodec
 from ..util.timefmt import format_time
 
 #: Tracking data is kept this long after its last update (Faktory Enterprise: 30 minutes).
@@ -55,6 +58,15 @@ def tracked(job: Job) -> bool:
     return (job.get("custom") or {}).get("track") == 1
 
 
+def checked_result(result: Any, max_bytes: int) -> Any:
+    """A job's result (ACK or TRACK SET `result`, protocol/spec.md §12.6), refused when its
+    compact JSON is over `max_bytes`."""
+    size = len(jsoncodec.dumps(result))
+    if size > max_bytes:
+        raise ClientError(f"result too large ({size} bytes > {max_bytes})")
+    return result
+
+
 class JobTracking:
     """Tracking records (jid → state, updated_at, progress), read and changed by TRACK.
 
@@ -66,8 +78,10 @@ class JobTracking:
 
     op_names = ("track", "track_forget")
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_result_bytes: int = 65536) -> None:
+        """`max_result_bytes` is `[faktory_py.results] max_bytes` (a TRACK SET `result`'s limit)."""
         self.store = store
+        self.max_result_bytes = max_result_bytes
         self.records = SortedJobSet()
         store.register_state(self)
 
@@ -162,15 +176,18 @@ class JobTracking:
     # --- what TRACK SET changes (commands/track.py parses the arguments) -----------------
 
     def progress_ops(self, jid: str, now: float, percent: int | None = None, desc: str | None = None,
-                     reserve_until: float | None = None) -> list[AnyOp]:
+                     reserve_until: float | None = None, result: Any = None) -> list[AnyOp]:
         """Ops that merge progress into `jid`'s record (None leaves a value as it was) and
         extend its current reservation to `reserve_until` (never shortened, capped at
-        MAX_RESERVE_FOR from now)."""
+        MAX_RESERVE_FOR from now). A `result` is kept in the record for the job's ACK to
+        record (protocol/spec.md §12.6); raises ClientError when it is too large."""
         progress: dict[str, Any] = {}
         if percent is not None:
             progress["percent"] = percent
         if desc is not None:
             progress["desc"] = desc
+        if result is not None:
+            progress["result"] = checked_result(result, self.max_result_bytes)
         extend: list[AnyOp] = []
         if reserve_until is not None:
             when = min(reserve_until, now + MAX_RESERVE_FOR)

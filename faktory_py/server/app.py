@@ -114,8 +114,9 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     batches' end hook is told of in the same step (`hooks.Ends`), and a held job is counted by
     every push hook like a queued one.
     """
-    return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
-                     Workflows(store, workflow_settings(workflows, results)).feature(),
+    tracking = JobTracking(store, results.max_bytes)
+    return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), tracking.feature(),
+                     Workflows(store, workflow_settings(workflows, results), tracking).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
                      Throttles(store, throttle_limits(throttles), throttles.warnings).feature()])
 
@@ -123,7 +124,7 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
 def workflow_settings(workflows: WorkflowsConfig, results: ResultsConfig) -> Settings:
     """The workflows feature's view of `[faktory_py.workflows]` and `[faktory_py.results]`."""
     return Settings(workflows.dependency_key, workflows.unknown_timeout, workflows.max_deps, results.ttl,
-                    results.max_bytes, results.inject_max_bytes)
+                    results.max_bytes, results.inject_max_bytes, results.from_track_desc)
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:

@@ -320,3 +320,40 @@ def test_a_dependency_waiting_in_its_queue_past_the_timeout_is_not_missing(world
     assert job is not None
     world.manager.ack(jid("a"), world.now)
     assert world.queued() == [jid("b")]
+
+
+def test_a_track_set_result_is_recorded_when_the_job_succeeds(world: World) -> None:
+    tracking = world.wf.tracking
+    assert tracking is not None
+    world.push("a")
+    world.push("f", retry=0)
+    world.push("c", after=["a", "f"], custom={"after_policy": "complete"})
+    world.run("a")
+    world.store.commit(tracking.progress_ops(jid("a"), world.now, result={"pages": 3}))
+    world.store.commit(tracking.progress_ops(jid("a"), world.now, result={"pages": 4}))  # last write wins
+    world.manager.ack(jid("a"), world.now)
+    world.run("f")
+    world.store.commit(tracking.progress_ops(jid("f"), world.now, result="half"))
+    world.manager.fail(jid("f"), "E", "m", [], world.now)  # a failed job's result is not kept
+    assert world.run("c")["custom"]["_after"] == {jid("a"): {"outcome": "success", "result": {"pages": 4}},
+                                                  jid("f"): {"outcome": "discarded"}}
+    with pytest.raises(ClientError) as err:
+        tracking.progress_ops(jid("a"), world.now, result="x" * 70_000)
+    assert str(err.value) == "result too large (70002 bytes > 65536)"
+    world.check_replay()
+
+
+def test_from_track_desc_makes_a_tracked_jobs_desc_its_result() -> None:
+    store = MemoryStore()
+    features = enterprise_features(store, results=config.ResultsConfig(from_track_desc=True))
+    manager = Manager(store, random.Random(1), features)
+    workflows = features.find(Workflows)
+    assert workflows is not None and workflows.tracking is not None
+    manager.push({"jid": "aaaaaaaa", "jobtype": "W", "args": [], "custom": {"track": 1}}, NOW)
+    manager.push({"jid": "bbbbbbbb", "jobtype": "W", "args": [], "custom": {"after": ["aaaaaaaa"]}}, NOW)
+    manager.fetch(["default"], "w", NOW)
+    store.commit(workflows.tracking.progress_ops("aaaaaaaa", NOW, desc='{"ok":true}'))
+    manager.ack("aaaaaaaa", NOW)
+    released, _ = manager.fetch(["default"], "w", NOW)
+    assert released is not None
+    assert released["custom"]["_after"] == {"aaaaaaaa": {"outcome": "success", "result": '{"ok":true}'}}

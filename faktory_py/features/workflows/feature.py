@@ -43,6 +43,7 @@ from ...store.api import AnyOp, Job, Op, SetAdd, SortedJobSet, Store, enqueue_op
 from ...util import jsoncodec
 from ...util.timefmt import format_time
 from ..expiry import deadline
+from ..tracking import JobTracking, checked_result, tracked
 from .declare import Declaration, cycle, cycle_error, declaration
 
 SUCCESS = "success"
@@ -68,6 +69,8 @@ class Settings:
     max_result_bytes: int
     #: past this many bytes, `custom._after` carries outcomes without results
     inject_max_bytes: int
+    #: a tracked job's last TRACK SET `desc` is its result when it succeeds without one
+    from_track_desc: bool = False
 
 
 class Held:
@@ -108,9 +111,11 @@ class Workflows:
 
     op_names = ("wf_hold", "wf_resolve", "wf_seen", "wf_unhold", "wf_outcome", "wf_forget", "wf_counts")
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, tracking: JobTracking | None = None) -> None:
+        """`tracking` holds the results workers give with TRACK SET (and tracked jobs' `desc`)."""
         self.store = store
         self.settings = settings
+        self.tracking = tracking
         self.held: dict[str, Held] = {}
         #: jid → {outcome, finished_at, result?}
         self.records: dict[str, dict[str, Any]] = {}
@@ -289,9 +294,19 @@ class Workflows:
 
     def check_result(self, result: Any) -> None:
         """Refuse a result larger than `[faktory_py.results] max_bytes` (the ACK is not applied)."""
-        size = len(jsoncodec.dumps(result))
-        if size > self.settings.max_result_bytes:
-            raise ClientError(f"result too large ({size} bytes > {self.settings.max_result_bytes})")
+        checked_result(result, self.settings.max_result_bytes)
+
+    def _result(self, ended: Ended, now: float) -> Any:
+        """What a job that ended reported: its ACK's result, else (succeeded only) the last
+        TRACK SET `result`, else with `from_track_desc` a tracked job's last `desc`."""
+        if ended.result is not None or ended.ending is not Ending.SUCCESS or self.tracking is None:
+            return ended.result
+        record = self.tracking.record(ended.job["jid"], now) or {}
+        if "result" in record:
+            return record["result"]
+        if self.settings.from_track_desc and tracked(ended.job):
+            return record.get("desc")
+        return None
 
     # --- hooks ------------------------------------------------------------------------
 
@@ -355,7 +370,7 @@ class Workflows:
     def on_end(self, ended: Sequence[Ended], now: float) -> Ends:
         plan = _Plan(self, now)
         for end in ended:
-            plan.drain([(end.job["jid"], end.ending.value, end.result)])
+            plan.drain([(end.job["jid"], end.ending.value, self._result(end, now))])
         return Ends(plan.ops, plan.ended)
 
     def next_due(self) -> float | None:
