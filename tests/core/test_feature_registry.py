@@ -169,6 +169,6 @@ def test_the_servers_features_keep_their_order() -> None:
     assert registry.gate == ()  # no throttle configured: FETCH asks no gate
     # the Throttles tab is routed from the start (a reload may configure throttles), listed once there are some
     assert [(page.name, page.listed) for feature in registry for page in feature.pages] == [
-        ("batches", True), ("throttles", False)]
+        ("held", True), ("batches", True), ("throttles", False)]
     assert [feature.commands for feature in registry] == [(), (), ("TRACK",), ("RESULT", "JOB"), ("BATCH",),
                                                           ("THROTTLE",)]

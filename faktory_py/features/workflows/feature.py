@@ -37,7 +37,7 @@ from typing import Any
 from ...core import jobs
 from ...core.hooks import Ended, Ending, Ends
 from ...core.lifecycle import DEAD_TTL, FAILURE_ORDER
-from ...core.registry import Feature
+from ...core.registry import Feature, WebPage
 from ...errors import ClientError
 from ...store.api import AnyOp, Job, Op, SetAdd, SortedJobSet, Store, enqueue_op
 from ...util import jsoncodec
@@ -316,7 +316,7 @@ class Workflows:
         held instead of queued, every ending resolves edges, and the timer resolves
         never-seen dependencies as missing and forgets old outcome records."""
         return Feature("workflows", self, prepare=self, push=self, hold=self, end=self, target=self, timed=self,
-                       info=self, commands=("RESULT", "JOB"))
+                       info=self, pages=(WebPage("held", "Workflows"),), commands=("RESULT", "JOB"))
 
     def _declaration(self, job: Job) -> Declaration | None:
         return declaration(job, self.settings.dependency_key, self.settings.max_deps, self.settings.unknown_timeout)
