@@ -29,29 +29,20 @@ which records may be forgotten when.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core import jobs
 from ...core.hooks import Ended, Ending, Ends
-from ...core.lifecycle import DEAD_TTL, FAILURE_ORDER
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError
-from ...store.api import AnyOp, Job, Op, SetAdd, SortedJobSet, Store, enqueue_op
-from ...util import jsoncodec
+from ...store.api import Job, Op, SortedJobSet, Store
 from ...util.timefmt import format_time
-from ..expiry import deadline
 from ..tracking import JobTracking, checked_result, tracked
 from .declare import Declaration, cycle, cycle_error, declaration
-
-SUCCESS = "success"
+from .plan import SUCCESS, Plan
 #: the outcome of an edge whose jid was never pushed within the dependent's `after_timeout`
 MISSING = "missing"
-DEPENDENCY_FAILED = "DependencyFailed"
-#: where a held job went when it left (`wf_unhold`'s `how`); INFO counts the first two
-HOW = ("released", "killed", "expired", "deleted", "requeued")
 
 
 @dataclass(frozen=True)
@@ -357,7 +348,7 @@ class Workflows:
                 if not self._live(dep):  # perhaps queued: looked for only at its deadline (run_due)
                     unknown[dep] = now + declared.timeout
         held = Held(job, scheduled_for, declared.policy, declared.deps, pending, outcomes, unknown, now)
-        plan = _Plan(self, now)
+        plan = Plan(self, now)
         failed = next((dep for dep, outcome in outcomes.items() if outcome != SUCCESS), None)
         if failed is not None and declared.policy == SUCCESS:
             plan.drain(plan.kill(held, f"dependency {failed} {outcomes[failed]}"))
@@ -368,7 +359,7 @@ class Workflows:
         return Ends(plan.ops, plan.ended)
 
     def on_end(self, ended: Sequence[Ended], now: float) -> Ends:
-        plan = _Plan(self, now)
+        plan = Plan(self, now)
         for end in ended:
             plan.drain([(end.job["jid"], end.ending.value, self._result(end, now))])
         return Ends(plan.ops, plan.ended)
@@ -380,7 +371,7 @@ class Workflows:
     def run_due(self, now: float) -> Ends:
         """Never-seen dependencies past their deadline resolve as missing; outcome records
         no held job names are forgotten `ttl` after their job ended."""
-        plan = _Plan(self, now)
+        plan = Plan(self, now)
         due = [edge for _score, _key, edge in self.unknown.due(now)]
         candidates = {dep for _jid, dep in due if not self._live(dep)}
         seen = {dep for _jid, dep in due} - candidates | self._queued(candidates)
@@ -409,7 +400,7 @@ class Workflows:
         """MUTATE on held jobs (None: all): `discard` drops them (dependents see `deleted`),
         `kill` moves them to the dead set (`dead`), `requeue` releases them now, ignoring
         their dependencies."""
-        plan = _Plan(self, now)
+        plan = Plan(self, now)
         chosen = list(self.held) if jids is None else [jid for jid in dict.fromkeys(jids) if jid in self.held]
         for jid in chosen:
             if jid in plan.gone:
@@ -422,115 +413,6 @@ class Workflows:
             else:
                 plan.drain(plan.remove(held))
         return Ends(plan.ops, plan.ended)
-
-
-#: a job that ended, how, and its result: what `_Plan.drain` resolves edges for
-Resolution = tuple[str, str, Any]
-
-
-class _Plan:
-    """The ops of one step's resolutions, planned against the state they will produce: the
-    held jobs it touched (their pending edges), those that left, the records it made."""
-
-    def __init__(self, workflows: Workflows, now: float) -> None:
-        self.wf = workflows
-        self.now = now
-        self.ops: list[AnyOp] = []
-        #: jobs this plan ended (killed, expired at release, deleted): the other end hooks' news
-        self.ended: list[Ended] = []
-        self.gone: set[str] = set()
-        self._pending: dict[str, dict[str, None]] = {}
-        self._outcomes: dict[str, dict[str, str]] = {}
-        self._records: dict[str, dict[str, Any]] = {}
-
-    def drain(self, work: list[Resolution]) -> None:
-        """Record each ended job's outcome where needed and resolve the held jobs waiting on
-        it; kills and expiries add to the work (transitively, in this one step)."""
-        queue = deque(work)
-        while queue:
-            jid, outcome, result = queue.popleft()
-            if jid in self.wf.referrers or result is not None:
-                record: dict[str, Any] = {"outcome": outcome, "finished_at": self.now}
-                if result is not None:
-                    record["result"] = result
-                self._records[jid] = record
-                self.ops.append({"op": "wf_outcome", "jid": jid, **record})
-            for waiting in sorted(self.wf.dependents.get(jid, ())):
-                queue.extend(self.resolve(waiting, jid, outcome))
-
-    def resolve(self, jid: str, dep: str, outcome: str) -> list[Resolution]:
-        """Resolve one edge of held job `jid`; release or kill it when that settles it."""
-        held = self.wf.held.get(jid)
-        if held is None or jid in self.gone:
-            return []
-        pending = self._pending.setdefault(jid, dict(held.pending))
-        if dep not in pending:
-            return []
-        del pending[dep]
-        self._outcomes.setdefault(jid, dict(held.outcomes))[dep] = outcome
-        self.ops.append({"op": "wf_resolve", "jid": jid, "dep": dep, "outcome": outcome})
-        if outcome != SUCCESS and held.policy == SUCCESS:
-            return self.kill(held, f"dependency {dep} {outcome}")
-        return [] if pending else self.release(held)
-
-    def kill(self, held: Held, message: str | None) -> list[Resolution]:
-        """Into the dead set, with a `DependencyFailed` failure saying `message` (None: as it
-        is, like MUTATE kill of a set's entry); its dependents see `dead`."""
-        self.gone.add(held.jid)
-        dead = held.job
-        if message is not None:
-            failure = {"failed_at": format_time(self.now), "message": message, "errtype": DEPENDENCY_FAILED,
-                       "retry_count": 0, "remaining": 0}
-            dead = jobs.with_fields(dead, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
-        self.ops += [{"op": "wf_unhold", "jid": held.jid, "how": "killed"}, SetAdd("dead", self.now + DEAD_TTL, dead)]
-        self.ended.append(Ended(dead, Ending.DEAD))
-        return [(held.jid, Ending.DEAD.value, None)]
-
-    def remove(self, held: Held) -> list[Resolution]:
-        """Dropped (MUTATE discard of the `held` target); its dependents see `deleted`."""
-        self.gone.add(held.jid)
-        self.ops.append({"op": "wf_unhold", "jid": held.jid, "how": "deleted"})
-        self.ended.append(Ended(held.job, Ending.DELETED))
-        return [(held.jid, Ending.DELETED.value, None)]
-
-    def release(self, held: Held, how: str = "released") -> list[Resolution]:
-        """Into its queue (`enqueued_at` = now), or the scheduled set while its `at` is
-        ahead; dropped as expired if its own deadline passed. Its dependencies' outcomes
-        and results go under `custom._after`."""
-        self.gone.add(held.jid)
-        when = deadline(held.job)
-        if when is not None and when <= self.now:
-            self.ops.append({"op": "wf_unhold", "jid": held.jid, "how": "expired"})
-            self.ended.append(Ended(held.job, Ending.EXPIRED))
-            return [(held.jid, Ending.EXPIRED.value, None)]
-        custom = dict(held.job.get("custom") or {})
-        custom["_after"] = self._after(held)
-        job = jobs.with_fields(held.job, custom=custom)
-        self.ops.append({"op": "wf_unhold", "jid": held.jid, "how": how})
-        if held.at is not None and held.at > self.now:
-            self.ops.append(SetAdd("scheduled", held.at, job))
-        else:
-            self.ops.append(enqueue_op(jobs.with_fields(job, enqueued_at=format_time(self.now))))
-        return []
-
-    def _after(self, held: Held) -> dict[str, Any]:
-        """`custom._after`: each resolved dependency's outcome and result (results left out,
-        marked `result_omitted`, when together they exceed `inject_max_bytes`)."""
-        outcomes = self._outcomes.get(held.jid, held.outcomes)
-        after: dict[str, Any] = {}
-        for dep in held.deps:
-            if dep not in outcomes:
-                continue  # requeued by hand before it resolved
-            entry: dict[str, Any] = {"outcome": outcomes[dep]}
-            record = self._records.get(dep) or self.wf.records.get(dep)
-            if record is not None and "result" in record:
-                entry["result"] = record["result"]
-            after[dep] = entry
-        if len(jsoncodec.dumps(after)) > self.wf.settings.inject_max_bytes:
-            for entry in after.values():
-                if entry.pop("result", None) is not None:
-                    entry["result_omitted"] = True
-        return after
 
 
 def workflow_table(workflows: Workflows) -> dict[str, Any]:
