@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 SUCCESS = "success"
 DEPENDENCY_FAILED = "DependencyFailed"
 
-#: a job that ended, how, and its result: what `_Plan.drain` resolves edges for
+#: a job that ended, how, and its result: what `Plan.drain` resolves edges for
 Resolution = tuple[str, str, Any]
 
 
