@@ -36,8 +36,9 @@ class Plan:
         #: jobs this plan ended (killed, expired at release, deleted): the other end hooks' news
         self.ended: list[Ended] = []
         self.gone: set[str] = set()
-        self._pending: dict[str, dict[str, None]] = {}
-        self._outcomes: dict[str, dict[str, str]] = {}
+        #: held jid → the edges this plan resolved, and how (an overlay: a held job with
+        #: 10 000 dependencies is not copied at each of their ends)
+        self._resolved: dict[str, dict[str, str]] = {}
         self._records: dict[str, dict[str, Any]] = {}
 
     def drain(self, work: list[Resolution]) -> None:
@@ -60,15 +61,14 @@ class Plan:
         held = self.wf.held.get(jid)
         if held is None or jid in self.gone:
             return []
-        pending = self._pending.setdefault(jid, dict(held.pending))
-        if dep not in pending:
+        resolved = self._resolved.setdefault(jid, {})
+        if dep not in held.pending or dep in resolved:
             return []
-        del pending[dep]
-        self._outcomes.setdefault(jid, dict(held.outcomes))[dep] = outcome
+        resolved[dep] = outcome
         self.ops.append({"op": "wf_resolve", "jid": jid, "dep": dep, "outcome": outcome})
         if outcome != SUCCESS and held.policy == SUCCESS:
             return self.kill(held, f"dependency {dep} {outcome}")
-        return [] if pending else self.release(held)
+        return [] if len(resolved) < len(held.pending) else self.release(held)
 
     def kill(self, held: Held, message: str | None) -> list[Resolution]:
         """Into the dead set, with a `DependencyFailed` failure saying `message` (None: as it
@@ -113,12 +113,13 @@ class Plan:
     def _after(self, held: Held) -> dict[str, Any]:
         """`custom._after`: each resolved dependency's outcome and result (results left out,
         marked `result_omitted`, when together they exceed `inject_max_bytes`)."""
-        outcomes = self._outcomes.get(held.jid, held.outcomes)
+        resolved = self._resolved.get(held.jid, {})
         after: dict[str, Any] = {}
         for dep in held.deps:
-            if dep not in outcomes:
+            outcome = resolved.get(dep) or held.outcomes.get(dep)
+            if outcome is None:
                 continue  # requeued by hand before it resolved
-            entry: dict[str, Any] = {"outcome": outcomes[dep]}
+            entry: dict[str, Any] = {"outcome": outcome}
             record = self._records.get(dep) or self.wf.records.get(dep)
             if record is not None and "result" in record:
                 entry["result"] = record["result"]
