@@ -15,6 +15,7 @@ from faktory_py import config
 from faktory_py.config import ConfigError
 from faktory_py.core.lifecycle import Manager
 from faktory_py.errors import ClientError
+from faktory_py.features.batches.feature import Batches
 from faktory_py.features.workflows.feature import Workflows, workflow_table
 from faktory_py.server.app import enterprise_features
 from faktory_py.store.memory import MemoryStore
@@ -357,3 +358,21 @@ def test_from_track_desc_makes_a_tracked_jobs_desc_its_result() -> None:
     released, _ = manager.fetch(["default"], "w", NOW)
     assert released is not None
     assert released["custom"]["_after"] == {"aaaaaaaa": {"outcome": "success", "result": '{"ok":true}'}}
+
+
+@pytest.mark.xfail(strict=True, reason="features/batches counts members at ACK/FAIL/drop only; it is told of "
+                   "the jobs workflows ends (hooks.Ends) once it implements the end hook (issue 13, batches)")
+def test_a_batch_member_killed_by_policy_counts_as_failed(world: World) -> None:
+    batches = world.manager.features.find(Batches)
+    assert batches is not None
+    bid, ops = batches.new({"complete": {"jobtype": "Done", "args": []}}, "", world.now)
+    world.store.commit(ops)
+    world.push("x", retry=0, queue="up")
+    world.push("m", after=["x"], custom={"bid": bid})
+    world.store.commit(batches.commit(bid, world.now))
+    job, _ = world.manager.fetch(["up"], "w1", world.now)
+    assert job is not None
+    world.manager.fail(jid("x"), "E", "m", [], world.now)  # m is killed by policy
+    assert world.dead("m") is not None
+    status = batches.status(bid, world.now)
+    assert (status["pending"], status["failed"], status["complete_st"]) == (1, 1, "1")
