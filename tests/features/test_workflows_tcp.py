@@ -91,7 +91,9 @@ async def test_a_diamond_through_a_concurrency_one_throttle_completes(
         ran = []
         while (got := await client.fetch("lim")) is not None:
             info = (await client.info())["faktory"]
-            assert info["throttles"]["lim"]["in_use"] == 1
+            status = json.loads(await client.command("THROTTLE STATUS lim"))["lim"]
+            # the slot is taken: `waiting` counts the queued jobs only, never the held ones
+            assert (status["in_use"], status["waiting"]) == (1, info["queues"]["lim"])
             ran.append(got["jid"])
             assert await client.json_command("ACK", {"jid": got["jid"]}) == b"OK"
             assert (await client.info())["faktory"]["throttles"]["lim"]["in_use"] == 0
