@@ -1,5 +1,5 @@
 """The Workflows tab `/held` (protocol/spec.md §12.7): held jobs with how many dependencies they
-wait on, a search by jid, and the `held` MUTATE actions as POSTs; a job deleted from its queue in
+wait on, a search by jid with that job's edges, and the `held` MUTATE actions as POSTs; a job deleted from its queue in
 the web UI resolves its dependents as `deleted` (C-T5's web UI part)."""
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ async def test_the_workflows_tab_lists_searches_and_acts(tmp_path: Path, running
     assert "2 of 2" in page.body and "up" * 6 in page.body
     found = await request(server, "GET", "/held?jid=" + "y" * 12)
     assert "y" * 12 in found.body and "x" * 12 not in found.body
+    assert f'<code>{"y" * 12}</code>: held' in found.body
+    assert f'<td><a href="/held?jid={"up" * 6}"><code>{"up" * 6}</code></a></td><td>enqueued</td>' in found.body
+    assert "<td>unknown</td>" in found.body  # never-pushed
+    upstream = await request(server, "GET", "/held?jid=" + "up" * 6)
+    assert f'<code>{"up" * 6}</code>: enqueued' in upstream.body
+    assert all(f'<code>{name * 12}</code></a>' in upstream.body for name in "xyz")  # its dependents
     assert (await request(server, "POST", "/held", "action=explode&key=all")).status == 400
     killed = await request(server, "POST", "/held", f"action=kill&key={'x' * 12}")
     assert (killed.status, killed.headers["location"]) == (302, "/held")

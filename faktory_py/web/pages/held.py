@@ -1,6 +1,8 @@
 """The Workflows tab (the workflows feature's `WebPage("held", ...)`, protocol/spec.md §12.7):
 the held jobs, oldest first — how many of their dependencies they still wait on, the first of
-those, how long they have been held — a search by jid, and the `held` MUTATE actions."""
+those, how long they have been held — a search by jid showing that job's edges (JOB DEPS: its
+dependencies with their outcome or state, the held jobs waiting on it; any jid, held or not),
+and the `held` MUTATE actions."""
 
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def routes(workflows: Workflows, site: Site) -> list[BaseRoute]:
         search = request.query_params.get("jid", "").strip()
         now = site.state.now()
         data = held_page(workflows, views.page_number(request.query_params.get("page")), search, now)
-        return site.render(request, "held.html", held=data, search=search, nav="held",
+        edges = workflows.deps(search) if search else None
+        return site.render(request, "held.html", held=data, search=search, edges=edges, nav="held",
                            actions=list(ACTIONS))
 
     async def act(request: Request) -> Response:
