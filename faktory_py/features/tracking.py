@@ -21,7 +21,8 @@ Wire (protocol/spec.md §9.3, protocol/clients.md §8.3):
 States, as the server sees events: PUSH ⇒ `enqueued` (scheduled jobs too), FETCH ⇒
 `working`, ACK ⇒ `success`, FAIL that will be retried (also a reservation that expired) ⇒
 `failed`. A job that will not run again ⇒ `dead`: moved to the dead set, FAILed with
-`retry: 0` (discarded), or dropped at FETCH because it had expired. A retry or scheduled job
+`retry: 0` (discarded), dropped at FETCH because it had expired, deleted (MUTATE, QUEUE REMOVE,
+the web UI), or killed while held because a dependency failed (protocol/spec.md §12.4). A retry or scheduled job
 entering its queue does not change the state (the next FETCH does). A SET for a jid without
 a record creates one in state `unknown` holding the progress. Records are forgotten 30
 minutes after their last update (ignored from then on, pruned lazily).
@@ -34,11 +35,11 @@ JSON object), `TRACK SET needs a jid`, `percent must be an integer from 0 to 100
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import islice, takewhile
 from typing import Any
 
-from ..core.hooks import Outcome
+from ..core.hooks import Ended, Ending, Outcome
 from ..core.jobs import MAX_RESERVE_FOR
 from ..core.registry import Feature
 from ..errors import ClientError
@@ -150,9 +151,11 @@ class JobTracking:
     # --- lifecycle hooks ------------------------------------------------------------
 
     def feature(self) -> Feature:
-        """How it plugs in: a tracked job's record follows it through PUSH, FETCH, a drop,
-        ACK and FAIL; TRACK reads and adds to it."""
-        return Feature("tracking", self, push=self, fetch=self, drop=self, finish=self, commands=("TRACK",))
+        """How it plugs in: a tracked job's record follows it through PUSH, FETCH, ACK, a FAIL
+        that will be retried, and every way it leaves for good (the end hook: into the dead
+        set, discarded, dropped as expired, deleted, killed because a dependency failed); TRACK
+        reads and adds to it."""
+        return Feature("tracking", self, push=self, fetch=self, finish=self, end=self, commands=("TRACK",))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         if not tracked(job):
@@ -162,16 +165,17 @@ class JobTracking:
     def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
         return self._moved(job, "working", now)
 
-    def on_drop(self, job: Job, now: float) -> list[Op]:
-        return self._moved(job, "dead", now)
-
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
         if not tracked(res.job):
             return []
         return self._prune(now) + [self._update(res.job["jid"], now, "success")]
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
-        return self._moved(res.job, "failed" if outcome is Outcome.RETRY else "dead", now)
+        return self._moved(res.job, "failed", now) if outcome is Outcome.RETRY else []
+
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+        """A job that will not run again is `dead` (an ACKed one is `success`, set by on_ack)."""
+        return [op for end in ended if end.ending is not Ending.SUCCESS for op in self._moved(end.job, "dead", now)]
 
     # --- what TRACK SET changes (commands/track.py parses the arguments) -----------------
 

@@ -376,3 +376,16 @@ def test_a_batch_member_killed_by_policy_counts_as_failed(world: World) -> None:
     assert world.dead("m") is not None
     status = batches.status(bid, world.now)
     assert (status["pending"], status["failed"], status["complete_st"]) == (1, 1, "1")
+
+
+def test_a_tracked_job_killed_or_deleted_while_held_is_dead_to_track_get(world: World) -> None:
+    tracking = world.wf.tracking
+    assert tracking is not None
+    world.push("a", retry=0)
+    world.push("b", after=["a"], custom={"track": 1})
+    world.push("c", after=["n"], custom={"track": 1})
+    assert tracking.progress(jid("b"), world.now)["state"] == "enqueued"
+    world.fail("a")
+    world.manager.mutate({"cmd": "discard", "target": "held"}, world.now)
+    assert tracking.progress(jid("b"), world.now)["state"] == "dead"
+    assert tracking.progress(jid("c"), world.now)["state"] == "dead"
