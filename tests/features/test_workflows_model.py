@@ -1,9 +1,10 @@
 """C-T12: a hypothesis machine over job dependencies (protocol/spec.md §12.4's W1–W4).
 
 It pushes random DAG fragments over a small pool of jids — dependencies on jids pushed
-before, after, or never, with either policy and various retry counts — and interleaves
-FETCH/ACK/FAIL, MUTATE (retries: discard, kill, requeue; held: discard, kill, requeue), QUEUE
-REMOVE, the clock and restarts from the journal and from a snapshot. After every step:
+before, after, or never, with either policy and various retry counts, by PUSH and PUSHB — and
+interleaves FETCH/ACK/FAIL, MUTATE (retries: discard, kill, requeue; held: discard, kill,
+requeue), retries from the Morgue, QUEUE REMOVE, the clock and restarts from the journal and
+from a snapshot. After every step:
 
 * W1: every held job waits on at least one dependency that is live (held, queued, scheduled,
   reserved, retrying) or unknown with its deadline ahead;
@@ -84,6 +85,28 @@ class WorkflowMachine(RuleBasedStateMachine):
         if deps:
             self.declared[jid] = (list(dict.fromkeys(deps)), policy)
         self._note_dead()
+
+    @rule(first=st.sampled_from(POOL), second=st.sampled_from(POOL), policy=st.sampled_from(["success", "complete"]))
+    def pushb(self, first: str, second: str, policy: str) -> None:
+        """PUSHB of a job and a dependent of it, the dependent first (each job is committed on
+        its own, so the dependent waits on a jid unknown when it is held)."""
+        if first == second or {first, second} & self.pushed:
+            return
+        dependent = {"jid": second, "jobtype": "W", "args": [], "custom": {"after": [first], "after_policy": policy}}
+        upstream = {"jid": first, "jobtype": "W", "args": [], "retry": 0}
+        errors, _ = self.manager.push_bulk([dependent, upstream], self.now)
+        for job in (dependent, upstream):
+            if job["jid"] not in errors:
+                self.pushed.add(job["jid"])
+        if second not in errors:
+            self.declared[second] = ([first], policy)
+        self._note_dead()
+
+    @rule()
+    def retry_from_the_morgue(self) -> None:
+        """The operator's override: dead jobs (dependents killed by policy too) run again."""
+        self.ended -= {jid for _s, jid, _j in self.store.set_entries("dead")}
+        self.manager.enqueue_entries("dead", None, self.now)
 
     @rule(ack=st.booleans())
     def work(self, ack: bool) -> None:
