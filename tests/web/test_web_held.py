@@ -5,8 +5,10 @@ the web UI resolves its dependents as `deleted` (C-T5's web UI part)."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from faktory_py.features.workflows.feature import Workflows
+from faktory_py.util.timefmt import format_time
 from test_web_http import config, push, request, running  # noqa: F401  (running: a fixture)
 
 
@@ -41,3 +43,14 @@ async def test_the_workflows_tab_lists_searches_and_acts(tmp_path: Path, running
     entry = server.dispatcher.manager.store.set_entry("dead", "z" * 12)
     assert entry is not None and entry[1]["failure"]["message"] == f"dependency {'up' * 6} deleted"
     assert "No held jobs" in (await request(server, "GET", "/held")).body
+
+
+async def test_a_job_page_links_to_its_edges(tmp_path: Path, running) -> None:  # noqa: F811
+    server = await running(config(tmp_path))
+    manager = server.dispatcher.manager
+    push(server, "k" * 12, custom={"after": ["never-pushed"], "after_timeout": 1})
+    manager.mutate({"cmd": "kill", "target": "held"}, server.dispatcher.clock.now())
+    entry = manager.store.set_entry("dead", "k" * 12)
+    assert entry is not None
+    page = await request(server, "GET", "/morgue?key=" + quote(f"{format_time(entry[0])}|{'k' * 12}"))
+    assert page.status == 200 and f'href="/held?jid={"k" * 12}" id="edges"' in page.body
