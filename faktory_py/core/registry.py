@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .hooks import (
-    DropHook, EndHook, FetchHook, FinishHook, GateHook, InfoHook, ObserveHook, PrepareHook, PushHook, PushUser,
-    TimedHook,
+    DropHook, EndHook, FetchHook, FinishHook, GateHook, HoldHook, InfoHook, ObserveHook, PrepareHook, PushHook,
+    PushUser, TargetHook, TimedHook,
 )
 
 T = TypeVar("T")
@@ -44,11 +44,13 @@ class Feature:
     owner: object
     prepare: PrepareHook | None = None
     push: PushHook | None = None
+    hold: HoldHook | None = None
     gate: GateHook | None = None
     fetch: FetchHook | None = None
     drop: DropHook | None = None
     finish: FinishHook | None = None
     end: EndHook | None = None
+    target: TargetHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
     #: told of each committed step (metrics)
@@ -84,11 +86,13 @@ class Registry:
         # ACK) loop over only the features that implement the hook.
         self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
         self.push = tuple(f.push for f in self.features if f.push is not None)
+        self.hold = tuple(f.hold for f in self.features if f.hold is not None)
         self.gate = tuple(f.gate for f in self.features if f.gate is not None)
         self.fetch = tuple(f.fetch for f in self.features if f.fetch is not None)
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
         self.finish = tuple(f.finish for f in self.features if f.finish is not None)
         self.end = tuple(f.end for f in self.features if f.end is not None)
+        self.target = tuple(f.target for f in self.features if f.target is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)
         self.observe = tuple(f.observe for f in self.features if f.observe is not None)

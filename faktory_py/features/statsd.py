@@ -1,4 +1,4 @@
-"""Faktory Enterprise's statsd metrics, as DogStatsD lines (protocol/spec.md §14).
+"""Faktory Enterprise's statsd metrics, as DogStatsD lines (protocol/spec.md §15).
 
 Why: dashboards and alerts built for Faktory Enterprise (Grafana, Datadog) read these names.
 This module only words the lines; the server sends them (server/statsd.py: a non-blocking

@@ -1,4 +1,4 @@
-"""statsd metrics (protocol/spec.md §14): a UDP listener on a free loopback port receives
+"""statsd metrics (protocol/spec.md §15): a UDP listener on a free loopback port receives
 Faktory Enterprise's names with DogStatsD tags for push, fetch, ack, fail, expiry and unique
 denial; with statsd unreachable every command answers as ever and the errors are counted;
 `[statsd]` is parsed with clear errors. In-process servers (tests/helpers/inprocess.py) on
