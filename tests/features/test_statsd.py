@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from faktory_py.cli import check_config
 from faktory_py.config import StatsdConfig, statsd
 from faktory_py.errors import ConfigError
 from faktory_py.features.statsd import StatsdMetrics
@@ -230,3 +231,14 @@ def test_a_server_process_reads_conf_d_statsd_toml(server_factory) -> None:
             while not wanted <= lines:
                 lines.update(listener.recv(65536).decode().split("\n"))
         assert client.info()["faktory"]["statsd"]["errors"] == 0
+
+
+def test_check_config_reports_statsd_errors_and_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "conf.d").mkdir()
+    statsd_toml = tmp_path / "conf.d" / "statsd.toml"
+    statsd_toml.write_text('[statsd]\nlocation = "127.0.0.1:8125"\nenabled = true\n')
+    assert check_config(["-c", str(tmp_path)]) == 0
+    assert 'warning: config: statsd: unknown key "enabled" ignored' in capsys.readouterr().err
+    statsd_toml.write_text('[statsd]\nlocation = "8125"\n')
+    assert check_config(["-c", str(tmp_path)]) == 2
+    assert 'config: statsd.location: must be "host:port"' in capsys.readouterr().err
