@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .hooks import DropHook, FetchHook, FinishHook, GateHook, InfoHook, PrepareHook, PushHook, TimedHook
+from .hooks import DropHook, FetchHook, FinishHook, InfoHook, PrepareHook, PushHook, SelectHook, TimedHook
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ class Feature:
     owner: object
     prepare: PrepareHook | None = None
     push: PushHook | None = None
-    gate: GateHook | None = None
+    select: SelectHook | None = None
     fetch: FetchHook | None = None
     drop: DropHook | None = None
     finish: FinishHook | None = None
@@ -76,7 +76,7 @@ class Registry:
         # ACK) loop over only the features that implement the hook.
         self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
         self.push = tuple(f.push for f in self.features if f.push is not None)
-        self.gate = tuple(f.gate for f in self.features if f.gate is not None)
+        self.select = tuple(f.select for f in self.features if f.select is not None)
         self.fetch = tuple(f.fetch for f in self.features if f.fetch is not None)
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
         self.finish = tuple(f.finish for f in self.features if f.finish is not None)

@@ -37,7 +37,7 @@ from ..store.journal import Journal
 from ..store.memory import MemoryStore
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
-from .reload import ConfigReload, throttle_limits, wake_all_queues
+from .reload import ConfigReload, throttle_rules, wake_all_queues
 from .tcp import Connections
 from .timers import DueTimer, reap_workers, supervised
 from .waiters import QueueWaiters
@@ -106,7 +106,7 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     """
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
-                     Throttles(store, throttle_limits(throttles), throttles.warnings).feature()])
+                     Throttles(store, throttle_rules(throttles), throttles.warnings).feature()])
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:
@@ -142,8 +142,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     features = enterprise_features(store, config.batches, config.throttles)
     throttles = features.find(Throttles)
     assert throttles is not None
-    throttles.occupancy.on_release = waiters.notify
-    throttles.rate.on_open = waiters.notify
+    throttles.wake = waiters.notify
     replay_journal(journal, store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)

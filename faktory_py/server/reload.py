@@ -9,7 +9,8 @@ changes them logs that they wait for a restart and keeps them as they are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import Any
+from collections.abc import Callable, Container
 from dataclasses import fields, replace
 
 from ..config import Config, ThrottlesConfig
@@ -17,8 +18,7 @@ from ..core.lifecycle import Manager
 from ..core.registry import Registry
 from ..errors import ConfigError
 from ..features.throttles.feature import Throttles
-from ..features.throttles.occupancy import Limit
-from ..features.throttles.rate import Rate
+from ..features.throttles.rules import Limit, Rate, Rules, named_limit, throttle
 from .clock import Clock
 from .timers import DueTimer
 from .waiters import QueueWaiters
@@ -26,18 +26,31 @@ from .waiters import QueueWaiters
 log = logging.getLogger("faktory_py.server")
 
 
-def throttle_limits(throttles: ThrottlesConfig) -> dict[str, Limit]:
-    """queue → its `Limit`, as the throttles feature takes them."""
-    return {t.queue: Limit(t.timeout, t.concurrency, t.worker, None if t.rate is None else Rate(*t.rate),
-                           t.slot_release, t.on_worker_lost)
-            for t in throttles.entries}
+def throttle_rules(throttles: ThrottlesConfig) -> Rules:
+    """The `[throttles]` and `[faktory_py.limits]` entries as the throttles feature takes them."""
+    def limit(entry: Any) -> Limit:
+        return Limit(entry.timeout, entry.concurrency, entry.worker, None if entry.rate is None else Rate(*entry.rate),
+                     entry.slot_release, entry.on_worker_lost, entry.partition)
+
+    return Rules([*(throttle(t.queue, limit(t)) for t in throttles.entries),
+                  *(named_limit(n.name, limit(n), n.queues, n.jobtypes) for n in throttles.limits)])
 
 
-def wake_all_queues(throttles: ThrottlesConfig) -> frozenset[str]:
-    """Queues whose every waiting FETCH tries when one gains a job or a slot: those with a
-    per-worker limit, since whether a FETCH may take the job depends on its wid
-    (protocol/spec.md §11.3)."""
-    return frozenset(t.queue for t in throttles.entries if t.worker)
+class EveryQueue:
+    """Every queue name (a per-worker limit that selects jobs of any queue)."""
+
+    def __contains__(self, queue: object) -> bool:
+        return True
+
+
+def wake_all_queues(throttles: ThrottlesConfig) -> Container[str]:
+    """Queues whose every waiting FETCH tries when one gains a job or a slot: those some
+    rule with a per-worker limit may select, since whether a FETCH may take the job depends
+    on its wid (protocol/spec.md §11.3)."""
+    if any(n.worker and n.queues is None for n in throttles.limits):
+        return EveryQueue()
+    return frozenset([*(t.queue for t in throttles.entries if t.worker),
+                      *(q for n in throttles.limits if n.worker for q in n.queues or ())])
 
 
 class ConfigReload:
@@ -84,10 +97,9 @@ class ConfigReload:
         removed limit may let them), and the due timer learns when the first recounted slot
         times out."""
         now = self.clock.now()
-        before = set(self.throttles.limits)
-        self.features.replace(self.throttles.reconfigure(throttle_limits(throttles), throttles.warnings, now))
+        self.features.replace(self.throttles.reconfigure(throttle_rules(throttles), throttles.warnings, now))
         self.waiters.wake_all = wake_all_queues(throttles)
-        for queue in before | set(self.throttles.limits):
+        for queue in self.manager.store.queue_names():
             self.waiters.top_up(queue, self.manager.available(queue, now))
         due = self.throttles.next_due()
         if due is not None:

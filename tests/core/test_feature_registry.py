@@ -162,7 +162,7 @@ def test_the_servers_features_keep_their_order() -> None:
     assert [type(feature.owner) for feature in registry] == list(kinds)
     assert all(registry.find(kind) is feature.owner for kind, feature in zip(kinds, registry))
     assert [type(hook) for hook in registry.fetch] == list(kinds[:4])
-    assert registry.gate == ()  # no throttle configured: FETCH asks no gate
+    assert registry.select == ()  # no throttle configured: FETCH takes the head
     # the Throttles tab is routed from the start (a reload may configure throttles), listed once there are some
     assert [(page.name, page.listed) for feature in registry for page in feature.pages] == [
         ("batches", True), ("throttles", False)]

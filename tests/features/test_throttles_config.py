@@ -103,7 +103,15 @@ def test_a_rate_limit_loads_alone_or_with_the_others(tmp_path: Path, entry: str,
     ('{ timeout = 60, rate = { limit = 3, period = "10s" } }',
      "rate.period must be a number of seconds from 0.001 to 86400"),
     ("{ timeout = 60, rate = { limit = 3, period = 10, burst = 5 } }", 'rate: unknown key "burst"'),
-    ('{ concurrency = 1, timeout = 60, partition = ["jobtype"] }', "partition is not supported yet"),
+    ('{ concurrency = 1, timeout = 60, partition = "jobtype" }',
+     'partition must be a list of "jobtype", "queue", "custom.<path>" or "args.<path>"'),
+    ('{ concurrency = 1, timeout = 60, partition = [] }',
+     'partition must be a list of "jobtype", "queue", "custom.<path>" or "args.<path>"'),
+    ('{ concurrency = 1, timeout = 60, partition = ["tenant"] }',
+     'partition must be a list of "jobtype", "queue", "custom.<path>" or "args.<path>", not \'tenant\''),
+    ('{ concurrency = 1, timeout = 60, partition = ["custom."] }',
+     'partition must be a list of "jobtype", "queue", "custom.<path>" or "args.<path>", not \'custom.\''),
+    ('{ concurrency = 1, timeout = 60, partition = ["queue", "queue"] }', "partition names a selector twice"),
 ])
 def test_every_bad_entry_names_its_queue_and_reason(tmp_path: Path, entry: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:

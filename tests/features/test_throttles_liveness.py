@@ -63,7 +63,8 @@ def stuck(server: Server, fetchers: list[Fetcher]) -> list[tuple[str, str]]:
     assert throttles is not None
     now = server.dispatcher.clock.now()
     return [(f.wid, q) for f in fetchers if f.queues is not None for q in f.queues
-            if store.queue_size(q) and not store.is_paused(q) and throttles.admits(q, f.wid, now)]
+            if not store.is_paused(q)
+            and (throttles.select(q, f.wid, now) is not None if throttles.selects(q) else store.queue_size(q))]
 
 
 def over_limit(server: Server) -> list[str]:

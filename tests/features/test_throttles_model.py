@@ -29,7 +29,7 @@ from faktory_py.config import Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.server.app import enterprise_features
-from faktory_py.server.reload import throttle_limits
+from faktory_py.server.reload import throttle_rules
 from faktory_py.store.memory import MemoryStore
 from helpers.model_replay import due_times, replay, roundtrip, snapshot_records
 
@@ -54,10 +54,10 @@ WIDS = ("A", "B", "C", "")
 START = 1_700_000_000.0
 
 
-def recomputed(store: MemoryStore, limits: dict[str, Throttle], now: float) -> dict[str, tuple[str, str]]:
-    """The slots by definition: jid → (queue, wid) of each live reservation of a throttled
-    queue whose timeout has not passed at `now`."""
-    return {res.job["jid"]: (res.job["queue"], res.wid) for res in store.reservations()
+def recomputed(store: MemoryStore, limits: dict[str, Throttle], now: float) -> dict[Any, Any]:
+    """The slots by definition: (jid, queue) → ((queue, partition), wid) of each live
+    reservation of a throttled queue whose timeout has not passed at `now`."""
+    return {(res.job["jid"], res.job["queue"]): ((res.job["queue"], ()), res.wid) for res in store.reservations()
             if res.job["queue"] in limits and res.reserved_at + limits[res.job["queue"]].timeout > now}
 
 
@@ -102,8 +102,8 @@ class ThrottleMachine(RuleBasedStateMachine):
         occupancy = self.throttles.occupancy
         occupancy.release_due(self.now)
         # the first queue with a job that the throttle admits is the one FETCH must take from
-        expected = next((q for q in queues if self.store.queue_size(q) and occupancy.admits(q, wid)
-                         and self._rate_admits(q)), None)
+        expected = next((q for q in queues if self.store.queue_size(q)
+                         and (q not in self.limits or occupancy.admits((q, ()), wid)) and self._rate_admits(q)), None)
         job, _ = self.manager.fetch(queues, wid, self.now)
         assert (job and job["queue"]) == expected
         if expected in self.grants:
@@ -143,7 +143,7 @@ class ThrottleMachine(RuleBasedStateMachine):
     def reload(self, config: ThrottlesConfig) -> None:
         """SIGHUP with other throttles (server/reload.py does the same, and wakes the waiters)."""
         self.config = config
-        self.manager.features.replace(self.throttles.reconfigure(throttle_limits(config), config.warnings, self.now))
+        self.manager.features.replace(self.throttles.reconfigure(throttle_rules(config), config.warnings, self.now))
         self.over = {key: n - self._limit(key) for key, n in self._held().items() if n > self._limit(key)}
 
     @rule()
@@ -160,7 +160,7 @@ class ThrottleMachine(RuleBasedStateMachine):
         throttles.run_due(self.now)  # replay does not know the clock
         assert throttles.occupancy.holders() == self.throttles.occupancy.holders()
         for queue in RATES:
-            assert throttles.rate.in_window(queue, self.now) == self.throttles.rate.in_window(queue, self.now)
+            assert throttles.rate.in_window((queue, ()), self.now) == self.throttles.rate.in_window((queue, ()), self.now)
         self.journal = records if from_snapshot else self.journal
         self.store, self.manager, self.throttles = store, manager, throttles
 
@@ -174,7 +174,7 @@ class ThrottleMachine(RuleBasedStateMachine):
         """Slots per limited (queue, None) and (queue, wid)."""
         held: Counter[tuple[str, str | None]] = Counter()
         limits = self.limits
-        for queue, wid in recomputed(self.store, limits, self.now).values():
+        for (queue, _partition), wid in recomputed(self.store, limits, self.now).values():
             if limits[queue].concurrency is not None:
                 held[queue, None] += 1
             if limits[queue].worker is not None:
@@ -209,8 +209,8 @@ class ThrottleMachine(RuleBasedStateMachine):
         reads without the clock)."""
         for queue, (limit, _period) in RATES.items():
             assert all(self._in_window(queue, at) <= limit for at in self.grants[queue])
-            assert self.throttles.rate.in_window(queue, self.now) == self._in_window(queue, self.now)
-            assert self.throttles.rate.full(queue) == (self._in_window(queue, self.now) >= limit)
+            assert self.throttles.rate.in_window((queue, ()), self.now) == self._in_window(queue, self.now)
+            assert self.throttles.rate.full((queue, ())) == (self._in_window(queue, self.now) >= limit)
 
 
 ThrottleMachine.TestCase.settings = settings(

@@ -1,0 +1,139 @@
+"""The queued jobs of limited queues by class, FIFO per class: how FETCH skips a full
+partition without scanning the queue (protocol/spec.md §11.3, §11.8).
+
+A job's class (`rules.JobClass`) says every slot and rate window it needs; two jobs of one
+class are held back by exactly the same ones, so FETCH only has to look at the oldest job
+of each class of a queue: the oldest of those whose class has room is the job to hand out.
+That is O(C) for the C classes present in the queue, whatever the number of jobs.
+
+The index is derived from the store's queues (a `store.api.QueueObserver`): jobs enter and
+leave it where they enter and leave their queue, on live commits and journal replay alike,
+so a restart rebuilds it; a configuration reload classifies the queued jobs again
+(`rebuild`, O(queued jobs of limited queues)). Only queues some rule may select are
+indexed: the others keep FETCH's head path, which costs what it did before limits existed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+
+from ...store.api import Store
+from ...store.api import decode_queued as decode
+from .rules import JobClass, Rules, SlotKey
+
+
+class _Queue:
+    """One indexed queue: class → its jobs as (position, jid), oldest first."""
+
+    __slots__ = ("fifos", "where")
+
+    def __init__(self) -> None:
+        self.fifos: dict[JobClass, deque[tuple[int, str]]] = {}
+        #: jid → (class, position) of each job, to take one out of its class
+        self.where: dict[str, tuple[JobClass, int]] = {}
+
+
+class ClassIndex:
+    """The index of every queue the rules may select (a `QueueObserver`)."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self._queues: dict[str, _Queue] = {}
+        #: slot key → the indexed queues holding jobs that need it, with how many classes
+        #: there need it (a freed slot wakes those queues' FETCHes)
+        self._queues_of: dict[SlotKey, Counter[str]] = {}
+
+    def rebuild(self, rules: Rules, store: Store) -> None:
+        """Classify every queued job again under `rules` (a configuration reload)."""
+        self.rules = rules
+        self._queues.clear()
+        self._queues_of.clear()
+        for queue in store.queue_names():
+            if self.rules.of_queue(queue):
+                for position, raw in store.queue_positioned(queue):
+                    self._add(queue, position, raw)
+
+    # --- the store's queues changing (the store calls these) --------------------------
+
+    def enqueued(self, queue: str, first: int, raws: Sequence[bytes]) -> None:
+        if not self.rules.of_queue(queue):
+            return
+        for offset, raw in enumerate(raws):
+            self._add(queue, first + offset, raw)
+
+    def taken(self, queue: str, jid: str) -> None:
+        indexed = self._queues.get(queue)
+        if indexed is None:
+            return
+        found = indexed.where.pop(jid, None)
+        if found is None:
+            return
+        job_class, position = found
+        fifo = indexed.fifos[job_class]
+        if fifo[0][1] == jid:
+            fifo.popleft()
+        else:  # a job deleted from the middle (the web UI): rare, and it scanned the queue already
+            fifo.remove((position, jid))
+        if not fifo:
+            del indexed.fifos[job_class]
+            self._gone(queue, job_class)
+        if not indexed.where:
+            del self._queues[queue]
+
+    def emptied(self, queue: str) -> None:
+        indexed = self._queues.pop(queue, None)
+        for job_class in () if indexed is None else indexed.fifos:
+            self._gone(queue, job_class)
+
+    def _add(self, queue: str, position: int, raw: bytes) -> None:
+        job = decode(raw)
+        job_class = self.rules.class_of(job)
+        indexed = self._queues.get(queue)
+        if indexed is None:
+            indexed = self._queues[queue] = _Queue()
+        fifo = indexed.fifos.get(job_class)
+        if fifo is None:
+            fifo = indexed.fifos[job_class] = deque()
+            for key in job_class:
+                self._queues_of.setdefault(key, Counter())[queue] += 1
+        fifo.append((position, job["jid"]))
+        indexed.where[job["jid"]] = (job_class, position)
+
+    def _gone(self, queue: str, job_class: JobClass) -> None:
+        """`queue` holds no job of `job_class` any more."""
+        for key in job_class:
+            holders = self._queues_of[key]
+            holders[queue] -= 1
+            if not holders[queue]:
+                del holders[queue]
+                if not holders:
+                    del self._queues_of[key]
+
+    # --- reading ----------------------------------------------------------------------
+
+    def pick(self, queue: str, eligible: Callable[[JobClass], bool]) -> int | None:
+        """The position of the oldest job of `queue` whose class is `eligible`, None if
+        there is none: one look at the head of each class (O(classes), no job decoded)."""
+        indexed = self._queues.get(queue)
+        if indexed is None:
+            return None
+        best: int | None = None
+        for job_class, fifo in indexed.fifos.items():
+            position = fifo[0][0]
+            if (best is None or position < best) and eligible(job_class):
+                best = position
+        return best
+
+    def classes(self, queue: str) -> Iterator[tuple[JobClass, int]]:
+        """(class, jobs queued) of every class of `queue`."""
+        indexed = self._queues.get(queue)
+        return iter(()) if indexed is None else ((c, len(f)) for c, f in indexed.fifos.items())
+
+    def queues_needing(self, key: SlotKey) -> list[str]:
+        """The queues holding jobs that need a slot (or a grant) of `key`."""
+        return list(self._queues_of.get(key, ()))
+
+    def queues(self) -> list[str]:
+        """The indexed queues holding jobs."""
+        return list(self._queues)
