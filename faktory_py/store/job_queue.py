@@ -111,9 +111,12 @@ class JobQueue:
         a long queue does not decode the whole queue once per job.
         """
         raws = self._raws
-        head = self.head()
+        head = decode(raws[0])  # type: ignore[arg-type]  # the head is never a hole
         if head["jid"] == jid:
-            self._popleft()
+            raws.popleft()
+            self._base += 1
+            if raws and raws[0] is None:
+                self._popleft_holes()
             return head
         located = self._located
         if located is not None and located[0] == jid:
@@ -131,10 +134,9 @@ class JobQueue:
                     return job
         raise KeyError(jid)
 
-    def _popleft(self) -> None:
+    def _popleft_holes(self) -> None:
+        """Drop the holes the head left at the front."""
         raws = self._raws
-        raws.popleft()
-        self._base += 1
         while raws and raws[0] is None:
             raws.popleft()
             self._base += 1
@@ -144,7 +146,9 @@ class JobQueue:
         """Take the job at `index` out, the positions of the others staying theirs."""
         self._located = None
         if index == 0:
-            self._popleft()
+            self._raws.popleft()
+            self._base += 1
+            self._popleft_holes()
         else:
             self._raws[index] = None
             self._holes += 1

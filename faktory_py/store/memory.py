@@ -120,10 +120,11 @@ class MemoryStore:
         pending = self._queues.get(op.queue)
         if pending is None:
             pending = self._queues[op.queue] = JobQueue()
-        first = pending.end
         pending.extend(op.raws)
-        for observer in self._queue_observers:
-            observer.enqueued(op.queue, first, op.raws)
+        if self._queue_observers:
+            first = pending.end - len(op.raws)
+            for observer in self._queue_observers:
+                observer.enqueued(op.queue, first, op.raws)
         if self._on_enqueue is not None:
             self._on_enqueue(op.queue)
 

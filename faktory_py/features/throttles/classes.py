@@ -57,12 +57,14 @@ class ClassIndex:
     # --- the store's queues changing (the store calls these) --------------------------
 
     def enqueued(self, queue: str, first: int, raws: Sequence[bytes]) -> None:
-        if not self.rules.of_queue(queue):
+        if not self.rules.by_name or not self.rules.of_queue(queue):  # no rule: no call on PUSH
             return
         for offset, raw in enumerate(raws):
             self._add(queue, first + offset, raw)
 
     def taken(self, queue: str, jid: str) -> None:
+        if not self._queues:
+            return
         indexed = self._queues.get(queue)
         if indexed is None:
             return

@@ -55,6 +55,8 @@ class Occupancy:
     # --- where reservations begin and end (the store calls these) -------------------
 
     def reserved(self, res: Reservation) -> float | None:
+        if not self.rules.by_name:
+            return None
         jid = res.job["jid"]
         first: float | None = None
         for key in self.rules.class_of(res.job):
@@ -69,11 +71,11 @@ class Occupancy:
         return first
 
     def ended(self, jid: str) -> None:
-        for rule in self.rules:
-            held = (jid, rule.name)
+        for name in self.rules.by_name:
+            held = (jid, name)
             if held in self._overdue_slots:
                 self._overdue_slots.discard(held)
-                self.overdue[rule.name] -= 1
+                self.overdue[name] -= 1
             slot = self._slots.get(held)
             if slot is not None:
                 self._release(held, slot)

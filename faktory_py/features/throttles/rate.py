@@ -78,6 +78,8 @@ class RateWindows:
     # --- grants: reservations beginning (the store calls these) -------------------------
 
     def reserved(self, res: Reservation) -> float | None:
+        if not self.rules.by_name:
+            return None
         openings = [opening for key in self.rules.class_of(res.job)
                     if (opening := self._grant(key, res.reserved_at, res.job["jid"])) is not None]
         return min(openings, default=None)

@@ -150,5 +150,7 @@ class Rules:
         return self._of_queue.get(queue, self._everywhere)
 
     def class_of(self, job: Mapping[str, Any]) -> JobClass:
-        return tuple((rule.name, rule.partition_of(job)) for rule in self.of_queue(job.get("queue", ""))
-                     if rule.selects(job))
+        rules = self.of_queue(job.get("queue", ""))
+        if not rules:  # the common case, on every reservation: no limit at all
+            return ()
+        return tuple((rule.name, rule.partition_of(job)) for rule in rules if rule.selects(job))
