@@ -101,8 +101,9 @@ def check_config(argv: list[str]) -> int:
         return 2
     for warning in config.throttles.warnings:
         print(f"faktory-py check-config: warning: {warning}", file=sys.stderr)
+    limits = f", {len(config.throttles.limits)} limits" if config.throttles.limits else ""
     print(f"faktory-py check-config: {config.conf_dir} is valid "
-          f"({len(config.throttles.entries)} throttles)")
+          f"({len(config.throttles.entries)} throttles{limits})")
     return 0
 
 

@@ -1,5 +1,6 @@
 """A configuration reload (SIGHUP, protocol/spec.md §11.6): the whole configuration is read
-and validated again; if it is valid its throttles replace those in force, else nothing changes.
+and validated again; if it is valid its throttles and named limits (`[faktory_py.limits]`)
+replace those in force, else nothing changes.
 
 Only the throttles are reloadable so far: the other settings (bindings, password, fsync,
 limits on connections …) are wired into listeners and tasks at start, so a reload that
@@ -88,14 +89,15 @@ class ConfigReload:
                         "the rest takes effect at the next restart", ", ".join(waiting))
         self._put_in_force(new.throttles)
         self.config = replace(self.config, throttles=new.throttles)
-        log.info("configuration reloaded: %d throttles", len(new.throttles.entries))
+        log.info("configuration reloaded: %d throttles, %d limits", len(new.throttles.entries),
+                 len(new.throttles.limits))
         return True
 
     def _put_in_force(self, throttles: ThrottlesConfig) -> None:
-        """New limits, slots recounted under them; then the waiting FETCHes of every queue
-        throttled before or after try again, as many as may now take a job (a raised or
-        removed limit may let them), and the due timer learns when the first recounted slot
-        times out."""
+        """New limits, slots recounted and queued jobs classified again under them; then the
+        waiting FETCHes of every queue try again, as many as may now take a job (a raised or
+        removed limit, a new partition may let them), and the due timer learns when the
+        first recounted slot times out."""
         now = self.clock.now()
         self.features.replace(self.throttles.reconfigure(throttle_rules(throttles), throttles.warnings, now))
         self.waiters.wake_all = wake_all_queues(throttles)

@@ -207,3 +207,20 @@ def test_check_config_prints_the_warnings_of_a_valid_directory(tmp_path: Path) -
     done = check_config(tmp_path / "conf")
     assert done.returncode == 0
     assert done.stderr == 'faktory-py check-config: warning: config: throttles.q: unknown key "colour" ignored\n'
+
+
+def test_check_config_validates_partitions_and_named_limits(tmp_path: Path) -> None:
+    """Step 5 of issue 12: `check-config` reads `[faktory_py.limits]` and `partition` as the
+    server does (and a SIGHUP reload, which loads the same way)."""
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "throttles.toml").write_text(
+        '[throttles]\nq = { concurrency = 1, timeout = 60, partition = ["custom.tenant_id"] }\n'
+        '[faktory_py.limits.pdf]\njobtypes = ["RenderPDF"]\nconcurrency = 1\n')
+    done = check_config(tmp_path / "conf")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"faktory-py check-config: {tmp_path / 'conf'} is valid (1 throttles, 1 limits)\n"
+    (conf_d / "throttles.toml").write_text('[faktory_py.limits.pdf]\nconcurrency = 1\n')
+    done = check_config(tmp_path / "conf")
+    assert (done.returncode, done.stderr) == (
+        2, "faktory-py check-config: config: faktory_py.limits.pdf: needs jobtypes or queues\n")
