@@ -212,6 +212,33 @@ def test_fetch_past_a_full_partition_touches_only_the_heads_of_the_classes(monke
     assert fetched(manager, ["t"]) is None
 
 
+def test_full_classes_leave_fetchs_way_until_they_have_room(monkeypatch: Any) -> None:
+    """O(log C + k): 1 000 tenants at their limit, each with a job queued ahead of an eligible
+    one. The first FETCH parks their classes once; the next ones look at none of them; the
+    ACK of one tenant's job brings back its class alone."""
+    _store, manager, throttles = build(BY_TENANT)
+    for i in range(1000):
+        manager.push(tenant_job(f"run{i}", f"t{i}"), NOW)
+        assert fetched(manager, ["t"]) == f"run{i}"
+    for i in range(1000):
+        manager.push(tenant_job(f"next{i}", f"t{i}"), NOW)
+    manager.push(tenant_job("free1", "new1"), NOW)
+    looked_at = []
+    full = type(throttles.occupancy).full
+    monkeypatch.setattr(type(throttles.occupancy), "full", lambda self, key: looked_at.append(key) or full(self, key))
+    assert fetched(manager, ["t"]) == "free1"
+    assert len(looked_at) == 1001
+    looked_at.clear()
+    manager.push(tenant_job("free2", "new2"), NOW)
+    assert fetched(manager, ["t"]) == "free2"
+    assert fetched(manager, ["t"]) is None
+    assert len(looked_at) == 1
+    looked_at.clear()
+    manager.ack(jid("run500"), NOW + 1)
+    assert fetched(manager, ["t"], now=NOW + 1) == "next500"
+    assert len(looked_at) == 1
+
+
 # --- derived state: restart and reload ----------------------------------------------------
 
 def test_a_restart_rebuilds_the_classes_from_the_journal_and_from_a_snapshot() -> None:

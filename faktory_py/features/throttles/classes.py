@@ -4,7 +4,13 @@ partition without scanning the queue (protocol/spec.md §11.3, §11.8).
 A job's class (`rules.JobClass`) says every slot and rate window it needs; two jobs of one
 class are held back by exactly the same ones, so FETCH only has to look at the oldest job
 of each class of a queue: the oldest of those whose class has room is the job to hand out.
-That is O(C) for the C classes present in the queue, whatever the number of jobs.
+Per queue, a heap orders the classes by the position of their oldest job. A class found
+without room in some (rule, partition) — its `concurrency` reached or its rate window
+full — leaves the heap, *parked* on that key, until the key has room again (a slot ends, a
+window opens: `unpark`); a class only the fetcher's own `worker` limit holds back is stepped
+over and stays. So a FETCH costs O(log C + k) for the C classes of the queue and the k it
+steps over, plus, once per parking, the O(log C) of moving a full class out and back in —
+whatever the number of jobs.
 
 The index is derived from the store's queues (a `store.api.QueueObserver`): jobs enter and
 leave it where they enter and leave their queue, on live commits and journal replay alike,
@@ -15,6 +21,7 @@ indexed: the others keep FETCH's head path, which costs what it did before limit
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 
@@ -24,14 +31,20 @@ from .rules import JobClass, Rules, SlotKey
 
 
 class _Queue:
-    """One indexed queue: class → its jobs as (position, jid), oldest first."""
+    """One indexed queue: class → its jobs as (position, jid), oldest first, and the heap
+    of the classes that may have room."""
 
-    __slots__ = ("fifos", "where")
+    __slots__ = ("fifos", "where", "heap", "parked")
 
     def __init__(self) -> None:
         self.fifos: dict[JobClass, deque[tuple[int, str]]] = {}
         #: jid → (class, position) of each job, to take one out of its class
         self.where: dict[str, tuple[JobClass, int]] = {}
+        #: (position of its oldest job, class) of every class not parked; entries whose
+        #: position is no longer its class's oldest are stale, skipped when met
+        self.heap: list[tuple[int, JobClass]] = []
+        #: class → the key it waits for room in (out of the heap meanwhile)
+        self.parked: dict[JobClass, SlotKey] = {}
 
 
 class ClassIndex:
@@ -43,12 +56,15 @@ class ClassIndex:
         #: slot key → the indexed queues holding jobs that need it, with how many classes
         #: there need it (a freed slot wakes those queues' FETCHes)
         self._queues_of: dict[SlotKey, Counter[str]] = {}
+        #: slot key → the (queue, class) parked on it
+        self._parked_on: dict[SlotKey, set[tuple[str, JobClass]]] = {}
 
     def rebuild(self, rules: Rules, store: Store) -> None:
         """Classify every queued job again under `rules` (a configuration reload)."""
         self.rules = rules
         self._queues.clear()
         self._queues_of.clear()
+        self._parked_on.clear()
         for queue in store.queue_names():
             if self.rules.of_queue(queue):
                 for position, raw in store.queue_positioned(queue):
@@ -75,18 +91,20 @@ class ClassIndex:
         fifo = indexed.fifos[job_class]
         if fifo[0][1] == jid:
             fifo.popleft()
+            if fifo and job_class not in indexed.parked:
+                heapq.heappush(indexed.heap, (fifo[0][0], job_class))
         else:  # a job deleted from the middle (the web UI): rare, and it scanned the queue already
             fifo.remove((position, jid))
         if not fifo:
             del indexed.fifos[job_class]
-            self._gone(queue, job_class)
+            self._gone(queue, indexed, job_class)
         if not indexed.where:
             del self._queues[queue]
 
     def emptied(self, queue: str) -> None:
         indexed = self._queues.pop(queue, None)
-        for job_class in () if indexed is None else indexed.fifos:
-            self._gone(queue, job_class)
+        for job_class in () if indexed is None else list(indexed.fifos):
+            self._gone(queue, indexed, job_class)
 
     def _add(self, queue: str, position: int, raw: bytes) -> None:
         job = decode(raw)
@@ -99,11 +117,15 @@ class ClassIndex:
             fifo = indexed.fifos[job_class] = deque()
             for key in job_class:
                 self._queues_of.setdefault(key, Counter())[queue] += 1
+            heapq.heappush(indexed.heap, (position, job_class))
         fifo.append((position, job["jid"]))
         indexed.where[job["jid"]] = (job_class, position)
 
-    def _gone(self, queue: str, job_class: JobClass) -> None:
+    def _gone(self, queue: str, indexed: _Queue, job_class: JobClass) -> None:
         """`queue` holds no job of `job_class` any more."""
+        key = indexed.parked.pop(job_class, None)
+        if key is not None:
+            self._unpark_one(key, queue, job_class)
         for key in job_class:
             holders = self._queues_of[key]
             holders[queue] -= 1
@@ -114,18 +136,49 @@ class ClassIndex:
 
     # --- reading ----------------------------------------------------------------------
 
-    def pick(self, queue: str, eligible: Callable[[JobClass], bool]) -> int | None:
-        """The position of the oldest job of `queue` whose class is `eligible`, None if
-        there is none: one look at the head of each class (O(classes), no job decoded)."""
+    def pick(self, queue: str, blocked_by: Callable[[JobClass], SlotKey | None],
+             fits: Callable[[JobClass], bool]) -> int | None:
+        """The position of the oldest job of `queue` whose class has room: no key in
+        `blocked_by` it (a full one, which the class is parked on) and `fits` it (the
+        fetcher's own limits). None if there is none. Looks at the classes in the order of
+        their oldest job, no job decoded."""
         indexed = self._queues.get(queue)
         if indexed is None:
             return None
-        best: int | None = None
-        for job_class, fifo in indexed.fifos.items():
-            position = fifo[0][0]
-            if (best is None or position < best) and eligible(job_class):
-                best = position
-        return best
+        heap, fifos, parked = indexed.heap, indexed.fifos, indexed.parked
+        stepped_over = []
+        picked = None
+        while heap:
+            position, job_class = heap[0]
+            fifo = fifos.get(job_class)
+            if fifo is None or fifo[0][0] != position or job_class in parked:
+                heapq.heappop(heap)  # stale
+            elif (full := blocked_by(job_class)) is not None:
+                heapq.heappop(heap)
+                parked[job_class] = full
+                self._parked_on.setdefault(full, set()).add((queue, job_class))
+            elif not fits(job_class):
+                stepped_over.append(heapq.heappop(heap))
+            else:
+                picked = position
+                break
+        for entry in stepped_over:
+            heapq.heappush(heap, entry)
+        return picked
+
+    def unpark(self, key: SlotKey) -> None:
+        """`key` has room again: the classes parked on it go back to their queue's heap
+        (one still held back by another key is parked on that one at the next FETCH)."""
+        for queue, job_class in self._parked_on.pop(key, ()):
+            indexed = self._queues[queue]
+            del indexed.parked[job_class]
+            heapq.heappush(indexed.heap, (indexed.fifos[job_class][0][0], job_class))
+
+    def _unpark_one(self, key: SlotKey, queue: str, job_class: JobClass) -> None:
+        parked = self._parked_on[key]
+        parked.discard((queue, job_class))
+        if not parked:
+            del self._parked_on[key]
 
     def classes(self, queue: str) -> Iterator[tuple[JobClass, int]]:
         """(class, jobs queued) of every class of `queue`."""

@@ -86,6 +86,7 @@ class Throttles:
         return self.feature()
 
     def _room_made(self, key: SlotKey) -> None:
+        self.classes.unpark(key)
         if self.wake is not None:
             for queue in self.classes.queues_needing(key):
                 self.wake(queue)
@@ -97,14 +98,20 @@ class Throttles:
 
     def select(self, queue: str, wid: str, now: float) -> int | None:
         """The position of the oldest job of `queue` that `wid` may take at `now`: its class
-        has a free slot (for `wid` too) and room in its rate windows in every rule."""
+        has a free slot (for `wid` too) and room in its rate windows in every rule. Slots
+        that timed out and windows that opened by `now` count, whether or not the due timer
+        has run yet."""
         self.occupancy.release_due(now)
+        self.rate.run_due(now)
         occupancy, rate = self.occupancy, self.rate
 
-        def eligible(job_class: JobClass) -> bool:
-            return all(occupancy.admits(key, wid) and rate.room(key, now) != 0 for key in job_class)
+        def blocked_by(job_class: JobClass) -> SlotKey | None:
+            return next((key for key in job_class if occupancy.full(key) or rate.room(key, now) == 0), None)
 
-        return self.classes.pick(queue, eligible)
+        def fits(job_class: JobClass) -> bool:
+            return all(occupancy.admits(key, wid) for key in job_class)
+
+        return self.classes.pick(queue, blocked_by, fits)
 
     def room(self, queue: str, now: float) -> int | None:
         """How many of `queue`'s jobs FETCHes may take at `now`: per class, its jobs capped

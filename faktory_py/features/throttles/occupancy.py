@@ -149,6 +149,11 @@ class Occupancy:
         concurrency = self.rules.by_name[key[0]].limit.concurrency
         return None if concurrency is None else max(0, concurrency - self._in_use[key])
 
+    def full(self, key: SlotKey) -> bool:
+        """Are all `concurrency` slots of `key` held (after `release_due`)?"""
+        concurrency = self.rules.by_name[key[0]].limit.concurrency
+        return concurrency is not None and self._in_use[key] >= concurrency
+
     def admits(self, key: SlotKey, wid: str) -> bool:
         """Has `key` a free slot for `wid` (after `release_due`)?"""
         limit = self.rules.by_name[key[0]].limit
