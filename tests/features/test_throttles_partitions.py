@@ -273,6 +273,22 @@ def test_a_reload_that_partitions_a_throttle_classifies_the_queued_jobs_again() 
     assert isinstance(throttles.rules, Rules) and not throttles.rules
 
 
+def test_a_reload_that_partitions_a_rate_limit_counts_the_live_grants_per_partition() -> None:
+    """The grants of a rate limit whose partitions change are counted again from the live
+    reservations, per new partition (the old windows are of other partitions); an ended
+    reservation's grant is then forgotten, as for a rate the reload adds."""
+    rated = ThrottlesConfig((Throttle("t", 60, rate=(1, 10.0)),))
+    _store, manager, throttles = build(rated)
+    for name, tenant in (("a1", "t1"), ("a2", "t2"), ("b1", "t1"), ("b2", "t2")):
+        manager.push(tenant_job(name, tenant), NOW)
+    assert [fetched(manager, ["t"]) for _ in range(2)] == ["a1", None]
+    by_tenant = ThrottlesConfig((Throttle("t", 60, rate=(1, 10.0), partition=("custom.tenant_id",)),))
+    manager.features.replace(throttles.reconfigure(throttle_rules(by_tenant), (), NOW + 1))
+    assert throttles.rate.in_window(("t", ('"t1"',)), NOW + 1) == 1
+    assert throttles.rate.in_window(("t", ()), NOW + 1) == 0
+    assert [fetched(manager, ["t"], now=NOW + 1) for _ in range(2)] == ["a2", None]
+
+
 # --- over TCP -------------------------------------------------------------------------------
 
 @asynccontextmanager

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ...store.api import Op, Reservation
-from .rules import Rules, SlotKey
+from .rules import Rule, Rules, SlotKey
 
 GRANTS_OP = "throttle_grants"
 
@@ -52,16 +52,21 @@ class RateWindows:
 
     def reconfigure(self, rules: Rules, live: Iterable[Reservation]) -> None:
         """Put `rules` in force (a configuration reload, protocol/spec.md §11.6). A rule
-        that keeps a rate keeps its grants, which happened, down to its new limit; a rule
-        that gains one counts the grants of its reservations still live, as it would after
-        a restart; a rule that loses its rate forgets its windows."""
-        had = {name for name, rule in self.rules.by_name.items() if rule.limit.rate is not None}
+        that keeps a rate and its partitions keeps its grants, which happened, down to its
+        new limit; a rule that gains one (or partitions its jobs otherwise) counts the grants
+        of its reservations still live, as it would after a restart; a rule that loses its
+        rate forgets its windows."""
+        def windowed(by_name: dict[str, Rule]) -> dict[str, tuple[str, ...]]:
+            return {name: rule.limit.partition for name, rule in by_name.items() if rule.limit.rate is not None}
+
+        before, after = windowed(self.rules.by_name), windowed(rules.by_name)
+        kept = {name for name, partition in after.items() if before.get(name) == partition}
         self.rules = rules
-        self._grants = {key: grants for key, grants in self._grants.items() if self._rate(key[0]) is not None}
+        self._grants = {key: grants for key, grants in self._grants.items() if key[0] in kept}
         self._openings.clear()
         for res in live:
             for key in rules.class_of(res.job):
-                if key[0] not in had:
+                if key[0] in after and key[0] not in kept:
                     self._grant(key, res.reserved_at, res.job["jid"])
         for key, grants in self._grants.items():
             rate = self._rate(key[0])

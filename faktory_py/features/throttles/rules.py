@@ -11,7 +11,7 @@ and the configuration, never stored, so a restart or a reload derives it again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -142,7 +142,7 @@ class Rules:
     def __bool__(self) -> bool:
         return bool(self.by_name)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Rule]:
         return iter(self.by_name.values())
 
     def of_queue(self, queue: str) -> tuple[Rule, ...]:
