@@ -131,7 +131,11 @@ class Manager:
         for name in queues:
             if store.is_paused(name):
                 continue
-            select = next((hook for hook in selects if hook.selects(name)), None) if selects else None
+            select = None
+            for hook in selects:
+                if hook.selects(name):
+                    select = hook
+                    break
             while (job := self._next_job(name, select, wid, now)) is not None:
                 ops = self._fetch_ops(job, wid, now)
                 if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one

@@ -308,8 +308,8 @@ class QueueObserver(Protocol):
         """`raws` (encoded jobs, `decode_queued` reads one) were appended to `queue`, the
         first at position `first`, the next ones after it."""
 
-    def taken(self, queue: str, jid: str) -> None:
-        """The job `jid` left `queue` (reserved or dropped)."""
+    def taken(self, queue: str, position: int) -> None:
+        """The job at `position` left `queue` (reserved or dropped)."""
 
     def emptied(self, queue: str) -> None:
         """Every job of `queue` left it (QUEUE REMOVE, FLUSH)."""

@@ -102,9 +102,9 @@ class JobQueue:
     def extend(self, raws: Iterable[bytes]) -> None:
         self._raws.extend(raws)
 
-    def pop(self, jid: str) -> dict[str, Any]:
-        """Take the job `jid` out: the head when live (FETCH takes the head), the job `at`
-        last read (FETCH took it from an index), else a scan.
+    def pop(self, jid: str) -> tuple[dict[str, Any], int]:
+        """Take the job `jid` out, with the position it had: the head when live (FETCH takes
+        the head), the job `at` last read (FETCH took it from an index), else a scan.
 
         The scan decodes only jobs whose bytes contain `"jid":<jid>` (every job with that
         jid does, being written by the same encoder), so deleting a few jobs from deep in
@@ -113,25 +113,27 @@ class JobQueue:
         raws = self._raws
         head = decode(raws[0])  # type: ignore[arg-type]  # the head is never a hole
         if head["jid"] == jid:
+            position = self._base
             raws.popleft()
             self._base += 1
             if raws and raws[0] is None:
                 self._popleft_holes()
-            return head
+            return head, position
         located = self._located
         if located is not None and located[0] == jid:
             index = located[1] - self._base
             raw = raws[index] if 0 <= index < len(raws) else None
             if raw is not None and (job := decode(raw))["jid"] == jid:
                 self._hole(index)
-                return job
+                return job, located[1]
         needle = b'"jid":' + jsoncodec.dumps(jid)
         for index, raw in enumerate(raws):
             if raw is not None and needle in raw:
                 job = decode(raw)
                 if job["jid"] == jid:
+                    position = self._base + index
                     self._hole(index)
-                    return job
+                    return job, position
         raise KeyError(jid)
 
     def _popleft_holes(self) -> None:

@@ -151,9 +151,9 @@ class MemoryStore:
         self._take(op.queue, op.jid)
 
     def _take(self, queue: str, jid: str) -> Job:
-        job = self._queues[queue].pop(jid)
+        job, position = self._queues[queue].pop(jid)
         for observer in self._queue_observers:
-            observer.taken(queue, jid)
+            observer.taken(queue, position)
         return job
 
     def _restore_reservation(self, op: RestoreReservation) -> None:

@@ -31,15 +31,15 @@ from .rules import JobClass, Rules, SlotKey
 
 
 class _Queue:
-    """One indexed queue: class → its jobs as (position, jid), oldest first, and the heap
-    of the classes that may have room."""
+    """One indexed queue: class → the positions of its jobs, oldest first, and the heap of
+    the classes that may have room."""
 
     __slots__ = ("fifos", "where", "heap", "parked")
 
     def __init__(self) -> None:
-        self.fifos: dict[JobClass, deque[tuple[int, str]]] = {}
-        #: jid → (class, position) of each job, to take one out of its class
-        self.where: dict[str, tuple[JobClass, int]] = {}
+        self.fifos: dict[JobClass, deque[int]] = {}
+        #: position → class of each job, to take one out of its class
+        self.where: dict[int, JobClass] = {}
         #: (position of its oldest job, class) of every class not parked; entries whose
         #: position is no longer its class's oldest are stale, skipped when met
         self.heap: list[tuple[int, JobClass]] = []
@@ -78,23 +78,22 @@ class ClassIndex:
         for offset, raw in enumerate(raws):
             self._add(queue, first + offset, raw)
 
-    def taken(self, queue: str, jid: str) -> None:
+    def taken(self, queue: str, position: int) -> None:
         if not self._queues:
             return
         indexed = self._queues.get(queue)
         if indexed is None:
             return
-        found = indexed.where.pop(jid, None)
-        if found is None:
+        job_class = indexed.where.pop(position, None)
+        if job_class is None:
             return
-        job_class, position = found
         fifo = indexed.fifos[job_class]
-        if fifo[0][1] == jid:
+        if fifo[0] == position:
             fifo.popleft()
             if fifo and job_class not in indexed.parked:
-                heapq.heappush(indexed.heap, (fifo[0][0], job_class))
+                heapq.heappush(indexed.heap, (fifo[0], job_class))
         else:  # a job deleted from the middle (the web UI): rare, and it scanned the queue already
-            fifo.remove((position, jid))
+            fifo.remove(position)
         if not fifo:
             del indexed.fifos[job_class]
             self._gone(queue, indexed, job_class)
@@ -107,8 +106,9 @@ class ClassIndex:
             self._gone(queue, indexed, job_class)
 
     def _add(self, queue: str, position: int, raw: bytes) -> None:
-        job = decode(raw)
-        job_class = self.rules.class_of(job)
+        job_class = self.rules.fixed_class(queue)
+        if job_class is None:  # it depends on the job: its jobtype, its partitions
+            job_class = self.rules.class_of(decode(raw))
         indexed = self._queues.get(queue)
         if indexed is None:
             indexed = self._queues[queue] = _Queue()
@@ -118,8 +118,8 @@ class ClassIndex:
             for key in job_class:
                 self._queues_of.setdefault(key, Counter())[queue] += 1
             heapq.heappush(indexed.heap, (position, job_class))
-        fifo.append((position, job["jid"]))
-        indexed.where[job["jid"]] = (job_class, position)
+        fifo.append(position)
+        indexed.where[position] = job_class
 
     def _gone(self, queue: str, indexed: _Queue, job_class: JobClass) -> None:
         """`queue` holds no job of `job_class` any more."""
@@ -151,7 +151,7 @@ class ClassIndex:
         while heap:
             position, job_class = heap[0]
             fifo = fifos.get(job_class)
-            if fifo is None or fifo[0][0] != position or job_class in parked:
+            if fifo is None or fifo[0] != position or job_class in parked:
                 heapq.heappop(heap)  # stale
             elif (full := blocked_by(job_class)) is not None:
                 heapq.heappop(heap)
@@ -172,7 +172,7 @@ class ClassIndex:
         for queue, job_class in self._parked_on.pop(key, ()):
             indexed = self._queues[queue]
             del indexed.parked[job_class]
-            heapq.heappush(indexed.heap, (indexed.fifos[job_class][0][0], job_class))
+            heapq.heappush(indexed.heap, (indexed.fifos[job_class][0], job_class))
 
     def _unpark_one(self, key: SlotKey, queue: str, job_class: JobClass) -> None:
         parked = self._parked_on[key]

@@ -106,10 +106,16 @@ class Throttles:
         occupancy, rate = self.occupancy, self.rate
 
         def blocked_by(job_class: JobClass) -> SlotKey | None:
-            return next((key for key in job_class if occupancy.full(key) or rate.room(key, now) == 0), None)
+            for key in job_class:
+                if occupancy.full(key) or rate.room(key, now) == 0:
+                    return key
+            return None
 
         def fits(job_class: JobClass) -> bool:
-            return all(occupancy.admits(key, wid) for key in job_class)
+            for key in job_class:
+                if not occupancy.admits(key, wid):
+                    return False
+            return True
 
         return self.classes.pick(queue, blocked_by, fits)
 

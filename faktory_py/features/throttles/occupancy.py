@@ -44,8 +44,10 @@ class Occupancy:
         self.on_release: Callable[[SlotKey], None] | None = None
         #: (jid, rule name) → its slot
         self._slots: dict[tuple[str, str], _Slot] = {}
-        self._in_use: Counter[SlotKey] = Counter()
-        self._by_worker: Counter[tuple[SlotKey, str]] = Counter()
+        #: plain dicts, not Counters: FETCH and ACK reach them, and a Counter's `+=` on a
+        #: missing key and its `del` are Python calls
+        self._in_use: dict[SlotKey, int] = {}
+        self._by_worker: dict[tuple[SlotKey, str], int] = {}
         #: (ends_at, jid, rule name) of slots, earliest first; entries of slots already ended are skipped
         self._ends: list[tuple[float, str, str]] = []
         #: rule name → reservations whose slot timed out while they live on, and their slots
@@ -63,8 +65,9 @@ class Occupancy:
             timeout = self.rules.by_name[key[0]].limit.timeout
             slot = _Slot(key, res.wid, None if timeout is None else res.reserved_at + timeout)
             self._slots[jid, key[0]] = slot
-            self._in_use[key] += 1
-            self._by_worker[key, res.wid] += 1
+            in_use, by_worker = self._in_use, self._by_worker
+            in_use[key] = in_use.get(key, 0) + 1
+            by_worker[key, res.wid] = by_worker.get((key, res.wid), 0) + 1
             if slot.ends_at is not None:
                 heapq.heappush(self._ends, (slot.ends_at, jid, key[0]))
                 first = slot.ends_at if first is None else min(first, slot.ends_at)
@@ -133,12 +136,15 @@ class Occupancy:
 
     def _release(self, held: tuple[str, str], slot: _Slot) -> None:
         del self._slots[held]
-        self._in_use[slot.key] -= 1
-        if not self._in_use[slot.key]:
-            del self._in_use[slot.key]
-        self._by_worker[slot.key, slot.wid] -= 1
-        if not self._by_worker[slot.key, slot.wid]:
-            del self._by_worker[slot.key, slot.wid]
+        in_use, by_worker, worker_key = self._in_use, self._by_worker, (slot.key, slot.wid)
+        if in_use[slot.key] > 1:
+            in_use[slot.key] -= 1
+        else:
+            del in_use[slot.key]
+        if by_worker[worker_key] > 1:
+            by_worker[worker_key] -= 1
+        else:
+            del by_worker[worker_key]
         if self.on_release is not None:
             self.on_release(slot.key)
 
@@ -147,22 +153,22 @@ class Occupancy:
     def room(self, key: SlotKey) -> int | None:
         """Free `concurrency` slots of `key` (after `release_due`); None without that limit."""
         concurrency = self.rules.by_name[key[0]].limit.concurrency
-        return None if concurrency is None else max(0, concurrency - self._in_use[key])
+        return None if concurrency is None else max(0, concurrency - self._in_use.get(key, 0))
 
     def full(self, key: SlotKey) -> bool:
         """Are all `concurrency` slots of `key` held (after `release_due`)?"""
         concurrency = self.rules.by_name[key[0]].limit.concurrency
-        return concurrency is not None and self._in_use[key] >= concurrency
+        return concurrency is not None and self._in_use.get(key, 0) >= concurrency
 
     def admits(self, key: SlotKey, wid: str) -> bool:
         """Has `key` a free slot for `wid` (after `release_due`)?"""
         limit = self.rules.by_name[key[0]].limit
-        if limit.concurrency is not None and self._in_use[key] >= limit.concurrency:
+        if limit.concurrency is not None and self._in_use.get(key, 0) >= limit.concurrency:
             return False
-        return limit.worker is None or self._by_worker[key, wid] < limit.worker
+        return limit.worker is None or self._by_worker.get((key, wid), 0) < limit.worker
 
     def in_use(self, key: SlotKey) -> int:
-        return self._in_use[key]
+        return self._in_use.get(key, 0)
 
     def in_use_of(self, name: str) -> Counter[SlotKey]:
         """partition key → slots held, of the rule `name` (only partitions holding some)."""

@@ -43,6 +43,8 @@ class RateWindows:
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
+        #: the names of the rules with a rate limit
+        self._rated = {rule.name for rule in rules if rule.limit.rate is not None}
         #: called with a slot key when its full window opens (the server wakes a waiting FETCH)
         self.on_open: Callable[[SlotKey], None] | None = None
         #: slot key → its last `limit` grants as (reserved_at, jid), oldest first
@@ -62,6 +64,7 @@ class RateWindows:
         before, after = windowed(self.rules.by_name), windowed(rules.by_name)
         kept = {name for name, partition in after.items() if before.get(name) == partition}
         self.rules = rules
+        self._rated = set(after)
         self._grants = {key: grants for key, grants in self._grants.items() if key[0] in kept}
         self._openings.clear()
         for res in live:
@@ -83,10 +86,10 @@ class RateWindows:
     # --- grants: reservations beginning (the store calls these) -------------------------
 
     def reserved(self, res: Reservation) -> float | None:
-        if not self.rules.by_name:
+        if not self._rated:
             return None
-        openings = [opening for key in self.rules.class_of(res.job)
-                    if (opening := self._grant(key, res.reserved_at, res.job["jid"])) is not None]
+        openings = [opening for key in self.rules.class_of(res.job) if key[0] in self._rated
+                    and (opening := self._grant(key, res.reserved_at, res.job["jid"])) is not None]
         return min(openings, default=None)
 
     def ended(self, jid: str) -> None:

@@ -81,10 +81,6 @@ class Rule:
     def is_limit(self) -> bool:
         return self.name.startswith(LIMIT_PREFIX)
 
-    def selects(self, job: Mapping[str, Any]) -> bool:
-        return ((self.queues is None or job.get("queue") in self.queues)
-                and (self.jobtypes is None or job.get("jobtype") in self.jobtypes))
-
     def partition_of(self, job: Mapping[str, Any]) -> Partition:
         return tuple(_canonical(_select(job, selector)) for selector in self.limit.partition)
 
@@ -128,6 +124,8 @@ class Rules:
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self.by_name = {rule.name: rule for rule in rules}
+        #: (job, its class) of the last `class_of` that computed one
+        self._last: tuple[Mapping[str, Any] | None, JobClass] = (None, ())
         #: queue → the rules that may select its jobs (only queues some rule names)
         self._of_queue: dict[str, tuple[Rule, ...]] = {}
         #: the rules that select jobs of every queue (a named limit without `queues`)
@@ -138,6 +136,9 @@ class Rules:
         for queue in self._of_queue:
             self._of_queue[queue] = tuple(rule for rule in self.by_name.values()
                                           if rule.queues is None or queue in rule.queues)
+        #: queue → the class of all its jobs, where no rule of it looks into the job
+        self._fixed = {queue: _fixed(rules) for queue, rules in self._of_queue.items()}
+        self._fixed_elsewhere = _fixed(self._everywhere)
 
     def __bool__(self) -> bool:
         return bool(self.by_name)
@@ -149,8 +150,27 @@ class Rules:
         """The rules that may select jobs of `queue` (none: its FETCH takes the head)."""
         return self._of_queue.get(queue, self._everywhere)
 
+    def fixed_class(self, queue: str) -> JobClass | None:
+        """The class of every job of `queue` when no rule that may select them selects by
+        jobtype or partitions them, else None (`class_of` must read each job)."""
+        return self._fixed.get(queue, self._fixed_elsewhere)
+
     def class_of(self, job: Mapping[str, Any]) -> JobClass:
-        rules = self.of_queue(job.get("queue", ""))
+        """The class of `job`. The last answer is kept for the same job object: the slots
+        and the rate windows both ask for each reservation (jobs are never changed in place)."""
+        if job is self._last[0]:
+            return self._last[1]
+        rules = self._of_queue.get(job.get("queue", ""), self._everywhere)
         if not rules:  # the common case, on every reservation: no limit at all
             return ()
-        return tuple((rule.name, rule.partition_of(job)) for rule in rules if rule.selects(job))
+        job_class = tuple((rule.name, rule.partition_of(job) if rule.limit.partition else ())
+                          for rule in rules if rule.jobtypes is None or job.get("jobtype") in rule.jobtypes)
+        self._last = (job, job_class)
+        return job_class
+
+
+def _fixed(rules: tuple[Rule, ...]) -> JobClass | None:
+    """The class the jobs of a queue selected by `rules` all have, if they do."""
+    if any(rule.jobtypes is not None or rule.limit.partition for rule in rules):
+        return None
+    return tuple((rule.name, ()) for rule in rules)
