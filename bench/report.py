@@ -23,6 +23,9 @@ class Metric:
     better: str  # "higher" or "lower"
     target: float | None  # faktory_py/Faktory ratio to reach (i: fraction of the echo ceiling)
     digits: int = 0
+    #: the workload whose Faktory runs the ratio divides by, when Faktory cannot run this one
+    #: ((j): OSS Faktory has no throttles, so its unthrottled (a))
+    against: str | None = None
 
     @property
     def name(self) -> str:
@@ -46,6 +49,8 @@ def metrics(data: dict[str, Any]) -> list[Metric]:
     out.append(Metric("h_restart", "seconds", f"(h) restart to first FETCH, {max(data['sizes']['memory_jobs']):,} jobs",
                       "s", "lower", 1.0, 2))
     out.append(Metric("i_ceiling", "fraction", "(i) PUSH as a fraction of the echo ceiling", "", "higher", 0.6, 2))
+    out.append(Metric("j_throttled", "jobs_per_s", "(j) load shape, one queue throttled (Faktory: (a), unthrottled)",
+                      "jobs/s", "higher", None, against="a_load"))
     return out
 
 
@@ -72,6 +77,8 @@ def summarize(data: dict[str, Any]) -> None:
     ratios: dict[str, Any] = {}
     for metric in metrics(data):
         runs = data["runs"].get(metric.workload, {})
+        if metric.against and faktory and OURS in runs and faktory in data["runs"].get(metric.against, {}):
+            runs = {**runs, faktory: data["runs"][metric.against][faktory]}
         per_server = {server: spread(list(_by_rep(server_runs, metric.key).values()))
                       for server, server_runs in runs.items()}
         summary[metric.name] = per_server
@@ -171,7 +178,7 @@ def markdown(data: dict[str, Any]) -> str:
               "set the pace.", "",
               "| workload | " + " | ".join(heads.get(s, s) for s in servers) + " |",
               "|---|" + "---|" * len(servers)]
-    for workload in ("a_load", "b_push", "c_pushb", "d_drain", "e_latency", "f_idle"):
+    for workload in ("a_load", "b_push", "c_pushb", "d_drain", "e_latency", "f_idle", "j_throttled"):
         runs = data["runs"].get(workload, {})
         cells = []
         for server in servers:

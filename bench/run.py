@@ -5,6 +5,8 @@ new data directory) every time, in an order that rotates between repetitions, so
 ratios compare numbers taken minutes apart rather than a whole run apart. Memory (g) and
 restart (h) share one server lifetime: fill, measure, restart, time the first FETCH.
 Results are saved after every repetition, so an interrupted run still leaves its numbers.
+(j) is (a) against a faktory_py with one of (a)'s queues throttled (`THROTTLED`); OSS Faktory
+has no throttles, so the report sets it beside Faktory's (a), which runs unthrottled.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from faktory_py.tools.loadgen.pool import raise_fd_limit
-from faktory_py.tools.loadgen.workloads import PRESETS, Bench, Sizes, save_json, summary
+from faktory_py.tools.loadgen.workloads import LOAD_QUEUES, PRESETS, Bench, Sizes, save_json, summary
 
 from . import loadtool, report
 from .machine import busy_cpu_seconds, describe, load_average, own_cpu_seconds
@@ -32,7 +34,20 @@ from .servers import FAKTORY_VERSION, Echo, FaktoryPy, RealFaktory, Server, find
 
 HERE = Path(__file__).resolve().parent
 THROUGHPUT = ("a_load", "b_push", "c_pushb", "d_drain", "e_latency", "f_idle")
-ALL = (*THROUGHPUT, "g_memory", "h_restart", "i_ceiling")
+THROTTLED = "j_throttled"
+ALL = (*THROUGHPUT, "g_memory", "h_restart", "i_ceiling", THROTTLED)
+
+
+def throttle_toml(sizes: Sizes) -> tuple[str, int, str]:
+    """(j)'s throttle: (queue, concurrency, conf.d TOML). The first of (a)'s five queues gets
+    `concurrency` = the most jobs (a)'s fetchers can hold at once (each pipelines `depth`
+    FETCHes before it ACKs their jobs). A lower limit would bind, and then a fetcher whose own
+    unacknowledged jobs hold the slots would wait out its pipelined FETCHes' 2 s timeouts: the
+    load generator's pipelining, not the server, would set the pace. So (j) measures what a
+    throttle costs FETCH and ACK (the gate on every FETCH, the slot index on every reservation
+    and its end), with a limit that stays in force."""
+    queue, concurrency = LOAD_QUEUES[0], sizes.load_fetchers * sizes.depth
+    return queue, concurrency, f'[throttles]\n"{queue}" = {{ concurrency = {concurrency}, timeout = 60 }}\n'
 
 
 @dataclass
@@ -165,6 +180,8 @@ class Runner:
                         variant, lambda s: getattr(self.bench(s), workload)()))
                     self.record(workload, variant.name, rep, result)
                     self.log(f"{tag} {workload:9} {variant.name:17} {summary(workload, result)}")
+        if THROTTLED in self.workloads:
+            self.throttled(rep, tag)
         if "i_ceiling" in self.workloads:
             self.ceiling(rep, tag)
         if rep < self.heavy_reps and ({"g_memory", "h_restart"} & set(self.workloads)):
@@ -173,6 +190,30 @@ class Runner:
                     self.memory_restart(variant, rep, tag)
         if not self.args.no_load_tool and rep < self.heavy_reps:
             self.load_tool(order, tag)
+
+    def throttled(self, rep: int, tag: str) -> None:
+        """(j): (a) against faktory_py (fsync everysec) with `throttle_toml`'s throttle in its
+        conf.d, checked in force (INFO) before the load starts."""
+        if not any(v.name == report.OURS for v in self.variants):
+            return
+        queue, concurrency, toml = throttle_toml(self.sizes)
+        variant = Variant(report.OURS, lambda b: FaktoryPy(b, "everysec", throttles=toml), (THROTTLED,))
+
+        def work(server: Server) -> dict[str, Any]:
+            bench = self.bench(server)
+            conn = bench.control()
+            try:
+                throttles = conn.info()["faktory"].get("throttles", {})
+            finally:
+                conn.close()
+            if throttles.get(queue, {}).get("concurrency") != concurrency:
+                raise RuntimeError(f"the throttle on {queue} is not in force: {throttles}")
+            return {**bench.a_load(), "throttled_queue": queue, "concurrency": concurrency}
+
+        result = self.attempt(f"{tag} {THROTTLED} {variant.name}", lambda: self.with_server(variant, work))
+        self.record(THROTTLED, variant.name, rep, result)
+        self.log(f"{tag} {THROTTLED} {variant.name:17} {summary('a_load', result)} "
+                 f"({queue} throttled to {concurrency})")
 
     def ceiling(self, rep: int, tag: str) -> None:
         """(i): PUSH one at a time (each connection waits for every reply, as real clients

@@ -363,7 +363,7 @@ class Dispatcher:
             latencies = self.manager.latency(names, self.clock.now())
             return wire.bulk_json(dict(sorted(latencies.items())))  # Go sorts map keys
         actions = {"PAUSE": self.manager.pause, "RESUME": self.manager.resume,
-                   "REMOVE": self.manager.remove}
+                   "REMOVE": lambda queues: self.manager.remove(queues, self.clock.now())}
         if sub not in actions:
             raise ClientError(f"no such QUEUE subcommand: {sub}")
         if not names:

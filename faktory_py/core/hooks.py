@@ -16,8 +16,9 @@ call of the same hook, so a hook always plans against up-to-date state.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..store.api import Job, Op, Reservation
 
@@ -30,7 +31,8 @@ class Drop:
 
 
 class Outcome(enum.Enum):
-    """What a failure (FAIL, or a reservation that expired) did with the job."""
+    """What a failure (FAIL, or a reservation that expired) did with the job; an operator's
+    MUTATE on `working` is told as one too (requeue: RETRY, kill: DEAD, discard: DROPPED)."""
 
     #: it waits in the retry set for its next run
     RETRY = "retry"
@@ -38,6 +40,31 @@ class Outcome(enum.Enum):
     DEAD = "dead"
     #: it had `retry: 0`: it is gone, neither retried nor kept
     DROPPED = "dropped"
+
+
+class Ending(enum.Enum):
+    """How a job left the server for good: the outcome a batch member or a job's dependents
+    see. A failure that will be retried is not an ending (the job is still live)."""
+
+    #: ACKed
+    SUCCESS = "success"
+    #: moved to the dead set: retries exhausted, or killed (MUTATE, the web UI)
+    DEAD = "dead"
+    #: FAILed with `retry: 0`, or its reservation discarded (MUTATE on `working`): dropped,
+    #: neither retried nor kept
+    DISCARDED = "discarded"
+    #: dropped at FETCH because its `expires_at` had passed
+    EXPIRED = "expired"
+    #: removed without running: MUTATE discard or clear of the retry or scheduled set,
+    #: QUEUE REMOVE of its queue, deleted from the web UI
+    DELETED = "deleted"
+
+
+class Ended(NamedTuple):
+    """One job that left for good, and how (see `EndHook`)."""
+
+    job: Job
+    ending: Ending
 
 
 class PrepareHook(Protocol):
@@ -90,8 +117,18 @@ class FinishHook(Protocol):
         """A reserved job was ACKed."""
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
-        """A reserved job failed (FAIL or an expired reservation); `failed` is the job with
-        its new failure block."""
+        """A reserved job failed (FAIL or an expired reservation), or an operator ended its
+        reservation (MUTATE on `working`); `failed` is the job as it goes on, with its new
+        failure block when it has one."""
+
+
+class EndHook(Protocol):
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+        """Jobs left the server for good, all in the step being committed (one ACK, or every
+        job of a removed queue): the one place that sees every terminal outcome, whichever
+        command or timer caused it, so nothing waiting on a job can miss its end. Runs after
+        the finish and drop hooks of the same step. A job the timers had to quarantine
+        (`Manager._quarantine`) is not reported: the hooks may be what failed."""
 
 
 class TimedHook(Protocol):

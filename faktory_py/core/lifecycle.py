@@ -16,14 +16,14 @@ from typing import Any
 
 from ..errors import ClientError, NoSuchJob
 from ..store.api import (
-    JOB_SETS, AnyOp, Done, Drop, Enqueue, Flush, Job, Pause, RemoveQueue, Reservation, Reserve, Resume,
-    SetAdd, SetClear, SetRemove, Store, enqueue_op,
+    JOB_SETS, AnyOp, Done, Drop, Enqueue, Flush, Job, Pause, Release, RemoveQueue, Reservation, Reserve,
+    Resume, SetAdd, SetClear, SetRemove, Store, enqueue_op,
 )
 from ..util.glob import compile_glob
 from ..util.jsoncodec import go_float
 from ..util.timefmt import format_time, parse_time, utc_day
 from . import hooks, jobs
-from .hooks import Outcome
+from .hooks import Ended, Ending, Outcome
 from .registry import Registry
 
 log = logging.getLogger("faktory_py.manager")
@@ -37,6 +37,14 @@ EXPIRED_MESSAGE = "Faktory job reservation expired"
 #: errtype of a job the timers could not move and put in the dead set instead (see `_quarantine`)
 QUARANTINE_ERRTYPE = "ServerError"
 MUTATE_TARGETS = JOB_SETS
+#: the sets whose entries are live jobs: taking one out without running it ends the job (the
+#: dead set's entries have ended already)
+LIVE_SETS = ("scheduled", "retries")
+#: MUTATE's target for live reservations [EXT] (protocol/spec.md §3 MUTATE): an operator ends them
+WORKING = "working"
+#: the failure block of a reservation an operator kills (MUTATE kill on `working`)
+KILLED_ERRTYPE = "Killed"
+KILLED_MESSAGE = "killed by an operator"
 #: key order of Faktory's failure block
 FAILURE_ORDER = ("failed_at", "next_at", "message", "errtype", "backtrace", "retry_count", "remaining")
 
@@ -142,6 +150,7 @@ class Manager:
                     ops = [Drop(name, job["jid"])]
                     for drop in self.features.drop:
                         ops.extend(drop.on_drop(job, now))
+                    ops.extend(self._end_ops([Ended(job, Ending.EXPIRED)], now))
                     position = store.commit(ops)
                     continue
                 expires = now + jobs.reservation_seconds(job)
@@ -187,6 +196,7 @@ class Manager:
         ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
         for finish in self.features.finish:
             ops.extend(finish.on_ack(res, now))
+        ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS)], now))
         return self.store.commit(ops)
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
@@ -211,10 +221,9 @@ class Manager:
                 position = self.store.commit(self._failure_ops(res, "WorkerLost", message, [], now))
         return position
 
-    def _failure_ops(
-        self, res: Reservation, errtype: str, message: str, backtrace: list[str], now: float
-    ) -> list[AnyOp]:
-        job = res.job
+    @staticmethod
+    def _failure_block(job: Job, errtype: str, message: str, backtrace: list[str], now: float) -> dict[str, Any]:
+        """`job`'s failure block after one more failure (counts, texts; no `next_at`)."""
         retry = job.get("retry", jobs.DEFAULT_RETRY)
         previous = job.get("failure")
         failure: dict[str, Any]
@@ -233,6 +242,18 @@ class Manager:
                 failure[key] = value
             else:
                 failure.pop(key, None)
+        return failure
+
+    @staticmethod
+    def _with_failure(job: Job, failure: dict[str, Any]) -> Job:
+        return jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
+
+    def _failure_ops(
+        self, res: Reservation, errtype: str, message: str, backtrace: list[str], now: float
+    ) -> list[AnyOp]:
+        job = res.job
+        retry = job.get("retry", jobs.DEFAULT_RETRY)
+        failure = self._failure_block(job, errtype, message, backtrace, now)
         ops: list[AnyOp] = [Done(job["jid"], utc_day(now), True)]
         count = failure["retry_count"]
         if retry == 0:
@@ -243,13 +264,30 @@ class Manager:
             failure["next_at"] = format_time(next_at)
         else:
             outcome = Outcome.DEAD
-        failed = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
+        failed = self._with_failure(job, failure)
         if outcome is Outcome.RETRY:
             ops.append(SetAdd("retries", next_at, failed))
         elif outcome is Outcome.DEAD:
             ops.append(SetAdd("dead", now + DEAD_TTL, failed))
+        return ops + self._failed_ops(res, failed, outcome, now)
+
+    def _failed_ops(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[AnyOp]:
+        """The hooks' ops for a reservation that ended without success (`failed` is the job
+        as it goes on): the finish hooks, then, unless it will run again, the end hooks."""
+        ops: list[AnyOp] = []
         for finish in self.features.finish:
             ops.extend(finish.on_fail(res, failed, outcome, now))
+        if outcome is not Outcome.RETRY:
+            ending = Ending.DEAD if outcome is Outcome.DEAD else Ending.DISCARDED
+            ops.extend(self._end_ops([Ended(failed, ending)], now))
+        return ops
+
+    def _end_ops(self, ended: list[Ended], now: float) -> list[AnyOp]:
+        """The end hooks' ops for jobs that left for good in the step being planned."""
+        ops: list[AnyOp] = []
+        if ended:
+            for end in self.features.end:
+                ops.extend(end.on_end(ended, now))
         return ops
 
     # --- timers' work ---------------------------------------------------------------
@@ -356,17 +394,64 @@ class Manager:
     # --- MUTATE ---------------------------------------------------------------------
 
     def mutate(self, request: Any, now: float) -> int:
-        """MUTATE {"cmd","target","filter"}: clear / discard / kill / requeue set entries."""
+        """MUTATE {"cmd","target","filter"}: clear / discard / kill / requeue set entries,
+        or end the live reservations named by jid (target `working`)."""
         if not isinstance(request, dict):
             raise ClientError("json: cannot unmarshal into Go value of type server.Mutation")
         cmd, target = request.get("cmd"), request.get("target")
         if cmd not in ("clear", "discard", "kill", "requeue"):
             raise ClientError("unknown mutate operation")
+        if target == WORKING:
+            return self._mutate_working(cmd, request.get("filter"), now)
         if target not in MUTATE_TARGETS:
             raise ClientError("invalid target for mutation command")
         if cmd == "clear":
-            return self.store.commit([SetClear(target)])
+            return self._clear(target, now)
         return self._take_entries(cmd, target, self._matching(target, request.get("filter")), now)
+
+    def _mutate_working(self, cmd: str, filter_: Any, now: float) -> int:
+        """MUTATE on `working` names reservations by jid only: ending every reservation, or
+        those a pattern matches, would end jobs still running fine (an operator names the
+        zombies), so `clear` and a filter without `jids` are refused."""
+        if cmd == "clear":
+            raise ClientError("clear does not apply to target working: requeue, kill or discard filter.jids")
+        jids, _pattern, _jobtype = self._filter_fields(filter_ if filter_ is not None else {})
+        if not jids:
+            raise ClientError("target working needs filter.jids, the jids of the reservations to end")
+        return self.end_reservations(cmd, jids, now)
+
+    def end_reservations(self, cmd: str, jids: Iterable[str], now: float) -> int:
+        """End the live reservations of `jids` by an operator's decision (MUTATE on
+        `working`, the Busy page's buttons): "requeue" appends the job, unchanged, to its
+        queue; "kill" puts it in the dead set with a failure block (`Killed`, "killed by an
+        operator"); "discard" drops it. One journaled step per job, through the store's one
+        way out of a reservation (its slot frees and a waiting FETCH wakes, as on ACK), with
+        the features told as of a failure (`FinishHook.on_fail`): a requeued job as one that
+        will be retried, a killed one as dead, a discarded one as dropped (and the end hooks
+        see those two end, as `Ending.DEAD` and `Ending.DISCARDED`). A jid not reserved
+        (any more) is skipped. Returns the journal position covering it."""
+        if cmd not in ("requeue", "kill", "discard"):
+            raise ClientError("unknown mutate operation")
+        position = 0
+        for jid in dict.fromkeys(jids):
+            res = self.store.reservation(jid)
+            if res is not None:
+                position = self.store.commit(self._end_reservation_ops(res, cmd, now))
+        return position
+
+    def _end_reservation_ops(self, res: Reservation, cmd: str, now: float) -> list[AnyOp]:
+        job = res.job
+        ops: list[AnyOp] = [Release(job["jid"])]
+        if cmd == "requeue":
+            outcome, ended = Outcome.RETRY, job
+            ops.append(enqueue_op(job))
+        elif cmd == "kill":
+            outcome = Outcome.DEAD
+            ended = self._with_failure(job, self._failure_block(job, KILLED_ERRTYPE, KILLED_MESSAGE, [], now))
+            ops.append(SetAdd("dead", now + DEAD_TTL, ended))
+        else:
+            outcome, ended = Outcome.DROPPED, job
+        return ops + self._failed_ops(res, ended, outcome, now)
 
     def _take_entries(self, cmd: str, target: str, entries: list[tuple[str, Job]], now: float,
                       *, enqueued_now: bool = False) -> int:
@@ -375,19 +460,43 @@ class Manager:
         fresh `enqueued_at`, as Faktory's web UI gives it). MUTATE and the web UI's buttons
         both come here."""
         ops: list[AnyOp] = []
+        ended: list[Ended] = []
         for jid, job in entries:
             ops.append(SetRemove(target, jid))
             if cmd == "kill":
                 ops.append(SetAdd("dead", now + DEAD_TTL, job))
             elif cmd == "requeue":
                 ops.append(self._enqueue_op(job, now) if enqueued_now else enqueue_op(job))
-        return self.store.commit(ops)
+            if cmd != "requeue" and target in LIVE_SETS:
+                ended.append(Ended(job, Ending.DEAD if cmd == "kill" else Ending.DELETED))
+        return self.store.commit(ops + self._end_ops(ended, now))
+
+    def _clear(self, target: str, now: float) -> int:
+        """Empty a set (MUTATE clear); its live entries end as deleted."""
+        ended = [Ended(job, Ending.DELETED) for _s, _jid, job in self.store.set_entries(target)] \
+            if target in LIVE_SETS else []
+        return self.store.commit([SetClear(target), *self._end_ops(ended, now)])
 
     def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
         """Entries matched by a MUTATE filter (jids win; else glob and/or jobtype)."""
         entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
         if filter_ is None:
             return entries
+        jids, pattern, jobtype = self._filter_fields(filter_)
+        if jids:
+            wanted = set(jids)
+            return [(jid, job) for jid, job in entries if jid in wanted]
+        if pattern:
+            glob = compile_glob(pattern)
+            entries = [(jid, job) for jid, job in entries if glob.fullmatch(jobs.encode_job(job).decode())]
+        if jobtype:
+            entries = [(jid, job) for jid, job in entries if job.get("jobtype") == jobtype]
+        return entries
+
+    @staticmethod
+    def _filter_fields(filter_: Any) -> tuple[list[str], str, str]:
+        """A MUTATE filter's (jids, regexp, jobtype), absent ones empty; Go's decoder texts
+        for a filter of the wrong shape."""
         if not isinstance(filter_, dict):
             raise ClientError("json: cannot unmarshal into Go struct field Mutation.filter of type server.JobFilter")
         jids = filter_.get("jids") or []
@@ -398,15 +507,7 @@ class Manager:
             if not ok:
                 go_type = "[]string" if name == "jids" else "string"
                 raise ClientError(f"json: cannot unmarshal into Go struct field JobFilter.{name} of type {go_type}")
-        if jids:
-            wanted = set(jids)
-            return [(jid, job) for jid, job in entries if jid in wanted]
-        if pattern:
-            glob = compile_glob(pattern)
-            entries = [(jid, job) for jid, job in entries if glob.fullmatch(jobs.encode_job(job).decode())]
-        if jobtype:
-            entries = [(jid, job) for jid, job in entries if job.get("jobtype") == jobtype]
-        return entries
+        return jids, pattern, jobtype
 
     # --- queues ---------------------------------------------------------------------
 
@@ -422,9 +523,12 @@ class Manager:
     def resume(self, names: list[str]) -> int:
         return self.store.commit([Resume(self._named(names))])
 
-    def remove(self, names: list[str]) -> int:
+    def remove(self, names: list[str], now: float) -> int:
+        """QUEUE REMOVE: the queues and their jobs are gone; each job ends as deleted."""
         known = [n for n in self._named(names) if self.store.has_queue(n)]
-        return self.store.commit([RemoveQueue(n) for n in known])
+        ended = [Ended(job, Ending.DELETED) for n in known for job in self.store.queued(n)] \
+            if self.features.end else []
+        return self.store.commit([*(RemoveQueue(n) for n in known), *self._end_ops(ended, now)])
 
     def latency(self, names: list[str], now: float) -> dict[str, float | int]:
         """Seconds since the next job of each queue was enqueued (0 if none)."""
@@ -465,14 +569,15 @@ class Manager:
             raise ClientError("dead jobs cannot be killed again")
         return self._take_entries("kill", target, self._entries(target, jids), now)
 
-    def delete_entries(self, target: str, jids: Iterable[str] | None) -> int:
+    def delete_entries(self, target: str, jids: Iterable[str] | None, now: float) -> int:
         """Remove set entries for good (MUTATE discard); None: clear the set (MUTATE clear)."""
         if jids is None:
-            return self.store.commit([SetClear(target)])
-        return self.store.commit([SetRemove(target, jid) for jid, _job in self._entries(target, jids)])
+            return self._clear(target, now)
+        return self._take_entries("discard", target, self._entries(target, jids), now)
 
-    def delete_queued(self, queue: str, jids: Iterable[str]) -> int:
-        """Delete jobs waiting in a queue, by jid (one scan of the queue)."""
+    def delete_queued(self, queue: str, jids: Iterable[str], now: float) -> int:
+        """Delete jobs waiting in a queue, by jid (one scan of the queue); each ends as deleted."""
         wanted = set(jids)
-        ops: list[AnyOp] = [Drop(queue, job["jid"]) for job in self.store.queued(queue) if job["jid"] in wanted]
-        return self.store.commit(ops)
+        gone = [job for job in self.store.queued(queue) if job["jid"] in wanted]
+        ended = [Ended(job, Ending.DELETED) for job in gone]
+        return self.store.commit([*(Drop(queue, job["jid"]) for job in gone), *self._end_ops(ended, now)])

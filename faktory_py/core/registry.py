@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .hooks import DropHook, FetchHook, FinishHook, InfoHook, PrepareHook, PushHook, SelectHook, TimedHook
+from .hooks import DropHook, EndHook, FetchHook, FinishHook, InfoHook, PrepareHook, PushHook, SelectHook, TimedHook
 
 T = TypeVar("T")
 
@@ -45,6 +45,7 @@ class Feature:
     fetch: FetchHook | None = None
     drop: DropHook | None = None
     finish: FinishHook | None = None
+    end: EndHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
     pages: tuple[WebPage, ...] = ()
@@ -80,6 +81,7 @@ class Registry:
         self.fetch = tuple(f.fetch for f in self.features if f.fetch is not None)
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
         self.finish = tuple(f.finish for f in self.features if f.finish is not None)
+        self.end = tuple(f.end for f in self.features if f.end is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)
 

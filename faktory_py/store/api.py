@@ -27,7 +27,7 @@ __all__ = [
     "JOB_SETS", "AnyOp", "Job", "Op", "QueueObserver", "Reservation", "ReservationObserver", "SortedJobSet", "StateOwner", "Store",
     "StoreStatistics", "StoreOp", "decode_op", "decode_queued", "enqueue_op", "is_store_op",
     "Enqueue", "DeclareQueue", "SetAdd", "SetRemove", "SetClear", "Reserve", "Drop",
-    "RestoreReservation", "Extend", "Done", "Pause", "Resume", "RemoveQueue", "Flush", "Counters",
+    "RestoreReservation", "Extend", "Done", "Release", "Pause", "Resume", "RemoveQueue", "Flush", "Counters",
 ]
 
 Job = dict[str, Any]
@@ -201,6 +201,15 @@ class Done(StoreOp):
     jid: str
     day: str
     failed: bool
+
+
+@_op("release")
+class Release(StoreOp):
+    """A reservation ended by an operator (MUTATE on the `working` target: the job is
+    requeued, killed or discarded), counted as neither processed nor failed: it did not run
+    to an end."""
+
+    jid: str
 
 
 @_op("pause")

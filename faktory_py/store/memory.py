@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from .api import (
-    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, RemoveQueue,
-    QueueObserver, Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, StateOwner, StoreOp,
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, QueueObserver, Release,
+    RemoveQueue, Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove,
+    StateOwner, StoreOp,
     StoreStatistics, decode_op, is_store_op,
 )
 from .job_queue import JobQueue
@@ -72,7 +73,7 @@ class MemoryStore:
         self._owner_of.update(dict.fromkeys(owner.op_names, owner))
 
     def observe_reservations(self, observer: ReservationObserver) -> None:
-        """Call `observer` wherever a reservation begins (`_hold`) or ends (`_done`, `_flush`)."""
+        """Call `observer` wherever a reservation begins (`_hold`) or ends (`_end`, `_flush`)."""
         self._observers.append(observer)
 
     def observe_queues(self, observer: QueueObserver) -> None:
@@ -175,16 +176,23 @@ class MemoryStore:
             res = found[1]._replace(expires_at=op.expires_at)
             self._working.add(op.jid, op.expires_at, res)
 
-    def _done(self, op: Done) -> None:
-        self._working.remove(op.jid)
+    def _end(self, jid: str) -> None:
+        """The one place a single reservation ends (ACK, FAIL, expiry, an operator's MUTATE)."""
+        self._working.remove(jid)
         for observer in self._observers:
-            observer.ended(op.jid)
+            observer.ended(jid)
+
+    def _done(self, op: Done) -> None:
+        self._end(op.jid)
         daily = self._history.setdefault(op.day, [0, 0])
         self._processed += 1
         daily[0] += 1
         if op.failed:
             self._failures += 1
             daily[1] += 1
+
+    def _release(self, op: Release) -> None:
+        self._end(op.jid)
 
     def _pause(self, op: Pause) -> None:
         self._paused.update(q for q in op.queues if q in self._queues)
@@ -227,8 +235,8 @@ class MemoryStore:
     _APPLY: ClassVar[dict[type[StoreOp], Callable[[MemoryStore, Any], None]]] = {
         Enqueue: _enqueue, DeclareQueue: _declare_queue, SetAdd: _set_add, SetRemove: _set_remove,
         SetClear: _set_clear, Reserve: _reserve, Drop: _drop, RestoreReservation: _restore_reservation,
-        Extend: _extend, Done: _done, Pause: _pause, Resume: _resume, RemoveQueue: _remove_queue,
-        Flush: _flush, Counters: _counters,
+        Extend: _extend, Done: _done, Release: _release, Pause: _pause, Resume: _resume,
+        RemoveQueue: _remove_queue, Flush: _flush, Counters: _counters,
     }
 
     # --- reading (the `Store` protocol documents each method) ---------------------------

@@ -108,6 +108,8 @@ def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASG
     async def busy(request: Request) -> Response:
         if request.method == "POST":
             form = await request.form()
+            if "action" in form:
+                return await working_action(request, form.get("action"), form.getlist("jid"))
             signal, wid = form.get("signal"), form.get("wid", "")
             if signal not in ("quiet", "terminate"):
                 return PlainTextResponse("Unknown signal", 400)
@@ -115,6 +117,17 @@ def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASG
             return back(request, "/busy")
         data = state.busy(page(request))
         return render(request, "busy.html", busy=data, nav="busy")
+
+    async def working_action(request: Request, action: Any, jids: list[Any]) -> Response:
+        """A reservation's button on the Busy page: MUTATE requeue / kill / discard on `working`."""
+        if (refusal := refused()) is not None:
+            return refusal
+        if action not in views.WORKING_ACTIONS:
+            return PlainTextResponse(f"Unknown action {action}", 400)
+        if not jids:
+            return PlainTextResponse("Nothing selected", 400)
+        await state.end_reservations(str(action), [urls.from_form(str(j)) for j in jids])
+        return back(request, "/busy")
 
     async def queues(request: Request) -> Response:
         """The list of queues; with `?name=` that queue's page (or an action on it)."""

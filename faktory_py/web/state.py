@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ..core.lifecycle import Manager
 from ..core.registry import Registry, WebPage
 from ..core.workers import WorkerRegistry
+from ..features.throttles.feature import Throttles
 from . import views
 
 
@@ -53,7 +54,9 @@ class WebState:
         return views.history(self.manager.store.daily_counts(), days, now)
 
     def busy(self, number: int) -> views.Busy:
-        return views.busy(self.workers.workers, self.manager.store, number)
+        throttles = self.features.find(Throttles)
+        slots = frozenset() if throttles is None else throttles.slot_holders(self.now())
+        return views.busy(self.workers.workers, self.manager.store, number, slots)
 
     def queue_rows(self, now: float) -> list[views.QueueRow]:
         state = self.manager.store.statistics()
@@ -96,10 +99,15 @@ class WebState:
         await self.durable(self.manager.resume([name]))
 
     async def remove_queue(self, name: str) -> None:
-        await self.durable(self.manager.remove([name]))
+        await self.durable(self.manager.remove([name], self.now()))
 
     async def delete_queued(self, name: str, jids: Sequence[str]) -> None:
-        await self.durable(self.manager.delete_queued(name, jids))
+        await self.durable(self.manager.delete_queued(name, jids, self.now()))
+
+    async def end_reservations(self, action: str, jids: Sequence[str]) -> None:
+        """Requeue, kill or discard the reservations of `jids` (MUTATE on `working`); jids
+        no longer reserved are skipped."""
+        await self.durable(self.manager.end_reservations(action, jids, self.now()))
 
     async def change_set(self, set_name: str, action: str, keys: Sequence[str]) -> None:
         """Retry / add to queue, kill or delete the entries `keys` name (`["all"]`: every
@@ -112,5 +120,5 @@ class WebState:
         elif action == "kill":
             position = self.manager.kill_entries(set_name, jids, now)
         else:
-            position = self.manager.delete_entries(set_name, jids)
+            position = self.manager.delete_entries(set_name, jids, now)
         await self.durable(position)

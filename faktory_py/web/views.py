@@ -146,14 +146,20 @@ class Busy:
     #: workers' concurrency, not a backlog like the queues and the other sets)
     held: Mapping[str, int]
     jobs: Page[tuple[str, float, Mapping[str, Any]]]  # (wid, reserved_at, job)
+    #: jids whose reservation holds a throttle slot (protocol/spec.md §11.2)
+    slots: frozenset[str] = frozenset()
 
 
-def busy(workers: Mapping[str, Worker], store: Store, number: int) -> Busy:
+#: the Busy page's buttons on a reservation: MUTATE's commands on the `working` target
+WORKING_ACTIONS = ("requeue", "kill", "discard")
+
+
+def busy(workers: Mapping[str, Worker], store: Store, number: int, slots: frozenset[str] = frozenset()) -> Busy:
     processes = sorted(workers.values(), key=lambda w: (w.hostname, w.pid, w.wid))
     held = Counter(res.wid for res in store.reservations())
     page: Page[Any] = Page([], number, sum(held.values()))
     rows = [(res.wid, res.reserved_at, res.job) for res in store.reservation_page(page.offset, PAGE_SIZE)]
-    return Busy(processes, held, Page(rows, number, page.total))
+    return Busy(processes, held, Page(rows, number, page.total), slots)
 
 
 # --- dashboard --------------------------------------------------------------------------

@@ -523,7 +523,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def remove(self, names: list[str], chance: int) -> None:
         if chance:  # keep this destructive rule rare
             return
-        self.manager.remove(names)
+        self.manager.remove(names, self.now)
         for name in self.model.named(names):
             for jid in self.model.queues.pop(name, []):
                 del self.model.jobs[jid]

@@ -1,9 +1,10 @@
 """Throttle occupancy as a property (protocol/spec.md §11.2, §11.8, §11.9): a hypothesis state
 machine pushes jobs of several jobtypes and tenants, fetches from several worker processes,
-acks, fails, lets time pass (slots time out, reservations expire), flushes, reloads other
-throttles and limits (SIGHUP, §11.6) and restarts from the journal or a snapshot, and checks
-after every step, against a reference model that recomputes everything from the store's
-reservations and queues (its own job selection and partitions, not the server's):
+acks, fails, ends reservations by MUTATE on `working` (requeue, kill, discard), lets time
+pass (slots time out, reservations expire), flushes, reloads other throttles and limits
+(SIGHUP, §11.6) and restarts from the journal or a snapshot, and checks after every step,
+against a reference model that recomputes everything from the store's reservations and
+queues (its own job selection and partitions, not the server's):
 
 * S1 safety: never more than `concurrency` slots of a (rule, partition), nor `worker` of one
   wid there, except after a reload lowered a limit below the slots held, and then they never
@@ -196,6 +197,15 @@ class ThrottleMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def fail(self, data: st.DataObject) -> None:
         self.manager.fail(data.draw(st.sampled_from(self._reserved())), "E", "boom", [], self.now)
+
+    @precondition(lambda self: self.store.statistics().working)
+    @rule(data=st.data(), cmd=st.sampled_from(["requeue", "kill", "discard"]))
+    def mutate_working(self, data: st.DataObject, cmd: str) -> None:
+        """An operator ends reservations (MUTATE on `working`): their slots free like an ACK's,
+        their grants stay (spec.md §3 MUTATE, §11.5)."""
+        jids = data.draw(st.lists(st.sampled_from(self._reserved()), min_size=1, max_size=3))
+        self.manager.mutate({"cmd": cmd, "target": "working", "filter": {"jids": jids}}, self.now)
+        assert not set(jids) & set(self._reserved())
 
     @rule(seconds=st.sampled_from([1.0, 5.0, 19.999, 20.0, 30.0, 45.5, 61.0, 700.0]))
     def advance(self, seconds: float) -> None:

@@ -69,7 +69,9 @@ async def test_an_invalid_reload_keeps_the_configuration_in_force(
             assert await client.push(job(f"q-{i}", "q")) == b"OK"
         assert named(await client.fetch("q")) == "q-0"
         assert await client.fetch("q") is None  # still concurrency 1
-        assert (await status(client, "q"))["q"]["concurrency"] == 1
+        state = (await status(client, "q"))["q"]
+        assert (state["concurrency"], state["reload_error"]) == (1, "config: throttles.q: timeout is required")
+        assert "reload_error" not in (await client.info())["faktory"]["throttles"]["q"]  # INFO keeps its shape
         (conf_d / "throttles.toml").write_bytes(b"[throttles]\nq = { concurrency = 5, timeout = 60 } # \xff\n")
         assert not server.reload(lambda: load(args, {}))  # not UTF-8: unreadable, the server goes on
         assert "can't decode byte 0xff" in (throttles.reload_error or "")
@@ -77,6 +79,7 @@ async def test_an_invalid_reload_keeps_the_configuration_in_force(
         (conf_d / "throttles.toml").write_text("[throttles]\nq = { concurrency = 5, timeout = 60 }\n")
         assert server.reload(lambda: load(args, {}))
         assert throttles.reload_error is None
+        assert (await status(client))["q"]["reload_error"] is None
         assert named(await client.fetch("q")) == "q-1"
         await client.aclose()
 

@@ -29,7 +29,7 @@ def peak_reserved(data_dir: Path, queue: str) -> tuple[int, int]:
     """(the most jobs of `queue` reserved at once, how many were reserved in all), replayed from a
     stopped server's journal: its records are the server's state changes in the order they
     happened, so this is the server's own count, not a sample. A `reserve` op starts a
-    reservation, a `done` op (ACK, FAIL, expiry) ends it."""
+    reservation, a `done` op (ACK, FAIL, expiry) or a `release` op (MUTATE working) ends it."""
     reserved: set[str] = set()
     peak = total = 0
     with Journal.open(data_dir) as journal:
@@ -39,6 +39,6 @@ def peak_reserved(data_dir: Path, queue: str) -> tuple[int, int]:
                     reserved.add(op["jid"])
                     total += 1
                     peak = max(peak, len(reserved))
-                elif op["op"] == "done":
+                elif op["op"] in ("done", "release"):
                     reserved.discard(op["jid"])
     return peak, total

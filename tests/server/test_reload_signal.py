@@ -44,6 +44,8 @@ def test_sighup_reloads_the_throttles_and_the_server_keeps_running(server_factor
     eventually(lambda: "configuration reload rejected" in server.log_text(), 10, "the rejection logged")
     assert "config: throttles.q: timeout is required" in server.log_text()
     assert concurrency(client) == 2 and server.proc.poll() is None
+    rejected = json.loads(client.command("THROTTLE STATUS"))["q"]["reload_error"]
+    assert rejected == "config: throttles.q: timeout is required"
 
     write_conf(server, "[throttles]\nq = { concurrency = 3, timeout = 60 }\n[faktory_py]\nmax_line = 4096\n")
     server.proc.send_signal(signal.SIGHUP)

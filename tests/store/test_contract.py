@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from faktory_py.store import api
 from faktory_py.store.api import (
-    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Op, Pause, RemoveQueue,
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Op, Pause, Release, RemoveQueue,
     Reservation, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, Store, StoreOp,
     decode_op, enqueue_op,
 )
@@ -119,6 +119,7 @@ JOURNAL_FORMS: list[tuple[StoreOp, Op]] = [
      {"op": "reservation", "job": job("a" * 8), "wid": "w1", "reserved_at": 1.0, "expires_at": 2.0}),
     (Extend("a" * 8, 3.0), {"op": "extend", "jid": "a" * 8, "expires_at": 3.0}),
     (Done("a" * 8, DAY, True), {"op": "done", "jid": "a" * 8, "day": DAY, "failed": True}),
+    (Release("a" * 8), {"op": "release", "jid": "a" * 8}),
     (Pause(["a", "b"]), {"op": "pause", "queues": ["a", "b"]}),
     (Resume(["a"]), {"op": "resume", "queues": ["a"]}),
     (RemoveQueue("q"), {"op": "remove_queue", "queue": "q"}),
@@ -316,6 +317,17 @@ def test_reservations_are_ordered_by_expiry_and_counted_when_done(make_store: Ma
     assert store.daily_counts() == {DAY: (2, 1), "2026-05-29": (1, 1)}
 
 
+def test_a_released_reservation_ends_uncounted(make_store: MakeStore) -> None:
+    """`Release` (an operator's MUTATE on `working`) ends a reservation like `Done` but
+    counts it as neither processed nor failed."""
+    store = make_store()
+    store.commit([enqueue_op(job("a" * 8)), Reserve("default", "a" * 8, "w1", NOW, NOW + 300)])
+    store.commit([Release("a" * 8)])
+    stats = store.statistics()
+    assert (stats.working, stats.processed, stats.failures) == (0, 0, 0)
+    assert store.reservation("a" * 8) is None and store.next_due() is None
+
+
 def test_a_restored_reservation_is_a_reservation(make_store: MakeStore) -> None:
     store = make_store()
     store.commit([RestoreReservation(job("a" * 8), "w1", NOW, NOW + 60)])
@@ -430,7 +442,8 @@ def test_any_history_replays_from_its_log_and_from_its_snapshot(data: st.DataObj
             queues = [q for q in store.queue_names() if store.queue_size(q)]
             reserved = [r.job["jid"] for r in store.reservations()]
             kind = data.draw(st.sampled_from(
-                ["enqueue", "zadd", "zrem", "reserve", "drop", "done", "extend", "pause", "resume", "remove", "flush"]))
+                ["enqueue", "zadd", "zrem", "reserve", "drop", "done", "release", "extend", "pause", "resume", "remove",
+                 "flush"]))
             score = NOW + data.draw(st.integers(0, 5))
             ops: list[Any]
             if kind == "enqueue":
@@ -443,9 +456,10 @@ def test_any_history_replays_from_its_log_and_from_its_snapshot(data: st.DataObj
                 queue = data.draw(st.sampled_from(queues))
                 head = store.queue_head(queue)["jid"]
                 ops = [Reserve(queue, head, "w1", NOW, score) if kind == "reserve" else Drop(queue, head)]
-            elif kind in ("done", "extend") and reserved:
+            elif kind in ("done", "release", "extend") and reserved:
                 target = data.draw(st.sampled_from(reserved))
-                ops = [Done(target, DAY, data.draw(st.booleans())) if kind == "done" else Extend(target, score)]
+                ops = [Done(target, DAY, data.draw(st.booleans())) if kind == "done"
+                       else Release(target) if kind == "release" else Extend(target, score)]
             elif kind in ("pause", "resume"):
                 names = data.draw(st.lists(st.sampled_from(["a", "b", "c"]), max_size=3))
                 ops = [Pause(names) if kind == "pause" else Resume(names)]

@@ -19,8 +19,11 @@ from helpers import ROOT
 WORKLOADS = {
     "a_load": "jobs_per_s", "b_push": "jobs_per_s", "c_pushb": "jobs_per_s", "d_drain": "jobs_per_s",
     "e_latency": "p99_ms", "f_idle": "jobs_per_s", "g_memory": "bytes_per_job_5000", "h_restart": "seconds",
-    "i_ceiling": "fraction",
+    "i_ceiling": "fraction", "j_throttled": "jobs_per_s",
 }
+#: what only `python -m bench` measures: it starts the servers (restart, the echo ceiling, a
+#: throttle in conf.d)
+HARNESS_ONLY = {"h_restart", "i_ceiling", "j_throttled"}
 
 
 def _number(value: object) -> bool:
@@ -44,6 +47,9 @@ def test_python_m_bench_smoke(tmp_path: Path) -> None:
             if workload != "i_ceiling":
                 assert _number(data["ratios"][f"{workload}.{key}"]["value"]), workload
     assert data["runs"]["a_load"]["faktory_py"][0]["fetched"] == data["sizes"]["load_jobs"]
+    throttled = data["runs"]["j_throttled"]["faktory_py"][0]
+    assert throttled["fetched"] == data["sizes"]["load_jobs"] and throttled["throttled_queue"] == "bench-load-0"
+    assert "| (j) load shape, one queue throttled" in (out / "RESULTS.md").read_text()
     assert data["runs"]["e_latency"]["faktory_py"][0]["missing"] == 0
     assert data["runs"]["f_idle"]["faktory_py"][0]["idle_connections"] == data["sizes"]["idle_conns"]
     assert "| (a) Faktory load shape |" in (out / "RESULTS.md").read_text()
@@ -58,7 +64,7 @@ def test_faktory_py_bench_url_smoke(server, tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())["results"]
-    assert set(results) == set(WORKLOADS) - {"h_restart", "i_ceiling"}
+    assert set(results) == set(WORKLOADS) - HARNESS_ONLY
     with server.client() as c:  # the bench queues are gone again
         assert c.handshake() == b"OK"
         assert not [q for q in c.info()["faktory"]["queues"] if q.startswith("bench-")]

@@ -299,6 +299,36 @@ def test_quiet_worker_gets_quiet_on_next_beat(page, server: ServerProcess) -> No
         client.disconnect()
 
 
+def test_busy_requeue_and_kill_end_a_zombie_reservation(page, server: ServerProcess, raw: RawClient) -> None:
+    """A job a worker fetched and will never ACK: Requeue on the Busy page puts it back in its
+    queue, where a worker fetches it again; Kill then moves it to the dead set. Another
+    site's page posting the same form is refused (A-T16)."""
+    from playwright.sync_api import expect
+
+    jid = push(raw, "zombies")
+    conn = worker(server)
+    try:
+        assert conn.fetch(["zombies"])["jid"] == jid
+        attack = (f'<form method="post" action="{server.web_url}/busy"><input name="action" value="kill">'
+                  f'<input name="jid" value="{jid}"></form><script>document.forms[0].submit()</script>')
+        page.route("http://evil.test/**", lambda route: route.fulfill(content_type="text/html", body=attack))
+        with page.expect_response(f"{server.web_url}/busy") as refused:
+            page.goto("http://evil.test/")
+        assert refused.value.status == 403
+        page.goto("/busy")
+        row = page.locator(f'#working tr[data-jid="{jid}"]')
+        row.get_by_role("button", name="Requeue").click()
+        expect(row).to_have_count(0)
+        assert conn.fetch(["zombies"])["jid"] == jid  # back in its queue, fetched again
+        page.goto("/busy")
+        row.get_by_role("button", name="Kill").click()
+        expect(row).to_have_count(0)
+        nav(page, "Dead")
+        expect(page.locator(f'#entries tr[data-jid="{jid}"]')).to_contain_text("Killed: killed by an operator")
+    finally:
+        conn.disconnect()
+
+
 def test_password_requires_basic_auth(browser, web_servers) -> None:
     from playwright.sync_api import expect
 

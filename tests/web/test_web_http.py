@@ -229,6 +229,43 @@ async def test_queue_delete_selected_and_busy_signals(tmp_path: Path, running) -
     assert (await request(server, "POST", "/busy", "wid=all&signal=quiet")).status == 302
 
 
+async def test_busy_reservation_buttons_are_mutate_on_working_behind_the_cross_origin_guard(
+        tmp_path: Path, running) -> None:
+    """The Busy page marks a reservation holding a throttle slot and offers requeue / kill /
+    discard (MUTATE on `working`); a cross-origin POST of one is 403 and changes nothing,
+    a same-origin one ends the reservation and frees the slot (A-T16)."""
+    throttles = ThrottlesConfig((Throttle("q", 600, concurrency=2),))
+    server = await running(replace(config(tmp_path), throttles=throttles))
+    manager, now = server.dispatcher.manager, server.dispatcher.clock.now()
+    for jid in ("k" * 12, "r" * 12, "d" * 12):
+        push(server, jid, queue="q")
+    for _ in range(2):
+        manager.fetch(["q"], "w1", now)
+    busy = await request(server, "GET", "/busy")
+    assert busy.status == 200
+    assert busy.body.count("throttle slot</span>") == 2
+    assert busy.body.count('name="action" value="kill"') == 2
+    host = server.web_urls[0].split("://")[1]
+    kill = f"action=kill&jid={'k' * 12}"
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.test"}):
+        assert (await request(server, "POST", "/busy", kill, headers)).status == 403
+    assert manager.store.reservation("k" * 12) is not None
+    assert (await request(server, "POST", "/busy", f"action=explode&jid={'k' * 12}")).status == 400
+    assert (await request(server, "POST", "/busy", "action=kill")).status == 400
+    killed = await request(server, "POST", "/busy", kill, {"Sec-Fetch-Site": "same-origin"})
+    assert (killed.status, killed.headers["location"]) == (302, "/busy")
+    ((_score, _jid, dead),) = list(manager.store.set_entries("dead"))
+    assert (dead["jid"], dead["failure"]["errtype"]) == ("k" * 12, "Killed")
+    requeued = await request(server, "POST", "/busy", f"action=requeue&jid={'r' * 12}", {"Origin": f"http://{host}"})
+    assert requeued.status == 302
+    assert [job["jid"] for job in manager.store.queued("q")] == ["d" * 12, "r" * 12]
+    job, _ = manager.fetch(["q"], "w1", now)
+    assert job is not None and job["jid"] == "d" * 12  # the freed slots let it out
+    assert (await request(server, "POST", "/busy", f"action=discard&jid={'d' * 12}")).status == 302
+    assert manager.store.statistics().working == 0
+    assert "throttle slot</span>" not in (await request(server, "GET", "/busy")).body
+
+
 async def test_pages_of_100k_retries_touch_one_page(tmp_path: Path, running) -> None:
     """No request walks the whole set: rendering a page looks up its 25 entries, nothing more."""
     server = await running(config(tmp_path))

@@ -95,9 +95,9 @@ def test_kill_entries_moves_to_dead_with_its_ttl(j: Journaled) -> None:
 
 def test_delete_entries_selected_and_all(j: Journaled) -> None:
     retrying(j, ["a" * 8, "b" * 8, "c" * 8])
-    j.manager.delete_entries("retries", ["c" * 8])
+    j.manager.delete_entries("retries", ["c" * 8], NOW)
     assert [e[1] for e in j.store.set_entries("retries")] == ["a" * 8, "b" * 8]
-    j.manager.delete_entries("retries", None)
+    j.manager.delete_entries("retries", None, NOW)
     assert j.store.set_size("retries") == 0
     assert holdings(j.replayed()) == holdings(j.store)
 
@@ -105,9 +105,9 @@ def test_delete_entries_selected_and_all(j: Journaled) -> None:
 def test_delete_queued_removes_jobs_anywhere_in_the_queue(j: Journaled) -> None:
     for jid in ("a" * 8, "b" * 8, "c" * 8, "d" * 8):
         j.manager.push(job(jid), NOW)
-    j.manager.delete_queued("default", ["c" * 8, "a" * 8, "not-there"])
+    j.manager.delete_queued("default", ["c" * 8, "a" * 8, "not-there"], NOW)
     assert [x["jid"] for x in j.store.queued("default")] == ["b" * 8, "d" * 8]
-    j.manager.delete_queued("no-such-queue", ["b" * 8])
+    j.manager.delete_queued("no-such-queue", ["b" * 8], NOW)
     assert holdings(j.replayed()) == holdings(j.store)
 
 

@@ -223,8 +223,11 @@ class Throttles:
 
     def status(self, names: Iterable[str], now: float) -> dict[str, Any]:
         """THROTTLE STATUS: the INFO entries of the throttles and limits `names` (all when
-        none are named) with their slots per worker process and their partitions (at most
-        `MAX_PARTITIONS`, most waiting first); raises NoSuchThrottle for a name of neither."""
+        none are named) with their slots per worker process, their partitions (at most
+        `MAX_PARTITIONS`, most waiting first) and the last rejected reload's error (in every
+        entry: the reply maps names to entries, so a key of its own could clash with a name,
+        and a typed decoder of the map would choke on a value that is not an entry); raises
+        NoSuchThrottle for a name of neither."""
         self.occupancy.release_due(now)
         rules = [self.find(name) for name in names] or list(self.rules)
         status = {}
@@ -235,8 +238,14 @@ class Throttles:
             keys = sorted(self._partitions(rule), key=lambda key: (-waiting[key], key[1]))[:MAX_PARTITIONS]
             entry["by_partition"] = [{"key": decode_partition(key[1]), "in_use": self.occupancy.in_use(key),
                                       "waiting": waiting[key], **self._grants(key, now)} for key in keys]
+            entry["reload_error"] = self.reload_error
             status[rule.label] = entry
         return status
+
+    def slot_holders(self, now: float) -> frozenset[str]:
+        """The jids whose reservation holds a slot at `now` (the Busy page marks them)."""
+        self.occupancy.release_due(now)
+        return frozenset(jid for jid, _rule in self.occupancy.holders())
 
     def _grants(self, key: SlotKey, now: float) -> dict[str, Any]:
         """`grants_in_window` and `next_grant_at` (RFC 3339, when the window is full) of a

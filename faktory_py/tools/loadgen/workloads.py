@@ -64,6 +64,11 @@ class Sizes:
     memory_jobs: tuple[int, ...] = (100_000, 1_000_000)  # the largest is also the restart size
     timeout: float = 600.0  # per workload run
 
+    @property
+    def load_fetchers(self) -> int:
+        """(a)'s FETCH + ACK connections: the half of `load_conns` that does not push."""
+        return max(1, self.load_conns - max(1, self.load_conns // 2))
+
     def scaled(self, jobs: int) -> Sizes:
         """Every throughput job count set from `jobs` (memory and restart untouched)."""
         return replace(self, load_jobs=jobs, push_jobs=jobs, ceiling_jobs=jobs, pushb_jobs=2 * jobs,
@@ -172,7 +177,7 @@ class Bench:
     def _load_tasks(self, jobs: int) -> tuple[list[Task], list[Task]]:
         s = self.sizes
         pushers = max(1, s.load_conns // 2)
-        fetchers = max(1, s.load_conns - pushers)
+        fetchers = s.load_fetchers
         push_procs = max(1, s.procs // 2)
         fetch_procs = max(1, s.procs - push_procs)
         push = _group("push", list(split(jobs, pushers)), push_procs,

@@ -1,0 +1,97 @@
+"""A-T15, its Ruby part (protocol/spec.md §11.4): a faktory_worker_ruby process with 10 threads
+works 200 jobs through `gated` (`concurrency = 3`). Ruby is not installed here, so the worker is
+its golden transcript (protocol/cases/client-ruby.case): each thread opens its own connection and
+sends the gem's captured HELLO, FETCH and ACK bytes — bare `\\n` terminators, one process `wid`
+shared by every thread, as the gem's connection pool does — with only the queue list and the
+jid changed. The server's journal, replayed after a clean stop, shows every job reserved once
+and never more than 3 at once."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from helpers.rawclient import RawClient
+from helpers.throttles import configure_throttles, peak_reserved
+
+CASE = Path(__file__).resolve().parents[2] / "protocol" / "cases" / "client-ruby.case"
+
+
+def captured_worker_lines() -> dict[str, bytes]:
+    """The worker connection's captured HELLO, FETCH and ACK lines, as bytes on the wire."""
+    lines: dict[str, bytes] = {}
+    in_worker = False
+    for line in CASE.read_text().splitlines():
+        if line.startswith("--- connection "):
+            in_worker = line == "--- connection worker"
+        elif in_worker and line.startswith("C: "):
+            verb = line[3:].split(" ", 1)[0]
+            lines.setdefault(verb, line[3:].replace("\\r", "\r").replace("\\n", "\n").encode())
+    return lines
+
+
+LINES = captured_worker_lines()
+
+
+def fetch_line(queue: str) -> bytes:
+    return re.sub(rb"^FETCH [^\n]*", b"FETCH " + queue.encode(), LINES["FETCH"])
+
+
+def ack_line(jid: str) -> bytes:
+    return re.sub(rb'"jid":"[^"]*"', f'"jid":"{jid}"'.encode(), LINES["ACK"])
+
+
+def test_the_captured_lines_are_the_gems() -> None:
+    assert LINES["HELLO"].startswith(b'HELLO {"wid":"a5cd3ea793428344"') and LINES["HELLO"].endswith(b"}\n")
+    assert fetch_line("gated") == b"FETCH gated\n"
+    assert ack_line("x" * 24) == b'ACK {"jid":"' + b"x" * 24 + b'"}\n'
+
+
+def test_ruby_worker_threads_through_concurrency_3(server_factory) -> None:
+    srv = server_factory(start=False)
+    configure_throttles(srv)
+    srv.start()
+    with RawClient(srv.port) as producer:
+        assert producer.handshake() == b"OK"
+        for i in range(200):
+            job = {"jid": uuid.uuid4().hex[:24], "jobtype": "Gated", "args": [i], "queue": "gated"}
+            assert producer.push(job) == b"OK"
+    worked: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 60
+
+    def work() -> None:
+        try:
+            with RawClient(srv.port) as conn:
+                conn.greet()
+                conn.send(LINES["HELLO"])
+                assert conn.reply() == b"OK"
+                while sum(worked.values()) < 200 and time.monotonic() < deadline:
+                    conn.send(fetch_line("gated"))
+                    body = conn.reply()
+                    if body is None:
+                        continue  # the 2 s block ran out
+                    jid = json.loads(body)["jid"]
+                    time.sleep(0.005)  # the work, long enough for the slots to fill
+                    with lock:
+                        worked[jid] += 1
+                    conn.send(ack_line(jid))
+                    assert conn.reply() == b"OK"
+        except BaseException as exc:  # noqa: BLE001 -- reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(worked) == 200 and set(worked.values()) == {1}
+    assert srv.stop() == 0
+    assert peak_reserved(srv.data_dir, "gated") == (3, 200)
