@@ -41,7 +41,7 @@ def decode(raw: bytes) -> dict[str, Any]:
 class JobQueue:
     """A FIFO of encoded jobs (see the module docstring)."""
 
-    __slots__ = ("_raws", "_base", "_holes", "_located")
+    __slots__ = ("_raws", "_base", "_holes", "_located", "_scanned")
 
     def __init__(self, raws: Iterable[bytes] = ()) -> None:
         self._raws: deque[bytes | None] = deque(raws)
@@ -51,6 +51,8 @@ class JobQueue:
         self._holes = 0
         #: (jid, position) of the last job `at` read: where `pop` finds it without a scan
         self._located: tuple[str, int] | None = None
+        #: the position after the last job a scan found: where the next scan starts
+        self._scanned = 0
 
     def __len__(self) -> int:
         return len(self._raws) - self._holes
@@ -108,7 +110,10 @@ class JobQueue:
 
         The scan decodes only jobs whose bytes contain `"jid":<jid>` (every job with that
         jid does, being written by the same encoder), so deleting a few jobs from deep in
-        a long queue does not decode the whole queue once per job.
+        a long queue does not decode the whole queue once per job. It starts after the job
+        the last scan found, then wraps around: journal replay reserves jobs FETCH took from
+        behind held-back ones (no `at` read there), one after the other, and each is then
+        found next to the last instead of after all the held-back jobs again.
         """
         raws = self._raws
         head = decode(raws[0])  # type: ignore[arg-type]  # the head is never a hole
@@ -127,13 +132,16 @@ class JobQueue:
                 self._hole(index)
                 return job, located[1]
         needle = b'"jid":' + jsoncodec.dumps(jid)
-        for index, raw in enumerate(raws):
-            if raw is not None and needle in raw:
-                job = decode(raw)
-                if job["jid"] == jid:
-                    position = self._base + index
-                    self._hole(index)
-                    return job, position
+        start = min(max(0, self._scanned - self._base), len(raws))
+        for first, last in ((start, len(raws)), (0, start)):
+            for index, raw in enumerate(itertools.islice(raws, first, last), first):
+                if raw is not None and needle in raw:
+                    job = decode(raw)
+                    if job["jid"] == jid:
+                        position = self._base + index
+                        self._hole(index)
+                        self._scanned = position + 1
+                        return job, position
         raise KeyError(jid)
 
     def _popleft_holes(self) -> None:

@@ -41,3 +41,26 @@ def test_the_head_pops_with_its_position_after_holes() -> None:
     assert queue.pop("a")[1] == 0
     assert queue.pop("c")[1] == 2
     assert not queue and queue.raws() == []
+
+
+class Counted(bytes):
+    """An encoded job that counts how often a scan looks into it."""
+
+    looks = 0
+
+    def __contains__(self, needle: object) -> bool:
+        Counted.looks += 1
+        return super().__contains__(needle)  # type: ignore[operator]
+
+
+def test_jobs_taken_one_after_the_other_from_behind_held_ones_are_each_found_at_once() -> None:
+    """Journal replay of FETCHes that stepped over 1 000 held-back jobs: each Reserve (no
+    `at` read before it) finds its job next to the last one found, not after the 1 000."""
+    held = [f"held-{i:04d}" for i in range(1000)]
+    taken = [f"took-{i:04d}" for i in range(1000)]
+    queue = JobQueue(Counted(encode({"jid": jid, "queue": "q"})) for jid in held + taken)
+    Counted.looks = 0
+    for i, jid in enumerate(taken):
+        assert queue.pop(jid) == ({"jid": jid, "queue": "q"}, 1000 + i)
+    assert Counted.looks < 3 * 1000  # the first scan passes the held jobs once, not each time
+    assert jids(queue) == held and queue.pop("held-0500")[1] == 500  # wraps around
