@@ -107,7 +107,7 @@ class JournalPosition(Protocol):
 #: while the journal cannot be written (protocol/spec.md §7). FETCH is answered too when
 #: none of its queues has a job to reserve.
 READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS",
-                       "THROTTLE STATUS"})
+                       "THROTTLE STATUS", "CRON STATUS"})
 
 
 def _internal_error() -> ClientError:
@@ -170,6 +170,11 @@ class Dispatcher:
         """Add a command (how the Enterprise features bring BATCH and TRACK): `handler`
         returns the reply's bytes or raises ClientError."""
         self._handlers[verb] = handler
+
+    def verbs(self) -> list[str]:
+        """Every verb it answers (its own and the features'): the bounded label set of the
+        command timings (core/timings.py)."""
+        return list(self._handlers)
 
     def handle(self, session: Session, command: wire.Command) -> Reply | Block:
         """The reply to `command`, or a `Block` for a FETCH that must wait for a job."""

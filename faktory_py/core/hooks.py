@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from ..store.api import Job, Op, Reservation
+from ..store.api import AnyOp, Job, Op, Reservation
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +137,26 @@ class TimedHook(Protocol):
 
     def run_due(self, now: float) -> list[Op]:
         """The feature's timed work due at `now` (e.g. expiring uncommitted batches)."""
+
+
+class JobPusher(Protocol):
+    """What the `Manager` offers a feature that pushes jobs of its own (a batch's callbacks),
+    so they are judged and stored as a producer's PUSH would be."""
+
+    def check_push(self, job: Job, now: float) -> None:
+        """Raise ClientError if PUSH would refuse `job` before any push hook (its fields, or
+        a prepare hook: `expires_in`, `unique_for`, ...); changes nothing."""
+
+    def push_ops(self, job: Job, now: float) -> list[AnyOp]:
+        """The ops that push `job`: checked and rewritten by every prepare hook and seen by
+        every push hook (unique, expiry, tracking apply); ClientError if one refuses it. The
+        caller commits them within its own step."""
+
+
+class PushUser(Protocol):
+    def use_pusher(self, pusher: JobPusher) -> None:
+        """Take the `Manager` as the way to push jobs of the feature's own: given once, when
+        the Manager is made over the registry."""
 
 
 class InfoHook(Protocol):

@@ -82,6 +82,8 @@ class Manager:
         self.features = features if features is not None else Registry()
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
         self.reaped_reservations = 0
+        for user in self.features.pushes:
+            user.use_pusher(self)
 
     # --- producing ------------------------------------------------------------------
 
@@ -90,7 +92,7 @@ class Manager:
 
         `wid` is the worker process of the pushing connection ("" for producers).
         """
-        return self.store.commit(self._push_ops(raw, now, wid))
+        return self.store.commit(self.push_ops(raw, now, wid))
 
     def push_bulk(self, raws: Any, now: float, wid: str = "") -> tuple[dict[str, str], int]:
         """PUSHB: every valid job is stored; returns (jid → error text, position).
@@ -104,16 +106,29 @@ class Manager:
         position = 0
         for raw in raws:
             try:
-                position = max(position, self.store.commit(self._push_ops(raw, now, wid)))
+                position = max(position, self.store.commit(self.push_ops(raw, now, wid)))
             except ClientError as exc:
                 jid = raw.get("jid", "") if isinstance(raw, dict) else ""
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
 
-    def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
+    def check_push(self, job: Job, now: float) -> None:
+        """`hooks.JobPusher`: would PUSH refuse `job` before its push hooks? (ClientError)"""
+        self._prepared(job, now)
+
+    def _prepared(self, raw: Any, now: float) -> tuple[Job, float | None]:
+        """A decoded job checked and rewritten for PUSH (by every prepare hook), and when it
+        is scheduled for (None: now)."""
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
         for prepare in self.features.prepare:
             job = prepare.prepare(job, now)
+        return job, scheduled_for
+
+    def push_ops(self, raw: Any, now: float, wid: str = "") -> list[AnyOp]:
+        """The ops of one PUSH (every feature's prepare and push hooks run); raises ClientError.
+        As `hooks.JobPusher` it pushes jobs on the server's own behalf (a batch's callback, a
+        cron fire) exactly as a producer's PUSH (no wid)."""
+        job, scheduled_for = self._prepared(raw, now)
         ops: list[AnyOp] = []
         for push in self.features.push:
             ops.extend(push.on_push(job, scheduled_for, wid, now))
@@ -206,7 +221,10 @@ class Manager:
         res = self.store.reservation(jid)
         if res is None:
             raise NoSuchJob(jid)
-        return self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
+        position = self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s failed: %s: %s", jid, errtype, message, extra=jobs.log_fields(res.job))
+        return position
 
     def worker_lost(self, wid: str, jids: Iterable[str], now: float) -> int:
         """A worker process reaped for missing heartbeats: fail each of `jids` (its
@@ -379,7 +397,8 @@ class Manager:
         dropped and logged in full; if `leave` fails too, the error goes to the caller.
         """
         jid = job.get("jid", "")
-        log.error("the timers could not move job %s; it goes to the dead set", jid, exc_info=exc)
+        log.error("the timers could not move job %s; it goes to the dead set", jid, exc_info=exc,
+                  extra=jobs.log_fields(job))
         failure = {"failed_at": format_time(now),
                    "message": _truncate(f"faktory_py could not move this job: {type(exc).__name__}: {exc}",
                                         MAX_MESSAGE),
@@ -388,7 +407,8 @@ class Manager:
             dead = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
             return self.store.commit(leave + [SetAdd("dead", now + DEAD_TTL, dead)])
         except Exception:
-            log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job)
+            log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job,
+                          extra=jobs.log_fields(job))
             return self.store.commit(leave)
 
     # --- MUTATE ---------------------------------------------------------------------

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .hooks import DropHook, EndHook, FetchHook, FinishHook, InfoHook, PrepareHook, PushHook, SelectHook, TimedHook
+from .hooks import (
+    DropHook, EndHook, FetchHook, FinishHook, InfoHook, PrepareHook, PushHook, PushUser, SelectHook, TimedHook,
+)
 
 T = TypeVar("T")
 
@@ -48,6 +50,8 @@ class Feature:
     end: EndHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
+    #: pushes jobs of its own (through `Manager.push_ops`)
+    pushes: PushUser | None = None
     pages: tuple[WebPage, ...] = ()
     #: the verbs of the wire commands it brings; their handlers live in commands/ (a feature
     #: never imports it), which adds one per verb (`commands.features`)
@@ -84,6 +88,7 @@ class Registry:
         self.end = tuple(f.end for f in self.features if f.end is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)
+        self.pushes = tuple(f.pushes for f in self.features if f.pushes is not None)
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self.features)

@@ -23,12 +23,14 @@ import trio
 
 from ..commands.dispatch import Dispatcher
 from ..commands.features import register_feature_commands
-from ..config import DEFAULT_PORT, BatchesConfig, Config, ThrottlesConfig, split_binding
+from ..config import DEFAULT_PORT, BatchesConfig, Config, CronConfig, ThrottlesConfig, split_binding
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
+from ..core.timings import CommandTimes, Timings
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
+from ..features.cron.feature import Cron
 from ..features.expiry import ExpiringJobs
 from ..features.throttles.feature import Throttles
 from ..features.tracking import JobTracking
@@ -52,10 +54,14 @@ class Server:
     addresses: list[tuple[str, int]]
     dispatcher: Dispatcher
     durable: DurableJournal
-    #: SIGHUP's work: puts a re-read configuration's throttles in force (server/reload.py)
+    #: SIGHUP's work: puts a re-read configuration's throttles and cron in force (server/reload.py)
     config_reload: ConfigReload
+    #: the durations the server observes (`/metrics`)
+    timings: Timings
     #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
     web_urls: list[str] = field(default_factory=list)
+    #: where `/metrics` alone answers, without auth (`[faktory_py.metrics] binding`); empty when unset
+    metrics_urls: list[str] = field(default_factory=list)
     _stop: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -67,8 +73,8 @@ class Server:
         self._stop.set()
 
     def reload(self, read: Callable[[], Config]) -> bool:
-        """Re-read the configuration with `read` and put its throttles in force; False (the
-        error logged) when `read` raises ConfigError, and then nothing changes."""
+        """Re-read the configuration with `read` and put its throttles and cron entries in
+        force; False (the error logged) when `read` raises ConfigError, and then nothing changes."""
         return self.config_reload(read)
 
 
@@ -96,7 +102,7 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
 
 
 def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig(),
-                        throttles: ThrottlesConfig = ThrottlesConfig()) -> Registry:
+                        throttles: ThrottlesConfig = ThrottlesConfig(), cron: CronConfig = CronConfig()) -> Registry:
     """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9–§11).
 
     They attach their own ops (and throttles their index of reservations) to the store, so
@@ -105,8 +111,9 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     it (they get `on_drop` instead).
     """
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
-                     Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
-                     Throttles(store, throttle_rules(throttles), throttles.warnings).feature()])
+                     Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention).feature(),
+                     Throttles(store, throttle_rules(throttles), throttles.warnings).feature(),
+                     Cron(store, cron.entries, cron.warnings).feature()])
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:
@@ -124,24 +131,27 @@ def load_store(config: Config) -> tuple[MemoryStore, Journal]:
     observers, by replaying its journal (to look at a data directory without serving it)."""
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     store = MemoryStore()
-    enterprise_features(store, config.batches, config.throttles)
+    enterprise_features(store, config.batches, config.throttles, config.cron)
     replay_journal(journal, store)
     return store, journal
 
 
-async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a server until `Server.shutdown()`; reports the Server once listening."""
-    for warning in config.throttles.warnings:
+async def serve(config: Config, *, clock: Clock | None = None,
+                task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a server until `Server.shutdown()`; reports the Server once listening. `clock`
+    is the wall clock's reading (a test's, set to a chosen date), by default the host's."""
+    for warning in (*config.throttles.warnings, *config.cron.warnings):
         log.warning("%s", warning)
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
-    clock = Clock()
+    clock = clock or Clock()
     waiters = QueueWaiters(wake_all=wake_all_queues(config.throttles))
     timer = DueTimer(clock, durable.wait_writable)
     store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
-    features = enterprise_features(store, config.batches, config.throttles)
-    throttles = features.find(Throttles)
-    assert throttles is not None
+    features = enterprise_features(store, config.batches, config.throttles, config.cron)
+    throttles, cron = features.find(Throttles), features.find(Cron)
+    assert throttles is not None and cron is not None
+    cron.wake = timer.poke
     throttles.wake = waiters.notify
     replay_journal(journal, store)
     manager = Manager(store, features=features)
@@ -156,8 +166,10 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     dispatcher.refusal = durable.refusal
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
-    config_reload = ConfigReload(config, manager, features, throttles, waiters, timer, clock)
-    connections = Connections(config, dispatcher, durable, waiters)
+    config_reload = ConfigReload(config, manager, features, throttles, cron, waiters, timer, clock)
+    timings = Timings(CommandTimes(dispatcher.verbs()), journal_write=durable.write_times,
+                      journal_fsync=durable.fsync_times, compaction=durable.compaction_times)
+    connections = Connections(config, dispatcher, durable, waiters, timings)
     try:
         async with trio.open_nursery() as background:
             # run_fsync ends only when the journal failed for good, which stops the server
@@ -169,24 +181,30 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
                                   config.timers.worker_reap_every, worker_lost, durable.wait_writable)
             background.start_soon(supervised, "send watchdog", connections.watch_sends)
             web_urls: list[str] = []
-            if config.web_enabled:
+            metrics_urls: list[str] = []
+            if config.web_enabled or config.metrics.binding is not None:
                 # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
                 # server without a web UI (most test servers, benchmarks) should not pay.
                 # Started before the command port listens: once that accepts, the UI answers.
-                from ..web.serve import serve_web
+                from ..web.serve import serve_metrics, serve_web
                 from ..web.state import WebState
 
                 state = WebState(manager, workers, features, clock, dispatcher.info, durable.refusal,
-                                 durable.durable)
-                bindings = {"Command port": config.binding, "Web UI": config.web_binding}
-                web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
-                log.info("web UI on %s", ", ".join(web_urls))
+                                 durable.durable, timings)
+                if config.web_enabled:
+                    bindings = {"Command port": config.binding, "Web UI": config.web_binding}
+                    web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
+                    log.info("web UI on %s", ", ".join(web_urls))
+                if config.metrics.binding is not None:
+                    metrics_urls = await background.start(supervised, "metrics", serve_metrics, state, config,
+                                                          config.metrics.binding)
+                    log.info("metrics (no auth) on %s", ", ".join(f"{url}/metrics" for url in metrics_urls))
             listeners = await open_listeners(config.binding, DEFAULT_PORT)
             context = _ssl_context(config)
             if context is not None:
                 listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
             addresses = [_address(l) for l in listeners]
-            server = Server(addresses, dispatcher, durable, config_reload, web_urls)
+            server = Server(addresses, dispatcher, durable, config_reload, timings, web_urls, metrics_urls)
             background.start_soon(_stop_when_failed, durable, server)
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()
