@@ -99,6 +99,32 @@ class BatchesConfig:
 
 
 @dataclass(frozen=True)
+class WorkflowsConfig:
+    """`[faktory_py.workflows]`: job dependencies (protocol/spec.md §14)."""
+
+    #: the key of `custom` naming a job's dependencies; "" turns dependencies off
+    dependency_key: str = "after"
+    #: seconds a dependent waits for a dependency jid the server has never seen
+    unknown_timeout: float = 1800.0
+    #: the most dependencies one job may name
+    max_deps: int = 10000
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """`[faktory_py.results]`: job outcomes and results (protocol/spec.md §14.6)."""
+
+    #: seconds an outcome record is kept after its job ended (longer while a held job needs it)
+    ttl: float = 86400.0
+    #: the largest result an ACK may carry, encoded
+    max_bytes: int = 65536
+    #: past this many bytes, `custom._after` carries outcomes without results
+    inject_max_bytes: int = 262144
+    #: a tracked job's last TRACK SET `desc` is its result when it succeeds without one
+    from_track_desc: bool = False
+
+
+@dataclass(frozen=True)
 class Throttle:
     """One `[throttles.<queue>]` entry (protocol/spec.md §11.1): at most `concurrency` jobs
     of `queue` reserved at once across the server, at most `worker` per worker process
@@ -220,6 +246,8 @@ class Config:
     batches: BatchesConfig = field(default_factory=BatchesConfig)
     throttles: ThrottlesConfig = field(default_factory=ThrottlesConfig)
     cron: CronConfig = field(default_factory=CronConfig)
+    workflows: WorkflowsConfig = field(default_factory=WorkflowsConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
 
     @property
     def web_enabled(self) -> bool:
@@ -285,6 +313,8 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         batches=_batches(toml.get("batches", {})),
         throttles=throttles(toml.get("throttles", {}), ours.get("throttles", {}), ours.get("limits", {})),
         cron=cron(toml.get("cron", []), ours.get("cron", {}), cron_sources(conf_dir)),
+        workflows=_workflows(ours.get("workflows", {})),
+        results=_results(ours.get("results", {})),
     )
 
 
@@ -351,13 +381,44 @@ def _batches(section: Mapping[str, Any]) -> BatchesConfig:
     policy = section.get("policy", BatchesConfig.policy)
     if policy not in BATCH_POLICIES:
         raise ConfigError(f"[batches] policy must be one of {', '.join(BATCH_POLICIES)}, not {policy!r}")
-    seconds = {}
-    for key in ("uncommitted_ttl", "retention"):
-        value = section.get(key, getattr(BatchesConfig, key))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise ConfigError(f"[batches] {key} must be a positive number of seconds, not {value!r}")
-        seconds[key] = float(value)
-    return BatchesConfig(policy=policy, **seconds)
+    return BatchesConfig(policy=policy,
+                         uncommitted_ttl=_seconds(section, "batches", "uncommitted_ttl", BatchesConfig.uncommitted_ttl),
+                         retention=_seconds(section, "batches", "retention", BatchesConfig.retention))
+
+
+def _seconds(section: Mapping[str, Any], table: str, name: str, default: float) -> float:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"[{table}] {name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _count(section: Mapping[str, Any], table: str, name: str, default: int) -> int:
+    value = section.get(name, default)
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"[{table}] {name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _workflows(section: Mapping[str, Any]) -> WorkflowsConfig:
+    table = "faktory_py.workflows"
+    key = section.get("dependency_key", WorkflowsConfig.dependency_key)
+    if not isinstance(key, str):
+        raise ConfigError(f"[{table}] dependency_key must be a string (\"\" turns dependencies off), not {key!r}")
+    return WorkflowsConfig(dependency_key=key,
+                           unknown_timeout=_seconds(section, table, "unknown_timeout", WorkflowsConfig.unknown_timeout),
+                           max_deps=_count(section, table, "max_deps", WorkflowsConfig.max_deps))
+
+
+def _results(section: Mapping[str, Any]) -> ResultsConfig:
+    table = "faktory_py.results"
+    from_desc = section.get("from_track_desc", ResultsConfig.from_track_desc)
+    if not isinstance(from_desc, bool):
+        raise ConfigError(f"[{table}] from_track_desc must be true or false, not {from_desc!r}")
+    return ResultsConfig(from_track_desc=from_desc,
+                         ttl=_seconds(section, table, "ttl", ResultsConfig.ttl),
+                         max_bytes=_count(section, table, "max_bytes", ResultsConfig.max_bytes),
+                         inject_max_bytes=_count(section, table, "inject_max_bytes", ResultsConfig.inject_max_bytes))
 
 
 #: Faktory's queue names (a throttle names the queue it applies to)

@@ -1,6 +1,7 @@
 """The commands the built-in features bring: BATCH for batches, TRACK for job tracking,
-THROTTLE for throttles, CRON for cron (protocol/spec.md §9–§12). A feature's record names its verbs (`Feature.commands`); the
-handlers live here, because features know nothing of commands."""
+THROTTLE for throttles, CRON for cron, RESULT and JOB for job dependencies (protocol/spec.md
+§9–§12, §14). A feature's record names its verbs (`Feature.commands`); the handlers live here,
+because features know nothing of commands."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .cron import CronCommand
 from .dispatch import Clock, Dispatcher, Session
 from .throttle import ThrottleCommand
 from .track import TrackCommand
+from .workflows import JobCommand, ResultCommand
 
 #: verb → the handler serving it, built over the feature object that names the verb
 HANDLERS: dict[str, Callable[[Any, Store, Clock], Callable[[Session, str], bytes]]] = {
@@ -21,6 +23,8 @@ HANDLERS: dict[str, Callable[[Any, Store, Clock], Callable[[Session, str], bytes
     "TRACK": TrackCommand,
     "THROTTLE": ThrottleCommand,
     "CRON": CronCommand,
+    "RESULT": ResultCommand,
+    "JOB": JobCommand,
 }
 
 

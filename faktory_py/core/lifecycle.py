@@ -132,6 +132,10 @@ class Manager:
         ops: list[AnyOp] = []
         for push in self.features.push:
             ops.extend(push.on_push(job, scheduled_for, wid, now))
+        for hold in self.features.hold:
+            taken = hold.hold(job, scheduled_for, now)
+            if taken is not None:
+                return ops + self._ends_ops(taken, hold, now)
         if scheduled_for is not None:
             ops.append(SetAdd("scheduled", scheduled_for, job))
         else:
@@ -203,15 +207,16 @@ class Manager:
             ops.extend(more)
         return ops
 
-    def ack(self, jid: str, now: float) -> int:
-        """ACK: end the reservation and count it; an unknown jid is not an error."""
+    def ack(self, jid: str, now: float, result: Any = None) -> int:
+        """ACK: end the reservation and count it; an unknown jid is not an error. `result`
+        is what the worker reported with it (the end hooks record it)."""
         res = self.store.reservation(jid)
         if res is None:
             return 0
         ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
         for finish in self.features.finish:
             ops.extend(finish.on_ack(res, now))
-        ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS)], now))
+        ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS, result)], now))
         return self.store.commit(ops)
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
@@ -300,13 +305,25 @@ class Manager:
             ops.extend(self._end_ops([Ended(failed, ending)], now))
         return ops
 
-    def _end_ops(self, ended: list[Ended], now: float) -> list[AnyOp]:
-        """The end hooks' ops for jobs that left for good in the step being planned."""
+    def _end_ops(self, ended: list[Ended], now: float, source: object = None) -> list[AnyOp]:
+        """The end hooks' ops for jobs that left for good in the step being planned.
+
+        A hook answering `hooks.Ends` ended more jobs itself (dependents killed by policy):
+        every other end hook is told of those too, in the same step; `source` is the hook
+        whose own `Ends` these are (it is not told again)."""
         ops: list[AnyOp] = []
         if ended:
             for end in self.features.end:
-                ops.extend(end.on_end(ended, now))
+                if end is not source:
+                    ops.extend(self._ends_ops(end.on_end(ended, now), end, now))
         return ops
+
+    def _ends_ops(self, answer: list[Any] | hooks.Ends, source: object, now: float) -> list[AnyOp]:
+        """A hook's ops, and if it answered `hooks.Ends`, the other end hooks' ops for the
+        jobs it ended."""
+        if isinstance(answer, hooks.Ends):
+            return [*answer.ops, *self._end_ops(answer.ended, now, source)]
+        return list(answer)
 
     # --- timers' work ---------------------------------------------------------------
 
@@ -330,7 +347,8 @@ class Manager:
             lambda: self._purge_dead(now),
             lambda: self._expire_reservations(now),
         ]
-        tasks.extend((lambda t=timed: self.store.commit(t.run_due(now))) for timed in self.features.timed)
+        tasks.extend((lambda t=timed: self.store.commit(self._ends_ops(t.run_due(now), t, now)))
+                     for timed in self.features.timed)
         positions = [0]
         failure: Exception | None = None
         for task in tasks:
@@ -423,11 +441,18 @@ class Manager:
             raise ClientError("unknown mutate operation")
         if target == WORKING:
             return self._mutate_working(cmd, request.get("filter"), now)
+        feature = next((hook for hook in self.features.target if hook.target == target), None)
+        if feature is not None:  # a feature's own target (`held`)
+            jids = None if cmd == "clear" else \
+                [jid for jid, _job in self._filtered(list(feature.entries()), request.get("filter"))]
+            answer = feature.take("discard" if cmd == "clear" else cmd, jids, now)
+            return self.store.commit(self._ends_ops(answer, feature, now))
         if target not in MUTATE_TARGETS:
             raise ClientError("invalid target for mutation command")
         if cmd == "clear":
             return self._clear(target, now)
-        return self._take_entries(cmd, target, self._matching(target, request.get("filter")), now)
+        entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
+        return self._take_entries(cmd, target, self._filtered(entries, request.get("filter")), now)
 
     def _mutate_working(self, cmd: str, filter_: Any, now: float) -> int:
         """MUTATE on `working` names reservations by jid only: ending every reservation, or
@@ -497,9 +522,8 @@ class Manager:
             if target in LIVE_SETS else []
         return self.store.commit([SetClear(target), *self._end_ops(ended, now)])
 
-    def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
-        """Entries matched by a MUTATE filter (jids win; else glob and/or jobtype)."""
-        entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
+    def _filtered(self, entries: list[tuple[str, Job]], filter_: Any) -> list[tuple[str, Job]]:
+        """The entries a MUTATE filter matches (jids win; else glob and/or jobtype)."""
         if filter_ is None:
             return entries
         jids, pattern, jobtype = self._filter_fields(filter_)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .hooks import (
-    DropHook, EndHook, FetchHook, FinishHook, InfoHook, PrepareHook, PushHook, PushUser, SelectHook, TimedHook,
+    DropHook, EndHook, FetchHook, FinishHook, HoldHook, InfoHook, PrepareHook, PushHook, PushUser, SelectHook,
+    TargetHook, TimedHook,
 )
 
 T = TypeVar("T")
@@ -43,11 +44,13 @@ class Feature:
     owner: object
     prepare: PrepareHook | None = None
     push: PushHook | None = None
+    hold: HoldHook | None = None
     select: SelectHook | None = None
     fetch: FetchHook | None = None
     drop: DropHook | None = None
     finish: FinishHook | None = None
     end: EndHook | None = None
+    target: TargetHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
     #: pushes jobs of its own (through `Manager.push_ops`)
@@ -81,11 +84,13 @@ class Registry:
         # ACK) loop over only the features that implement the hook.
         self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
         self.push = tuple(f.push for f in self.features if f.push is not None)
+        self.hold = tuple(f.hold for f in self.features if f.hold is not None)
         self.select = tuple(f.select for f in self.features if f.select is not None)
         self.fetch = tuple(f.fetch for f in self.features if f.fetch is not None)
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
         self.finish = tuple(f.finish for f in self.features if f.finish is not None)
         self.end = tuple(f.end for f in self.features if f.end is not None)
+        self.target = tuple(f.target for f in self.features if f.target is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)
         self.pushes = tuple(f.pushes for f in self.features if f.pushes is not None)

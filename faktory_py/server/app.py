@@ -23,7 +23,9 @@ import trio
 
 from ..commands.dispatch import Dispatcher
 from ..commands.features import register_feature_commands
-from ..config import DEFAULT_PORT, BatchesConfig, Config, CronConfig, ThrottlesConfig, split_binding
+from ..config import (
+    DEFAULT_PORT, BatchesConfig, Config, CronConfig, ResultsConfig, ThrottlesConfig, WorkflowsConfig, split_binding,
+)
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
@@ -35,6 +37,7 @@ from ..features.expiry import ExpiringJobs
 from ..features.throttles.feature import Throttles
 from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
+from ..features.workflows.feature import Settings, Workflows
 from ..store.journal import Journal
 from ..store.memory import MemoryStore
 from .clock import Clock
@@ -102,18 +105,39 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
 
 
 def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig(),
-                        throttles: ThrottlesConfig = ThrottlesConfig(), cron: CronConfig = CronConfig()) -> Registry:
-    """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9–§11).
+                        throttles: ThrottlesConfig = ThrottlesConfig(), cron: CronConfig = CronConfig(),
+                        workflows: WorkflowsConfig = WorkflowsConfig(),
+                        results: ResultsConfig = ResultsConfig()) -> Registry:
+    """Faktory Enterprise's features, built into faktory_py, and job dependencies
+    (protocol/spec.md §9–§12, §14).
 
     They attach their own ops (and throttles their index of reservations) to the store, so
     they must exist before its journal is replayed. The order is behaviour: every hook runs
     in it. Expiry comes first, so an expired job is dropped at FETCH before the others see
-    it (they get `on_drop` instead).
+    it (they get `on_drop` instead), and its `expires_in` is an `expires_at` before
+    workflows looks at a job (a held job released after its deadline is dropped as
+    expired). Workflows comes after unique (a duplicate is refused as NOTUNIQUE before its
+    dependencies are looked at) and before batches: the dependents it kills are endings the
+    batches' end hook is told of in the same step (`hooks.Ends`), and a held job is counted by
+    every push hook like a queued one.
     """
-    return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
+    tracking = JobTracking(store, results.max_bytes)
+    return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), tracking.feature(),
+                     Workflows(store, workflow_settings(workflows, results), tracking).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention).feature(),
                      Throttles(store, throttle_rules(throttles), throttles.warnings).feature(),
                      Cron(store, cron.entries, cron.warnings).feature()])
+
+
+def workflow_settings(workflows: WorkflowsConfig, results: ResultsConfig) -> Settings:
+    """The workflows feature's view of `[faktory_py.workflows]` and `[faktory_py.results]`."""
+    return Settings(workflows.dependency_key, workflows.unknown_timeout, workflows.max_deps, results.ttl,
+                    results.max_bytes, results.inject_max_bytes, results.from_track_desc)
+
+
+def configured_features(store: MemoryStore, config: Config) -> Registry:
+    """`enterprise_features` as `config` configures them."""
+    return enterprise_features(store, config.batches, config.throttles, config.cron, config.workflows, config.results)
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:
@@ -131,7 +155,7 @@ def load_store(config: Config) -> tuple[MemoryStore, Journal]:
     observers, by replaying its journal (to look at a data directory without serving it)."""
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     store = MemoryStore()
-    enterprise_features(store, config.batches, config.throttles, config.cron)
+    configured_features(store, config)
     replay_journal(journal, store)
     return store, journal
 
@@ -148,7 +172,7 @@ async def serve(config: Config, *, clock: Clock | None = None,
     waiters = QueueWaiters(wake_all=wake_all_queues(config.throttles))
     timer = DueTimer(clock, durable.wait_writable)
     store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
-    features = enterprise_features(store, config.batches, config.throttles, config.cron)
+    features = configured_features(store, config)
     throttles, cron = features.find(Throttles), features.find(Cron)
     assert throttles is not None and cron is not None
     cron.wake = timer.poke

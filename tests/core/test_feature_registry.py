@@ -20,6 +20,7 @@ from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.features.tracking import JobTracking
 from faktory_py.features.unique import UniqueJobs
+from faktory_py.features.workflows.feature import Workflows
 from faktory_py.server.app import enterprise_features
 from faktory_py.store.api import Job, Op, Reservation
 from faktory_py.store.memory import MemoryStore
@@ -155,18 +156,22 @@ def test_feature_names_are_unique() -> None:
 
 def test_the_servers_features_keep_their_order() -> None:
     """Hook order is behaviour: expiry drops an expired job before unique, tracking and
-    batches see its fetch (they get on_drop instead). Throttles' gate is asked before any
-    fetch hook, whatever its place. Cron comes last, and without entries has no finish or end
-    hook."""
+    batches see its fetch (they get on_drop instead). Throttles' select hook chooses the job
+    before any fetch hook sees it, whatever its place. Workflows holds a job after every push hook ran, and
+    comes before batches, whose end hook is told of the dependents it kills. Cron comes last,
+    and without entries has no finish or end hook."""
     registry = enterprise_features(MemoryStore())
-    assert [feature.name for feature in registry] == ["expiry", "unique", "tracking", "batches", "throttles", "cron"]
-    kinds = (ExpiringJobs, UniqueJobs, JobTracking, Batches, Throttles, Cron)
+    assert [feature.name for feature in registry] == ["expiry", "unique", "tracking", "workflows", "batches",
+                                                      "throttles", "cron"]
+    kinds = (ExpiringJobs, UniqueJobs, JobTracking, Workflows, Batches, Throttles, Cron)
     assert [type(feature.owner) for feature in registry] == list(kinds)
     assert all(registry.find(kind) is feature.owner for kind, feature in zip(kinds, registry))
-    assert [type(hook) for hook in registry.fetch] == list(kinds[:4])
+    assert [type(hook) for hook in registry.fetch] == [ExpiringJobs, UniqueJobs, JobTracking, Batches]
+    assert [type(hook) for hook in registry.hold] == [Workflows]
     assert registry.select == ()  # no throttle configured: FETCH takes the head
     # the Throttles tab is routed from the start (a reload may configure throttles), listed once there are some
     assert [(page.name, page.listed) for feature in registry for page in feature.pages] == [
-        ("batches", True), ("throttles", False), ("cron", False)]
-    assert [feature.commands for feature in registry] == [(), (), ("TRACK",), ("BATCH",), ("THROTTLE",), ("CRON",)]
+        ("held", True), ("batches", True), ("throttles", False), ("cron", False)]
+    assert [feature.commands for feature in registry] == [(), (), ("TRACK",), ("RESULT", "JOB"), ("BATCH",),
+                                                          ("THROTTLE",), ("CRON",)]
     assert Cron not in {type(hook) for hook in (*registry.finish, *registry.end)}

@@ -17,8 +17,11 @@ S11 (INFO with throttles configured, A-T14's Go part) runs against a server whos
 helpers.throttles' entries. TestS12ThrottledWorkers and TestS12ThrottledManager (A-T15, the Go
 client and faktory_worker_go) have a pytest test of their own: after each, the server's journal
 must show that no more than 3 of its 200 jobs were ever reserved at once. So has
-TestS13CronManager (B-T11: faktory_worker_go runs cron's jobs), against a server with a
+TestS14CronManager (B-T11: faktory_worker_go runs cron's jobs), against a server with a
 `[[cron]]` entry.
+
+S13 (job dependencies, protocol/spec.md §14) is the reference's C-T1 with the client's normal
+Push and job.Custom, and C-T9's result sent through `Generic`.
 
 Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 """
@@ -62,6 +65,7 @@ SCENARIOS = {
     "S7-enterprise_reopen-permissive": "TestS7EnterpriseReopen",
     "S10-connections": "TestS10Connections",
     "S11-throttled_info": "TestS11ThrottledInfo",
+    "S13-workflows": "TestS13Workflows",
 }
 #: Test functions that are not scenarios: the worker process S6 starts as a child.
 HELPERS = {"TestS6WorkerProcess"}
@@ -70,7 +74,7 @@ HELPERS = {"TestS6WorkerProcess"}
 THROTTLED_WORKERS = ("TestS12ThrottledWorkers", "TestS12ThrottledManager")
 #: A faktory_worker_go Manager running cron's jobs (B-T11): a pytest test of its own below, which
 #: configures the entry and reads the fires' outcomes from the journal afterwards.
-CRON_WORKERS = ("TestS13CronManager",)
+CRON_WORKERS = ("TestS14CronManager",)
 
 #: Scenarios whose binary gets FAKTORY_PASSWORD_URL, the URL of a second, password-protected server.
 NEEDS_PASSWORD_SERVER = {"TestS0Handshake"}
@@ -211,11 +215,11 @@ def test_go_workers_through_a_throttle(test_name: str, go_env: Toolchain, server
 CRON = """
 [[cron]]
   schedule = "* * * * * *"
-  name = "s13"
+  name = "s14"
   [cron.job]
-    type = "S13Cron"
+    type = "S14Cron"
     queue = "cron"
-    args = ["cron", 13]
+    args = ["cron", 14]
 """
 
 

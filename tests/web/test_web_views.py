@@ -234,10 +234,11 @@ def test_a_features_pages_are_routed_only_while_it_is_registered() -> None:
     routed, not in the menu."""
     registry = enterprise_features(MemoryStore())
     site = _site(registry)
-    assert [page.name for page in site.state.feature_pages] == ["batches"]
+    assert [page.name for page in site.state.feature_pages] == ["held", "batches"]
     assert [route.path for route in pages.feature_routes(site)] == [  # type: ignore[attr-defined]
-        "/batches", "/batches/{bid}", "/throttles", "/cron", "/cron/{id}"]
-    without = _site(Registry(feature for feature in registry if feature.name not in ("batches", "throttles", "cron")))
+        "/held", "/batches", "/batches/{bid}", "/throttles", "/cron", "/cron/{id}"]
+    without = _site(Registry(feature for feature in registry
+                             if feature.name not in ("workflows", "batches", "throttles", "cron")))
     assert without.state.feature_pages == [] and pages.feature_routes(without) == []
     unknown = _site(Registry([Feature("mystery", object(), pages=(WebPage("mystery", "Mystery"),))]))
     with pytest.raises(ModuleNotFoundError):

@@ -383,8 +383,8 @@ class Batches:
         twice); for a callback any ending is its end ("2"), so one that will never run
         cannot keep its batch from going on to done."""
         txn = Txn(self)
-        for job, ending in ended:
-            self._finished(txn, job, ending is Ending.SUCCESS, True, now)
+        for end in ended:
+            self._finished(txn, end.job, end.ending is Ending.SUCCESS, True, now)
         return txn.ops
 
     def next_due(self) -> float | None:

@@ -252,7 +252,7 @@ class Cron:
 
     def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
         """`success`, `dead`, `discarded`, `expired` or `deleted`: how a fired job left."""
-        return [op for job, ending in ended for op in self._outcome(job, ending.value)]
+        return [op for end in ended for op in self._outcome(end.job, end.ending.value)]
 
     # --- reading ----------------------------------------------------------------------
 

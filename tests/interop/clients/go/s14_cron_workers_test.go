@@ -1,6 +1,6 @@
 package conformance
 
-// S13: a faktory_worker_go Manager runs the jobs an every-second `[[cron]]` entry fires
+// S14: a faktory_worker_go Manager runs the jobs an every-second `[[cron]]` entry fires
 // (protocol/spec.md §12, B-T11): each arrives with the entry's jobtype and args and the
 // server's `custom._cron` mark ({"id", "tick"}), and the Manager ACKs it. The server's own
 // counts (INFO) say they were processed without failure; test_client_go.py configures the
@@ -17,17 +17,17 @@ import (
 
 const s13Jobs = 3
 
-func TestS13CronManager(t *testing.T) {
+func TestS14CronManager(t *testing.T) {
 	var mu sync.Mutex
 	ticks := map[string]bool{}
 	var problems []string
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	mgr := worker.NewManager()
-	mgr.ProcessWID = "go-s13-manager"
+	mgr.ProcessWID = "go-s14-manager"
 	mgr.Concurrency = 2
 	mgr.ProcessStrictPriorityQueues("cron")
-	mgr.Register("S13Cron", func(ctx context.Context, args ...any) error {
+	mgr.Register("S14Cron", func(ctx context.Context, args ...any) error {
 		help := worker.HelperFor(ctx)
 		mark, ok := help.Custom("_cron")
 		mu.Lock()
@@ -36,9 +36,9 @@ func TestS13CronManager(t *testing.T) {
 		switch {
 		case !ok || !isMap:
 			problems = append(problems, "no custom._cron map")
-		case fields["id"] != "s13":
-			problems = append(problems, "custom._cron.id is not s13")
-		case len(args) != 2 || args[0] != "cron" || args[1] != float64(13):
+		case fields["id"] != "s14":
+			problems = append(problems, "custom._cron.id is not s14")
+		case len(args) != 2 || args[0] != "cron" || args[1] != float64(14):
 			problems = append(problems, "unexpected args")
 		default:
 			tick, _ := fields["tick"].(string)
