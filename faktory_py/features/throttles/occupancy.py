@@ -6,9 +6,10 @@ its locks in memory only, and leaks one when it discards an expired job). Here a
 a live reservation subject to a rule (a throttle or a named limit), in the partition of the
 rule its job is in, whose `timeout` has not passed (protocol/spec.md §11.2, §11.8) — or, with
 `slot_release = "job_end"` or no `timeout`, any live reservation subject to it, `timeout`
-only flagging the slot overdue (§11.7). A job subject to several rules holds a slot of each. The store calls `reserved` and `ended` exactly where a
-reservation begins and ends (`store.api.ReservationObserver`), on live commits and replay
-alike, so nothing else can change the count and a restart rebuilds it. The one other change
+only flagging the slot overdue (§11.7). A job subject to several rules holds a slot of each.
+The store calls `reserved` and `ended` exactly where a reservation begins and ends
+(`store.api.ReservationObserver`), on live commits and replay alike, so nothing else can
+change the count and a restart rebuilds it. The one other change
 is time: in `timeout` mode a slot ends `timeout` seconds after its FETCH even if the job runs
 on (`release_due`, run by the due timer and before every count is read, so a read never
 depends on when the timer ran). A configuration reload counts the slots again from the
