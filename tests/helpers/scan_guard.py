@@ -70,11 +70,12 @@ class NoScanQueue(JobQueue):
     def raws(self) -> Any:
         raise AssertionError("a read copied the whole queue")
 
-    def __getitem__(self, index: int) -> Any:
-        if index != 0:
-            raise AssertionError(f"a read looked at job {index} of the queue")
+    def positioned(self) -> Any:
+        raise AssertionError("a read iterated the whole queue")
+
+    def head(self) -> Any:
         NoScanQueue.heads += 1
-        return super().__getitem__(index)
+        return super().head()
 
 
 def guard_queue(queue: JobQueue) -> JobQueue:
