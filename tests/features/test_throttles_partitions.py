@@ -18,7 +18,7 @@ import trio.testing
 
 from helpers.async_client import AsyncClient
 from helpers.model_replay import replay, roundtrip, snapshot_records
-from helpers.scan_guard import private_queue
+from helpers.scan_guard import private_queue, refuse_walks
 from faktory_py import config
 from faktory_py.config import Config, NamedLimit, Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
@@ -198,12 +198,7 @@ def test_fetch_past_a_full_partition_touches_only_the_heads_of_the_classes(monke
         manager.push(tenant_job(f"q{i}", "t1"), NOW)
     manager.push(tenant_job("free", "t2"), NOW)
 
-    class NoIteration(type(private_queue(store, "t")._raws)):  # type: ignore[misc]
-        def __iter__(self) -> Any:
-            raise AssertionError("FETCH iterated the queue")
-
-    queue = private_queue(store, "t")
-    queue._raws = NoIteration(queue._raws)
+    refuse_walks(private_queue(store, "t"))
     decoded = []
     real_decode = job_queue.decode
     monkeypatch.setattr(job_queue, "decode", lambda raw: decoded.append(raw) or real_decode(raw))
