@@ -318,7 +318,7 @@ def wire_key(key: Key) -> Any:
 
 
 ThrottleMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=50, deadline=None,
+    max_examples=200, stateful_step_count=60, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestThrottles = ThrottleMachine.TestCase
