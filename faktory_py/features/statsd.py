@@ -11,7 +11,8 @@ each tagged `queue:<queue>,jobtype:<jobtype>` and the configured tags: `jobs.cou
 FAIL), `jobs.failed` (FAIL), `jobs.perform` (ms from FETCH to ACK), `jobs.expired`,
 `uniq.lock` (a unique job pushed), `uniq.denied` (`-NOTUNIQUE`), and ours, `jobs.pushed` and
 `jobs.fetched`. Every 30 s (`report`): the global gauges, `queue.size` / `queue.latency`, and
-ours: throttles' `throttle.in_use` / `throttle.waiting`, cron's `cron.fired` … counts.
+ours: throttles' `throttle.in_use` / `throttle.waiting` (named limits': `limit.*`), cron's
+`cron.fired` … counts.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class StatsdMetrics:
                latency_queues: Iterable[str] | None) -> None:
         """From an INFO document: the global gauges, `queue.size` of the first `max_queues`
         queues (by name), `queue.latency` (seconds) of `latency_queues` that exist (None: of
-        those same queues), each throttle's gauges, and what cron did since the last report."""
+        those same queues), each throttle's and named limit's gauges, and what cron did since
+        the last report."""
         add, prefix, tags, common = self.sink.add, self.prefix, self._global, self._common
         faktory, sets = info["faktory"], info["faktory"]["sets"]
         for name, value in (("processed", faktory["total_processed"]), ("failures", faktory["total_failures"]),
@@ -122,9 +124,10 @@ class StatsdMetrics:
         wanted = named if latency_queues is None else [q for q in latency_queues if q in queues]
         for queue, seconds in latency(wanted).items():
             add(f"{prefix}queue.latency:{_number(seconds)}|g|#queue:{queue}{common}")
-        for queue, throttle in faktory.get("throttles", {}).items():
-            for key in ("in_use", "waiting"):
-                add(f"{prefix}throttle.{key}:{throttle[key]}|g|#throttle:{queue}{common}")
+        for section, kind in (("throttles", "throttle"), ("limits", "limit")):
+            for name, entry in faktory.get(section, {}).items():
+                for key in ("in_use", "waiting"):
+                    add(f"{prefix}{kind}.{key}:{entry[key]}|g|#{kind}:{name}{common}")
         cron = faktory.get("cron", {})
         for key in ("fired", "missed", "denied", "skipped"):
             total = cron.get(key, 0)

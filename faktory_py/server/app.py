@@ -43,7 +43,7 @@ from ..store.journal import Journal
 from ..store.memory import MemoryStore
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
-from .reload import ConfigReload, throttle_limits, wake_all_queues
+from .reload import ConfigReload, throttle_rules, wake_all_queues
 from .statsd import UdpSender, run_statsd
 from .tcp import Connections
 from .timers import DueTimer, reap_workers, supervised
@@ -127,7 +127,7 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), tracking.feature(),
                      Workflows(store, workflow_settings(workflows, results), tracking).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention).feature(),
-                     Throttles(store, throttle_limits(throttles), throttles.warnings).feature(),
+                     Throttles(store, throttle_rules(throttles), throttles.warnings).feature(),
                      Cron(store, cron.entries, cron.warnings).feature()])
 
 
@@ -183,8 +183,7 @@ async def serve(config: Config, *, clock: Clock | None = None,
     throttles, cron = features.find(Throttles), features.find(Cron)
     assert throttles is not None and cron is not None
     cron.wake = timer.poke
-    throttles.occupancy.on_release = waiters.notify
-    throttles.rate.on_open = waiters.notify
+    throttles.wake = waiters.notify
     replay_journal(journal, store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)

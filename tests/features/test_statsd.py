@@ -127,7 +127,7 @@ def test_report_sends_throttle_gauges_and_cron_counts_since_the_last_report() ->
     info: dict[str, Any] = {
         "faktory": {"total_processed": 7, "total_failures": 1, "total_enqueued": 3, "queues": {"a": 3},
                     "sets": {"scheduled": 0, "retries": 1, "dead": 0, "working": 2},
-                    "throttles": {"a": {"in_use": 2, "waiting": 3}},
+                    "throttles": {"a": {"in_use": 2, "waiting": 3}}, "limits": {"pdf": {"in_use": 1, "waiting": 0}},
                     "cron": {"entries": 1, "fired": 4, "missed": 0, "denied": 1, "skipped": 0}},
         "server": {"connections": 5}}
     metrics.report(info, lambda names: dict.fromkeys(names, 1.5), None)
@@ -137,6 +137,7 @@ def test_report_sends_throttle_gauges_and_cron_counts_since_the_last_report() ->
         "faktory.working:2|g|#env:test", "faktory.connections:5|g|#env:test",
         "faktory.queue.size:3|g|#queue:a,env:test", "faktory.queue.latency:1.5|g|#queue:a,env:test",
         "faktory.throttle.in_use:2|g|#throttle:a,env:test", "faktory.throttle.waiting:3|g|#throttle:a,env:test",
+        "faktory.limit.in_use:1|g|#limit:pdf,env:test", "faktory.limit.waiting:0|g|#limit:pdf,env:test",
         "faktory.cron.fired:4|c|#env:test", "faktory.cron.denied:1|c|#env:test"]
     sink.lines.clear()
     info["faktory"]["cron"] = {"entries": 1, "fired": 6, "missed": 0, "denied": 1, "skipped": 0}
