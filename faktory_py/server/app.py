@@ -15,8 +15,10 @@ it raises JournalFailed (the CLI's exit status 1).
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -35,6 +37,7 @@ from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
 from ..store.journal import Journal
 from ..store.memory import MemoryStore
+from ..store.oplog import OpLog
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
 from .reload import ConfigReload, throttle_limits, wake_all_queues
@@ -51,7 +54,7 @@ class Server:
 
     addresses: list[tuple[str, int]]
     dispatcher: Dispatcher
-    durable: DurableJournal
+    durable: OpLog
     #: SIGHUP's work: puts a re-read configuration's throttles in force (server/reload.py)
     config_reload: ConfigReload
     #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
@@ -129,12 +132,65 @@ def load_store(config: Config) -> tuple[MemoryStore, Journal]:
     return store, journal
 
 
+@dataclass(eq=False)
+class Backend:
+    """Where the op log lives, as serve() drives it: the journal in the data directory or a
+    stream in Redis (server/ha/). Everything else in the server sees only `log`."""
+
+    log: OpLog
+    #: rebuilds the (empty, features attached) store from the log; then this node may append
+    load: Callable[[MemoryStore], Awaitable[None]]
+    #: the log's background tasks; the last ends only when the log failed for good
+    tasks: Callable[[trio.Nursery, MemoryStore], None]
+    #: a clean stop: flush (and compact, or give the lease up)
+    aclose: Callable[[MemoryStore], Awaitable[None]]
+    #: what failed, for the error serve() raises when `log.failed` stopped it
+    what: str
+
+
+@asynccontextmanager
+async def open_backend(config: Config) -> AsyncIterator[Backend]:
+    """The journal in `config.data_dir`, or with `--store redis://…` the op log in Redis."""
+    if config.redis is not None:
+        # Imported here: coredis is only needed (and only loaded) with --store redis://.
+        from .ha.backend import open_redis_backend
+
+        node_id = config.redis.node_id or f"{socket.gethostname()}:{_port_of(config.binding)}"
+        async with open_redis_backend(config.redis, node_id) as (oplog, load):
+            yield Backend(oplog, load, lambda nursery, store: nursery.start_soon(oplog.run),
+                          lambda store: oplog.aclose(),
+                          f"the op log in {config.redis.safe_url} fenced this node")
+        return
+    journal = Journal.open(config.data_dir, fsync=config.fsync)
+    durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
+
+    async def load(store: MemoryStore) -> None:
+        replay_journal(journal, store)
+
+    def tasks(background: trio.Nursery, store: MemoryStore) -> None:
+        # run_fsync ends only when the journal failed for good, which stops the server
+        background.start_soon(durable.run_fsync)
+        background.start_soon(supervised, "compaction", durable.run_compaction, store.snapshot)
+        background.start_soon(supervised, "journal retry", durable.run_retry)
+
+    yield Backend(durable, load, tasks, lambda store: durable.aclose(store.snapshot),
+                  f"the journal in {config.data_dir} could not be written")
+
+
+def _port_of(binding: str) -> int:
+    return split_binding(binding, DEFAULT_PORT)[1]
+
+
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening."""
     for warning in config.throttles.warnings:
         log.warning("%s", warning)
-    journal = Journal.open(config.data_dir, fsync=config.fsync)
-    durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
+    async with open_backend(config) as backend:
+        await _serve(config, backend, task_status)
+
+
+async def _serve(config: Config, backend: Backend, task_status: trio.TaskStatus[Server]) -> None:
+    durable = backend.log
     clock = Clock()
     waiters = QueueWaiters(wake_all=wake_all_queues(config.throttles))
     timer = DueTimer(clock, durable.wait_writable)
@@ -144,7 +200,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     assert throttles is not None
     throttles.occupancy.on_release = waiters.notify
     throttles.rate.on_open = waiters.notify
-    replay_journal(journal, store)
+    await backend.load(store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
 
@@ -161,10 +217,7 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
     connections = Connections(config, dispatcher, durable, waiters)
     try:
         async with trio.open_nursery() as background:
-            # run_fsync ends only when the journal failed for good, which stops the server
-            background.start_soon(durable.run_fsync)
-            background.start_soon(supervised, "compaction", durable.run_compaction, store.snapshot)
-            background.start_soon(supervised, "journal retry", durable.run_retry)
+            backend.tasks(background, store)
             background.start_soon(supervised, "due timer", timer.run, manager)
             background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
                                   config.timers.worker_reap_every, worker_lost, durable.wait_writable)
@@ -211,12 +264,12 @@ async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.T
             background.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await durable.aclose(store.snapshot)
+            await backend.aclose(store)
     if durable.failed.is_set():
-        raise JournalFailed(f"stopped: the journal in {config.data_dir} could not be written (see the log)")
+        raise JournalFailed(f"stopped: {backend.what} (see the log)")
 
 
-async def _stop_when_failed(durable: DurableJournal, server: Server) -> None:
+async def _stop_when_failed(durable: OpLog, server: Server) -> None:
     await durable.failed.wait()
     server.shutdown()
 

@@ -28,7 +28,7 @@ from ..commands.dispatch import Block, Dispatcher, Reply, Session
 from ..config import Config
 from ..wire.connection import NEED_DATA, Connection, HelloReceived
 from .admission import Admission
-from .durability import DurableJournal
+from ..store.oplog import OpLog
 from .fdlimit import socket_budget
 from .waiters import QueueWaiters
 
@@ -52,7 +52,7 @@ class Connections:
     many arrive; it can only slow down other handshakes, which the handshake budget bounds.
     """
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal,
+    def __init__(self, config: Config, dispatcher: Dispatcher, durable: OpLog,
                  waiters: QueueWaiters) -> None:
         self.config = config
         self.dispatcher = dispatcher

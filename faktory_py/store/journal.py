@@ -110,6 +110,29 @@ def frame(payload: bytes) -> bytes:
     return checked + zlib.crc32(checked).to_bytes(4, "big") + payload
 
 
+def decode_frame(data: bytes, where: str = "frame") -> object:
+    """The record of one whole frame held in a buffer (an op-log entry, store/redis/entries.py).
+
+    No tear is possible here (the buffer arrived whole), so any damage is corruption:
+    a bad header CRC, a length that does not match, a bad payload CRC or undecodable
+    msgpack raise JournalCorrupt naming `where`.
+    """
+    if len(data) < _FRAME_HEAD.size:
+        raise JournalCorrupt(where, 0, "incomplete frame header")
+    length, crc, head_crc = _FRAME_HEAD.unpack_from(data)
+    if zlib.crc32(data[:_CHECKED_HEAD.size]) != head_crc:
+        raise JournalCorrupt(where, 0, "frame header crc mismatch")
+    payload = data[_FRAME_HEAD.size:]
+    if len(payload) != length:
+        raise JournalCorrupt(where, 0, f"frame says {length} payload bytes, holds {len(payload)}")
+    if zlib.crc32(payload) != crc:
+        raise JournalCorrupt(where, 0, "crc mismatch")
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise JournalCorrupt(where, 0, f"undecodable msgpack payload ({exc})") from None
+
+
 def _segment_name(number: int) -> str:
     return f"journal.{number:08d}.fj"
 

@@ -1,0 +1,97 @@
+"""Boot from Redis: make sure the log exists, replay it into a fresh store, take the lease.
+
+Replay applies each entry's ops with `store.apply`, exactly as the local journal's replay
+does (server/app.py), so a store rebuilt from Redis cannot differ from one rebuilt from a
+data directory holding the same frames. A damaged entry or a gap stops the boot
+(JournalCorrupt): nothing is skipped.
+
+The lease may still be held when a node starts: by a primary that was just killed (its
+key lives until its TTL runs out) or by one that is alive. Phase 1 has no standbys, so the
+node waits — reading what the holder appends meanwhile — until the key is gone, then
+ACQUIREs with its position: Redis grants the lease only to a node that has read the log to
+its head, atomically with the check.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from typing import Protocol
+
+import coredis
+import trio
+
+from ...store.redis.entries import Position, decode_entry, entry_id
+from ...store.redis.keys import FORMAT, VERSION, Keys
+from ...store.redis.lease import Lease
+from ...store.redis.scripts import ACQUIRE, INIT, Acquired, acquire_keys, init_keys, parse_acquire
+from .client import RedisStoreError
+
+log = logging.getLogger("faktory_py.redis")
+
+#: entries read per XRANGE call while replaying
+REPLAY_BATCH = 512
+#: how often a node waiting for the lease looks again (at most)
+LEASE_POLL = 0.25
+
+
+class Applies(Protocol):
+    def apply(self, op: dict) -> None: ...  # type: ignore[type-arg]
+
+
+async def init_log(client: coredis.Redis[bytes], keys: Keys) -> bytes:
+    """Create the log's meta hash unless it exists; returns its cluster id."""
+    script = client.register_script(INIT)
+    reply = await script(keys=init_keys(keys), args=[str(uuid.uuid4()), str(int(time.time() * 1000))])
+    fmt, version, cluster_id = reply
+    if fmt != FORMAT.encode() or version != str(VERSION).encode() or not cluster_id:
+        raise RedisStoreError(f"{keys.meta} is not a faktory_py op log of version {VERSION} "
+                              f"(format {fmt!r}, version {version!r})")
+    return cluster_id
+
+
+async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies, after: Position) -> Position:
+    """Apply every entry after `after` to `store`; returns the position reached."""
+    position = after
+    while True:
+        entries = await client.xrange(keys.log, start=entry_id(position.index + 1), end="+", count=REPLAY_BATCH)
+        for identifier, fields in entries:
+            entry, position = decode_entry(identifier, dict(fields), position)
+            for op in entry.ops:
+                store.apply(op)
+        if len(entries) < REPLAY_BATCH:
+            return position
+
+
+async def acquire_lease(client: coredis.Redis[bytes], keys: Keys, store: Applies, lease: Lease,
+                        node_id: str, cluster_id: bytes, ttl_ms: int, position: Position) -> Position:
+    """Read the log to its head and take the lease, waiting while another node holds it;
+    returns the position the lease was granted at."""
+    script = client.register_script(ACQUIRE)
+    nonce = secrets.token_hex(8)
+    waiting_for: bytes | None = None
+    while True:
+        position = await replay_log(client, keys, store, position)
+        sent_at = trio.current_time()
+        reply = await script(keys=acquire_keys(keys), args=[
+            node_id, nonce, ttl_ms, position.index, position.epoch, position.crc, cluster_id])
+        result = parse_acquire(reply)
+        if isinstance(result, Acquired):
+            lease.granted(result.token, result.epoch, sent_at)
+            log.info("primary of %s: epoch %d at index %d", keys.tag, result.epoch, position.index)
+            return position
+        if result.why == "WRONG_CLUSTER":
+            raise RedisStoreError(f"{keys.meta} changed cluster id while this node started (was {cluster_id!r})")
+        if result.why == "HELD":
+            holder, ttl_left = result.detail[0], result.detail[1]
+            if holder != waiting_for:
+                log.warning("the lease of %s is held by %r; waiting for it to expire (%s ms left)",
+                            keys.tag, holder, ttl_left)
+                waiting_for = holder if isinstance(holder, bytes) else None
+            left = ttl_left / 1000 if isinstance(ttl_left, int) and ttl_left > 0 else LEASE_POLL
+            await trio.sleep(min(left, LEASE_POLL))
+        elif result.detail[0] == str(position.index).encode():
+            raise RedisStoreError(f"this node's copy of {keys.log} diverged from Redis at index {position.index}")
+        # else BEHIND: the holder appended more before it stopped: read on, try again

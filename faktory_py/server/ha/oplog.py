@@ -1,0 +1,243 @@
+"""The op log in Redis on the primary: group commit through one fenced append in flight,
+and the lease renewer (protocol/spec.md §13).
+
+`append` (the store's sink) packs a commit and queues it, as the local journal does. The
+appender task seals everything queued into one journal frame and appends it as the next
+stream entry with the APPEND script, which checks this node's fencing token and the index
+atomically with the XADD; with `min_replicas` a `WAIT` rides in the same round trip. While
+one append is in flight, new commits queue up and ride the next one, so the batch grows
+with load. A reply that depends on commit `n` is sent only once the append covering `n`
+returned OK (and WAIT reached `min_replicas`): `write_through`/`wait_written` are the
+gate server/tcp.py already passes every reply through.
+
+An append whose outcome is unknown (connection lost, timeout) is sent again unchanged: the
+script answers DUP when it had landed. `-OOM`/`-NOREPLICAS` wrote nothing and are retried
+too. FENCED (the lease holds another token), GAP (someone else appended) or a passed lease
+deadline make this node *fenced*: it acknowledges nothing more, `failed` is set and the
+server stops (exit status 1) — phase 1 has no standby role to step down to.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import coredis
+import trio
+from coredis.exceptions import RedisError, ResponseError
+
+from ...config import RedisConfig
+from ...errors import ClientError
+from ...store.journal import frame, join_items, pack_items
+from ...store.redis.entries import Position, frame_crc
+from ...store.redis.keys import Keys
+from ...store.redis.lease import Lease
+from ...store.redis.scripts import (APPEND, RELEASE, RENEW, append_keys, is_fence, lease_keys,
+                                    parse_append)
+from ..durability import JournalFailed
+
+log = logging.getLogger("faktory_py.redis")
+
+#: the pause before an append or renewal is sent again after a Redis error
+RETRY_PAUSE = 0.05
+
+
+class RedisOpLog:
+    """The OpLog (store/oplog.py) of a primary whose log is a Redis stream."""
+
+    def __init__(self, client: coredis.Redis[bytes], config: RedisConfig, lease: Lease, position: Position) -> None:
+        self.client = client
+        self.config = config
+        self.keys = Keys(config.name)
+        self.lease = lease
+        #: the last entry this node appended (or replayed)
+        self.position = position
+        self._append = client.register_script(APPEND)
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+        self._pending: list[memoryview] = []
+        self._pending_ops = 0
+        self._appended = 0
+        self._written = 0
+        #: (index, frame, the last commit it covers) of the append being sent
+        self._in_flight: tuple[int, bytes, int] | None = None
+        self._dirty = trio.Event()
+        self._progress = trio.Event()
+        self.failed = trio.Event()
+        self.fence_reason: str | None = None
+        self.appends = 0
+        self.renew_failures = 0
+
+    # --- the OpLog contract ---------------------------------------------------------------
+
+    @property
+    def appended(self) -> int:
+        return self._appended
+
+    def append(self, ops: list[dict[str, Any]]) -> int:
+        if self.failed.is_set():
+            raise JournalFailed(f"fenced: {self.fence_reason}")
+        try:
+            packed = pack_items(ops)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ClientError(f"cannot be journaled: {exc}") from None
+        self._pending.append(packed)
+        self._pending_ops += len(ops)
+        self._appended += 1
+        self._dirty.set()
+        return self._appended
+
+    def refusal(self) -> str | None:
+        return None
+
+    def write_through(self, sequence: int) -> bool:
+        """True once commit `sequence` is in Redis. Past the lease deadline nothing is
+        answered any more, not even a reply that depends on no commit."""
+        if not self.failed.is_set() and not self.lease.valid(trio.current_time()):
+            self.fence("the lease deadline passed")
+        if self.failed.is_set():
+            raise JournalFailed(f"fenced: {self.fence_reason}")
+        return self._written >= sequence
+
+    async def wait_written(self, sequence: int) -> None:
+        while not self.write_through(sequence):
+            await self._progress.wait()
+
+    async def synced(self, sequence: int) -> None:
+        """Written is durable here: the append that wrote it waited for what Redis promises."""
+
+    async def durable(self, sequence: int) -> None:
+        await self.wait_written(sequence)
+
+    async def wait_writable(self) -> None:
+        """Redis either takes an append or the node is fenced: there is no degraded state."""
+
+    # --- fencing ----------------------------------------------------------------------------
+
+    def fence(self, reason: str) -> None:
+        """Stop acknowledging anything, for good; the server stops on `failed`."""
+        if self.failed.is_set():
+            return
+        self.fence_reason = reason
+        self.lease.refused()
+        log.critical("FENCED: %s; this node acknowledges nothing more and stops (%d commits unanswered)",
+                     reason, self._appended - self._written)
+        self.failed.set()
+        self._progress.set()
+
+    # --- background tasks -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The appender and the lease renewer; returns only once fenced."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_appender)
+            nursery.start_soon(self._run_renewer)
+            await self.failed.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _run_appender(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            try:
+                await self._flush()
+            except JournalFailed:
+                return
+
+    async def _flush(self) -> None:
+        """Append what is queued (first the entry in flight, if a cancelled call left one)."""
+        if self._in_flight is None and self._pending:
+            data = frame(join_items(self._pending_ops, self._pending))
+            self._in_flight = (self.position.index + 1, data, self._appended)
+            self._pending, self._pending_ops = [], 0
+        if self._in_flight is None:
+            return
+        index, data, covers = self._in_flight
+        await self._append_until_done(index, data)
+        self._in_flight = None
+        self.position = Position(index, self.lease.epoch, frame_crc(data))
+        self._written = covers
+        self.appends += 1
+        progress, self._progress = self._progress, trio.Event()
+        progress.set()
+
+    async def _append_until_done(self, index: int, data: bytes) -> None:
+        """Append `data` as entry `index` (and WAIT for the replicas) before the lease deadline,
+        sending the same call again after an unknown outcome; fences and raises
+        JournalFailed when it cannot."""
+        args = [self.lease.token, index, self.lease.epoch, data]
+        while True:
+            with trio.move_on_at(self.lease.deadline):
+                try:
+                    if await self._append_once(args):
+                        return
+                except ResponseError as exc:
+                    if is_fence(str(exc)):
+                        self.fence(f"the append of entry {index} was refused: {exc}")
+                        raise JournalFailed(f"fenced: {self.fence_reason}") from None
+                    log.warning("append of entry %d refused for now (%s); sending it again", index, exc)
+                except (RedisError, OSError) as exc:
+                    log.warning("append of entry %d: outcome unknown (%s); sending it again", index, exc)
+                await trio.sleep(RETRY_PAUSE)
+                continue
+            self.fence(f"the lease deadline passed while appending entry {index}")
+            raise JournalFailed(f"fenced: {self.fence_reason}")
+
+    async def _append_once(self, args: list[Any]) -> bool:
+        """One APPEND (with WAIT when `min_replicas`); True when it is in Redis as required."""
+        keys = append_keys(self.keys)
+        need = self.config.min_replicas
+        if need == 0:
+            parse_append(await self._append(keys=keys, args=args))
+            return True
+        async with self.client.pipeline(transaction=False) as pipe:
+            appended = self._append(keys=keys, args=args, client=pipe)
+            waited = pipe.wait(need, self.config.wait_timeout_ms)
+        parse_append(await appended)
+        replicas = await waited
+        while replicas < need:  # the entry is in; only the replicas are missing: WAIT again
+            log.warning("only %d of %d replicas have the op log's last entry; waiting", replicas, need)
+            async with self.client.pipeline(transaction=False) as pipe:
+                waited = pipe.wait(need, self.config.wait_timeout_ms)
+            replicas = await waited
+        return True
+
+    async def _run_renewer(self) -> None:
+        lease = self.lease
+        ttl_ms = self.config.lease_ttl_ms
+        while True:
+            await trio.sleep_until(lease.wake_at())
+            now = trio.current_time()
+            if not lease.valid(now):
+                self.fence("the lease could not be renewed before its deadline")
+                return
+            if now < lease.renew_at:
+                continue
+            with trio.move_on_at(lease.deadline):
+                try:
+                    renewed = await self._renew(keys=lease_keys(self.keys), args=[lease.token, ttl_ms])
+                except (RedisError, OSError) as exc:
+                    self.renew_failures += 1
+                    log.warning("renewing the lease failed (%s); trying again", exc)
+                    lease.renew_failed(trio.current_time())
+                    continue
+                if renewed != 1:
+                    self.fence("the lease is held by another node")
+                    return
+                lease.renewed(now)
+
+    async def aclose(self) -> None:
+        """A clean stop (the background tasks are cancelled by now): append what is queued
+        or was in flight, then give the lease up, so the next node need not wait for it
+        to expire."""
+        if self.failed.is_set():
+            return
+        try:
+            with trio.move_on_at(self.lease.deadline):
+                while self._in_flight is not None or self._pending:
+                    await self._flush()
+                await self._release(keys=lease_keys(self.keys), args=[self.lease.token])
+        except JournalFailed:
+            pass  # fenced: already logged
+        except (RedisError, OSError) as exc:
+            log.warning("could not release the lease cleanly (%s); it expires by itself", exc)
