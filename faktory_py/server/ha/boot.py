@@ -57,8 +57,8 @@ async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies, a
     position = after
     while True:
         entries = await client.xrange(keys.log, start=entry_id(position.index + 1), end="+", count=REPLAY_BATCH)
-        for identifier, fields in entries:
-            entry, position = decode_entry(identifier, dict(fields), position)
+        for item in entries:
+            entry, position = decode_entry(item.identifier, dict(item.field_values), position)
             for op in entry.ops:
                 store.apply(op)
         if len(entries) < REPLAY_BATCH:
