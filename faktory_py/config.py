@@ -116,7 +116,7 @@ class TlsFiles:
 @dataclass(frozen=True)
 class RedisConfig:
     """`--store redis://…`: the op log in Redis instead of the data directory (README, "Redis
-    backend (preview)"; the key layout is in protocol/spec.md §13). `[faktory_py.redis]` sets
+    backend (preview)"; the key layout is in protocol/spec.md §7.1). `[faktory_py.redis]` sets
     the rest; the password is kept out of `__repr__` and of `safe_url`."""
 
     host: str

@@ -1,4 +1,4 @@
-"""The Redis connection of the op log, and the start-up checks (protocol/spec.md §13).
+"""The Redis connection of the op log, and the start-up checks (protocol/spec.md §7.1).
 
 A Redis that may evict keys would drop log entries or the lease under memory pressure, so
 anything but `maxmemory-policy noeviction` is refused; Redis before 7.0 replicates scripts

@@ -1,5 +1,5 @@
 """The op log in Redis on the primary: group commit through one fenced append in flight,
-and the lease renewer (protocol/spec.md §13).
+and the lease renewer (protocol/spec.md §7.1).
 
 `append` (the store's sink) packs a commit and queues it, as the local journal does. The
 appender task seals everything queued into one journal frame and appends it as the next

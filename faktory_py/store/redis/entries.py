@@ -1,4 +1,4 @@
-"""Op-log entries: one stream entry per journal frame (protocol/spec.md §13).
+"""Op-log entries: one stream entry per journal frame (protocol/spec.md §7.1).
 
 An entry's id is `<index>-0` (dense, from 1); its fields are `e` (the epoch of the primary
 that appended it), `t` (the Redis master's clock in ms, set by the append script) and `f`:

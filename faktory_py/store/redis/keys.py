@@ -1,4 +1,4 @@
-"""Key names of one op log in Redis (protocol/spec.md §13).
+"""Key names of one op log in Redis (protocol/spec.md §7.1).
 
 Every key carries the hash tag `{fk:<name>}`, so they all live in one slot: one Redis master
 executes every script atomically over all of them (and a Redis Cluster accepts the scripts).

@@ -1,4 +1,4 @@
-"""The primary's lease, as a state machine with an explicit `now` (protocol/spec.md §13).
+"""The primary's lease, as a state machine with an explicit `now` (protocol/spec.md §7.1).
 
 Redis keeps the lease key for `ttl` after it *receives* an ACQUIRE or RENEW; the primary
 cannot know when that was, only that it was after it *sent* the call. So a granted call

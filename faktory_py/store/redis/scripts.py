@@ -1,4 +1,4 @@
-"""The Lua scripts of the op log and what their replies mean (protocol/spec.md §13).
+"""The Lua scripts of the op log and what their replies mean (protocol/spec.md §7.1).
 
 Each starts with the `#!lua` shebang and no flags, so Redis refuses it *before it runs*
 when it must not write (`-OOM` over maxmemory, `-NOREPLICAS`, `-READONLY` on a replica):
