@@ -31,8 +31,7 @@ async def open_redis_backend(
 
         async def load(store: MemoryStore) -> None:
             cluster_id = await init_log(client, keys)
-            oplog.position = await acquire_lease(client, keys, store, lease, node_id, cluster_id,
-                                                 config.lease_ttl_ms, Position())
+            oplog.position = await acquire_lease(client, config, store, lease, node_id, cluster_id, Position())
             log.info("replayed %d op log entries from %s as node %s", oplog.position.index,
                      config.safe_url, node_id)
 

@@ -23,11 +23,13 @@ from typing import Protocol
 import coredis
 import trio
 
+from ...config import RedisConfig
 from ...store.redis.entries import Position, decode_entry, entry_id
 from ...store.redis.keys import FORMAT, VERSION, Keys
 from ...store.redis.lease import Lease
-from ...store.redis.scripts import ACQUIRE, INIT, Acquired, acquire_keys, init_keys, parse_acquire
-from .client import RedisStoreError
+from ...store.redis.scripts import (ACQUIRE, ALL, INIT, RENEW, Acquired, acquire_keys, init_keys, lease_keys,
+                                    parse_acquire)
+from .client import RedisStoreError, call_replicated
 
 log = logging.getLogger("faktory_py.redis")
 
@@ -42,7 +44,9 @@ class Applies(Protocol):
 
 
 async def init_log(client: coredis.Redis[bytes], keys: Keys) -> bytes:
-    """Create the log's meta hash unless it exists; returns its cluster id."""
+    """Load the scripts, create the log's meta hash unless it exists; returns its cluster id."""
+    for text in ALL:
+        await client.script_load(text)
     script = client.register_script(INIT)
     reply = await script(keys=init_keys(keys), args=[str(uuid.uuid4()), str(int(time.time() * 1000))])
     fmt, version, cluster_id = reply
@@ -65,23 +69,36 @@ async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies, a
             return position
 
 
-async def acquire_lease(client: coredis.Redis[bytes], keys: Keys, store: Applies, lease: Lease,
-                        node_id: str, cluster_id: bytes, ttl_ms: int, position: Position) -> Position:
+async def acquire_lease(client: coredis.Redis[bytes], config: RedisConfig, store: Applies, lease: Lease,
+                        node_id: str, cluster_id: bytes, position: Position) -> Position:
     """Read the log to its head and take the lease, waiting while another node holds it;
-    returns the position the lease was granted at."""
-    script = client.register_script(ACQUIRE)
+    returns the position the lease was granted at. With `min_replicas` the grant counts
+    only once that many replicas have it (as for renewals, server/ha/oplog.py)."""
+    keys = Keys(config.name)
+    acquire, renew = client.register_script(ACQUIRE), client.register_script(RENEW)
+    need, timeout = config.min_replicas, config.wait_timeout_ms
     nonce = secrets.token_hex(8)
     waiting_for: bytes | None = None
     while True:
         position = await replay_log(client, keys, store, position)
         sent_at = trio.current_time()
-        reply = await script(keys=acquire_keys(keys), args=[
-            node_id, nonce, ttl_ms, position.index, position.epoch, position.crc, cluster_id])
+        reply, replicas = await call_replicated(client, acquire, acquire_keys(keys), [
+            node_id, nonce, config.lease_ttl_ms, position.index, position.epoch, position.crc, cluster_id],
+            need, timeout)
         result = parse_acquire(reply)
         if isinstance(result, Acquired):
-            lease.granted(result.token, result.epoch, sent_at)
-            log.info("primary of %s: epoch %d at index %d", keys.tag, result.epoch, position.index)
-            return position
+            while replicas < need:
+                log.warning("the lease is on %d of %d replicas; waiting for more", replicas, need)
+                sent_at = trio.current_time()
+                renewed, replicas = await call_replicated(client, renew, lease_keys(keys),
+                                                          [result.token, config.lease_ttl_ms], need, timeout)
+                if renewed != 1:
+                    break
+            else:
+                lease.granted(result.token, result.epoch, sent_at)
+                log.info("primary of %s: epoch %d at index %d", keys.tag, result.epoch, position.index)
+                return position
+            continue  # the lease expired while the replicas lagged: try again
         if result.why == "WRONG_CLUSTER":
             raise RedisStoreError(f"{keys.meta} changed cluster id while this node started (was {cluster_id!r})")
         if result.why == "HELD":

@@ -10,8 +10,9 @@ warned about, since a replica with `min_replicas` may be what the operator relie
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import coredis
 from coredis.exceptions import ResponseError
@@ -71,3 +72,16 @@ async def check_server(client: coredis.Redis[bytes], config: RedisConfig) -> Non
         if replicas < config.min_replicas:
             log.warning("%s: %d replicas connected, min_replicas is %d: replies wait until enough are",
                         where, replicas, config.min_replicas)
+
+
+async def call_replicated(client: coredis.Redis[bytes], script: Any, keys: Sequence[str], args: Sequence[Any],
+                          replicas: int, timeout_ms: int) -> tuple[Any, int]:
+    """Run `script`, then (with `replicas` > 0) `WAIT replicas timeout_ms` in the same round
+    trip on the same connection — WAIT counts only that connection's writes. Returns the
+    script's reply and how many replicas have its writes (0 when none were asked for)."""
+    if replicas == 0:
+        return await script(keys=keys, args=args), 0
+    async with client.pipeline(transaction=False) as pipe:
+        reply = script(keys=keys, args=args, client=pipe)
+        waited = pipe.wait(replicas, timeout_ms)
+    return await reply, await waited

@@ -35,6 +35,7 @@ from ...store.redis.lease import Lease
 from ...store.redis.scripts import (APPEND, RELEASE, RENEW, append_keys, is_fence, lease_keys,
                                     parse_append)
 from ..durability import JournalFailed
+from .client import call_replicated
 
 log = logging.getLogger("faktory_py.redis")
 
@@ -67,6 +68,7 @@ class RedisOpLog:
         self.fence_reason: str | None = None
         self.appends = 0
         self.renew_failures = 0
+        self.wait_shortfalls = 0
 
     # --- the OpLog contract ---------------------------------------------------------------
 
@@ -184,27 +186,34 @@ class RedisOpLog:
             raise JournalFailed(f"fenced: {self.fence_reason}")
 
     async def _append_once(self, args: list[Any]) -> bool:
-        """One APPEND (with WAIT when `min_replicas`); True when it is in Redis as required."""
-        keys = append_keys(self.keys)
-        need = self.config.min_replicas
-        if need == 0:
-            parse_append(await self._append(keys=keys, args=args))
-            return True
-        async with self.client.pipeline(transaction=False) as pipe:
-            appended = self._append(keys=keys, args=args, client=pipe)
-            waited = pipe.wait(need, self.config.wait_timeout_ms)
-        parse_append(await appended)
-        replicas = await waited
-        while replicas < need:  # the entry is in; only the replicas are missing: WAIT again
+        """One APPEND (with WAIT when `min_replicas`); True once it is in Redis as required.
+
+        If the entry is in but too few replicas have it, the WAIT is repeated behind a RENEW
+        rather than alone: WAIT counts only the writes of its own connection, which need not
+        be the one the append went over, and a replica that has the later RENEW has the
+        entry (replication is one ordered stream). The lease deadline bounds the wait:
+        renewals do not count without the replicas either."""
+        need, timeout = self.config.min_replicas, self.config.wait_timeout_ms
+        reply, replicas = await call_replicated(self.client, self._append, append_keys(self.keys), args,
+                                                need, timeout)
+        parse_append(reply)
+        while replicas < need:
+            self.wait_shortfalls += 1
             log.warning("only %d of %d replicas have the op log's last entry; waiting", replicas, need)
-            async with self.client.pipeline(transaction=False) as pipe:
-                waited = pipe.wait(need, self.config.wait_timeout_ms)
-            replicas = await waited
+            renewed, replicas = await call_replicated(self.client, self._renew, lease_keys(self.keys),
+                                                      [self.lease.token, self.config.lease_ttl_ms], need, timeout)
+            if renewed != 1:
+                self.fence("the lease is held by another node")
+                raise JournalFailed(f"fenced: {self.fence_reason}")
         return True
 
     async def _run_renewer(self) -> None:
+        """Renew the lease every `renew_every_ms`; a renewal counts once Redis took it (and
+        `min_replicas` replicas have it, so a promoted replica never holds an older lease
+        than the one this node relies on). The deadline alone decides when to stop."""
         lease = self.lease
-        ttl_ms = self.config.lease_ttl_ms
+        need, timeout = self.config.min_replicas, self.config.wait_timeout_ms
+        args = [lease.token, self.config.lease_ttl_ms]
         while True:
             await trio.sleep_until(lease.wake_at())
             now = trio.current_time()
@@ -215,7 +224,8 @@ class RedisOpLog:
                 continue
             with trio.move_on_at(lease.deadline):
                 try:
-                    renewed = await self._renew(keys=lease_keys(self.keys), args=[lease.token, ttl_ms])
+                    renewed, replicas = await call_replicated(self.client, self._renew, lease_keys(self.keys),
+                                                              args, need, timeout)
                 except (RedisError, OSError) as exc:
                     self.renew_failures += 1
                     log.warning("renewing the lease failed (%s); trying again", exc)
@@ -224,8 +234,12 @@ class RedisOpLog:
                 if renewed != 1:
                     self.fence("the lease is held by another node")
                     return
+                if replicas < need:
+                    self.renew_failures += 1
+                    log.warning("lease renewed on %d of %d replicas; it does not count", replicas, need)
+                    lease.renew_failed(trio.current_time())
+                    continue
                 lease.renewed(now)
-
     async def aclose(self) -> None:
         """A clean stop (the background tasks are cancelled by now): append what is queued
         or was in flight, then give the lease up, so the next node need not wait for it

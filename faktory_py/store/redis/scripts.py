@@ -83,6 +83,10 @@ return {'OK', last}
 """
 
 
+#: every script, for loading them all at start (SCRIPT LOAD), before the first EVALSHA
+ALL = (INIT, ACQUIRE, RENEW, RELEASE, APPEND)
+
+
 def init_keys(keys: Keys) -> list[str]:
     return [keys.meta]
 
