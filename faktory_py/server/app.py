@@ -156,9 +156,8 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
         from .ha.backend import open_redis_backend
 
         node_id = config.redis.node_id or f"{socket.gethostname()}:{_port_of(config.binding)}"
-        async with open_redis_backend(config.redis, node_id) as (oplog, load):
-            yield Backend(oplog, load, lambda nursery, store: nursery.start_soon(oplog.run),
-                          lambda store: oplog.aclose(),
+        async with open_redis_backend(config.redis, node_id, config.compact_min_bytes) as (oplog, load, tasks):
+            yield Backend(oplog, load, tasks, lambda store: oplog.aclose(),
                           f"the op log in {config.redis.safe_url} fenced this node")
         return
     journal = Journal.open(config.data_dir, fsync=config.fsync)

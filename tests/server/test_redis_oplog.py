@@ -5,6 +5,7 @@ lease moved or ran out acknowledges nothing more and stops (phase 1: no standby 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,9 +26,9 @@ from helpers.redis import RedisServer, unique_name
 LEASE = {"lease_ttl_ms": 1000, "renew_every_ms": 200}
 
 
-def config_for(tmp_path: Path, url: str, **redis: int) -> Config:
+def config_for(tmp_path: Path, url: str, compact_min_bytes: int = Config.compact_min_bytes, **redis: int) -> Config:
     return Config(binding="127.0.0.1:0", data_dir=tmp_path / "unused", conf_dir=tmp_path / "conf",
-                  redis=parse_store(url, {**LEASE, **redis}))
+                  compact_min_bytes=compact_min_bytes, redis=parse_store(url, {**LEASE, **redis}))
 
 
 @asynccontextmanager
@@ -159,3 +160,38 @@ async def test_a_redis_that_may_evict_is_refused(tmp_path, url, r) -> None:  # t
         assert raised.group_contains(RedisStoreError, match="maxmemory-policy is allkeys-lru")
     finally:
         await r.config_set({"maxmemory-policy": "noeviction"})
+
+
+async def test_snapshots_bound_the_stream_and_a_restart_loads_them(
+        tmp_path, url, name, r, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Past the threshold the primary writes a snapshot to Redis and trims the stream up to
+    the previous one; a restart loads the snapshot plus the rest of the stream and has the
+    same state. Two generations are kept."""
+    keys = Keys(name)
+    config = config_for(tmp_path, url, compact_min_bytes=20_000)
+    with trio.fail_after(60):
+        async with serving(config) as server:
+            manager, clock, oplog = server.dispatcher.manager, server.dispatcher.clock, server.durable
+            i = 0
+            while oplog.snapshots < 4:
+                now = clock.now()
+                manager.push(job(f"job-{i:08d}", f"q{i % 3}"), now)
+                if i % 2:
+                    fetched, _ = manager.fetch([f"q{i % 3}"], "", now)
+                    manager.ack(fetched["jid"], now)
+                i += 1
+                if i % 20 == 0:
+                    await oplog.durable(oplog.appended)  # as replies would: appends go on meanwhile
+            await oplog.durable(oplog.appended)
+            before = snapshot_records(manager.store)
+            head = oplog.position.index
+        meta = await r.hgetall(keys.meta)
+        assert int(meta[b"snap_gen"]) >= 4 and int(meta[b"prev_snap_index"]) > 0
+        assert await r.xlen(keys.log) < head  # trimmed
+        first = (await r.xrange(keys.log, count=1))[0].identifier
+        assert int(first.split(b"-")[0]) <= int(meta[b"prev_snap_index"]) + 1  # covers both generations
+        assert len([key async for key in r.scan_iter(match=f"{keys.tag}:snap:*")]) == 2
+        caplog.set_level(logging.INFO, "faktory_py.redis")
+        async with serving(config) as server:
+            assert snapshot_records(server.dispatcher.manager.store) == before
+        assert f"loaded snapshot {keys.snapshot(meta[b'snap_gen'])} at index {int(meta[b'snap_index'])}" in caplog.text

@@ -9,11 +9,12 @@ import zlib
 
 import pytest
 
-from faktory_py.store.journal import JournalCorrupt, decode_frame, encode_frame
+from faktory_py.store.journal import JournalCorrupt, decode_frame, decode_frames, encode_frame
 from faktory_py.store.redis import scripts
 from faktory_py.store.redis.entries import Position, decode_entry, frame_crc, index_of
 from faktory_py.store.redis.keys import Keys
 from faktory_py.store.redis.lease import Lease, margin
+from faktory_py.store.redis.snapshots import decode_chunks, digest, encode_chunks
 
 OPS = [{"op": "enqueue", "queue": "q", "jobs": [{"jid": "abcdefgh"}]}]
 
@@ -27,9 +28,10 @@ def test_every_key_shares_one_hash_tag() -> None:
                      "{fk:billing}:log"]
     assert {re.match(r"\{[^}]*\}", name).group(0) for name in names} == {"{fk:billing}"}  # type: ignore[union-attr]
     assert Keys().meta == "{fk:default}:meta"
+    assert keys.snapshot(3) == keys.snapshot(b"3") == "{fk:billing}:snap:3"
 
 
-@pytest.mark.parametrize("name", ["INIT", "ACQUIRE", "RENEW", "RELEASE", "APPEND"])
+@pytest.mark.parametrize("name", ["INIT", "ACQUIRE", "RENEW", "RELEASE", "APPEND", "PUBLISH_SNAPSHOT"])
 def test_scripts_start_with_a_shebang_and_touch_only_their_keys(name: str) -> None:
     """The shebang makes Redis refuse a script before it runs when it may not write
     (-OOM, -NOREPLICAS, -READONLY); keys come only from KEYS (one slot, Cluster-safe)."""
@@ -69,6 +71,7 @@ def test_decode_frame_reads_what_the_journal_writes() -> None:
     (lambda f: f[:4] + b"\0\0\0\0" + f[8:], "frame header crc mismatch"),
     (lambda f: f[:-1], "holds"),
     (lambda f: f[:-1] + bytes([f[-1] ^ 1]), "crc mismatch"),
+    (lambda f: f + f, "more than one frame"),
 ])
 def test_decode_frame_refuses_damage(damage, problem: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(JournalCorrupt, match=problem):
@@ -156,3 +159,36 @@ def test_a_refused_lease_is_lost_for_good() -> None:
     lease.refused()
     assert not lease.valid(0.1)
     assert lease.lost
+
+
+# --- snapshots ------------------------------------------------------------------------------------
+
+def test_snapshot_chunks_hold_whole_frames_and_round_trip() -> None:
+    records = [[{"op": "enqueue", "queue": "q", "jobs": [{"jid": f"job-{i:06d}", "pad": "x" * 200}]}]
+               for i in range(50)]
+    at = Position(42, 3, b"\x01\x02\x03\x04")
+    chunks = list(encode_chunks(at, records, chunk_bytes=2000))
+    assert len(chunks) > 5 and all(len(chunk) <= 2000 for chunk in chunks)
+    for chunk in chunks:  # each decodes on its own: whole frames only
+        assert list(decode_frames(chunk))
+    position, decoded = decode_chunks(chunks, "snap:1")
+    assert position == at and list(decoded) == records
+    assert digest(chunks) == digest(list(chunks)) != digest(chunks[:-1])
+
+
+def test_a_frame_larger_than_a_chunk_is_a_chunk_of_its_own() -> None:
+    big = [{"op": "x", "pad": "y" * 5000}]
+    chunks = list(encode_chunks(Position(1, 1, b"abcd"), [big], chunk_bytes=1000))
+    assert len(chunks) == 2 and len(chunks[1]) > 5000
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda chunks: [], "no chunks"),
+    (lambda chunks: [encode_frame({"format": "other"})] + chunks[1:], "invalid snapshot header"),
+    (lambda chunks: chunks[:1] + [chunks[1][:-1]], "holds"),
+])
+def test_a_damaged_snapshot_is_refused(damage, problem: str) -> None:  # type: ignore[no-untyped-def]
+    chunks = list(encode_chunks(Position(1, 1, b"abcd"), [[{"op": "x", "pad": "z" * 300}]] * 10, chunk_bytes=500))
+    with pytest.raises(JournalCorrupt, match=problem):
+        position, records = decode_chunks(damage(chunks), "snap:7")
+        list(records)

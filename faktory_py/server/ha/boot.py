@@ -26,6 +26,7 @@ import trio
 from ...config import RedisConfig
 from ...store.redis.entries import Position, decode_entry, entry_id
 from ...store.redis.keys import FORMAT, VERSION, Keys
+from ...store.redis.snapshots import decode_chunks
 from ...store.redis.lease import Lease
 from ...store.redis.scripts import (ACQUIRE, ALL, INIT, RENEW, Acquired, acquire_keys, init_keys, lease_keys,
                                     parse_acquire)
@@ -56,31 +57,55 @@ async def init_log(client: coredis.Redis[bytes], keys: Keys) -> bytes:
     return cluster_id
 
 
-async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies, after: Position) -> Position:
-    """Apply every entry after `after` to `store`; returns the position reached."""
+async def load_snapshot(client: coredis.Redis[bytes], keys: Keys, store: Applies) -> Position:
+    """Apply the published snapshot, if any; returns the position it belongs to."""
+    generation, chunks = await client.hmget(keys.meta, ["snap_gen", "snap_chunks"])
+    if not generation or generation == b"0":
+        return Position()
+    where = keys.snapshot(generation)
+    values = await client.hmget(where, [str(number) for number in range(int(chunks or 0))])
+    if not values or any(value is None for value in values):
+        raise RedisStoreError(f"snapshot {where} is incomplete ({chunks!r} chunks published)")
+    position, records = decode_chunks(values, where)
+    for record in records:
+        for op in record:
+            store.apply(op)
+    log.info("loaded snapshot %s at index %d", where, position.index)
+    return position
+
+
+async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies,
+                     after: Position) -> tuple[Position, int]:
+    """Apply every entry after `after` to `store`; returns the position reached and the
+    frame bytes read."""
     position = after
+    replayed = 0
     while True:
         entries = await client.xrange(keys.log, start=entry_id(position.index + 1), end="+", count=REPLAY_BATCH)
         for item in entries:
-            entry, position = decode_entry(item.identifier, dict(item.field_values), position)
+            fields = dict(item.field_values)
+            entry, position = decode_entry(item.identifier, fields, position)
             for op in entry.ops:
                 store.apply(op)
+            replayed += len(fields[b"f"])
         if len(entries) < REPLAY_BATCH:
-            return position
+            return position, replayed
 
 
 async def acquire_lease(client: coredis.Redis[bytes], config: RedisConfig, store: Applies, lease: Lease,
-                        node_id: str, cluster_id: bytes, position: Position) -> Position:
+                        node_id: str, cluster_id: bytes, position: Position) -> tuple[Position, int]:
     """Read the log to its head and take the lease, waiting while another node holds it;
-    returns the position the lease was granted at. With `min_replicas` the grant counts
+    returns the position the lease was granted at and the frame bytes read on the way. With `min_replicas` the grant counts
     only once that many replicas have it (as for renewals, server/ha/oplog.py)."""
     keys = Keys(config.name)
     acquire, renew = client.register_script(ACQUIRE), client.register_script(RENEW)
     need, timeout = config.min_replicas, config.wait_timeout_ms
     nonce = secrets.token_hex(8)
     waiting_for: bytes | None = None
+    replayed = 0
     while True:
-        position = await replay_log(client, keys, store, position)
+        position, more = await replay_log(client, keys, store, position)
+        replayed += more
         sent_at = trio.current_time()
         reply, replicas = await call_replicated(client, acquire, acquire_keys(keys), [
             node_id, nonce, config.lease_ttl_ms, position.index, position.epoch, position.crc, cluster_id],
@@ -97,7 +122,7 @@ async def acquire_lease(client: coredis.Redis[bytes], config: RedisConfig, store
             else:
                 lease.granted(result.token, result.epoch, sent_at)
                 log.info("primary of %s: epoch %d at index %d", keys.tag, result.epoch, position.index)
-                return position
+                return position, replayed
             continue  # the lease expired while the replicas lagged: try again
         if result.why == "WRONG_CLUSTER":
             raise RedisStoreError(f"{keys.meta} changed cluster id while this node started (was {cluster_id!r})")

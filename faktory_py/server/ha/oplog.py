@@ -60,8 +60,16 @@ class RedisOpLog:
         self._pending_ops = 0
         self._appended = 0
         self._written = 0
-        #: (index, frame, the last commit it covers) of the append being sent
-        self._in_flight: tuple[int, bytes, int] | None = None
+        #: frames sealed and not yet confirmed, in index order: (index, frame, the last commit
+        #: it covers); the next append sends them all (a snapshot seals to pin its index)
+        self._sealed: list[tuple[int, bytes, int]] = []
+        #: frame bytes in the stream since the last snapshot (what a start replays)
+        self.bytes_since_snapshot = 0
+        #: set when `bytes_since_snapshot` passed `snapshot_threshold` (server/ha/snapshots.py)
+        self.snapshot_due = trio.Event()
+        self.snapshot_threshold = 0
+        self.snapshots = 0
+        self.snapshot_failures = 0
         self._dirty = trio.Event()
         self._progress = trio.Event()
         self.failed = trio.Event()
@@ -146,28 +154,49 @@ class RedisOpLog:
             except JournalFailed:
                 return
 
-    async def _flush(self) -> None:
-        """Append what is queued (first the entry in flight, if a cancelled call left one)."""
-        if self._in_flight is None and self._pending:
+    def seal(self) -> Position:
+        """Turn the commits queued so far into the next frame; returns the position the log
+        will be at once every sealed frame is in (what a snapshot taken now describes)."""
+        if self._pending:
+            index = self._sealed[-1][0] + 1 if self._sealed else self.position.index + 1
             data = frame(join_items(self._pending_ops, self._pending))
-            self._in_flight = (self.position.index + 1, data, self._appended)
+            self._sealed.append((index, data, self._appended))
             self._pending, self._pending_ops = [], 0
-        if self._in_flight is None:
+            self._dirty.set()
+        if not self._sealed:
+            return self.position
+        index, data, _ = self._sealed[-1]
+        return Position(index, self.lease.epoch, frame_crc(data))
+
+    async def wait_appended(self, index: int) -> None:
+        """Return once entry `index` is in Redis; raises JournalFailed when it never will be."""
+        while self.position.index < index:
+            if self.failed.is_set():
+                raise JournalFailed(f"fenced: {self.fence_reason}")
+            await self._progress.wait()
+
+    async def _flush(self) -> None:
+        """Append every sealed frame and what is queued, in one call."""
+        target = self.seal()
+        if not self._sealed:
             return
-        index, data, covers = self._in_flight
-        await self._append_until_done(index, data)
-        self._in_flight = None
-        self.position = Position(index, self.lease.epoch, frame_crc(data))
-        self._written = covers
+        batch = list(self._sealed)
+        await self._append_until_done(batch[0][0], [data for _, data, _ in batch])
+        del self._sealed[:len(batch)]
+        self.position = target
+        self._written = batch[-1][2]
         self.appends += 1
+        self.bytes_since_snapshot += sum(len(data) for _, data, _ in batch)
+        if self.snapshot_threshold and self.bytes_since_snapshot > self.snapshot_threshold:
+            self.snapshot_due.set()
         progress, self._progress = self._progress, trio.Event()
         progress.set()
 
-    async def _append_until_done(self, index: int, data: bytes) -> None:
-        """Append `data` as entry `index` (and WAIT for the replicas) before the lease deadline,
+    async def _append_until_done(self, index: int, frames: list[bytes]) -> None:
+        """Append `frames` as entries `index`, `index`+1, … (and WAIT for the replicas) before the lease deadline,
         sending the same call again after an unknown outcome; fences and raises
         JournalFailed when it cannot."""
-        args = [self.lease.token, index, self.lease.epoch, data]
+        args = [self.lease.token, index, self.lease.epoch, *frames]
         while True:
             with trio.move_on_at(self.lease.deadline):
                 try:
@@ -248,7 +277,7 @@ class RedisOpLog:
             return
         try:
             with trio.move_on_at(self.lease.deadline):
-                while self._in_flight is not None or self._pending:
+                while self._sealed or self._pending:
                     await self._flush()
                 await self._release(keys=lease_keys(self.keys), args=[self.lease.token])
         except JournalFailed:

@@ -25,7 +25,9 @@ class Keys:
 
     @property
     def meta(self) -> str:
-        """Hash: format, version, cluster_id, head, head_epoch, head_crc, writer, created_ms."""
+        """Hash: format, version, cluster_id, head, head_epoch, head_crc, writer, created_ms,
+        and the snapshots': snap_next, snap_gen, snap_index, snap_epoch, snap_crc, snap_chunks,
+        snap_bytes, snap_digest, prev_snap_gen, prev_snap_index."""
         return f"{self.tag}:meta"
 
     @property
@@ -47,3 +49,8 @@ class Keys:
     def log(self) -> str:
         """Stream: entry `<index>-0` per frame, fields e (epoch), t (Redis ms), f (frame)."""
         return f"{self.tag}:log"
+
+    def snapshot(self, generation: int | bytes) -> str:
+        """Hash: chunk number ("0", "1", …) → chunk of whole frames (store/redis/snapshots.py)."""
+        number = generation.decode() if isinstance(generation, bytes) else generation
+        return f"{self.tag}:snap:{number}"
