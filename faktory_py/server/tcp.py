@@ -209,12 +209,16 @@ class Connections:
         try:
             while True:
                 event = connection.next_event()
-                if type(event) is not wire.Command:
-                    if event is not NEED_DATA:
-                        return  # closed: EOF, or a line too long (its -ERR is queued)
+                if event is NEED_DATA:
                     await self._flush(stream, connection)
-                    connection.receive_data(await stream.receive_some(_RECV_CHUNK))
-                    continue
+                    # A flush that waited for the op log read on meanwhile (to notice a peer
+                    # that leaves): a pipelined command may be complete in the buffer now.
+                    event = connection.next_event()
+                    if event is NEED_DATA:
+                        connection.receive_data(await stream.receive_some(_RECV_CHUNK))
+                        continue
+                if type(event) is not wire.Command:
+                    return  # closed: EOF, or a line too long (its -ERR is queued)
                 if self.stopping.is_set():
                     connection.close("shutdown in progress")
                     return

@@ -5,6 +5,7 @@ lease moved or ran out acknowledges nothing more and stops (phase 1: no standby 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -195,3 +196,19 @@ async def test_snapshots_bound_the_stream_and_a_restart_loads_them(
         async with serving(config) as server:
             assert snapshot_records(server.dispatcher.manager.store) == before
         assert f"loaded snapshot {keys.snapshot(meta[b'snap_gen'])} at index {int(meta[b'snap_index'])}" in caplog.text
+
+
+async def test_pipelined_commands_that_arrive_while_a_reply_waits_are_answered(tmp_path, url) -> None:  # type: ignore[no-untyped-def]
+    """Every reply waits for an append here, and while it waits the server reads on (to
+    notice a peer that leaves): a pipelined command completed by those bytes must be
+    answered without waiting for more bytes that the client will never send."""
+    with trio.fail_after(20):
+        async with serving(config_for(tmp_path, url)) as server:
+            client = await AsyncClient.connect(server.port)
+            for round_ in range(5):
+                lines = [
+                    "PUSHB " + json.dumps([job(f"job-{round_}-{call}-{i:06d}") for i in range(1000)])
+                    for call in range(2)]
+                await client.stream.send_all("".join(line + "\r\n" for line in lines).encode())
+                assert [await client.reply(), await client.reply()] == [b"{}", b"{}"]
+            await client.aclose()
