@@ -24,7 +24,7 @@ from helpers.async_client import AsyncClient, PeerClosed
 from helpers.model_replay import snapshot_records
 from helpers.redis import RedisServer, unique_name
 
-LEASE = {"lease_ttl_ms": 1000, "renew_every_ms": 200}
+LEASE = {"lease_ttl_ms": 2000, "renew_every_ms": 400}
 
 
 def config_for(tmp_path: Path, url: str, compact_min_bytes: int = Config.compact_min_bytes, **redis: int) -> Config:

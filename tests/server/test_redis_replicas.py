@@ -41,8 +41,8 @@ async def replica_client(replica: RedisServer) -> AsyncIterator[coredis.Redis[by
 
 def config_for(tmp_path: Path, url: str) -> Config:
     return Config(binding="127.0.0.1:0", data_dir=tmp_path / "unused", conf_dir=tmp_path / "conf",
-                  redis=parse_store(url, {"lease_ttl_ms": 1000, "renew_every_ms": 200, "min_replicas": 1,
-                                          "wait_timeout_ms": 100}))
+                  redis=parse_store(url, {"lease_ttl_ms": 2000, "renew_every_ms": 400, "min_replicas": 1,
+                                          "wait_timeout_ms": 250}))
 
 
 def job(jid: str) -> dict[str, object]:

@@ -2,16 +2,16 @@
 and the lease renewer (protocol/spec.md §7.1).
 
 `append` (the store's sink) packs a commit and queues it, as the local journal does. The
-appender task seals everything queued into one journal frame and appends it as the next
-stream entry with the APPEND script, which checks this node's fencing token and the index
-atomically with the XADD; with `min_replicas` a `WAIT` rides in the same round trip. While
-one append is in flight, new commits queue up and ride the next one, so the batch grows
-with load. A reply that depends on commit `n` is sent only once the append covering `n`
+appender task seals everything queued into one journal frame (the frames a snapshot
+sealed meanwhile go along) and appends them as the next stream entries with the APPEND
+script, which checks this node's fencing token and the index atomically with the XADD;
+with `min_replicas` a `WAIT` rides in the same round trip. While one append is in flight,
+new commits queue up and ride the next one, so the batch grows with load. A reply that depends on commit `n` is sent only once the append covering `n`
 returned OK (and WAIT reached `min_replicas`): `write_through`/`wait_written` are the
 gate server/tcp.py already passes every reply through.
 
-An append whose outcome is unknown (connection lost, timeout) is sent again unchanged: the
-script answers DUP when it had landed. `-OOM`/`-NOREPLICAS` wrote nothing and are retried
+An append whose outcome is unknown (connection lost, timeout, cancelled by a stop) is sent
+again, from the same first index: the script skips what had landed (DUP when all of it). `-OOM`/`-NOREPLICAS` wrote nothing and are retried
 too. FENCED (the lease holds another token), GAP (someone else appended) or a passed lease
 deadline make this node *fenced*: it acknowledges nothing more, `failed` is set and the
 server stops (exit status 1) — phase 1 has no standby role to step down to.
@@ -85,8 +85,7 @@ class RedisOpLog:
         return self._appended
 
     def append(self, ops: list[dict[str, Any]]) -> int:
-        if self.failed.is_set():
-            raise JournalFailed(f"fenced: {self.fence_reason}")
+        """Queue a commit (once fenced it is never written, and no reply waiting for it is sent)."""
         try:
             packed = pack_items(ops)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -270,8 +269,8 @@ class RedisOpLog:
                     continue
                 lease.renewed(now)
     async def aclose(self) -> None:
-        """A clean stop (the background tasks are cancelled by now): append what is queued
-        or was in flight, then give the lease up, so the next node need not wait for it
+        """A clean stop (the background tasks are cancelled by now): append what is sealed
+        or queued, then give the lease up, so the next node need not wait for it
         to expire."""
         if self.failed.is_set():
             return
