@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"faktory-py: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(),  # -l's names are logging's
-                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
+    configure_logging(config)
     raise_soft_limit()
     try:
         trio.run(_run, config, argv)
@@ -81,6 +80,25 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("faktory_py").error("%s", leaf)
         return 1
     return 0
+
+
+def configure_logging(config: Config) -> None:
+    """`-l`'s level (its names are logging's) and `--log-format`'s lines on stderr.
+
+    JSON lines come from python-json-logger (a maintained formatter that handles exceptions,
+    `extra` fields and values JSON cannot hold, which a few lines of our own would get wrong
+    in the corners): `timestamp` (ISO 8601, UTC), `level`, `logger`, `message`, and the job's
+    `jid`, `jobtype`, `queue` on lines about one job (`core.jobs.log_fields`).
+    """
+    handler = logging.StreamHandler()
+    if config.log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(levelname)s %(name)s %(message)s", timestamp=True,
+                                           rename_fields={"levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
 
 
 def check_config(argv: list[str]) -> int:
@@ -99,10 +117,12 @@ def check_config(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"faktory-py check-config: {exc}", file=sys.stderr)
         return 2
-    for warning in config.throttles.warnings:
+    for warning in (*config.throttles.warnings, *config.cron.warnings):
         print(f"faktory-py check-config: warning: {warning}", file=sys.stderr)
-    print(f"faktory-py check-config: {config.conf_dir} is valid "
-          f"({len(config.throttles.entries)} throttles)")
+    counts = f"{len(config.throttles.entries)} throttles"
+    if config.cron.entries:
+        counts += f", {len(config.cron.entries)} cron entries"
+    print(f"faktory-py check-config: {config.conf_dir} is valid ({counts})")
     return 0
 
 

@@ -11,6 +11,9 @@ directly.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -21,15 +24,19 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .errors import ConfigError
 from .util.ports import DEFAULT_PORT
+from .util.schedule import Schedule, ScheduleError
 
 ENVIRONMENTS = ("development", "staging", "production")
 FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_LEVELS = ("error", "warn", "info", "debug")
+LOG_FORMATS = ("text", "json")
 #: `[batches] policy`: whether a committed batch is immutable (protocol/spec.md §10.3)
 BATCH_POLICIES = ("strict", "permissive")
 #: Faktory's ports: a binding without one (`-b host`) gets these (the command port is in
 #: util.ports, where the tools' URL parser can use it too)
 DEFAULT_WEB_PORT = 7420
+#: `[faktory_py.metrics] binding` without a port (web/metrics.py)
+DEFAULT_METRICS_PORT = 7421
 #: what the CLI binds when neither a flag nor conf.d says (Faktory's defaults)
 DEFAULT_BINDING = f"localhost:{DEFAULT_PORT}"
 DEFAULT_WEB_BINDING = f"localhost:{DEFAULT_WEB_PORT}"
@@ -70,12 +77,52 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """`[faktory_py.metrics]`: Prometheus' `/metrics` (web/metrics.py)."""
+
+    #: a binding (like `-w`'s) that serves `/metrics` alone, without auth, for scrapers;
+    #: None: `/metrics` is only on the web UI's port, behind the UI's auth
+    binding: str | None = None
+    #: queues named in the per-queue gauges, in the order they became known; the rest are
+    #: summed under `queue="(other)"`, so a server with many queues cannot flood Prometheus
+    max_queues: int = 100
+
+
+@dataclass(frozen=True)
 class BatchesConfig:
     """`[batches]` (protocol/spec.md §10)."""
 
     policy: str = "strict"
     #: an open batch not committed within this many seconds is dropped (no callbacks)
     uncommitted_ttl: float = 30 * 60.0
+    #: a batch is forgotten this many seconds after it is done (every callback ACKed)
+    retention: float = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class WorkflowsConfig:
+    """`[faktory_py.workflows]`: job dependencies (protocol/spec.md §14)."""
+
+    #: the key of `custom` naming a job's dependencies; "" turns dependencies off
+    dependency_key: str = "after"
+    #: seconds a dependent waits for a dependency jid the server has never seen
+    unknown_timeout: float = 1800.0
+    #: the most dependencies one job may name
+    max_deps: int = 10000
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """`[faktory_py.results]`: job outcomes and results (protocol/spec.md §14.6)."""
+
+    #: seconds an outcome record is kept after its job ended (longer while a held job needs it)
+    ttl: float = 86400.0
+    #: the largest result an ACK may carry, encoded
+    max_bytes: int = 65536
+    #: past this many bytes, `custom._after` carries outcomes without results
+    inject_max_bytes: int = 262144
+    #: a tracked job's last TRACK SET `desc` is its result when it succeeds without one
+    from_track_desc: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +149,40 @@ class ThrottlesConfig:
     """`[throttles]`: the entries, and the warnings their unknown keys gave (logged at boot)."""
 
     entries: tuple[Throttle, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CronEntry:
+    """One `[[cron]]` entry (protocol/spec.md §12.1), immutable: each fire builds a fresh job
+    from `job`, the template as canonical JSON (Faktory Pro 1.1.0 fixed a mutable canonical
+    copy). `id` is `name` when set, else derived from what the entry does (`fingerprint`),
+    so reordering files keeps it; `source` is the file it came from."""
+
+    id: str
+    schedule: Schedule
+    #: the job template, canonical JSON: `jobtype`, `queue`, `args` and the optional keys set
+    job: str
+    #: a hash of (schedule, timezone, job): how a reload tells a named entry changed
+    fingerprint: str
+    name: str | None = None
+    #: "latest", "skip" or "all": which ticks missed while down fire (protocol/spec.md §12.3)
+    missed: str = "latest"
+    #: seconds: `missed = "latest"` fires a missed tick only if it is at most this late
+    max_lateness: float = 3600.0
+    #: `missed = "all"` fires at most this many missed ticks, the most recent
+    max_catch_up: int = 100
+    #: "allow" or "skip": whether a tick fires while the previous fire's job is still live
+    overlap: str = "allow"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class CronConfig:
+    """`[[cron]]` across every `conf.d/*.toml` file, in file order, and the warnings their
+    unknown keys gave (logged at boot)."""
+
+    entries: tuple[CronEntry, ...] = ()
     warnings: tuple[str, ...] = ()
 
 
@@ -213,6 +294,8 @@ class Config:
     web_binding: str = "0"
     environment: str = "development"
     log_level: str = "info"
+    #: `--log-format`: "text" (one line per record, as ever) or "json" (one JSON object per line)
+    log_format: str = "text"
     data_dir: Path = Path("~/.faktory/db").expanduser()
     conf_dir: Path = Path("~/.faktory").expanduser()
     password: str | None = None
@@ -229,10 +312,14 @@ class Config:
     tls: TlsFiles | None = None
     timers: Timers = field(default_factory=Timers)
     web: WebConfig = field(default_factory=WebConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     batches: BatchesConfig = field(default_factory=BatchesConfig)
     throttles: ThrottlesConfig = field(default_factory=ThrottlesConfig)
     #: where the op log lives: None is the journal in `data_dir`, else Redis (`--store`)
     redis: RedisConfig | None = None
+    cron: CronConfig = field(default_factory=CronConfig)
+    workflows: WorkflowsConfig = field(default_factory=WorkflowsConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
 
     @property
     def web_enabled(self) -> bool:
@@ -248,6 +335,8 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", dest="web_binding", default=None, help=f"web UI binding (default {DEFAULT_WEB_BINDING})")
     p.add_argument("-e", dest="environment", default=None, help="development, staging or production")
     p.add_argument("-l", dest="log_level", default=Config.log_level, choices=sorted(LOG_LEVELS), help="log level")
+    p.add_argument("--log-format", dest="log_format", default=Config.log_format, choices=LOG_FORMATS,
+                   help="log lines as text or as one JSON object each (default text)")
     p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
     p.add_argument("-c", dest="conf_dir", default=None, help="configuration directory")
     p.add_argument("-v", dest="version", action="store_true", help="print version and exit")
@@ -288,6 +377,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         web_binding=args.web_binding or toml.get("web", {}).get("binding", DEFAULT_WEB_BINDING),
         environment=environment,
         log_level=args.log_level,
+        log_format=args.log_format,
         data_dir=data_dir,
         conf_dir=conf_dir,
         password=resolve_password(environment, toml, env),
@@ -300,9 +390,13 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         tls=tls_files(conf_dir),
         timers=Timers(shutdown_grace=float(grace)),
         web=_web(toml.get("web", {})),
+        metrics=_metrics(ours.get("metrics", {})),
         batches=_batches(toml.get("batches", {})),
         throttles=throttles(toml.get("throttles", {}), ours.get("throttles", {})),
         redis=redis,
+        cron=cron(toml.get("cron", []), ours.get("cron", {}), cron_sources(conf_dir)),
+        workflows=_workflows(ours.get("workflows", {})),
+        results=_results(ours.get("results", {})),
     )
 
 
@@ -314,6 +408,21 @@ def load_toml(conf_dir: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"cannot parse {conf_dir / 'conf.d'}/*.toml: {exc}") from None
+
+
+def cron_sources(conf_dir: Path) -> list[str]:
+    """The file each `[[cron]]` entry of the merged document comes from, in order, so an
+    error can name it: each file is read alone for this (one that does not parse alone
+    names no entry; its entries then show no file)."""
+    sources: list[str] = []
+    for path in sorted((conf_dir / "conf.d").glob("*.toml")):
+        try:
+            entries = tomllib.loads(path.read_text()).get("cron", [])
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+            continue
+        if isinstance(entries, list):
+            sources.extend(f"conf.d/{path.name}" for _ in entries)
+    return sources
 
 
 def tls_files(conf_dir: Path) -> TlsFiles | None:
@@ -338,14 +447,60 @@ def _web(section: Mapping[str, Any]) -> WebConfig:
     return WebConfig(password=section.get("password") or None, allowed_hosts=names)
 
 
+def _metrics(section: Mapping[str, Any]) -> MetricsConfig:
+    binding = section.get("binding")
+    if binding is not None and (not isinstance(binding, str) or not binding.strip()):
+        raise ConfigError('[faktory_py.metrics] binding must be a binding like "127.0.0.1:7421"')
+    if binding is not None:
+        split_binding(binding, DEFAULT_METRICS_PORT)  # ConfigError if it is none
+    max_queues = section.get("max_queues", MetricsConfig.max_queues)
+    if type(max_queues) is not int or max_queues < 0:
+        raise ConfigError("[faktory_py.metrics] max_queues must be an integer >= 0")
+    return MetricsConfig(binding=binding, max_queues=max_queues)
+
+
 def _batches(section: Mapping[str, Any]) -> BatchesConfig:
     policy = section.get("policy", BatchesConfig.policy)
-    ttl = section.get("uncommitted_ttl", BatchesConfig.uncommitted_ttl)
     if policy not in BATCH_POLICIES:
         raise ConfigError(f"[batches] policy must be one of {', '.join(BATCH_POLICIES)}, not {policy!r}")
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ConfigError(f"[batches] uncommitted_ttl must be a positive number of seconds, not {ttl!r}")
-    return BatchesConfig(policy=policy, uncommitted_ttl=float(ttl))
+    return BatchesConfig(policy=policy,
+                         uncommitted_ttl=_seconds(section, "batches", "uncommitted_ttl", BatchesConfig.uncommitted_ttl),
+                         retention=_seconds(section, "batches", "retention", BatchesConfig.retention))
+
+
+def _seconds(section: Mapping[str, Any], table: str, name: str, default: float) -> float:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"[{table}] {name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _count(section: Mapping[str, Any], table: str, name: str, default: int) -> int:
+    value = section.get(name, default)
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"[{table}] {name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _workflows(section: Mapping[str, Any]) -> WorkflowsConfig:
+    table = "faktory_py.workflows"
+    key = section.get("dependency_key", WorkflowsConfig.dependency_key)
+    if not isinstance(key, str):
+        raise ConfigError(f"[{table}] dependency_key must be a string (\"\" turns dependencies off), not {key!r}")
+    return WorkflowsConfig(dependency_key=key,
+                           unknown_timeout=_seconds(section, table, "unknown_timeout", WorkflowsConfig.unknown_timeout),
+                           max_deps=_count(section, table, "max_deps", WorkflowsConfig.max_deps))
+
+
+def _results(section: Mapping[str, Any]) -> ResultsConfig:
+    table = "faktory_py.results"
+    from_desc = section.get("from_track_desc", ResultsConfig.from_track_desc)
+    if not isinstance(from_desc, bool):
+        raise ConfigError(f"[{table}] from_track_desc must be true or false, not {from_desc!r}")
+    return ResultsConfig(from_track_desc=from_desc,
+                         ttl=_seconds(section, table, "ttl", ResultsConfig.ttl),
+                         max_bytes=_count(section, table, "max_bytes", ResultsConfig.max_bytes),
+                         inject_max_bytes=_count(section, table, "inject_max_bytes", ResultsConfig.inject_max_bytes))
 
 
 #: Faktory's queue names (a throttle names the queue it applies to)
@@ -489,3 +644,136 @@ def split_binding(binding: str, default_port: int) -> tuple[str, int]:
         return host, int(port)
     except ValueError:
         raise ConfigError(f"invalid binding {binding!r}: expected host:port") from None
+
+
+#: the keys of a `[[cron]]` entry; any other is warned about and ignored (a configuration
+#: Faktory Enterprise accepts still boots)
+_CRON_KEYS = ("schedule", "job", "name", "timezone", "missed", "overlap", "max_lateness", "max_catch_up")
+_CRON_MODES = {"missed": ("latest", "skip", "all"), "overlap": ("allow", "skip")}
+#: `[cron.job]`: the job payload keys an entry may set (`type` is the payload's `jobtype`)
+_CRON_JOB_KEYS = ("type", "queue", "args", "retry", "reserve_for", "backtrace", "custom")
+#: payload keys the server sets at each fire: a template may not fix them
+_CRON_JOB_REFUSED = ("jid", "at", "created_at", "enqueued_at", "failure")
+_CRON_DEFAULT_KEYS = ("timezone", "missed", "max_lateness", "max_catch_up")
+#: entry names are URL path segments of the web UI's history page
+_CRON_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+
+
+def cron(section: Any, defaults: Any = None, sources: list[str] | None = None) -> CronConfig:
+    """`[[cron]]` (protocol/spec.md §12.1), with `[faktory_py.cron]`'s `defaults` for the keys
+    an entry does not set. A bad entry raises `config: cron[<i>]: <reason>`, `<i>` its
+    0-based position across the files, and names its file; an unknown key only warns."""
+    if not isinstance(section, list) or not all(isinstance(entry, dict) for entry in section):
+        raise ConfigError("config: cron: must be [[cron]] tables")
+    base = _cron_defaults({} if defaults is None else defaults)
+    entries: list[CronEntry] = []
+    warnings: list[str] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(section):
+        source = sources[index] if sources is not None and index < len(sources) else ""
+
+        def fail(reason: str, index: int = index, source: str = source) -> ConfigError:
+            return ConfigError(f"config: cron[{index}]: {reason}" + (f" (in {source})" if source else ""))
+
+        for key in raw:
+            if key not in _CRON_KEYS:
+                warnings.append(f'config: cron[{index}]: unknown key "{key}" ignored')
+        settings = {**base, **{key: raw[key] for key in _CRON_DEFAULT_KEYS if key in raw}}
+        _check_cron_settings(settings, fail)
+        expression = raw.get("schedule")
+        if not isinstance(expression, str):
+            raise fail('schedule is required, e.g. schedule = "*/5 * * * *"')
+        try:
+            schedule = Schedule.parse(expression, settings["timezone"])
+        except ScheduleError as exc:
+            reason = str(exc)
+            raise fail(reason if reason.startswith("unknown timezone") else f"schedule: {reason}") from None
+        job = _cron_job(raw.get("job"), fail)
+        overlap = raw.get("overlap", "allow")
+        if overlap not in _CRON_MODES["overlap"]:
+            raise fail(_mode_error("overlap", _CRON_MODES["overlap"]))
+        fingerprint = hashlib.sha256(
+            json.dumps([schedule.expression, schedule.timezone, job]).encode()).hexdigest()[:16]
+        name = raw.get("name")
+        if name is not None:
+            if not isinstance(name, str) or not _CRON_NAME.fullmatch(name):
+                raise fail(r"name must match \A[a-zA-Z0-9._-]+\z")
+            if name in seen:
+                raise ConfigError(f'config: cron: duplicate name "{name}"')
+            entry_id = name
+        else:
+            # byte-identical duplicates both fire (as Faktory Enterprise would): the second
+            # gets its occurrence number
+            occurrence = sum(1 for other in entries if other.name is None and other.fingerprint == fingerprint)
+            entry_id = fingerprint if occurrence == 0 else f"{fingerprint}-{occurrence + 1}"
+        seen[entry_id] = index
+        entries.append(CronEntry(entry_id, schedule, job, fingerprint, name, settings["missed"],
+                                 float(settings["max_lateness"]), settings["max_catch_up"], overlap, source))
+    return CronConfig(tuple(entries), tuple(warnings))
+
+
+def _cron_defaults(section: Any) -> dict[str, Any]:
+    """`[faktory_py.cron]`: our own section, so an unknown key is refused, not ignored."""
+    def fail(reason: str) -> ConfigError:
+        return ConfigError(f"config: faktory_py.cron: {reason}")
+
+    if not isinstance(section, dict):
+        raise fail('must be a table, e.g. { timezone = "Europe/Paris" }')
+    for key in section:
+        if key not in _CRON_DEFAULT_KEYS:
+            raise fail(f'unknown key "{key}"')
+    settings = {"timezone": "UTC", "missed": "latest", "max_lateness": CronEntry.max_lateness,
+                "max_catch_up": CronEntry.max_catch_up, **section}
+    _check_cron_settings(settings, fail)
+    try:
+        Schedule.parse("* * * * *", settings["timezone"])
+    except ScheduleError as exc:
+        raise fail(str(exc)) from None
+    return settings
+
+
+def _check_cron_settings(settings: Mapping[str, Any], fail: Callable[[str], ConfigError]) -> None:
+    if not isinstance(settings["timezone"], str):
+        raise fail('timezone must be an IANA name, e.g. "Europe/Paris"')
+    if settings["missed"] not in _CRON_MODES["missed"]:
+        raise fail(_mode_error("missed", _CRON_MODES["missed"]))
+    lateness = settings["max_lateness"]
+    if type(lateness) not in (int, float) or not lateness >= 0:
+        raise fail("max_lateness must be a number of seconds >= 0")
+    if type(settings["max_catch_up"]) is not int or settings["max_catch_up"] < 1:
+        raise fail("max_catch_up must be an integer >= 1")
+
+
+def _cron_job(raw: Any, fail: Callable[[str], ConfigError]) -> str:
+    """`[cron.job]` as the canonical JSON of the job template (checked as PUSH would check it)."""
+    if not isinstance(raw, dict):
+        raise fail("job.type is required")
+    for key in raw:
+        if key in _CRON_JOB_REFUSED:
+            raise fail(f'key "{key}" is not allowed in cron.job')
+        if key not in _CRON_JOB_KEYS:
+            raise fail(f'unknown key "{key}" in cron.job')
+    jobtype = raw.get("type")
+    if not isinstance(jobtype, str) or not jobtype:
+        raise fail("job.type is required")
+    queue = raw.get("queue", "default")
+    if not isinstance(queue, str) or not _QUEUE_NAME.fullmatch(queue):
+        raise fail(r"job.queue: queue names must match \A[a-zA-Z0-9._-]+\z")
+    job: dict[str, Any] = {"jobtype": jobtype, "queue": queue, "args": raw.get("args", [])}
+    if not isinstance(job["args"], list):
+        raise fail("job.args must be an array")
+    for key in ("retry", "reserve_for", "backtrace"):
+        if key in raw:
+            if type(raw[key]) is not int:
+                raise fail(f"job.{key} must be an integer")
+            job[key] = raw[key]
+    if not 0 <= job.get("reserve_for", 0) <= 86400:
+        raise fail("job.reserve_for must be from 0 to 86400 seconds")
+    if "custom" in raw:
+        if not isinstance(raw["custom"], dict):
+            raise fail("job.custom must be a table")
+        job["custom"] = raw["custom"]
+    try:
+        return json.dumps(job, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # a TOML date or time: JSON has no such value
+        raise fail("job: dates and times cannot be sent in a job; use strings") from None

@@ -7,7 +7,8 @@
 # Go, cached outside the repo) plus redis-server, which Faktory starts itself; the protocol
 # conformance tests run every case against it too. It exports FAKTORY_BIN for the tests.
 # Debian's chromium is installed for the web UI's browser tests (Playwright drives it; no
-# `playwright install`). Everything is skipped when already installed. Under CI=true any
+# `playwright install`), and Debian's prometheus for the /metrics tests (a real Prometheus
+# scrapes a server; promtool checks a scrape). Everything is skipped when already installed. Under CI=true any
 # install failure fails this script; elsewhere it prints a warning and the tests that need
 # the missing tool skip.
 set -euo pipefail
@@ -46,9 +47,11 @@ as_root() {
     fi
 }
 
-missing_debian_packages() {  # redis-server (the real Faktory starts it), chromium (browser tests)
+missing_debian_packages() {  # redis-server (the real Faktory starts it), chromium (browser tests),
+    # prometheus (its server scrapes /metrics in a test; promtool checks a scrape)
     command -v redis-server >/dev/null 2>&1 || echo redis-server
     [ -x /usr/bin/chromium ] || echo chromium
+    { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || echo prometheus
 }
 
 install_debian_packages() {  # one apt-get update, one apt-get install, only for what is missing
@@ -92,7 +95,7 @@ install_faktory() {
     faktory_ok "$bin"
 }
 
-try_install "redis-server and chromium" install_debian_packages || true
+try_install "redis-server, chromium and prometheus" install_debian_packages || true
 
 if [ -n "${FAKTORY_BIN:-}" ] && faktory_ok "$FAKTORY_BIN"; then
     : # a binary supplied by the caller

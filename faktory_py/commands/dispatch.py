@@ -22,6 +22,7 @@ from ..core.info import ServerStats, build_info
 from ..core.lifecycle import Manager
 from ..core.workers import Worker, WorkerRegistry
 from ..errors import ClientError
+from ..features.workflows.feature import Workflows
 from ..util import jsoncodec
 
 log = logging.getLogger("faktory_py.commands")
@@ -107,7 +108,7 @@ class JournalPosition(Protocol):
 #: while the journal cannot be written (protocol/spec.md §7). FETCH is answered too when
 #: none of its queues has a job to reserve.
 READ_ONLY = frozenset({"END", "INFO", "BEAT", "QUEUE LATENCY", "TRACK GET", "BATCH OPEN", "BATCH STATUS",
-                       "THROTTLE STATUS"})
+                       "THROTTLE STATUS", "CRON STATUS", "RESULT GET", "JOB DEPS"})
 
 
 def _internal_error() -> ClientError:
@@ -170,6 +171,11 @@ class Dispatcher:
         """Add a command (how the Enterprise features bring BATCH and TRACK): `handler`
         returns the reply's bytes or raises ClientError."""
         self._handlers[verb] = handler
+
+    def verbs(self) -> list[str]:
+        """Every verb it answers (its own and the features'): the bounded label set of the
+        command timings (core/timings.py)."""
+        return list(self._handlers)
 
     def handle(self, session: Session, command: wire.Command) -> Reply | Block:
         """The reply to `command`, or a `Block` for a FETCH that must wait for a job."""
@@ -311,10 +317,15 @@ class Dispatcher:
         if not arg:
             raise _internal_error()
         payload = jobs.decode_argument(arg, "invalid ACK")
-        if (not isinstance(payload, dict) or "jid" not in payload
-                or not all(isinstance(v, str) for v in payload.values())):
+        if (not isinstance(payload, dict) or not isinstance(payload.get("jid"), str)
+                or not all(isinstance(v, str) for k, v in payload.items() if k != "result")):
             raise ClientError(f"invalid ACK {arg}")
-        self.manager.ack(payload["jid"], self.clock.now())
+        result = payload.get("result")
+        if result is not None:  # protocol/spec.md §14.6: refused whole when too large
+            workflows = self.manager.features.find(Workflows)
+            if workflows is not None:
+                workflows.check_result(result)
+        self.manager.ack(payload["jid"], self.clock.now(), result)
         return wire.OK
 
     def _fail(self, session: Session, arg: str) -> bytes:

@@ -1,6 +1,7 @@
 """The commands the built-in features bring: BATCH for batches, TRACK for job tracking,
-THROTTLE for throttles (protocol/spec.md §9, §10, §11). A feature's record names its verbs (`Feature.commands`); the
-handlers live here, because features know nothing of commands."""
+THROTTLE for throttles, CRON for cron, RESULT and JOB for job dependencies (protocol/spec.md
+§9–§12, §14). A feature's record names its verbs (`Feature.commands`); the handlers live here,
+because features know nothing of commands."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ from typing import Any
 from ..core.registry import Registry
 from ..store.api import Store
 from .batch import BatchCommand
+from .cron import CronCommand
 from .dispatch import Clock, Dispatcher, Session
 from .throttle import ThrottleCommand
 from .track import TrackCommand
+from .workflows import JobCommand, ResultCommand
 
 #: verb → the handler serving it, built over the feature object that names the verb
 HANDLERS: dict[str, Callable[[Any, Store, Clock], Callable[[Session, str], bytes]]] = {
     "BATCH": BatchCommand,
     "TRACK": TrackCommand,
     "THROTTLE": ThrottleCommand,
+    "CRON": CronCommand,
+    "RESULT": ResultCommand,
+    "JOB": JobCommand,
 }
 
 

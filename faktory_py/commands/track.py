@@ -60,4 +60,4 @@ class TrackCommand(FeatureCommand[JobTracking]):
                 reserve_until = parse_time(until)
             except ValueError:
                 raise ClientError(f"reserve_until must be an RFC3339 timestamp: {compact_json(until)}") from None
-        return self.feature.progress_ops(jid, now, percent, desc, reserve_until)
+        return self.feature.progress_ops(jid, now, percent, desc, reserve_until, payload.get("result"))

@@ -16,11 +16,11 @@ call of the same hook, so a hook always plans against up-to-date state.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from ..store.api import Job, Op, Reservation
+from ..store.api import AnyOp, Job, Op, Reservation
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,20 @@ class Ended(NamedTuple):
 
     job: Job
     ending: Ending
+    #: what the worker reported with its ACK (`ACK {"jid","result"}`, protocol/spec.md §14.6);
+    #: None when it reported nothing
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ends:
+    """A hook's answer when its ops end further jobs themselves (a job dependencies feature
+    killing dependents whose dependency failed): the ops, and the jobs they end. The
+    lifecycle tells every *other* end hook of `ended` in the same step, so a batch counts a
+    member that such a feature ended like any other ending."""
+
+    ops: list[Op]
+    ended: list[Ended]
 
 
 class PrepareHook(Protocol):
@@ -115,8 +129,17 @@ class FinishHook(Protocol):
         failure block when it has one."""
 
 
+class HoldHook(Protocol):
+    def hold(self, job: Job, scheduled_for: float | None, now: float) -> Ends | None:
+        """Take over storing a valid pushed job instead of its queue or the scheduled set
+        (a job waiting for its dependencies is in neither, protocol/spec.md §14.3), or None
+        to leave it to the lifecycle. Asked after every prepare and push hook ran, so the
+        job is counted (unique, tracking, batches) like any other; the first hook that
+        answers takes it."""
+
+
 class EndHook(Protocol):
-    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op] | Ends:
         """Jobs left the server for good, all in the step being committed (one ACK, or every
         job of a removed queue): the one place that sees every terminal outcome, whichever
         command or timer caused it, so nothing waiting on a job can miss its end. Runs after
@@ -124,12 +147,44 @@ class EndHook(Protocol):
         (`Manager._quarantine`) is not reported: the hooks may be what failed."""
 
 
+class TargetHook(Protocol):
+    #: the MUTATE target it serves besides the lifecycle's sets (`held`, protocol/spec.md §14.4)
+    target: str
+
+    def entries(self) -> Iterable[tuple[str, Job]]:
+        """(jid, job) of every job of the target, for MUTATE's filter."""
+
+    def take(self, cmd: str, jids: Sequence[str] | None, now: float) -> Ends:
+        """MUTATE `cmd` ("discard", "kill" or "requeue") on the named jobs (None: all of them)."""
+
+
 class TimedHook(Protocol):
     def next_due(self) -> float | None:
         """When the feature next has timed work to do (the due timer then calls run_due)."""
 
-    def run_due(self, now: float) -> list[Op]:
-        """The feature's timed work due at `now` (e.g. expiring uncommitted batches)."""
+    def run_due(self, now: float) -> list[Op] | Ends:
+        """The feature's timed work due at `now` (e.g. expiring uncommitted batches); an
+        `Ends` when that work ends jobs (a dependency that never appeared)."""
+
+
+class JobPusher(Protocol):
+    """What the `Manager` offers a feature that pushes jobs of its own (a batch's callbacks),
+    so they are judged and stored as a producer's PUSH would be."""
+
+    def check_push(self, job: Job, now: float) -> None:
+        """Raise ClientError if PUSH would refuse `job` before any push hook (its fields, or
+        a prepare hook: `expires_in`, `unique_for`, ...); changes nothing."""
+
+    def push_ops(self, job: Job, now: float) -> list[AnyOp]:
+        """The ops that push `job`: checked and rewritten by every prepare hook and seen by
+        every push hook (unique, expiry, tracking apply); ClientError if one refuses it. The
+        caller commits them within its own step."""
+
+
+class PushUser(Protocol):
+    def use_pusher(self, pusher: JobPusher) -> None:
+        """Take the `Manager` as the way to push jobs of the feature's own: given once, when
+        the Manager is made over the registry."""
 
 
 class InfoHook(Protocol):

@@ -198,6 +198,12 @@ def encode_job(job: dict[str, Any]) -> bytes:
     return jsoncodec.dumps(job)
 
 
+def log_fields(job: dict[str, Any]) -> dict[str, Any]:
+    """A log record's `extra` for a line about `job`: the JSON log format (`--log-format json`)
+    writes them as fields of their own, so a log search can find every line about a jid."""
+    return {"jid": job.get("jid"), "jobtype": job.get("jobtype"), "queue": job.get("queue")}
+
+
 def reservation_seconds(job: dict[str, Any]) -> int:
     """How long a fetched job is reserved: `reserve_for` clamped to [60, 86400], 0 ⇒ 1800."""
     value = job.get("reserve_for", 0)

@@ -82,6 +82,8 @@ class Manager:
         self.features = features if features is not None else Registry()
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
         self.reaped_reservations = 0
+        for user in self.features.pushes:
+            user.use_pusher(self)
 
     # --- producing ------------------------------------------------------------------
 
@@ -90,7 +92,7 @@ class Manager:
 
         `wid` is the worker process of the pushing connection ("" for producers).
         """
-        return self.store.commit(self._push_ops(raw, now, wid))
+        return self.store.commit(self.push_ops(raw, now, wid))
 
     def push_bulk(self, raws: Any, now: float, wid: str = "") -> tuple[dict[str, str], int]:
         """PUSHB: every valid job is stored; returns (jid → error text, position).
@@ -104,19 +106,36 @@ class Manager:
         position = 0
         for raw in raws:
             try:
-                position = max(position, self.store.commit(self._push_ops(raw, now, wid)))
+                position = max(position, self.store.commit(self.push_ops(raw, now, wid)))
             except ClientError as exc:
                 jid = raw.get("jid", "") if isinstance(raw, dict) else ""
                 errors[jid if isinstance(jid, str) else ""] = exc.line
         return errors, position
 
-    def _push_ops(self, raw: Any, now: float, wid: str) -> list[AnyOp]:
+    def check_push(self, job: Job, now: float) -> None:
+        """`hooks.JobPusher`: would PUSH refuse `job` before its push hooks? (ClientError)"""
+        self._prepared(job, now)
+
+    def _prepared(self, raw: Any, now: float) -> tuple[Job, float | None]:
+        """A decoded job checked and rewritten for PUSH (by every prepare hook), and when it
+        is scheduled for (None: now)."""
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
         for prepare in self.features.prepare:
             job = prepare.prepare(job, now)
+        return job, scheduled_for
+
+    def push_ops(self, raw: Any, now: float, wid: str = "") -> list[AnyOp]:
+        """The ops of one PUSH (every feature's prepare and push hooks run); raises ClientError.
+        As `hooks.JobPusher` it pushes jobs on the server's own behalf (a batch's callback, a
+        cron fire) exactly as a producer's PUSH (no wid)."""
+        job, scheduled_for = self._prepared(raw, now)
         ops: list[AnyOp] = []
         for push in self.features.push:
             ops.extend(push.on_push(job, scheduled_for, wid, now))
+        for hold in self.features.hold:
+            taken = hold.hold(job, scheduled_for, now)
+            if taken is not None:
+                return ops + self._ends_ops(taken, hold, now)
         if scheduled_for is not None:
             ops.append(SetAdd("scheduled", scheduled_for, job))
         else:
@@ -175,15 +194,16 @@ class Manager:
             ops.extend(more)
         return ops
 
-    def ack(self, jid: str, now: float) -> int:
-        """ACK: end the reservation and count it; an unknown jid is not an error."""
+    def ack(self, jid: str, now: float, result: Any = None) -> int:
+        """ACK: end the reservation and count it; an unknown jid is not an error. `result`
+        is what the worker reported with it (the end hooks record it)."""
         res = self.store.reservation(jid)
         if res is None:
             return 0
         ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
         for finish in self.features.finish:
             ops.extend(finish.on_ack(res, now))
-        ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS)], now))
+        ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS, result)], now))
         return self.store.commit(ops)
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
@@ -193,7 +213,10 @@ class Manager:
         res = self.store.reservation(jid)
         if res is None:
             raise NoSuchJob(jid)
-        return self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
+        position = self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s failed: %s: %s", jid, errtype, message, extra=jobs.log_fields(res.job))
+        return position
 
     def worker_lost(self, wid: str, jids: Iterable[str], now: float) -> int:
         """A worker process reaped for missing heartbeats: fail each of `jids` (its
@@ -269,13 +292,25 @@ class Manager:
             ops.extend(self._end_ops([Ended(failed, ending)], now))
         return ops
 
-    def _end_ops(self, ended: list[Ended], now: float) -> list[AnyOp]:
-        """The end hooks' ops for jobs that left for good in the step being planned."""
+    def _end_ops(self, ended: list[Ended], now: float, source: object = None) -> list[AnyOp]:
+        """The end hooks' ops for jobs that left for good in the step being planned.
+
+        A hook answering `hooks.Ends` ended more jobs itself (dependents killed by policy):
+        every other end hook is told of those too, in the same step; `source` is the hook
+        whose own `Ends` these are (it is not told again)."""
         ops: list[AnyOp] = []
         if ended:
             for end in self.features.end:
-                ops.extend(end.on_end(ended, now))
+                if end is not source:
+                    ops.extend(self._ends_ops(end.on_end(ended, now), end, now))
         return ops
+
+    def _ends_ops(self, answer: list[Any] | hooks.Ends, source: object, now: float) -> list[AnyOp]:
+        """A hook's ops, and if it answered `hooks.Ends`, the other end hooks' ops for the
+        jobs it ended."""
+        if isinstance(answer, hooks.Ends):
+            return [*answer.ops, *self._end_ops(answer.ended, now, source)]
+        return list(answer)
 
     # --- timers' work ---------------------------------------------------------------
 
@@ -299,7 +334,8 @@ class Manager:
             lambda: self._purge_dead(now),
             lambda: self._expire_reservations(now),
         ]
-        tasks.extend((lambda t=timed: self.store.commit(t.run_due(now))) for timed in self.features.timed)
+        tasks.extend((lambda t=timed: self.store.commit(self._ends_ops(t.run_due(now), t, now)))
+                     for timed in self.features.timed)
         positions = [0]
         failure: Exception | None = None
         for task in tasks:
@@ -366,7 +402,8 @@ class Manager:
         dropped and logged in full; if `leave` fails too, the error goes to the caller.
         """
         jid = job.get("jid", "")
-        log.error("the timers could not move job %s; it goes to the dead set", jid, exc_info=exc)
+        log.error("the timers could not move job %s; it goes to the dead set", jid, exc_info=exc,
+                  extra=jobs.log_fields(job))
         failure = {"failed_at": format_time(now),
                    "message": _truncate(f"faktory_py could not move this job: {type(exc).__name__}: {exc}",
                                         MAX_MESSAGE),
@@ -375,7 +412,8 @@ class Manager:
             dead = jobs.with_fields(job, failure={k: failure[k] for k in FAILURE_ORDER if k in failure})
             return self.store.commit(leave + [SetAdd("dead", now + DEAD_TTL, dead)])
         except Exception:
-            log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job)
+            log.exception("job %s cannot be stored in the dead set either; dropping it: %r", jid, job,
+                          extra=jobs.log_fields(job))
             return self.store.commit(leave)
 
     # --- MUTATE ---------------------------------------------------------------------
@@ -390,11 +428,18 @@ class Manager:
             raise ClientError("unknown mutate operation")
         if target == WORKING:
             return self._mutate_working(cmd, request.get("filter"), now)
+        feature = next((hook for hook in self.features.target if hook.target == target), None)
+        if feature is not None:  # a feature's own target (`held`)
+            jids = None if cmd == "clear" else \
+                [jid for jid, _job in self._filtered(list(feature.entries()), request.get("filter"))]
+            answer = feature.take("discard" if cmd == "clear" else cmd, jids, now)
+            return self.store.commit(self._ends_ops(answer, feature, now))
         if target not in MUTATE_TARGETS:
             raise ClientError("invalid target for mutation command")
         if cmd == "clear":
             return self._clear(target, now)
-        return self._take_entries(cmd, target, self._matching(target, request.get("filter")), now)
+        entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
+        return self._take_entries(cmd, target, self._filtered(entries, request.get("filter")), now)
 
     def _mutate_working(self, cmd: str, filter_: Any, now: float) -> int:
         """MUTATE on `working` names reservations by jid only: ending every reservation, or
@@ -464,9 +509,8 @@ class Manager:
             if target in LIVE_SETS else []
         return self.store.commit([SetClear(target), *self._end_ops(ended, now)])
 
-    def _matching(self, target: str, filter_: Any) -> list[tuple[str, dict[str, Any]]]:
-        """Entries matched by a MUTATE filter (jids win; else glob and/or jobtype)."""
-        entries = [(jid, job) for _score, jid, job in self.store.set_entries(target)]
+    def _filtered(self, entries: list[tuple[str, Job]], filter_: Any) -> list[tuple[str, Job]]:
+        """The entries a MUTATE filter matches (jids win; else glob and/or jobtype)."""
         if filter_ is None:
             return entries
         jids, pattern, jobtype = self._filter_fields(filter_)

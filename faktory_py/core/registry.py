@@ -14,7 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .hooks import DropHook, EndHook, FetchHook, FinishHook, GateHook, InfoHook, PrepareHook, PushHook, TimedHook
+from .hooks import (
+    DropHook, EndHook, FetchHook, FinishHook, GateHook, HoldHook, InfoHook, PrepareHook, PushHook, PushUser,
+    TargetHook, TimedHook,
+)
 
 T = TypeVar("T")
 
@@ -41,13 +44,17 @@ class Feature:
     owner: object
     prepare: PrepareHook | None = None
     push: PushHook | None = None
+    hold: HoldHook | None = None
     gate: GateHook | None = None
     fetch: FetchHook | None = None
     drop: DropHook | None = None
     finish: FinishHook | None = None
     end: EndHook | None = None
+    target: TargetHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
+    #: pushes jobs of its own (through `Manager.push_ops`)
+    pushes: PushUser | None = None
     pages: tuple[WebPage, ...] = ()
     #: the verbs of the wire commands it brings; their handlers live in commands/ (a feature
     #: never imports it), which adds one per verb (`commands.features`)
@@ -77,13 +84,16 @@ class Registry:
         # ACK) loop over only the features that implement the hook.
         self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
         self.push = tuple(f.push for f in self.features if f.push is not None)
+        self.hold = tuple(f.hold for f in self.features if f.hold is not None)
         self.gate = tuple(f.gate for f in self.features if f.gate is not None)
         self.fetch = tuple(f.fetch for f in self.features if f.fetch is not None)
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
         self.finish = tuple(f.finish for f in self.features if f.finish is not None)
         self.end = tuple(f.end for f in self.features if f.end is not None)
+        self.target = tuple(f.target for f in self.features if f.target is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)
+        self.pushes = tuple(f.pushes for f in self.features if f.pushes is not None)
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self.features)

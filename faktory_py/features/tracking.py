@@ -10,7 +10,8 @@ Wire (protocol/spec.md §9.3, protocol/clients.md §8.3):
 
 * `TRACK GET <jid>` ⇒ bulk `{"jid","state","updated_at"[,"percent"][,"desc"]}`;
   an unknown, untracked or forgotten jid ⇒ `{"jid":"…","state":"unknown","updated_at":""}`.
-* `TRACK SET {"jid", "percent"?, "desc"?, "reserve_until"?}` ⇒ `+OK`. Percent and desc are
+* `TRACK SET {"jid", "percent"?, "desc"?, "reserve_until"?, "result"?}` ⇒ `+OK`. A `result`
+  (any JSON) is what the job's ACK records if it carries none (protocol/spec.md §14.6). Percent and desc are
   merged into the record (absent or null leaves a value as it was) and survive later state
   changes; the state is left alone (an enqueued job stays `enqueued`; SET after the job
   finished is fine). `reserve_until` (RFC3339) extends the job's current reservation if it
@@ -20,7 +21,8 @@ Wire (protocol/spec.md §9.3, protocol/clients.md §8.3):
 States, as the server sees events: PUSH ⇒ `enqueued` (scheduled jobs too), FETCH ⇒
 `working`, ACK ⇒ `success`, FAIL that will be retried (also a reservation that expired) ⇒
 `failed`. A job that will not run again ⇒ `dead`: moved to the dead set, FAILed with
-`retry: 0` (discarded), or dropped at FETCH because it had expired. A retry or scheduled job
+`retry: 0` (discarded), dropped at FETCH because it had expired, deleted (MUTATE, QUEUE REMOVE,
+the web UI), or killed while held because a dependency failed (protocol/spec.md §14.4). A retry or scheduled job
 entering its queue does not change the state (the next FETCH does). A SET for a jid without
 a record creates one in state `unknown` holding the progress. Records are forgotten 30
 minutes after their last update (ignored from then on, pruned lazily).
@@ -33,14 +35,16 @@ JSON object), `TRACK SET needs a jid`, `percent must be an integer from 0 to 100
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import islice, takewhile
 from typing import Any
 
-from ..core.hooks import Outcome
+from ..core.hooks import Ended, Ending, Outcome
 from ..core.jobs import MAX_RESERVE_FOR
 from ..core.registry import Feature
+from ..errors import ClientError
 from ..store.api import AnyOp, Extend, Job, Op, Reservation, SortedJobSet, Store
+from ..util import jsoncodec
 from ..util.timefmt import format_time
 
 #: Tracking data is kept this long after its last update (Faktory Enterprise: 30 minutes).
@@ -55,6 +59,15 @@ def tracked(job: Job) -> bool:
     return (job.get("custom") or {}).get("track") == 1
 
 
+def checked_result(result: Any, max_bytes: int) -> Any:
+    """A job's result (ACK or TRACK SET `result`, protocol/spec.md §14.6), refused when its
+    compact JSON is over `max_bytes`."""
+    size = len(jsoncodec.dumps(result))
+    if size > max_bytes:
+        raise ClientError(f"result too large ({size} bytes > {max_bytes})")
+    return result
+
+
 class JobTracking:
     """Tracking records (jid → state, updated_at, progress), read and changed by TRACK.
 
@@ -66,8 +79,10 @@ class JobTracking:
 
     op_names = ("track", "track_forget")
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_result_bytes: int = 65536) -> None:
+        """`max_result_bytes` is `[faktory_py.results] max_bytes` (a TRACK SET `result`'s limit)."""
         self.store = store
+        self.max_result_bytes = max_result_bytes
         self.records = SortedJobSet()
         store.register_state(self)
 
@@ -136,9 +151,11 @@ class JobTracking:
     # --- lifecycle hooks ------------------------------------------------------------
 
     def feature(self) -> Feature:
-        """How it plugs in: a tracked job's record follows it through PUSH, FETCH, a drop,
-        ACK and FAIL; TRACK reads and adds to it."""
-        return Feature("tracking", self, push=self, fetch=self, drop=self, finish=self, commands=("TRACK",))
+        """How it plugs in: a tracked job's record follows it through PUSH, FETCH, ACK, a FAIL
+        that will be retried, and every way it leaves for good (the end hook: into the dead
+        set, discarded, dropped as expired, deleted, killed because a dependency failed); TRACK
+        reads and adds to it."""
+        return Feature("tracking", self, push=self, fetch=self, finish=self, end=self, commands=("TRACK",))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         if not tracked(job):
@@ -148,29 +165,33 @@ class JobTracking:
     def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
         return self._moved(job, "working", now)
 
-    def on_drop(self, job: Job, now: float) -> list[Op]:
-        return self._moved(job, "dead", now)
-
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
         if not tracked(res.job):
             return []
         return self._prune(now) + [self._update(res.job["jid"], now, "success")]
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
-        return self._moved(res.job, "failed" if outcome is Outcome.RETRY else "dead", now)
+        return self._moved(res.job, "failed", now) if outcome is Outcome.RETRY else []
+
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+        """A job that will not run again is `dead` (an ACKed one is `success`, set by on_ack)."""
+        return [op for end in ended if end.ending is not Ending.SUCCESS for op in self._moved(end.job, "dead", now)]
 
     # --- what TRACK SET changes (commands/track.py parses the arguments) -----------------
 
     def progress_ops(self, jid: str, now: float, percent: int | None = None, desc: str | None = None,
-                     reserve_until: float | None = None) -> list[AnyOp]:
+                     reserve_until: float | None = None, result: Any = None) -> list[AnyOp]:
         """Ops that merge progress into `jid`'s record (None leaves a value as it was) and
         extend its current reservation to `reserve_until` (never shortened, capped at
-        MAX_RESERVE_FOR from now)."""
+        MAX_RESERVE_FOR from now). A `result` is kept in the record for the job's ACK to
+        record (protocol/spec.md §14.6); raises ClientError when it is too large."""
         progress: dict[str, Any] = {}
         if percent is not None:
             progress["percent"] = percent
         if desc is not None:
             progress["desc"] = desc
+        if result is not None:
+            progress["result"] = checked_result(result, self.max_result_bytes)
         extend: list[AnyOp] = []
         if reserve_until is not None:
             when = min(reserve_until, now + MAX_RESERVE_FOR)

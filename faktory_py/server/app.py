@@ -25,16 +25,21 @@ import trio
 
 from ..commands.dispatch import Dispatcher
 from ..commands.features import register_feature_commands
-from ..config import DEFAULT_PORT, BatchesConfig, Config, ThrottlesConfig, split_binding
+from ..config import (
+    DEFAULT_PORT, BatchesConfig, Config, CronConfig, ResultsConfig, ThrottlesConfig, WorkflowsConfig, split_binding,
+)
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
+from ..core.timings import CommandTimes, Histogram, Timings
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
+from ..features.cron.feature import Cron
 from ..features.expiry import ExpiringJobs
 from ..features.throttles.feature import Throttles
 from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
+from ..features.workflows.feature import Settings, Workflows
 from ..store.journal import Journal
 from ..store.memory import MemoryStore
 from ..store.oplog import OpLog
@@ -55,10 +60,14 @@ class Server:
     addresses: list[tuple[str, int]]
     dispatcher: Dispatcher
     durable: OpLog
-    #: SIGHUP's work: puts a re-read configuration's throttles in force (server/reload.py)
+    #: SIGHUP's work: puts a re-read configuration's throttles and cron in force (server/reload.py)
     config_reload: ConfigReload
+    #: the durations the server observes (`/metrics`)
+    timings: Timings
     #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
     web_urls: list[str] = field(default_factory=list)
+    #: where `/metrics` alone answers, without auth (`[faktory_py.metrics] binding`); empty when unset
+    metrics_urls: list[str] = field(default_factory=list)
     _stop: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -70,8 +79,8 @@ class Server:
         self._stop.set()
 
     def reload(self, read: Callable[[], Config]) -> bool:
-        """Re-read the configuration with `read` and put its throttles in force; False (the
-        error logged) when `read` raises ConfigError, and then nothing changes."""
+        """Re-read the configuration with `read` and put its throttles and cron entries in
+        force; False (the error logged) when `read` raises ConfigError, and then nothing changes."""
         return self.config_reload(read)
 
 
@@ -99,17 +108,39 @@ async def open_listeners(binding: str, default_port: int) -> list[trio.SocketLis
 
 
 def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConfig(),
-                        throttles: ThrottlesConfig = ThrottlesConfig()) -> Registry:
-    """Faktory Enterprise's features, built into faktory_py (protocol/spec.md §9–§11).
+                        throttles: ThrottlesConfig = ThrottlesConfig(), cron: CronConfig = CronConfig(),
+                        workflows: WorkflowsConfig = WorkflowsConfig(),
+                        results: ResultsConfig = ResultsConfig()) -> Registry:
+    """Faktory Enterprise's features, built into faktory_py, and job dependencies
+    (protocol/spec.md §9–§12, §14).
 
     They attach their own ops (and throttles their index of reservations) to the store, so
     they must exist before its journal is replayed. The order is behaviour: every hook runs
     in it. Expiry comes first, so an expired job is dropped at FETCH before the others see
-    it (they get `on_drop` instead).
+    it (they get `on_drop` instead), and its `expires_in` is an `expires_at` before
+    workflows looks at a job (a held job released after its deadline is dropped as
+    expired). Workflows comes after unique (a duplicate is refused as NOTUNIQUE before its
+    dependencies are looked at) and before batches: the dependents it kills are endings the
+    batches' end hook is told of in the same step (`hooks.Ends`), and a held job is counted by
+    every push hook like a queued one.
     """
-    return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), JobTracking(store).feature(),
-                     Batches(store, batches.policy, batches.uncommitted_ttl).feature(),
-                     Throttles(store, throttle_limits(throttles), throttles.warnings).feature()])
+    tracking = JobTracking(store, results.max_bytes)
+    return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), tracking.feature(),
+                     Workflows(store, workflow_settings(workflows, results), tracking).feature(),
+                     Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention).feature(),
+                     Throttles(store, throttle_limits(throttles), throttles.warnings).feature(),
+                     Cron(store, cron.entries, cron.warnings).feature()])
+
+
+def workflow_settings(workflows: WorkflowsConfig, results: ResultsConfig) -> Settings:
+    """The workflows feature's view of `[faktory_py.workflows]` and `[faktory_py.results]`."""
+    return Settings(workflows.dependency_key, workflows.unknown_timeout, workflows.max_deps, results.ttl,
+                    results.max_bytes, results.inject_max_bytes, results.from_track_desc)
+
+
+def configured_features(store: MemoryStore, config: Config) -> Registry:
+    """`enterprise_features` as `config` configures them."""
+    return enterprise_features(store, config.batches, config.throttles, config.cron, config.workflows, config.results)
 
 
 def replay_journal(journal: Journal, store: MemoryStore) -> None:
@@ -127,7 +158,7 @@ def load_store(config: Config) -> tuple[MemoryStore, Journal]:
     observers, by replaying its journal (to look at a data directory without serving it)."""
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     store = MemoryStore()
-    enterprise_features(store, config.batches, config.throttles)
+    configured_features(store, config)
     replay_journal(journal, store)
     return store, journal
 
@@ -146,6 +177,8 @@ class Backend:
     aclose: Callable[[MemoryStore], Awaitable[None]]
     #: what failed, for the error serve() raises when `log.failed` stopped it
     what: str
+    #: the log's durations for `/metrics`: writes (appends), fsyncs, compactions (snapshots)
+    histograms: tuple[Histogram, Histogram, Histogram]
 
 
 @asynccontextmanager
@@ -158,7 +191,8 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
         node_id = config.redis.node_id or f"{socket.gethostname()}:{_port_of(config.binding)}"
         async with open_redis_backend(config.redis, node_id, config.compact_min_bytes) as (oplog, load, tasks):
             yield Backend(oplog, load, tasks, lambda store: oplog.aclose(),
-                          f"the op log in {config.redis.safe_url} fenced this node")
+                          f"the op log in {config.redis.safe_url} fenced this node",
+                          (oplog.write_times, oplog.fsync_times, oplog.compaction_times))
         return
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
@@ -173,30 +207,33 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
         background.start_soon(supervised, "journal retry", durable.run_retry)
 
     yield Backend(durable, load, tasks, lambda store: durable.aclose(store.snapshot),
-                  f"the journal in {config.data_dir} could not be written")
+                  f"the journal in {config.data_dir} could not be written",
+                  (durable.write_times, durable.fsync_times, durable.compaction_times))
 
 
 def _port_of(binding: str) -> int:
     return split_binding(binding, DEFAULT_PORT)[1]
 
 
-async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a server until `Server.shutdown()`; reports the Server once listening."""
-    for warning in config.throttles.warnings:
+async def serve(config: Config, *, clock: Clock | None = None,
+                task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a server until `Server.shutdown()`; reports the Server once listening. `clock`
+    is the wall clock's reading (a test's, set to a chosen date), by default the host's."""
+    for warning in (*config.throttles.warnings, *config.cron.warnings):
         log.warning("%s", warning)
     async with open_backend(config) as backend:
-        await _serve(config, backend, task_status)
+        await _serve(config, backend, clock or Clock(), task_status)
 
 
-async def _serve(config: Config, backend: Backend, task_status: trio.TaskStatus[Server]) -> None:
+async def _serve(config: Config, backend: Backend, clock: Clock, task_status: trio.TaskStatus[Server]) -> None:
     durable = backend.log
-    clock = Clock()
     waiters = QueueWaiters(wake_all=wake_all_queues(config.throttles))
     timer = DueTimer(clock, durable.wait_writable)
     store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
-    features = enterprise_features(store, config.batches, config.throttles)
-    throttles = features.find(Throttles)
-    assert throttles is not None
+    features = configured_features(store, config)
+    throttles, cron = features.find(Throttles), features.find(Cron)
+    assert throttles is not None and cron is not None
+    cron.wake = timer.poke
     throttles.occupancy.on_release = waiters.notify
     throttles.rate.on_open = waiters.notify
     await backend.load(store)
@@ -212,8 +249,11 @@ async def _serve(config: Config, backend: Backend, task_status: trio.TaskStatus[
     dispatcher.refusal = durable.refusal
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
-    config_reload = ConfigReload(config, manager, features, throttles, waiters, timer, clock)
-    connections = Connections(config, dispatcher, durable, waiters)
+    config_reload = ConfigReload(config, manager, features, throttles, cron, waiters, timer, clock)
+    journal_write, journal_fsync, compaction = backend.histograms
+    timings = Timings(CommandTimes(dispatcher.verbs()), journal_write=journal_write, journal_fsync=journal_fsync,
+                      compaction=compaction)
+    connections = Connections(config, dispatcher, durable, waiters, timings)
     try:
         async with trio.open_nursery() as background:
             backend.tasks(background, store)
@@ -222,24 +262,30 @@ async def _serve(config: Config, backend: Backend, task_status: trio.TaskStatus[
                                   config.timers.worker_reap_every, worker_lost, durable.wait_writable)
             background.start_soon(supervised, "send watchdog", connections.watch_sends)
             web_urls: list[str] = []
-            if config.web_enabled:
+            metrics_urls: list[str] = []
+            if config.web_enabled or config.metrics.binding is not None:
                 # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
                 # server without a web UI (most test servers, benchmarks) should not pay.
                 # Started before the command port listens: once that accepts, the UI answers.
-                from ..web.serve import serve_web
+                from ..web.serve import serve_metrics, serve_web
                 from ..web.state import WebState
 
                 state = WebState(manager, workers, features, clock, dispatcher.info, durable.refusal,
-                                 durable.durable)
-                bindings = {"Command port": config.binding, "Web UI": config.web_binding}
-                web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
-                log.info("web UI on %s", ", ".join(web_urls))
+                                 durable.durable, timings)
+                if config.web_enabled:
+                    bindings = {"Command port": config.binding, "Web UI": config.web_binding}
+                    web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
+                    log.info("web UI on %s", ", ".join(web_urls))
+                if config.metrics.binding is not None:
+                    metrics_urls = await background.start(supervised, "metrics", serve_metrics, state, config,
+                                                          config.metrics.binding)
+                    log.info("metrics (no auth) on %s", ", ".join(f"{url}/metrics" for url in metrics_urls))
             listeners = await open_listeners(config.binding, DEFAULT_PORT)
             context = _ssl_context(config)
             if context is not None:
                 listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
             addresses = [_address(l) for l in listeners]
-            server = Server(addresses, dispatcher, durable, config_reload, web_urls)
+            server = Server(addresses, dispatcher, durable, config_reload, timings, web_urls, metrics_urls)
             background.start_soon(_stop_when_failed, durable, server)
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()

@@ -15,8 +15,9 @@ import trio
 class Clock:
     """unix time = the wall clock at creation + trio time elapsed since then."""
 
-    def __init__(self) -> None:
-        self._wall0 = time.time()
+    def __init__(self, start: float | None = None) -> None:
+        """`start`: the unix time it reads now (a test's chosen date), else the host's."""
+        self._wall0 = time.time() if start is None else start
         self._trio0 = trio.current_time()
 
     def now(self) -> float:

@@ -33,11 +33,13 @@ never degrades or stops the server by itself.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import trio
 
+from ..core.timings import SLOW_BUCKETS, Histogram
 from ..errors import ClientError, FaktoryPyError
 from ..store.journal import Journal, join_items, pack_items
 
@@ -91,6 +93,10 @@ class DurableJournal:
         self._retry_now = trio.Event()
         self.compactions = 0
         self.compaction_failures = 0
+        #: how long each frame's write, each fsync and each compaction took (`/metrics`)
+        self.write_times = Histogram()
+        self.fsync_times = Histogram()
+        self.compaction_times = Histogram(SLOW_BUCKETS)
 
     @property
     def appended(self) -> int:
@@ -134,6 +140,7 @@ class DurableJournal:
         if not self._pending:
             return
         payload = join_items(self._pending_ops, self._pending)
+        started = time.perf_counter()
         try:
             self.written = self.journal.append_packed(payload)
         except OSError as exc:
@@ -143,6 +150,7 @@ class DurableJournal:
             return
         except BaseException as exc:
             raise self._fail(exc) from exc
+        self.write_times.observe(time.perf_counter() - started)
         self._pending.clear()
         self._pending_ops = 0
         if self.degraded is not None:
@@ -223,6 +231,7 @@ class DurableJournal:
         if self.degraded is None:
             self.write()
         covered = self._written
+        started = time.perf_counter()
         try:
             await trio.to_thread.run_sync(self.journal.fsync)
         except OSError as exc:
@@ -233,6 +242,7 @@ class DurableJournal:
             self._dirty.set()
             await trio.sleep(1)
             return
+        self.fsync_times.observe(time.perf_counter() - started)
         self._synced = covered
         event, self._synced_event = self._synced_event, trio.Event()
         event.set()
@@ -296,9 +306,11 @@ class DurableJournal:
         self.write()  # the snapshot copies memory, so the ops behind it must be in older segments
         if self._pending:
             return
+        started = time.perf_counter()
         next_segment = self.journal.rotate()
         records = snapshot()
         size = await trio.to_thread.run_sync(self.journal.write_snapshot, records, next_segment)
+        self.compaction_times.observe(time.perf_counter() - started)
         self._compact_threshold = max(self._compact_min, 2 * size)
         self.compactions += 1
         log.info("journal compacted: snapshot of %d bytes", size)

@@ -1,7 +1,8 @@
-"""A configuration reload (SIGHUP, protocol/spec.md §11.6): the whole configuration is read
-and validated again; if it is valid its throttles replace those in force, else nothing changes.
+"""A configuration reload (SIGHUP, protocol/spec.md §11.6, §12.3): the whole configuration is
+read and validated again; if it is valid its throttles and cron entries replace those in
+force, else nothing changes (the old entries go on firing, the error shows on both tabs).
 
-Only the throttles are reloadable so far: the other settings (bindings, password, fsync,
+Only those two are reloadable (`RELOADED`): the other settings (bindings, password, fsync,
 limits on connections …) are wired into listeners and tasks at start, so a reload that
 changes them logs that they wait for a restart and keeps them as they are.
 """
@@ -12,10 +13,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import fields, replace
 
-from ..config import Config, ThrottlesConfig
+from ..config import Config, CronConfig, ThrottlesConfig
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
 from ..errors import ConfigError
+from ..features.cron.feature import Cron
 from ..features.throttles.feature import Throttles
 from ..features.throttles.occupancy import Limit
 from ..features.throttles.rate import Rate
@@ -24,6 +26,9 @@ from .timers import DueTimer
 from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
+
+#: the sections of `Config` a reload puts in force
+RELOADED = ("throttles", "cron")
 
 
 def throttle_limits(throttles: ThrottlesConfig) -> dict[str, Limit]:
@@ -41,42 +46,54 @@ def wake_all_queues(throttles: ThrottlesConfig) -> frozenset[str]:
 
 
 class ConfigReload:
-    """Puts a re-read configuration's throttles in force in a running server."""
+    """Puts a re-read configuration's throttles and cron entries in force in a running server."""
 
-    def __init__(self, config: Config, manager: Manager, features: Registry, throttles: Throttles,
+    def __init__(self, config: Config, manager: Manager, features: Registry, throttles: Throttles, cron: Cron,
                  waiters: QueueWaiters, timer: DueTimer, clock: Clock) -> None:
-        #: the configuration in force: the one the server started with, but for the throttles
+        #: the configuration in force: the one the server started with, but for RELOADED
         self.config = config
         self.manager = manager
         self.features = features
         self.throttles = throttles
+        self.cron = cron
         self.waiters = waiters
         self.timer = timer
         self.clock = clock
 
     def __call__(self, read: Callable[[], Config]) -> bool:
         """Read the configuration with `read` (raising ConfigError when it is invalid, OSError
-        or UnicodeDecodeError when a file cannot be read) and put its throttles in force;
-        False, with the error logged and kept, when it cannot."""
+        or UnicodeDecodeError when a file cannot be read) and put its throttles and cron
+        entries in force; False, with the error logged and kept, when it cannot."""
         try:
             new = read()
         except (ConfigError, OSError, UnicodeDecodeError) as exc:  # a file unreadable now too
-            self.throttles.reload_error = str(exc)
-            self.features.replace(self.throttles.feature())  # the tab shows the error
+            self.throttles.reload_error = self.cron.reload_error = str(exc)
+            # the tabs show the error
+            self.features.replace(self.throttles.feature())
+            self.features.replace(self.cron.feature())
             log.error("configuration reload rejected, the configuration in force is kept: %s", exc)
             return False
-        self.throttles.reload_error = None  # the record is replaced below (_put_in_force)
-        for warning in new.throttles.warnings:
+        # the records are replaced below (_put_in_force, _put_cron_in_force)
+        self.throttles.reload_error = self.cron.reload_error = None
+        for warning in (*new.throttles.warnings, *new.cron.warnings):
             log.warning("%s", warning)
-        waiting = [f.name for f in fields(Config) if f.name != "throttles"
+        waiting = [f.name for f in fields(Config) if f.name not in RELOADED
                    and getattr(new, f.name) != getattr(self.config, f.name)]
         if waiting:
-            log.warning("configuration reload: %s changed; only [throttles] is reloaded, "
+            log.warning("configuration reload: %s changed; only [throttles] and [[cron]] are reloaded, "
                         "the rest takes effect at the next restart", ", ".join(waiting))
         self._put_in_force(new.throttles)
-        self.config = replace(self.config, throttles=new.throttles)
-        log.info("configuration reloaded: %d throttles", len(new.throttles.entries))
+        self._put_cron_in_force(new.cron)
+        self.config = replace(self.config, throttles=new.throttles, cron=new.cron)
+        log.info("configuration reloaded: %d throttles, %d cron entries",
+                 len(new.throttles.entries), len(new.cron.entries))
         return True
+
+    def _put_cron_in_force(self, cron: CronConfig) -> None:
+        """New entries; the due timer runs at once, journaling what changed (new entries
+        start now, removed ones are forgotten: protocol/spec.md §12.3)."""
+        self.features.replace(self.cron.reconfigure(cron.entries, cron.warnings))
+        self.timer.poke(0.0)
 
     def _put_in_force(self, throttles: ThrottlesConfig) -> None:
         """New limits, slots recounted under them; then the waiting FETCHes of every queue

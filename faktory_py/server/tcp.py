@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ import trio
 from .. import wire
 from ..commands.dispatch import Block, Dispatcher, Reply, Session
 from ..config import Config
+from ..core.timings import Timings
 from ..wire.connection import NEED_DATA, Connection, HelloReceived
 from .admission import Admission
 from ..store.oplog import OpLog
@@ -53,9 +55,11 @@ class Connections:
     """
 
     def __init__(self, config: Config, dispatcher: Dispatcher, durable: OpLog,
-                 waiters: QueueWaiters) -> None:
+                 waiters: QueueWaiters, timings: Timings) -> None:
         self.config = config
         self.dispatcher = dispatcher
+        #: each command's service time and each blocked FETCH's wait are observed here
+        self.timings = timings
         #: written before any reply is sent (see server/durability.py)
         self.durable = durable
         #: where a FETCH the dispatcher answered with a `Block` waits
@@ -206,6 +210,7 @@ class Connections:
         collected and written together: one send for many replies (wire/connection.py).
         """
         dispatcher = self.dispatcher
+        command_times, fetch_wait = self.timings.commands, self.timings.fetch_wait
         try:
             while True:
                 event = connection.next_event()
@@ -222,16 +227,22 @@ class Connections:
                 if self.stopping.is_set():
                     connection.close("shutdown in progress")
                     return
+                started = time.perf_counter()
                 reply = dispatcher.handle(session, event)
                 if type(reply) is Block:  # a FETCH must wait: answer what came before it first
+                    blocked = time.perf_counter()
+                    command_times.observe(event.verb, blocked - started)
                     await self._flush(stream, connection)
                     reply = await _unless_peer_leaves(
                         stream, connection, self._wait_for_job(session, reply),
                         self.stopping, functools.partial(dispatcher.fetch_timed_out, reply, None))
                     if reply is None:
                         return
-                elif reply.position:
-                    await self.durable.synced(reply.position)
+                    fetch_wait.observe(time.perf_counter() - blocked)
+                else:
+                    if reply.position:
+                        await self.durable.synced(reply.position)
+                    command_times.observe(event.verb, time.perf_counter() - started)
                 if reply.data is not None:
                     connection.reply(reply.data, reply.position)
                 if reply.close:

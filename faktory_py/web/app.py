@@ -7,6 +7,7 @@ from `views` rendered by Jinja2 templates; links are built from the request's ro
 so the UI works behind a prefixing proxy (`proxy.ScriptName`), and name a queue or a set
 entry in the query string so every name the server accepts is reachable (`urls`). The pages
 features add (Batches, Throttles) are routed by `pages`, from the features' records.
+`/metrics` (Prometheus, `metrics`) sits behind the same guards as the pages.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from . import pages, urls, views
 from .auth import BasicAuth, CrossOriginGuard, web_password
 from .headers import SecurityHeaders
 from .hosts import HostGuard, allowed_hosts
+from .metrics import metrics_endpoint
 from .proxy import ScriptName
 from .state import WebState
 
@@ -207,6 +209,7 @@ def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASG
         Route("/", dashboard),
         Route("/stats", stats),
         Route("/health", health),
+        Route("/metrics", metrics_endpoint(state, config.metrics.max_queues)),
         Route("/busy", busy, methods=both),
         Route("/queues", queues, methods=both),
         Route("/queues/{rest:path}", faktory_path("/queues", "name")),

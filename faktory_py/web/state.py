@@ -11,13 +11,15 @@ committed is durable (like a `+OK` on the command port).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..core.lifecycle import Manager
 from ..core.registry import Registry, WebPage
+from ..core.timings import CommandTimes, Timings
 from ..core.workers import WorkerRegistry
 from ..features.throttles.feature import Throttles
+from ..store.api import AnyOp
 from . import views
 
 
@@ -44,6 +46,8 @@ class WebState:
     #: writes the journal up to a position and waits for the fsync policy: an action's
     #: answer does not go out through the command port's send, which writes it there
     durable: Callable[[int], Awaitable[None]]
+    #: the durations the server observes (`/metrics`)
+    timings: Timings = field(default_factory=lambda: Timings(CommandTimes(())))
 
     def now(self) -> float:
         return self.clock.now()
@@ -108,6 +112,10 @@ class WebState:
         """Requeue, kill or discard the reservations of `jids` (MUTATE on `working`); jids
         no longer reserved are skipped."""
         await self.durable(self.manager.end_reservations(action, jids, self.now()))
+
+    async def commit(self, ops: Sequence[AnyOp]) -> None:
+        """A feature's action (cron's "enqueue now"): its ops, committed and durable."""
+        await self.durable(self.manager.store.commit(ops))
 
     async def change_set(self, set_name: str, action: str, keys: Sequence[str]) -> None:
         """Retry / add to queue, kill or delete the entries `keys` name (`["all"]`: every

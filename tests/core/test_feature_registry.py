@@ -15,10 +15,12 @@ from faktory_py.core.hooks import Drop, Outcome
 from faktory_py.core.lifecycle import Manager
 from faktory_py.core.registry import Feature, Registry
 from faktory_py.features.batches.feature import Batches
+from faktory_py.features.cron.feature import Cron
 from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.features.tracking import JobTracking
 from faktory_py.features.unique import UniqueJobs
+from faktory_py.features.workflows.feature import Workflows
 from faktory_py.server.app import enterprise_features
 from faktory_py.store.api import Job, Op, Reservation
 from faktory_py.store.memory import MemoryStore
@@ -155,15 +157,21 @@ def test_feature_names_are_unique() -> None:
 def test_the_servers_features_keep_their_order() -> None:
     """Hook order is behaviour: expiry drops an expired job before unique, tracking and
     batches see its fetch (they get on_drop instead). Throttles' gate is asked before any
-    fetch hook, whatever its place."""
+    fetch hook, whatever its place. Workflows holds a job after every push hook ran, and
+    comes before batches, whose end hook is told of the dependents it kills. Cron comes last,
+    and without entries has no finish or end hook."""
     registry = enterprise_features(MemoryStore())
-    assert [feature.name for feature in registry] == ["expiry", "unique", "tracking", "batches", "throttles"]
-    kinds = (ExpiringJobs, UniqueJobs, JobTracking, Batches, Throttles)
+    assert [feature.name for feature in registry] == ["expiry", "unique", "tracking", "workflows", "batches",
+                                                      "throttles", "cron"]
+    kinds = (ExpiringJobs, UniqueJobs, JobTracking, Workflows, Batches, Throttles, Cron)
     assert [type(feature.owner) for feature in registry] == list(kinds)
     assert all(registry.find(kind) is feature.owner for kind, feature in zip(kinds, registry))
-    assert [type(hook) for hook in registry.fetch] == list(kinds[:4])
+    assert [type(hook) for hook in registry.fetch] == [ExpiringJobs, UniqueJobs, JobTracking, Batches]
+    assert [type(hook) for hook in registry.hold] == [Workflows]
     assert registry.gate == ()  # no throttle configured: FETCH asks no gate
     # the Throttles tab is routed from the start (a reload may configure throttles), listed once there are some
     assert [(page.name, page.listed) for feature in registry for page in feature.pages] == [
-        ("batches", True), ("throttles", False)]
-    assert [feature.commands for feature in registry] == [(), (), ("TRACK",), ("BATCH",), ("THROTTLE",)]
+        ("held", True), ("batches", True), ("throttles", False), ("cron", False)]
+    assert [feature.commands for feature in registry] == [(), (), ("TRACK",), ("RESULT", "JOB"), ("BATCH",),
+                                                          ("THROTTLE",), ("CRON",)]
+    assert Cron not in {type(hook) for hook in (*registry.finish, *registry.end)}

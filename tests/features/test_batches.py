@@ -30,12 +30,13 @@ NOW = 1_700_000_000.0
 class World:
     """A store, the batches extension and a manager, with a few conveniences."""
 
-    def __init__(self, policy: str = "strict", ttl: float = 1800.0, extra: tuple = ()) -> None:
+    def __init__(self, policy: str = "strict", ttl: float = 1800.0, extra: tuple = (),
+                 retention: float = 86400.0) -> None:
         self.journal: list[list[dict[str, Any]]] = []
         self.store = MemoryStore(sink=self._sink)
         self.serial = 0
         others = [make(self.store) for make in extra]
-        self.ext = Batches(self.store, policy, ttl, bids=self._bid)
+        self.ext = Batches(self.store, policy, ttl, retention, bids=self._bid)
         self.manager = Manager(self.store, features=Registry(f.feature() for f in [*others, self.ext]))
         self.now = NOW
 
@@ -452,7 +453,7 @@ def test_replay_and_snapshot_rebuild_everything() -> None:
     w.manager.fail(job["jid"], "E", "m", [], w.now)
     for records in (w.journal, list(w.store.snapshot())):
         store = MemoryStore()
-        ext = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl)
+        ext = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl, BatchesConfig.retention)
         for record in records:
             for op in record:
                 store.apply(op)

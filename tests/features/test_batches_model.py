@@ -2,9 +2,11 @@
 
 A hypothesis state machine interleaves BATCH NEW (top-level and child batches), member
 PUSH/PUSHB (from producers and from worker processes that do or do not hold a job within
-the batch), BATCH OPEN, BATCH COMMIT, FETCH, ACK, FAIL, MUTATE requeues, FLUSH, the clock
-(uncommitted batches expiring, reservations expiring, retries coming back) and restarts
-from the journal or a snapshot. The reference model below is written from the rules in
+the batch), BATCH OPEN, BATCH COMMIT, FETCH, ACK, FAIL, MUTATE requeues, members and
+callbacks that end without running (MUTATE discard/kill/clear of the scheduled and retry
+sets, QUEUE REMOVE, deleting queued jobs as the web UI does), FLUSH, the clock (uncommitted
+batches expiring, done batches forgotten after the retention, reservations expiring,
+retries coming back) and restarts from the journal or a snapshot. The reference model below is written from the rules in
 faktory_py/features/batches/feature.py's docstring with plain recursion over the batch tree (no counters,
 no propagation), so it checks the implementation's incremental bookkeeping. After every
 step: each batch's total/pending/failed, callback states and phase match; each callback
@@ -39,6 +41,7 @@ from helpers.model_replay import due_times, holdings, replay, roundtrip, snapsho
 
 BASE_NOW = 1_700_000_000.0
 TTL = 600.0
+RETENTION = 200.0
 WIDS = ("", "w1", "w2")
 MEMBER_QUEUE, CALLBACK_QUEUE = "default", "cb"
 
@@ -62,6 +65,10 @@ class MBatch:
     members: dict[str, str] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
     alive: bool = True
+    #: when every callback it has was ACKed (then it is forgotten RETENTION later)
+    done_at: float | None = None
+    #: once forgotten: (settled for complete, settled for success) as its parent last counted them
+    frozen: tuple[bool, bool] | None = None
     #: (total, children) when the first callback was enqueued
     closed_at: tuple[int, int] | None = None
 
@@ -91,7 +98,9 @@ class Model:
         return batch if batch is not None and batch.alive else None
 
     def kids(self, b: MBatch) -> list[MBatch]:
-        return [k for k in (self.alive(c) for c in b.children) if k is not None]
+        """The children a batch waits for: live ones and forgotten (done) ones, not the open
+        ones that expired."""
+        return [k for k in (self.batches[c] for c in b.children) if k.alive or k.frozen is not None]
 
     # the rules, recursively
     def executed(self, b: MBatch) -> bool:
@@ -111,11 +120,15 @@ class Model:
         return self.succeeded(b) and self.complete_done(b)
 
     def settled_complete(self, b: MBatch) -> bool:
+        if b.frozen is not None:
+            return b.frozen[0]
         busy = "success" in b.callbacks and b.st["success"] != "2" and (
             b.st["success"] == "1" or (self.succeeded(b) and self.complete_done(b)))
         return self.complete_done(b) and not busy
 
     def settled_success(self, b: MBatch) -> bool:
+        if b.frozen is not None:
+            return b.frozen[1]
         return self.success_done(b)
 
     def phase(self, b: MBatch) -> str:
@@ -138,6 +151,10 @@ class Model:
                     and self.complete_done(b)):
                 assert "complete" not in b.callbacks or b.st["complete"] == "2"
                 self._fire(b, "success")
+        for b in self.batches.values():
+            if b.alive and b.done_at is None and self.phase(b) == "done":
+                b.done_at = self.now
+                event("batch done")
 
     def _fire(self, b: MBatch, kind: str) -> None:
         assert b.committed
@@ -191,14 +208,17 @@ class Model:
             return self.callback_of[jid][0], True
         return None
 
-    def finished(self, jid: str, ok: bool) -> None:
+    def finished(self, jid: str, ok: bool, ended: bool = True) -> None:
+        """A job's run is over: it succeeded (`ok`) or not, and left for good (`ended`) or
+        will be retried. A member that did not succeed is failing; a callback that left for
+        good, however, is over ("2")."""
         self.reserved.pop(jid, None)
         bid = self.member_of.get(jid)
         if bid is not None:
             b = self.alive(bid)
             if b is not None:
                 b.members[jid] = "ok" if ok else "failing"
-        elif ok and jid in self.callback_of:
+        elif ended and jid in self.callback_of:
             bid, kind = self.callback_of[jid]
             b = self.alive(bid)
             if b is not None and b.st[kind] == "1":
@@ -210,6 +230,11 @@ class Model:
             if b.alive and not b.committed and b.expires_at <= self.now:
                 b.alive = False
                 event("batch expired")
+        forgotten = [b for b in self.batches.values()
+                     if b.alive and b.done_at is not None and b.done_at + RETENTION <= self.now]
+        for b, flags in [(b, (self.settled_complete(b), self.settled_success(b))) for b in forgotten]:
+            b.alive, b.frozen = False, flags
+            event("done batch forgotten")
         self.settle()
 
 
@@ -253,7 +278,7 @@ class BatchMachine(RuleBasedStateMachine):
 
     def _build(self) -> tuple[MemoryStore, Batches, Manager]:
         store = MemoryStore(sink=self._sink)
-        ext = Batches(store, self.POLICY, TTL, bids=self._new_bid, jids=self._new_cb_jid)
+        ext = Batches(store, self.POLICY, TTL, RETENTION, bids=self._new_bid, jids=self._new_cb_jid)
         return store, ext, Manager(store, self.rng, Registry([ext.feature()]))
 
     @property
@@ -517,11 +542,51 @@ class BatchMachine(RuleBasedStateMachine):
             self.manager.ack(jid, self.now)
         else:
             self.manager.fail(jid, "E", "m", [], self.now)
-        self.model.finished(jid, ok)
+        self.model.finished(jid, ok, ok or self._left(jid))
+
+    def _left(self, jid: str) -> bool:
+        """After a failure: did the job leave for good (not waiting in the retry set)?"""
+        return self.store.set_entry("retries", jid) is None
+
+    @rule(queue=st.sampled_from([MEMBER_QUEUE, CALLBACK_QUEUE, CALLBACK_QUEUE]))
+    def run_one(self, queue: str) -> None:
+        """A worker runs the next job of a queue to success at once (batches reach `done`)."""
+        job, _ = self.manager.fetch([queue], "w2", self.now)
+        if job is None:
+            return
+        self.manager.ack(job["jid"], self.now)
+        self.model.finished(job["jid"], True)
 
     @rule(target_set=st.sampled_from(["retries", "dead"]))
     def requeue(self, target_set: str) -> None:
         self.manager.mutate({"cmd": "requeue", "target": target_set}, self.now)
+
+    @rule(data=st.data(), cmd=st.sampled_from(["discard", "kill", "clear"]),
+          target_set=st.sampled_from(["scheduled", "scheduled", "retries"]))
+    def take_out_of_a_set(self, data: st.DataObject, cmd: str, target_set: str) -> None:
+        """MUTATE discard/kill (some entries) or clear: the jobs end without running again."""
+        jids = sorted(jid for _score, jid, _job in self.store.set_entries(target_set))
+        if cmd == "clear":
+            self.manager.mutate({"cmd": "clear", "target": target_set}, self.now)
+        else:
+            jids = data.draw(st.lists(st.sampled_from(jids), min_size=1, unique=True), label="jids") if jids else []
+            self.manager.mutate({"cmd": cmd, "target": target_set, "filter": {"jids": jids}}, self.now)
+        for jid in jids:
+            event(f"{cmd} from {target_set}")
+            self.model.finished(jid, False)
+
+    @rule(data=st.data(), queue=st.sampled_from([MEMBER_QUEUE, CALLBACK_QUEUE]), whole=st.booleans())
+    def delete_queued(self, data: st.DataObject, queue: str, whole: bool) -> None:
+        """QUEUE REMOVE, or the web UI deleting some queued jobs: they end without running."""
+        jids = [job["jid"] for job in self.store.queued(queue)]
+        if whole:
+            self.manager.remove([queue], self.now)
+        else:
+            jids = data.draw(st.lists(st.sampled_from(jids), min_size=1, unique=True), label="jids") if jids else []
+            self.manager.delete_queued(queue, jids, self.now)
+        for jid in jids:
+            event("queue removed" if whole else "queued job deleted")
+            self.model.finished(jid, False)
 
     @rule(chance=st.integers(0, 15))
     def flush(self, chance: int) -> None:
@@ -540,7 +605,7 @@ class BatchMachine(RuleBasedStateMachine):
             self.manager.run_due(self.now)
             for jid in sorted(working - working_jids(self.store)):
                 event("reservation expired")
-                self.model.finished(jid, False)
+                self.model.finished(jid, False, self._left(jid))
             self.model.expire_due()
         self.model.now = target
         self.model.expire_due()

@@ -219,9 +219,32 @@ def test_batches_survive_a_crash(server_factory) -> None:
         assert status(c, parent) == {**before[parent], "pending": 1, "failed": 1, "complete_st": "1"}
 
 
+def test_members_that_never_run_let_complete_fire_and_the_callback_is_pushed_like_a_job(
+        strict: ServerProcess, producer: RawClient) -> None:
+    """Issue 13 item 4 through the whole server: a scheduled member discarded by MUTATE and a
+    member removed with its queue count as failed; the complete callback then goes through
+    the push hooks (tracked, its `expires_in` made an `expires_at`)."""
+    c = producer
+    bid = new_batch(c, complete={"jobtype": "Done", "queue": "gaps-cb", "custom": {"track": 1, "expires_in": 3600}})
+    scheduled = push(c, bid, queue="gaps-later", at="2099-01-01T00:00:00Z")
+    push(c, bid, queue="gaps-gone")
+    assert c.command(f"BATCH COMMIT {bid}") == b"OK"
+    assert c.command("QUEUE REMOVE gaps-gone") == b"OK"
+    assert (status(c, bid)["failed"], status(c, bid)["complete_st"]) == (1, "")
+    mutation = {"cmd": "discard", "target": "scheduled", "filter": {"jids": [scheduled]}}
+    assert c.command("MUTATE " + json.dumps(mutation)) == b"OK"
+    assert {k: status(c, bid)[k] for k in ("total", "pending", "failed", "complete_st")} == {
+        "total": 2, "pending": 2, "failed": 2, "complete_st": "1"}
+    with connect(strict, wid="gaps-w") as worker:
+        done = worker.fetch("gaps-cb")
+    assert done["jobtype"] == "Done" and "expires_in" not in done["custom"] and done["custom"]["expires_at"]
+    assert json.loads(c.command(f"TRACK GET {done['jid']}"))["state"] == "working"
+
+
 @pytest.mark.parametrize("toml, message", [
     ('[batches]\npolicy = "lax"\n', "[batches] policy must be one of strict, permissive, not 'lax'"),
     ("[batches]\nuncommitted_ttl = -5\n", "[batches] uncommitted_ttl must be a positive number"),
+    ("[batches]\nretention = 0\n", "[batches] retention must be a positive number"),
 ])
 def test_bad_configuration_stops_the_server(server_factory, toml: str, message: str) -> None:
     """Checked when the configuration is loaded: exit status 2, like every configuration error."""

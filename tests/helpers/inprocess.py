@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import trio.testing
 
 from faktory_py.config import Config, Timers
 from faktory_py.server.app import Server, serve
+from faktory_py.server.clock import Clock
 from faktory_py.server.tcp import Connections
 from helpers.async_client import AsyncClient
 
@@ -59,12 +61,14 @@ class InProcessServer:
 
 
 @asynccontextmanager
-async def inprocess_server(config: Config) -> AsyncIterator[InProcessServer]:
+async def inprocess_server(config: Config, clock: Clock | None = None) -> AsyncIterator[InProcessServer]:
+    """`clock`: the server's wall clock (e.g. `Clock(start=…)` for a chosen date)."""
     async with trio.open_nursery() as outer:
-        server: Server = await outer.start(serve, config)
+        server: Server = await outer.start(partial(serve, config, clock=clock))
         try:
             async with trio.open_nursery() as inner:
-                connections = Connections(config, server.dispatcher, server.durable, server.dispatcher.waiters)
+                connections = Connections(config, server.dispatcher, server.durable, server.dispatcher.waiters,
+                                          server.timings)
                 inner.start_soon(connections.watch_sends)
                 try:
                     yield InProcessServer(server, connections, inner)

@@ -53,3 +53,31 @@ def guard(job_set: SortedJobSet) -> SortedJobSet:
     job_set._by_jid = CountingDict(job_set._by_jid)
     job_set.__class__ = NoScan
     return job_set
+
+
+class NoScanQueue(JobQueue):
+    """A queue that fails the test if anything reads past its head; counts the head reads."""
+
+    __slots__ = ()
+    heads = 0
+
+    def __iter__(self) -> Any:
+        raise AssertionError("a read iterated the whole queue")
+
+    def page(self, start: int, count: int) -> Any:
+        raise AssertionError("a read paged through the queue")
+
+    def raws(self) -> Any:
+        raise AssertionError("a read copied the whole queue")
+
+    def __getitem__(self, index: int) -> Any:
+        if index != 0:
+            raise AssertionError(f"a read looked at job {index} of the queue")
+        NoScanQueue.heads += 1
+        return super().__getitem__(index)
+
+
+def guard_queue(queue: JobQueue) -> JobQueue:
+    """Turn `queue` itself into a head-counting, scan-refusing queue."""
+    queue.__class__ = NoScanQueue
+    return queue

@@ -3,7 +3,7 @@
 
 The scenarios (protocol/clients.md §9) are Go tests in tests/interop/clients/go, one Test function per
 scenario. The session fixture compiles them once with `go test -c` into a cache directory
-outside the repo (rebuilt only when the Go sources, go.mod/go.sum or the Go version change);
+outside the repo (one binary per digest of the Go sources, go.mod/go.sum and the Go version);
 each pytest test here starts a fresh server and runs that binary with
 `-test.run '^TestSx...$'` and FAKTORY_URL pointing at it, and passes when it exits 0.
 
@@ -16,7 +16,12 @@ binary learns which from FAKTORY_BATCH_POLICY.
 S11 (INFO with throttles configured, A-T14's Go part) runs against a server whose conf.d holds
 helpers.throttles' entries. TestS12ThrottledWorkers and TestS12ThrottledManager (A-T15, the Go
 client and faktory_worker_go) have a pytest test of their own: after each, the server's journal
-must show that no more than 3 of its 200 jobs were ever reserved at once.
+must show that no more than 3 of its 200 jobs were ever reserved at once. So has
+TestS14CronManager (B-T11: faktory_worker_go runs cron's jobs), against a server with a
+`[[cron]]` entry.
+
+S13 (job dependencies, protocol/spec.md §14) is the reference's C-T1 with the client's normal
+Push and job.Custom, and C-T9's result sent through `Generic`.
 
 Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 """
@@ -36,14 +41,13 @@ from urllib.parse import quote
 
 import pytest
 
+from faktory_py.store.journal import Journal
 from faktory_py.tools import processes
 from helpers.throttles import configure_throttles, peak_reserved
 from helpers.toolchain import Toolchain
 
 GO_DIR = Path(__file__).resolve().parent / "clients" / "go"
 CACHE_DIR = processes.cache_dir() / "go-conformance"
-BINARY = CACHE_DIR / "faktory_go_conformance.test"
-STAMP = CACHE_DIR / "faktory_go_conformance.stamp"
 BUILD_TIMEOUT = 600.0  # the first build downloads the modules and compiles them
 SCENARIO_TIMEOUT = 120.0  # S6 alone needs ~32 s: FWG beats every 15 s, quiet and terminate take one beat each
 
@@ -61,12 +65,16 @@ SCENARIOS = {
     "S7-enterprise_reopen-permissive": "TestS7EnterpriseReopen",
     "S10-connections": "TestS10Connections",
     "S11-throttled_info": "TestS11ThrottledInfo",
+    "S13-workflows": "TestS13Workflows",
 }
 #: Test functions that are not scenarios: the worker process S6 starts as a child.
 HELPERS = {"TestS6WorkerProcess"}
 #: Throttled workers (A-T15), the Go client's goroutines and a faktory_worker_go Manager: a pytest
 #: test of their own below, which reads the server's journal afterwards.
 THROTTLED_WORKERS = ("TestS12ThrottledWorkers", "TestS12ThrottledManager")
+#: A faktory_worker_go Manager running cron's jobs (B-T11): a pytest test of its own below, which
+#: configures the entry and reads the fires' outcomes from the journal afterwards.
+CRON_WORKERS = ("TestS14CronManager",)
 
 #: Scenarios whose binary gets FAKTORY_PASSWORD_URL, the URL of a second, password-protected server.
 NEEDS_PASSWORD_SERVER = {"TestS0Handshake"}
@@ -111,26 +119,24 @@ def _build() -> Toolchain:
         digest = _source_digest(go)
     except (OSError, subprocess.SubprocessError) as exc:
         return Toolchain("Go client", problem=f"`go version` failed: {exc}")
+    # One binary per digest of the sources: worktrees with different Go tests (a cache is shared
+    # by all checkouts on a machine) never run each other's build.
+    binary = CACHE_DIR / f"faktory_go_conformance-{digest[:16]}.test"
     with open(CACHE_DIR / "build.lock", "w") as lock:  # one builder at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            fresh = BINARY.is_file() and STAMP.read_text() == digest
-        except OSError:
-            fresh = False
-        if not fresh:
+        if not binary.is_file():
             env = dict(os.environ, GOFLAGS="-mod=readonly")
             started = time.monotonic()
             try:
                 result = subprocess.run(
-                    [go, "test", "-c", "-o", str(BINARY), "./"], cwd=GO_DIR, env=env,
+                    [go, "test", "-c", "-o", str(binary), "./"], cwd=GO_DIR, env=env,
                     capture_output=True, text=True, timeout=BUILD_TIMEOUT)
             except subprocess.TimeoutExpired:
                 return Toolchain("Go client", problem=f"`go test -c` took longer than {BUILD_TIMEOUT:.0f} s")
-            if result.returncode != 0 or not BINARY.is_file():
+            if result.returncode != 0 or not binary.is_file():
                 return Toolchain("Go client", problem=f"`go test -c` exited {result.returncode}:\n{result.stdout}{result.stderr}")
-            STAMP.write_text(digest)
-            print(f"built {BINARY} in {time.monotonic() - started:.1f} s")
-    return Toolchain("Go client", path=str(BINARY))
+            print(f"built {binary} in {time.monotonic() - started:.1f} s")
+    return Toolchain("Go client", path=str(binary))
 
 
 @pytest.fixture(scope="session")
@@ -206,10 +212,42 @@ def test_go_workers_through_a_throttle(test_name: str, go_env: Toolchain, server
     assert peak_reserved(server.data_dir, "gated") == (3, 200)
 
 
+CRON = """
+[[cron]]
+  schedule = "* * * * * *"
+  name = "s14"
+  [cron.job]
+    type = "S14Cron"
+    queue = "cron"
+    args = ["cron", 14]
+"""
+
+
+@pytest.mark.parametrize("test_name", CRON_WORKERS)
+def test_go_workers_run_cron_jobs(test_name: str, go_env: Toolchain, server_factory) -> None:
+    """B-T11, its Go part: a faktory_worker_go Manager receives the jobs of an every-second
+    `[[cron]]` entry with their `custom._cron` mark and ACKs them; the journal, read after a
+    clean stop, records each worked fire as `success`."""
+    binary = go_env.require()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
+    server = server_factory(start=False)
+    (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+    (server.conf_dir / "conf.d" / "cron.toml").write_text(CRON)
+    server.start()
+    env["FAKTORY_URL"] = server.url
+    returncode, output = _run(binary, test_name, env)
+    assert returncode == 0, f"{test_name} exited {returncode}:\n{output}"
+    assert re.search(rf"^--- PASS: {test_name} ", output, re.MULTILINE), output
+    assert server.stop() == 0
+    with Journal.open(server.data_dir) as journal:
+        outcomes = [op["outcome"] for record in journal.replay() for op in record if op["op"] == "cron_outcome"]
+    assert outcomes.count("success") >= 3 and set(outcomes) == {"success"}
+
+
 def test_every_go_scenario_is_collected() -> None:
     """A Go Test function missing from SCENARIOS would silently never run."""
     found = set()
     for path in GO_DIR.glob("*_test.go"):
         found.update(re.findall(r"^func (Test\w+)\(t \*testing\.T\)", path.read_text(), re.MULTILINE))
-    assert found - HELPERS - set(THROTTLED_WORKERS) == set(SCENARIOS.values())
+    assert found - HELPERS - set(THROTTLED_WORKERS) - set(CRON_WORKERS) == set(SCENARIOS.values())
     assert set(XFAIL) <= set(SCENARIOS.values())

@@ -8,7 +8,7 @@ Scenarios the Node client cannot drive, so they have no file here:
   S5 queue control: the client has no QUEUE PAUSE/RESUME/REMOVE/LATENCY;
   S7 batches, S9 tracking/expiry: no BATCH or TRACK in the client.
 S11 (INFO with throttles configured, A-T14's Node part) runs against a server whose conf.d holds
-helpers.throttles' entries.
+helpers.throttles' entries. S13: job dependencies with the client's own push (protocol/spec.md §14).
 """
 
 from __future__ import annotations

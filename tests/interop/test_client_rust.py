@@ -13,7 +13,10 @@ use the crate's `ent` feature. S7-REOPEN is the crate's own "reopen a committed 
 outside" Enterprise test: it runs against a server configured `[batches] policy = "permissive"`
 (it must pass) and against the strict default (the reopening must be refused with the clear
 error); the binary learns which from FAKTORY_BATCH_POLICY. S11 (src/throttles.rs, A-T14's Rust part)
-decodes INFO strictly with throttles configured (helpers.throttles' conf.d).
+decodes INFO strictly with throttles configured (helpers.throttles' conf.d). S13 (src/workflows.rs)
+is a 1 → 100 → 1 fan-out / fan-in with `custom.after` (C-T2), and S13-DESC a dependent reading its
+upstream's progress desc as the result, on a server with `[faktory_py.results] from_track_desc`
+(C-T10).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ SCENARIOS = {
     "s9": "tracking_expiry",
     "s10": "connections",
     "s11": "throttled_info",
+    "s13": "workflows_fan_in",
+    "s13-desc": "result_from_track_desc",
 }
 
 #: Scenarios run once per `[batches] policy` (written to the server's conf.d, and exported as
@@ -57,6 +62,9 @@ BATCH_POLICIES = {"s7-reopen": ("strict", "permissive")}
 #: Scenarios whose server runs with helpers.throttles' conf.d (a concurrency, a worker and a rate
 #: throttle), so their INFO carries faktory.throttles (protocol/spec.md §11.4).
 THROTTLED = {"s11"}
+
+#: Scenarios whose server has `[faktory_py.results] from_track_desc = true` (protocol/spec.md §14.6).
+RESULTS_FROM_DESC = {"s13-desc"}
 
 #: Scenarios whose binary also gets FAKTORY_PASSWORD_URL, a second server with a password.
 NEEDS_PASSWORD_SERVER = {"s0"}
@@ -129,6 +137,9 @@ def test_rust_client(scenario: str, policy: str | None, rust_env: Toolchain, ser
         (server.conf_dir / "conf.d" / "batches.toml").write_text(f'[batches]\npolicy = "{policy}"\n')
     if scenario in THROTTLED:
         configure_throttles(server)
+    if scenario in RESULTS_FROM_DESC:
+        (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+        (server.conf_dir / "conf.d" / "results.toml").write_text("[faktory_py.results]\nfrom_track_desc = true\n")
     server.start()
     env.update(RUST_BACKTRACE="1", FAKTORY_URL=server.url)
     if scenario in NEEDS_PASSWORD_SERVER:

@@ -50,7 +50,7 @@ def test_sighup_reloads_the_throttles_and_the_server_keeps_running(server_factor
     write_conf(server, "[throttles]\nq = { concurrency = 3, timeout = 60 }\n[faktory_py]\nmax_line = 4096\n")
     server.proc.send_signal(signal.SIGHUP)
     eventually(lambda: concurrency(client) == 3, 10, "the third limit in THROTTLE STATUS")
-    assert "max_line changed; only [throttles] is reloaded" in server.log_text()
+    assert "max_line changed; only [throttles] and [[cron]] are reloaded" in server.log_text()
     assert client.command("PUSH " + json.dumps({"jid": "reload-1", "jobtype": "T", "args": [], "queue": "q"})) == b"OK"
     client.close()
     assert server.stop() == 0  # SIGTERM still stops it gracefully

@@ -39,6 +39,7 @@ import trio.testing
 
 from helpers.async_client import AsyncClient, PeerClosed
 from faktory_py.config import BatchesConfig, Config, Timers
+from faktory_py.features.batches.feature import Batches
 from faktory_py.server.app import Server, serve
 from helpers.rawclient import ReplyError
 
@@ -349,4 +350,27 @@ async def test_uncommitted_batch_lasts_exactly_uncommitted_ttl(
         got = await client.fetch("cb", "ttl")  # the member still runs, and no callback was queued
         assert got is not None and got["custom"] == {"bid": bid}
         assert (await client.info())["faktory"]["queues"].get("cb", 0) == 0
+        await client.aclose()
+
+
+async def test_done_batch_is_forgotten_exactly_retention_after(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The due timer wakes for a batch that just became done (its ACK set the time), with
+    nothing else due, and forgets it on time."""
+    async with running_server(tmp_path, batches=BatchesConfig(retention=60)) as server:
+        client = await AsyncClient.connect(server.port)
+        bid = (await client.json_command("BATCH NEW", {"complete": {"jobtype": "Done", "args": [], "queue": "cb"}})).decode()
+        assert await client.command(f"BATCH COMMIT {bid}") == b"OK"
+        callback = await client.fetch("cb")
+        assert callback is not None
+        assert await client.json_command("ACK", {"jid": callback["jid"]}) == b"OK"
+        done_at = trio.current_time()
+        assert json.loads(await client.command(f"BATCH STATUS {bid}"))["complete_st"] == "2"
+        await trio.sleep_until(done_at + 60 - SLACK)
+        assert json.loads(await client.command(f"BATCH STATUS {bid}"))["bid"] == bid
+        await trio.sleep_until(done_at + 60 + SLACK)
+        assert server.dispatcher.manager.features.find(Batches).batches == {}  # type: ignore[union-attr]
+        with pytest.raises(ReplyError, match=f"^ERR No such batch {bid}$"):
+            await client.command(f"BATCH STATUS {bid}")
         await client.aclose()

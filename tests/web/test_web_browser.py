@@ -7,8 +7,8 @@ worker's next BEAT is answered `{"state":"quiet"}` (pyfaktory). Waiting is Playw
 auto-waiting `expect` or polling with a deadline, never a fixed sleep.
 
 Screenshots of the dashboard and the retries page go to `tests/artifacts/` (git-ignored;
-`FAKTORY_PY_ARTIFACTS` overrides it) for CI to keep; the Throttles tab's goes to its test's
-tmp dir (pytest keeps the last runs').
+`FAKTORY_PY_ARTIFACTS` overrides it) for CI to keep; the Throttles and Cron tabs' go to their
+test's tmp dir (pytest keeps the last runs').
 """
 
 from __future__ import annotations
@@ -623,3 +623,71 @@ def test_throttles_tab_shows_a_full_throttle(browser, web_servers, tmp_path: Pat
         full.get_by_role("link", name="image-processing").click()
         expect(page.get_by_role("heading", level=1)).to_contain_text("Queue image-processing (3)")
     print(f"screenshot: {tmp_path / 'throttles.png'}")
+
+
+CRON_TOML = """
+[[cron]]
+  name = "every-second"
+  schedule = "* * * * * *"
+  [cron.job]
+    type = "CronJob"
+    queue = "cron"
+    args = [1]
+
+[[cron]]
+  name = "nightly"
+  schedule = "30 2 * * *"
+  timezone = "America/New_York"
+  [cron.job]
+    type = "Nightly"
+"""
+
+
+def test_cron_tab_and_history(browser, web_servers, tmp_path: Path) -> None:
+    """B-T12: the Cron tab shows each entry's schedule, next run and last fire; an entry's page
+    lists its fires with their outcome (one ACKed by a worker: `success`), and "Enqueue now"
+    adds one to the history and its queue. Screenshots of both go to the test's tmp dir."""
+    from playwright.sync_api import expect
+
+    server = web_servers(start=False)
+    (server.conf_dir / "conf.d").mkdir(exist_ok=True)
+    (server.conf_dir / "conf.d" / "cron.toml").write_text(CRON_TOML)
+    server.start()
+    conn = worker(server)
+    try:
+        job = conn.fetch(["cron"])  # the first fire, within about a second
+        assert job is not None and job["custom"]["_cron"]["id"] == "every-second"
+        conn.reply("ACK", {"jid": job["jid"]})
+        assert next(conn.get_message()) == "OK"
+    finally:
+        conn.disconnect()
+
+    with watched_page(browser, server.web_url) as page:
+        page.goto("/")
+        nav(page, "Cron")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Cron (2)")
+        nightly = page.locator('#cron tr[data-id="nightly"]')
+        expect(nightly.locator(".schedule")).to_contain_text("30 2 * * *")
+        expect(nightly.locator(".timezone")).to_have_text("America/New_York")
+        expect(nightly.locator(".next-run")).to_contain_text(re.compile(r"^\d{4}-\d\d-\d\dT(06|07):30:00Z"))
+        expect(nightly.locator(".next-run .local")).to_have_text(re.compile(r" 02:30:00 E[SD]T$"))
+        expect(nightly.locator(".next-run .countdown")).to_have_text(re.compile(r"^in \d"))
+        expect(nightly.locator(".last-fired")).to_have_text("—")
+        second = page.locator('#cron tr[data-id="every-second"]')
+        expect(second.locator(".last-fired")).to_contain_text(re.compile(r"\d\d:\d\d:\d\dZ"))
+        page.screenshot(path=tmp_path / "cron.png", full_page=True)
+        second.get_by_role("link", name="every-second").click()
+        expect(page.get_by_role("heading", level=1)).to_contain_text("every-second")
+        history = page.locator("#history")
+        expect(history.locator(f'tr:has(code:text-is("{job["jid"]}")) .outcome')).to_have_text("success")
+        nightly_page = page.goto("/cron/nightly")
+        assert nightly_page is not None and nightly_page.status == 200
+        expect(page.locator("#history")).to_contain_text("Nothing fired yet.")
+        page.get_by_role("button", name="Enqueue now").click()
+        expect(page.locator("#history .tick")).to_have_text("(enqueued now)")
+        page.goto("/cron/every-second")
+        page.screenshot(path=tmp_path / "cron-history.png", full_page=True)
+    with RawClient(server.port) as raw:
+        assert raw.handshake() == b"OK"
+        assert raw.info()["faktory"]["queues"]["default"] == 1
+    print(f"screenshots: {tmp_path / 'cron.png'}, {tmp_path / 'cron-history.png'}")

@@ -197,7 +197,7 @@ def test_busy_counts_jobs_per_process() -> None:
 
 def test_batches_newest_first_with_callback_states() -> None:
     store = MemoryStore()
-    batches = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl)
+    batches = Batches(store, BatchesConfig.policy, BatchesConfig.uncommitted_ttl, BatchesConfig.retention)
     bids = []
     for i in range(30):
         bid, ops = batches.new({"description": f"b{i}", "success": {"jobtype": "Done", "args": []}}, "", NOW + i)
@@ -230,13 +230,15 @@ def _site(registry: Registry) -> pages.Site:
 
 def test_a_features_pages_are_routed_only_while_it_is_registered() -> None:
     """The menu entry and the routes both come from the feature's record (`web.pages`); a page
-    a record names but does not list (Throttles without throttles) is routed, not in the menu."""
+    a record names but does not list (Throttles without throttles, Cron without entries) is
+    routed, not in the menu."""
     registry = enterprise_features(MemoryStore())
     site = _site(registry)
-    assert [page.name for page in site.state.feature_pages] == ["batches"]
+    assert [page.name for page in site.state.feature_pages] == ["held", "batches"]
     assert [route.path for route in pages.feature_routes(site)] == [  # type: ignore[attr-defined]
-        "/batches", "/batches/{bid}", "/throttles"]
-    without = _site(Registry(feature for feature in registry if feature.name not in ("batches", "throttles")))
+        "/held", "/batches", "/batches/{bid}", "/throttles", "/cron", "/cron/{id}"]
+    without = _site(Registry(feature for feature in registry
+                             if feature.name not in ("workflows", "batches", "throttles", "cron")))
     assert without.state.feature_pages == [] and pages.feature_routes(without) == []
     unknown = _site(Registry([Feature("mystery", object(), pages=(WebPage("mystery", "Mystery"),))]))
     with pytest.raises(ModuleNotFoundError):

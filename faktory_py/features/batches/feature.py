@@ -15,38 +15,53 @@ Wire (protocol/spec.md §10, protocol/clients.md §8.1):
   without args gets `[]`, without queue goes to `default`; its `at` is ignored.
 * `BATCH OPEN <bid>` ⇒ bulk bid; `BATCH COMMIT <bid>` ⇒ `+OK` (idempotent);
   `BATCH STATUS <bid>` ⇒ bulk `{"bid","parent_bid"?,"description"?,"created_at","total",
-  "pending","failed","complete_st","success_st"}`, `*_st` "" / "1" (enqueued) / "2" (ACKed).
-* A job joins with `"custom":{"bid":<bid>}` on PUSH/PUSHB. Unknown (or expired) bid
+  "pending","failed","complete_st","success_st"}`, `*_st` "" / "1" (enqueued) / "2" (over:
+  ACKed, or left for good otherwise, below).
+* A job joins with `"custom":{"bid":<bid>}` on PUSH/PUSHB. Unknown (expired, forgotten) bid
   anywhere ⇒ `-ERR No such batch <bid>`.
 * Callback jobs are ordinary jobs without `custom.bid`; they carry `custom._bid` (the batch
-  id, where faktory_worker_go's `CallbackBid()` looks for it).
+  id, where faktory_worker_go's `CallbackBid()` looks for it). NEW checks them as PUSH
+  would (prepare hooks included); when one fires it is pushed through every prepare and
+  push hook, as a PUSH is (`Manager.push_ops`): `expires_in`
+  counts from then, `unique_for` takes a lock, `track` tracks it. One a hook refuses (a
+  unique callback whose twin holds the lock) is not enqueued and counts as done ("2").
+  A callback is over ("2") when its job leaves for good, however: ACKed, or dead,
+  discarded, expired, deleted (a FAIL that will be retried leaves it "1").
 
 Counting (a member is a job pushed with the batch's bid; a child batch's jobs are not the
 parent's members): `total` = members pushed; `pending` = members that have not succeeded
-yet; `failed` = members whose last run failed (FAIL, reservation expiry, or dropped at
-FETCH because it had expired) and that have not succeeded since. A member "has run" once
-it succeeded or failed at least once, so a FAIL that will be retried counts as run:
-*complete* ⟺ every member ran (pending == failed); *success* ⟺ every member succeeded
+yet; `failed` = members whose last run failed (FAIL, reservation expiry), or that ended
+without success (dead, discarded, dropped at FETCH because it had expired, or deleted
+before it ran: MUTATE discard/kill/clear of the scheduled or retry set, QUEUE REMOVE, the
+web UI), and that have not succeeded since. A member "has run" once it succeeded, failed
+or ended, so a FAIL that will be retried counts as run, and so does a member that never
+will: *complete* ⟺ every member ran (pending == failed); *success* ⟺ every member succeeded
 (pending == 0) — a member that fails and then succeeds on retry counts as success.
 
 The state machine of one batch (`phase`):
 
-    open ──COMMIT──▶ committed ──a callback enqueued──▶ callbacks ──all its callbacks ACKed──▶ done
-     └──uncommitted_ttl (default 30 min) passes──▶ (removed, no callbacks)
+    open ──COMMIT──▶ committed ──a callback enqueued──▶ callbacks ──all its callbacks over───▶ done
+     └──uncommitted_ttl (default 30 min) passes──▶ (removed, no callbacks)                  │
+                                                  (forgotten) ◀──retention (default 1 day)──┘
+
+* A done batch is forgotten `retention` seconds later (its `expires_at`, set by the step
+  that made it done): unknown from then on. Its parent keeps counting it as it last did, so
+  a child that never succeeded still keeps its parent's success from firing. A batch that
+  is not done is kept (a dead member may still be retried and succeed).
 
 * `complete` is enqueued (complete_st "1") once the batch is committed, every member ran,
-  and every child batch is *settled for complete*; its ACK makes complete_st "2".
+  and every child batch is *settled for complete*; its end (ACK, usually) makes complete_st "2".
 * `success` is enqueued once the batch is committed, every member succeeded, every child
-  batch is *settled for success*, and the complete callback (if any) has been ACKed.
+  batch is *settled for success*, and the complete callback (if any) is over.
 * A batch is settled for complete when its complete stage is over (complete callback
-  ACKed, or none and the batch is complete) and no success callback of it is enqueued
+  over, or none and the batch is complete) and no success callback of it is enqueued
   but unfinished; settled for success when its success stage is over (success callback
-  ACKed, or none and the batch succeeded). So a parent's callbacks wait for its
+  over, or none and the batch succeeded). So a parent's callbacks wait for its
   children's: a child's success callback that fires together with its completion runs
   before the parent's complete callback, and may still reopen the parent.
 * Each callback fires at most once, only after commit; an empty batch fires at COMMIT.
-  Everything is decided inside the command that causes it (PUSH, ACK, FAIL, COMMIT, the
-  timer) and committed with it, so a STATUS right after, from anywhere, sees it.
+  Everything is decided inside the command that causes it (PUSH, ACK, FAIL, MUTATE, QUEUE
+  REMOVE, a web UI action, COMMIT, the timer) and committed with it, so a STATUS right after, from anywhere, sees it.
 
 Immutability (strict policy, the default). Adding to a batch means pushing a member,
 creating a child with `parent_bid`, or `BATCH OPEN`:
@@ -74,14 +89,16 @@ and its rules are `model.py`'s.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ...core.hooks import Outcome
+from ...core import jobs
+from ...core.hooks import Ended, Ending, JobPusher, Outcome
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NoSuchBatch
-from ...store.api import Job, Op, Reservation, SortedJobSet, Store
+from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
 from ...util.jsoncodec import compact_json
+from ...util.timefmt import format_time
 from .model import (
     COMMITTED, ENQUEUED, SUCCEEDED, Batch, apply_to, callback_job, member_bid, new_bid, new_jid, stored_bid,
 )
@@ -98,19 +115,24 @@ class Batches:
 
     op_names = ("batch_new", "batch_set", "batch_del", "batch_failing", "batch_hold", "batch_release")
 
-    def __init__(self, store: Store, policy: str, uncommitted_ttl: float,
+    def __init__(self, store: Store, policy: str, uncommitted_ttl: float, retention: float,
                  bids: Callable[[], str] = new_bid, jids: Callable[[], str] = new_jid) -> None:
-        """`policy` ("strict" or "permissive") and `uncommitted_ttl` (seconds) are `[batches]`'s,
-        validated when the configuration is loaded (config.py)."""
+        """`policy` ("strict" or "permissive"), `uncommitted_ttl` and `retention` (seconds)
+        are `[batches]`'s, validated when the configuration is loaded (config.py)."""
         self.store = store
         self.policy = policy
         self.uncommitted_ttl = float(uncommitted_ttl)
+        self.retention = float(retention)
         self.new_bid = bids
         self.new_jid = jids
+        #: how callbacks are checked (at NEW) and pushed (when they fire): the `Manager`, once
+        #: one is made over the registry (`use_pusher`); until then (a store being replayed,
+        #: or a test of the batch records alone) they are enqueued as they are
+        self.pusher: JobPusher = Unhooked()
         self.batches: dict[str, Batch] = {}
         #: bid → jids of members whose last run failed (and not succeeded since)
         self.failing: dict[str, set[str]] = {}
-        #: open batches by when they expire
+        #: open batches by when they expire, done batches by when they are forgotten
         self.expiry = SortedJobSet()
         #: reserved jobs within batches: jid → (wid, bid, is_callback), and counts of
         #: (bid, is_callback) per worker process and overall
@@ -155,8 +177,11 @@ class Batches:
             self._apply_release(op)
         else:
             apply_to(self, op)
-        # a new open batch is timed work: the due timer may have to wake for its expiry
-        return op["batch"]["expires_at"] if kind == "batch_new" else None
+        # a new open batch, or a batch just done, is timed work: the due timer may have to
+        # wake for its expiry
+        if kind == "batch_new":
+            return op["batch"]["expires_at"]
+        return op["set"].get("expires_at") if kind == "batch_set" else None
 
     def _apply_hold(self, op: Op) -> None:
         self._apply_release(op)  # a jid is reserved once at a time: a new hold replaces an old one
@@ -202,6 +227,16 @@ class Batches:
                 yield {"op": "batch_hold", "jid": jid, "wid": wid, "bid": bid, "cb": cb}
 
         return ops()
+
+    # --- pushing callbacks ------------------------------------------------------------
+
+    def use_pusher(self, pusher: JobPusher) -> None:
+        self.pusher = pusher
+
+    def push_callback(self, job: Job, now: float) -> list[AnyOp]:
+        """The ops that enqueue a callback job: through the push hooks, like a PUSH
+        (planner._fire; ClientError if a hook refuses it)."""
+        return self.pusher.push_ops(job, now)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -283,9 +318,11 @@ class Batches:
 
     def feature(self) -> Feature:
         """How it plugs in: members are counted at PUSH, held while reserved (FETCH), and
-        settle at ACK, FAIL or a drop; the timer removes expired open batches; BATCH makes,
+        settle at a FAIL that will be retried or when they end (`on_end`: ACK, dead,
+        discarded, expired, deleted); the timer removes expired open batches and forgets
+        done ones; BATCH makes,
         opens, commits and reads them; the web UI has a Batches page."""
-        return Feature("batches", self, push=self, fetch=self, drop=self, finish=self, timed=self,
+        return Feature("batches", self, push=self, fetch=self, finish=self, end=self, timed=self, pushes=self,
                        pages=(WebPage("batches", "Batches"),), commands=("BATCH",))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
@@ -307,37 +344,55 @@ class Batches:
             return []
         return [{"op": "batch_hold", "jid": job["jid"], "wid": wid, "bid": key[0], "cb": key[1]}]
 
-    def _finished(self, job: Job, ok: bool, now: float) -> list[Op]:
-        txn = Txn(self)
+    def _finished(self, txn: Txn, job: Job, ok: bool, ended: bool, now: float) -> None:
+        """A job's run is over: a member succeeded (`ok`), failed or left; a callback that
+        left for good (`ended`: ACKed, or dead, discarded, expired, deleted) is over ("2").
+        Plans what follows on `txn`."""
         if job["jid"] in self.holds:
             txn.emit({"op": "batch_release", "jid": job["jid"]})
         bid = stored_bid(job, "bid")
         if bid in self.batches:
             member_ran(txn, bid, job["jid"], ok, now)
-        elif ok:
+        elif ended:
             found = self._callback_kind(job)
             if found is not None:
                 batch, kind = found
+                batch = txn.get(batch.bid) or batch
                 if getattr(batch, f"{kind}_st") == ENQUEUED:
                     txn.set(batch, **{f"{kind}_st": SUCCEEDED})
                     advance(txn, batch.bid, now)
-        return txn.ops
 
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
-        return self._finished(res.job, True, now)
+        return []  # counted when it ends (`on_end`, same step)
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
-        return self._finished(res.job, False, now)  # a callback that fails stays "1"
+        """A failure that will be retried: the member has run (for complete), and is not
+        over. A failure that ends the job is counted in `on_end` (same step)."""
+        if outcome is not Outcome.RETRY:
+            return []
+        txn = Txn(self)
+        self._finished(txn, res.job, False, False, now)  # a callback that will retry stays "1"
+        return txn.ops
 
-    def on_drop(self, job: Job, now: float) -> list[Op]:
-        """A member dropped at FETCH (expired) will never run: it counts as failed."""
-        return self._finished(job, False, now)
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+        """Every way a job leaves for good: ACKed (a success), or dead, discarded, dropped
+        at FETCH because it expired, or deleted without running (MUTATE discard/kill/clear
+        of the scheduled or retry set, QUEUE REMOVE, the web UI) — for a member all of these
+        count as failed, so a member that never runs cannot keep its batch from completing
+        (one that had failed already, killed or deleted from the retry set, is not counted
+        twice); for a callback any ending is its end ("2"), so one that will never run
+        cannot keep its batch from going on to done."""
+        txn = Txn(self)
+        for end in ended:
+            self._finished(txn, end.job, end.ending is Ending.SUCCESS, True, now)
+        return txn.ops
 
     def next_due(self) -> float | None:
         return self.expiry.first_score()
 
     def run_due(self, now: float) -> list[Op]:
-        """Remove open batches whose uncommitted_ttl has passed (no callbacks fire)."""
+        """Remove open batches whose uncommitted_ttl has passed (no callbacks fire) and
+        forget done batches whose retention has."""
         txn = Txn(self)
         for _score, bid, _ in self.expiry.due(now):
             expire(txn, bid, now)
@@ -365,8 +420,8 @@ class Batches:
         bid = self.new_bid()
         while bid in self.batches:
             bid = self.new_bid()
-        complete = callback_job(payload.get("complete"), "complete", bid, now, self.new_jid)
-        success = callback_job(payload.get("success"), "success", bid, now, self.new_jid)
+        complete = callback_job(payload.get("complete"), "complete", bid, now, self.new_jid, self.pusher.check_push)
+        success = callback_job(payload.get("success"), "success", bid, now, self.new_jid, self.pusher.check_push)
         if complete is None and success is None:
             raise ClientError("BATCH NEW needs a success or complete callback job")
         if parent_bid:
@@ -401,6 +456,17 @@ class Batches:
         txn.set(batch, phase=COMMITTED, expires_at=None)
         advance(txn, bid, now)
         return txn.ops
+
+
+class Unhooked:
+    """The `JobPusher` of batches no `Manager` runs: callbacks are checked by nothing more
+    than BATCH NEW's own checks and enqueued as they are."""
+
+    def check_push(self, job: Job, now: float) -> None:
+        pass
+
+    def push_ops(self, job: Job, now: float) -> list[AnyOp]:
+        return [enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))]
 
 
 def batch_table(extension: Batches) -> dict[str, Any]:

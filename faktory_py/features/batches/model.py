@@ -21,7 +21,7 @@ from ...util.timefmt import format_time
 OPEN, COMMITTED, CALLBACKS, DONE = "open", "committed", "callbacks", "done"
 #: The only phase changes there are (removal of an expired open batch aside).
 TRANSITIONS = {OPEN: {COMMITTED}, COMMITTED: {CALLBACKS}, CALLBACKS: {DONE}, DONE: set()}
-#: Callback states as STATUS reports them.
+#: Callback states as STATUS reports them ("2": over — ACKed, or its job left for good otherwise).
 PENDING, ENQUEUED, SUCCEEDED = "", "1", "2"
 KINDS = ("complete", "success")
 
@@ -42,7 +42,7 @@ class Batch:
     parent_bid: str  # "" for a top-level batch
     description: str
     created_at: float
-    expires_at: float | None  # while open: when it is dropped unless committed
+    expires_at: float | None  # open: when it is dropped unless committed; done: when it is forgotten
     complete: Job | None  # the callback jobs, ready to enqueue (jid assigned)
     success: Job | None
     phase: str = OPEN
@@ -137,8 +137,13 @@ def stored_bid(job: Job, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def callback_job(raw: Any, kind: str, bid: str, now: float, new_jid: Callable[[], str]) -> Job | None:
-    """Validate a callback job and make it ready to enqueue (never a member of a batch)."""
+def callback_job(raw: Any, kind: str, bid: str, now: float, new_jid: Callable[[], str],
+                 check: Callable[[Job, float], None]) -> Job | None:
+    """Validate a callback job and make it ready to enqueue (never a member of a batch).
+
+    `check` raises ClientError if PUSH would refuse the job (the prepare hooks: `expires_in`,
+    `unique_for`, ...); the job is stored as given, and rewritten by them when it fires.
+    """
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -151,6 +156,7 @@ def callback_job(raw: Any, kind: str, bid: str, now: float, new_jid: Callable[[]
     raw.pop("at", None)
     try:
         job, _ = jobs.prepare_push(jobs.decode_job(raw), now)
+        check(job, now)
     except ClientError as exc:
         raise ClientError(f"invalid {kind} callback: {exc}") from None
     custom = {k: v for k, v in (job.get("custom") or {}).items() if k != "bid"}

@@ -9,13 +9,15 @@ its parents) are in `feature.py`'s docstring.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ...core import jobs
-from ...store.api import AnyOp, enqueue_op
-from ...util.timefmt import format_time
-from .model import CALLBACKS, COMMITTED, DONE, ENQUEUED, PENDING, TRANSITIONS, Batch, apply_to
+from ...errors import ClientError
+from ...store.api import AnyOp, Job
+from .model import CALLBACKS, COMMITTED, DONE, ENQUEUED, PENDING, SUCCEEDED, TRANSITIONS, Batch, apply_to
+
+log = logging.getLogger("faktory_py.batches")
 
 
 class LiveState(Protocol):
@@ -26,6 +28,11 @@ class LiveState(Protocol):
 
     @property
     def failing(self) -> Mapping[str, set[str]]: ...
+
+    @property
+    def retention(self) -> float: ...
+
+    def push_callback(self, job: Job, now: float) -> list[AnyOp]: ...
 
 
 class Txn:
@@ -87,7 +94,7 @@ def advance(txn: Txn, bid: str, now: float) -> None:
                     and batch.succeeded() and batch.complete_done()):
                 batch = _fire(txn, batch, "success", now)
             if batch.phase == CALLBACKS and batch.all_callbacks_done():
-                batch = txn.set(batch, phase=DONE)
+                batch = txn.set(batch, phase=DONE, expires_at=now + txn.owner.retention)
         settled_c, settled_s = batch.settled()
         if (settled_c, settled_s) == (batch.settled_c, batch.settled_s):
             return
@@ -102,18 +109,32 @@ def advance(txn: Txn, bid: str, now: float) -> None:
 
 
 def _fire(txn: Txn, batch: Batch, kind: str, now: float) -> Batch:
-    """Enqueue the `kind` callback of `batch` and record that it was."""
+    """Push the `kind` callback of `batch` through the push hooks and record that it was.
+
+    A callback a push hook refuses (a unique callback whose twin holds the lock) is not
+    enqueued: the job it stands for is already there, so it counts as done ("2") and the
+    batch goes on (its success callback may follow at once).
+    """
     job = batch.complete if kind == "complete" else batch.success
     assert job is not None
-    txn.emit(enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now))))
-    changes: dict[str, Any] = {f"{kind}_st": ENQUEUED}
+    state = ENQUEUED
+    try:
+        ops = txn.owner.push_callback(job, now)
+    except ClientError as exc:
+        log.warning("batch %s: the %s callback %s was not enqueued (%s); it counts as done",
+                    batch.bid, kind, job["jid"], exc)
+        state = SUCCEEDED
+    else:
+        for op in ops:
+            txn.emit(op)
+    changes: dict[str, Any] = {f"{kind}_st": state}
     if batch.phase == COMMITTED:
         changes["phase"] = CALLBACKS
     return txn.set(batch, **changes)
 
 
 def member_ran(txn: Txn, bid: str, jid: str, ok: bool, now: float) -> None:
-    """A member finished one run: succeeded (ok) or failed/dropped."""
+    """A member finished one run: succeeded (ok), or failed or left without succeeding."""
     batch = txn.get(bid)
     if batch is None:
         return
@@ -129,11 +150,16 @@ def member_ran(txn: Txn, bid: str, jid: str, ok: bool, now: float) -> None:
 
 
 def expire(txn: Txn, bid: str, now: float) -> None:
-    """Remove an open batch whose uncommitted_ttl has passed (no callbacks fire)."""
+    """Remove a batch whose time is up: an open batch whose uncommitted_ttl has passed (no
+    callbacks fire; its parent stops waiting for it), or a done batch whose retention has
+    (forgotten; its parent still counts it as it last did, so a child that never succeeded
+    keeps its parent's success from firing as before)."""
     batch = txn.get(bid)
     if batch is None:
         return
     txn.emit({"op": "batch_del", "bid": bid})
+    if batch.phase == DONE:
+        return
     parent = txn.get(batch.parent_bid) if batch.parent_bid else None
     if parent is not None:  # the parent no longer waits for an abandoned child
         txn.set(parent, kids_c=parent.kids_c - (not batch.settled_c),

@@ -20,6 +20,7 @@ server stops (exit status 1) — phase 1 has no standby role to step down to.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import coredis
@@ -27,6 +28,7 @@ import trio
 from coredis.exceptions import RedisError, ResponseError
 
 from ...config import RedisConfig
+from ...core.timings import SLOW_BUCKETS, Histogram
 from ...errors import ClientError
 from ...store.journal import frame, join_items, pack_items
 from ...store.redis.entries import Position, frame_crc
@@ -77,6 +79,12 @@ class RedisOpLog:
         self.appends = 0
         self.renew_failures = 0
         self.wait_shortfalls = 0
+        #: for `/metrics` (core/timings.py), as the journal's: an append's round trip (WAIT
+        #: included) is the write; Redis fsyncs by itself (never observed); a snapshot is the
+        #: compaction
+        self.write_times = Histogram()
+        self.fsync_times = Histogram()
+        self.compaction_times = Histogram(SLOW_BUCKETS)
 
     # --- the OpLog contract ---------------------------------------------------------------
 
@@ -180,7 +188,9 @@ class RedisOpLog:
         if not self._sealed:
             return
         batch = list(self._sealed)
+        started = time.perf_counter()
         await self._append_until_done(batch[0][0], [data for _, data, _ in batch])
+        self.write_times.observe(time.perf_counter() - started)
         del self._sealed[:len(batch)]
         self.position = target
         self._written = batch[-1][2]

@@ -17,6 +17,7 @@ node is stopping anyway.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -44,6 +45,7 @@ async def run_snapshots(oplog: RedisOpLog, snapshot: Snapshot, min_bytes: int) -
         oplog.snapshot_due = trio.Event()
         if oplog.bytes_since_snapshot <= oplog.snapshot_threshold:
             continue
+        started = time.perf_counter()
         try:
             size = await take_snapshot(oplog, snapshot)
         except JournalFailed:
@@ -53,6 +55,7 @@ async def run_snapshots(oplog: RedisOpLog, snapshot: Snapshot, min_bytes: int) -
             oplog.snapshot_threshold = max(min_bytes, 2 * oplog.bytes_since_snapshot)
             log.error("snapshot to Redis failed (%s); next try at %d stream bytes", exc, oplog.snapshot_threshold)
             continue
+        oplog.compaction_times.observe(time.perf_counter() - started)
         oplog.snapshot_threshold = max(min_bytes, 2 * size)
 
 

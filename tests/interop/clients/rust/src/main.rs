@@ -15,7 +15,8 @@
 //! `Worker::run_one`, whose handler hands the decoded `Job` back over a channel (`Fetcher`).
 //!
 //! S7 (batches) is in batches.rs; S8 (unique jobs) and S9 (tracking, expiring jobs) are in
-//! ent_jobs.rs: Enterprise scenarios. S11 (INFO with throttles configured) is in throttles.rs.
+//! ent_jobs.rs: Enterprise scenarios. S11 (INFO with throttles configured) is in throttles.rs,
+//! S13 (job dependencies and results) in workflows.rs.
 //! The crate is built with the `ent` feature (so every job it builds carries custom
 //! {"track":1}, as an Enterprise user's jobs would).
 
@@ -34,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
-const SCENARIOS: &[&str] = &["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s7-reopen", "s8", "s9", "s10", "s11"];
+const SCENARIOS: &[&str] = &["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s7-reopen", "s8", "s9", "s10", "s11", "s13", "s13-desc"];
 /// A whole scenario must finish within this (the crate itself has no read timeouts at all).
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(100);
 /// A FETCH on empty queues blocks up to 2 s on the server; allow some scheduling slack.
@@ -100,6 +101,8 @@ mod ent_jobs;
 mod batches;
 // S11 (INFO with throttles configured), likewise.
 mod throttles;
+// S13 (job dependencies and results), likewise.
+mod workflows;
 
 fn env(name: &str) -> Res<String> {
     std::env::var(name).map_err(|_| format!("{name} is not set: run this through tests/interop/test_client_rust.py"))
@@ -1280,6 +1283,8 @@ async fn run(scenario: &str) -> Res {
         "s9" => ent_jobs::s9().await,
         "s10" => s10().await,
         "s11" => throttles::s11().await,
+        "s13" => workflows::s13().await,
+        "s13-desc" => workflows::s13_desc().await,
         _ => Err(format!("unknown scenario {scenario:?}; known: {}", SCENARIOS.join(" "))),
     }
 }
