@@ -192,9 +192,13 @@ async def test_snapshots_bound_the_stream_and_a_restart_loads_them(
         first = (await r.xrange(keys.log, count=1))[0].identifier
         assert int(first.split(b"-")[0]) <= int(meta[b"prev_snap_index"]) + 1  # covers both generations
         assert len([key async for key in r.scan_iter(match=f"{keys.tag}:snap:*")]) == 2
+        # a generation written but never published (its writer died before): dropped at start
+        orphan = int(await r.hincrby(keys.meta, "snap_next", 1))
+        await r.hset(keys.snapshot(orphan), {"0": b"half-written"})
         caplog.set_level(logging.INFO, "faktory_py.redis")
         async with serving(config) as server:
             assert snapshot_records(server.dispatcher.manager.store) == before
+        assert not await r.exists([keys.snapshot(orphan)])
         assert f"loaded snapshot {keys.snapshot(meta[b'snap_gen'])} at index {int(meta[b'snap_index'])}" in caplog.text
 
 

@@ -13,7 +13,7 @@ from ...store.memory import MemoryStore
 from ...store.redis.entries import Position
 from ...store.redis.keys import Keys
 from ...store.redis.lease import Lease
-from .boot import acquire_lease, init_log, load_snapshot
+from .boot import acquire_lease, drop_orphan_snapshots, init_log, load_snapshot
 from .client import open_redis
 from ..timers import supervised
 from .oplog import RedisOpLog
@@ -41,6 +41,8 @@ async def open_redis_backend(
             oplog.position, replayed = await acquire_lease(client, config, store, lease, node_id, cluster_id,
                                                            loaded)
             oplog.bytes_since_snapshot = replayed
+            if orphans := await drop_orphan_snapshots(client, keys):
+                log.info("dropped %d unpublished snapshot generations", orphans)
             log.info("replayed %d op log entries (%d bytes) after index %d from %s as node %s",
                      oplog.position.index - loaded.index, replayed, loaded.index, config.safe_url, node_id)
 

@@ -74,6 +74,14 @@ async def load_snapshot(client: coredis.Redis[bytes], keys: Keys, store: Applies
     return position
 
 
+async def drop_orphan_snapshots(client: coredis.Redis[bytes], keys: Keys) -> int:
+    """Unlink generations written but never published (their writer died or lost a race);
+    run by the lease holder, the only node that writes them. Returns how many there were."""
+    published, handed_out = await client.hmget(keys.meta, ["snap_gen", "snap_next"])
+    orphans = [keys.snapshot(gen) for gen in range(int(published or 0) + 1, int(handed_out or 0) + 1)]
+    return await client.unlink(orphans) if orphans else 0
+
+
 async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies,
                      after: Position) -> tuple[Position, int]:
     """Apply every entry after `after` to `store`; returns the position reached and the
