@@ -120,6 +120,8 @@ def check_config(argv: list[str]) -> int:
     for warning in (*config.throttles.warnings, *config.cron.warnings):
         print(f"faktory-py check-config: warning: {warning}", file=sys.stderr)
     counts = f"{len(config.throttles.entries)} throttles"
+    if config.throttles.limits:
+        counts += f", {len(config.throttles.limits)} limits"
     if config.cron.entries:
         counts += f", {len(config.cron.entries)} cron entries"
     print(f"faktory-py check-config: {config.conf_dir} is valid ({counts})")

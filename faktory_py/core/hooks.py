@@ -103,15 +103,22 @@ class FetchHook(Protocol):
         not asked)."""
 
 
-class GateHook(Protocol):
-    def admits(self, queue: str, wid: str, now: float) -> bool:
-        """May a FETCH by `wid` take a job from `queue` at `now`? False makes the queue act as
-        if empty for this FETCH, which goes on with its next queue (a throttle at its limit,
-        protocol/spec.md §11.3). Asked once per queue a FETCH tries, so it must be cheap."""
+class SelectHook(Protocol):
+    """Chooses which job of a queue FETCH hands out, where limits may hold some back (a
+    throttle's partitions, a per-jobtype limit, protocol/spec.md §11.3): a queue it does not
+    select for keeps FETCH's head path."""
+
+    def selects(self, queue: str) -> bool:
+        """Does this hook choose the jobs of `queue`? Asked once per queue a FETCH tries."""
+
+    def select(self, queue: str, wid: str, now: float) -> int | None:
+        """The position (`store.api.QueueObserver`) of the job of `queue` a FETCH by `wid`
+        takes at `now`, None if it may take none (the queue then acts as if empty for this
+        FETCH, which goes on with its next queue). Must not scan the queue."""
 
     def room(self, queue: str, now: float) -> int | None:
         """How many more jobs of `queue` some FETCH may take at `now` (None: no limit of
-        this gate's). Sizes how many waiting FETCHes are woken for a queue's jobs."""
+        this hook's). Sizes how many waiting FETCHes are woken for a queue's jobs."""
 
 
 class DropHook(Protocol):

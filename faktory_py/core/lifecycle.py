@@ -149,15 +149,21 @@ class Manager:
     # --- consuming ------------------------------------------------------------------
 
     def fetch(self, queues: Iterable[str], wid: str, now: float) -> tuple[dict[str, Any] | None, int]:
-        """Reserve the first job of the first non-empty, unpaused queue in list order that
-        every gate hook admits (one that does not acts as if empty)."""
+        """Reserve a job of the first non-empty, unpaused queue in list order: its head, or
+        for a queue a select hook chooses for, the job it picks (none: the queue acts as if
+        empty)."""
         store = self.store
-        gates = self.features.gate
+        selects = self.features.select
         position = 0
         for name in queues:
-            if store.is_paused(name) or not all(gate.admits(name, wid, now) for gate in gates):
+            if store.is_paused(name):
                 continue
-            while (job := store.queue_head(name)) is not None:
+            select = None
+            for hook in selects:
+                if hook.selects(name):
+                    select = hook
+                    break
+            while (job := self._next_job(name, select, wid, now)) is not None:
                 ops = self._fetch_ops(job, wid, now)
                 if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one
                     ops = [Drop(name, job["jid"])]
@@ -171,14 +177,21 @@ class Manager:
                 return job, store.commit(ops)
         return None, position
 
+    def _next_job(self, queue: str, select: hooks.SelectHook | None, wid: str, now: float) -> Job | None:
+        """The job a FETCH by `wid` would take from `queue`: the head, or `select`'s pick."""
+        if select is None:
+            return self.store.queue_head(queue)
+        picked = select.select(queue, wid, now)
+        return None if picked is None else self.store.queue_job(queue, picked)
+
     def available(self, queue: str, now: float) -> int:
-        """How many jobs of `queue` FETCHes may take at `now`: its size, capped by the gates'
-        room (a full throttle: none). 0 for a paused queue."""
+        """How many jobs of `queue` FETCHes may take at `now`: its size, capped by the select
+        hooks' room (a full throttle: none). 0 for a paused queue."""
         if self.store.is_paused(queue):
             return 0
         size = self.store.queue_size(queue)
-        for gate in self.features.gate:
-            room = gate.room(queue, now)
+        for select in self.features.select:
+            room = select.room(queue, now) if select.selects(queue) else None
             if room is not None:
                 size = min(size, room)
         return size

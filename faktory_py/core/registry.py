@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .hooks import (
-    DropHook, EndHook, FetchHook, FinishHook, GateHook, HoldHook, InfoHook, PrepareHook, PushHook, PushUser,
+    DropHook, EndHook, FetchHook, FinishHook, HoldHook, InfoHook, PrepareHook, PushHook, PushUser, SelectHook,
     TargetHook, TimedHook,
 )
 
@@ -45,7 +45,7 @@ class Feature:
     prepare: PrepareHook | None = None
     push: PushHook | None = None
     hold: HoldHook | None = None
-    gate: GateHook | None = None
+    select: SelectHook | None = None
     fetch: FetchHook | None = None
     drop: DropHook | None = None
     finish: FinishHook | None = None
@@ -85,7 +85,7 @@ class Registry:
         self.prepare = tuple(f.prepare for f in self.features if f.prepare is not None)
         self.push = tuple(f.push for f in self.features if f.push is not None)
         self.hold = tuple(f.hold for f in self.features if f.hold is not None)
-        self.gate = tuple(f.gate for f in self.features if f.gate is not None)
+        self.select = tuple(f.select for f in self.features if f.select is not None)
         self.fetch = tuple(f.fetch for f in self.features if f.fetch is not None)
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
         self.finish = tuple(f.finish for f in self.features if f.finish is not None)

@@ -45,7 +45,7 @@ from ..store.memory import MemoryStore
 from ..store.oplog import OpLog
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
-from .reload import ConfigReload, throttle_limits, wake_all_queues
+from .reload import ConfigReload, throttle_rules, wake_all_queues
 from .tcp import Connections
 from .timers import DueTimer, reap_workers, supervised
 from .waiters import QueueWaiters
@@ -128,7 +128,7 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), tracking.feature(),
                      Workflows(store, workflow_settings(workflows, results), tracking).feature(),
                      Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention).feature(),
-                     Throttles(store, throttle_limits(throttles), throttles.warnings).feature(),
+                     Throttles(store, throttle_rules(throttles), throttles.warnings).feature(),
                      Cron(store, cron.entries, cron.warnings).feature()])
 
 
@@ -234,8 +234,7 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
     throttles, cron = features.find(Throttles), features.find(Cron)
     assert throttles is not None and cron is not None
     cron.wake = timer.poke
-    throttles.occupancy.on_release = waiters.notify
-    throttles.rate.on_open = waiters.notify
+    throttles.wake = waiters.notify
     await backend.load(store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)

@@ -1,6 +1,7 @@
 """A configuration reload (SIGHUP, protocol/spec.md §11.6, §12.3): the whole configuration is
-read and validated again; if it is valid its throttles and cron entries replace those in
-force, else nothing changes (the old entries go on firing, the error shows on both tabs).
+read and validated again; if it is valid its throttles, named limits (`[faktory_py.limits]`)
+and cron entries replace those in force, else nothing changes (the old entries go on firing,
+the error shows on both tabs).
 
 Only those two are reloadable (`RELOADED`): the other settings (bindings, password, fsync,
 limits on connections …) are wired into listeners and tasks at start, so a reload that
@@ -10,8 +11,9 @@ changes them logs that they wait for a restart and keeps them as they are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import fields, replace
+from typing import Any
 
 from ..config import Config, CronConfig, ThrottlesConfig
 from ..core.lifecycle import Manager
@@ -19,8 +21,7 @@ from ..core.registry import Registry
 from ..errors import ConfigError
 from ..features.cron.feature import Cron
 from ..features.throttles.feature import Throttles
-from ..features.throttles.occupancy import Limit
-from ..features.throttles.rate import Rate
+from ..features.throttles.rules import Limit, Rate, Rules, named_limit, throttle
 from .clock import Clock
 from .timers import DueTimer
 from .waiters import QueueWaiters
@@ -31,18 +32,31 @@ log = logging.getLogger("faktory_py.server")
 RELOADED = ("throttles", "cron")
 
 
-def throttle_limits(throttles: ThrottlesConfig) -> dict[str, Limit]:
-    """queue → its `Limit`, as the throttles feature takes them."""
-    return {t.queue: Limit(t.timeout, t.concurrency, t.worker, None if t.rate is None else Rate(*t.rate),
-                           t.slot_release, t.on_worker_lost)
-            for t in throttles.entries}
+def throttle_rules(throttles: ThrottlesConfig) -> Rules:
+    """The `[throttles]` and `[faktory_py.limits]` entries as the throttles feature takes them."""
+    def limit(entry: Any) -> Limit:
+        return Limit(entry.timeout, entry.concurrency, entry.worker, None if entry.rate is None else Rate(*entry.rate),
+                     entry.slot_release, entry.on_worker_lost, entry.partition)
+
+    return Rules([*(throttle(t.queue, limit(t)) for t in throttles.entries),
+                  *(named_limit(n.name, limit(n), n.queues, n.jobtypes) for n in throttles.limits)])
 
 
-def wake_all_queues(throttles: ThrottlesConfig) -> frozenset[str]:
-    """Queues whose every waiting FETCH tries when one gains a job or a slot: those with a
-    per-worker limit, since whether a FETCH may take the job depends on its wid
-    (protocol/spec.md §11.3)."""
-    return frozenset(t.queue for t in throttles.entries if t.worker)
+class EveryQueue:
+    """Every queue name (a per-worker limit that selects jobs of any queue)."""
+
+    def __contains__(self, queue: object) -> bool:
+        return True
+
+
+def wake_all_queues(throttles: ThrottlesConfig) -> Container[str]:
+    """Queues whose every waiting FETCH tries when one gains a job or a slot: those some
+    rule with a per-worker limit may select, since whether a FETCH may take the job depends
+    on its wid (protocol/spec.md §11.3)."""
+    if any(n.worker and n.queues is None for n in throttles.limits):
+        return EveryQueue()
+    return frozenset([*(t.queue for t in throttles.entries if t.worker),
+                      *(q for n in throttles.limits if n.worker for q in n.queues or ())])
 
 
 class ConfigReload:
@@ -85,8 +99,8 @@ class ConfigReload:
         self._put_in_force(new.throttles)
         self._put_cron_in_force(new.cron)
         self.config = replace(self.config, throttles=new.throttles, cron=new.cron)
-        log.info("configuration reloaded: %d throttles, %d cron entries",
-                 len(new.throttles.entries), len(new.cron.entries))
+        log.info("configuration reloaded: %d throttles, %d limits, %d cron entries",
+                 len(new.throttles.entries), len(new.throttles.limits), len(new.cron.entries))
         return True
 
     def _put_cron_in_force(self, cron: CronConfig) -> None:
@@ -96,15 +110,14 @@ class ConfigReload:
         self.timer.poke(0.0)
 
     def _put_in_force(self, throttles: ThrottlesConfig) -> None:
-        """New limits, slots recounted under them; then the waiting FETCHes of every queue
-        throttled before or after try again, as many as may now take a job (a raised or
-        removed limit may let them), and the due timer learns when the first recounted slot
-        times out."""
+        """New limits, slots recounted and queued jobs classified again under them; then the
+        waiting FETCHes of every queue try again, as many as may now take a job (a raised or
+        removed limit, a new partition may let them), and the due timer learns when the
+        first recounted slot times out."""
         now = self.clock.now()
-        before = set(self.throttles.limits)
-        self.features.replace(self.throttles.reconfigure(throttle_limits(throttles), throttles.warnings, now))
+        self.features.replace(self.throttles.reconfigure(throttle_rules(throttles), throttles.warnings, now))
         self.waiters.wake_all = wake_all_queues(throttles)
-        for queue in before | set(self.throttles.limits):
+        for queue in self.manager.store.queue_names():
             self.waiters.top_up(queue, self.manager.available(queue, now))
         due = self.throttles.next_due()
         if due is not None:

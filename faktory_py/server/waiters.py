@@ -11,7 +11,7 @@ its waiters sleeps.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -37,7 +37,7 @@ class WaitersStatistics:
 class QueueWaiters:
     """queue name → FIFO of waiting fetchers (entries of finished waits are skipped)."""
 
-    def __init__(self, wake_all: frozenset[str] = frozenset()) -> None:
+    def __init__(self, wake_all: Container[str] = frozenset()) -> None:
         #: queues whose every waiter is woken per job or freed slot, not just the longest
         #: waiting: those with a per-worker throttle, where a waiter's worker may be at its
         #: limit while another's is not (a woken waiter that cannot take the job does not

@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, dataclass_transform
 
+from .job_queue import decode as decode_queued
 from .job_queue import encode
 from .sorted_set import SortedJobSet
 
 __all__ = [
-    "JOB_SETS", "AnyOp", "Job", "Op", "Reservation", "ReservationObserver", "SortedJobSet", "StateOwner", "Store",
-    "StoreStatistics", "StoreOp", "decode_op", "enqueue_op", "is_store_op",
+    "JOB_SETS", "AnyOp", "Job", "Op", "QueueObserver", "Reservation", "ReservationObserver", "SortedJobSet", "StateOwner", "Store",
+    "StoreStatistics", "StoreOp", "decode_op", "decode_queued", "enqueue_op", "is_store_op",
     "Enqueue", "DeclareQueue", "SetAdd", "SetRemove", "SetClear", "Reserve", "Drop",
     "RestoreReservation", "Extend", "Done", "Release", "Pause", "Resume", "RemoveQueue", "Flush", "Counters",
 ]
@@ -305,6 +306,24 @@ class ReservationObserver(Protocol):
         """FLUSH ended every reservation."""
 
 
+class QueueObserver(Protocol):
+    """An index derived from the queued jobs (`Store.observe_queues`), e.g. throttles' jobs
+    by class (protocol/spec.md §11.8): told of every job that enters or leaves a queue, with
+    its *position* (a number that is the job's own while it is queued, larger for later jobs;
+    `Store.queue_job` reads the job at one), on live commits and replay alike, so a restart
+    rebuilds it as it was."""
+
+    def enqueued(self, queue: str, first: int, raws: Sequence[bytes]) -> None:
+        """`raws` (encoded jobs, `decode_queued` reads one) were appended to `queue`, the
+        first at position `first`, the next ones after it."""
+
+    def taken(self, queue: str, position: int) -> None:
+        """The job at `position` left `queue` (reserved or dropped)."""
+
+    def emptied(self, queue: str) -> None:
+        """Every job of `queue` left it (QUEUE REMOVE, FLUSH)."""
+
+
 @dataclass(frozen=True)
 class StoreStatistics:
     """The store's counts at one instant (`Store.statistics()`): what INFO and the web UI show."""
@@ -351,6 +370,9 @@ class Store(Protocol):
     def observe_reservations(self, observer: ReservationObserver) -> None:
         """Tell `observer` of every reservation that begins or ends from now on; before any replay."""
 
+    def observe_queues(self, observer: QueueObserver) -> None:
+        """Tell `observer` of every job that enters or leaves a queue from now on; before any replay."""
+
     def snapshot(self) -> Iterator[list[Op]]:
         """Op records that rebuild the current state, owners' included (for compaction or migration)."""
 
@@ -373,6 +395,14 @@ class Store(Protocol):
 
     def queue_head(self, queue: str) -> Job | None:
         """The job FETCH would take next from `queue` (paused or not), None if there is none."""
+
+    def queue_job(self, queue: str, position: int) -> Job | None:
+        """The job at `position` of `queue` (see `QueueObserver`), None if it left; reserving
+        it next costs no scan of the queue."""
+
+    def queue_positioned(self, queue: str) -> Iterator[tuple[int, bytes]]:
+        """(position, encoded job) of every pending job of `queue`, next to fetch first (an
+        index rebuilding itself after a configuration reload)."""
 
     def queue_page(self, queue: str, offset: int, limit: int) -> list[Job]:
         """Up to `limit` pending jobs from position `offset`, next to fetch first."""

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from .api import (
-    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, Release, RemoveQueue,
-    Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, StateOwner, StoreOp,
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, QueueObserver, Release,
+    RemoveQueue, Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove,
+    StateOwner, StoreOp,
     StoreStatistics, decode_op, is_store_op,
 )
 from .job_queue import JobQueue
@@ -60,6 +61,8 @@ class MemoryStore:
         self._owner_of: dict[str, StateOwner] = {}
         #: indexes derived from the reservations (`observe_reservations`)
         self._observers: list[ReservationObserver] = []
+        #: indexes derived from the queued jobs (`observe_queues`)
+        self._queue_observers: list[QueueObserver] = []
 
     def register_state(self, owner: StateOwner) -> None:
         """Route `owner.op_names` to `owner.apply`; snapshots and FLUSH include its state."""
@@ -72,6 +75,11 @@ class MemoryStore:
     def observe_reservations(self, observer: ReservationObserver) -> None:
         """Call `observer` wherever a reservation begins (`_hold`) or ends (`_end`, `_flush`)."""
         self._observers.append(observer)
+
+    def observe_queues(self, observer: QueueObserver) -> None:
+        """Call `observer` wherever jobs enter a queue (`_enqueue`) or leave one (`_take`,
+        `_remove_queue`, `_flush`)."""
+        self._queue_observers.append(observer)
 
     # --- changing state -------------------------------------------------------------
 
@@ -114,6 +122,10 @@ class MemoryStore:
         if pending is None:
             pending = self._queues[op.queue] = JobQueue()
         pending.extend(op.raws)
+        if self._queue_observers:
+            first = pending.end - len(op.raws)
+            for observer in self._queue_observers:
+                observer.enqueued(op.queue, first, op.raws)
         if self._on_enqueue is not None:
             self._on_enqueue(op.queue)
 
@@ -132,12 +144,18 @@ class MemoryStore:
         self._sets[op.set].clear()
 
     def _reserve(self, op: Reserve) -> None:
-        job = self._queues[op.queue].pop(op.jid)
+        job = self._take(op.queue, op.jid)
         self._hold(job, op.wid, op.reserved_at, op.expires_at)
 
     def _drop(self, op: Drop) -> None:
         """A job an extension refused at fetch time (e.g. expired) leaves its queue."""
-        self._queues[op.queue].pop(op.jid)
+        self._take(op.queue, op.jid)
+
+    def _take(self, queue: str, jid: str) -> Job:
+        job, position = self._queues[queue].pop(jid)
+        for observer in self._queue_observers:
+            observer.taken(queue, position)
+        return job
 
     def _restore_reservation(self, op: RestoreReservation) -> None:
         self._hold(op.job, op.wid, op.reserved_at, op.expires_at)
@@ -187,13 +205,17 @@ class MemoryStore:
                     self._on_enqueue(queue)
 
     def _remove_queue(self, op: RemoveQueue) -> None:
-        self._queues.pop(op.queue, None)
+        if self._queues.pop(op.queue, None) is not None:
+            for observer in self._queue_observers:
+                observer.emptied(op.queue)
         self._paused.discard(op.queue)
 
     def _flush(self, op: Flush) -> None:
         """Wipe jobs, sets, reservations, pauses and counters; queue names stay known."""
-        for queue in self._queues.values():
+        for name, queue in self._queues.items():
             queue.clear()
+            for observer in self._queue_observers:
+                observer.emptied(name)
         self._paused.clear()
         for job_set in self._sets.values():
             job_set.clear()
@@ -246,7 +268,15 @@ class MemoryStore:
 
     def queue_head(self, queue: str) -> Job | None:
         pending = self._queues.get(queue)
-        return pending[0] if pending else None
+        return pending.head() if pending else None
+
+    def queue_job(self, queue: str, position: int) -> Job | None:
+        pending = self._queues.get(queue)
+        return None if pending is None else pending.at(position)
+
+    def queue_positioned(self, queue: str) -> Iterator[tuple[int, bytes]]:
+        pending = self._queues.get(queue)
+        return iter(()) if pending is None else pending.positioned()
 
     def queue_page(self, queue: str, offset: int, limit: int) -> list[Job]:
         pending = self._queues.get(queue)

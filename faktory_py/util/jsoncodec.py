@@ -147,6 +147,15 @@ def compact_json(value: Any) -> str:
     return dumps(value).decode()
 
 
+def canonical(value: Any) -> str:
+    """Canonical JSON: compact, object keys sorted, so equal values give equal texts
+    (a throttle's partition keys, protocol/spec.md §11.8)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def go_float(value: float) -> float | int:
     """Go prints an integral float64 without a fraction (`0`, not `0.0`)."""
     return int(value) if value.is_integer() else value

@@ -139,21 +139,10 @@ class ServerCollector(Collector):
         unique = features.find(UniqueJobs)
         if unique is not None:
             yield _gauge("faktory_unique_locks", "Unique locks held", len(unique.locks))
-        throttles = faktory.get("throttles", {})
-        if throttles:
-            in_use = GaugeMetricFamily("faktory_throttle_in_use", "Throttle slots taken", labels=["queue"])
-            limit = GaugeMetricFamily("faktory_throttle_limit", "A throttle's concurrency limit",
-                                      labels=["queue"])
-            waiting = GaugeMetricFamily("faktory_throttle_waiting", "Jobs held back by a full throttle",
-                                        labels=["queue"])
-            for queue, entry in sorted(throttles.items()):
-                in_use.add_metric([queue], entry["in_use"])
-                waiting.add_metric([queue], entry["waiting"])
-                if entry["concurrency"] is not None:
-                    limit.add_metric([queue], entry["concurrency"])
-            yield in_use
-            yield limit
-            yield waiting
+        for section, label, what in (("throttles", "queue", "throttle"), ("limits", "limit", "limit")):
+            entries = faktory.get(section, {})
+            if entries:
+                yield from _limit_gauges(entries, label, what)
 
     def _timings(self) -> Iterator[Metric]:
         timings = self.state.timings
@@ -185,3 +174,22 @@ def create_metrics_app(state: WebState, max_queues: int) -> Starlette:
     """`/metrics` alone, without auth: what `[faktory_py.metrics] binding` serves to scrapers
     (bind it where only they can reach it)."""
     return Starlette(routes=[Route("/metrics", metrics_endpoint(state, max_queues))])
+
+
+def _limit_gauges(entries: dict[str, Any], label: str, what: str) -> Iterator[Metric]:
+    """The gauges of INFO's `throttles` (by queue) or `limits` (named limits, by name):
+    slots taken and jobs held back, summed over partitions, and the `concurrency` limit (per
+    partition in a partitioned entry, protocol/spec.md §11.8)."""
+    name = "faktory_throttle_limit" if what == "throttle" else "faktory_limit_concurrency"
+    in_use = GaugeMetricFamily(f"faktory_{what}_in_use", f"{what.capitalize()} slots taken", labels=[label])
+    limit = GaugeMetricFamily(name, f"A {what}'s concurrency limit (per partition when partitioned)",
+                              labels=[label])
+    waiting = GaugeMetricFamily(f"faktory_{what}_waiting", f"Jobs held back by a full {what}", labels=[label])
+    for key, entry in sorted(entries.items()):
+        in_use.add_metric([key], entry["in_use"])
+        waiting.add_metric([key], entry["waiting"])
+        if entry["concurrency"] is not None:
+            limit.add_metric([key], entry["concurrency"])
+    yield in_use
+    yield limit
+    yield waiting

@@ -156,8 +156,8 @@ def test_feature_names_are_unique() -> None:
 
 def test_the_servers_features_keep_their_order() -> None:
     """Hook order is behaviour: expiry drops an expired job before unique, tracking and
-    batches see its fetch (they get on_drop instead). Throttles' gate is asked before any
-    fetch hook, whatever its place. Workflows holds a job after every push hook ran, and
+    batches see its fetch (they get on_drop instead). Throttles' select hook chooses the job
+    before any fetch hook sees it, whatever its place. Workflows holds a job after every push hook ran, and
     comes before batches, whose end hook is told of the dependents it kills. Cron comes last,
     and without entries has no finish or end hook."""
     registry = enterprise_features(MemoryStore())
@@ -168,7 +168,7 @@ def test_the_servers_features_keep_their_order() -> None:
     assert all(registry.find(kind) is feature.owner for kind, feature in zip(kinds, registry))
     assert [type(hook) for hook in registry.fetch] == [ExpiringJobs, UniqueJobs, JobTracking, Batches]
     assert [type(hook) for hook in registry.hold] == [Workflows]
-    assert registry.gate == ()  # no throttle configured: FETCH asks no gate
+    assert registry.select == ()  # no throttle configured: FETCH takes the head
     # the Throttles tab is routed from the start (a reload may configure throttles), listed once there are some
     assert [(page.name, page.listed) for feature in registry for page in feature.pages] == [
         ("held", True), ("batches", True), ("throttles", False), ("cron", False)]

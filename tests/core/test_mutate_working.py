@@ -56,7 +56,7 @@ class World:
     def in_use(self) -> int:
         throttles = self.features.find(Throttles)
         assert throttles is not None
-        return throttles.occupancy.in_use("q")
+        return throttles.occupancy.in_use(("q", ()))
 
     def replayed(self) -> dict[str, Any]:
         """The holdings of a store rebuilt from the records so far (a restart)."""

@@ -103,7 +103,15 @@ def test_a_rate_limit_loads_alone_or_with_the_others(tmp_path: Path, entry: str,
     ('{ timeout = 60, rate = { limit = 3, period = "10s" } }',
      "rate.period must be a number of seconds from 0.001 to 86400"),
     ("{ timeout = 60, rate = { limit = 3, period = 10, burst = 5 } }", 'rate: unknown key "burst"'),
-    ('{ concurrency = 1, timeout = 60, partition = ["jobtype"] }', "partition is not supported yet"),
+    ('{ concurrency = 1, timeout = 60, partition = "jobtype" }',
+     'partition must be a list of "jobtype", "queue", "custom.<path>" or "args.<path>"'),
+    ('{ concurrency = 1, timeout = 60, partition = [] }',
+     'partition must be a list of "jobtype", "queue", "custom.<path>" or "args.<path>"'),
+    ('{ concurrency = 1, timeout = 60, partition = ["tenant"] }',
+     'partition must be a list of "jobtype", "queue", "custom.<path>" or "args.<path>", not \'tenant\''),
+    ('{ concurrency = 1, timeout = 60, partition = ["custom."] }',
+     'partition must be a list of "jobtype", "queue", "custom.<path>" or "args.<path>", not \'custom.\''),
+    ('{ concurrency = 1, timeout = 60, partition = ["queue", "queue"] }', "partition names a selector twice"),
 ])
 def test_every_bad_entry_names_its_queue_and_reason(tmp_path: Path, entry: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -199,3 +207,20 @@ def test_check_config_prints_the_warnings_of_a_valid_directory(tmp_path: Path) -
     done = check_config(tmp_path / "conf")
     assert done.returncode == 0
     assert done.stderr == 'faktory-py check-config: warning: config: throttles.q: unknown key "colour" ignored\n'
+
+
+def test_check_config_validates_partitions_and_named_limits(tmp_path: Path) -> None:
+    """Step 5 of issue 12: `check-config` reads `[faktory_py.limits]` and `partition` as the
+    server does (and a SIGHUP reload, which loads the same way)."""
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "throttles.toml").write_text(
+        '[throttles]\nq = { concurrency = 1, timeout = 60, partition = ["custom.tenant_id"] }\n'
+        '[faktory_py.limits.pdf]\njobtypes = ["RenderPDF"]\nconcurrency = 1\n')
+    done = check_config(tmp_path / "conf")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"faktory-py check-config: {tmp_path / 'conf'} is valid (1 throttles, 1 limits)\n"
+    (conf_d / "throttles.toml").write_text('[faktory_py.limits.pdf]\nconcurrency = 1\n')
+    done = check_config(tmp_path / "conf")
+    assert (done.returncode, done.stderr) == (
+        2, "faktory-py check-config: config: faktory_py.limits.pdf: needs jobtypes or queues\n")

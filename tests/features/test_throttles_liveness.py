@@ -1,7 +1,8 @@
 """Liveness of throttled FETCH on an in-process server (protocol/spec.md §11.3), and its cost.
 
-L1, no stuck job: random pushes, FETCHes from several worker processes (each blocking FETCH a
-waiter), ACKs, FAILs and clock jumps run against a real server on a MockClock that only moves
+L1, no stuck job: random pushes (of two jobtypes and two tenants, through a partitioned
+throttle and a per-jobtype limit too), FETCHes from several worker processes (each blocking
+FETCH a waiter), ACKs, FAILs and clock jumps run against a real server on a MockClock that only moves
 when told; whenever every task has settled, no waiting FETCH has, in one of its queues, a job
 its `wid` may take (a free slot, and room in the rate window) — the Oban Pro 1.3.1 "stuck available" bug, checked after every step — and
 S1 holds (never more slots than the limits).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ import trio.testing
 
 from helpers.async_client import AsyncClient
 from helpers.scan_guard import private_queue
-from faktory_py.config import Config, Throttle, ThrottlesConfig, Timers
+from faktory_py.config import Config, NamedLimit, Throttle, ThrottlesConfig, Timers
 from faktory_py.core.lifecycle import Manager
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.server.app import Server, enterprise_features, serve
+from faktory_py.server.reload import throttle_rules
 from faktory_py.store.job_queue import JobQueue
 from faktory_py.store.memory import MemoryStore
 
@@ -33,9 +36,12 @@ from faktory_py.store.memory import MemoryStore
 #: due time, so a jump landing on a window's opening would see it open before the timer ran)
 THROTTLES = (Throttle("one", 40, concurrency=1), Throttle("few", 25, concurrency=3, worker=2),
              Throttle("per", 30, worker=1), Throttle("rated", 30, rate=(2, 7.3)),
-             Throttle("burst", 30, concurrency=2, rate=(3, 3.7)))
-LIMITS = {t.queue: t for t in THROTTLES}
-QUEUES = ("one", "few", "per", "rated", "burst", "free")
+             Throttle("burst", 30, concurrency=2, rate=(3, 3.7)),
+             Throttle("part", 35, concurrency=1, partition=("custom.tenant",)))
+#: a per-jobtype limit over every queue, per worker process too (every waiter of a queue is woken)
+NAMED = (NamedLimit("pdf", jobtypes=("PDF",), concurrency=2, worker=1),)
+RULES = throttle_rules(ThrottlesConfig(THROTTLES, limits=NAMED))
+QUEUES = ("one", "few", "per", "rated", "burst", "part", "free")
 
 
 class Fetcher:
@@ -63,21 +69,28 @@ def stuck(server: Server, fetchers: list[Fetcher]) -> list[tuple[str, str]]:
     assert throttles is not None
     now = server.dispatcher.clock.now()
     return [(f.wid, q) for f in fetchers if f.queues is not None for q in f.queues
-            if store.queue_size(q) and not store.is_paused(q) and throttles.admits(q, f.wid, now)]
+            if not store.is_paused(q)
+            and (throttles.select(q, f.wid, now) is not None if throttles.selects(q) else store.queue_size(q))]
 
 
-def over_limit(server: Server) -> list[str]:
+def over_limit(server: Server) -> list[Any]:
+    """The (rule, partition) keys holding more slots than their limits allow."""
     store = server.dispatcher.manager.store
     now = server.dispatcher.clock.now()
-    held = [(res.job["queue"], res.wid) for res in store.reservations()
-            if res.job["queue"] in LIMITS and res.reserved_at + LIMITS[res.job["queue"]].timeout > now]
+    held: Counter[Any] = Counter()
+    for res in store.reservations():
+        for key in RULES.class_of(res.job):
+            limit = RULES.by_name[key[0]].limit
+            if limit.timeout is None or res.reserved_at + limit.timeout > now:
+                held[key] += 1
+                held[key, res.wid] += 1
     bad = []
-    for queue, limit in LIMITS.items():
-        wids = [w for q, w in held if q == queue]
-        if limit.concurrency is not None and len(wids) > limit.concurrency:
-            bad.append(queue)
-        if limit.worker is not None and any(wids.count(w) > limit.worker for w in wids):
-            bad.append(queue)
+    for key, n in held.items():
+        name = key[0] if isinstance(key[0], str) else key[0][0]
+        limit = RULES.by_name[name].limit
+        bound = limit.concurrency if isinstance(key[0], str) else limit.worker
+        if bound is not None and n > bound:
+            bad.append(key)
     return bad
 
 
@@ -87,7 +100,7 @@ async def test_no_waiting_fetch_while_a_job_is_eligible_for_it(
     """`mock_clock` (pytest-trio's) moves only when the test jumps it."""
     rng = random.Random(seed)
     config = Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
-                    fsync="no", throttles=ThrottlesConfig(THROTTLES),
+                    fsync="no", throttles=ThrottlesConfig(THROTTLES, limits=NAMED),
                     timers=Timers(heartbeat_timeout=1e9))  # the workers never BEAT
 
     async def scenario() -> None:
@@ -103,8 +116,9 @@ async def test_no_waiting_fetch_while_a_job_is_eligible_for_it(
                 busy = [f for f in idle if f.held]
                 if action == "push":
                     serial += 1
-                    job: dict[str, Any] = {"jid": f"jid-{serial:08d}", "jobtype": "T", "args": [],
-                                           "queue": rng.choice(QUEUES)}
+                    job: dict[str, Any] = {"jid": f"jid-{serial:08d}", "jobtype": rng.choice(["T", "PDF"]),
+                                           "args": [], "queue": rng.choice(QUEUES),
+                                           "custom": {"tenant": rng.choice(["x", "y"])}}
                     assert await producer.push(job) == b"OK"
                 elif action == "fetch" and idle:
                     fetcher = rng.choice(idle)

@@ -17,7 +17,7 @@ from faktory_py.config import Config, Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.server.app import enterprise_features, serve
-from faktory_py.server.reload import throttle_limits
+from faktory_py.server.reload import throttle_rules
 from faktory_py.store.memory import MemoryStore
 from helpers.model_replay import replay, snapshot_records
 from faktory_py.util.timefmt import format_time
@@ -121,7 +121,7 @@ def test_a_snapshot_keeps_the_grants_of_ended_reservations() -> None:
     restored, manager, throttles = build()
     replay(restored, snapshot_records(store))
     assert [op["op"] for record in snapshot_records(store) for op in record].count("throttle_grants") == 1
-    assert throttles.rate.in_window("api", now + 9.5) == 3
+    assert throttles.rate.in_window(("api", ()), now + 9.5) == 3
     assert manager.next_due() == now + 10
     assert manager.fetch(["api"], "w", now + 9.999)[0] is None
     assert named(manager.fetch(["api"], "w", now + 10)[0]) == "s3"
@@ -158,7 +158,7 @@ async def test_grants_of_acked_jobs_outlive_a_real_compaction(tmp_path: Path) ->
             server = await nursery.start(serve, config)
             throttles = server.dispatcher.manager.features.find(Throttles)
             assert throttles is not None
-            assert throttles.rate.in_window("api", server.dispatcher.clock.now()) == 3
+            assert throttles.rate.in_window(("api", ()), server.dispatcher.clock.now()) == 3
             assert server.dispatcher.manager.fetch(["api"], "", server.dispatcher.clock.now())[0] is None
             server.shutdown()
 
@@ -205,16 +205,16 @@ def test_a_reload_keeps_the_grants_that_happened() -> None:
         manager.push(job(f"new-{i}", "new"), now)
         assert manager.fetch(["api"], "w", now + i)[0] is not None
     assert manager.fetch(["new"], "w", now)[0] is not None
-    assert throttles.rate.in_window("api", now + 2) == 3
+    assert throttles.rate.in_window(("api", ()), now + 2) == 3
 
     lowered = ThrottlesConfig((Throttle("api", 60, rate=(2, 10.0)), Throttle("new", 60, rate=(1, 10.0))))
-    manager.features.replace(throttles.reconfigure(throttle_limits(lowered), (), now + 2))
-    assert throttles.rate.in_window("api", now + 2) == 2  # the latest two grants
-    assert throttles.rate.full("api") and throttles.rate.full("new")  # new: its live reservation
+    manager.features.replace(throttles.reconfigure(throttle_rules(lowered), (), now + 2))
+    assert throttles.rate.in_window(("api", ()), now + 2) == 2  # the latest two grants
+    assert throttles.rate.full(("api", ())) and throttles.rate.full(("new", ()))  # new: its live reservation
     manager.push(job("api-3", "api"), now + 2)
     assert manager.fetch(["api", "new"], "w", now + 2)[0] is None
-    assert throttles.rate.next_grant_at("api", now + 2) == now + 1 + 10.0  # its oldest kept grant's
+    assert throttles.rate.next_grant_at(("api", ()), now + 2) == now + 1 + 10.0  # its oldest kept grant's
     assert throttles.next_due() == now + 10.0  # new's one grant leaves its window first
 
-    manager.features.replace(throttles.reconfigure(throttle_limits(ThrottlesConfig()), (), now + 2))
+    manager.features.replace(throttles.reconfigure(throttle_rules(ThrottlesConfig()), (), now + 2))
     assert manager.fetch(["api"], "w", now + 2)[0] is not None  # no rate: nothing to wait for

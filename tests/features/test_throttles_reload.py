@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from faktory_py.config import Config, Throttle, ThrottlesConfig, load
+from faktory_py.config import Config, NamedLimit, Throttle, ThrottlesConfig, load
 from faktory_py.server.app import Server
 from helpers.async_client import AsyncClient
 from test_throttles_tcp import SLACK, ack, job, named, running_server, status, workers
@@ -145,5 +145,34 @@ async def test_a_shorter_timeout_ends_the_slots_it_has_passed(
         await first.send("FETCH q")
         assert named(json.loads(await first.reply())) == "q-2"
         assert abs(trio.current_time() - (start + 19)) < SLACK
+        for client in (producer, first, second):
+            await client.aclose()
+
+
+async def test_a_reload_that_adds_a_partition_or_a_limit_classifies_the_queued_jobs_again(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Step 5 of issue 12: a FETCH waiting on a full throttle gets the job of another tenant
+    the moment a reload partitions the throttle by tenant; a named limit added by a reload
+    counts the job in flight it selects, and holds back the next one."""
+    async with running_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
+        producer, first, second = await workers(server, 3)
+        for name, tenant in (("a-1", "a"), ("a-2", "a"), ("b-1", "b")):
+            assert await producer.push(job(name, "q", custom={"tenant": tenant})) == b"OK"
+        assert named(await first.fetch("q")) == "a-1"
+        await second.send("FETCH q")
+        await producer.wait_fetches_waiting(1)
+        reloaded_at = trio.current_time()
+        assert server.reload(lambda: with_throttles(server, Throttle("q", 60, concurrency=1,
+                                                                     partition=("custom.tenant",))))
+        assert named(json.loads(await second.reply())) == "b-1"
+        assert trio.current_time() - reloaded_at < SLACK
+        state = (await status(producer, "q"))["q"]
+        assert (state["in_use"], state["waiting"], state["partitions"]) == (2, 1, 2)
+        limited = ThrottlesConfig(limits=(NamedLimit("tests", jobtypes=("ThrottleTest",), concurrency=2),))
+        assert server.reload(lambda: replace(server.config_reload.config, throttles=limited))
+        assert (await status(producer, "tests"))["tests"]["in_use"] == 2
+        assert await first.fetch("q") is None
+        assert await ack(first, "a-1") == b"OK"
+        assert named(await first.fetch("q")) == "a-2"
         for client in (producer, first, second):
             await client.aclose()

@@ -6,6 +6,7 @@ not with timers.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from faktory_py.store.job_queue import JobQueue
@@ -70,11 +71,26 @@ class NoScanQueue(JobQueue):
     def raws(self) -> Any:
         raise AssertionError("a read copied the whole queue")
 
-    def __getitem__(self, index: int) -> Any:
-        if index != 0:
-            raise AssertionError(f"a read looked at job {index} of the queue")
+    def positioned(self) -> Any:
+        raise AssertionError("a read iterated the whole queue")
+
+    def head(self) -> Any:
         NoScanQueue.heads += 1
-        return super().__getitem__(index)
+        return super().head()
+
+
+class _NoIterationDeque(deque):  # type: ignore[type-arg]
+    """A queue's jobs that fail the test if anything walks them (indexing one stays allowed)."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("a read walked the queue's jobs")
+
+
+def refuse_walks(queue: JobQueue) -> JobQueue:
+    """Make `queue`'s own jobs refuse any walk, its scans for a jid included (test-only: it
+    reaches into the queue's private deque)."""
+    queue._raws = _NoIterationDeque(queue._raws)
+    return queue
 
 
 def guard_queue(queue: JobQueue) -> JobQueue:

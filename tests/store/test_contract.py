@@ -198,11 +198,47 @@ def test_queues_are_fifo(make_store: MakeStore) -> None:
     assert [j["jid"] for j in store.queued("default")] == jids[1:17] + jids[18:]
 
 
+class QueueLog:
+    """A `QueueObserver` that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def enqueued(self, queue: str, first: int, raws: Any) -> None:
+        self.events.append(("enqueued", queue, first, [api.decode_queued(raw)["jid"] for raw in raws]))
+
+    def taken(self, queue: str, position: int) -> None:
+        self.events.append(("taken", queue, position))
+
+    def emptied(self, queue: str) -> None:
+        self.events.append(("emptied", queue))
+
+
+def test_a_queue_observer_learns_each_jobs_position_and_reads_it_back(make_store: MakeStore) -> None:
+    """Positions (`QueueObserver`): a job keeps its own while queued, `queue_job` reads it
+    and a Reserve of it is told with it; REMOVE and FLUSH empty a queue."""
+    store = make_store()
+    log = QueueLog()
+    store.observe_queues(log)
+    store.commit([enqueue_op(job("job-0000")), Enqueue("default", [enqueue_op(job(f"job-{i:04d}")).raws[0]
+                                                                     for i in (1, 2, 3)])])
+    assert log.events == [("enqueued", "default", 0, ["job-0000"]),
+                          ("enqueued", "default", 1, ["job-0001", "job-0002", "job-0003"])]
+    assert store.queue_job("default", 2) == job("job-0002") and store.queue_job("default", 9) is None
+    store.commit([Reserve("default", "job-0002", "w1", NOW, NOW + 60), Drop("default", "job-0000")])
+    assert log.events[2:] == [("taken", "default", 2), ("taken", "default", 0)]
+    assert [position for position, _raw in store.queue_positioned("default")] == [1, 3]
+    assert store.queue_job("default", 2) is None and store.queue_job("default", 3) == job("job-0003")
+    store.commit([enqueue_op(job("job-0004", "other")), RemoveQueue("other"), Flush()])
+    assert log.events[4:] == [("enqueued", "other", 0, ["job-0004"]), ("emptied", "other"), ("emptied", "default")]
+
+
 def test_unknown_queues_read_as_empty(make_store: MakeStore) -> None:
     store = make_store()
     assert not store.has_queue("nope") and store.queue_size("nope") == 0
     assert store.queue_head("nope") is None and store.queue_page("nope", 0, 25) == []
     assert list(store.queued("nope")) == [] and not store.is_paused("nope")
+    assert store.queue_job("nope", 0) is None and list(store.queue_positioned("nope")) == []
 
 
 def test_queue_names_pauses_and_removal(make_store: MakeStore) -> None:

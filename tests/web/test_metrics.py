@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from faktory_py import config as configuration
-from faktory_py.config import Config, ConfigError, MetricsConfig, Throttle, ThrottlesConfig, Timers
+from faktory_py.config import Config, ConfigError, MetricsConfig, NamedLimit, Throttle, ThrottlesConfig, Timers
 from faktory_py.server.app import Server, serve
 from faktory_py.store.job_queue import encode
 from helpers import ROOT
@@ -148,7 +148,8 @@ async def test_promtool_check_metrics_passes_on_a_scrape(tmp_path: Path, running
     """Every family present (throttles configured, a worker, jobs in every set): promtool parses
     the exposition and finds nothing to lint (names, units, `_total`, help texts). The README's
     queries use these names and parse."""
-    throttles = ThrottlesConfig((Throttle("slow", 60, concurrency=2), Throttle("rated", 60, rate=(5, 1.0))))
+    throttles = ThrottlesConfig((Throttle("slow", 60, concurrency=2), Throttle("rated", 60, rate=(5, 1.0))),
+                                limits=(NamedLimit("pdf", jobtypes=(JOB["jobtype"],), concurrency=3),))
     server = await running(config(tmp_path, throttles=throttles))
     worker = await AsyncClient.connect(server.port, wid="w1")
     for i, queue in enumerate(("default", "slow", "slow", "rated")):
@@ -158,6 +159,8 @@ async def test_promtool_check_metrics_passes_on_a_scrape(tmp_path: Path, running
     reply = await get(server.web_urls[0] + "/metrics")
     assert reply.value("faktory_throttle_limit", queue="slow") == 2
     assert reply.value("faktory_throttle_in_use", queue="rated") == 0
+    assert reply.value("faktory_limit_concurrency", limit="pdf") == 3
+    assert reply.value("faktory_limit_in_use", limit="pdf") == 0  # the FAILed job's slot is free
     checked = await trio.to_thread.run_sync(promtool_check, reply.text)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout + checked.stderr == ""

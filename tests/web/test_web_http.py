@@ -21,7 +21,7 @@ import trio
 import trustme
 
 from faktory_py import config as configuration
-from faktory_py.config import Config, ConfigError, Throttle, ThrottlesConfig, WebConfig, tls_files
+from faktory_py.config import Config, ConfigError, NamedLimit, Throttle, ThrottlesConfig, WebConfig, tls_files
 from faktory_py.server.app import Server, serve
 from helpers.scan_guard import CountingDict, guard, private_set
 from faktory_py.util.timefmt import format_time
@@ -391,10 +391,10 @@ async def test_throttles_tab_only_when_throttles_are_configured(tmp_path: Path, 
     assert '<a href="/throttles" class="active" aria-current="page">Throttles</a>' in page.body
     assert 'href="/throttles"' in (await request(server, "GET", "/", headers=auth)).body  # in every page's menu
     assert cells(page.body, "q") == {
-        "concurrency": "2", "worker": "—", "in-use": "2 / 2 full", "waiting": "3", "rate": "—",
+        "partitions": "1", "concurrency": "2", "worker": "—", "in-use": "2 / 2 full", "waiting": "3", "rate": "—",
         "held-by": "wid-a 1 wid-b 1", "slot-release": "timeout", "timeout": "60 s", "overdue": "0", "warnings": ""}
     assert cells(page.body, "w") == {
-        "concurrency": "—", "worker": "1", "in-use": "0", "waiting": "0", "rate": "—", "held-by": "—",
+        "partitions": "1", "concurrency": "—", "worker": "1", "in-use": "0", "waiting": "0", "rate": "—", "held-by": "—",
         "slot-release": "timeout", "timeout": "30 s", "overdue": "0",
         "warnings": 'config: throttles.w: unknown key "<colour>" ignored'}
     assert "&lt;colour&gt;" in page.body  # escaped
@@ -420,6 +420,30 @@ async def test_throttles_tab_rate_column(tmp_path: Path, running) -> None:
     assert cells(page.body, "r")["rate"] == f"2 / 2 in the last 30 s next opening: {format_time(now + 30)}"
     assert cells(page.body, "r")["waiting"] == "1"
     assert cells(page.body, "c")["rate"] == "0 / 5 in the last 1.5 s next opening: —"
+
+
+async def test_throttles_tab_partitions_and_named_limits(tmp_path: Path, running) -> None:
+    """A partitioned throttle lists its busiest partitions (most waiting first) and its rate
+    per partition; a named limit's row shows its selectors, and `—` for its absent timeout."""
+    throttles = ThrottlesConfig(
+        (Throttle("t", 60, concurrency=1, rate=(9, 60), partition=("custom.tenant",)),),
+        limits=(NamedLimit("pdf", jobtypes=("RenderPDF",), queues=("a", "b"), concurrency=2),))
+    server = await running(replace(config(tmp_path), throttles=throttles))
+    manager, now = server.dispatcher.manager, server.dispatcher.clock.now()
+    for i, tenant in enumerate(["x", "x", "x", "y", "y"]):
+        manager.push({**NOW_JOB, "jid": f"partitioned-{i}", "queue": "t", "custom": {"tenant": tenant}}, now)
+    manager.push({**NOW_JOB, "jid": "render-pdf-1", "queue": "a", "jobtype": "RenderPDF"}, now)
+    for _ in range(3):
+        manager.fetch(["t", "a"], "wid-a", now)
+    page = (await request(server, "GET", "/throttles")).body
+    assert cells(page, "t") == {
+        "partitions": '2 ["x"] 1 in use, 2 waiting ["y"] 1 in use, 1 waiting', "concurrency": "1", "worker": "—",
+        "in-use": "2 (1 per partition)", "waiting": "3", "rate": "9 per partition in any 60 s", "held-by": "wid-a 2",
+        "slot-release": "timeout", "timeout": "60 s", "overdue": "0", "warnings": ""}
+    assert cells(page, "pdf") == {
+        "partitions": "1", "concurrency": "2", "worker": "—", "in-use": "1 / 2", "waiting": "0", "rate": "—",
+        "held-by": "wid-a 1", "slot-release": "timeout", "timeout": "—", "overdue": "0", "warnings": ""}
+    assert "jobtypes RenderPDF; queues a, b" in page
 
 
 async def test_throttles_tab_follows_reloads(tmp_path: Path, running) -> None:

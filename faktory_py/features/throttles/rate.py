@@ -1,7 +1,8 @@
-"""Rate limits of throttles: at most `limit` FETCH grants of a queue in any `period` seconds.
+"""Rate limits of throttles: at most `limit` FETCH grants per partition of a rule (a throttle's
+queue, a named limit's jobs) in any `period` seconds.
 
 A sliding-window log, exact (protocol/spec.md §11.5): a grant at `t` is allowed iff fewer
-than `limit` grants of the same throttle happened in `(t − period, t]`. A grant is a
+than `limit` grants of the same rule and partition happened in `(t − period, t]`. A grant is a
 reservation beginning, at its `reserved_at`: the store calls `reserved` where it creates
 one, live and in journal replay alike (`store.api.ReservationObserver`), so the window needs
 no record of its own in the journal and a restart rebuilds it. Grants are never refunded
@@ -10,7 +11,7 @@ grant.
 
 The one thing the reservations cannot tell is a grant whose reservation ended before a
 snapshot (journal compaction keeps only live reservations). So the window is also state in
-the store's care (`store.api.StateOwner`): a snapshot holds each throttle's grants, as
+the store's care (`store.api.StateOwner`): a snapshot holds the grants of each (rule, partition), as
 `throttle_grants` ops. Those include the grants of reservations still live, which the
 snapshot restores too; a grant is kept once per (reserved_at, jid), whatever the order the
 two arrive in.
@@ -25,59 +26,71 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from ...store.api import Op, Reservation
+from .rules import Rule, Rules, SlotKey
 
 GRANTS_OP = "throttle_grants"
 
 
-class Rate(NamedTuple):
-    """`rate = { limit = L, period = P }` of a throttle."""
-
-    limit: int
-    #: seconds
-    period: float
-
-
 class RateWindows:
-    """The grants in window per rate-limited queue (a `ReservationObserver` and a `StateOwner`)."""
+    """The grants in window per (rule, partition) of a rate-limited rule (a
+    `ReservationObserver` and a `StateOwner`)."""
 
     op_names = (GRANTS_OP,)
 
-    def __init__(self, rates: Mapping[str, Rate]) -> None:
-        self.rates = dict(rates)
-        #: called with a queue when its full window opens (the server wakes a waiting FETCH)
-        self.on_open: Callable[[str], None] | None = None
-        #: queue → its last `limit` grants as (reserved_at, jid), oldest first
-        self._grants: dict[str, deque[tuple[float, str]]] = {queue: deque() for queue in self.rates}
-        #: queue → when its full window next opens (only queues whose window is full)
-        self._openings: dict[str, float] = {}
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        #: the names of the rules with a rate limit
+        self._rated = {rule.name for rule in rules if rule.limit.rate is not None}
+        #: called with a slot key when its full window opens (the server wakes a waiting FETCH)
+        self.on_open: Callable[[SlotKey], None] | None = None
+        #: slot key → its last `limit` grants as (reserved_at, jid), oldest first
+        self._grants: dict[SlotKey, deque[tuple[float, str]]] = {}
+        #: slot key → when its full window next opens (only keys whose window is full)
+        self._openings: dict[SlotKey, float] = {}
 
-    def reconfigure(self, rates: Mapping[str, Rate], live: Iterable[Reservation]) -> None:
-        """Put `rates` in force (a configuration reload, protocol/spec.md §11.6). A queue
-        that keeps a rate keeps its grants, which happened, down to its new limit; a queue
-        that gains one counts the grants of its reservations still live, as it would after
-        a restart; a queue that loses its rate forgets its window."""
-        kept = self._grants
-        self.rates = dict(rates)
-        self._grants = {queue: kept.get(queue, deque()) for queue in self.rates}
+    def reconfigure(self, rules: Rules, live: Iterable[Reservation]) -> None:
+        """Put `rules` in force (a configuration reload, protocol/spec.md §11.6). A rule
+        that keeps a rate and its partitions keeps its grants, which happened, down to its
+        new limit; a rule that gains one (or partitions its jobs otherwise) counts the grants
+        of its reservations still live, as it would after a restart; a rule that loses its
+        rate forgets its windows."""
+        def windowed(by_name: dict[str, Rule]) -> dict[str, tuple[str, ...]]:
+            return {name: rule.limit.partition for name, rule in by_name.items() if rule.limit.rate is not None}
+
+        before, after = windowed(self.rules.by_name), windowed(rules.by_name)
+        kept = {name for name, partition in after.items() if before.get(name) == partition}
+        self.rules = rules
+        self._rated = set(after)
+        self._grants = {key: grants for key, grants in self._grants.items() if key[0] in kept}
         self._openings.clear()
         for res in live:
-            if res.job["queue"] in self.rates and res.job["queue"] not in kept:
-                self._grant(res.job["queue"], res.reserved_at, res.job["jid"])
-        for queue, grants in self._grants.items():
-            rate = self.rates[queue]
+            for key in rules.class_of(res.job):
+                if key[0] in after and key[0] not in kept:
+                    self._grant(key, res.reserved_at, res.job["jid"])
+        for key, grants in self._grants.items():
+            rate = self._rate(key[0])
+            assert rate is not None
             while len(grants) > rate.limit:
                 grants.popleft()
             if grants and len(grants) == rate.limit:
-                self._openings[queue] = grants[0][0] + rate.period
+                self._openings[key] = grants[0][0] + rate.period
+
+    def _rate(self, name: str) -> Any:
+        rule = self.rules.by_name.get(name)
+        return None if rule is None else rule.limit.rate
 
     # --- grants: reservations beginning (the store calls these) -------------------------
 
     def reserved(self, res: Reservation) -> float | None:
-        return self._grant(res.job["queue"], res.reserved_at, res.job["jid"])
+        if not self._rated:
+            return None
+        openings = [opening for key in self.rules.class_of(res.job) if key[0] in self._rated
+                    and (opening := self._grant(key, res.reserved_at, res.job["jid"])) is not None]
+        return min(openings, default=None)
 
     def ended(self, jid: str) -> None:
         """Nothing: a grant is never refunded."""
@@ -85,12 +98,12 @@ class RateWindows:
     def cleared(self) -> None:
         self.flush()
 
-    def _grant(self, queue: str, at: float, jid: str) -> float | None:
+    def _grant(self, key: SlotKey, at: float, jid: str) -> float | None:
         """Record a grant; returns when the window it filled opens, if it filled it."""
-        rate = self.rates.get(queue)
+        rate = self._rate(key[0])
         if rate is None:
             return None
-        grants = self._grants[queue]
+        grants = self._grants.setdefault(key, deque())
         grant = (at, jid)
         if not grants or grant > grants[-1]:
             grants.append(grant)
@@ -99,80 +112,93 @@ class RateWindows:
             if index < len(grants) and grants[index] == grant:
                 return None
             grants.insert(index, grant)
-        self._forget_before(queue, grants[-1][0])
+        self._forget_before(key, grants[-1][0])
         while len(grants) > rate.limit:
             grants.popleft()
         if len(grants) < rate.limit:
-            self._openings.pop(queue, None)
+            self._openings.pop(key, None)
             return None
         opening = grants[0][0] + rate.period
-        self._openings[queue] = opening
+        self._openings[key] = opening
         return opening
 
-    def _forget_before(self, queue: str, now: float) -> None:
-        """Drop the grants out of the window at `now` (they count for no later grant)."""
-        grants = self._grants[queue]
-        period = self.rates[queue].period
+    def _forget_before(self, key: SlotKey, now: float) -> None:
+        """Drop the grants out of the window at `now` (they count for no later grant); a
+        partition left without grants is forgotten."""
+        grants = self._grants.get(key)
+        if grants is None:
+            return
+        period = self._rate(key[0]).period
         while grants and grants[0][0] + period <= now:
             grants.popleft()
+        if not grants:
+            del self._grants[key]
 
     # --- FETCH and the due timer --------------------------------------------------------
 
-    def room(self, queue: str, now: float) -> int | None:
-        """How many more grants `queue` may have at `now` (None: no rate limit)."""
-        rate = self.rates.get(queue)
+    def room(self, key: SlotKey, now: float) -> int | None:
+        """How many more grants `key` may have at `now` (None: no rate limit)."""
+        rate = self._rate(key[0])
         if rate is None:
             return None
-        self._forget_before(queue, now)
-        return rate.limit - len(self._grants[queue])
+        self._forget_before(key, now)
+        return rate.limit - len(self._grants.get(key, ()))
 
     def next_due(self) -> float | None:
         """When the next full window opens."""
         return min(self._openings.values(), default=None)
 
     def run_due(self, now: float) -> None:
-        """Windows opening at `now` wake a waiting FETCH of their queue."""
-        for queue, opening in list(self._openings.items()):
+        """Windows opening at `now` wake a waiting FETCH of their jobs."""
+        for key, opening in list(self._openings.items()):
             if opening <= now:
-                del self._openings[queue]
+                del self._openings[key]
                 if self.on_open is not None:
-                    self.on_open(queue)
+                    self.on_open(key)
 
     # --- reading --------------------------------------------------------------------------
 
-    def full(self, queue: str) -> bool:
-        """Is `queue`'s window full, as of its last grant and the due timer's last run (no
+    def full(self, key: SlotKey) -> bool:
+        """Is `key`'s window full, as of its last grant and the due timer's last run (no
         clock needed: a full window is one whose opening is still to come)?"""
-        return queue in self._openings
+        return key in self._openings
 
-    def in_window(self, queue: str, now: float) -> int:
-        """Grants of `queue` in the window ending at `now`."""
-        self._forget_before(queue, now)
-        return len(self._grants[queue])
+    def in_window(self, key: SlotKey, now: float) -> int:
+        """Grants of `key` in the window ending at `now`."""
+        self._forget_before(key, now)
+        return len(self._grants.get(key, ()))
 
-    def next_grant_at(self, queue: str, now: float) -> float | None:
-        """When `queue` may have its next grant if its window is full at `now`, else None."""
-        if self.room(queue, now):
+    def next_grant_at(self, key: SlotKey, now: float) -> float | None:
+        """When `key` may have its next grant if its window is full at `now`, else None."""
+        if self.room(key, now):
             return None
-        return self._grants[queue][0][0] + self.rates[queue].period
+        return self._grants[key][0][0] + self._rate(key[0]).period
+
+    def partitions(self, name: str) -> list[SlotKey]:
+        """The keys of the rule `name` with grants in their window."""
+        return [key for key in self._grants if key[0] == name]
 
     # --- state in the store's care (snapshots) -------------------------------------------
 
     def apply(self, op: Op) -> float | None:
-        """A snapshot's grants of one throttle (ignored if it has no rate limit now)."""
-        queue = op["queue"]
+        """A snapshot's grants of one (rule, partition) (ignored if the rule has no rate
+        limit now). `queue` is the rule's name (a throttle's queue, `limits:<name>`)."""
+        key = (op["queue"], tuple(op.get("partition", ())))
         for at, jid in op["grants"]:
-            self._grant(queue, at, jid)
-        return self._openings.get(queue)
+            self._grant(key, at, jid)
+        return self._openings.get(key)
 
     def snapshot(self) -> Iterator[Op]:
-        ops: list[dict[str, Any]] = [
-            {"op": GRANTS_OP, "queue": queue, "grants": [[at, jid] for at, jid in grants]}
-            for queue, grants in self._grants.items() if grants]
+        ops: list[dict[str, Any]] = []
+        for (name, partition), grants in self._grants.items():
+            if grants:
+                op: dict[str, Any] = {"op": GRANTS_OP, "queue": name, "grants": [[at, jid] for at, jid in grants]}
+                if partition:
+                    op["partition"] = list(partition)
+                ops.append(op)
         return iter(ops)
 
     def flush(self) -> None:
         """FLUSH empties every window."""
-        for grants in self._grants.values():
-            grants.clear()
+        self._grants.clear()
         self._openings.clear()

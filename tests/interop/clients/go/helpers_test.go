@@ -117,7 +117,9 @@ func fetchJob(t *testing.T, cl *client.Client, queues ...string) *client.Job {
 	return job
 }
 
-// fetchNothing asserts that a FETCH comes back empty ($-1) within 2.1 s.
+// fetchNothing asserts that a FETCH comes back empty ($-1): after its 2 s block, not never.
+// The bound leaves 1 s for a loaded 2-core machine (the suite runs beside the clients'
+// builds); how long the block lasts is pinned to the millisecond by the server's MockClock tests.
 func fetchNothing(t *testing.T, cl *client.Client, queues ...string) {
 	t.Helper()
 	started := time.Now()
@@ -127,8 +129,8 @@ func fetchNothing(t *testing.T, cl *client.Client, queues ...string) {
 	if job != nil {
 		t.Fatalf("FETCH %s returned job %s (%s), expected nothing", strings.Join(queues, " "), job.Jid, job.Type)
 	}
-	if elapsed > 2100*time.Millisecond {
-		t.Fatalf("empty FETCH %s took %v (> 2.1 s)", strings.Join(queues, " "), elapsed)
+	if elapsed > 3*time.Second {
+		t.Fatalf("empty FETCH %s took %v (> 3 s)", strings.Join(queues, " "), elapsed)
 	}
 }
 

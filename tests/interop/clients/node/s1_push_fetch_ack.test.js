@@ -63,14 +63,15 @@ test("FETCH takes queues in the order given", { timeout: 15000 }, async () => {
   await worker.ack(second.jid);
 });
 
-test("FETCH on an empty queue gives null (`$-1`) within 2.1 s", { timeout: 15000 }, async () => {
+test("FETCH on an empty queue gives null (`$-1`) after its 2 s block", { timeout: 15000 }, async () => {
   const jid = await producer.push({ jobtype: "S1Job", args: [], queue: "s1" });
   assert.equal((await worker.fetch("s1")).jid, jid);
   const started = process.hrtime.bigint();
   const nothing = await worker.fetch("s1");
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   assert.equal(nothing, null);
-  assert.ok(elapsed <= 2.1, `empty FETCH took ${elapsed.toFixed(3)} s`);
+  // after the block, not never: 1 s of slack for a loaded 2-core machine
+  assert.ok(elapsed <= 3, `empty FETCH took ${elapsed.toFixed(3)} s`);
   await worker.ack(jid);
 });
 
@@ -78,7 +79,7 @@ test("a blocked FETCH wakes up for a job pushed meanwhile", { timeout: 15000 }, 
   const pending = worker.fetch("late");
   await new Promise((resolve) => setTimeout(resolve, 300));
   const jid = await producer.push({ jobtype: "S1Job", args: [], queue: "late" });
-  const job = await within(2100, pending, "blocked FETCH");
+  const job = await within(5000, pending, "blocked FETCH"); // not woken: null at 2 s, failing below
   assert.equal(job.jid, jid);
   await worker.ack(jid);
 });
