@@ -5,7 +5,8 @@ for two tenants, a diamond a → {b, c} → d, on an in-process server whose Moc
 (so no FETCH ever times out: a stuck job would hang, and the hang guard end, the test).
 
 Whenever every task has settled, after each push and each ACK:
-* L1: no waiting FETCH has a job in its queue it may take (test_throttles_liveness.py's check);
+* L1: no waiting FETCH has a job in its queue it may take (test_throttles_liveness.py's check),
+  and INFO `server.fetches_waiting` counts exactly the FETCHes the workers have outstanding;
 * held jobs never count in THROTTLE STATUS `waiting`, in total or per partition: with L1 every
   queued job waits on a full partition, so `waiting` is exactly the queued jobs, by tenant;
 * S1: at most one reservation per partition;
@@ -61,7 +62,10 @@ async def check_step(server: Server, producer: AsyncClient, fetchers: list[Fetch
     reserved = Counter(tenant_of(res.job) if partitioned else None for res in store.reservations())
     assert all(n <= 1 for n in reserved.values()), reserved
     status = json.loads(await producer.command("THROTTLE STATUS lim"))["lim"]
-    info = (await producer.info())["faktory"]
+    document = await producer.info()
+    # the FETCHes the test believes blocked are the server's (INFO server.fetches_waiting, ours)
+    assert document["server"]["fetches_waiting"] == sum(1 for f in fetchers if f.queues is not None)
+    info = document["faktory"]
     assert status["waiting"] == len(queued) == info["queues"].get("lim", 0)
     assert info["throttles"]["lim"]["waiting"] == len(queued)
     by_partition = {json.dumps(p["key"]): p["waiting"] for p in status["by_partition"] if p["waiting"]}
