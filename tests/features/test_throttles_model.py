@@ -320,10 +320,10 @@ class ThrottleMachine(RuleBasedStateMachine):
         either mode; with job_end they still hold their slots, §11.2, §11.7)."""
         overdue: Counter[str] = Counter()
         for res in self.store.reservations():
-            for rule in ref_rules(self.config):
-                timeout = rule.entry.timeout
-                if rule.key(res.job) is not None and timeout is not None and res.reserved_at + timeout <= self.now:
-                    overdue[rule.name] += 1
+            for ref in ref_rules(self.config):
+                timeout = ref.entry.timeout
+                if ref.key(res.job) is not None and timeout is not None and res.reserved_at + timeout <= self.now:
+                    overdue[ref.name] += 1
         assert +self.throttles.occupancy.overdue == overdue
 
     @invariant()

@@ -2,7 +2,7 @@
 `custom.tenant` (protocol/spec.md §11.8, §14): A-T13 and C-T8, the Oban Pro 1.3.1 regression
 transposed. Workers with synchronous ACKs run a 3-step chain, a 10 → 1 fan-in and, per tenant
 for two tenants, a diamond a → {b, c} → d, on an in-process server whose MockClock never moves
-(so no FETCH ever times out: a stuck job would hang, and the hang guard end, the test).
+(so no FETCH ever times out: with work left and no worker holding a job, the test fails at once).
 
 Whenever every task has settled, after each push and each ACK:
 * L1: no waiting FETCH has a job in its queue it may take (test_throttles_liveness.py's check),
@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from helpers.async_client import AsyncClient
+from test_throttles_liveness import Fetcher, stuck
 
 from faktory_py.config import Config, Throttle, ThrottlesConfig
 from faktory_py.server.app import Server, serve
-from helpers.async_client import AsyncClient
-from test_throttles_liveness import Fetcher, stuck
 
 #: name → (tenant, dependencies); pushed dependents first, so each is held when pushed
 CHAIN = {"c3": ("x", ("c2",)), "c2": ("x", ("c1",)), "c1": ("x", ())}
