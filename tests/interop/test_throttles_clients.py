@@ -1,5 +1,8 @@
-"""The Python clients through a throttled server process (protocol/spec.md §11.4): pyfaktory
-parses INFO with `faktory.throttles` in it, a rate limit's object too (A-T14, its Python part), and both clients' FETCH
+"""The Python clients through a throttled server process (protocol/spec.md §11.4): pyfaktory and
+`faktory` (through its own reply reader) parse INFO with `faktory.throttles` in it, a rate
+limit's object too, and `faktory.limits` (a partitioned named limit), `faktory.cron` (a yearly
+entry) and `faktory.workflows` (a held job), the document keeping its four top-level keys
+(A-T14, its Python part), and both clients' FETCH
 skips a full throttled queue for the next one, as the server's own count confirms; 10 threads
 of `faktory` work 200 jobs through `concurrency = 3` and the server's journal shows never more
 than 3 reserved at once (A-T15). (An unknown key in the configuration is logged and does not
@@ -18,14 +21,26 @@ from faktory._proto import Connection
 from pyfaktory import Client, Job, Producer
 
 from helpers.rawclient import RawClient
-from helpers.throttles import configure_throttles, peak_reserved
+from helpers.throttles import HELD_JOB, configure_throttles, hold_a_job, peak_reserved
 
 
 def throttled_server(server_factory):
     srv = server_factory(start=False)
     configure_throttles(srv)
     srv.start()
+    hold_a_job(srv)
     return srv
+
+
+def assert_full_info(info: dict) -> None:
+    """What A-T14 asks of every client's INFO: four top-level keys, the extensions under
+    `faktory`, the held job counted only as held."""
+    assert sorted(info) == ["faktory", "now", "server", "server_utc_time"]  # all nests under faktory
+    data = info["faktory"]
+    assert data["limits"]["tenants"]["jobtypes"] == [HELD_JOB["jobtype"]]
+    assert data["limits"]["tenants"]["waiting"] == 0  # the held TenantJob waits on its dependency only
+    assert data["cron"]["entries"] == 1
+    assert data["workflows"]["held"] == 1
 
 
 def in_use(srv, queue: str) -> int:
@@ -44,7 +59,7 @@ def test_pyfaktory_parses_info_and_fetches_past_a_full_throttle(server_factory) 
             assert producer.push(Job(jobtype="Bulk", args=[i], queue="bulk")) is True
         assert producer.push(Job(jobtype="Other", args=[], queue="other")) is True
         info = client.info()
-        assert sorted(info) == ["faktory", "now", "server", "server_utc_time"]  # throttles nest under faktory
+        assert_full_info(info)
         assert info["faktory"]["throttles"]["bulk"]["concurrency"] == 2
         assert info["faktory"]["throttles"]["image-processing"]["worker"] == 1
         assert info["faktory"]["throttles"]["api"]["rate"] == {"limit": 100, "period": 60.0}
@@ -71,6 +86,10 @@ def test_cdrx_faktory_fetches_past_a_full_throttle(server_factory) -> None:
         queues = [conn.fetch(["bulk", "other"])["queue"] for _ in range(3)]
         assert queues == ["bulk", "bulk", "other"]
         assert in_use(srv, "bulk") == 2
+        conn.reply("INFO")  # the client has no INFO of its own: its reply reader parses ours
+        info = json.loads(next(conn.get_message()))
+        assert_full_info(info)
+        assert info["faktory"]["throttles"]["bulk"]["in_use"] == 2
     finally:
         conn.disconnect()
 

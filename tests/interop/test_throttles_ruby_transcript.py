@@ -22,16 +22,23 @@ from helpers.throttles import configure_throttles, peak_reserved
 CASE = Path(__file__).resolve().parents[2] / "protocol" / "cases" / "client-ruby.case"
 
 
-def captured_worker_lines() -> dict[str, bytes]:
-    """The worker connection's captured HELLO, FETCH and ACK lines, as bytes on the wire."""
-    lines: dict[str, bytes] = {}
-    in_worker = False
+def captured_lines(connection: str) -> list[bytes]:
+    """The captured lines the gem sent on the connections named `connection`, as bytes on the wire."""
+    lines: list[bytes] = []
+    on_it = False
     for line in CASE.read_text().splitlines():
         if line.startswith("--- connection "):
-            in_worker = line == "--- connection worker"
-        elif in_worker and line.startswith("C: "):
-            verb = line[3:].split(" ", 1)[0]
-            lines.setdefault(verb, line[3:].replace("\\r", "\r").replace("\\n", "\n").encode())
+            on_it = line == f"--- connection {connection}"
+        elif on_it and line.startswith("C: "):
+            lines.append(line[3:].replace("\\r", "\r").replace("\\n", "\n").encode())
+    return lines
+
+
+def captured_worker_lines() -> dict[str, bytes]:
+    """The worker connection's captured HELLO, FETCH and ACK lines (the first of each verb)."""
+    lines: dict[str, bytes] = {}
+    for line in captured_lines("worker"):
+        lines.setdefault(line.split(b" ", 1)[0].decode(), line)
     return lines
 
 
