@@ -10,7 +10,12 @@ it); and `gated`, `concurrency = 3`, which real workers run through (A-T15), wit
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from faktory_py.store.journal import Journal
 from helpers.rawclient import RawClient
@@ -72,3 +77,53 @@ def peak_reserved(data_dir: Path, queue: str) -> tuple[int, int]:
                 elif op["op"] in ("done", "release"):
                     reserved.discard(op["jid"])
     return peak, total
+
+
+class GatedWorker(Protocol):
+    """One worker thread's connection, as `work_in_threads` drives it."""
+
+    def fetch(self) -> str | None:
+        """FETCH `gated`: the job's jid, None when the 2 s block ran out."""
+
+    def ack(self, jid: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def work_in_threads(connect: Callable[[], GatedWorker], jobs: int = 200, threads: int = 10) -> Counter[str]:
+    """A-T15's worker process: `threads` threads, each on its own connection from `connect`,
+    FETCH `gated` and ACK (after 5 ms of "work", so the slots fill) until `jobs` jobs were worked
+    or a minute passed. Returns how often each jid was worked; a thread's error is raised."""
+    worked: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 60
+
+    def work() -> None:
+        try:
+            worker = connect()
+        except BaseException as exc:  # noqa: BLE001 -- reported by the test thread
+            errors.append(exc)
+            return
+        try:
+            while sum(worked.values()) < jobs and time.monotonic() < deadline:
+                jid = worker.fetch()
+                if jid is None:
+                    continue
+                time.sleep(0.005)
+                with lock:
+                    worked[jid] += 1
+                worker.ack(jid)
+        except BaseException as exc:  # noqa: BLE001 -- reported by the test thread
+            errors.append(exc)
+        finally:
+            worker.close()
+
+    running = [threading.Thread(target=work) for _ in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return worked
