@@ -16,7 +16,7 @@ import trio.testing
 from faktory_py.config import Throttle
 from helpers.async_client import AsyncClient
 from helpers.rawclient import ReplyError
-from test_throttles_tcp import SLACK, jid, job, named, running_server, status, workers
+from test_throttles_tcp import SLACK, jid, job, named, throttled_server, status, workers
 
 
 async def mutate(client: AsyncClient, cmd: str, *names: str, **request: Any) -> Any:
@@ -27,7 +27,7 @@ async def mutate(client: AsyncClient, cmd: str, *names: str, **request: Any) -> 
 async def test_a_requeued_zombie_frees_its_slot_and_a_waiting_fetch_gets_it_at_once(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     throttle = Throttle("q", 600, concurrency=1, slot_release="job_end")
-    async with running_server(tmp_path, throttle) as server:
+    async with throttled_server(tmp_path, throttle) as server:
         producer, zombie, waiting = await workers(server, 3)
         assert await producer.push(job("z", "q")) == b"OK"
         assert named(await zombie.fetch("q")) == "z"
@@ -46,7 +46,7 @@ async def test_a_requeued_zombie_frees_its_slot_and_a_waiting_fetch_gets_it_at_o
 async def test_kill_and_discard_are_journaled_and_a_restart_rebuilds_them(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     throttle = Throttle("q", 600, concurrency=3)
-    async with running_server(tmp_path, throttle) as server:
+    async with throttled_server(tmp_path, throttle) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         for name in ("k", "d", "stay"):
             assert await client.push(job(name, "q")) == b"OK"
@@ -57,7 +57,7 @@ async def test_kill_and_discard_are_journaled_and_a_restart_rebuilds_them(
         await client.aclose()
     assert before[0] == {"dead": 1, "retries": 0, "scheduled": 0, "working": 1}
     assert before[1]["q"]["in_use"] == 1
-    async with running_server(tmp_path, throttle) as server:
+    async with throttled_server(tmp_path, throttle) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         assert ((await client.info())["faktory"]["sets"], await status(client)) == before
         (dead,) = [job for _, _, job in server.dispatcher.manager.store.set_entries("dead")]
@@ -75,7 +75,7 @@ async def test_kill_and_discard_are_journaled_and_a_restart_rebuilds_them(
 ])
 async def test_refusals_keep_the_connection_serving(
         tmp_path: Path, autojump_clock: trio.testing.MockClock, request_: dict[str, Any], error: str) -> None:
-    async with running_server(tmp_path, Throttle("q", 600, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", 600, concurrency=1)) as server:
         (client,) = await workers(server, 1)
         with pytest.raises(ReplyError) as refused:
             await client.json_command("MUTATE", request_)

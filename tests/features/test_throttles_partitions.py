@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,16 @@ import pytest
 import trio
 import trio.testing
 
-from helpers.async_client import AsyncClient
+from helpers.inprocess import inprocess_config, running_server
 from helpers.model_replay import replay, roundtrip, snapshot_records
 from helpers.scan_guard import private_queue, refuse_walks
 from faktory_py import config
-from faktory_py.config import Config, NamedLimit, Throttle, ThrottlesConfig
+from faktory_py.config import NamedLimit, Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.errors import ConfigError
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.features.throttles.rules import Limit, Rules, throttle
-from faktory_py.server.app import Server, enterprise_features, serve
+from faktory_py.server.app import Server, enterprise_features
 from faktory_py.server.reload import throttle_rules
 from faktory_py.store import job_queue
 from faktory_py.store.memory import MemoryStore
@@ -286,23 +285,15 @@ def test_a_reload_that_partitions_a_rate_limit_counts_the_live_grants_per_partit
 
 # --- over TCP -------------------------------------------------------------------------------
 
-@asynccontextmanager
-async def running_server(tmp_path: Path, throttles: ThrottlesConfig) -> AsyncIterator[Server]:
-    conf = Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
-                  fsync="no", throttles=throttles)
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(serve, conf)
-        try:
-            yield server
-        finally:
-            server.shutdown()
+def limited_server(tmp_path: Path, throttles: ThrottlesConfig) -> AbstractAsyncContextManager[Server]:
+    return running_server(inprocess_config(tmp_path, throttles=throttles))
 
 
 async def test_the_ack_of_a_partitions_job_hands_its_next_job_to_a_waiting_fetch(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T7 over TCP: t1,t1,t1,t2,t3 queued, three FETCHes get t1, t2, t3 at once; a fourth
     waits; the ACK of t1's job hands it the next t1 job at once, not at its 2 s timeout."""
-    async with running_server(tmp_path, BY_TENANT) as server:
+    async with limited_server(tmp_path, BY_TENANT) as server:
         producer, *fetchers = await workers(server, 5)
         for name, tenant in (("a1", "t1"), ("b1", "t1"), ("c1", "t1"), ("a2", "t2"), ("a3", "t3")):
             assert await producer.push(tenant_job(name, tenant)) == b"OK"
@@ -329,7 +320,7 @@ async def test_a_per_jobtype_limit_over_tcp_wakes_a_fetch_of_another_queue(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T8 over TCP: the RenderPDF of queue a holds the limit; a FETCH b gets b's Mail job
     queued behind b's RenderPDF, then waits; the ACK of a's RenderPDF hands it b's."""
-    async with running_server(tmp_path, PDF) as server:
+    async with limited_server(tmp_path, PDF) as server:
         producer, first, second = await workers(server, 3)
         for name, queue, jobtype in (("p1", "a", "RenderPDF"), ("p2", "b", "RenderPDF"), ("x", "b", "Mail")):
             assert await producer.push(job(name, queue, jobtype)) == b"OK"

@@ -21,7 +21,7 @@ from faktory_py.server.reload import throttle_rules
 from faktory_py.store.memory import MemoryStore
 from helpers.model_replay import replay, snapshot_records
 from faktory_py.util.timefmt import format_time
-from test_throttles_tcp import SLACK, ack, job, jid, named, running_server, status, workers
+from test_throttles_tcp import SLACK, ack, job, jid, named, throttled_server, status, workers
 
 RATED = Throttle("api", 60, rate=(3, 10.0))
 
@@ -32,7 +32,7 @@ async def test_a_full_window_opens_exactly_a_period_after_its_oldest_grant(
     at t=10 s exactly (woken by the window's opening, not by its own 2 s polls), though a
     job FAILed at t=1; at t=10 the whole window is open again (3 more), then the 7th waits
     until t=20."""
-    async with running_server(tmp_path, RATED) as server:
+    async with throttled_server(tmp_path, RATED) as server:
         producer, *fetchers = await workers(server, 5)
         for i in range(10):
             assert await producer.push(job(f"api-{i}", "api")) == b"OK"
@@ -70,7 +70,7 @@ async def test_a_restart_keeps_the_window_with_the_grants_of_acked_jobs(
     """A-T10 for rates: 2 grants in window (one job ACKed, one still reserved), the server
     stops and starts on its journal: both still count, one more FETCH gets a job and the
     next waits for the window to open."""
-    async with running_server(tmp_path, RATED) as server:
+    async with throttled_server(tmp_path, RATED) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         for i in range(5):
             assert await client.push(job(f"j{i}", "api")) == b"OK"
@@ -81,7 +81,7 @@ async def test_a_restart_keeps_the_window_with_the_grants_of_acked_jobs(
         before = await status(client)
         await client.aclose()
     await trio.sleep(1)
-    async with running_server(tmp_path, RATED) as server:
+    async with throttled_server(tmp_path, RATED) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         after = await status(client)
         assert after == before
@@ -96,7 +96,7 @@ async def test_a_restart_keeps_the_window_with_the_grants_of_acked_jobs(
 
 
 async def test_info_shows_the_rate_limit(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path, RATED) as server:
+    async with throttled_server(tmp_path, RATED) as server:
         client = await AsyncClient.connect(server.port)
         info = await client.info()
         assert info["faktory"]["throttles"] == {"api": {

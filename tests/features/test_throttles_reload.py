@@ -16,7 +16,7 @@ import trio.testing
 from faktory_py.config import Config, NamedLimit, Throttle, ThrottlesConfig, load
 from faktory_py.server.app import Server
 from helpers.async_client import AsyncClient
-from test_throttles_tcp import SLACK, ack, job, named, running_server, status, workers
+from test_throttles_tcp import SLACK, ack, job, named, throttled_server, status, workers
 
 
 def with_throttles(server: Server, *throttles: Throttle) -> Config:
@@ -28,7 +28,7 @@ async def test_a_lowered_limit_admits_nobody_until_enough_slots_end(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T11: concurrency 4 → 2 with 4 in flight: no grant until in_use <= 1, then the
     waiting FETCH gets its job at once."""
-    async with running_server(tmp_path, Throttle("q", 60, concurrency=4)) as server:
+    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=4)) as server:
         producer, *fetchers = await workers(server, 6)
         for i in range(6):
             assert await producer.push(job(f"q-{i}", "q")) == b"OK"
@@ -56,7 +56,7 @@ async def test_an_invalid_reload_keeps_the_configuration_in_force(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T11: a reload whose conf.d is invalid (a throttle without timeout) or unreadable
     changes nothing, and the error is kept until a good reload."""
-    async with running_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
         conf_d = tmp_path / "conf" / "conf.d"
         conf_d.mkdir(parents=True)
         (conf_d / "throttles.toml").write_text("[throttles]\nq = { concurrency = 5 }\n")
@@ -88,7 +88,7 @@ async def test_a_raised_limit_wakes_the_waiting_fetches(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A waiting FETCH held back by a full throttle gets its job the moment a reload raises
     the limit, with no clock advance."""
-    async with running_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
         producer, first, second = await workers(server, 3)
         for i in range(2):
             assert await producer.push(job(f"q-{i}", "q")) == b"OK"
@@ -108,7 +108,7 @@ async def test_an_added_throttle_counts_the_jobs_in_flight_and_a_removed_one_fre
     """Slots are recounted from the live reservations: a throttle added while 2 jobs of its
     queue run starts with in_use 2 (its gate now in FETCH, as if configured at start); with
     its worker limit, each wid's slots are counted too. Removing it frees the queue."""
-    async with running_server(tmp_path) as server:
+    async with throttled_server(tmp_path) as server:
         producer, a, b = await workers(server, 3)
         for i in range(4):
             assert await producer.push(job(f"q-{i}", "q")) == b"OK"
@@ -129,7 +129,7 @@ async def test_a_shorter_timeout_ends_the_slots_it_has_passed(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A slot whose new timeout has already passed is free (and its job overdue) at once; the
     due timer learns the new, earlier timeout of the others and wakes a waiting FETCH then."""
-    async with running_server(tmp_path, Throttle("q", 60, concurrency=2)) as server:
+    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=2)) as server:
         producer, first, second = await workers(server, 3)
         for i in range(3):
             assert await producer.push(job(f"q-{i}", "q")) == b"OK"
@@ -154,7 +154,7 @@ async def test_a_reload_that_adds_a_partition_or_a_limit_classifies_the_queued_j
     """Step 5 of issue 12: a FETCH waiting on a full throttle gets the job of another tenant
     the moment a reload partitions the throttle by tenant; a named limit added by a reload
     counts the job in flight it selects, and holds back the next one."""
-    async with running_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
         producer, first, second = await workers(server, 3)
         for name, tenant in (("a-1", "a"), ("a-2", "a"), ("b-1", "b")):
             assert await producer.push(job(name, "q", custom={"tenant": tenant})) == b"OK"

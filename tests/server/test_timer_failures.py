@@ -20,7 +20,7 @@ import trio.testing
 from helpers.async_client import AsyncClient
 from faktory_py.core.lifecycle import Manager
 from faktory_py.store import api as store_api
-from test_timers import SLACK, job, rfc3339, running_server, trio_time_of, unix_now
+from test_timers import SLACK, job, rfc3339, timed_server, trio_time_of, unix_now
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,7 +46,7 @@ async def test_a_scheduled_job_the_timer_cannot_enqueue_goes_to_the_dead_set(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(store_api, "encode", fail_for("poison-0001", store_api.encode))
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         at_unix = unix_now(server) + 60
         for jid in ("poison-0001", "healthy-001"):
@@ -61,7 +61,7 @@ async def test_a_scheduled_job_the_timer_cannot_enqueue_goes_to_the_dead_set(
         assert (sets["scheduled"], sets["dead"]) == (0, 1)
         await client.aclose()
     assert "the timers could not move job poison-0001" in caplog.text
-    async with running_server(tmp_path) as server:  # the quarantine was journaled
+    async with timed_server(tmp_path) as server:  # the quarantine was journaled
         assert dead_entry(server, "poison-0001")["failure"]["errtype"] == "ServerError"
 
 
@@ -69,7 +69,7 @@ async def test_a_reservation_whose_expiry_fails_goes_to_the_dead_set(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Manager, "_failure_ops", fail_for("poison-0002", Manager._failure_ops))
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         for jid in ("poison-0002", "healthy-002"):
             assert await client.push(job(jid, reserve_for=60)) == b"OK"
@@ -93,7 +93,7 @@ async def test_a_timer_failure_not_tied_to_a_job_is_retried_with_a_growing_pause
         calls.append(trio.current_time())
         raise RuntimeError("injected timer failure")
 
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         monkeypatch.setattr(Manager, "next_due", broken_next_due)
         at_unix = unix_now(server) + 1
