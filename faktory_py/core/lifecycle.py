@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -324,6 +324,15 @@ class Manager:
         if isinstance(answer, hooks.Ends):
             return [*answer.ops, *self._end_ops(answer.ended, now, source)]
         return list(answer)
+
+    def batch_reached(self, reached: Sequence[hooks.Reached], now: float) -> list[AnyOp]:
+        """`hooks.JobPusher`: every batch hook's ops for batches that reached moments, with
+        the end hooks' ops for the jobs those ended (a dependent killed by policy)."""
+        ops: list[AnyOp] = []
+        if reached:
+            for watch in self.features.batch:
+                ops.extend(self._ends_ops(watch.on_batch(reached, now), watch, now))
+        return ops
 
     # --- timers' work ---------------------------------------------------------------
 
