@@ -225,9 +225,12 @@ class JobPusher(Protocol):
         caller commits them within its own step."""
 
 
-    def batch_reached(self, reached: Sequence[Reached], now: float) -> list[AnyOp]:
-        """The ops of every batch hook told that batches reached `reached` (and of the end
-        hooks told of the jobs those ended), for the caller to commit within its own step."""
+    def batch_reached(self, reached: Sequence[Reached], caller: object, now: float) -> Ends:
+        """The ops of every batch hook told that batches reached `reached`, and of the end
+        hooks told of the jobs those ended (a dependent killed by policy), for the caller to
+        commit within its own step; `caller`'s own end hook is not told of those jobs (they
+        are `Ends.ended`): it counts them in the plan it is making, whose state the other
+        hooks cannot see yet."""
 
 
 class PushUser(Protocol):

@@ -305,16 +305,16 @@ class Manager:
             ops.extend(self._end_ops([Ended(failed, ending)], now))
         return ops
 
-    def _end_ops(self, ended: list[Ended], now: float, source: object = None) -> list[AnyOp]:
+    def _end_ops(self, ended: list[Ended], now: float, *skip: object) -> list[AnyOp]:
         """The end hooks' ops for jobs that left for good in the step being planned.
 
         A hook answering `hooks.Ends` ended more jobs itself (dependents killed by policy):
-        every other end hook is told of those too, in the same step; `source` is the hook
-        whose own `Ends` these are (it is not told again)."""
+        every other end hook is told of those too, in the same step; `skip` holds the hook
+        whose own `Ends` these are (it is not told again), and one that counts them itself."""
         ops: list[AnyOp] = []
         if ended:
             for end in self.features.end:
-                if end is not source:
+                if not any(end is hook for hook in skip):
                     ops.extend(self._ends_ops(end.on_end(ended, now), end, now))
         return ops
 
@@ -325,14 +325,20 @@ class Manager:
             return [*answer.ops, *self._end_ops(answer.ended, now, source)]
         return list(answer)
 
-    def batch_reached(self, reached: Sequence[hooks.Reached], now: float) -> list[AnyOp]:
+    def batch_reached(self, reached: Sequence[hooks.Reached], caller: object, now: float) -> hooks.Ends:
         """`hooks.JobPusher`: every batch hook's ops for batches that reached moments, with
-        the end hooks' ops for the jobs those ended (a dependent killed by policy)."""
+        the end hooks' ops for the jobs those ended (a dependent killed by policy) — all but
+        `caller`'s, which is handed those jobs to count in the plan it is making."""
         ops: list[AnyOp] = []
-        if reached:
-            for watch in self.features.batch:
-                ops.extend(self._ends_ops(watch.on_batch(reached, now), watch, now))
-        return ops
+        ended: list[Ended] = []
+        for watch in self.features.batch if reached else ():
+            answer = watch.on_batch(reached, now)
+            if isinstance(answer, hooks.Ends):
+                ops += [*answer.ops, *self._end_ops(answer.ended, now, watch, caller)]
+                ended += answer.ended
+            else:
+                ops += answer
+        return hooks.Ends(ops, ended)
 
     # --- timers' work ---------------------------------------------------------------
 

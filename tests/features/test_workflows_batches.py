@@ -220,3 +220,19 @@ def test_a_forgotten_batch_keeps_the_outcome_its_dependents_saw(world: World) ->
     world.ack("x")
     assert world.run("d", queue="after")["custom"]["_after"][bid] == {"bid": bid, "outcome": "success"}
     world.check_replay()
+
+
+def test_a_dependent_killed_as_its_batch_expires_counts_in_that_same_step(world: World) -> None:
+    """D, a member of P, waits on P's uncommitted child C. C's expiry removes it from P and
+    kills D (success policy) in one step: P counts D as failed in the plan that removed C,
+    so P completes and fires its complete callback once."""
+    parent = new_batch(world, complete="parentcb")
+    child = new_batch(world, parent=parent, success="childcb1")
+    world.push("d", after=[{"bid": child}], custom={"bid": parent})
+    commit(world, parent)
+    world.advance(1800)
+    assert world.dead("d") is not None
+    status = batches_of(world).status(parent, world.now)
+    assert (status["total"], status["pending"], status["failed"], status["complete_st"]) == (1, 1, 1, "1")
+    assert callbacks(world) == ["parentcb"]
+    world.check_replay()

@@ -93,7 +93,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ...core import jobs
-from ...core.hooks import BatchMoment, Ended, Ending, JobPusher, Outcome, Reached
+from ...core.hooks import BatchMoment, Ended, Ending, Ends, JobPusher, Outcome, Reached
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NoSuchBatch
 from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
@@ -240,8 +240,18 @@ class Batches:
 
     def _ops(self, txn: Txn, now: float) -> list[AnyOp]:
         """A plan's ops, and in the same step those of every feature told of the moments
-        its batches reach (a job waiting for a batch, `hooks.BatchHook`)."""
-        return txn.ops + self.pusher.batch_reached(txn.reached(), now)
+        its batches reach (a job waiting for a batch, `hooks.BatchHook`). Jobs those end
+        (a dependent killed because its batch is gone) are counted in this very plan, which
+        may reach further moments in turn."""
+        told: set[Reached] = set()
+        ops: list[AnyOp] = []
+        while reached := [moment for moment in txn.reached() if moment not in told]:
+            told.update(reached)
+            answer = self.pusher.batch_reached(reached, self, now)
+            ops += answer.ops
+            for end in answer.ended:
+                self._finished(txn, end.job, end.ending is Ending.SUCCESS, True, now)
+        return txn.ops + ops
 
     # --- reading ----------------------------------------------------------------------
 
@@ -479,8 +489,8 @@ class Unhooked:
     def push_ops(self, job: Job, now: float) -> list[AnyOp]:
         return [enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))]
 
-    def batch_reached(self, reached: Sequence[Reached], now: float) -> list[AnyOp]:
-        return []
+    def batch_reached(self, reached: Sequence[Reached], caller: object, now: float) -> Ends:
+        return Ends([], [])
 
 
 def batch_table(extension: Batches) -> dict[str, Any]:
