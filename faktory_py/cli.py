@@ -117,7 +117,7 @@ def check_config(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"faktory-py check-config: {exc}", file=sys.stderr)
         return 2
-    for warning in (*config.throttles.warnings, *config.cron.warnings):
+    for warning in (*config.throttles.warnings, *config.cron.warnings, *config.statsd.warnings):
         print(f"faktory-py check-config: warning: {warning}", file=sys.stderr)
     counts = f"{len(config.throttles.entries)} throttles"
     if config.throttles.limits:

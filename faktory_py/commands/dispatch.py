@@ -38,6 +38,8 @@ class Session:
     conn_id: int
     wid: str = ""
     worker: Worker | None = None
+    #: the client's address, for the log of what it is refused
+    peer: str = "unknown"
 
 
 class Reply(NamedTuple):
@@ -161,6 +163,9 @@ class Dispatcher:
         #: why commands that change state are refused right now (the journal cannot be
         #: written), or None; server/durability.py's `refusal`
         self.refusal: Callable[[], str | None] = lambda: None
+        #: told of every command refused with a client error (the session and the `-` reply):
+        #: the server logs it, rate-limited (server/refusals.py)
+        self.refused: Callable[[Session, bytes], None] = lambda session, reply: None
         self._handlers: dict[str, Callable[[Session, str], Any]] = {
             "END": self._end, "FLUSH": self._flush, "INFO": self._info, "PUSH": self._push,
             "PUSHB": self._pushb, "FETCH": self._fetch, "ACK": self._ack, "FAIL": self._fail,
@@ -185,18 +190,15 @@ class Dispatcher:
         handler = self._handlers.get(command.verb)
         try:
             if handler is None:
-                if command.verb in ENTERPRISE_ONLY:
-                    data = wire.error(ENTERPRISE_ONLY[command.verb])
-                else:
-                    data = wire.error(f"unknown command {command.verb}")
-            else:
-                data = self._refused(command)
-                if data is None:
-                    data = handler(session, command.arg)
-                    if type(data) is Block:
-                        return data
+                raise ClientError(ENTERPRISE_ONLY.get(command.verb) or f"unknown command {command.verb}")
+            data = self._refused(command)
+            if data is None:
+                data = handler(session, command.arg)
+                if type(data) is Block:
+                    return data
         except ClientError as exc:
             data = wire.error(str(exc), exc.code)
+            self.refused(session, data)
         except Exception:
             log.exception("internal error handling %s", command.verb)
             data = wire.error("internal error")

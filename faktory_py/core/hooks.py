@@ -239,6 +239,33 @@ class PushUser(Protocol):
         the Manager is made over the registry."""
 
 
+class ObserveHook(Protocol):
+    """Told of what the job lifecycle did, once it is committed (live commands and timers
+    only: journal replay runs no hook). For metrics (the statsd sender): it returns no ops
+    and must not raise, and a server without observers pays one empty loop per step.
+
+    Reservations that an operator ends (MUTATE on `working`) are not runs of the job and are
+    not told; jobs a feature pushes on its own (cron, batch callbacks) are not PUSHes."""
+
+    def pushed(self, job: Job, now: float) -> None:
+        """PUSH or PUSHB stored `job` (as prepared: `expires_in` made `expires_at`)."""
+
+    def denied(self, job: Job, now: float) -> None:
+        """PUSH or PUSHB refused `job` as not unique (`-NOTUNIQUE`)."""
+
+    def fetched(self, job: Job, wid: str, now: float) -> None:
+        """FETCH reserved `job` for `wid`."""
+
+    def acked(self, res: Reservation, now: float) -> None:
+        """A reserved job was ACKed."""
+
+    def failed(self, res: Reservation, now: float) -> None:
+        """A reserved job failed: FAIL, its reservation expired, or its worker was lost."""
+
+    def expired(self, job: Job, now: float) -> None:
+        """FETCH dropped `job` because its `expires_at` had passed."""
+
+
 class InfoHook(Protocol):
     def info_fields(self) -> dict[str, Any]:
         """Extra keys for INFO's `faktory` block (extra keys never break typed decoders)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ClientError, NoSuchJob
+from ..errors import ClientError, NoSuchJob, NotUnique
 from ..store.api import (
     JOB_SETS, AnyOp, Done, Drop, Enqueue, Flush, Job, Pause, Release, RemoveQueue, Reservation, Reserve,
     Resume, SetAdd, SetClear, SetRemove, Store, enqueue_op,
@@ -82,6 +82,9 @@ class Manager:
         self.features = features if features is not None else Registry()
         self.tasks = {name: TaskStats() for name in ("Scheduled", "Retries", "Dead")}
         self.reaped_reservations = 0
+        #: jobs PUSH and PUSHB stored since the start (not journaled: a restart's replay is
+        #: no push; `faktory_jobs_pushed_total`)
+        self.pushed = 0
         for user in self.features.pushes:
             user.use_pusher(self)
 
@@ -92,7 +95,12 @@ class Manager:
 
         `wid` is the worker process of the pushing connection ("" for producers).
         """
-        return self.store.commit(self.push_ops(raw, now, wid))
+        job, ops = self._push_plan(raw, now, wid)
+        position = self.store.commit(ops)
+        self.pushed += 1
+        for observer in self.features.observe:
+            observer.pushed(job, now)
+        return position
 
     def push_bulk(self, raws: Any, now: float, wid: str = "") -> tuple[dict[str, str], int]:
         """PUSHB: every valid job is stored; returns (jid → error text, position).
@@ -106,7 +114,7 @@ class Manager:
         position = 0
         for raw in raws:
             try:
-                position = max(position, self.store.commit(self.push_ops(raw, now, wid)))
+                position = max(position, self.push(raw, now, wid))
             except ClientError as exc:
                 jid = raw.get("jid", "") if isinstance(raw, dict) else ""
                 errors[jid if isinstance(jid, str) else ""] = exc.line
@@ -128,19 +136,28 @@ class Manager:
         """The ops of one PUSH (every feature's prepare and push hooks run); raises ClientError.
         As `hooks.JobPusher` it pushes jobs on the server's own behalf (a batch's callback, a
         cron fire) exactly as a producer's PUSH (no wid)."""
+        return self._push_plan(raw, now, wid)[1]
+
+    def _push_plan(self, raw: Any, now: float, wid: str) -> tuple[Job, list[AnyOp]]:
+        """The job as it will be stored, and the ops that push it (see `push_ops`)."""
         job, scheduled_for = self._prepared(raw, now)
         ops: list[AnyOp] = []
-        for push in self.features.push:
-            ops.extend(push.on_push(job, scheduled_for, wid, now))
+        try:
+            for push in self.features.push:
+                ops.extend(push.on_push(job, scheduled_for, wid, now))
+        except NotUnique:
+            for observer in self.features.observe:
+                observer.denied(job, now)
+            raise
         for hold in self.features.hold:
             taken = hold.hold(job, scheduled_for, now)
             if taken is not None:
-                return ops + self._ends_ops(taken, hold, now)
+                return job, ops + self._ends_ops(taken, hold, now)
         if scheduled_for is not None:
             ops.append(SetAdd("scheduled", scheduled_for, job))
         else:
             ops.append(enqueue_op(job))
-        return ops
+        return job, ops
 
     @staticmethod
     def _enqueue_op(job: dict[str, Any], now: float) -> Enqueue:
@@ -171,10 +188,15 @@ class Manager:
                         ops.extend(drop.on_drop(job, now))
                     ops.extend(self._end_ops([Ended(job, Ending.EXPIRED)], now))
                     position = store.commit(ops)
+                    for observer in self.features.observe:
+                        observer.expired(job, now)
                     continue
                 expires = now + jobs.reservation_seconds(job)
                 ops.insert(0, Reserve(name, job["jid"], wid, now, expires))
-                return job, store.commit(ops)
+                position = store.commit(ops)
+                for observer in self.features.observe:
+                    observer.fetched(job, wid, now)
+                return job, position
         return None, position
 
     def _next_job(self, queue: str, select: hooks.SelectHook | None, wid: str, now: float) -> Job | None:
@@ -217,7 +239,10 @@ class Manager:
         for finish in self.features.finish:
             ops.extend(finish.on_ack(res, now))
         ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS, result)], now))
-        return self.store.commit(ops)
+        position = self.store.commit(ops)
+        for observer in self.features.observe:
+            observer.acked(res, now)
+        return position
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
         """FAIL a reserved job: record the failure and retry it, kill it, or drop it."""
@@ -226,7 +251,7 @@ class Manager:
         res = self.store.reservation(jid)
         if res is None:
             raise NoSuchJob(jid)
-        position = self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
+        position = self._commit_failure(res, errtype, message, backtrace, now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s failed: %s: %s", jid, errtype, message, extra=jobs.log_fields(res.job))
         return position
@@ -241,8 +266,19 @@ class Manager:
         for jid in jids:
             res = self.store.reservation(jid)
             if res is not None:
-                position = self.store.commit(self._failure_ops(res, "WorkerLost", message, [], now))
+                position = self._commit_failure(res, "WorkerLost", message, [], now)
         return position
+
+    def _commit_failure(self, res: Reservation, errtype: str, message: str, backtrace: list[str],
+                        now: float) -> int:
+        """Commit one failure of a reserved job (`_failure_ops`) and tell the observers."""
+        position = self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
+        self._told_failed(res, now)
+        return position
+
+    def _told_failed(self, res: Reservation, now: float) -> None:
+        for observer in self.features.observe:
+            observer.failed(res, now)
 
     @staticmethod
     def _failure_block(job: Job, errtype: str, message: str, backtrace: list[str], now: float) -> dict[str, Any]:
@@ -409,16 +445,22 @@ class Manager:
                 return self._failure_ops(res, EXPIRED_ERRTYPE, EXPIRED_MESSAGE, [], now)
 
             leave: list[AnyOp] = [Done(jid, utc_day(now), True)]
-            position = max(position, self._commit_or_quarantine(res.job, ops, leave, now))
+            position = max(position, self._commit_or_quarantine(
+                res.job, ops, leave, now, lambda res=res: self._told_failed(res, now)))
             self.reaped_reservations += 1
         return position
 
-    def _commit_or_quarantine(self, job: Job, ops: Callable[[], list[AnyOp]], leave: list[AnyOp], now: float) -> int:
-        """Commit the timer's `ops()` for one job; if making or committing them fails, quarantine it."""
+    def _commit_or_quarantine(self, job: Job, ops: Callable[[], list[AnyOp]], leave: list[AnyOp], now: float,
+                              committed: Callable[[], None] | None = None) -> int:
+        """Commit the timer's `ops()` for one job, then call `committed`; if making or
+        committing them fails, quarantine it."""
         try:
-            return self.store.commit(ops())
+            position = self.store.commit(ops())
         except Exception as exc:
             return self._quarantine(job, leave, exc, now)
+        if committed is not None:
+            committed()
+        return position
 
     def _quarantine(self, job: Job, leave: list[AnyOp], exc: Exception, now: float) -> int:
         """Take a job the timers cannot move out of their way, into the dead set.

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .hooks import (
-    BatchHook, DropHook, EndHook, FetchHook, FinishHook, HoldHook, InfoHook, PrepareHook, PushHook, PushUser, SelectHook,
-    TargetHook, TimedHook,
+    BatchHook, DropHook, EndHook, FetchHook, FinishHook, HoldHook, InfoHook, ObserveHook, PrepareHook, PushHook,
+    PushUser, SelectHook, TargetHook, TimedHook,
 )
 
 T = TypeVar("T")
@@ -55,6 +55,8 @@ class Feature:
     target: TargetHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
+    #: told of each committed step (metrics)
+    observe: ObserveHook | None = None
     #: pushes jobs of its own (through `Manager.push_ops`)
     pushes: PushUser | None = None
     pages: tuple[WebPage, ...] = ()
@@ -96,6 +98,7 @@ class Registry:
         self.target = tuple(f.target for f in self.features if f.target is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)
+        self.observe = tuple(f.observe for f in self.features if f.observe is not None)
         self.pushes = tuple(f.pushes for f in self.features if f.pushes is not None)
 
     def __iter__(self) -> Iterator[Feature]:

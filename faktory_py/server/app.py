@@ -34,6 +34,7 @@ from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
 from ..features.cron.feature import Cron
 from ..features.expiry import ExpiringJobs
+from ..features.statsd import StatsdMetrics
 from ..features.throttles.feature import Throttles
 from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
@@ -43,6 +44,7 @@ from ..store.memory import MemoryStore
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
 from .reload import ConfigReload, throttle_rules, wake_all_queues
+from .statsd import UdpSender, run_statsd
 from .tcp import Connections
 from .timers import DueTimer, reap_workers, supervised
 from .waiters import QueueWaiters
@@ -166,7 +168,7 @@ async def serve(config: Config, *, clock: Clock | None = None,
                 task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening. `clock`
     is the wall clock's reading (a test's, set to a chosen date), by default the host's."""
-    for warning in (*config.throttles.warnings, *config.cron.warnings):
+    for warning in (*config.throttles.warnings, *config.cron.warnings, *config.statsd.warnings):
         log.warning("%s", warning)
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
@@ -175,6 +177,11 @@ async def serve(config: Config, *, clock: Clock | None = None,
     timer = DueTimer(clock, durable.wait_writable)
     store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
     features = configured_features(store, config)
+    statsd: tuple[StatsdMetrics, UdpSender] | None = None
+    if config.statsd.location is not None:
+        sender = UdpSender(config.statsd.buffer_size)
+        statsd = StatsdMetrics(sender, config.statsd.namespace, config.statsd.tags, config.metrics.max_queues), sender
+        features = Registry([*features, statsd[0].feature()])
     throttles, cron = features.find(Throttles), features.find(Cron)
     assert throttles is not None and cron is not None
     cron.wake = timer.poke
@@ -206,6 +213,9 @@ async def serve(config: Config, *, clock: Clock | None = None,
             background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
                                   config.timers.worker_reap_every, worker_lost, durable.wait_writable)
             background.start_soon(supervised, "send watchdog", connections.watch_sends)
+            if statsd is not None:
+                background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
+                                      _statsd_report(statsd[0], config, manager, dispatcher, clock))
             web_urls: list[str] = []
             metrics_urls: list[str] = []
             if config.web_enabled or config.metrics.binding is not None:
@@ -257,6 +267,17 @@ async def serve(config: Config, *, clock: Clock | None = None,
             await durable.aclose(store.snapshot)
     if durable.failed.is_set():
         raise JournalFailed(f"stopped: the journal in {config.data_dir} could not be written (see the log)")
+
+
+def _statsd_report(statsd: StatsdMetrics, config: Config, manager: Manager, dispatcher: Dispatcher,
+                   clock: Clock) -> Callable[[], None]:
+    """The periodic statsd report, read from what INFO reads."""
+    latency_queues = None if config.statsd.queue_latency_all else config.statsd.queue_latency
+
+    def report() -> None:
+        now = clock.now()
+        statsd.report(dispatcher.info(now), lambda names: manager.latency(names, now), latency_queues)
+    return report
 
 
 async def _stop_when_failed(durable: DurableJournal, server: Server) -> None:

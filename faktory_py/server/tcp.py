@@ -32,6 +32,7 @@ from ..wire.connection import NEED_DATA, Connection, HelloReceived
 from .admission import Admission
 from .durability import DurableJournal
 from .fdlimit import socket_budget
+from .refusals import RefusalLog, peer_host
 from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
@@ -70,6 +71,9 @@ class Connections:
         self._password_checks = trio.CapacityLimiter(_CONCURRENT_PASSWORD_CHECKS)
         self._refused = 0
         self._refusal_logged_at = -math.inf
+        #: what clients are refused, logged with their address (rate-limited per host)
+        self.refusals = RefusalLog()
+        dispatcher.refused = lambda session, reply: self.refusals.refused(session.peer, _text(reply))
         #: set when the last connection has closed
         self._none_open = trio.Event()
         self._ids = itertools.count(1)
@@ -126,7 +130,7 @@ class Connections:
         try:
             with scope:
                 connection = Connection(self.config.password, self.config.max_line)
-                session = await self._handshake(stream, connection, scope)
+                session = await self._handshake(stream, connection, scope, peer_host(stream))
                 if session is not None:
                     await self._serve_commands(stream, connection, session)
         except _PEER_GONE:
@@ -159,7 +163,7 @@ class Connections:
             await self._none_open.wait()
 
     async def _handshake(self, stream: trio.abc.Stream, connection: Connection,
-                         scope: trio.CancelScope) -> Session | None:
+                         scope: trio.CancelScope, peer: str) -> Session | None:
         """Greet, read HELLO within the deadline, register a worker; None ⇒ close.
 
         A HELLO's password hash runs in steps (see the class doc).
@@ -179,11 +183,12 @@ class Connections:
                     hello = event.hello
             data, _ = connection.data_to_send()
             if data:  # a wrong password's -ERR (nothing else in a handshake is answered)
+                self.refusals.refused(peer, _text(data))
                 await self._send(stream, data)
         if hello is None:
             connection.close()
             return None
-        session = Session(next(self._ids), hello.wid)
+        session = Session(next(self._ids), hello.wid, peer=peer)
         workers = self.dispatcher.workers
         if hello.is_worker:
             # Before the +OK: a client that has read it may BEAT or read INFO's Workers.size
@@ -195,6 +200,7 @@ class Connections:
             await self._send(stream, connection.accept())
             if not self.admission.identify(stream):
                 connection.close(f"too many connections: {self.admission.identified + 1}")
+                self.refusals.refused(peer, f"too many connections (max_connections {self.admission.max_connections})")
                 await self._send(stream, connection.data_to_send()[0])
                 return None
             accepted = True
@@ -215,8 +221,10 @@ class Connections:
             while True:
                 event = connection.next_event()
                 if type(event) is not wire.Command:
-                    if event is not NEED_DATA:
-                        return  # closed: EOF, or a line too long (its -ERR is queued)
+                    if event is not NEED_DATA:  # closed: EOF, or a line too long (its -ERR is queued)
+                        if not connection.at_eof:
+                            self.refusals.refused(session.peer, f"line too long (max {self.config.max_line} bytes)")
+                        return
                     await self._flush(stream, connection)
                     connection.receive_data(await stream.receive_some(_RECV_CHUNK))
                     continue
@@ -291,6 +299,11 @@ class Connections:
             return True
         await _unless_peer_leaves(stream, connection, self.durable.wait_written(needs))
         return self.durable.write_through(needs)
+
+
+def _text(reply: bytes) -> str:
+    """A `-ERR …` reply as a log line shows it."""
+    return reply.decode(errors="replace").rstrip()
 
 
 async def _next_event(stream: trio.abc.Stream, connection: Connection) -> Any:

@@ -77,6 +77,8 @@ class ServerCollector(Collector):
                                   "since the last FLUSH", value=stats.processed)
         yield CounterMetricFamily("faktory_jobs_failed", "Jobs failed (FAIL or reservation expiry) since the "
                                   "last FLUSH", value=stats.failures)
+        yield CounterMetricFamily("faktory_jobs_pushed", "Jobs stored by PUSH and PUSHB since the server started",
+                                  value=self.state.manager.pushed)
         if "total_expired" in faktory:
             yield CounterMetricFamily("faktory_jobs_expired", "Jobs dropped at FETCH because their expires_at "
                                       "had passed", value=faktory["total_expired"])
@@ -139,6 +141,11 @@ class ServerCollector(Collector):
         unique = features.find(UniqueJobs)
         if unique is not None:
             yield _gauge("faktory_unique_locks", "Unique locks held", len(unique.locks))
+        statsd = faktory.get("statsd")
+        if statsd is not None:
+            yield CounterMetricFamily("faktory_statsd_packets", "statsd packets sent", value=statsd["packets"])
+            yield CounterMetricFamily("faktory_statsd_errors", "statsd packets that could not be sent (lost)",
+                                      value=statsd["errors"])
         for section, label, what in (("throttles", "queue", "throttle"), ("limits", "limit", "limit")):
             entries = faktory.get(section, {})
             if entries:

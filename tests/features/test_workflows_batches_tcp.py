@@ -15,8 +15,9 @@ import trio
 import trio.testing
 
 from helpers.async_client import AsyncClient
+from helpers.inprocess import inprocess_config, running_server
 from helpers.rawclient import ReplyError
-from test_workflows_tcp import SLACK, running_server
+from test_workflows_tcp import SLACK
 
 
 def member(name: str, bid: str) -> dict[str, Any]:
@@ -34,7 +35,7 @@ async def new_batch(client: AsyncClient) -> str:
 
 async def test_the_last_members_ack_wakes_the_dependent_at_once(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path) as server:
+    async with running_server(inprocess_config(tmp_path)) as server:
         a_conn = await AsyncClient.connect(server.port, wid="A")
         b_conn = await AsyncClient.connect(server.port, wid="B")
         with pytest.raises(ReplyError, match="No such batch b-nope"):
@@ -67,7 +68,7 @@ async def test_a_restart_between_every_command_keeps_the_batch_edge(
 
     async def step(kind: str) -> None:
         nonlocal bid
-        async with running_server(tmp_path) as server:
+        async with running_server(inprocess_config(tmp_path)) as server:
             client = await AsyncClient.connect(server.port, wid="w")
             if kind == "new":
                 bid = await new_batch(client)

@@ -9,8 +9,7 @@ INFO `faktory.workflows` and JOB DEPS."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,17 @@ import pytest
 import trio
 import trio.testing
 
-from faktory_py.config import Config, Throttle, ThrottlesConfig
-from faktory_py.server.app import Server, serve
+from faktory_py.config import Throttle, ThrottlesConfig
+from faktory_py.server.app import Server
 from helpers.async_client import AsyncClient
+from helpers.inprocess import inprocess_config, running_server
 from helpers.rawclient import ReplyError
 
 SLACK = 0.01
 
 
-@asynccontextmanager
-async def running_server(tmp_path: Path, *throttles: Throttle) -> AsyncIterator[Server]:
-    config = Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
-                    fsync="no", throttles=ThrottlesConfig(throttles))
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(serve, config)
-        try:
-            yield server
-        finally:
-            server.shutdown()
+def throttled_server(tmp_path: Path, *throttles: Throttle) -> AbstractAsyncContextManager[Server]:
+    return running_server(inprocess_config(tmp_path, throttles=ThrottlesConfig(throttles)))
 
 
 def jid(name: str) -> str:
@@ -57,7 +49,7 @@ async def test_a_chain_pushed_in_reverse_runs_in_order_and_each_ack_wakes_the_ne
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """C-T1 in process: c after b, b after a, then a: c and b are held; after each ACK on A
     the waiting FETCH on B gets the next job at once; INFO workflows.held goes 2 → 1 → 0."""
-    async with running_server(tmp_path) as server:
+    async with throttled_server(tmp_path) as server:
         a_conn = await AsyncClient.connect(server.port, wid="A")
         b_conn = await AsyncClient.connect(server.port, wid="B")
         for pushed in (job("c", "b"), job("b", "a"), job("a")):
@@ -83,7 +75,7 @@ async def test_a_diamond_through_a_concurrency_one_throttle_completes(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """C-T8 (the Oban Pro 1.3.1 incident): a → {b, c} → d in a queue limited to one job at a
     time, synchronous ACKs: every job runs, in dependency order; held jobs never take the slot."""
-    async with running_server(tmp_path, Throttle("lim", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("lim", 60, concurrency=1)) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         for pushed in (job("d", "b", "c", queue="lim"), job("b", "a", queue="lim"), job("c", "a", queue="lim"),
                        job("a", queue="lim")):
@@ -106,7 +98,7 @@ async def test_results_are_kept_injected_and_limited(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """C-T9 server side: ACK {"jid","result"} ⇒ +OK, the dependent's custom._after carries it,
     RESULT GET returns it; a 70 000-byte result gets the exact error and the job stays reserved."""
-    async with running_server(tmp_path) as server:
+    async with throttled_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         assert await client.push(job("up")) == b"OK"
         assert await client.push(job("down", "up")) == b"OK"
@@ -129,7 +121,7 @@ async def test_results_are_kept_injected_and_limited(
 
 
 async def test_job_deps_shows_edges_and_states(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path) as server:
+    async with throttled_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         assert await client.push(job("a")) == b"OK"
         assert await client.push(job("c", "a", "never-pushed")) == b"OK"
@@ -150,7 +142,7 @@ async def test_a_restart_between_every_step_loses_no_dependent_and_runs_none_ear
     steps: list[tuple[str, Any]] = [("push", job("w", "z")), ("push", job("z", "x", "y")), ("push", job("x")),
                                     ("push", job("y")), ("run", "x"), ("run", "y"), ("run", "z"), ("run", "w")]
     for kind, arg in steps:
-        async with running_server(tmp_path) as server:
+        async with throttled_server(tmp_path) as server:
             client = await AsyncClient.connect(server.port, wid="w")
             if kind == "push":
                 assert await client.push(arg) == b"OK"
@@ -162,7 +154,7 @@ async def test_a_restart_between_every_step_loses_no_dependent_and_runs_none_ear
                                                        jid("y"): {"outcome": "success", "result": "y"}}
                 assert await client.json_command("ACK", {"jid": jid(arg), "result": arg}) == b"OK"
             await client.aclose()
-    async with running_server(tmp_path) as server:
+    async with throttled_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         info = (await client.info())["faktory"]
         assert info["workflows"] == {"held": 0, "released": 2, "killed": 0, "missing": 0}

@@ -32,10 +32,22 @@ from faktory_py.server.tcp import Connections
 from helpers.async_client import AsyncClient
 
 
-def inprocess_config(tmp_path: Path, timers: Timers | None = None) -> Config:
-    """No fsync: its worker thread would look idle to the mock clock, which would jump."""
+def inprocess_config(tmp_path: Path, timers: Timers | None = None, **fields: Any) -> Config:
+    """No fsync: its worker thread would look idle to the mock clock, which would jump.
+    `fields` are further `Config` fields (`throttles=`, `batches=`, ...)."""
     return Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
-                  fsync="no", timers=timers or Timers())
+                  fsync="no", timers=timers or Timers(), **fields)
+
+
+@asynccontextmanager
+async def running_server(config: Config) -> AsyncIterator[Server]:
+    """`serve(config)` in the test's own trio run (clients connect over TCP), stopped on exit."""
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(serve, config)
+        try:
+            yield server
+        finally:
+            server.shutdown()
 
 
 @dataclass(eq=False)

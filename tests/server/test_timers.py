@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from helpers.async_client import AsyncClient, PeerClosed
 from faktory_py.config import BatchesConfig, Config, Timers
 from faktory_py.features.batches.feature import Batches
 from faktory_py.server.app import Server, serve
+from helpers.inprocess import inprocess_config, running_server
 from helpers.rawclient import ReplyError
 
 #: How late a timer-driven event may be seen (DueTimer fires 1 ms after the due time).
@@ -49,19 +49,12 @@ DAY = 86400.0
 
 
 def make_config(tmp_path: Path, timers: Timers | None = None, batches: BatchesConfig | None = None) -> Config:
-    return Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
-                  fsync="no", timers=timers or Timers(), batches=batches or BatchesConfig())
+    return inprocess_config(tmp_path, timers, batches=batches or BatchesConfig())
 
 
-@asynccontextmanager
-async def running_server(tmp_path: Path, timers: Timers | None = None,
-                         batches: BatchesConfig | None = None) -> AsyncIterator[Server]:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(serve, make_config(tmp_path, timers, batches))
-        try:
-            yield server
-        finally:
-            server.shutdown()
+def timed_server(tmp_path: Path, timers: Timers | None = None,
+                 batches: BatchesConfig | None = None) -> AbstractAsyncContextManager[Server]:
+    return running_server(make_config(tmp_path, timers, batches))
 
 
 def unix_now(server: Server) -> float:
@@ -104,7 +97,7 @@ async def fetch_until_job(client: AsyncClient, *queues: str, limit: float) -> tu
 async def test_scheduled_job_becomes_fetchable_at_its_time(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         at_unix = math.floor(unix_now(server)) + 3600
         due = trio_time_of(server, at_unix)
@@ -127,7 +120,7 @@ async def test_scheduled_job_becomes_fetchable_at_its_time(
 
 
 async def test_retry_after_fail_waits_for_backoff(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         assert await client.push(job("retry-00001")) == b"OK"
         fetched = await client.fetch("default")
@@ -157,7 +150,7 @@ async def test_retry_after_fail_waits_for_backoff(tmp_path: Path, autojump_clock
 
 
 async def test_reservation_expires_into_retries(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         # a producer connection fetches: a worker that never BEATs would be reaped at ~75 s
         client = await AsyncClient.connect(server.port)
         assert await client.push(job("reserve-001", reserve_for=60)) == b"OK"
@@ -193,7 +186,7 @@ async def test_reservation_expires_into_retries(tmp_path: Path, autojump_clock: 
 
 
 async def test_silent_worker_is_reaped(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         started = trio.current_time()
         silent = await AsyncClient.connect(server.port, wid="silent-worker")
         beating = await AsyncClient.connect(server.port, wid="beating-worker")
@@ -229,7 +222,7 @@ async def test_silent_worker_is_reaped(tmp_path: Path, autojump_clock: trio.test
 async def test_dead_jobs_are_purged_after_180_days(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     # The worker reaper would wake a million times in 180 mock days at its 15 s period;
     # it has nothing to do here, so it ticks hourly to keep the test fast.
-    async with running_server(tmp_path, Timers(worker_reap_every=3600)) as server:
+    async with timed_server(tmp_path, Timers(worker_reap_every=3600)) as server:
         client = await AsyncClient.connect(server.port)
         assert await client.push(job("dead-000001", retry=-1)) == b"OK"
         assert await client.fetch("default") is not None
@@ -286,7 +279,7 @@ async def push_reply(client: AsyncClient, payload: dict[str, Any]) -> str:
 
 
 async def test_unique_lock_lasts_exactly_unique_for(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         pushed_at = trio.current_time()
         assert await push_reply(client, job("uniq-000001", custom={"unique_for": 1.5})) == "OK"
@@ -302,7 +295,7 @@ async def test_scheduled_jobs_unique_lock_counts_from_its_at(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """TTL = delay until `at` + unique_for: here 2 s + 1 s (not 1 s from the PUSH)."""
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         at_unix = math.floor(unix_now(server)) + 2
         at = trio_time_of(server, at_unix)
@@ -317,7 +310,7 @@ async def test_scheduled_jobs_unique_lock_counts_from_its_at(
 async def test_expiring_job_is_fetched_until_expires_in_passes(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with running_server(tmp_path) as server:
+    async with timed_server(tmp_path) as server:
         client = await AsyncClient.connect(server.port)
         pushed_at = trio.current_time()
         for jid in ("expire-0001", "expire-0002"):
@@ -336,7 +329,7 @@ async def test_expiring_job_is_fetched_until_expires_in_passes(
 async def test_uncommitted_batch_lasts_exactly_uncommitted_ttl(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with running_server(tmp_path, batches=BatchesConfig(uncommitted_ttl=1)) as server:
+    async with timed_server(tmp_path, batches=BatchesConfig(uncommitted_ttl=1)) as server:
         client = await AsyncClient.connect(server.port)
         created_at = trio.current_time()
         bid = (await client.json_command("BATCH NEW", {"success": {"jobtype": "Ok", "args": [], "queue": "cb"}})).decode()
@@ -358,7 +351,7 @@ async def test_done_batch_is_forgotten_exactly_retention_after(
 ) -> None:
     """The due timer wakes for a batch that just became done (its ACK set the time), with
     nothing else due, and forgets it on time."""
-    async with running_server(tmp_path, batches=BatchesConfig(retention=60)) as server:
+    async with timed_server(tmp_path, batches=BatchesConfig(retention=60)) as server:
         client = await AsyncClient.connect(server.port)
         bid = (await client.json_command("BATCH NEW", {"complete": {"jobtype": "Done", "args": [], "queue": "cb"}})).decode()
         assert await client.command(f"BATCH COMMIT {bid}") == b"OK"

@@ -14,7 +14,9 @@ import pytest
 import trio
 
 from faktory_py import config as configuration
-from faktory_py.config import Config, ConfigError, MetricsConfig, NamedLimit, Throttle, ThrottlesConfig, Timers
+from faktory_py.config import (
+    Config, ConfigError, MetricsConfig, NamedLimit, StatsdConfig, Throttle, ThrottlesConfig, Timers,
+)
 from faktory_py.server.app import Server, serve
 from faktory_py.store.job_queue import encode
 from helpers import ROOT
@@ -98,6 +100,24 @@ async def test_a_scrape_reports_jobs_queues_sets_workers_and_command_times(tmp_p
     await worker.aclose()
 
 
+async def test_pushed_counts_committed_pushes_and_not_the_journal_replay(tmp_path: Path, running) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve, config(tmp_path))
+        client = await AsyncClient.connect(server.port)
+        for i in range(3):
+            assert await client.push({**JOB, "jid": f"push{i:04d}"}) == b"OK"
+        await client.json_command("PUSHB", [{**JOB, "jid": "bulk0001"}, {"jobtype": ""}])
+        with pytest.raises(Exception, match="jobtype"):
+            await client.push({**JOB, "jid": "bad00001", "jobtype": ""})
+        assert (await get(server.web_urls[0] + "/metrics")).value("faktory_jobs_pushed_total") == 4
+        await client.aclose()
+        server.shutdown()
+    restarted = await running(config(tmp_path))  # the same data directory: its journal is replayed
+    reply = await get(restarted.web_urls[0] + "/metrics")
+    assert reply.value("faktory_queue_size", queue="default") == 4
+    assert reply.value("faktory_jobs_pushed_total") == 0
+
+
 async def test_journal_fsyncs_are_timed(tmp_path: Path, running) -> None:
     """Under `fsync = always` every acknowledged PUSH waited for an fsync, which was timed."""
     server = await running(config(tmp_path, fsync="always"))
@@ -150,7 +170,8 @@ async def test_promtool_check_metrics_passes_on_a_scrape(tmp_path: Path, running
     queries use these names and parse."""
     throttles = ThrottlesConfig((Throttle("slow", 60, concurrency=2), Throttle("rated", 60, rate=(5, 1.0))),
                                 limits=(NamedLimit("pdf", jobtypes=(JOB["jobtype"],), concurrency=3),))
-    server = await running(config(tmp_path, throttles=throttles))
+    # statsd on (its counters are families too), to a port nobody listens on
+    server = await running(config(tmp_path, throttles=throttles, statsd=StatsdConfig("127.0.0.1:9")))
     worker = await AsyncClient.connect(server.port, wid="w1")
     for i, queue in enumerate(("default", "slow", "slow", "rated")):
         assert await worker.push({**JOB, "jid": f"jid{i:05d}", "queue": queue}) == b"OK"
