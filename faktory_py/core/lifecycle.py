@@ -346,12 +346,27 @@ class Manager:
 
         A hook answering `hooks.Ends` ended more jobs itself (dependents killed by policy):
         every other end hook is told of those too, in the same step; `skip` holds the hook
-        whose own `Ends` these are (it is not told again), and one that counts them itself."""
+        whose own `Ends` these are (it is not told again), and one that counts them itself.
+        Each hook hears of every job once, and a hook after the one that ended more jobs
+        hears of them in the same call as of the others: its plan (a batch's counts) is made
+        against the committed state, so two calls in one step would each count from it and
+        the second would undo the first (a member killed by policy as another member of
+        its batch died)."""
         ops: list[AnyOp] = []
-        if ended:
-            for end in self.features.end:
-                if not any(end is hook for hook in skip):
-                    ops.extend(self._ends_ops(end.on_end(ended, now), end, now))
+        news = list(ended)
+        ends = [end for end in self.features.end if not any(end is hook for hook in skip)]
+        heard = [0] * len(ends)  # how many of `news` each hook was told of
+        while any(count < len(news) for count in heard):
+            for i, end in enumerate(ends):
+                if heard[i] == len(news):
+                    continue
+                answer = end.on_end(news[heard[i]:], now)
+                if isinstance(answer, hooks.Ends):
+                    ops += answer.ops
+                    news += answer.ended  # its own: it is not told of them
+                else:
+                    ops += answer
+                heard[i] = len(news)
         return ops
 
     def _ends_ops(self, answer: list[Any] | hooks.Ends, source: object, now: float) -> list[AnyOp]:

@@ -236,3 +236,17 @@ def test_a_dependent_killed_as_its_batch_expires_counts_in_that_same_step(world:
     assert (status["total"], status["pending"], status["failed"], status["complete_st"]) == (1, 1, 1, "1")
     assert callbacks(world) == ["parentcb"]
     world.check_replay()
+
+
+def test_a_member_killed_by_policy_as_another_member_dies_counts_too(world: World) -> None:
+    """x and d are members of P, d after x. x's FAIL (retry 0) kills d in the same step: the
+    batches' end hook hears of both in one plan, so P counts two failures and completes."""
+    parent = new_batch(world, complete="parentcb")
+    world.push("x", retry=0, custom={"bid": parent})
+    world.push("d", after=["x"], custom={"bid": parent})
+    commit(world, parent)
+    world.fail("x")
+    status = batches_of(world).status(parent, world.now)
+    assert (status["pending"], status["failed"], status["complete_st"]) == (2, 2, "1")
+    assert callbacks(world) == ["parentcb"]
+    world.check_replay()
