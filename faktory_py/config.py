@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .errors import ConfigError
 from .util.ports import DEFAULT_PORT
@@ -237,6 +238,98 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
+class RedisConfig:
+    """`--store redis://…`: the op log in Redis instead of the data directory (README, "Redis
+    backend (preview)"; the key layout is in protocol/spec.md §7.1). `[faktory_py.redis]` sets
+    the rest; the password is kept out of `__repr__` and of `safe_url`."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    #: the key namespace `{fk:<name>}`: several clusters can share one Redis
+    name: str = "default"
+    #: this node's name in the lease token (default `hostname:port` at start-up)
+    node_id: str | None = None
+    lease_ttl_ms: int = 5000
+    renew_every_ms: int = 1000
+    #: replies wait for `WAIT min_replicas` too (0: only for the Redis master to have the entry)
+    min_replicas: int = 0
+    wait_timeout_ms: int = 1000
+
+    @property
+    def safe_url(self) -> str:
+        """The URL for logs and INFO: never the password."""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}?name={self.name}"
+
+    def url(self) -> str:
+        """The URL a Redis client dials, credentials included."""
+        scheme = "rediss" if self.tls else "redis"
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+
+#: `[faktory_py.redis]` integer settings: (lowest allowed, default)
+_REDIS_INTS = {"lease_ttl_ms": (100, RedisConfig.lease_ttl_ms), "renew_every_ms": (10, RedisConfig.renew_every_ms),
+               "min_replicas": (0, RedisConfig.min_replicas), "wait_timeout_ms": (1, RedisConfig.wait_timeout_ms)}
+_REDIS_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def parse_store(url: str, section: Mapping[str, Any] | None = None) -> RedisConfig | None:
+    """`--store`'s value: `local` (or empty) is the journal in the data directory (None);
+    `redis://[user:pw@]host[:port][/db][?name=N]` or `rediss://…` (TLS) the op log in Redis,
+    with `[faktory_py.redis]`'s `section` for the rest. Sentinel URLs are recognised and
+    refused until standbys exist."""
+    section = {} if section is None else section
+    if url in ("", "local"):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme in ("redis+sentinel", "redis+cluster"):
+        raise ConfigError(f"--store {parts.scheme}:// is not supported yet: use redis:// or rediss://")
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"--store must be local, redis://host:port[/db]?name=N or rediss://…, not {parts.scheme or url!r}")
+    try:
+        host, port = parts.hostname, parts.port or 6379
+    except ValueError:
+        raise ConfigError("--store: invalid port in the Redis URL") from None
+    if not host:
+        raise ConfigError("--store: the Redis URL needs a host")
+    db_text = parts.path.strip("/") or "0"
+    if not db_text.isdigit():
+        raise ConfigError(f"--store: the Redis database must be a number, not {db_text!r}")
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    for key in query:
+        if key != "name":
+            raise ConfigError(f"--store: unknown URL parameter {key!r} (only name=…)")
+    for key in section:
+        if key not in (*_REDIS_INTS, "name", "node_id"):
+            raise ConfigError(f'[faktory_py.redis] unknown key "{key}"')
+    name = query.get("name", section.get("name", RedisConfig.name))
+    if not isinstance(name, str) or not _REDIS_NAME.fullmatch(name):
+        raise ConfigError("--store: name must be 1-64 letters, digits, '.', '_' or '-'")
+    ints: dict[str, int] = {}
+    for key, (low, default) in _REDIS_INTS.items():
+        value = section.get(key, default)
+        if type(value) is not int or value < low:
+            raise ConfigError(f"[faktory_py.redis] {key} must be an integer >= {low}")
+        ints[key] = value
+    if ints["renew_every_ms"] * 2 > ints["lease_ttl_ms"]:
+        raise ConfigError("[faktory_py.redis] renew_every_ms must be at most half of lease_ttl_ms")
+    node_id = section.get("node_id")
+    if node_id is not None and (not isinstance(node_id, str) or not node_id or ":" in node_id):
+        raise ConfigError("[faktory_py.redis] node_id must be a non-empty string without ':'")
+    return RedisConfig(host=host, port=port, db=int(db_text),
+                       username=unquote(parts.username) if parts.username else None,
+                       password=unquote(parts.password) if parts.password is not None else None,
+                       tls=parts.scheme == "rediss", name=name, node_id=node_id, **ints)
+
+
+@dataclass(frozen=True)
 class Config:
     binding: str = DEFAULT_BINDING
     #: off unless asked for: the CLI passes Faktory's default (DEFAULT_WEB_BINDING), while a
@@ -266,6 +359,8 @@ class Config:
     statsd: StatsdConfig = field(default_factory=StatsdConfig)
     batches: BatchesConfig = field(default_factory=BatchesConfig)
     throttles: ThrottlesConfig = field(default_factory=ThrottlesConfig)
+    #: where the op log lives: None is the journal in `data_dir`, else Redis (`--store`)
+    redis: RedisConfig | None = None
     cron: CronConfig = field(default_factory=CronConfig)
     workflows: WorkflowsConfig = field(default_factory=WorkflowsConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
@@ -291,6 +386,9 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", dest="version", action="store_true", help="print version and exit")
     p.add_argument("--fsync", choices=FSYNC_POLICIES, default=None,
                    help=f"journal fsync policy (default {Config.fsync})")
+    p.add_argument("--store", default=None, metavar="URL",
+                   help="where the op log lives: local (the journal in -d, default), "
+                        "redis://host:port[/db]?name=N or rediss://… (preview, see README)")
     p.add_argument("--max-connections", type=int, default=None, help=f"connection limit (default {Config.max_connections})")
     return p
 
@@ -307,6 +405,12 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
     toml = load_toml(conf_dir)
     faktory, ours = toml.get("faktory", {}), toml.get("faktory_py", {})
     fsync = args.fsync or ours.get("fsync", Config.fsync)
+    store = args.store if args.store is not None else ours.get("store", "local")
+    if not isinstance(store, str):
+        raise ConfigError("[faktory_py] store must be a string: local or a redis:// URL")
+    redis = parse_store(store, ours.get("redis", {}))
+    if redis is not None and (args.fsync or "fsync" in ours):
+        raise ConfigError("--fsync does not apply to --store redis://…: Redis's appendfsync governs durability")
     if fsync not in FSYNC_POLICIES:
         raise ConfigError(f"[faktory_py] fsync must be one of {', '.join(FSYNC_POLICIES)}")
     grace = ours.get("shutdown_grace", Timers.shutdown_grace)
@@ -334,6 +438,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         statsd=statsd(toml.get("statsd", {})),
         batches=_batches(toml.get("batches", {})),
         throttles=throttles(toml.get("throttles", {}), ours.get("throttles", {}), ours.get("limits", {})),
+        redis=redis,
         cron=cron(toml.get("cron", []), ours.get("cron", {}), cron_sources(conf_dir)),
         workflows=_workflows(ours.get("workflows", {})),
         results=_results(ours.get("results", {})),

@@ -150,3 +150,66 @@ def test_cli_version_and_refusals(tmp_path: Path) -> None:
     if not Path("/etc/faktory/password").exists():
         assert refused.returncode == 2
         assert "requires a password" in refused.stderr
+
+
+# --- --store: the op log in Redis --------------------------------------------------------
+
+def test_the_journal_in_the_data_directory_is_the_default(tmp_path: Path) -> None:
+    assert load(dirs(tmp_path), {}).redis is None
+    assert load([*dirs(tmp_path), "--store", "local"], {}).redis is None
+
+
+def test_a_redis_store_url(tmp_path: Path) -> None:
+    conf = tmp_path / "conf" / "conf.d"
+    conf.mkdir(parents=True)
+    (conf / "r.toml").write_text("[faktory_py.redis]\nlease_ttl_ms = 2000\nrenew_every_ms = 400\nmin_replicas = 1\n"
+                                 'node_id = "node-a"\n')
+    redis = load([*dirs(tmp_path), "--store", "rediss://app:p%40ss@redis.example:6380/3?name=billing"], {}).redis
+    assert redis is not None
+    assert (redis.host, redis.port, redis.db, redis.username, redis.password, redis.tls, redis.name) == (
+        "redis.example", 6380, 3, "app", "p@ss", True, "billing")
+    assert (redis.lease_ttl_ms, redis.renew_every_ms, redis.min_replicas, redis.node_id) == (2000, 400, 1, "node-a")
+    assert "p@ss" not in repr(redis) and "ss@" not in redis.safe_url
+    assert redis.safe_url == "rediss://redis.example:6380/3?name=billing"
+    assert redis.url() == "rediss://app:p%40ss@redis.example:6380/3"
+
+
+def test_store_defaults(tmp_path: Path) -> None:
+    redis = load([*dirs(tmp_path), "--store", "redis://127.0.0.1"], {}).redis
+    assert redis is not None
+    assert (redis.port, redis.db, redis.name, redis.lease_ttl_ms, redis.renew_every_ms, redis.min_replicas) == (
+        6379, 0, "default", 5000, 1000, 0)
+
+
+@pytest.mark.parametrize("url, message", [
+    ("redis+sentinel://h1:26379,h2:26379/mymaster", "not supported yet"),
+    ("memcached://h", "--store must be local"),
+    ("redis://", "needs a host"),
+    ("redis://h:notaport", "invalid port"),
+    ("redis://h/zero", "must be a number"),
+    ("redis://h?name=a b", "name must be"),
+    ("redis://h?color=red", "unknown URL parameter"),
+])
+def test_bad_store_urls_are_refused(tmp_path: Path, url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load([*dirs(tmp_path), "--store", url], {})
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("lease_ttl_ms = 50", "lease_ttl_ms must be an integer >= 100"),
+    ("renew_every_ms = 3000", "at most half of lease_ttl_ms"),
+    ("min_replicas = -1", "min_replicas must be"),
+    ("colour = 1", 'unknown key "colour"'),
+    ('node_id = "a:b"', "node_id must be"),
+])
+def test_bad_redis_settings_are_refused(tmp_path: Path, toml: str, message: str) -> None:
+    conf = tmp_path / "conf" / "conf.d"
+    conf.mkdir(parents=True)
+    (conf / "r.toml").write_text(f"[faktory_py.redis]\n{toml}\n")
+    with pytest.raises(ConfigError, match=message):
+        load([*dirs(tmp_path), "--store", "redis://h"], {})
+
+
+def test_fsync_does_not_apply_to_redis(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--fsync does not apply"):
+        load([*dirs(tmp_path), "--store", "redis://h", "--fsync", "always"], {})

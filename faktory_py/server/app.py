@@ -15,8 +15,10 @@ it raises JournalFailed (the CLI's exit status 1).
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -29,7 +31,7 @@ from ..config import (
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
 from ..core.registry import Registry
-from ..core.timings import CommandTimes, Timings
+from ..core.timings import CommandTimes, Histogram, Timings
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
 from ..features.cron.feature import Cron
@@ -41,6 +43,7 @@ from ..features.unique import UniqueJobs
 from ..features.workflows.feature import Settings, Workflows
 from ..store.journal import Journal
 from ..store.memory import MemoryStore
+from ..store.oplog import OpLog
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
 from .reload import ConfigReload, throttle_rules, wake_all_queues
@@ -58,7 +61,7 @@ class Server:
 
     addresses: list[tuple[str, int]]
     dispatcher: Dispatcher
-    durable: DurableJournal
+    durable: OpLog
     #: SIGHUP's work: puts a re-read configuration's throttles and cron in force (server/reload.py)
     config_reload: ConfigReload
     #: the durations the server observes (`/metrics`)
@@ -164,15 +167,70 @@ def load_store(config: Config) -> tuple[MemoryStore, Journal]:
     return store, journal
 
 
+@dataclass(eq=False)
+class Backend:
+    """Where the op log lives, as serve() drives it: the journal in the data directory or a
+    stream in Redis (server/ha/). Everything else in the server sees only `log`."""
+
+    log: OpLog
+    #: rebuilds the (empty, features attached) store from the log; then this node may append
+    load: Callable[[MemoryStore], Awaitable[None]]
+    #: the log's background tasks; the last ends only when the log failed for good
+    tasks: Callable[[trio.Nursery, MemoryStore], None]
+    #: a clean stop: flush (and compact, or give the lease up)
+    aclose: Callable[[MemoryStore], Awaitable[None]]
+    #: what failed, for the error serve() raises when `log.failed` stopped it
+    what: str
+    #: the log's durations for `/metrics`: writes (appends), fsyncs, compactions (snapshots)
+    histograms: tuple[Histogram, Histogram, Histogram]
+
+
+@asynccontextmanager
+async def open_backend(config: Config) -> AsyncIterator[Backend]:
+    """The journal in `config.data_dir`, or with `--store redis://…` the op log in Redis."""
+    if config.redis is not None:
+        # Imported here: coredis is only needed (and only loaded) with --store redis://.
+        from .ha.backend import open_redis_backend
+
+        node_id = config.redis.node_id or f"{socket.gethostname()}:{_port_of(config.binding)}"
+        async with open_redis_backend(config.redis, node_id, config.compact_min_bytes) as (oplog, load, tasks):
+            yield Backend(oplog, load, tasks, lambda store: oplog.aclose(),
+                          f"the op log in {config.redis.safe_url} fenced this node",
+                          (oplog.write_times, oplog.fsync_times, oplog.compaction_times))
+        return
+    journal = Journal.open(config.data_dir, fsync=config.fsync)
+    durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
+
+    async def load(store: MemoryStore) -> None:
+        replay_journal(journal, store)
+
+    def tasks(background: trio.Nursery, store: MemoryStore) -> None:
+        # run_fsync ends only when the journal failed for good, which stops the server
+        background.start_soon(durable.run_fsync)
+        background.start_soon(supervised, "compaction", durable.run_compaction, store.snapshot)
+        background.start_soon(supervised, "journal retry", durable.run_retry)
+
+    yield Backend(durable, load, tasks, lambda store: durable.aclose(store.snapshot),
+                  f"the journal in {config.data_dir} could not be written",
+                  (durable.write_times, durable.fsync_times, durable.compaction_times))
+
+
+def _port_of(binding: str) -> int:
+    return split_binding(binding, DEFAULT_PORT)[1]
+
+
 async def serve(config: Config, *, clock: Clock | None = None,
                 task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a server until `Server.shutdown()`; reports the Server once listening. `clock`
     is the wall clock's reading (a test's, set to a chosen date), by default the host's."""
     for warning in (*config.throttles.warnings, *config.cron.warnings, *config.statsd.warnings):
         log.warning("%s", warning)
-    journal = Journal.open(config.data_dir, fsync=config.fsync)
-    durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
-    clock = clock or Clock()
+    async with open_backend(config) as backend:
+        await _serve(config, backend, clock or Clock(), task_status)
+
+
+async def _serve(config: Config, backend: Backend, clock: Clock, task_status: trio.TaskStatus[Server]) -> None:
+    durable = backend.log
     waiters = QueueWaiters(wake_all=wake_all_queues(config.throttles))
     timer = DueTimer(clock, durable.wait_writable)
     store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
@@ -186,7 +244,7 @@ async def serve(config: Config, *, clock: Clock | None = None,
     assert throttles is not None and cron is not None
     cron.wake = timer.poke
     throttles.wake = waiters.notify
-    replay_journal(journal, store)
+    await backend.load(store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
 
@@ -200,15 +258,13 @@ async def serve(config: Config, *, clock: Clock | None = None,
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
     config_reload = ConfigReload(config, manager, features, throttles, cron, waiters, timer, clock)
-    timings = Timings(CommandTimes(dispatcher.verbs()), journal_write=durable.write_times,
-                      journal_fsync=durable.fsync_times, compaction=durable.compaction_times)
+    journal_write, journal_fsync, compaction = backend.histograms
+    timings = Timings(CommandTimes(dispatcher.verbs()), journal_write=journal_write, journal_fsync=journal_fsync,
+                      compaction=compaction)
     connections = Connections(config, dispatcher, durable, waiters, timings)
     try:
         async with trio.open_nursery() as background:
-            # run_fsync ends only when the journal failed for good, which stops the server
-            background.start_soon(durable.run_fsync)
-            background.start_soon(supervised, "compaction", durable.run_compaction, store.snapshot)
-            background.start_soon(supervised, "journal retry", durable.run_retry)
+            backend.tasks(background, store)
             background.start_soon(supervised, "due timer", timer.run, manager)
             background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
                                   config.timers.worker_reap_every, worker_lost, durable.wait_writable)
@@ -264,9 +320,9 @@ async def serve(config: Config, *, clock: Clock | None = None,
             background.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await durable.aclose(store.snapshot)
+            await backend.aclose(store)
     if durable.failed.is_set():
-        raise JournalFailed(f"stopped: the journal in {config.data_dir} could not be written (see the log)")
+        raise JournalFailed(f"stopped: {backend.what} (see the log)")
 
 
 def _statsd_report(statsd: StatsdMetrics, config: Config, manager: Manager, dispatcher: Dispatcher,
@@ -280,7 +336,7 @@ def _statsd_report(statsd: StatsdMetrics, config: Config, manager: Manager, disp
     return report
 
 
-async def _stop_when_failed(durable: DurableJournal, server: Server) -> None:
+async def _stop_when_failed(durable: OpLog, server: Server) -> None:
     await durable.failed.wait()
     server.shutdown()
 

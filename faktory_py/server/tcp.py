@@ -30,7 +30,7 @@ from ..config import Config
 from ..core.timings import Timings
 from ..wire.connection import NEED_DATA, Connection, HelloReceived
 from .admission import Admission
-from .durability import DurableJournal
+from ..store.oplog import OpLog
 from .fdlimit import socket_budget
 from .refusals import RefusalLog, peer_host
 from .waiters import QueueWaiters
@@ -55,7 +55,7 @@ class Connections:
     many arrive; it can only slow down other handshakes, which the handshake budget bounds.
     """
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, durable: DurableJournal,
+    def __init__(self, config: Config, dispatcher: Dispatcher, durable: OpLog,
                  waiters: QueueWaiters, timings: Timings) -> None:
         self.config = config
         self.dispatcher = dispatcher
@@ -220,14 +220,18 @@ class Connections:
         try:
             while True:
                 event = connection.next_event()
-                if type(event) is not wire.Command:
-                    if event is not NEED_DATA:  # closed: EOF, or a line too long (its -ERR is queued)
-                        if not connection.at_eof:
-                            self.refusals.refused(session.peer, f"line too long (max {self.config.max_line} bytes)")
-                        return
+                if event is NEED_DATA:
                     await self._flush(stream, connection)
-                    connection.receive_data(await stream.receive_some(_RECV_CHUNK))
-                    continue
+                    # A flush that waited for the op log read on meanwhile (to notice a peer
+                    # that leaves): a pipelined command may be complete in the buffer now.
+                    event = connection.next_event()
+                    if event is NEED_DATA:
+                        connection.receive_data(await stream.receive_some(_RECV_CHUNK))
+                        continue
+                if type(event) is not wire.Command:  # closed: EOF, or a line too long (its -ERR is queued)
+                    if not connection.at_eof:
+                        self.refusals.refused(session.peer, f"line too long (max {self.config.max_line} bytes)")
+                    return
                 if self.stopping.is_set():
                     connection.close("shutdown in progress")
                     return

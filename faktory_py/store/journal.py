@@ -110,6 +110,47 @@ def frame(payload: bytes) -> bytes:
     return checked + zlib.crc32(checked).to_bytes(4, "big") + payload
 
 
+def decode_frame(data: bytes, where: str = "frame") -> object:
+    """The record of one whole frame held in a buffer (an op-log entry, store/redis/entries.py).
+
+    No tear is possible here (the buffer arrived whole), so any damage is corruption:
+    a bad header CRC, a length that does not match, a bad payload CRC or undecodable
+    msgpack raise JournalCorrupt naming `where`.
+    """
+    records = decode_frames(data, where)
+    record = next(records)
+    for _ in records:
+        raise JournalCorrupt(where, 0, "holds more than one frame")
+    return record
+
+
+def decode_frames(data: bytes, where: str = "frames") -> Iterator[object]:
+    """Every record of a buffer of one or more whole frames (a snapshot chunk in Redis),
+    each checked as `decode_frame` checks one."""
+    view = memoryview(data)
+    offset = 0
+    while True:
+        if len(view) - offset < _FRAME_HEAD.size:
+            raise JournalCorrupt(where, offset, "incomplete frame header")
+        length, crc, head_crc = _FRAME_HEAD.unpack_from(view, offset)
+        if zlib.crc32(view[offset:offset + _CHECKED_HEAD.size]) != head_crc:
+            raise JournalCorrupt(where, offset, "frame header crc mismatch")
+        start = offset + _FRAME_HEAD.size
+        payload = view[start:start + length]
+        if len(payload) != length:
+            raise JournalCorrupt(where, offset, f"frame says {length} payload bytes, holds {len(payload)}")
+        if zlib.crc32(payload) != crc:
+            raise JournalCorrupt(where, offset, "crc mismatch")
+        try:
+            record = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise JournalCorrupt(where, offset, f"undecodable msgpack payload ({exc})") from None
+        yield record
+        offset = start + length
+        if offset == len(view):
+            return
+
+
 def _segment_name(number: int) -> str:
     return f"journal.{number:08d}.fj"
 

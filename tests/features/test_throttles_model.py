@@ -13,13 +13,19 @@ queues (its own job selection and partitions, not the server's):
   `rate.period`, and the window the server keeps holds exactly the grants the model counts
   (ACKed, FAILed and expired jobs' too), live and after replay of the journal and of a snapshot;
 * S3 conservation: the occupancy index equals the slots recomputed from the reservations
-  (live reservations subject to a rule whose `timeout` has not passed), and the class index
+  (live reservations subject to a rule whose `timeout` has not passed, or of a rule whose
+  `slot_release = "job_end"`, whose slots past their timeout are counted `overdue`, §11.7),
+  and the class index
   equals the queued jobs grouped by class, live and after replay of the journal and of a
   snapshot;
 * L3 and F1: FETCH hands out, from the first of its queues that has one, the oldest job
   eligible for the wid (strict queue order, no head-of-line blocking, FIFO per class);
 * L1: a queue holding a job some FETCH may take (its class has room, `worker` aside) says so
-  in `Manager.available` — what wakes a waiting FETCH — and one holding none says 0.
+  in `Manager.available` — what wakes a waiting FETCH — and one holding none says 0;
+* worker silence (§11.7): a worker process that stops sending BEAT is reaped (by the real
+  registry) once past the heartbeat timeout; its reservations under a rule with
+  `on_worker_lost = "fail"` then fail (into retries, `WorkerLost`) and free their slots, and
+  every other reservation — its "keep" ones, other processes' — stays.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from faktory_py.config import NamedLimit, Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
+from faktory_py.core.workers import WorkerRegistry
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.server.app import enterprise_features
 from faktory_py.server.reload import throttle_rules
@@ -46,8 +53,10 @@ from helpers.model_replay import due_times, replay, roundtrip, snapshot_records
 RATES = {"few": (4, 20.0), "rated": (2, 60.0)}
 RATED = (Throttle("few", 50, concurrency=3, worker=2, rate=RATES["few"]),
          Throttle("rated", 30, rate=RATES["rated"], partition=("custom.tenant",)))
-THROTTLES = ThrottlesConfig((Throttle("one", 30, concurrency=1), *RATED, Throttle("per", 20, worker=1),
-                             Throttle("part", 25, concurrency=1, partition=("custom.tenant", "jobtype"))),
+THROTTLES = ThrottlesConfig((Throttle("one", 30, concurrency=1), *RATED,
+                             Throttle("per", 20, worker=1, slot_release="job_end"),
+                             Throttle("part", 25, concurrency=1, partition=("custom.tenant", "jobtype"),
+                                      on_worker_lost="keep")),
                             limits=(NamedLimit("pdf", jobtypes=("PDF",), concurrency=2),))
 #: what a reload (SIGHUP) may put in force: limits lowered, raised, removed, added, shorter
 #: timeouts, partitions added and removed, named limits changed, only the rate limits
@@ -56,13 +65,18 @@ RELOADS = (THROTTLES,
                             Throttle("part", 25, concurrency=2)),
                            limits=(NamedLimit("pdf", jobtypes=("PDF",), queues=("one", "free"), concurrency=1,
                                               worker=1, partition=("custom.tenant",)),)),
-           ThrottlesConfig((*RATED, Throttle("per", 5, worker=2), Throttle("free", 40, concurrency=2)),
-                           limits=(NamedLimit("pdf", jobtypes=("PDF",), concurrency=1, timeout=15),
+           ThrottlesConfig((*RATED, Throttle("per", 5, worker=2, on_worker_lost="keep"),
+                            Throttle("free", 40, concurrency=2, slot_release="job_end")),
+                           limits=(NamedLimit("pdf", jobtypes=("PDF",), concurrency=1, timeout=15,
+                                              slot_release="job_end"),
                                    NamedLimit("tenants", queues=("per", "part"), concurrency=1,
                                               partition=("custom.tenant",)))),
            ThrottlesConfig(RATED))
 QUEUES = ("one", "few", "per", "rated", "part", "free")
 WIDS = ("A", "B", "C", "")
+#: the worker processes that say HELLO and BEAT ("" is a FETCH of no process)
+PROCESSES = WIDS[:-1]
+HEARTBEAT_TIMEOUT = 60.0
 TENANTS = ("x", "y", None)
 START = 1_700_000_000.0
 
@@ -102,7 +116,8 @@ def recomputed(store: MemoryStore, config: ThrottlesConfig, now: float) -> dict[
         for rule in ref_rules(config):
             key = rule.key(res.job)
             timeout = rule.entry.timeout
-            if key is not None and (timeout is None or res.reserved_at + timeout > now):
+            if key is not None and (timeout is None or rule.entry.slot_release == "job_end"
+                                    or res.reserved_at + timeout > now):
                 slots[res.job["jid"], rule.name] = (key, res.wid)
     return slots
 
@@ -125,6 +140,12 @@ class ThrottleMachine(RuleBasedStateMachine):
         self.serial = 0
         #: the model's FETCH grants: rate-limited key → the times FETCH handed one of its jobs out
         self.grants: defaultdict[Key, list[float]] = defaultdict(list)
+        self.workers = WorkerRegistry(HEARTBEAT_TIMEOUT)
+        for wid in PROCESSES:
+            self._hello(wid)
+
+    def _hello(self, wid: str) -> None:
+        self.workers.register(Hello(wid), 0, lambda: None, self.now)
 
     def _sink(self, ops: list[dict[str, Any]]) -> int:
         self.journal.append(roundtrip(ops))
@@ -156,6 +177,8 @@ class ThrottleMachine(RuleBasedStateMachine):
         """L3, F1: the oldest job eligible for `wid` of the first queue that has one."""
         expected = next((job for queue in queues for job in self.store.queued(queue) if self._eligible(job, wid)),
                         None)
+        if wid and self.workers.get(wid) is None:
+            self._hello(wid)  # a reaped process reconnects
         got, _ = self.manager.fetch(queues, wid, self.now)
         assert (got and got["jid"]) == (expected and expected["jid"])
         if got is not None:
@@ -216,6 +239,26 @@ class ThrottleMachine(RuleBasedStateMachine):
             self.manager.run_due(self.now)
         self.now = target
 
+    @rule(wid=st.sampled_from(PROCESSES))
+    def beat(self, wid: str) -> None:
+        if self.workers.beat(wid, "", None, self.now) is None:
+            self._hello(wid)
+
+    @rule()
+    def reap(self) -> None:
+        """The reaper's tick: each process silent past the heartbeat timeout is dropped and
+        its reservations under an `on_worker_lost = "fail"` rule fail, as app.py wires it."""
+        before = {res.job["jid"]: res for res in self.store.reservations()}
+        lost = {worker.wid for worker in self.workers.reap(self.now)}
+        failing = {jid for jid, res in before.items() if res.wid in lost
+                   and any(rule.key(res.job) is not None and rule.entry.on_worker_lost == "fail"
+                           for rule in ref_rules(self.config))}
+        for wid in lost:
+            self.manager.worker_lost(wid, self.throttles.lost(wid), self.now)
+        assert set(self._reserved()) == set(before) - failing
+        retries = {job["jid"]: job["failure"]["errtype"] for _, _, job in self.store.set_entries("retries")}
+        assert all(retries.get(jid) == "WorkerLost" for jid in failing)
+
     @rule(config=st.sampled_from(RELOADS))
     def reload(self, config: ThrottlesConfig) -> None:
         """SIGHUP with other throttles (server/reload.py does the same, and wakes the waiters)."""
@@ -272,6 +315,18 @@ class ThrottleMachine(RuleBasedStateMachine):
         assert holders == recomputed(self.store, self.config, self.now)
 
     @invariant()
+    def overdue_is_derived(self) -> None:
+        """S3 for `overdue`: the live reservations past their rule's timeout, per rule (in
+        either mode; with job_end they still hold their slots, §11.2, §11.7)."""
+        overdue: Counter[str] = Counter()
+        for res in self.store.reservations():
+            for ref in ref_rules(self.config):
+                timeout = ref.entry.timeout
+                if ref.key(res.job) is not None and timeout is not None and res.reserved_at + timeout <= self.now:
+                    overdue[ref.name] += 1
+        assert +self.throttles.occupancy.overdue == overdue
+
+    @invariant()
     def classes_are_derived(self) -> None:
         """S3 for the class index: each queue's jobs grouped by the keys they need."""
         rules = ref_rules(self.config)
@@ -310,6 +365,13 @@ class ThrottleMachine(RuleBasedStateMachine):
             assert all(self._in_window(key, at) <= limit for at in times)
             assert self.throttles.rate.in_window(wire_key(key), self.now) == self._in_window(key, self.now)
             assert self.throttles.rate.full(wire_key(key)) == (self._in_window(key, self.now) >= limit)
+
+
+class Hello:
+    """The identity a worker process's HELLO gives the registry."""
+
+    def __init__(self, wid: str) -> None:
+        self.wid, self.hostname, self.pid, self.labels, self.rss_kb = wid, "model", 1, (), 0
 
 
 def wire_key(key: Key) -> Any:

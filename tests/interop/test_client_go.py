@@ -43,7 +43,7 @@ import pytest
 
 from faktory_py.store.journal import Journal
 from faktory_py.tools import processes
-from helpers.throttles import configure_throttles, peak_reserved
+from helpers.throttles import configure_throttles, hold_a_job, peak_reserved
 from helpers.toolchain import Toolchain
 
 GO_DIR = Path(__file__).resolve().parent / "clients" / "go"
@@ -184,6 +184,8 @@ def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_fact
     if scenario in THROTTLED:
         configure_throttles(server)
     server.start()
+    if scenario in THROTTLED:
+        hold_a_job(server)
     env["FAKTORY_URL"] = server.url
     if test_name in NEEDS_PASSWORD_SERVER:
         protected = server_factory(password=PASSWORD)

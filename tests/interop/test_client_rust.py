@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from faktory_py.tools import processes
-from helpers.throttles import configure_throttles
+from helpers.throttles import configure_throttles, hold_a_job
 from helpers.toolchain import Toolchain
 
 RUST_DIR = Path(__file__).resolve().parent / "clients" / "rust"
@@ -141,6 +141,8 @@ def test_rust_client(scenario: str, policy: str | None, rust_env: Toolchain, ser
         (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
         (server.conf_dir / "conf.d" / "results.toml").write_text("[faktory_py.results]\nfrom_track_desc = true\n")
     server.start()
+    if scenario in THROTTLED:
+        hold_a_job(server)
     env.update(RUST_BACKTRACE="1", FAKTORY_URL=server.url)
     if scenario in NEEDS_PASSWORD_SERVER:
         env["FAKTORY_PASSWORD_URL"] = server_factory(password=PASSWORD).url

@@ -3,7 +3,8 @@
 One pytest test per case file and target (the `any_server_factory` fixture): `faktory_py`, a
 fresh server process per file (password-protected for `REQUIRE password`, started with the
 file's `SERVER` arguments), and `faktory-<version>`, a fresh real Faktory per file
-(tests/helpers/real_faktory.py; skipped when the binary is missing, except under CI=true).
+(tests/helpers/real_faktory.py; skipped when the binary is missing, except under CI=true);
+`test_protocol_case_on_redis` replays the same files against faktory_py with `--store redis://…`.
 `*.ours.case` files and files with `SERVER` lines never run against Faktory; `*.ent.case`
 files need Faktory Enterprise: they run against faktory_py (which has the Enterprise
 features built in) and are skipped against the open-source Faktory.
@@ -23,6 +24,7 @@ from faktory_py.tools.conformance import clients
 from faktory_py.tools.conformance.runner import CaseFailure, json_match, parse_case, run_case, skip_reason, unescape
 from helpers import ROOT
 from helpers.real_faktory import REAL_FAKTORY_PARAM
+from helpers.redis import redis_conf
 
 CASES = sorted((ROOT / "protocol" / "cases").glob("*.case"))
 DEFAULT_PASSWORD = "s3cret"
@@ -40,8 +42,27 @@ def test_protocol_case(any_server_factory, path: Path, request: pytest.FixtureRe
         pytest.skip(reason)
     srv = any_server_factory(password=DEFAULT_PASSWORD if case.require_password else None,
                              args=case.server_args)
+    replay(case, srv.port, srv.password, ours=not real)
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
+def test_protocol_case_on_redis(server_factory, redis_store: str, path: Path) -> None:
+    """Replay one case file against faktory_py with its op log in Redis (`--store redis://…`,
+    a namespace of its own per case): the backend changes nothing a client can see."""
+    case = parse_case(path)
+    reason = skip_reason(case, ours=True, ent=True, starts_servers=True)
+    if reason:
+        pytest.skip(reason)
+    srv = server_factory(password=DEFAULT_PASSWORD if case.require_password else None,
+                         args=(*case.server_args, "--store", redis_store), start=False)
+    redis_conf(srv.conf_dir)
+    srv.start()
+    replay(case, srv.port, srv.password, ours=True)
+
+
+def replay(case, port: int, password: str | None, *, ours: bool) -> None:  # type: ignore[no-untyped-def]
     try:
-        run_case(case, Address("127.0.0.1", srv.port, srv.password), ent=not real, ours=not real)
+        run_case(case, Address("127.0.0.1", port, password), ent=ours, ours=ours)
     except CaseFailure as exc:
         pytest.fail(str(exc), pytrace=False)
 

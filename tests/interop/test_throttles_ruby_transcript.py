@@ -10,28 +10,32 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 from helpers.rawclient import RawClient
-from helpers.throttles import configure_throttles, peak_reserved
+from helpers.throttles import configure_throttles, peak_reserved, work_in_threads
 
 CASE = Path(__file__).resolve().parents[2] / "protocol" / "cases" / "client-ruby.case"
 
 
-def captured_worker_lines() -> dict[str, bytes]:
-    """The worker connection's captured HELLO, FETCH and ACK lines, as bytes on the wire."""
-    lines: dict[str, bytes] = {}
-    in_worker = False
+def captured_lines(connection: str) -> list[bytes]:
+    """The captured lines the gem sent on the connections named `connection`, as bytes on the wire."""
+    lines: list[bytes] = []
+    on_it = False
     for line in CASE.read_text().splitlines():
         if line.startswith("--- connection "):
-            in_worker = line == "--- connection worker"
-        elif in_worker and line.startswith("C: "):
-            verb = line[3:].split(" ", 1)[0]
-            lines.setdefault(verb, line[3:].replace("\\r", "\r").replace("\\n", "\n").encode())
+            on_it = line == f"--- connection {connection}"
+        elif on_it and line.startswith("C: "):
+            lines.append(line[3:].replace("\\r", "\r").replace("\\n", "\n").encode())
+    return lines
+
+
+def captured_worker_lines() -> dict[str, bytes]:
+    """The worker connection's captured HELLO, FETCH and ACK lines (the first of each verb)."""
+    lines: dict[str, bytes] = {}
+    for line in captured_lines("worker"):
+        lines.setdefault(line.split(b" ", 1)[0].decode(), line)
     return lines
 
 
@@ -61,37 +65,27 @@ def test_ruby_worker_threads_through_concurrency_3(server_factory) -> None:
         for i in range(200):
             job = {"jid": uuid.uuid4().hex[:24], "jobtype": "Gated", "args": [i], "queue": "gated"}
             assert producer.push(job) == b"OK"
-    worked: Counter[str] = Counter()
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    deadline = time.monotonic() + 60
 
-    def work() -> None:
-        try:
-            with RawClient(srv.port) as conn:
-                conn.greet()
-                conn.send(LINES["HELLO"])
-                assert conn.reply() == b"OK"
-                while sum(worked.values()) < 200 and time.monotonic() < deadline:
-                    conn.send(fetch_line("gated"))
-                    body = conn.reply()
-                    if body is None:
-                        continue  # the 2 s block ran out
-                    jid = json.loads(body)["jid"]
-                    time.sleep(0.005)  # the work, long enough for the slots to fill
-                    with lock:
-                        worked[jid] += 1
-                    conn.send(ack_line(jid))
-                    assert conn.reply() == b"OK"
-        except BaseException as exc:  # noqa: BLE001 -- reported by the test thread
-            errors.append(exc)
+    class Worker:
+        def __init__(self) -> None:
+            self.conn = RawClient(srv.port)
+            self.conn.greet()
+            self.conn.send(LINES["HELLO"])
+            assert self.conn.reply() == b"OK"
 
-    threads = [threading.Thread(target=work) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+        def fetch(self) -> str | None:
+            self.conn.send(fetch_line("gated"))
+            body = self.conn.reply()
+            return None if body is None else json.loads(body)["jid"]
+
+        def ack(self, jid: str) -> None:
+            self.conn.send(ack_line(jid))
+            assert self.conn.reply() == b"OK"
+
+        def close(self) -> None:
+            self.conn.close()
+
+    worked = work_in_threads(Worker)
     assert len(worked) == 200 and set(worked.values()) == {1}
     assert srv.stop() == 0
     assert peak_reserved(srv.data_dir, "gated") == (3, 200)

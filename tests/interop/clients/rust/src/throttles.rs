@@ -1,7 +1,9 @@
-//! S11: INFO with throttles configured (protocol/spec.md §11.4). test_client_rust.py starts this
-//! scenario's server with a conf.d holding a `concurrency`, a `worker` and a `rate` throttle, so
-//! INFO carries `faktory.throttles`: the crate's strict typed decode (`current_info`) must still
-//! accept the document, which keeps its four top-level keys.
+//! S11: INFO with throttles configured (protocol/spec.md §11.4, A-T14). test_client_rust.py
+//! starts this scenario's server with a conf.d holding a `concurrency`, a `worker` and a `rate`
+//! throttle, a named limit partitioned by tenant and a yearly cron entry, and pushes a job held
+//! on a jid never pushed, so INFO carries `faktory.throttles`, `.limits`, `.cron` and
+//! `.workflows`: the crate's strict typed decode (`current_info`) must still accept the
+//! document, which keeps its four top-level keys.
 
 use super::*;
 
@@ -54,5 +56,13 @@ pub(crate) async fn s11() -> Res {
         json!(100),
         "faktory.throttles.api.rate.limit"
     );
+    let data = &doc["faktory"];
+    ensure_eq!(
+        data["limits"]["tenants"]["waiting"],
+        json!(0),
+        "faktory.limits.tenants.waiting (its one job is held)"
+    );
+    ensure_eq!(data["cron"]["entries"], json!(1), "faktory.cron.entries");
+    ensure_eq!(data["workflows"]["held"], json!(1), "faktory.workflows.held");
     Ok(())
 }

@@ -1,0 +1,117 @@
+"""A real `redis-server` for the op-log tests: Debian's binary (tests/run.sh installs it),
+on a free loopback port with its own directory, `appendonly yes` and `noeviction` as the
+op log requires, stopped by its PID.
+
+Fixtures (registered in tests/conftest.py): `redis_server` (one per test module) and
+`redis_store`, a `--store` URL with a namespace of its own per test, so tests sharing one
+Redis never see each other's log. Without redis-server the tests skip, except under
+CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from faktory_py.tools.processes import free_port
+
+#: the op log's settings for test servers: a short lease keeps kill -9 restarts quick
+TEST_REDIS_TOML = "[faktory_py.redis]\nlease_ttl_ms = 2000\nrenew_every_ms = 400\n"
+
+
+class RedisServer:
+    """One redis-server process."""
+
+    def __init__(self, base: Path, *extra: str) -> None:
+        self.dir = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is not installed (tests/run.sh installs it)")
+            pytest.skip("redis-server is not installed (tests/run.sh installs it)")
+        with open(self.dir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                 "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "",
+                 "--unixsocket", "", *self.extra],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
+            if self.command("PING") == "PONG":
+                return
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer PING")
+
+    def command(self, *args: str) -> str | None:
+        """Send one command; the first line of the reply without its type byte, or None
+        when Redis does not answer (yet)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(_resp(args))
+                return s.recv(65536).decode(errors="replace").split("\r\n", 1)[0].lstrip("+:$-")
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _resp(args: tuple[str, ...]) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def unique_name() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_store(redis_server: RedisServer) -> str:
+    """A `--store` URL on `redis_server` with a namespace no other test uses."""
+    return f"{redis_server.url}?name={unique_name()}"
+
+
+def redis_conf(conf_dir: Path) -> None:
+    """Give a server process's config dir the test lease timings (TEST_REDIS_TOML)."""
+    (conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+    (conf_dir / "conf.d" / "redis.toml").write_text(TEST_REDIS_TOML)
