@@ -81,6 +81,33 @@ class Ends:
     ended: list[Ended]
 
 
+class BatchMoment(enum.Enum):
+    """A moment in a batch's life that a job may wait for (`custom.after: [{"bid": …}]`,
+    protocol/spec.md §14.2). Each is derived from the batch's own record, never kept apart,
+    so journal replay reproduces it."""
+
+    #: committed, and every member (and every child batch's) ran once: when the `complete`
+    #: callback is (or would be, if none is declared) enqueued
+    COMPLETE = "complete"
+    #: committed, and every member (and every child batch's) succeeded: when the `success`
+    #: callback is (or would be) enqueued
+    SUCCESS = "success"
+    #: the batch is gone: an uncommitted batch expired, or a done batch was forgotten after
+    #: its retention (one that never reached SUCCESS never will)
+    GONE = "gone"
+
+
+#: a batch that reached a moment: (bid, moment)
+Reached = tuple[str, BatchMoment]
+
+
+class BatchStates(Protocol):
+    """What a batches feature lets others read: the moments a batch has reached."""
+
+    def moments(self, bid: str, now: float) -> frozenset[BatchMoment] | None:
+        """The moments batch `bid` has reached (GONE never: a gone batch is None, unknown)."""
+
+
 class PrepareHook(Protocol):
     def prepare(self, job: Job, now: float) -> Job:
         """Rewrite a valid job before it is stored (a new dict; jobs are never mutated).
@@ -154,6 +181,15 @@ class EndHook(Protocol):
         (`Manager._quarantine`) is not reported: the hooks may be what failed."""
 
 
+class BatchHook(Protocol):
+    def on_batch(self, reached: Sequence[Reached], now: float) -> list[Op] | Ends:
+        """Batches reached moments in the step being committed (a member's ACK or other
+        ending, a callback's end, BATCH COMMIT, an expiry): told inside that step, so a job
+        waiting for a batch is released before the step's reply is sent. The batches
+        feature reports them through `JobPusher.batch_reached` (features never import each
+        other); the moments a batch reached before can be read through `BatchStates`."""
+
+
 class TargetHook(Protocol):
     #: the MUTATE target it serves besides the lifecycle's sets (`held`, protocol/spec.md §14.4)
     target: str
@@ -176,7 +212,8 @@ class TimedHook(Protocol):
 
 class JobPusher(Protocol):
     """What the `Manager` offers a feature that pushes jobs of its own (a batch's callbacks),
-    so they are judged and stored as a producer's PUSH would be."""
+    so they are judged and stored as a producer's PUSH would be, and tells of moments its
+    batches reached (`BatchHook`)."""
 
     def check_push(self, job: Job, now: float) -> None:
         """Raise ClientError if PUSH would refuse `job` before any push hook (its fields, or
@@ -186,6 +223,14 @@ class JobPusher(Protocol):
         """The ops that push `job`: checked and rewritten by every prepare hook and seen by
         every push hook (unique, expiry, tracking apply); ClientError if one refuses it. The
         caller commits them within its own step."""
+
+
+    def batch_reached(self, reached: Sequence[Reached], caller: object, now: float) -> Ends:
+        """The ops of every batch hook told that batches reached `reached`, and of the end
+        hooks told of the jobs those ended (a dependent killed by policy), for the caller to
+        commit within its own step; `caller`'s own end hook is not told of those jobs (they
+        are `Ends.ended`): it counts them in the plan it is making, whose state the other
+        hooks cannot see yet."""
 
 
 class PushUser(Protocol):

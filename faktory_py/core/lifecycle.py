@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,17 +341,32 @@ class Manager:
             ops.extend(self._end_ops([Ended(failed, ending)], now))
         return ops
 
-    def _end_ops(self, ended: list[Ended], now: float, source: object = None) -> list[AnyOp]:
+    def _end_ops(self, ended: list[Ended], now: float, *skip: object) -> list[AnyOp]:
         """The end hooks' ops for jobs that left for good in the step being planned.
 
         A hook answering `hooks.Ends` ended more jobs itself (dependents killed by policy):
-        every other end hook is told of those too, in the same step; `source` is the hook
-        whose own `Ends` these are (it is not told again)."""
+        every other end hook is told of those too, in the same step; `skip` holds the hook
+        whose own `Ends` these are (it is not told again), and one that counts them itself.
+        Each hook hears of every job once, and a hook after the one that ended more jobs
+        hears of them in the same call as of the others: its plan (a batch's counts) is made
+        against the committed state, so two calls in one step would each count from it and
+        the second would undo the first (a member killed by policy as another member of
+        its batch died)."""
         ops: list[AnyOp] = []
-        if ended:
-            for end in self.features.end:
-                if end is not source:
-                    ops.extend(self._ends_ops(end.on_end(ended, now), end, now))
+        news = list(ended)
+        ends = [end for end in self.features.end if not any(end is hook for hook in skip)]
+        heard = [0] * len(ends)  # how many of `news` each hook was told of
+        while any(count < len(news) for count in heard):
+            for i, end in enumerate(ends):
+                if heard[i] == len(news):
+                    continue
+                answer = end.on_end(news[heard[i]:], now)
+                if isinstance(answer, hooks.Ends):
+                    ops += answer.ops
+                    news += answer.ended  # its own: it is not told of them
+                else:
+                    ops += answer
+                heard[i] = len(news)
         return ops
 
     def _ends_ops(self, answer: list[Any] | hooks.Ends, source: object, now: float) -> list[AnyOp]:
@@ -360,6 +375,21 @@ class Manager:
         if isinstance(answer, hooks.Ends):
             return [*answer.ops, *self._end_ops(answer.ended, now, source)]
         return list(answer)
+
+    def batch_reached(self, reached: Sequence[hooks.Reached], caller: object, now: float) -> hooks.Ends:
+        """`hooks.JobPusher`: every batch hook's ops for batches that reached moments, with
+        the end hooks' ops for the jobs those ended (a dependent killed by policy) — all but
+        `caller`'s, which is handed those jobs to count in the plan it is making."""
+        ops: list[AnyOp] = []
+        ended: list[Ended] = []
+        for watch in self.features.batch if reached else ():
+            answer = watch.on_batch(reached, now)
+            if isinstance(answer, hooks.Ends):
+                ops += [*answer.ops, *self._end_ops(answer.ended, now, watch, caller)]
+                ended += answer.ended
+            else:
+                ops += answer
+        return hooks.Ends(ops, ended)
 
     # --- timers' work ---------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .hooks import (
-    DropHook, EndHook, FetchHook, FinishHook, HoldHook, InfoHook, ObserveHook, PrepareHook, PushHook, PushUser,
-    SelectHook, TargetHook, TimedHook,
+    BatchHook, DropHook, EndHook, FetchHook, FinishHook, HoldHook, InfoHook, ObserveHook, PrepareHook, PushHook,
+    PushUser, SelectHook, TargetHook, TimedHook,
 )
 
 T = TypeVar("T")
@@ -50,6 +50,8 @@ class Feature:
     drop: DropHook | None = None
     finish: FinishHook | None = None
     end: EndHook | None = None
+    #: told of moments batches reached (a job waiting for a batch)
+    batch: BatchHook | None = None
     target: TargetHook | None = None
     timed: TimedHook | None = None
     info: InfoHook | None = None
@@ -92,6 +94,7 @@ class Registry:
         self.drop = tuple(f.drop for f in self.features if f.drop is not None)
         self.finish = tuple(f.finish for f in self.features if f.finish is not None)
         self.end = tuple(f.end for f in self.features if f.end is not None)
+        self.batch = tuple(f.batch for f in self.features if f.batch is not None)
         self.target = tuple(f.target for f in self.features if f.target is not None)
         self.timed = tuple(f.timed for f in self.features if f.timed is not None)
         self.info = tuple(f.info for f in self.features if f.info is not None)

@@ -124,12 +124,14 @@ def enterprise_features(store: MemoryStore, batches: BatchesConfig = BatchesConf
     expired). Workflows comes after unique (a duplicate is refused as NOTUNIQUE before its
     dependencies are looked at) and before batches: the dependents it kills are endings the
     batches' end hook is told of in the same step (`hooks.Ends`), and a held job is counted by
-    every push hook like a queued one.
+    every push hook like a queued one. Workflows reads the batches' moments (`hooks.BatchStates`)
+    for `{"bid"}` dependencies and is told of new ones (`hooks.BatchHook`).
     """
     tracking = JobTracking(store, results.max_bytes)
+    batch_records = Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention)
     return Registry([ExpiringJobs(store).feature(), UniqueJobs(store).feature(), tracking.feature(),
-                     Workflows(store, workflow_settings(workflows, results), tracking).feature(),
-                     Batches(store, batches.policy, batches.uncommitted_ttl, batches.retention).feature(),
+                     Workflows(store, workflow_settings(workflows, results), tracking, batch_records).feature(),
+                     batch_records.feature(),
                      Throttles(store, throttle_rules(throttles), throttles.warnings).feature(),
                      Cron(store, cron.entries, cron.warnings).feature()])
 

@@ -1,8 +1,8 @@
 """C-T12: a hypothesis machine over job dependencies (protocol/spec.md §14.4's W1–W4).
 
 It pushes random DAG fragments over a small pool of jids — dependencies on jids pushed
-before, after, or never, with either policy and various retry counts, by PUSH and PUSHB — and
-interleaves FETCH/ACK/FAIL, MUTATE (retries: discard, kill, requeue; held: discard, kill,
+before, after, or never, and on batches (`{"bid"}`) whose members are jobs of the pool, with
+either policy and various retry counts, by PUSH and PUSHB — and interleaves BATCH COMMIT, FETCH/ACK/FAIL, MUTATE (retries: discard, kill, requeue; held: discard, kill,
 requeue), retries from the Morgue, QUEUE REMOVE, the clock and restarts from the journal and
 from a snapshot. After every step:
 
@@ -11,13 +11,15 @@ from a snapshot. After every step:
 * W2: the graph over held jobs is acyclic (a PUSH that would close a cycle was refused and
   changed nothing);
 * every released job's `custom._after` names all its dependencies; under `success` each was
-  ACKed before it ran; under `complete` each had ended (or was missing);
+  ACKed before it ran (a batch: had reached its success moment); under `complete` each had
+  ended (or was missing; a batch: had completed, or was gone);
 * W4: a store rebuilt from the journal, and one rebuilt from a snapshot, hold the same jobs
   and the same workflow state.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -25,8 +27,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from faktory_py.core.hooks import BatchMoment
 from faktory_py.core.lifecycle import Manager
 from faktory_py.errors import ClientError
+from faktory_py.features.batches.feature import Batches
 from faktory_py.features.workflows.feature import Workflows, workflow_table
 from faktory_py.server.app import enterprise_features
 from faktory_py.store.memory import MemoryStore
@@ -34,6 +38,7 @@ from helpers.model_replay import holdings, replay, roundtrip
 
 BASE_NOW = 1_700_000_000.0
 POOL = [f"job-{i:04d}" for i in range(10)]
+BIDS = [f"b-{i}" for i in range(3)]
 LIVE_STATES = ("held", "working", "scheduled", "retries", "enqueued")
 
 
@@ -50,7 +55,15 @@ class WorkflowMachine(RuleBasedStateMachine):
         super().__init__()
         self.journal: list[list[dict[str, Any]]] = []
         self.store, self.manager, self.wf = build(sink=self._sink)
+        batches = self.manager.features.find(Batches)
+        assert batches is not None
+        self.batches = batches
+        numbers = itertools.count()
+        batches.new_bid = lambda: f"b-{next(numbers)}"
         self.now = BASE_NOW
+        for _bid in BIDS:  # success callbacks in a queue no worker fetches: moments come all the same
+            self.store.commit(batches.new({"success": {"jobtype": "Ok", "args": [], "queue": "callbacks"}}, "",
+                                          self.now)[1])
         self.pushed: set[str] = set()
         #: jid → its declared (deps, policy)
         self.declared: dict[str, tuple[list[str], str]] = {}
@@ -64,27 +77,37 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     # --- rules ------------------------------------------------------------------------
 
-    @rule(jid=st.sampled_from(POOL), deps=st.lists(st.sampled_from(POOL + ["never-pushed"]), max_size=3),
+    @rule(jid=st.sampled_from(POOL),
+          deps=st.lists(st.sampled_from(POOL + ["never-pushed"] + [f"bid:{bid}" for bid in BIDS]), max_size=3),
           policy=st.sampled_from(["success", "complete"]), retry=st.sampled_from([0, 1, 25]),
-          timeout=st.sampled_from([60, 600]))
-    def push(self, jid: str, deps: list[str], policy: str, retry: int, timeout: int) -> None:
+          timeout=st.sampled_from([60, 600]), member_of=st.sampled_from(["", *BIDS]))
+    def push(self, jid: str, deps: list[str], policy: str, retry: int, timeout: int, member_of: str) -> None:
+        """`bid:<bid>` in `deps` stands for `{"bid": <bid>}`; `member_of` makes it a member."""
         if jid in self.pushed:
             return
-        custom: dict[str, Any] = {}
+        custom: dict[str, Any] = {"bid": member_of} if member_of else {}
         if deps:
-            custom = {"after": deps, "after_policy": policy, "after_timeout": timeout}
+            after = [{"bid": dep[4:]} if dep.startswith("bid:") else dep for dep in deps]
+            custom.update({"after": after, "after_policy": policy, "after_timeout": timeout})
         job = {"jid": jid, "jobtype": "W", "args": [], "retry": retry, **({"custom": custom} if custom else {})}
         before = (len(self.journal), workflow_table(self.wf))
         try:
             self.manager.push(job, self.now)
         except ClientError as exc:
-            assert "cycle" in str(exc) or "itself" in str(exc), exc
+            assert any(text in str(exc) for text in ("cycle", "itself", "its own batch", "No such batch",
+                                                     "is committed", "is closed")), exc
             assert (len(self.journal), workflow_table(self.wf)) == before
             return
         self.pushed.add(jid)
         if deps:
-            self.declared[jid] = (list(dict.fromkeys(deps)), policy)
+            self.declared[jid] = ([dep[4:] if dep.startswith("bid:") else dep for dep in dict.fromkeys(deps)], policy)
         self._note_dead()
+
+    @rule(bid=st.sampled_from(BIDS))
+    def commit(self, bid: str) -> None:
+        if self.batches.live(bid, self.now) is not None:
+            self.store.commit(self.batches.commit(bid, self.now))
+            self._note_dead()
 
     @rule(first=st.sampled_from(POOL), second=st.sampled_from(POOL), policy=st.sampled_from(["success", "complete"]))
     def pushb(self, first: str, second: str, policy: str) -> None:
@@ -166,6 +189,12 @@ class WorkflowMachine(RuleBasedStateMachine):
         if set(after) != set(deps):
             return  # requeued by hand from the held set: it ran on the operator's word
         for dep, entry in after.items():
+            if dep in BIDS:
+                moments = self.batches.moments(dep, self.now)
+                reached = {"success": BatchMoment.SUCCESS, "complete": BatchMoment.COMPLETE}.get(entry["outcome"])
+                assert entry["outcome"] in (("success",) if policy == "success" else ("success", "complete", "failed"))
+                assert moments is None if reached is None else moments is None or reached in moments, (dep, entry)
+                continue
             if policy == "success":
                 assert entry["outcome"] == "success" and dep in self.acked, (job["jid"], dep, entry)
             elif entry["outcome"] == "success":
@@ -179,8 +208,18 @@ class WorkflowMachine(RuleBasedStateMachine):
         for jid, held in self.wf.held.items():
             assert held.pending, jid
             alive = [dep for dep in held.pending
-                     if self.wf.state_of(dep) in LIVE_STATES or held.unknown.get(dep, 0) > self.now]
+                     if self.wf.state_of(dep) in LIVE_STATES or held.unknown.get(dep, 0) > self.now
+                     or self._batch_waited_for(dep, held.policy)]
             assert alive, (jid, {dep: self.wf.state_of(dep) for dep in held.pending}, held.unknown, self.now)
+
+    def _batch_waited_for(self, dep: str, policy: str) -> bool:
+        """A batch edge is live while its batch exists and has not reached the moment the
+        policy waits for (W3 for batches)."""
+        if not dep.startswith("bid:"):
+            return False
+        moments = self.batches.moments(dep[4:], self.now)
+        wanted = BatchMoment.SUCCESS if policy == "success" else BatchMoment.COMPLETE
+        return moments is not None and wanted not in moments and BatchMoment.SUCCESS not in moments
 
     @invariant()
     def acyclic(self) -> None:

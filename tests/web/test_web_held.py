@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
+from faktory_py.features.batches.feature import Batches
 from faktory_py.features.workflows.feature import Workflows
 from faktory_py.util.timefmt import format_time
 from test_web_http import config, push, request, running  # noqa: F401  (running: a fixture)
@@ -54,3 +55,14 @@ async def test_a_job_page_links_to_its_edges(tmp_path: Path, running) -> None:  
     assert entry is not None
     page = await request(server, "GET", "/morgue?key=" + quote(f"{format_time(entry[0])}|{'k' * 12}"))
     assert page.status == 200 and f'href="/held?jid={"k" * 12}" id="edges"' in page.body
+
+
+async def test_a_batch_dependency_links_to_its_batch(tmp_path: Path, running) -> None:  # noqa: F811
+    server = await running(config(tmp_path))
+    batches = server.dispatcher.manager.features.find(Batches)
+    assert batches is not None
+    bid, ops = batches.new({"success": {"jobtype": "Ok", "args": []}}, "", server.dispatcher.clock.now())
+    server.dispatcher.manager.store.commit(ops)
+    push(server, "w" * 12, custom={"after": [{"bid": bid}]})
+    found = await request(server, "GET", "/held?jid=" + "w" * 12)
+    assert f'<td>batch <a href="/batches/{bid}"><code>{bid}</code></a></td><td>pending</td>' in found.body

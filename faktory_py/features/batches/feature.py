@@ -93,7 +93,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ...core import jobs
-from ...core.hooks import Ended, Ending, JobPusher, Outcome
+from ...core.hooks import BatchMoment, Ended, Ending, Ends, JobPusher, Outcome, Reached
 from ...core.registry import Feature, WebPage
 from ...errors import ClientError, NoSuchBatch
 from ...store.api import AnyOp, Job, Op, Reservation, SortedJobSet, Store, enqueue_op
@@ -238,7 +238,28 @@ class Batches:
         (planner._fire; ClientError if a hook refuses it)."""
         return self.pusher.push_ops(job, now)
 
+    def _ops(self, txn: Txn, now: float) -> list[AnyOp]:
+        """A plan's ops, and in the same step those of every feature told of the moments
+        its batches reach (a job waiting for a batch, `hooks.BatchHook`). Jobs those end
+        (a dependent killed because its batch is gone) are counted in this very plan, which
+        may reach further moments in turn."""
+        told: set[Reached] = set()
+        ops: list[AnyOp] = []
+        while reached := [moment for moment in txn.reached() if moment not in told]:
+            told.update(reached)
+            answer = self.pusher.batch_reached(reached, self, now)
+            ops += answer.ops
+            for end in answer.ended:
+                self._finished(txn, end.job, end.ending is Ending.SUCCESS, True, now)
+        return txn.ops + ops
+
     # --- reading ----------------------------------------------------------------------
+
+    def moments(self, bid: str, now: float) -> frozenset[BatchMoment] | None:
+        """`hooks.BatchStates`: the moments batch `bid` reached; None if it is unknown (or
+        an open batch past its expiry)."""
+        batch = self.live(bid, now)
+        return None if batch is None else batch.moments()
 
     def live(self, bid: str, now: float) -> Batch | None:
         """The batch, unless unknown or an open batch past its expiry (not yet removed)."""
@@ -325,7 +346,7 @@ class Batches:
         return Feature("batches", self, push=self, fetch=self, finish=self, end=self, timed=self, pushes=self,
                        pages=(WebPage("batches", "Batches"),), commands=("BATCH",))
 
-    def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
+    def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[AnyOp]:
         bid = member_bid(job)
         if not bid:
             return []
@@ -336,7 +357,7 @@ class Batches:
         txn = Txn(self)
         txn.set(batch, total=batch.total + 1, pending=batch.pending + 1)
         advance(txn, bid, now)
-        return txn.ops
+        return self._ops(txn, now)
 
     def on_fetch(self, job: Job, wid: str, now: float) -> list[Op]:
         key = self._holder_key(job)
@@ -365,16 +386,16 @@ class Batches:
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
         return []  # counted when it ends (`on_end`, same step)
 
-    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
+    def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[AnyOp]:
         """A failure that will be retried: the member has run (for complete), and is not
         over. A failure that ends the job is counted in `on_end` (same step)."""
         if outcome is not Outcome.RETRY:
             return []
         txn = Txn(self)
         self._finished(txn, res.job, False, False, now)  # a callback that will retry stays "1"
-        return txn.ops
+        return self._ops(txn, now)
 
-    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[AnyOp]:
         """Every way a job leaves for good: ACKed (a success), or dead, discarded, dropped
         at FETCH because it expired, or deleted without running (MUTATE discard/kill/clear
         of the scheduled or retry set, QUEUE REMOVE, the web UI) — for a member all of these
@@ -385,23 +406,23 @@ class Batches:
         txn = Txn(self)
         for end in ended:
             self._finished(txn, end.job, end.ending is Ending.SUCCESS, True, now)
-        return txn.ops
+        return self._ops(txn, now)
 
     def next_due(self) -> float | None:
         return self.expiry.first_score()
 
-    def run_due(self, now: float) -> list[Op]:
+    def run_due(self, now: float) -> list[AnyOp]:
         """Remove open batches whose uncommitted_ttl has passed (no callbacks fire) and
         forget done batches whose retention has."""
         txn = Txn(self)
         for _score, bid, _ in self.expiry.due(now):
             expire(txn, bid, now)
-        return txn.ops
+        return self._ops(txn, now)
 
     # --- operations behind the BATCH command (commands/batch.py parses its arguments; these
     #     are pure: ops to commit, or ClientError) ----------------------------------------
 
-    def new(self, payload: Mapping[str, Any], wid: str, now: float) -> tuple[str, list[Op]]:
+    def new(self, payload: Mapping[str, Any], wid: str, now: float) -> tuple[str, list[AnyOp]]:
         """BATCH NEW's object (decoded JSON) from a connection of worker process `wid`:
         the new bid and the ops that create it (raises ClientError)."""
         given = payload.get("bid")
@@ -446,7 +467,7 @@ class Batches:
         self.check_add(batch, wid)
         return bid
 
-    def commit(self, bid: str, now: float) -> list[Op]:
+    def commit(self, bid: str, now: float) -> list[AnyOp]:
         batch = self.live(bid, now)
         if batch is None:
             raise NoSuchBatch(bid)
@@ -455,7 +476,7 @@ class Batches:
         txn = Txn(self)
         txn.set(batch, phase=COMMITTED, expires_at=None)
         advance(txn, bid, now)
-        return txn.ops
+        return self._ops(txn, now)
 
 
 class Unhooked:
@@ -467,6 +488,9 @@ class Unhooked:
 
     def push_ops(self, job: Job, now: float) -> list[AnyOp]:
         return [enqueue_op(jobs.with_fields(job, enqueued_at=format_time(now)))]
+
+    def batch_reached(self, reached: Sequence[Reached], caller: object, now: float) -> Ends:
+        return Ends([], [])
 
 
 def batch_table(extension: Batches) -> dict[str, Any]:

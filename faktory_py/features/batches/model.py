@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Protocol
 
 from ...core import jobs
+from ...core.hooks import BatchMoment
 from ...errors import ClientError
 from ...store.api import Job, Op
 from ...util.jsoncodec import compact_json
@@ -105,6 +106,21 @@ class Batch:
     def all_callbacks_done(self) -> bool:
         return all(st == SUCCEEDED for job, st in ((self.complete, self.complete_st),
                                                    (self.success, self.success_st)) if job is not None)
+
+    def moments(self) -> frozenset[BatchMoment]:
+        """The moments it reached (`hooks.BatchMoment`), read off its record: a declared
+        callback's moment is when it was enqueued (or refused, counting as done); an
+        undeclared one's is when it would have been."""
+        if not self.committed:
+            return frozenset()
+        reached = set()
+        if (self.complete_st != PENDING if self.complete is not None
+                else self.executed() or self.success_st != PENDING):
+            reached.add(BatchMoment.COMPLETE)
+        if (self.success_st != PENDING if self.success is not None
+                else self.succeeded() and self.complete_done()):
+            reached.add(BatchMoment.SUCCESS)
+        return frozenset(reached)
 
     def status(self) -> dict[str, Any]:
         """BATCH STATUS's reply object."""

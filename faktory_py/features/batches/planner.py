@@ -13,11 +13,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ...core.hooks import BatchMoment, Reached
 from ...errors import ClientError
 from ...store.api import AnyOp, Job
 from .model import CALLBACKS, COMMITTED, DONE, ENQUEUED, PENDING, SUCCEEDED, TRANSITIONS, Batch, apply_to
 
 log = logging.getLogger("faktory_py.batches")
+
+#: a step that reaches both tells COMPLETE first (a batch's complete moment never follows its success)
+MOMENT_ORDER = (BatchMoment.COMPLETE, BatchMoment.SUCCESS)
 
 
 class LiveState(Protocol):
@@ -70,6 +74,20 @@ class Txn:
         self.ops.append(op)
         if isinstance(op, dict):  # a store op (a callback's enqueue) changes no batch
             apply_to(self, op)
+
+    def reached(self) -> list[Reached]:
+        """The moments the batches this plan changed reach with it (and GONE for those it
+        removes): what was not reached in the live state and is in the overlay."""
+        out: list[Reached] = []
+        for bid, after in self._batches.items():
+            before = self.owner.batches.get(bid)
+            if after is None:
+                if before is not None:
+                    out.append((bid, BatchMoment.GONE))
+                continue
+            new = after.moments() - (before.moments() if before is not None else frozenset())
+            out += [(bid, moment) for moment in MOMENT_ORDER if moment in new]
+        return out
 
     def set(self, batch: Batch, **changes: Any) -> Batch:
         """Change fields of a batch (only those that really change are journaled)."""

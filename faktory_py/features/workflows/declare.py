@@ -12,11 +12,30 @@ from ...store.api import Job
 from ...util.jsoncodec import compact_json
 
 POLICIES = ("success", "complete")
+#: A batch dependency `{"bid": b}` is the edge `bid:b` wherever jids are keys (held jobs'
+#: dependencies, the reverse edges, outcome records), so a batch and a job never share one
+#: (a Go jid may itself start with `b-`); a jid dependency starting with it is refused.
+BID_PREFIX = "bid:"
+
+
+def bid_key(bid: str) -> str:
+    return BID_PREFIX + bid
+
+
+def batch_of(dep: str) -> str | None:
+    """The bid a dependency edge names, None for a jid."""
+    return dep[len(BID_PREFIX):] if dep.startswith(BID_PREFIX) else None
+
+
+def shown(dep: str) -> str:
+    """A dependency as users name it: its jid, or its bid."""
+    return batch_of(dep) or dep
 
 
 @dataclass(frozen=True, slots=True)
 class Declaration:
-    """A job's dependencies (jids, each once, in the order given) and how it treats them."""
+    """A job's dependencies (jids, and `bid_key`s for batches, each once, in the order
+    given) and how it treats them."""
 
     deps: tuple[str, ...]
     policy: str
@@ -37,15 +56,21 @@ def declaration(job: Job, key: str, max_deps: int, default_timeout: float) -> De
     deps: dict[str, None] = {}
     for item in after:
         if isinstance(item, dict) and set(item) == {"bid"}:
-            raise ClientError(f"custom.{key}: batch dependencies ({{\"bid\"}}) are not supported yet")
+            if not isinstance(item["bid"], str) or not item["bid"]:
+                raise shape
+            deps[bid_key(item["bid"])] = None
+            continue
         jid = item.get("jid") if isinstance(item, dict) and set(item) == {"jid"} else item
-        if not isinstance(jid, str) or len(jid) < 8:
+        if not isinstance(jid, str) or len(jid) < 8 or jid.startswith(BID_PREFIX):
             raise shape
         deps[jid] = None
     if len(after) > max_deps:
         raise ClientError(f"custom.{key}: too many dependencies ({len(after)} > {max_deps})")
     if job["jid"] in deps:
         raise ClientError(f"custom.{key}: a job cannot depend on itself")
+    own = custom.get("bid")
+    if isinstance(own, str) and own and bid_key(own) in deps:
+        raise ClientError(f"custom.{key}: a job cannot depend on its own batch {own}")
     policy = custom.get(f"{key}_policy")
     if policy is None:
         policy = "success"

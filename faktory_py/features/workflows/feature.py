@@ -33,14 +33,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.hooks import Ended, Ending, Ends
+from ...core.hooks import BatchMoment, BatchStates, Ended, Ending, Ends, Reached
 from ...core.registry import Feature, WebPage
-from ...errors import ClientError
+from ...errors import ClientError, NoSuchBatch
 from ...store.api import Job, Op, SortedJobSet, Store
 from ...util.timefmt import format_time
 from ..tracking import JobTracking, checked_result, tracked
-from .declare import Declaration, cycle, cycle_error, declaration
-from .plan import SUCCESS, Plan
+from .declare import Declaration, batch_of, bid_key, cycle, cycle_error, declaration, shown
+from .plan import COMPLETE, FAILED, SUCCESS, Plan
 #: the outcome of an edge whose jid was never pushed within the dependent's `after_timeout`
 MISSING = "missing"
 
@@ -102,11 +102,15 @@ class Workflows:
 
     op_names = ("wf_hold", "wf_resolve", "wf_seen", "wf_unhold", "wf_outcome", "wf_forget", "wf_counts")
 
-    def __init__(self, store: Store, settings: Settings, tracking: JobTracking | None = None) -> None:
-        """`tracking` holds the results workers give with TRACK SET (and tracked jobs' `desc`)."""
+    def __init__(self, store: Store, settings: Settings, tracking: JobTracking | None = None,
+                 batches: BatchStates | None = None) -> None:
+        """`tracking` holds the results workers give with TRACK SET (and tracked jobs' `desc`);
+        `batches` tells which moments a batch reached (without it a batch dependency is
+        refused as naming no batch)."""
         self.store = store
         self.settings = settings
         self.tracking = tracking
+        self.batches = batches
         self.held: dict[str, Held] = {}
         #: jid → {outcome, finished_at, result?}
         self.records: dict[str, dict[str, Any]] = {}
@@ -230,7 +234,12 @@ class Workflows:
 
     def state_of(self, jid: str) -> str:
         """Where a job is: held, working, scheduled, retries, dead, enqueued, its recorded
-        outcome, or unknown (a scan of the queues for a jid found nowhere else)."""
+        outcome, or unknown (a scan of the queues for a jid found nowhere else); a batch
+        dependency not resolved yet is the last moment its batch reached ("complete"), or
+        "pending"."""
+        if batch_of(jid) is not None:
+            record = self.records.get(jid)
+            return "pending" if record is None else record["outcome"]
         if jid in self.held:
             return "held"
         if self.store.reservation(jid) is not None:
@@ -278,8 +287,9 @@ class Workflows:
         if held is not None:
             for dep in held.deps:
                 outcome = held.outcomes.get(dep)
-                after.append({"jid": dep, "outcome": outcome} if outcome is not None
-                             else {"jid": dep, "state": self.state_of(dep)})
+                name = {"bid": shown(dep)} if batch_of(dep) is not None else {"jid": dep}
+                after.append({**name, "outcome": outcome} if outcome is not None
+                             else {**name, "state": self.state_of(dep)})
         return {"jid": jid, "state": self.state_of(jid), "after": after,
                 "dependents": sorted(self.dependents.get(jid, ()))}
 
@@ -306,8 +316,8 @@ class Workflows:
         jid that held jobs waited for as unknown is noted, a job with pending dependencies is
         held instead of queued, every ending resolves edges, and the timer resolves
         never-seen dependencies as missing and forgets old outcome records."""
-        return Feature("workflows", self, prepare=self, push=self, hold=self, end=self, target=self, timed=self,
-                       info=self, pages=(WebPage("held", "Workflows"),), commands=("RESULT", "JOB"))
+        return Feature("workflows", self, prepare=self, push=self, hold=self, end=self, batch=self, target=self,
+                       timed=self, info=self, pages=(WebPage("held", "Workflows"),), commands=("RESULT", "JOB"))
 
     def _declaration(self, job: Job) -> Declaration | None:
         return declaration(job, self.settings.dependency_key, self.settings.max_deps, self.settings.unknown_timeout)
@@ -322,6 +332,10 @@ class Workflows:
             path = cycle(jid, declared.deps, lambda x: self.held[x].pending if x in self.held else ())
             if path is not None:
                 raise cycle_error(self.settings.dependency_key, path)
+            for dep in declared.deps:
+                bid = batch_of(dep)
+                if bid is not None and (self.batches is None or self.batches.moments(bid, now) is None):
+                    raise NoSuchBatch(bid)
         return job
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
@@ -338,6 +352,14 @@ class Workflows:
         pending: list[str] = []
         unknown: dict[str, float] = {}
         for dep in declared.deps:
+            bid = batch_of(dep)
+            if bid is not None:
+                reached = self._reached(bid, declared.policy, now)
+                if reached is None:
+                    pending.append(dep)
+                else:
+                    outcomes[dep] = reached
+                continue
             record = self.records.get(dep)
             if record is not None:
                 outcomes[dep] = record["outcome"]
@@ -351,7 +373,7 @@ class Workflows:
         plan = Plan(self, now)
         failed = next((dep for dep, outcome in outcomes.items() if outcome != SUCCESS), None)
         if failed is not None and declared.policy == SUCCESS:
-            plan.drain(plan.kill(held, f"dependency {failed} {outcomes[failed]}"))
+            plan.drain(plan.kill(held, f"dependency {shown(failed)} {outcomes[failed]}"))
         elif not pending:
             plan.drain(plan.release(held))
         else:
@@ -362,6 +384,30 @@ class Workflows:
         plan = Plan(self, now)
         for end in ended:
             plan.drain([(end.job["jid"], end.ending.value, self._result(end, now))])
+        return Ends(plan.ops, plan.ended)
+
+    def _reached(self, bid: str, policy: str, now: float) -> str | None:
+        """The outcome of a dependency on batch `bid` (known: `prepare` checked) if the
+        batch has already reached the moment `policy` waits for, else None."""
+        assert self.batches is not None
+        moments = self.batches.moments(bid, now) or frozenset()
+        if BatchMoment.SUCCESS in moments:
+            return SUCCESS
+        return COMPLETE if policy == COMPLETE and BatchMoment.COMPLETE in moments else None
+
+    def on_batch(self, reached: Sequence[Reached], now: float) -> Ends:
+        """A batch's complete moment settles the edges of `complete`-policy dependents, its
+        success moment every edge; a batch gone before it succeeded fails its edges (a
+        `success`-policy dependent is killed, `dependency <bid> failed`)."""
+        plan = Plan(self, now)
+        outcomes = {BatchMoment.COMPLETE: COMPLETE, BatchMoment.SUCCESS: SUCCESS}
+        for bid, moment in reached:
+            dep = bid_key(bid)
+            if moment is BatchMoment.GONE:  # what is still pending on it; its record stays as it is
+                for waiting in sorted(self.dependents.get(dep, ())):
+                    plan.drain(plan.resolve(waiting, dep, FAILED))
+            else:
+                plan.drain([(dep, outcomes[moment], None)])
         return Ends(plan.ops, plan.ended)
 
     def next_due(self) -> float | None:

@@ -14,11 +14,17 @@ from ...store.api import AnyOp, SetAdd, enqueue_op
 from ...util import jsoncodec
 from ...util.timefmt import format_time
 from ..expiry import deadline
+from .declare import batch_of, shown
 
 if TYPE_CHECKING:
     from .feature import Held, Workflows
 
 SUCCESS = "success"
+#: a batch dependency's outcome at the batch's complete moment (it settles only the edges of
+#: dependents with `after_policy = "complete"`)
+COMPLETE = "complete"
+#: a batch dependency's outcome when the batch is gone without having succeeded
+FAILED = "failed"
 DEPENDENCY_FAILED = "DependencyFailed"
 
 #: a job that ended, how, and its result: what `Plan.drain` resolves edges for
@@ -64,10 +70,12 @@ class Plan:
         resolved = self._resolved.setdefault(jid, {})
         if dep not in held.pending or dep in resolved:
             return []
+        if outcome == COMPLETE and held.policy == SUCCESS:
+            return []  # a batch's complete moment: this edge waits for its success
         resolved[dep] = outcome
         self.ops.append({"op": "wf_resolve", "jid": jid, "dep": dep, "outcome": outcome})
         if outcome != SUCCESS and held.policy == SUCCESS:
-            return self.kill(held, f"dependency {dep} {outcome}")
+            return self.kill(held, f"dependency {shown(dep)} {outcome}")
         return [] if len(resolved) < len(held.pending) else self.release(held)
 
     def kill(self, held: Held, message: str | None) -> list[Resolution]:
@@ -112,13 +120,18 @@ class Plan:
 
     def _after(self, held: Held) -> dict[str, Any]:
         """`custom._after`: each resolved dependency's outcome and result (results left out,
-        marked `result_omitted`, when together they exceed `inject_max_bytes`)."""
+        marked `result_omitted`, when together they exceed `inject_max_bytes`); a batch's
+        entry is under its bid, `{"bid", "outcome"}`."""
         resolved = self._resolved.get(held.jid, {})
         after: dict[str, Any] = {}
         for dep in held.deps:
             outcome = resolved.get(dep) or held.outcomes.get(dep)
             if outcome is None:
                 continue  # requeued by hand before it resolved
+            bid = batch_of(dep)
+            if bid is not None:  # a batch has no result
+                after[bid] = {"bid": bid, "outcome": outcome}
+                continue
             entry: dict[str, Any] = {"outcome": outcome}
             record = self._records.get(dep) or self.wf.records.get(dep)
             if record is not None and "result" in record:
