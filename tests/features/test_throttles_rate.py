@@ -127,6 +127,22 @@ def test_a_snapshot_keeps_the_grants_of_ended_reservations() -> None:
     assert named(manager.fetch(["api"], "w", now + 10)[0]) == "s3"
 
 
+def test_a_job_fetched_twice_at_one_instant_is_two_grants() -> None:
+    """A job requeued by MUTATE on `working` and fetched again at the same instant was granted
+    twice: both count, live and after a restart from a snapshot in which one of them is a live
+    reservation's (hypothesis found the two once merged into one, as a duplicate)."""
+    now = 1_700_000_000.0
+    store, manager, throttles = build()
+    manager.push({"jid": jid("twice"), "jobtype": "T", "args": [], "queue": "api"}, now)
+    assert named(manager.fetch(["api"], "w", now)[0]) == "twice"
+    manager.mutate({"cmd": "requeue", "target": "working", "filter": {"jids": [jid("twice")]}}, now)
+    assert named(manager.fetch(["api"], "w", now)[0]) == "twice"
+    assert throttles.rate.in_window(("api", ()), now) == 2
+    restored, _manager, throttles = build()
+    replay(restored, snapshot_records(store))
+    assert throttles.rate.in_window(("api", ()), now) == 2
+
+
 async def test_grants_of_acked_jobs_outlive_a_real_compaction(tmp_path: Path) -> None:
     """Through the server's own journal compaction (real time, an hour-long window): 3 jobs
     fetched and ACKed, then enough other work for two compactions, so their reservations are

@@ -11,10 +11,12 @@ grant.
 
 The one thing the reservations cannot tell is a grant whose reservation ended before a
 snapshot (journal compaction keeps only live reservations). So the window is also state in
-the store's care (`store.api.StateOwner`): a snapshot holds the grants of each (rule, partition), as
-`throttle_grants` ops. Those include the grants of reservations still live, which the
-snapshot restores too; a grant is kept once per (reserved_at, jid), whatever the order the
-two arrive in.
+the store's care (`store.api.StateOwner`): a snapshot holds, as `throttle_grants` ops, the
+grants of each (rule, partition) but those of reservations still live, which the snapshot
+restores and so grants again. Every grant is kept, even two of one job at one instant (a
+job requeued by MUTATE and fetched again at once): nothing is deduplicated. (Snapshots
+written before this rule, without `"v": 2`, held the live grants too; theirs are skipped
+where a grant equal to one already restored exists.)
 
 Only the last `limit` grants matter (the oldest of them decides whether the window is
 full), so a throttle keeps at most that many, oldest first. When a grant fills the window,
@@ -33,6 +35,8 @@ from ...store.api import Op, Reservation
 from .rules import Rule, Rules, SlotKey
 
 GRANTS_OP = "throttle_grants"
+#: 2: a snapshot's grants leave out those of live reservations (see the module docstring)
+SNAPSHOT_VERSION = 2
 
 
 class RateWindows:
@@ -51,6 +55,9 @@ class RateWindows:
         self._grants: dict[SlotKey, deque[tuple[float, str]]] = {}
         #: slot key → when its full window next opens (only keys whose window is full)
         self._openings: dict[SlotKey, float] = {}
+        #: jid → `reserved_at` of its live reservation, while a rate is configured: the grants
+        #: a snapshot leaves out, because restoring the reservation grants them again
+        self._live: dict[str, float] = {}
 
     def reconfigure(self, rules: Rules, live: Iterable[Reservation]) -> None:
         """Put `rules` in force (a configuration reload, protocol/spec.md §11.6). A rule
@@ -68,6 +75,8 @@ class RateWindows:
         self._grants = {key: grants for key, grants in self._grants.items() if key[0] in kept}
         self._openings.clear()
         for res in live:
+            if after:
+                self._live[res.job["jid"]] = res.reserved_at
             for key in rules.class_of(res.job):
                 if key[0] in after and key[0] not in kept:
                     self._grant(key, res.reserved_at, res.job["jid"])
@@ -88,28 +97,31 @@ class RateWindows:
     def reserved(self, res: Reservation) -> float | None:
         if not self._rated:
             return None
+        self._live[res.job["jid"]] = res.reserved_at
         openings = [opening for key in self.rules.class_of(res.job) if key[0] in self._rated
                     and (opening := self._grant(key, res.reserved_at, res.job["jid"])) is not None]
         return min(openings, default=None)
 
     def ended(self, jid: str) -> None:
-        """Nothing: a grant is never refunded."""
+        """The grant stays (never refunded); only a snapshot must know it is no longer live."""
+        self._live.pop(jid, None)
 
     def cleared(self) -> None:
         self.flush()
 
-    def _grant(self, key: SlotKey, at: float, jid: str) -> float | None:
-        """Record a grant; returns when the window it filled opens, if it filled it."""
+    def _grant(self, key: SlotKey, at: float, jid: str, once: bool = False) -> float | None:
+        """Record a grant; returns when the window it filled opens, if it filled it. `once`:
+        not if an equal one is there (an old snapshot's grant of a restored reservation)."""
         rate = self._rate(key[0])
         if rate is None:
             return None
         grants = self._grants.setdefault(key, deque())
         grant = (at, jid)
-        if not grants or grant > grants[-1]:
+        if not grants or grant >= grants[-1] and not (once and grant == grants[-1]):
             grants.append(grant)
         else:  # a snapshot's grant, or one of a reservation it restores: out of order
             index = bisect.bisect_left(grants, grant)
-            if index < len(grants) and grants[index] == grant:
+            if once and index < len(grants) and grants[index] == grant:
                 return None
             grants.insert(index, grant)
         self._forget_before(key, grants[-1][0])
@@ -184,15 +196,24 @@ class RateWindows:
         """A snapshot's grants of one (rule, partition) (ignored if the rule has no rate
         limit now). `queue` is the rule's name (a throttle's queue, `limits:<name>`)."""
         key = (op["queue"], tuple(op.get("partition", ())))
+        old_format = op.get("v", 1) < SNAPSHOT_VERSION
         for at, jid in op["grants"]:
-            self._grant(key, at, jid)
+            self._grant(key, at, jid, once=old_format)
         return self._openings.get(key)
 
     def snapshot(self) -> Iterator[Op]:
         ops: list[dict[str, Any]] = []
+        live = self._live
         for (name, partition), grants in self._grants.items():
-            if grants:
-                op: dict[str, Any] = {"op": GRANTS_OP, "queue": name, "grants": [[at, jid] for at, jid in grants]}
+            kept: list[list[Any]] = []
+            left_out: set[str] = set()  # one grant per live reservation (a jid may have two at one instant)
+            for at, jid in grants:
+                if live.get(jid) == at and jid not in left_out:
+                    left_out.add(jid)
+                else:
+                    kept.append([at, jid])
+            if kept:
+                op: dict[str, Any] = {"op": GRANTS_OP, "v": SNAPSHOT_VERSION, "queue": name, "grants": kept}
                 if partition:
                     op["partition"] = list(partition)
                 ops.append(op)
@@ -202,3 +223,4 @@ class RateWindows:
         """FLUSH empties every window."""
         self._grants.clear()
         self._openings.clear()
+        self._live.clear()
