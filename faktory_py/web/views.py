@@ -193,11 +193,13 @@ def batch_page(extension: Batches, number: int) -> Page[Batch]:
     return Page(list(islice(newest_first, page.offset, page.offset + PAGE_SIZE)), number, page.total)
 
 
-CALLBACK_STATES = {"": "pending", "1": "enqueued", "2": "succeeded"}
+#: "2" is Faktory's "ACKed"; here it also marks a callback job that left without an ACK (dead,
+#: discarded, expired, deleted: protocol/spec.md §10), so the word is "finished"
+CALLBACK_STATES = {"": "pending", "1": "enqueued", "2": "finished"}
 
 
 def callback_state(batch: Batch, kind: str) -> str:
-    """A callback's state in words: none, pending, enqueued (running) or succeeded (ACKed)."""
+    """A callback's state in words: none, pending, enqueued (running) or finished."""
     if getattr(batch, kind) is None:
         return "none"
     return CALLBACK_STATES.get(getattr(batch, kind + "_st"), "pending")

@@ -484,7 +484,7 @@ def test_batch_callbacks_state_follows_the_work(page, server: ServerProcess, raw
         conn.reply("ACK", {"jid": callback["jid"]})
         assert next(conn.get_message()) == "OK"
         page.reload()
-        expect(success).to_have_text("succeeded")
+        expect(success).to_have_text("finished")
         expect(page.locator("#batch")).to_contain_text("done")
     finally:
         conn.disconnect()
