@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..config import Config
 from .proxy import route_path
 
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/health/primary")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 

@@ -1,0 +1,215 @@
+"""Hot standby and takeover on a real redis-server (protocol/spec.md §7.1): while one node
+holds the lease, another follows the op log into its store (its web UI says `standby`,
+`/health/primary` answers 503, its INFO's `faktory.ha` shows how far it is); `kill -9` of
+the primary and the standby serves within the lease TTL plus its catch-up, with every
+acknowledged job, the reservations as they were (same deadlines), and no ACKed or
+reserved job handed out again. Three rounds, the nodes taking turns; the takeover times
+are printed (`-s`) and each is bounded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from faktory_py.config import Config, parse_store
+from faktory_py.server.app import Server, serve
+from helpers.polling import eventually
+from helpers.rawclient import RawClient
+from helpers.redis import TEST_REDIS_TOML, redis_conf
+from helpers.servers import ServerProcess
+
+QUEUE = "takeover"
+ROUNDS = 3
+#: TEST_REDIS_TOML's lease_ttl_ms: the standby may take over only once the dead lease expired
+LEASE_TTL = 2.0
+#: what a takeover may take beyond the lease TTL (the catch-up, ACQUIRE, the marker, listen)
+SLACK = 3.0
+
+
+def make_job(jid: str) -> dict[str, object]:
+    return {"jid": jid, "jobtype": "T", "args": [jid], "queue": QUEUE, "reserve_for": 600}
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, redis_store: str) -> Iterator[list[ServerProcess]]:
+    """Two server processes on one op log in Redis, each with its web UI (not started)."""
+    made = [ServerProcess(tmp_path / f"node{n}", args=("--store", redis_store), web=True) for n in range(2)]
+    for node in made:
+        redis_conf(node.conf_dir)
+    assert "lease_ttl_ms = 2000" in TEST_REDIS_TOML
+    yield made
+    for node in made:
+        node.cleanup()
+
+
+def web_get(node: ServerProcess, path: str) -> tuple[int, bytes] | None:
+    """(status, body) of a GET on `node`'s web UI; None while it does not answer."""
+    try:
+        with urllib.request.urlopen(node.web_url + path, timeout=2) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return None
+
+
+def ha(node: ServerProcess) -> dict[str, Any]:
+    """INFO's `faktory.ha` as `node`'s web UI (`/stats`) reports it: a standby has no command port."""
+    answer = web_get(node, "/stats")
+    assert answer is not None and answer[0] == 200
+    return json.loads(answer[1])["faktory"]["ha"]
+
+
+def stats(node: ServerProcess) -> dict[str, Any]:
+    answer = web_get(node, "/stats")
+    assert answer is not None
+    return json.loads(answer[1])["faktory"]
+
+
+def greets(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            return s.recv(3) == b"+HI"
+    except OSError:
+        return False
+
+
+def connect(node: ServerProcess, **hello: object) -> RawClient:
+    c = node.client()
+    assert c.handshake(**hello) == b"OK"
+    return c
+
+
+def test_a_standby_follows_the_log_and_takes_over_after_kill_9(nodes) -> None:  # type: ignore[no-untyped-def]
+    primary, standby = nodes
+    primary.start()
+    with connect(primary) as c:
+        assert c.info()["faktory"]["ha"]["role"] == "primary"
+    pending: set[str] = set()  # pushed (+OK), neither fetched nor acked
+    reserved: set[str] = set()  # fetched by a worker that never ACKs
+    acked: set[str] = set()
+    times: list[float] = []
+    for round_ in range(ROUNDS):
+        standby.spawn()
+        eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
+        assert web_get(standby, "/health/primary") == (503, b"standby")
+        assert web_get(primary, "/health/primary") == (200, b"primary")
+        assert not greets(standby.port), "a standby does not serve the command port"
+
+        with connect(primary) as c:
+            jids = [f"round{round_}-{i:06d}" for i in range(200)]
+            c.send(b"".join(f"PUSH {json.dumps(make_job(jid))}\r\n".encode() for jid in jids))
+            assert all(c.reply() == b"OK" for _ in jids)
+            pending.update(jids)
+        with connect(primary, wid=f"acker-{round_}") as c:
+            for _ in range(50):
+                jid = c.fetch(QUEUE)["jid"]  # type: ignore[index]
+                assert c.json_command("ACK", {"jid": jid}) == b"OK"
+                pending.discard(jid)
+                acked.add(jid)
+        worker = connect(primary, wid=f"worker-{round_}")
+        for _ in range(10):
+            jid = worker.fetch(QUEUE)["jid"]  # type: ignore[index]
+            pending.discard(jid)
+            reserved.add(jid)
+        head = connect(primary).info()["faktory"]["ha"]["index"]
+
+        # the standby reads what the primary appended, as it is appended
+        eventually(lambda: ha(standby)["index"] == head, 10, f"the standby at index {head}")
+        follower = ha(standby)
+        assert follower["lag"] == 0 and follower["role"] == "standby"
+        assert follower["lease_holder"] == f"{socket.gethostname()}:{primary.port}"
+        assert stats(standby)["queues"] == {QUEUE: len(pending)}
+        assert stats(standby)["sets"]["working"] == len(reserved)
+        epoch = follower["epoch"]
+
+        primary.kill()
+        killed = time.monotonic()
+        eventually(lambda: greets(standby.port), LEASE_TTL + SLACK + 5, "the standby to serve", interval=0.01)
+        times.append(time.monotonic() - killed)
+        assert times[-1] < LEASE_TTL + SLACK
+        worker.close()
+
+        with connect(standby) as c:
+            info = c.info()["faktory"]
+            assert info["ha"] | {"index": 0} == {"role": "primary", "node_id": follower["node_id"], "index": 0,
+                                                 "lag": 0, "lease_holder": follower["node_id"],
+                                                 "epoch": epoch + 1}
+            assert info["queues"] == {QUEUE: len(pending)}
+            assert info["sets"]["working"] == len(reserved)  # still reserved: they expire on their deadline
+        assert web_get(standby, "/health/primary") == (200, b"primary")
+        primary, standby = standby, primary
+
+    # everything pushed and not yet ended is there exactly once, nothing ACKed or reserved came back
+    with connect(primary) as c:
+        c.send(b"".join(f"FETCH {QUEUE}\r\n".encode() for _ in range(len(pending) + 1)))
+        drained = [c.reply() for _ in range(len(pending) + 1)]
+    assert drained[-1] is None
+    jobs = [json.loads(raw)["jid"] for raw in drained[:-1]]
+    assert sorted(jobs) == sorted(pending)
+    assert not set(jobs) & (acked | reserved)
+    print(f"\ntakeover after kill -9 (lease TTL {LEASE_TTL} s), {ROUNDS} rounds: "
+          + ", ".join(f"{t:.2f} s" for t in times))
+    assert "Traceback" not in primary.log_text() + standby.log_text()
+
+    # SIGTERM stops a standby at once (it has nothing to drain); the primary is untouched
+    standby.spawn()
+    eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
+    assert standby.stop(timeout=5) == 0
+    assert greets(primary.port)
+
+
+def node_config(tmp_path: Path, url: str, node_id: str) -> Config:
+    section = {"lease_ttl_ms": 2000, "renew_every_ms": 400, "node_id": node_id}
+    return Config(binding="127.0.0.1:0", data_dir=tmp_path / node_id, conf_dir=tmp_path / "conf",
+                  redis=parse_store(url, section))
+
+
+async def test_a_clean_stop_hands_over_and_reservations_keep_their_deadlines(
+        tmp_path, redis_store, caplog) -> None:  # type: ignore[no-untyped-def]
+    """In one trio run: node b stands by while a serves; a stops cleanly (releasing the
+    lease) and b serves at once, with a's reservation due at the same instant, and b's due
+    timer expires it then (a job fetched 57 s "ago" with the minimum reserve_for of 60 s)."""
+    caplog.set_level(logging.INFO, "faktory_py.redis")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a = await nursery.start(serve, node_config(tmp_path, redis_store, "a"))
+            manager, clock = a.dispatcher.manager, a.dispatcher.clock
+            manager.push(make_job("reserved-00000001") | {"reserve_for": 60}, clock.now())
+            fetched, _ = manager.fetch([QUEUE], "w1", clock.now() - 57)
+            assert fetched is not None
+            deadline = manager.store.reservation(fetched["jid"]).expires_at  # type: ignore[union-attr]
+            await a.durable.durable(a.durable.appended)
+
+            started: list[Server] = []
+
+            async def run_b() -> None:
+                started.append(await nursery.start(serve, node_config(tmp_path, redis_store, "b")))
+
+            nursery.start_soon(run_b)
+            while "standby: the lease" not in caplog.text:  # b follows the log now
+                await trio.sleep(0.01)
+            stopped = trio.current_time()
+            a.shutdown()
+            while not started:
+                await trio.sleep(0.01)
+            assert trio.current_time() - stopped < 1.5
+            b = started[0]
+            store = b.dispatcher.manager.store
+            assert store.reservation(fetched["jid"]).expires_at == deadline  # type: ignore[union-attr]
+            assert b.dispatcher.info(clock.now())["faktory"]["ha"]["lease_holder"] == "b"
+            while b.dispatcher.manager.reaped_reservations < 1:  # b's due timer, from the replayed state
+                await trio.sleep(0.01)
+            assert store.reservation(fetched["jid"]) is None
+            assert clock.now() >= deadline
+            b.shutdown()
