@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import coredis
 import pytest
@@ -21,11 +20,9 @@ from faktory_py.server.app import Server, serve
 from faktory_py.server.durability import JournalFailed
 from faktory_py.server.ha.client import RedisStoreError
 from faktory_py.store.journal import decode_frame
-from faktory_py.store.memory import MemoryStore
 from faktory_py.store.redis.keys import Keys
 from helpers.async_client import AsyncClient, PeerClosed
-from helpers.model_replay import snapshot_records
-from helpers.redis import RedisServer, unique_name
+from helpers.redis import RedisServer, job_state, unique_name
 
 LEASE = {"lease_ttl_ms": 2000, "renew_every_ms": 400}
 
@@ -41,11 +38,6 @@ async def serving(config: Config) -> AsyncIterator[Server]:
         server = await nursery.start(serve, config)
         yield server
         server.shutdown()
-
-
-def job_state(store: MemoryStore) -> list[Any]:
-    """`store`'s snapshot without the epoch marker (each takeover appends a new one)."""
-    return [[op for op in record if op["op"] != "epoch"] for record in snapshot_records(store)]
 
 
 def job(jid: str, queue: str = "q") -> dict[str, object]:

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ import pytest
 import trio
 
 from faktory_py.config import Config, parse_store
-from faktory_py.server.app import Server, serve
+from faktory_py.server.app import Server, configured_features, serve
+from faktory_py.server.ha.backend import open_redis_backend
+from faktory_py.store.memory import MemoryStore
 from helpers.polling import eventually
 from helpers.rawclient import RawClient
-from helpers.redis import TEST_REDIS_TOML, redis_conf
+from helpers.redis import TEST_REDIS_TOML, job_state, redis_conf
 from helpers.servers import ServerProcess
 
 QUEUE = "takeover"
@@ -90,76 +93,88 @@ def connect(node: ServerProcess, **hello: object) -> RawClient:
     return c
 
 
+@dataclass
+class Ledger:
+    """What the test was told: every jid in exactly one of these sets."""
+
+    pending: set[str] = field(default_factory=set)  # pushed (+OK), neither fetched nor acked
+    reserved: set[str] = field(default_factory=set)  # fetched by a worker that never ACKs
+    acked: set[str] = field(default_factory=set)
+
+
+def takeover_round(primary: ServerProcess, standby: ServerProcess, number: int, ledger: Ledger) -> float:
+    """Start `standby`, work `primary`, check the standby follows, kill -9 the primary;
+    returns how long the standby took to serve."""
+    standby.spawn()
+    eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
+    assert web_get(standby, "/health/primary") == (503, b"standby")
+    assert web_get(primary, "/health/primary") == (200, b"primary")
+    assert not greets(standby.port), "a standby does not serve the command port"
+
+    with connect(primary) as c:
+        jids = [f"round{number}-{i:06d}" for i in range(200)]
+        c.send(b"".join(f"PUSH {json.dumps(make_job(jid))}\r\n".encode() for jid in jids))
+        assert all(c.reply() == b"OK" for _ in jids)
+        ledger.pending.update(jids)
+    with connect(primary, wid=f"acker-{number}") as c:
+        for _ in range(50):
+            jid = c.fetch(QUEUE)["jid"]  # type: ignore[index]
+            assert c.json_command("ACK", {"jid": jid}) == b"OK"
+            ledger.pending.discard(jid)
+            ledger.acked.add(jid)
+    worker = connect(primary, wid=f"worker-{number}")
+    for _ in range(10):
+        jid = worker.fetch(QUEUE)["jid"]  # type: ignore[index]
+        ledger.pending.discard(jid)
+        ledger.reserved.add(jid)
+    with connect(primary) as c:
+        head = c.info()["faktory"]["ha"]["index"]
+
+    # the standby reads what the primary appends, as it is appended
+    eventually(lambda: ha(standby)["index"] == head, 10, f"the standby at index {head}")
+    follower = ha(standby)
+    assert follower["lag"] == 0 and follower["role"] == "standby"
+    assert follower["lease_holder"] == f"{socket.gethostname()}:{primary.port}"
+    assert stats(standby)["queues"] == {QUEUE: len(ledger.pending)}
+    assert stats(standby)["sets"]["working"] == len(ledger.reserved)
+
+    primary.kill()
+    killed = time.monotonic()
+    eventually(lambda: greets(standby.port), LEASE_TTL + SLACK + 5, "the standby to serve", interval=0.01)
+    took = time.monotonic() - killed
+    worker.close()
+    with connect(standby) as c:
+        info = c.info()["faktory"]
+    assert info["ha"] | {"index": 0} == {"role": "primary", "node_id": follower["node_id"], "index": 0, "lag": 0,
+                                         "lease_holder": follower["node_id"], "epoch": follower["epoch"] + 1}
+    assert info["queues"] == {QUEUE: len(ledger.pending)}
+    assert info["sets"]["working"] == len(ledger.reserved)  # still reserved: they expire at their deadline
+    assert web_get(standby, "/health/primary") == (200, b"primary")
+    return took
+
+
 def test_a_standby_follows_the_log_and_takes_over_after_kill_9(nodes) -> None:  # type: ignore[no-untyped-def]
     primary, standby = nodes
     primary.start()
     with connect(primary) as c:
         assert c.info()["faktory"]["ha"]["role"] == "primary"
-    pending: set[str] = set()  # pushed (+OK), neither fetched nor acked
-    reserved: set[str] = set()  # fetched by a worker that never ACKs
-    acked: set[str] = set()
-    times: list[float] = []
-    for round_ in range(ROUNDS):
-        standby.spawn()
-        eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
-        assert web_get(standby, "/health/primary") == (503, b"standby")
-        assert web_get(primary, "/health/primary") == (200, b"primary")
-        assert not greets(standby.port), "a standby does not serve the command port"
-
-        with connect(primary) as c:
-            jids = [f"round{round_}-{i:06d}" for i in range(200)]
-            c.send(b"".join(f"PUSH {json.dumps(make_job(jid))}\r\n".encode() for jid in jids))
-            assert all(c.reply() == b"OK" for _ in jids)
-            pending.update(jids)
-        with connect(primary, wid=f"acker-{round_}") as c:
-            for _ in range(50):
-                jid = c.fetch(QUEUE)["jid"]  # type: ignore[index]
-                assert c.json_command("ACK", {"jid": jid}) == b"OK"
-                pending.discard(jid)
-                acked.add(jid)
-        worker = connect(primary, wid=f"worker-{round_}")
-        for _ in range(10):
-            jid = worker.fetch(QUEUE)["jid"]  # type: ignore[index]
-            pending.discard(jid)
-            reserved.add(jid)
-        head = connect(primary).info()["faktory"]["ha"]["index"]
-
-        # the standby reads what the primary appended, as it is appended
-        eventually(lambda: ha(standby)["index"] == head, 10, f"the standby at index {head}")
-        follower = ha(standby)
-        assert follower["lag"] == 0 and follower["role"] == "standby"
-        assert follower["lease_holder"] == f"{socket.gethostname()}:{primary.port}"
-        assert stats(standby)["queues"] == {QUEUE: len(pending)}
-        assert stats(standby)["sets"]["working"] == len(reserved)
-        epoch = follower["epoch"]
-
-        primary.kill()
-        killed = time.monotonic()
-        eventually(lambda: greets(standby.port), LEASE_TTL + SLACK + 5, "the standby to serve", interval=0.01)
-        times.append(time.monotonic() - killed)
-        assert times[-1] < LEASE_TTL + SLACK
-        worker.close()
-
-        with connect(standby) as c:
-            info = c.info()["faktory"]
-            assert info["ha"] | {"index": 0} == {"role": "primary", "node_id": follower["node_id"], "index": 0,
-                                                 "lag": 0, "lease_holder": follower["node_id"],
-                                                 "epoch": epoch + 1}
-            assert info["queues"] == {QUEUE: len(pending)}
-            assert info["sets"]["working"] == len(reserved)  # still reserved: they expire on their deadline
-        assert web_get(standby, "/health/primary") == (200, b"primary")
+    ledger = Ledger()
+    times = []
+    for number in range(ROUNDS):
+        times.append(takeover_round(primary, standby, number, ledger))
         primary, standby = standby, primary
-
-    # everything pushed and not yet ended is there exactly once, nothing ACKed or reserved came back
-    with connect(primary) as c:
-        c.send(b"".join(f"FETCH {QUEUE}\r\n".encode() for _ in range(len(pending) + 1)))
-        drained = [c.reply() for _ in range(len(pending) + 1)]
-    assert drained[-1] is None
-    jobs = [json.loads(raw)["jid"] for raw in drained[:-1]]
-    assert sorted(jobs) == sorted(pending)
-    assert not set(jobs) & (acked | reserved)
     print(f"\ntakeover after kill -9 (lease TTL {LEASE_TTL} s), {ROUNDS} rounds: "
           + ", ".join(f"{t:.2f} s" for t in times))
+    assert max(times) < LEASE_TTL + SLACK
+
+    # everything pushed and not ended is there exactly once; nothing ACKed or reserved came back
+    with connect(primary) as c:
+        c.send(b"".join(f"FETCH {QUEUE}\r\n".encode() for _ in range(len(ledger.pending) + 1)))
+        drained = [c.reply() for _ in range(len(ledger.pending) + 1)]
+    assert drained[-1] is None
+    jobs = [json.loads(raw)["jid"] for raw in drained[:-1]]
+    assert sorted(jobs) == sorted(ledger.pending)
+    assert not set(jobs) & (ledger.acked | ledger.reserved)
     assert "Traceback" not in primary.log_text() + standby.log_text()
 
     # SIGTERM stops a standby at once (it has nothing to drain); the primary is untouched
@@ -167,6 +182,10 @@ def test_a_standby_follows_the_log_and_takes_over_after_kill_9(nodes) -> None:  
     eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
     assert standby.stop(timeout=5) == 0
     assert greets(primary.port)
+
+
+def refuse(ops: list[dict[str, Any]]) -> int:
+    raise AssertionError("a standby committed")
 
 
 def node_config(tmp_path: Path, url: str, node_id: str) -> Config:
@@ -213,3 +232,46 @@ async def test_a_clean_stop_hands_over_and_reservations_keep_their_deadlines(
             assert store.reservation(fetched["jid"]) is None
             assert clock.now() >= deadline
             b.shutdown()
+
+
+async def test_a_standby_behind_the_trimmed_stream_resyncs_from_the_snapshot(
+        tmp_path, redis_store, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Node b loaded the log early, then fell behind (as if stopped) while a wrote snapshots
+    and trimmed the stream past b's position: b's next read finds a gap, so it wipes its
+    store, loads the snapshot and the stream again, and takes over with a's exact state."""
+    caplog.set_level(logging.INFO, "faktory_py.redis")
+    config = node_config(tmp_path, redis_store, "a")
+    config = Config(binding=config.binding, data_dir=config.data_dir, conf_dir=config.conf_dir,
+                    redis=config.redis, compact_min_bytes=20_000)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            a = await nursery.start(serve, config)
+            manager, clock, oplog = a.dispatcher.manager, a.dispatcher.clock, a.durable
+            for i in range(20):
+                manager.push(make_job(f"early-{i:08d}"), clock.now())
+            await oplog.durable(oplog.appended)
+            assert config.redis is not None
+            async with open_redis_backend(config.redis, "b", config.compact_min_bytes) as b:
+                store = MemoryStore(sink=refuse)
+                configured_features(store, config)
+                await b.load(store)
+                behind = b.oplog.position.index
+                i = 0
+                while oplog.snapshots < 3:  # a snapshot and trim up to the previous one, and again
+                    now = clock.now()
+                    manager.push(make_job(f"later-{i:08d}"), now)
+                    if i % 2:
+                        fetched, _ = manager.fetch([QUEUE], "w", now)
+                        manager.ack(fetched["jid"], now)  # type: ignore[index]
+                    i += 1
+                    if i % 20 == 0:
+                        await oplog.durable(oplog.appended)
+                await oplog.durable(oplog.appended)
+                first = (await b.oplog.client.xrange(b.oplog.keys.log, count=1))[0].identifier
+                assert int(first.split(b"-")[0]) > behind + 1  # b's next entry is gone
+                expected = job_state(manager.store)
+                a.shutdown()
+                await b.take_over(store, lambda: store.wire(b.oplog.append, lambda queue: None, lambda at: None))
+                assert "standby out of step" in caplog.text
+                assert job_state(store) == expected
+                assert b.info_fields()["ha"]["role"] == "primary"
