@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +275,30 @@ async def test_a_standby_behind_the_trimmed_stream_resyncs_from_the_snapshot(
                 assert "standby out of step" in caplog.text
                 assert job_state(store) == expected
                 assert b.info_fields()["ha"]["role"] == "primary"
+
+
+async def test_a_standby_whose_position_does_not_match_the_head_resyncs(
+        tmp_path, redis_store, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Node b is at the head's index, but with another frame CRC (its copy diverged): ACQUIRE
+    refuses it, so it loads the log afresh, and then takes over with the primary's state."""
+    caplog.set_level(logging.INFO, "faktory_py.redis")
+    config = node_config(tmp_path, redis_store, "a")
+    assert config.redis is not None
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a = await nursery.start(serve, config)
+            manager, clock = a.dispatcher.manager, a.dispatcher.clock
+            for i in range(10):
+                manager.push(make_job(f"job-{i:08d}"), clock.now())
+            await a.durable.durable(a.durable.appended)
+            expected = job_state(manager.store)
+            async with open_redis_backend(config.redis, "b", config.compact_min_bytes) as b:
+                store = MemoryStore(sink=refuse)
+                configured_features(store, config)
+                await b.load(store)
+                store.apply({"op": "flush"})  # b's copy lost its jobs, its position says otherwise
+                b.oplog.position = replace(b.oplog.position, crc=b"\0\0\0\0")
+                a.shutdown()
+                await b.take_over(store, lambda: store.wire(b.oplog.append, lambda queue: None, lambda at: None))
+                assert "standby out of step" in caplog.text
+                assert job_state(store) == expected

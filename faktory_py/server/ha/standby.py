@@ -92,6 +92,9 @@ async def stand_by(oplog: RedisOpLog, store: MemoryStore, node_id: str, cluster_
     need, timeout = config.min_replicas, config.wait_timeout_ms
     nonce = secrets.token_hex(8)
     waiting_for: bytes | None = None
+    #: where the last resync for a mismatch with the head left this node: a mismatch there
+    #: again is the log's own inconsistency, not this node's
+    resynced: Position | None = None
     replayed = 0
     while True:
         try:
@@ -140,7 +143,10 @@ async def stand_by(oplog: RedisOpLog, store: MemoryStore, node_id: str, cluster_
         head = result.detail[0]
         head_index = int(head) if isinstance(head, bytes) and head.isdigit() else 0
         if head_index <= position.index:  # diverged at our index, or the log is shorter than our copy
-            oplog.position = await resync(client, keys, store, JournalCorrupt(
+            if position == resynced:
+                raise RedisStoreError(f"{keys.log} does not match its meta at index {position.index}, "
+                                      "even read afresh")
+            oplog.position = resynced = await resync(client, keys, store, JournalCorrupt(
                 keys.log, None, f"head {head_index} vs this node's index {position.index}"))
         # else BEHIND: the holder appended more before it stopped: read on, try again
 
