@@ -48,6 +48,7 @@ from ..store.memory import MemoryStore
 from ..store.oplog import OpLog
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
+from .gate import Gate, Lookup
 from .reload import ConfigReload, throttle_rules, wake_all_queues
 from .statsd import UdpSender, run_statsd
 from .tcp import Connections
@@ -190,6 +191,11 @@ class Backend:
     role: Callable[[], str] = lambda: "primary"
     #: extra INFO fields (`faktory.ha` with Redis)
     info: InfoHook | None = None
+    #: whether the command port listens before `take_over` returns (Redis: a standby
+    #: forwards or parks clients, server/gate.py)
+    standby_listens: bool = False
+    #: the current primary's advertised `host:port`, for a standby to forward clients to
+    primary: Lookup | None = None
 
 
 @asynccontextmanager
@@ -205,7 +211,7 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
             yield Backend(oplog, redis.load, redis.take_over, redis.tasks, lambda store: oplog.aclose(),
                           f"the op log in {config.redis.safe_url} fenced this node",
                           (oplog.write_times, oplog.fsync_times, oplog.compaction_times),
-                          lambda: oplog.role.role, redis)
+                          lambda: oplog.role.role, redis, standby_listens=True, primary=redis.primary_address)
         return
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
@@ -285,30 +291,34 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
         async with trio.open_nursery() as background:
             web_urls, metrics_urls = await _start_web(background, config, manager, workers, features, clock,
                                                       dispatcher, durable, timings, backend.role)
-            await backend.take_over(store, wire)
-            backend.tasks(background, store)
-            background.start_soon(supervised, "due timer", timer.run, manager)
-            background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
-                                  config.timers.worker_reap_every, worker_lost, durable.wait_writable)
-            background.start_soon(supervised, "send watchdog", connections.watch_sends)
-            if statsd is not None:
-                background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
-                                      _statsd_report(statsd[0], config, manager, dispatcher, clock))
-            listeners = await open_listeners(config.binding, DEFAULT_PORT)
-            context = _ssl_context(config)
-            if context is not None:
-                listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
-            addresses = [_address(l) for l in listeners]
-            server = Server(addresses, dispatcher, durable, config_reload, timings, web_urls, metrics_urls)
-            background.start_soon(_stop_when_failed, durable, server)
+            gate = Gate(connections.handle, backend.primary if config.tls is None else None)
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()
+                listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
 
                 async def accept() -> None:
                     with accept_scope:
-                        await trio.serve_listeners(connections.handle, listeners, handler_nursery=conn_nursery)
+                        await trio.serve_listeners(gate.handle, listeners, handler_nursery=conn_nursery)
 
-                conn_nursery.start_soon(accept)
+                if backend.standby_listens:  # clients are forwarded or parked meanwhile (server/gate.py)
+                    listeners = await _listen(config)
+                    conn_nursery.start_soon(accept)
+                await backend.take_over(store, wire)
+                backend.tasks(background, store)
+                background.start_soon(supervised, "due timer", timer.run, manager)
+                background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
+                                      config.timers.worker_reap_every, worker_lost, durable.wait_writable)
+                background.start_soon(supervised, "send watchdog", connections.watch_sends)
+                if statsd is not None:
+                    background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
+                                          _statsd_report(statsd[0], config, manager, dispatcher, clock))
+                gate.serving.set()
+                if not listeners:
+                    listeners = await _listen(config)
+                    conn_nursery.start_soon(accept)
+                addresses = [_address(l) for l in listeners]
+                server = Server(addresses, dispatcher, durable, config_reload, timings, web_urls, metrics_urls)
+                background.start_soon(_stop_when_failed, durable, server)
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                 task_status.started(server)
                 await server._stop.wait()
@@ -326,6 +336,15 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
             await backend.aclose(store)
     if durable.failed.is_set():
         raise JournalFailed(f"stopped: {backend.what} (see the log)")
+
+
+async def _listen(config: Config) -> list[trio.abc.Listener[trio.abc.Stream]]:
+    """The command port's listeners (TLS-wrapped when configured)."""
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(await open_listeners(config.binding, DEFAULT_PORT))
+    context = _ssl_context(config)
+    if context is not None:
+        listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]  # type: ignore[misc]
+    return listeners
 
 
 async def _start_web(background: trio.Nursery, config: Config, manager: Manager, workers: WorkerRegistry,

@@ -66,6 +66,16 @@ def web_get(node: ServerProcess, path: str) -> tuple[int, bytes] | None:
         return None
 
 
+def web_post(node: ServerProcess, path: str, form: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(node.web_url + path, data=form.encode(), method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def ha(node: ServerProcess) -> dict[str, Any]:
     """INFO's `faktory.ha` as `node`'s web UI (`/stats`) reports it: a standby has no command port."""
     answer = web_get(node, "/stats")
@@ -109,7 +119,7 @@ def takeover_round(primary: ServerProcess, standby: ServerProcess, number: int, 
     eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
     assert web_get(standby, "/health/primary") == (503, b"standby")
     assert web_get(primary, "/health/primary") == (200, b"primary")
-    assert not greets(standby.port), "a standby does not serve the command port"
+    parked = socket.create_connection(("127.0.0.1", standby.port), timeout=LEASE_TTL + SLACK + 5)
 
     with connect(primary) as c:
         jids = [f"round{number}-{i:06d}" for i in range(200)]
@@ -137,10 +147,13 @@ def takeover_round(primary: ServerProcess, standby: ServerProcess, number: int, 
     assert follower["lease_holder"] == f"{socket.gethostname()}:{primary.port}"
     assert stats(standby)["queues"] == {QUEUE: len(ledger.pending)}
     assert stats(standby)["sets"]["working"] == len(ledger.reserved)
+    assert web_post(standby, f"/queues?name={QUEUE}", "action=pause") == (
+        503, f"this node is a standby: the primary is {follower['lease_holder']}".encode())
 
     primary.kill()
     killed = time.monotonic()
-    eventually(lambda: greets(standby.port), LEASE_TTL + SLACK + 5, "the standby to serve", interval=0.01)
+    with parked:  # accepted, not greeted: no primary advertises an address to forward it to
+        assert parked.recv(3) == b"+HI"  # the standby greets it once it serves
     took = time.monotonic() - killed
     worker.close()
     with connect(standby) as c:
@@ -153,7 +166,9 @@ def takeover_round(primary: ServerProcess, standby: ServerProcess, number: int, 
     return took
 
 
-def test_a_standby_follows_the_log_and_takes_over_after_kill_9(nodes) -> None:  # type: ignore[no-untyped-def]
+def test_a_standby_follows_the_log_and_takes_over_after_kill_9(nodes) -> None:
+    """Without `advertise` a standby parks the clients that connect to it; they are
+    greeted once it serves."""  # type: ignore[no-untyped-def]
     primary, standby = nodes
     primary.start()
     with connect(primary) as c:
@@ -181,7 +196,44 @@ def test_a_standby_follows_the_log_and_takes_over_after_kill_9(nodes) -> None:  
     standby.spawn()
     eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
     assert standby.stop(timeout=5) == 0
-    assert greets(primary.port)
+    with connect(primary) as c:
+        assert c.info()["faktory"]["ha"]["role"] == "primary"
+
+
+def advertise(node: ServerProcess) -> None:
+    """Give `node` the test lease timings and `advertise` its command port."""
+    redis_conf(node.conf_dir)
+    with open(node.conf_dir / "conf.d" / "redis.toml", "a") as toml:
+        toml.write(f'advertise = "127.0.0.1:{node.port}"\n')
+
+
+def test_a_standby_forwards_clients_to_the_advertised_primary(nodes) -> None:  # type: ignore[no-untyped-def]
+    """A client of the standby talks to the primary through it (HI, HELLO, PUSH, INFO are
+    the primary's); when the primary dies the forwarded connection closes, and the client's
+    next connection is served by the standby, now the primary."""
+    primary, standby = nodes
+    for node in nodes:
+        advertise(node)
+    primary.start()
+    standby.spawn()
+    eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
+    with connect(standby) as c:
+        assert c.push(make_job("forwarded-00000001")) == b"OK"
+        assert c.info()["faktory"]["ha"]["node_id"] == f"{socket.gethostname()}:{primary.port}"
+        forwarded = connect(standby, wid="forwarded-worker")
+    assert forwarded.fetch(QUEUE)["jid"] == "forwarded-00000001"  # type: ignore[index]
+    primary.kill()
+    assert forwarded.closed_by_peer(within=10)
+    eventually(lambda: greets(standby.port) and stats(standby)["ha"]["role"] == "primary", LEASE_TTL + SLACK + 5,
+               "the standby to serve")
+    with connect(standby) as c:
+        info = c.info()["faktory"]
+        assert info["ha"]["node_id"] == f"{socket.gethostname()}:{standby.port}"
+        assert info["sets"]["working"] == 1  # the forwarded worker's reservation, on the new primary
+    primary.spawn()  # back as a standby: it forwards to the new primary
+    eventually(lambda: web_get(primary, "/health/primary") == (503, b"standby"), 20, "the old primary standing by")
+    with connect(primary) as c:
+        assert c.info()["faktory"]["ha"]["node_id"] == f"{socket.gethostname()}:{standby.port}"
 
 
 def refuse(ops: list[dict[str, Any]]) -> int:

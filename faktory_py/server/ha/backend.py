@@ -56,12 +56,28 @@ class RedisBackend:
         oplog.bytes_since_snapshot += await stand_by(oplog, store, self.node_id, self.cluster_id)
         if orphans := await drop_orphan_snapshots(oplog.client, oplog.keys):
             log.info("dropped %d unpublished snapshot generations", orphans)
+        if oplog.config.advertise is not None:
+            await oplog.client.hset(oplog.keys.advertise, {str(oplog.lease.epoch): oplog.config.advertise})
         oplog.role.role = "primary"
         wire()
         store.commit([{"op": "epoch", "epoch": oplog.lease.epoch}])
         await oplog.flush()  # in the log before anything else is answered
         log.info("took over as primary at index %d, epoch %d, after %.3f s as a standby",
                  oplog.position.index, oplog.lease.epoch, trio.current_time() - started)
+
+    async def primary_address(self) -> tuple[str, int] | None:
+        """The `advertise` address of the lease's current holder, if it published one (a
+        standby forwards its clients there: server/gate.py)."""
+        oplog = self.oplog
+        token = await oplog.client.get(oplog.keys.lease)
+        epoch = token.partition(b":")[0] if token else b""
+        if not epoch.isdigit() or oplog.role.role != "standby":
+            return None
+        address = await oplog.client.hget(oplog.keys.advertise, epoch)
+        if address is None:
+            return None
+        host, _, port = address.decode().rpartition(":")
+        return host.strip("[]"), int(port)
 
     def info_fields(self) -> dict[str, Any]:
         """INFO `faktory.ha` (only with --store redis://): this node's role, where it is in
