@@ -19,7 +19,9 @@ import trio
 
 log = logging.getLogger("faktory_py.server")
 
-#: how often a parked connection looks for an advertised primary again (seconds)
+#: how often a parked connection looks for an advertised primary again, and how long one
+#: lookup answers for every connection (seconds): Redis sees a few lookups a second however
+#: many clients wait
 PARK_POLL = 0.25
 #: bytes moved per receive while forwarding
 CHUNK = 65536
@@ -37,6 +39,7 @@ class Gate:
         #: the advertised address of the current primary; None: park, never forward
         self.primary = primary
         self.serving = trio.Event()
+        self._looked_up: tuple[float, tuple[str, int] | None] = (float("-inf"), None)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         while not self.serving.is_set():
@@ -51,11 +54,16 @@ class Gate:
     async def _lookup(self) -> tuple[str, int] | None:
         if self.primary is None:
             return None
+        at, address = self._looked_up
+        if trio.current_time() - at < PARK_POLL:
+            return address
         try:
-            return await self.primary()
+            address = await self.primary()
         except Exception:  # Redis unreachable a moment: keep the client parked, look again
             log.warning("could not look up the primary's address; the connection waits", exc_info=True)
-            return None
+            address = None
+        self._looked_up = (trio.current_time(), address)
+        return address
 
 
 async def splice(stream: trio.abc.Stream, address: tuple[str, int]) -> None:
