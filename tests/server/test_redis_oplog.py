@@ -1,7 +1,8 @@
 """A server whose op log is in Redis (`--store redis://…`), in this test's trio run, against
 a real redis-server: replies wait for the append, a restart replays Redis into the same
 state, a clean stop gives the lease up, a held lease is waited out, and a primary whose
-lease moved or ran out acknowledges nothing more and stops (phase 1: no standby role)."""
+lease moved or ran out acknowledges nothing more and stops (to come back as a standby under
+its supervisor: test_redis_takeover.py)."""
 
 from __future__ import annotations
 
