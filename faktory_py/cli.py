@@ -27,20 +27,30 @@ async def _run(config: Config, argv: list[str]) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads the
     configuration (`argv`'s flags, the environment and conf.d read again: protocol/spec.md §11.6).
 
-    serve() is never cancelled from here: a signal asks it to stop, and it returns once it
-    has (or raises, e.g. JournalFailed, when it stopped for any other reason: exit 1).
+    serve() is never cancelled from here once it serves: a signal asks it to stop, and it
+    returns once it has (or raises, e.g. JournalFailed, when it stopped for any other reason:
+    exit 1). Before it serves (loading, or a standby: protocol/spec.md §7.1) it is cancelled.
     """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
+
+            server: Server | None = None
 
             async def run_server(task_status: trio.TaskStatus[Server]) -> None:
                 await serve(config, task_status=task_status)
                 nursery.cancel_scope.cancel()  # served out: stop listening for signals
 
-            server = await nursery.start(run_server)
+            async def start() -> None:
+                nonlocal server
+                server = await nursery.start(run_server)
+
+            nursery.start_soon(start)
             async for signum in signals:
                 logging.getLogger("faktory_py").info("received %s", signal.Signals(signum).name)
-                if signum == signal.SIGHUP:
+                if server is None:  # still starting (a standby waits here): nothing to drain
+                    if signum != signal.SIGHUP:
+                        nursery.cancel_scope.cancel()
+                elif signum == signal.SIGHUP:
                     server.reload(lambda: load_config(argv, os.environ))
                 else:
                     server.shutdown()

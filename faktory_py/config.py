@@ -253,6 +253,9 @@ class RedisConfig:
     name: str = "default"
     #: this node's name in the lease token (default `hostname:port` at start-up)
     node_id: str | None = None
+    #: where other nodes' clients reach this node's command port (`host:port`) while it is
+    #: the primary: a standby forwards its clients' connections there (None: they are parked)
+    advertise: str | None = None
     lease_ttl_ms: int = 5000
     renew_every_ms: int = 1000
     #: replies wait for `WAIT min_replicas` too (0: only for the Redis master to have the entry)
@@ -307,7 +310,7 @@ def parse_store(url: str, section: Mapping[str, Any] | None = None) -> RedisConf
         if key != "name":
             raise ConfigError(f"--store: unknown URL parameter {key!r} (only name=…)")
     for key in section:
-        if key not in (*_REDIS_INTS, "name", "node_id"):
+        if key not in (*_REDIS_INTS, "name", "node_id", "advertise"):
             raise ConfigError(f'[faktory_py.redis] unknown key "{key}"')
     name = query.get("name", section.get("name", RedisConfig.name))
     if not isinstance(name, str) or not _REDIS_NAME.fullmatch(name):
@@ -323,10 +326,17 @@ def parse_store(url: str, section: Mapping[str, Any] | None = None) -> RedisConf
     node_id = section.get("node_id")
     if node_id is not None and (not isinstance(node_id, str) or not node_id or ":" in node_id):
         raise ConfigError("[faktory_py.redis] node_id must be a non-empty string without ':'")
+    advertise = section.get("advertise")
+    if advertise is not None:
+        where, _, number = advertise.rpartition(":") if isinstance(advertise, str) else ("", "", "")
+        if not where.strip("[]") or not number.isdigit() or not 0 < int(number) < 65536:
+            raise ConfigError('[faktory_py.redis] advertise must be "host:port" (this node\'s command port as '
+                              "other nodes reach it)")
     return RedisConfig(host=host, port=port, db=int(db_text),
                        username=unquote(parts.username) if parts.username else None,
                        password=unquote(parts.password) if parts.password is not None else None,
-                       tls=parts.scheme == "rediss", name=name, node_id=node_id, **ints)
+                       tls=parts.scheme == "rediss", name=name, node_id=node_id, advertise=advertise,
+                       **ints)
 
 
 @dataclass(frozen=True)

@@ -163,12 +163,13 @@ def test_a_redis_store_url(tmp_path: Path) -> None:
     conf = tmp_path / "conf" / "conf.d"
     conf.mkdir(parents=True)
     (conf / "r.toml").write_text("[faktory_py.redis]\nlease_ttl_ms = 2000\nrenew_every_ms = 400\nmin_replicas = 1\n"
-                                 'node_id = "node-a"\n')
+                                 'node_id = "node-a"\nadvertise = "10.0.0.5:7419"\n')
     redis = load([*dirs(tmp_path), "--store", "rediss://app:p%40ss@redis.example:6380/3?name=billing"], {}).redis
     assert redis is not None
     assert (redis.host, redis.port, redis.db, redis.username, redis.password, redis.tls, redis.name) == (
         "redis.example", 6380, 3, "app", "p@ss", True, "billing")
     assert (redis.lease_ttl_ms, redis.renew_every_ms, redis.min_replicas, redis.node_id) == (2000, 400, 1, "node-a")
+    assert redis.advertise == "10.0.0.5:7419" and (redis.host, redis.port) == ("redis.example", 6380)
     assert "p@ss" not in repr(redis) and "ss@" not in redis.safe_url
     assert redis.safe_url == "rediss://redis.example:6380/3?name=billing"
     assert redis.url() == "rediss://app:p%40ss@redis.example:6380/3"
@@ -179,6 +180,7 @@ def test_store_defaults(tmp_path: Path) -> None:
     assert redis is not None
     assert (redis.port, redis.db, redis.name, redis.lease_ttl_ms, redis.renew_every_ms, redis.min_replicas) == (
         6379, 0, "default", 5000, 1000, 0)
+    assert redis.advertise is None  # a standby parks clients of this node's term instead of forwarding
 
 
 @pytest.mark.parametrize("url, message", [
@@ -201,6 +203,9 @@ def test_bad_store_urls_are_refused(tmp_path: Path, url: str, message: str) -> N
     ("min_replicas = -1", "min_replicas must be"),
     ("colour = 1", 'unknown key "colour"'),
     ('node_id = "a:b"', "node_id must be"),
+    ('advertise = "10.0.0.5"', 'advertise must be "host:port"'),
+    ('advertise = ":7419"', 'advertise must be "host:port"'),
+    ("advertise = 7419", 'advertise must be "host:port"'),
 ])
 def test_bad_redis_settings_are_refused(tmp_path: Path, toml: str, message: str) -> None:
     conf = tmp_path / "conf" / "conf.d"

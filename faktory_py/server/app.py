@@ -28,9 +28,10 @@ from ..commands.features import register_feature_commands
 from ..config import (
     DEFAULT_PORT, BatchesConfig, Config, CronConfig, ResultsConfig, ThrottlesConfig, WorkflowsConfig, split_binding,
 )
+from ..core.hooks import InfoHook
 from ..core.info import ServerStats
 from ..core.lifecycle import Manager
-from ..core.registry import Registry
+from ..core.registry import Feature, Registry
 from ..core.timings import CommandTimes, Histogram, Timings
 from ..core.workers import WorkerRegistry
 from ..features.batches.feature import Batches
@@ -41,11 +42,13 @@ from ..features.throttles.feature import Throttles
 from ..features.tracking import JobTracking
 from ..features.unique import UniqueJobs
 from ..features.workflows.feature import Settings, Workflows
+from ..store.api import Op
 from ..store.journal import Journal
 from ..store.memory import MemoryStore
 from ..store.oplog import OpLog
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
+from .gate import Gate, Lookup
 from .reload import ConfigReload, throttle_rules, wake_all_queues
 from .statsd import UdpSender, run_statsd
 from .tcp import Connections
@@ -173,8 +176,11 @@ class Backend:
     stream in Redis (server/ha/). Everything else in the server sees only `log`."""
 
     log: OpLog
-    #: rebuilds the (empty, features attached) store from the log; then this node may append
+    #: rebuilds the (empty, features attached) store from the log
     load: Callable[[MemoryStore], Awaitable[None]]
+    #: returns once this node may append (Redis: a standby until it holds the lease), having
+    #: called its second argument, which wires the store's live sink and hooks
+    take_over: Callable[[MemoryStore, Callable[[], None]], Awaitable[None]]
     #: the log's background tasks; the last ends only when the log failed for good
     tasks: Callable[[trio.Nursery, MemoryStore], None]
     #: a clean stop: flush (and compact, or give the lease up)
@@ -183,6 +189,15 @@ class Backend:
     what: str
     #: the log's durations for `/metrics`: writes (appends), fsyncs, compactions (snapshots)
     histograms: tuple[Histogram, Histogram, Histogram]
+    #: primary, standby or fenced (`/health/primary`)
+    role: Callable[[], str] = lambda: "primary"
+    #: extra INFO fields (`faktory.ha` with Redis)
+    info: InfoHook | None = None
+    #: whether the command port listens before `take_over` returns (Redis: a standby
+    #: forwards or parks clients, server/gate.py)
+    standby_listens: bool = False
+    #: the current primary's advertised `host:port`, for a standby to forward clients to
+    primary: Lookup | None = None
 
 
 @asynccontextmanager
@@ -193,10 +208,12 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
         from .ha.backend import open_redis_backend
 
         node_id = config.redis.node_id or f"{socket.gethostname()}:{_port_of(config.binding)}"
-        async with open_redis_backend(config.redis, node_id, config.compact_min_bytes) as (oplog, load, tasks):
-            yield Backend(oplog, load, tasks, lambda store: oplog.aclose(),
+        async with open_redis_backend(config.redis, node_id, config.compact_min_bytes) as redis:
+            oplog = redis.oplog
+            yield Backend(oplog, redis.load, redis.take_over, redis.tasks, lambda store: oplog.aclose(),
                           f"the op log in {config.redis.safe_url} fenced this node",
-                          (oplog.write_times, oplog.fsync_times, oplog.compaction_times))
+                          (oplog.write_times, oplog.fsync_times, oplog.compaction_times),
+                          lambda: oplog.role.role, redis, standby_listens=True, primary=redis.primary_address)
         return
     journal = Journal.open(config.data_dir, fsync=config.fsync)
     durable = DurableJournal(journal, config.fsync, config.compact_min_bytes)
@@ -204,13 +221,16 @@ async def open_backend(config: Config) -> AsyncIterator[Backend]:
     async def load(store: MemoryStore) -> None:
         replay_journal(journal, store)
 
+    async def take_over(store: MemoryStore, wire: Callable[[], None]) -> None:
+        wire()
+
     def tasks(background: trio.Nursery, store: MemoryStore) -> None:
         # run_fsync ends only when the journal failed for good, which stops the server
         background.start_soon(durable.run_fsync)
         background.start_soon(supervised, "compaction", durable.run_compaction, store.snapshot)
         background.start_soon(supervised, "journal retry", durable.run_retry)
 
-    yield Backend(durable, load, tasks, lambda store: durable.aclose(store.snapshot),
+    yield Backend(durable, load, take_over, tasks, lambda store: durable.aclose(store.snapshot),
                   f"the journal in {config.data_dir} could not be written",
                   (durable.write_times, durable.fsync_times, durable.compaction_times))
 
@@ -233,17 +253,17 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
     durable = backend.log
     waiters = QueueWaiters(wake_all=wake_all_queues(config.throttles))
     timer = DueTimer(clock, durable.wait_writable)
-    store = MemoryStore(sink=durable.append, on_enqueue=waiters.notify, on_due=timer.poke)
+    store = MemoryStore(sink=_refuse_commit)
     features = configured_features(store, config)
     statsd: tuple[StatsdMetrics, UdpSender] | None = None
     if config.statsd.location is not None:
         sender = UdpSender(config.statsd.buffer_size)
         statsd = StatsdMetrics(sender, config.statsd.namespace, config.statsd.tags, config.metrics.max_queues), sender
         features = Registry([*features, statsd[0].feature()])
+    if backend.info is not None:
+        features = Registry([*features, Feature("ha", backend.info, info=backend.info)])
     throttles, cron = features.find(Throttles), features.find(Cron)
     assert throttles is not None and cron is not None
-    cron.wake = timer.poke
-    throttles.wake = waiters.notify
     await backend.load(store)
     manager = Manager(store, features=features)
     workers = WorkerRegistry(config.timers.heartbeat_timeout)
@@ -262,50 +282,45 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
     timings = Timings(CommandTimes(dispatcher.verbs()), journal_write=journal_write, journal_fsync=journal_fsync,
                       compaction=compaction)
     connections = Connections(config, dispatcher, durable, waiters, timings)
+
+    def wire() -> None:
+        """The store's, cron's and throttles' live hooks: from here on this node commits."""
+        store.wire(durable.append, waiters.notify, timer.poke)
+        cron.wake = timer.poke
+        throttles.wake = waiters.notify
+
     try:
         async with trio.open_nursery() as background:
-            backend.tasks(background, store)
-            background.start_soon(supervised, "due timer", timer.run, manager)
-            background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
-                                  config.timers.worker_reap_every, worker_lost, durable.wait_writable)
-            background.start_soon(supervised, "send watchdog", connections.watch_sends)
-            if statsd is not None:
-                background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
-                                      _statsd_report(statsd[0], config, manager, dispatcher, clock))
-            web_urls: list[str] = []
-            metrics_urls: list[str] = []
-            if config.web_enabled or config.metrics.binding is not None:
-                # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a
-                # server without a web UI (most test servers, benchmarks) should not pay.
-                # Started before the command port listens: once that accepts, the UI answers.
-                from ..web.serve import serve_metrics, serve_web
-                from ..web.state import WebState
-
-                state = WebState(manager, workers, features, clock, dispatcher.info, durable.refusal,
-                                 durable.durable, timings)
-                if config.web_enabled:
-                    bindings = {"Command port": config.binding, "Web UI": config.web_binding}
-                    web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
-                    log.info("web UI on %s", ", ".join(web_urls))
-                if config.metrics.binding is not None:
-                    metrics_urls = await background.start(supervised, "metrics", serve_metrics, state, config,
-                                                          config.metrics.binding)
-                    log.info("metrics (no auth) on %s", ", ".join(f"{url}/metrics" for url in metrics_urls))
-            listeners = await open_listeners(config.binding, DEFAULT_PORT)
-            context = _ssl_context(config)
-            if context is not None:
-                listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]
-            addresses = [_address(l) for l in listeners]
-            server = Server(addresses, dispatcher, durable, config_reload, timings, web_urls, metrics_urls)
-            background.start_soon(_stop_when_failed, durable, server)
+            web_urls, metrics_urls = await _start_web(background, config, manager, workers, features, clock,
+                                                      dispatcher, durable, timings, backend.role)
+            gate = Gate(connections.handle, backend.primary if config.tls is None else None)
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()
+                listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
 
                 async def accept() -> None:
                     with accept_scope:
-                        await trio.serve_listeners(connections.handle, listeners, handler_nursery=conn_nursery)
+                        await trio.serve_listeners(gate.handle, listeners, handler_nursery=conn_nursery)
 
-                conn_nursery.start_soon(accept)
+                if backend.standby_listens:  # clients are forwarded or parked meanwhile (server/gate.py)
+                    listeners = await _listen(config)
+                    conn_nursery.start_soon(accept)
+                await backend.take_over(store, wire)
+                backend.tasks(background, store)
+                background.start_soon(supervised, "due timer", timer.run, manager)
+                background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
+                                      config.timers.worker_reap_every, worker_lost, durable.wait_writable)
+                background.start_soon(supervised, "send watchdog", connections.watch_sends)
+                if statsd is not None:
+                    background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
+                                          _statsd_report(statsd[0], config, manager, dispatcher, clock))
+                gate.serving.set()
+                if not listeners:
+                    listeners = await _listen(config)
+                    conn_nursery.start_soon(accept)
+                addresses = [_address(l) for l in listeners]
+                server = Server(addresses, dispatcher, durable, config_reload, timings, web_urls, metrics_urls)
+                background.start_soon(_stop_when_failed, durable, server)
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                 task_status.started(server)
                 await server._stop.wait()
@@ -323,6 +338,49 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
             await backend.aclose(store)
     if durable.failed.is_set():
         raise JournalFailed(f"stopped: {backend.what} (see the log)")
+
+
+async def _listen(config: Config) -> list[trio.abc.Listener[trio.abc.Stream]]:
+    """The command port's listeners (TLS-wrapped when configured)."""
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(await open_listeners(config.binding, DEFAULT_PORT))
+    context = _ssl_context(config)
+    if context is not None:
+        listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]  # type: ignore[misc]
+    return listeners
+
+
+async def _start_web(background: trio.Nursery, config: Config, manager: Manager, workers: WorkerRegistry,
+                     features: Registry, clock: Clock, dispatcher: Dispatcher, durable: OpLog, timings: Timings,
+                     role: Callable[[], str]) -> tuple[list[str], list[str]]:
+    """Start the web UI and the `/metrics` listener when configured; returns their URLs.
+    They start before the command port listens (once that accepts, the UI answers), and
+    before a standby takes over: its UI shows the state it follows and refuses actions."""
+    web_urls: list[str] = []
+    metrics_urls: list[str] = []
+    if not (config.web_enabled or config.metrics.binding is not None):
+        return web_urls, metrics_urls
+    # Imported here: Starlette and Hypercorn cost ~0.3 s of start-up, which a server
+    # without a web UI (most test servers, benchmarks) should not pay.
+    from ..web.serve import serve_metrics, serve_web
+    from ..web.state import WebState
+
+    state = WebState(manager, workers, features, clock, dispatcher.info, durable.refusal, durable.durable,
+                     timings, role)
+    if config.web_enabled:
+        bindings = {"Command port": config.binding, "Web UI": config.web_binding}
+        web_urls = await background.start(supervised, "web UI", serve_web, state, config, bindings)
+        log.info("web UI on %s", ", ".join(web_urls))
+    if config.metrics.binding is not None:
+        metrics_urls = await background.start(supervised, "metrics", serve_metrics, state, config,
+                                              config.metrics.binding)
+        log.info("metrics (no auth) on %s", ", ".join(f"{url}/metrics" for url in metrics_urls))
+    return web_urls, metrics_urls
+
+
+def _refuse_commit(ops: list[Op]) -> int:
+    """The store's sink until `Backend.take_over` wires the live one: a node that commits
+    before then (a standby following the log) is a bug."""
+    raise AssertionError(f"{len(ops)} ops committed before this node may append")
 
 
 def _statsd_report(statsd: StatsdMetrics, config: Config, manager: Manager, dispatcher: Dispatcher,

@@ -32,9 +32,9 @@ class MemoryStore:
 
     `sink` receives each committed op list (the journal) and returns a durability
     position; `on_enqueue(queue)` and `on_due(score)` let the trio layer wake fetchers
-    and timers without this module knowing about trio. They come with the constructor and
-    stay for the store's life (journal replay wakes them too, before anything waits on
-    them: harmless, and cheap next to the replay). The containers are private: every
+    and timers without this module knowing about trio. They come with the constructor, or
+    with `wire` once the server may commit (a standby follows a log into a store whose
+    sink refuses, server/ha/standby.py). The containers are private: every
     reader, above store/ and in tests, goes through the `Store` methods, so a backend that
     keeps them elsewhere (Redis) serves the same callers.
     """
@@ -63,6 +63,11 @@ class MemoryStore:
         self._observers: list[ReservationObserver] = []
         #: indexes derived from the queued jobs (`observe_queues`)
         self._queue_observers: list[QueueObserver] = []
+
+    def wire(self, sink: Callable[[list[Op]], int], on_enqueue: Callable[[str], None],
+             on_due: Callable[[float], None]) -> None:
+        """Attach the live sink and hooks (replacing the constructor's)."""
+        self._sink, self._on_enqueue, self._on_due = sink, on_enqueue, on_due
 
     def register_state(self, owner: StateOwner) -> None:
         """Route `owner.op_names` to `owner.apply`; snapshots and FLUSH include its state."""

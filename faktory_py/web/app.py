@@ -107,6 +107,12 @@ def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASG
         return JSONResponse({"now": info["now"], "server": {
             key: server[key] for key in ("description", "faktory_version", "connections", "command_count")}})
 
+    async def health_primary(request: Request) -> Response:
+        """200 only on the node that serves (for a load balancer in front of a Redis-backed
+        cluster: protocol/spec.md §7.1); 503 on a standby or a fenced node."""
+        role = state.role()
+        return PlainTextResponse(role, 200 if role == "primary" else 503, headers={"Cache-Control": "no-cache"})
+
     async def busy(request: Request) -> Response:
         if request.method == "POST":
             form = await request.form()
@@ -209,6 +215,7 @@ def create_app(state: WebState, config: Config, bindings: dict[str, str]) -> ASG
         Route("/", dashboard),
         Route("/stats", stats),
         Route("/health", health),
+        Route("/health/primary", health_primary),
         Route("/metrics", metrics_endpoint(state, config.metrics.max_queues)),
         Route("/busy", busy, methods=both),
         Route("/queues", queues, methods=both),

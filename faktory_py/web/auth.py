@@ -2,7 +2,7 @@
 
 Both wrap the whole app so no route can forget them. Faktory's rules (protocol §8): Basic
 auth with realm `Faktory` whenever a password is set, the username ignored, and `/health`
-always open so a load balancer can probe it; state-changing requests from another site are
+(and ours, `/health/primary`) always open so a load balancer can probe it; state-changing requests from another site are
 refused the way Go 1.25's `CrossOriginProtection` does it, which needs no tokens in forms.
 """
 
@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..config import Config
 from .proxy import route_path
 
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/health/primary")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -43,7 +43,7 @@ def _basic_password(header: str) -> str | None:
 
 
 class BasicAuth:
-    """401 unless the request carries the password (any username); `/health` is exempt."""
+    """401 unless the request carries the password (any username); OPEN_PATHS are exempt."""
 
     def __init__(self, app: ASGIApp, password: str | None) -> None:
         self.app = app

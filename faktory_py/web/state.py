@@ -48,6 +48,8 @@ class WebState:
     durable: Callable[[int], Awaitable[None]]
     #: the durations the server observes (`/metrics`)
     timings: Timings = field(default_factory=lambda: Timings(CommandTimes(())))
+    #: this node's role with the op log in Redis (primary, standby, fenced); `/health/primary`
+    role: Callable[[], str] = lambda: "primary"
 
     def now(self) -> float:
         return self.clock.now()

@@ -19,10 +19,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from faktory_py.store.memory import MemoryStore
 from faktory_py.tools.processes import free_port
+from helpers.model_replay import snapshot_records
 
 #: the op log's settings for test servers: a short lease keeps kill -9 restarts quick
 TEST_REDIS_TOML = "[faktory_py.redis]\nlease_ttl_ms = 2000\nrenew_every_ms = 400\n"
@@ -115,3 +118,9 @@ def redis_conf(conf_dir: Path) -> None:
     """Give a server process's config dir the test lease timings (TEST_REDIS_TOML)."""
     (conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
     (conf_dir / "conf.d" / "redis.toml").write_text(TEST_REDIS_TOML)
+
+
+def job_state(store: MemoryStore) -> list[Any]:
+    """`store`'s snapshot without the epoch marker: a takeover appends its own, so two
+    nodes (or two starts) with the same jobs differ in that op alone."""
+    return [[op for op in record if op["op"] != "epoch"] for record in snapshot_records(store)]

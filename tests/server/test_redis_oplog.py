@@ -1,7 +1,8 @@
 """A server whose op log is in Redis (`--store redis://…`), in this test's trio run, against
 a real redis-server: replies wait for the append, a restart replays Redis into the same
 state, a clean stop gives the lease up, a held lease is waited out, and a primary whose
-lease moved or ran out acknowledges nothing more and stops (phase 1: no standby role)."""
+lease moved or ran out acknowledges nothing more and stops (to come back as a standby under
+its supervisor: test_redis_takeover.py)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from faktory_py.config import Config, parse_store
 from faktory_py.server.app import Server, serve
 from faktory_py.server.durability import JournalFailed
 from faktory_py.server.ha.client import RedisStoreError
+from faktory_py.store.journal import decode_frame
 from faktory_py.store.redis.keys import Keys
 from helpers.async_client import AsyncClient, PeerClosed
-from helpers.model_replay import snapshot_records
-from helpers.redis import RedisServer, unique_name
+from helpers.redis import RedisServer, job_state, unique_name
 
 LEASE = {"lease_ttl_ms": 2000, "renew_every_ms": 400}
 
@@ -71,7 +72,9 @@ async def test_an_ok_means_the_entry_is_in_redis(tmp_path, url, name, r) -> None
                 assert await r.xlen(keys.log) == before + 1
             await client.aclose()
     entries = await r.xrange(keys.log)
-    assert [e.identifier for e in entries] == [b"%d-0" % i for i in range(1, 6)]
+    assert [e.identifier for e in entries] == [b"%d-0" % i for i in range(1, 7)]
+    # the first entry is the primary's epoch marker, appended at its takeover
+    assert decode_frame(dict(entries[0].field_values)[b"f"], "entry 1") == [{"op": "epoch", "epoch": 1}]
 
 
 async def test_a_restart_replays_the_same_state_and_a_clean_stop_releases_the_lease(
@@ -91,12 +94,13 @@ async def test_a_restart_replays_the_same_state_and_a_clean_stop_releases_the_le
                         manager.fail(fetched["jid"], "E", "boom", [], now)
             manager.pause(["q1"])
             await server.durable.durable(server.durable.appended)
-            before = snapshot_records(manager.store)
+            before = job_state(manager.store)
         assert not await r.exists([Keys(name).lease])  # released: the next start need not wait
         started = trio.current_time()
         async with serving(config) as server:
             assert trio.current_time() - started < 1.0
-            assert snapshot_records(server.dispatcher.manager.store) == before
+            assert job_state(server.dispatcher.manager.store) == before
+            assert server.dispatcher.info(0)["faktory"]["ha"]["epoch"] == 2  # the restart's takeover marker
 
 
 async def test_a_held_lease_is_waited_out(tmp_path, url, name, r) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +133,7 @@ async def test_a_moved_lease_fences_the_primary(tmp_path, url, name, r) -> None:
                 await client.aclose()
                 await trio.sleep_forever()  # serve() ends by itself
     assert raised.group_contains(JournalFailed, match="fenced this node")
-    assert await r.xlen(keys.log) == 1 and await r.hget(keys.meta, "head") == b"1"
+    assert await r.xlen(keys.log) == 2 and await r.hget(keys.meta, "head") == b"2"  # the epoch marker, the first PUSH
 
 
 async def test_a_primary_that_cannot_renew_stops_at_its_deadline(tmp_path, url, name, r) -> None:  # type: ignore[no-untyped-def]
@@ -184,7 +188,7 @@ async def test_snapshots_bound_the_stream_and_a_restart_loads_them(
                 if i % 20 == 0:
                     await oplog.durable(oplog.appended)  # as replies would: appends go on meanwhile
             await oplog.durable(oplog.appended)
-            before = snapshot_records(manager.store)
+            before = job_state(manager.store)
             head = oplog.position.index
         meta = await r.hgetall(keys.meta)
         assert int(meta[b"snap_gen"]) >= 4 and int(meta[b"prev_snap_index"]) > 0
@@ -197,7 +201,8 @@ async def test_snapshots_bound_the_stream_and_a_restart_loads_them(
         await r.hset(keys.snapshot(orphan), {"0": b"half-written"})
         caplog.set_level(logging.INFO, "faktory_py.redis")
         async with serving(config) as server:
-            assert snapshot_records(server.dispatcher.manager.store) == before
+            assert job_state(server.dispatcher.manager.store) == before
+            assert server.dispatcher.info(0)["faktory"]["ha"]["epoch"] == 2  # the restart's takeover marker
         assert not await r.exists([keys.snapshot(orphan)])
         assert f"loaded snapshot {keys.snapshot(meta[b'snap_gen'])} at index {int(meta[b'snap_index'])}" in caplog.text
 

@@ -119,6 +119,9 @@ async def test_basic_auth_when_a_password_is_set(tmp_path: Path, running) -> Non
     health = await request(server, "GET", "/health")
     assert health.status == 200 and health.json()["server"]["faktory_version"] == "1.9.4"
     assert set(health.json()) == {"now", "server"}
+    # a server with its journal in the data directory is always the primary (protocol/spec.md §7.1)
+    primary = await request(server, "GET", "/health/primary")
+    assert (primary.status, primary.body) == (200, "primary")
 
 
 async def test_web_password_overrides_the_server_password(tmp_path: Path, running) -> None:

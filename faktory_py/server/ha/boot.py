@@ -1,43 +1,31 @@
-"""Boot from Redis: make sure the log exists, replay it into a fresh store, take the lease.
+"""Boot from Redis: make sure the log exists, replay it into a fresh store (then the node
+follows the log as a standby until it can take the lease: server/ha/standby.py).
 
 Replay applies each entry's ops with `store.apply`, exactly as the local journal's replay
 does (server/app.py), so a store rebuilt from Redis cannot differ from one rebuilt from a
 data directory holding the same frames. A damaged entry or a gap stops the boot
 (JournalCorrupt): nothing is skipped.
-
-The lease may still be held when a node starts: by a primary that was just killed (its
-key lives until its TTL runs out) or by one that is alive. Phase 1 has no standbys, so the
-node waits — reading what the holder appends meanwhile — until the key is gone, then
-ACQUIREs with its position: Redis grants the lease only to a node that has read the log to
-its head, atomically with the check.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 import uuid
 from typing import Protocol
 
 import coredis
-import trio
 
-from ...config import RedisConfig
 from ...store.redis.entries import Position, decode_entry, entry_id
 from ...store.redis.keys import FORMAT, VERSION, Keys
+from ...store.redis.scripts import ALL, INIT, init_keys
 from ...store.redis.snapshots import decode_chunks
-from ...store.redis.lease import Lease
-from ...store.redis.scripts import (ACQUIRE, ALL, INIT, RENEW, Acquired, acquire_keys, init_keys, lease_keys,
-                                    parse_acquire)
-from .client import RedisStoreError, call_replicated
+from .client import RedisStoreError
 
 log = logging.getLogger("faktory_py.redis")
 
 #: entries read per XRANGE call while replaying
 REPLAY_BATCH = 512
-#: how often a node waiting for the lease looks again (at most)
-LEASE_POLL = 0.25
 
 
 class Applies(Protocol):
@@ -98,50 +86,3 @@ async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies,
             replayed += len(fields[b"f"])
         if len(entries) < REPLAY_BATCH:
             return position, replayed
-
-
-async def acquire_lease(client: coredis.Redis[bytes], config: RedisConfig, store: Applies, lease: Lease,
-                        node_id: str, cluster_id: bytes, position: Position) -> tuple[Position, int]:
-    """Read the log to its head and take the lease, waiting while another node holds it;
-    returns the position the lease was granted at and the frame bytes read on the way. With `min_replicas` the grant counts
-    only once that many replicas have it (as for renewals, server/ha/oplog.py)."""
-    keys = Keys(config.name)
-    acquire, renew = client.register_script(ACQUIRE), client.register_script(RENEW)
-    need, timeout = config.min_replicas, config.wait_timeout_ms
-    nonce = secrets.token_hex(8)
-    waiting_for: bytes | None = None
-    replayed = 0
-    while True:
-        position, more = await replay_log(client, keys, store, position)
-        replayed += more
-        sent_at = trio.current_time()
-        reply, replicas = await call_replicated(client, acquire, acquire_keys(keys), [
-            node_id, nonce, config.lease_ttl_ms, position.index, position.epoch, position.crc, cluster_id],
-            need, timeout)
-        result = parse_acquire(reply)
-        if isinstance(result, Acquired):
-            while replicas < need:
-                log.warning("the lease is on %d of %d replicas; waiting for more", replicas, need)
-                sent_at = trio.current_time()
-                renewed, replicas = await call_replicated(client, renew, lease_keys(keys),
-                                                          [result.token, config.lease_ttl_ms], need, timeout)
-                if renewed != 1:
-                    break
-            else:
-                lease.granted(result.token, result.epoch, sent_at)
-                log.info("primary of %s: epoch %d at index %d", keys.tag, result.epoch, position.index)
-                return position, replayed
-            continue  # the lease expired while the replicas lagged: try again
-        if result.why == "WRONG_CLUSTER":
-            raise RedisStoreError(f"{keys.meta} changed cluster id while this node started (was {cluster_id!r})")
-        if result.why == "HELD":
-            holder, ttl_left = result.detail[0], result.detail[1]
-            if holder != waiting_for:
-                log.warning("the lease of %s is held by %r; waiting for it to expire (%s ms left)",
-                            keys.tag, holder, ttl_left)
-                waiting_for = holder if isinstance(holder, bytes) else None
-            left = ttl_left / 1000 if isinstance(ttl_left, int) and ttl_left > 0 else LEASE_POLL
-            await trio.sleep(min(left, LEASE_POLL))
-        elif result.detail[0] == str(position.index).encode():
-            raise RedisStoreError(f"this node's copy of {keys.log} diverged from Redis at index {position.index}")
-        # else BEHIND: the holder appended more before it stopped: read on, try again

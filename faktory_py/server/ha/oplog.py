@@ -14,7 +14,10 @@ An append whose outcome is unknown (connection lost, timeout, cancelled by a sto
 again, from the same first index: the script skips what had landed (DUP when all of it). `-OOM`/`-NOREPLICAS` wrote nothing and are retried
 too. FENCED (the lease holds another token), GAP (someone else appended) or a passed lease
 deadline make this node *fenced*: it acknowledges nothing more, `failed` is set and the
-server stops (exit status 1) — phase 1 has no standby role to step down to.
+server stops (exit status 1); its supervisor starts it again, as a standby.
+
+Before it holds the lease the node is a standby (server/ha/standby.py): `role` says so,
+and `refusal` refuses every change (the web UI's actions) until the takeover.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ...store.redis.scripts import (APPEND, RELEASE, RENEW, append_keys, is_fenc
                                     parse_append)
 from ..durability import JournalFailed
 from .client import call_replicated
+from .standby import Role
 
 log = logging.getLogger("faktory_py.redis")
 
@@ -53,6 +57,8 @@ class RedisOpLog:
         self.config = config
         self.keys = Keys(config.name)
         self.lease = lease
+        #: standby, primary or fenced (INFO `faktory.ha`, `/health/primary`)
+        self.role = Role()
         #: the last entry this node appended (or replayed)
         self.position = position
         self._append = client.register_script(APPEND)
@@ -105,7 +111,9 @@ class RedisOpLog:
         return self._appended
 
     def refusal(self) -> str | None:
-        return None
+        if self.role.role == "primary":
+            return None
+        return f"this node is a {self.role.role}: the primary is {self.role.holder or 'unknown'}"
 
     def write_through(self, sequence: int) -> bool:
         """True once commit `sequence` is in Redis. Past the lease deadline nothing is
@@ -136,6 +144,7 @@ class RedisOpLog:
         if self.failed.is_set():
             return
         self.fence_reason = reason
+        self.role.role = "fenced"
         self.lease.refused()
         log.critical("FENCED: %s; this node acknowledges nothing more and stops (%d commits unanswered)",
                      reason, self._appended - self._written)
@@ -181,6 +190,10 @@ class RedisOpLog:
             if self.failed.is_set():
                 raise JournalFailed(f"fenced: {self.fence_reason}")
             await self._progress.wait()
+
+    async def flush(self) -> None:
+        """Append what is queued now, before the appender task runs (the takeover's marker)."""
+        await self._flush()
 
     async def _flush(self) -> None:
         """Append every sealed frame and what is queued, in one call."""

@@ -41,6 +41,11 @@ class Keys:
         return f"{self.tag}:epochs"
 
     @property
+    def advertise(self) -> str:
+        """Hash: epoch → the `host:port` its primary's clients connect to (`advertise`)."""
+        return f"{self.tag}:advertise"
+
+    @property
     def lease(self) -> str:
         """String with a TTL: the fencing token `<epoch>:<node_id>:<nonce>` of the primary."""
         return f"{self.tag}:lease"
