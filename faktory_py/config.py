@@ -16,7 +16,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -653,11 +653,7 @@ def throttles(section: Any, defaults: Any = None, limits: Any = None) -> Throttl
             raise fail("invalid limit name")
         if name in section:
             raise fail(f"the name is taken by [throttles.{name}]")
-        if not isinstance(entry, dict):
-            raise fail('must be a table, e.g. { jobtypes = ["RenderPDF"], concurrency = 2 }')
-        for key in entry:
-            if key not in _LIMIT_KEYS:
-                raise fail(f'unknown key "{key}"')
+        _own_table(entry, _LIMIT_KEYS, '{ jobtypes = ["RenderPDF"], concurrency = 2 }', fail)
         selectors = {key: _names(entry[key], key, fail) for key in ("jobtypes", "queues") if key in entry}
         if not selectors:
             raise fail("needs jobtypes or queues")
@@ -714,17 +710,26 @@ def _default_modes(section: Any) -> dict[str, str]:
     def fail(reason: str) -> ConfigError:
         return ConfigError(f"config: faktory_py.throttles: {reason}")
 
-    if not isinstance(section, dict):
-        raise fail('must be a table, e.g. { slot_release = "job_end" }')
-    for key in section:
-        if key not in _THROTTLE_MODES:
-            raise fail(f'unknown key "{key}"')
+    _own_table(section, _THROTTLE_MODES, '{ slot_release = "job_end" }', fail)
     modes: dict[str, str] = {}
     for key, values in _THROTTLE_MODES.items():
         modes[key] = section.get(key, values[0])
         if modes[key] not in values:
             raise fail(_mode_error(key, values))
     return modes
+
+
+def _own_table(value: Any, keys: Container[str], example: str, fail: Callable[[str], ConfigError],
+               name: str = "") -> None:
+    """Check a table of our own (`[faktory_py.*]`, our extension keys): a table, and an unknown
+    key refused, not ignored (one ignored would not do what it says). `name`: the key the table
+    is under, prefixed to the messages."""
+    prefix = f"{name} " if name else ""
+    if not isinstance(value, dict):
+        raise fail(f"{prefix}must be a table, e.g. {example}")
+    for key in value:
+        if key not in keys:
+            raise fail(f'{name + ": " if name else ""}unknown key "{key}"')
 
 
 def _mode_error(key: str, values: tuple[str, ...]) -> str:
@@ -734,11 +739,7 @@ def _mode_error(key: str, values: tuple[str, ...]) -> str:
 def _rate(value: Any, fail: Callable[[str], ConfigError]) -> tuple[int, float]:
     """`rate = { limit = L, period = P }` as (L, P). Any other key is refused, not ignored:
     it is our extension, and a key ignored there would not limit what it says."""
-    if not isinstance(value, dict):
-        raise fail("rate must be a table, e.g. { limit = 100, period = 60 }")
-    for key in value:
-        if key not in ("limit", "period"):
-            raise fail(f'rate: unknown key "{key}"')
+    _own_table(value, ("limit", "period"), "{ limit = 100, period = 60 }", fail, "rate")
     limit, period = value.get("limit"), value.get("period")
     low, high = _RATE_LIMITS
     if type(limit) is not int or not low <= limit <= high:
@@ -863,11 +864,7 @@ def _cron_defaults(section: Any) -> dict[str, Any]:
     def fail(reason: str) -> ConfigError:
         return ConfigError(f"config: faktory_py.cron: {reason}")
 
-    if not isinstance(section, dict):
-        raise fail('must be a table, e.g. { timezone = "Europe/Paris" }')
-    for key in section:
-        if key not in _CRON_DEFAULT_KEYS:
-            raise fail(f'unknown key "{key}"')
+    _own_table(section, _CRON_DEFAULT_KEYS, '{ timezone = "Europe/Paris" }', fail)
     settings = {"timezone": "UTC", "missed": "latest", "max_lateness": CronEntry.max_lateness,
                 "max_catch_up": CronEntry.max_catch_up, **section}
     _check_cron_settings(settings, fail)
