@@ -40,6 +40,11 @@ class RawSocketStream:
         sock = getattr(stream.socket, "_sock", None)  # trio's socket wraps a stdlib one
         return cls(stream, sock) if isinstance(sock, socket.socket) else stream
 
+    @property
+    def socket(self) -> socket.socket:
+        """The stdlib socket (server/replyround.py sends on it directly)."""
+        return self._sock
+
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to `max_bytes` bytes; b"" at EOF."""
         sock = self._sock

@@ -34,6 +34,7 @@ from ..store.oplog import OpLog
 from .fdlimit import socket_budget
 from .rawsocket import ByteStream, RawSocketStream
 from .refusals import RefusalLog, peer_host
+from .replyround import ReplyRounds
 from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
@@ -64,6 +65,8 @@ class Connections:
         self.timings = timings
         #: written before any reply is sent (see server/durability.py)
         self.durable = durable
+        #: one journal write for the replies of every plain TCP connection in a turn
+        self.rounds = ReplyRounds(durable)
         #: where a FETCH the dispatcher answered with a `Block` waits
         self.waiters = waiters
         #: set by a requested stop: every command from then on is refused
@@ -290,9 +293,17 @@ class Connections:
     async def _flush(self, stream: ByteStream, connection: Connection) -> None:
         """Send the queued replies in one write, the journal written first: the ops behind
         them (and anything else committed meanwhile) reach the file before anyone can see an
-        answer that relies on them."""
+        answer that relies on them. A plain TCP connection's replies go out in the turn's
+        reply round (server/replyround.py: one journal write for every connection); what
+        the round leaves is sent here."""
         data, needs = connection.data_to_send()
-        if data and await self._write_journal(stream, connection, needs):
+        if not data:
+            return
+        if type(stream) is RawSocketStream:
+            data = await self.rounds.send(stream.socket, data, needs)
+            if not data:
+                return
+        if await self._write_journal(stream, connection, needs):
             await self._send(stream, data)
 
     async def _write_journal(self, stream: ByteStream, connection: Connection, needs: int) -> bool:
