@@ -9,6 +9,10 @@ every reply, a shielded timeout scope per send cost as much as the PUSH itself):
 connection is only ever cancelled to be closed, so a reply cut short is followed by the
 close, never by another reply; one watchdog task (`Connections.watch_sends`) closes
 connections whose sends stall.
+
+Plain TCP connections (not TLS) move bytes with their socket's own non-blocking calls
+(server/rawsocket.py), and send their replies in reply rounds (server/replyround.py): the
+replies of every connection that answers in one scheduler turn share one journal write.
 """
 
 from __future__ import annotations
