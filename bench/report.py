@@ -200,6 +200,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"| {metric.label} | {metric.unit} | "
                      + " | ".join(_cell(cells.get(s), metric.digits) for s in servers)
                      + f" | {ratio_text} | {target_text} | {met} |")
+    lines += _tool_scaling(data, servers, heads)
     lines += ["", "CPU busy during the timed part, in cores (medians): server (Faktory: with its Redis) / "
               "load generator. A generator near its share of the machine would mean it, not the server, "
               "set the pace.", "",
@@ -243,6 +244,25 @@ def markdown(data: dict[str, Any]) -> str:
               + ("" if data.get("chart") else " (not drawn: matplotlib is not installed; `pip install -e '.[bench]'`)")
               + ".", ""]
     return "\n".join(lines)
+
+
+def _tool_scaling(data: dict[str, Any], servers: list[str], heads: dict[str, str]) -> list[str]:
+    """R1's jobs/s at the most threads as a multiple of at the fewest, per server (target:
+    faktory_py's does not fall as connections grow)."""
+    threads = data["sizes"].get("tool_threads", ())
+    if len(threads) < 2:
+        return []
+    lo, hi = min(threads), max(threads)
+    cells = []
+    for server in servers:
+        rates = [data["summary"].get(f"{tool_workload(t)}.jobs_per_s", {}).get(server, {}).get("median")
+                 for t in (lo, hi)]
+        if all(rates):
+            cells.append(f"{heads.get(server, server)} {rates[1] / rates[0]:.2f}×")
+    if not cells:
+        return []
+    return ["", f"R1 at {hi} threads against {lo} (target for faktory_py: ≥ 1×, no fall as connections grow): "
+            + ", ".join(cells) + "."]
 
 
 # --- chart ------------------------------------------------------------------------------------

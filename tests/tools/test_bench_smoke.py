@@ -73,6 +73,7 @@ def _check_load_tool(data: dict, markdown: str) -> None:
         if data["faktory_name"]:
             assert _number(data["ratios"][f"r1_t{t}.jobs_per_s"]["value"])
             assert _number(data["ratios"][f"r1_t{t}.cpu_s_per_1000"]["value"])
+    assert f"R1 at {max(threads)} threads against {min(threads)} " in markdown
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert table[1].startswith(f"| R1 Faktory's load tool, {threads[0]} threads |"), table[:3]
 
