@@ -8,8 +8,9 @@ client that waits for each reply has usually sent its next command, so the `recv
 without registering with epoll (measured with strace under Faktory's load tool: ~2% of
 `recv`s hit EAGAIN). `RawSocketStream` therefore sends without yielding (waiting for
 writability only while the socket buffer is full) and yields once before each `recv`,
-waiting for readability only if nothing has arrived. Cancellation still reaches a
-connection at every read.
+waiting for readability only if nothing has arrived — unless the connection has just
+waited anyway (its replies went out in a reply round, server/replyround.py, which is such
+a yield: `just_yielded`). Cancellation still reaches a connection at every read.
 
 Errors are the socket's own `OSError`s, which the connection code treats as a peer that is
 gone, like trio's `BrokenResourceError`. TLS connections keep trio's `SSLStream`.
@@ -26,11 +27,14 @@ class RawSocketStream:
     """The `receive_some` / `send_all` / `aclose` a connection task uses, over the stdlib
     socket inside a trio `SocketStream` (which keeps owning and closing it)."""
 
-    __slots__ = ("_stream", "_sock")
+    __slots__ = ("_stream", "_sock", "just_yielded")
 
     def __init__(self, stream: trio.SocketStream, sock: socket.socket) -> None:
         self._stream = stream
         self._sock = sock
+        #: set by the connection when it has just waited (a reply round): the next read
+        #: then does not yield again, only checks for cancellation
+        self.just_yielded = False
 
     @classmethod
     def wrap(cls, stream: trio.abc.Stream) -> trio.abc.Stream | RawSocketStream:
@@ -48,7 +52,11 @@ class RawSocketStream:
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to `max_bytes` bytes; b"" at EOF."""
         sock = self._sock
-        await trio.lowlevel.checkpoint()
+        if self.just_yielded:
+            self.just_yielded = False
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
         while True:
             try:
                 return sock.recv(max_bytes)

@@ -305,6 +305,7 @@ class Connections:
             return
         if type(stream) is RawSocketStream:
             data = await self.rounds.send(stream.socket, data, needs)
+            stream.just_yielded = True  # the round was this exchange's yield
             if not data:
                 return
         if await self._write_journal(stream, connection, needs):
