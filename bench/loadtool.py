@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from faktory_py.tools.loadgen.pool import cpu_seconds
+
 from .servers import FAKTORY_VERSION, cache_dir
 
 MODULE = "github.com/contribsys/faktory"
@@ -60,15 +62,23 @@ def build(log=print) -> Path | None:  # type: ignore[no-untyped-def]
     return binary
 
 
-def run(binary: Path, url: str, jobs: int, threads: int, timeout: float) -> dict[str, Any]:
-    """Run `load JOBS THREADS` against `url`; its own rate (jobs/s) and anything else it printed."""
+def run(binary: Path, url: str, jobs: int, threads: int, timeout: float, pids: list[int] | None = None) -> dict[str, Any]:
+    """Run `load JOBS THREADS` against `url`; its own rate (jobs/s) and anything else it printed.
+
+    Given the server's `pids` (Faktory: with its Redis), also the CPU seconds they used while
+    the tool ran, and per 1,000 jobs (R4): each job is one PUSH, one FETCH and one ACK, by
+    clients that wait for every reply, so this is what a server costs per job in real use
+    whatever the machine's speed.
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("FAKTORY_PROVIDER", "FAKTORY_PASSWORD")}
     env["FAKTORY_URL"] = url
+    cpu_before = cpu_seconds(pids) if pids else None
     try:
         out = subprocess.run([str(binary), str(jobs), str(threads)], env=env, capture_output=True, text=True,
                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"jobs": jobs, "threads": threads, "failure": f"timed out after {timeout}s"}
+    cpu_after = cpu_seconds(pids) if pids else None
     text = out.stdout + out.stderr
     match = _DONE.search(text)
     result: dict[str, Any] = {"jobs": jobs, "threads": threads}
@@ -78,4 +88,8 @@ def run(binary: Path, url: str, jobs: int, threads: int, timeout: float) -> dict
     noise = [line for line in text.splitlines() if line.strip() and not line.startswith(("Running loadtest", "Processed"))]
     result.update(pushes=int(match[1]), pops=int(match[2]), seconds=float(match[3]), jobs_per_s=float(match[4]),
                   errors=len(noise), error_sample=noise[:3])
+    if cpu_before is not None and cpu_after is not None and result["pushes"]:
+        result.update(server_cpu_s=cpu_after - cpu_before,
+                      server_cores=(cpu_after - cpu_before) / result["seconds"] if result["seconds"] else None,
+                      cpu_s_per_1000=1000 * (cpu_after - cpu_before) / result["pushes"])
     return result

@@ -7,11 +7,15 @@ restart (h) share one server lifetime: fill, measure, restart, time the first FE
 Results are saved after every repetition, so an interrupted run still leaves its numbers.
 (j) is (a) against a faktory_py with one of (a)'s queues throttled (`THROTTLED`); OSS Faktory
 has no throttles, so the report sets it beside Faktory's (a), which runs unthrottled.
+R1 (`LOAD_TOOL`) runs first in every repetition: Faktory's own load tool, a real Go client that
+waits for every reply, at each of `Sizes.tool_threads`; each thread count is recorded as a
+workload of its own (`r1_t10`, ...) with its jobs/s and R4, the server's CPU per 1,000 jobs.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import shutil
@@ -35,7 +39,8 @@ from .servers import FAKTORY_VERSION, Echo, FaktoryPy, RealFaktory, Server, find
 HERE = Path(__file__).resolve().parent
 THROUGHPUT = ("a_load", "b_push", "c_pushb", "d_drain", "e_latency", "f_idle")
 THROTTLED = "j_throttled"
-ALL = (*THROUGHPUT, "g_memory", "h_restart", "i_ceiling", THROTTLED)
+LOAD_TOOL = "r1_load_tool"
+ALL = (LOAD_TOOL, *THROUGHPUT, "g_memory", "h_restart", "i_ceiling", THROTTLED)
 
 
 def throttle_toml(sizes: Sizes) -> tuple[str, int, str]:
@@ -67,10 +72,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="jobs per throughput workload (overrides --size)")
     p.add_argument("--memory-jobs", help="comma-separated queue sizes for (g); the largest is (h)'s")
     p.add_argument("--workloads", default=",".join(ALL),
-                   help="comma-separated, by name or letter (default all: a..i)")
+                   help="comma-separated, by name or letter (default all: r1, a..j)")
     p.add_argument("--servers", help="comma-separated of faktory_py, faktory_py-always, faktory, echo "
                    "(default all that can run; smoke: faktory_py, echo, and faktory when FAKTORY_BIN is set)")
-    p.add_argument("--no-load-tool", action="store_true", help="skip Faktory's own load test")
+    p.add_argument("--no-load-tool", action="store_true", help="skip Faktory's own load test (R1, R4)")
+    p.add_argument("--load-threads", help="comma-separated thread counts for R1 (default 10,50,200; smoke 2,8)")
     p.add_argument("--out", type=Path, default=HERE, help="where results.json, RESULTS.md, results.png go "
                    "(default bench/)")
     p.add_argument("--workdir", type=Path, help="parent of the servers' data directories (default a temp dir)")
@@ -94,11 +100,13 @@ class Runner:
         self.sizes = PRESETS[args.size]
         if args.jobs:
             self.sizes = self.sizes.scaled(args.jobs)
+        if args.load_threads:
+            self.sizes = replace(self.sizes, tool_threads=tuple(int(x) for x in args.load_threads.split(",")))
         if args.memory_jobs:
             self.sizes = replace(self.sizes, memory_jobs=tuple(int(x) for x in args.memory_jobs.split(",")))
         self.reps = args.reps or (1 if smoke else 5)
         self.heavy_reps = min(self.reps, args.heavy_reps or (1 if smoke else 3))
-        self.workloads = _names(args.workloads)
+        self.workloads = [w for w in _names(args.workloads) if not (args.no_load_tool and w == LOAD_TOOL)]
         self.faktory_bin, why = find_faktory()
         if smoke and not os.environ.get("FAKTORY_BIN"):
             self.faktory_bin, why = None, "smoke run without FAKTORY_BIN"
@@ -112,7 +120,8 @@ class Runner:
             if name == "faktory_py":
                 self.variants.append(Variant("faktory_py", lambda b: FaktoryPy(b, "everysec"), ALL))
             elif name == "faktory_py-always":
-                self.variants.append(Variant("faktory_py-always", lambda b: FaktoryPy(b, "always"), THROUGHPUT))
+                self.variants.append(Variant("faktory_py-always", lambda b: FaktoryPy(b, "always"),
+                                             (LOAD_TOOL, *THROUGHPUT)))
             elif name == "faktory":
                 if self.faktory_bin is None:
                     self.skipped.append(f"Faktory: {why}")
@@ -127,7 +136,6 @@ class Runner:
         self.workdir = Path(tempfile.mkdtemp(prefix="faktory-bench-", dir=args.workdir))
         self.out: Path = args.out
         self.runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        self.tool_runs: dict[str, list[dict[str, Any]]] = {}
         self.tool_skipped: str | None = None
         self.counter = 0
         self.started = time.time()
@@ -171,6 +179,8 @@ class Runner:
         shift = rep % len(self.variants)
         order = self.variants[shift:] + self.variants[:shift]
         tag = f"[{rep + 1}/{self.reps}]"
+        if LOAD_TOOL in self.workloads:
+            self.load_tool(rep, order, tag)
         for workload in THROUGHPUT:
             if workload not in self.workloads:
                 continue
@@ -188,8 +198,6 @@ class Runner:
             for variant in order:
                 if "g_memory" in variant.workloads:
                     self.memory_restart(variant, rep, tag)
-        if not self.args.no_load_tool and rep < self.heavy_reps:
-            self.load_tool(order, tag)
 
     def throttled(self, rep: int, tag: str) -> None:
         """(j): (a) against faktory_py (fsync everysec) with `throttle_toml`'s throttle in its
@@ -263,7 +271,9 @@ class Runner:
 
         self.attempt(f"{tag} g/h {variant.name}", lambda: self.with_server(variant, work))
 
-    def load_tool(self, order: list[Variant], tag: str) -> None:
+    def load_tool(self, rep: int, order: list[Variant], tag: str) -> None:
+        """R1 and R4: Faktory's load tool at each thread count against each server, with the
+        CPU the server's processes used meanwhile."""
         if self.tool_skipped:
             return
         smoke = self.args.size == "smoke"
@@ -272,15 +282,19 @@ class Runner:
             self.tool_skipped = "Faktory's load tool is not available (not built: smoke runs never build it)" \
                 if smoke else "Faktory's load tool could not be built (see the log)"
             return
-        for variant in order:
-            if variant.name not in ("faktory_py", self.faktory_name):
-                continue
-            result = self.attempt(f"{tag} load tool {variant.name}", lambda: self.with_server(
-                variant, lambda s: loadtool.run(binary, s.url, self.sizes.load_jobs, self.sizes.load_conns,
-                                                self.sizes.timeout)))
-            self.tool_runs.setdefault(variant.name, []).append(result)
-            self.log(f"{tag} load tool {variant.name:17} "
-                     + (f"{result['jobs_per_s']:,.0f} jobs/s" if "jobs_per_s" in result else str(result)))
+        for threads in self.sizes.tool_threads:
+            for variant in order:
+                if LOAD_TOOL not in variant.workloads:
+                    continue
+                result = self.attempt(f"{tag} load tool {threads} {variant.name}", lambda: self.with_server(
+                    variant, lambda s: loadtool.run(binary, s.url, self.sizes.load_jobs, threads,
+                                                    self.sizes.timeout, s.pids())))
+                if "failure" in result:
+                    self.errors.append(f"{tag} load tool {threads} {variant.name}: {result['failure'][:300]}")
+                self.record(report.tool_workload(threads), variant.name, rep, result)
+                self.log(f"{tag} load tool {threads:>3} threads {variant.name:17} "
+                         + (f"{result['jobs_per_s']:,.0f} jobs/s, {result.get('cpu_s_per_1000', math.nan):.3f} "
+                            "server CPU s per 1,000 jobs" if "jobs_per_s" in result else str(result)))
 
     # --- output ------------------------------------------------------------------------------
 
@@ -310,7 +324,7 @@ class Runner:
             "skipped": self.skipped,
             "errors": self.errors,
             "runs": self.runs,
-            "load_tool": {"jobs": self.sizes.load_jobs, "threads": self.sizes.load_conns, "runs": self.tool_runs,
+            "load_tool": {"jobs": self.sizes.load_jobs, "threads": list(self.sizes.tool_threads),
                           **({"skipped": self.tool_skipped} if self.tool_skipped else {})},
             "json_name": "results.json",
             "png_name": "results.png",

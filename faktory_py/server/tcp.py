@@ -9,6 +9,10 @@ every reply, a shielded timeout scope per send cost as much as the PUSH itself):
 connection is only ever cancelled to be closed, so a reply cut short is followed by the
 close, never by another reply; one watchdog task (`Connections.watch_sends`) closes
 connections whose sends stall.
+
+Plain TCP connections (not TLS) move bytes with their socket's own non-blocking calls
+(server/rawsocket.py), and send their replies in reply rounds (server/replyround.py): the
+replies of every connection that answers in one scheduler turn share one journal write.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from ..wire.connection import NEED_DATA, Connection, HelloReceived
 from .admission import Admission
 from ..store.oplog import OpLog
 from .fdlimit import socket_budget
+from .rawsocket import ByteStream, RawSocketStream
 from .refusals import RefusalLog, peer_host
+from .replyround import ReplyRounds
 from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
@@ -63,6 +69,8 @@ class Connections:
         self.timings = timings
         #: written before any reply is sent (see server/durability.py)
         self.durable = durable
+        #: one journal write for the replies of every plain TCP connection in a turn
+        self.rounds = ReplyRounds(durable)
         #: where a FETCH the dispatcher answered with a `Block` waits
         self.waiters = waiters
         #: set by a requested stop: every command from then on is refused
@@ -78,12 +86,12 @@ class Connections:
         self._none_open = trio.Event()
         self._ids = itertools.count(1)
         #: each open connection's stream → its cancel scope
-        self._scopes: dict[trio.abc.Stream, trio.CancelScope] = {}
+        self._scopes: dict[ByteStream, trio.CancelScope] = {}
         #: the sends in progress: stream → when it must have finished
-        self._sending: dict[trio.abc.Stream, float] = {}
+        self._sending: dict[ByteStream, float] = {}
         self._some_sending = trio.Event()
 
-    async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
+    async def _send(self, stream: ByteStream, data: bytes) -> None:
         """Write one whole reply, watched by `watch_sends`."""
         if not self._sending:
             self._some_sending.set()
@@ -111,6 +119,8 @@ class Connections:
                     self._scopes[stream].cancel()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
+        peer = peer_host(stream)
+        stream = RawSocketStream.wrap(stream)
         scope = trio.CancelScope()
         if not self.admission.arrive(stream, scope.cancel):
             self._log_refusal()
@@ -130,7 +140,7 @@ class Connections:
         try:
             with scope:
                 connection = Connection(self.config.password, self.config.max_line)
-                session = await self._handshake(stream, connection, scope, peer_host(stream))
+                session = await self._handshake(stream, connection, scope, peer)
                 if session is not None:
                     await self._serve_commands(stream, connection, session)
         except _PEER_GONE:
@@ -162,7 +172,7 @@ class Connections:
         if self._scopes:
             await self._none_open.wait()
 
-    async def _handshake(self, stream: trio.abc.Stream, connection: Connection,
+    async def _handshake(self, stream: ByteStream, connection: Connection,
                          scope: trio.CancelScope, peer: str) -> Session | None:
         """Greet, read HELLO within the deadline, register a worker; None ⇒ close.
 
@@ -209,7 +219,7 @@ class Connections:
             if not accepted and session.worker is not None:
                 workers.unregister(session.wid, session.conn_id)
 
-    async def _serve_commands(self, stream: trio.abc.Stream, connection: Connection, session: Session) -> None:
+    async def _serve_commands(self, stream: ByteStream, connection: Connection, session: Session) -> None:
         """Answer commands in order until END, EOF or a protocol error.
 
         Replies to pipelined commands (already buffered when the previous one is done) are
@@ -284,15 +294,24 @@ class Connections:
                 await self.durable.synced(result.position)
         return result
 
-    async def _flush(self, stream: trio.abc.Stream, connection: Connection) -> None:
+    async def _flush(self, stream: ByteStream, connection: Connection) -> None:
         """Send the queued replies in one write, the journal written first: the ops behind
         them (and anything else committed meanwhile) reach the file before anyone can see an
-        answer that relies on them."""
+        answer that relies on them. A plain TCP connection's replies go out in the turn's
+        reply round (server/replyround.py: one journal write for every connection); what
+        the round leaves is sent here."""
         data, needs = connection.data_to_send()
-        if data and await self._write_journal(stream, connection, needs):
+        if not data:
+            return
+        if type(stream) is RawSocketStream:
+            data = await self.rounds.send(stream.socket, data, needs)
+            stream.just_yielded = True  # the round was this exchange's yield
+            if not data:
+                return
+        if await self._write_journal(stream, connection, needs):
             await self._send(stream, data)
 
-    async def _write_journal(self, stream: trio.abc.Stream, connection: Connection, needs: int) -> bool:
+    async def _write_journal(self, stream: ByteStream, connection: Connection, needs: int) -> bool:
         """Write the journal before a send; False if the replies must be dropped instead.
 
         While the journal cannot be written, replies that depend on commit `needs` (the
@@ -310,7 +329,7 @@ def _text(reply: bytes) -> str:
     return reply.decode(errors="replace").rstrip()
 
 
-async def _next_event(stream: trio.abc.Stream, connection: Connection) -> Any:
+async def _next_event(stream: ByteStream, connection: Connection) -> Any:
     """The connection's next event, receiving as long as it needs data."""
     while (event := connection.next_event()) is NEED_DATA:
         connection.receive_data(await stream.receive_some(_RECV_CHUNK))
@@ -318,7 +337,7 @@ async def _next_event(stream: trio.abc.Stream, connection: Connection) -> Any:
 
 
 async def _unless_peer_leaves(
-    stream: trio.abc.Stream, connection: Connection, work: Awaitable[Any],
+    stream: ByteStream, connection: Connection, work: Awaitable[Any],
     stopping: trio.Event | None = None, stopped: Callable[[], Any] | None = None,
 ) -> Any:
     """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,

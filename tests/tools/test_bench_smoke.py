@@ -3,18 +3,22 @@
 `python -m bench --smoke` starts faktory_py and the echo server (and the real Faktory when
 FAKTORY_BIN is set, as tests/run.sh does) and must produce a number for every workload;
 `faktory-py bench --url ... --smoke` must get through every workload against a server we
-started. The full benchmark is never run here (bench/README.md).
+started. Faktory's load tool (R1/R4) runs in the smoke only when its binary is already cached
+(a smoke run never builds it). The full benchmark is never run here (bench/README.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from helpers import ROOT
+
+from bench import loadtool
 
 WORKLOADS = {
     "a_load": "jobs_per_s", "b_push": "jobs_per_s", "c_pushb": "jobs_per_s", "d_drain": "jobs_per_s",
@@ -49,10 +53,29 @@ def test_python_m_bench_smoke(tmp_path: Path) -> None:
     assert data["runs"]["a_load"]["faktory_py"][0]["fetched"] == data["sizes"]["load_jobs"]
     throttled = data["runs"]["j_throttled"]["faktory_py"][0]
     assert throttled["fetched"] == data["sizes"]["load_jobs"] and throttled["throttled_queue"] == "bench-load-0"
-    assert "| (j) load shape, one queue throttled" in (out / "RESULTS.md").read_text()
+    assert "| (j) load shape, one queue throttled, pipelined" in (out / "RESULTS.md").read_text()
     assert data["runs"]["e_latency"]["faktory_py"][0]["missing"] == 0
     assert data["runs"]["f_idle"]["faktory_py"][0]["idle_connections"] == data["sizes"]["idle_conns"]
-    assert "| (a) Faktory load shape |" in (out / "RESULTS.md").read_text()
+    assert "| (a) Faktory load shape, pipelined |" in (out / "RESULTS.md").read_text()
+    if os.access(loadtool.cached_binary(), os.X_OK):
+        _check_load_tool(data, (out / "RESULTS.md").read_text())
+
+
+def _check_load_tool(data: dict, markdown: str) -> None:
+    """R1 and R4 for every thread count, leading the table, with ratios when Faktory ran."""
+    threads = data["sizes"]["tool_threads"]
+    assert len(threads) >= 2 and data["workloads"][0] == "r1_load_tool"
+    for t in threads:
+        (run,) = data["runs"][f"r1_t{t}"]["faktory_py"]
+        # the tool rounds the job count per thread, so a few more than asked may be pushed
+        assert run["threads"] == t and run["pops"] == run["pushes"] >= data["sizes"]["load_jobs"], run
+        assert _number(run["jobs_per_s"]) and _number(run["cpu_s_per_1000"]) and run["cpu_s_per_1000"] > 0, run
+        if data["faktory_name"]:
+            assert _number(data["ratios"][f"r1_t{t}.jobs_per_s"]["value"])
+            assert _number(data["ratios"][f"r1_t{t}.cpu_s_per_1000"]["value"])
+    assert f"R1 at {max(threads)} threads against {min(threads)} " in markdown
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert table[1].startswith(f"| R1 Faktory's load tool, {threads[0]} threads |"), table[:3]
 
 
 def test_faktory_py_bench_url_smoke(server, tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ class Sizes:
     depth: int = 100  # commands per pipelined write
     load_jobs: int = 100_000
     load_conns: int = 10  # Faktory's load test default: 10 threads
+    tool_threads: tuple[int, ...] = (10, 50, 200)  # R1: Faktory's load tool at each thread count
     fail: float = 0.01
     push_jobs: int = 100_000
     ceiling_jobs: int = 100_000  # (b) without pipelining, against the echo server and each server
@@ -80,7 +81,7 @@ PRESETS: dict[str, Sizes] = {
     "small": Sizes(load_jobs=20_000, push_jobs=20_000, ceiling_jobs=20_000, pushb_jobs=40_000, drain_jobs=20_000,
                    latency_jobs=5_000, idle_load_jobs=20_000, memory_jobs=(100_000,),
                    timeout=300.0),
-    "smoke": Sizes(procs=2, depth=50, load_jobs=1_000, load_conns=4, push_jobs=1_000, ceiling_jobs=1_000, push_conns=2,
+    "smoke": Sizes(procs=2, depth=50, load_jobs=1_000, load_conns=4, tool_threads=(2, 8), push_jobs=1_000, ceiling_jobs=1_000, push_conns=2,
                    pushb_jobs=4_000, pushb_conns=2, drain_jobs=1_000, drain_conns=2,
                    latency_jobs=100, latency_rate=500.0, latency_fetchers=2, idle_conns=50,
                    idle_beat=0.5, idle_load_jobs=500, memory_jobs=(2_000, 5_000), timeout=60.0),
