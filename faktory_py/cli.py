@@ -1,5 +1,5 @@
 """`faktory-py`: the entry point. It loads the configuration (Faktory's flags, environment
-variables and `conf.d/*.toml`, all read by config.py), sets up logging and runs the server
+variables and `conf.d/*.toml`, all read by config/), sets up logging and runs the server
 until a signal, mapping the outcome to the exit status (0 stopped, 1 failed, 2 bad config).
 
 `faktory-py conformance --url tcp://host:port ...` is a subcommand of its own: it runs the

@@ -47,7 +47,7 @@ def _loopback(host: str) -> bool:
 def allowed_hosts(config: Config) -> frozenset[str] | None:
     """The names the UI answers to, None for any (see the module docstring).
 
-    `[web] allowed_hosts` was checked when the configuration was loaded (config.py)."""
+    `[web] allowed_hosts` was checked when the configuration was loaded (config/security.py)."""
     names = config.web.allowed_hosts
     if names is not None:
         return None if "*" in names else frozenset(host_name(name) for name in names)

@@ -37,7 +37,7 @@ class LineReader:
     within ``max_line`` plus one chunk; a longer line is a ProtocolError, after which the
     reader drops its buffer and raises the same error on any further use, so a peer cannot
     make us hold more than that however it sends. (`max_line` is the server's setting,
-    config.py's `Config.max_line`, passed in: wire never reads configuration.)
+    config's `Config.max_line`, passed in: wire never reads configuration.)
     """
 
     __slots__ = ("_buf", "_scanned", "_eof", "_failed", "_max_line")

@@ -118,7 +118,7 @@ class Batches:
     def __init__(self, store: Store, policy: str, uncommitted_ttl: float, retention: float,
                  bids: Callable[[], str] = new_bid, jids: Callable[[], str] = new_jid) -> None:
         """`policy` ("strict" or "permissive"), `uncommitted_ttl` and `retention` (seconds)
-        are `[batches]`'s, validated when the configuration is loaded (config.py)."""
+        are `[batches]`'s, validated when the configuration is loaded (config/jobs.py)."""
         self.store = store
         self.policy = policy
         self.uncommitted_ttl = float(uncommitted_ttl)

@@ -47,7 +47,7 @@ MISSING = "missing"
 
 @dataclass(frozen=True)
 class Settings:
-    """`[faktory_py.workflows]` and `[faktory_py.results]` (their defaults are config.py's;
+    """`[faktory_py.workflows]` and `[faktory_py.results]` (their defaults are config/jobs.py's;
     server/app.py hands them over)."""
 
     #: the key of `custom` naming a job's dependencies; "" turns dependencies off
