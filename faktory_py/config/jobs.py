@@ -29,7 +29,7 @@ class BatchesConfig:
 
 @dataclass(frozen=True)
 class WorkflowsConfig:
-    """`[faktory_py.workflows]`: job dependencies (protocol/spec.md §15)."""
+    """`[faktory_py.workflows]`: job dependencies (protocol/spec.md §14)."""
 
     #: the key of `custom` naming a job's dependencies; "" turns dependencies off
     dependency_key: str = "after"

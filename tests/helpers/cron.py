@@ -23,7 +23,7 @@ def utc(*fields: int) -> float:
 
 
 def cron_entries(*tables: dict[str, Any], defaults: dict[str, Any] | None = None) -> CronConfig:
-    """`[[cron]]` tables as config.py reads them (each `{"schedule": …, "job": {…}, …}`)."""
+    """`[[cron]]` tables as faktory_py/config/crontab.py reads them (each `{"schedule": …, "job": {…}, …}`)."""
     return cron([{"job": {"type": "CronJob"}, **table} for table in tables], defaults or {})
 
 
