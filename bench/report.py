@@ -11,6 +11,8 @@ from faktory_py.tools.loadgen.stats import spread
 
 OURS = "faktory_py"
 ALWAYS = "faktory_py-always"
+#: faktory_py with `[faktory_py.metrics] timings = false`: what the command path's timings cost
+NOTIMINGS = "faktory_py-notimings"
 ECHO = "echo"
 
 
@@ -116,6 +118,25 @@ def summarize(data: dict[str, Any]) -> None:
         ratios[metric.name] = _ratio_entry(metric, ratio, per_rep)
     data["summary"] = summary
     data["ratios"] = ratios
+    data["timings_cost"] = _timings_cost(data)
+
+
+def _timings_cost(data: dict[str, Any]) -> dict[str, Any]:
+    """faktory_py (timings on) / faktory_py-notimings for R1, R4 and (b), when both ran: the
+    command-path timings' cost (target: within 3%, issue 17)."""
+    out: dict[str, Any] = {}
+    for metric in metrics(data):
+        if not (metric.workload.startswith("r1_t") or metric.workload == "b_push"):
+            continue
+        runs = data["runs"].get(metric.workload, {})
+        if OURS not in runs or NOTIMINGS not in runs:
+            continue
+        on, off = _by_rep(runs[OURS], metric.key), _by_rep(runs[NOTIMINGS], metric.key)
+        per_rep = [on[r] / off[r] for r in sorted(on.keys() & off.keys()) if off[r]]
+        on_med, off_med = spread(list(on.values()))["median"], spread(list(off.values()))["median"]
+        out[metric.name] = {"label": metric.label, "value": on_med / off_med if on_med is not None and off_med
+                            else None, "per_rep": per_rep}
+    return out
 
 
 def _ratio_entry(metric: Metric, value: float | None, per_rep: list[float]) -> dict[str, Any]:
@@ -149,8 +170,9 @@ def _cell(entry: dict[str, Any] | None, digits: int) -> str:
 def markdown(data: dict[str, Any]) -> str:
     m = data["machine"]
     faktory = data.get("faktory_name")
-    servers = [s for s in (OURS, ALWAYS, faktory) if s and s in data["servers"]]
-    heads = {OURS: "faktory_py (fsync everysec)", ALWAYS: "faktory_py (fsync always)"}
+    servers = [s for s in (OURS, ALWAYS, NOTIMINGS, faktory) if s and s in data["servers"]]
+    heads = {OURS: "faktory_py (fsync everysec)", ALWAYS: "faktory_py (fsync always)",
+             NOTIMINGS: "faktory_py (timings off)"}
     lines = [
         "# Benchmark results",
         "",
@@ -216,6 +238,7 @@ def markdown(data: dict[str, Any]) -> str:
             cells.append(" / ".join("–" if v is None else f"{v:.2f}" for v in got))
         if runs:
             lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+    lines += _timings_table(data)
     lines += ["", "## The ceiling (i)", ""]
     ceiling = data["runs"].get("i_ceiling", {})
     if ceiling:
@@ -244,6 +267,23 @@ def markdown(data: dict[str, Any]) -> str:
               + ("" if data.get("chart") else " (not drawn: matplotlib is not installed; `pip install -e '.[bench]'`)")
               + ".", ""]
     return "\n".join(lines)
+
+
+def _timings_table(data: dict[str, Any]) -> list[str]:
+    """The command-path timings' cost, when faktory_py ran with and without them."""
+    cost = data.get("timings_cost") or {}
+    if not cost:
+        return []
+    lines = ["", "## The cost of command timings", "",
+             "faktory_py (everysec, timings on) / faktory_py (timings off: `[faktory_py.metrics] timings = "
+             "false`), medians' ratio (per-repetition range); target: within 3% of 1.", "",
+             "| workload | on / off |", "|---|---|"]
+    for entry in cost.values():
+        text = _fmt(entry["value"], 3)
+        if len(entry["per_rep"]) > 1:
+            text += f" ({min(entry['per_rep']):.3f}–{max(entry['per_rep']):.3f})"
+        lines.append(f"| {entry['label']} | {text} |")
+    return lines
 
 
 def _tool_scaling(data: dict[str, Any], servers: list[str], heads: dict[str, str]) -> list[str]:

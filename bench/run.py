@@ -66,15 +66,18 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(PRESETS), default="full", help="workload sizes (default full)")
     p.add_argument("--smoke", action="store_const", const="smoke", dest="size",
-                   help="tiny sizes, 1 repetition, faktory_py and echo only (plus Faktory if FAKTORY_BIN is set)")
+                   help="tiny sizes, 1 repetition, faktory_py (with and without timings) and echo only (plus "
+                   "Faktory if FAKTORY_BIN is set)")
     p.add_argument("--reps", type=int, help="repetitions (default 5; smoke 1)")
     p.add_argument("--heavy-reps", type=int, help="repetitions of memory+restart (default 3; smoke 1)")
     p.add_argument("--jobs", type=int, help="jobs per throughput workload (overrides --size)")
     p.add_argument("--memory-jobs", help="comma-separated queue sizes for (g); the largest is (h)'s")
     p.add_argument("--workloads", default=",".join(ALL),
                    help="comma-separated, by name or letter (default all: r1, a..j)")
-    p.add_argument("--servers", help="comma-separated of faktory_py, faktory_py-always, faktory, echo "
-                   "(default all that can run; smoke: faktory_py, echo, and faktory when FAKTORY_BIN is set)")
+    p.add_argument("--servers", help="comma-separated of faktory_py, faktory_py-always, faktory_py-notimings, "
+                   "faktory, echo "
+                   "(default all that can run; smoke: faktory_py, faktory_py-notimings, echo, and faktory when "
+                   "FAKTORY_BIN is set)")
     p.add_argument("--no-load-tool", action="store_true", help="skip Faktory's own load test (R1, R4)")
     p.add_argument("--load-threads", help="comma-separated thread counts for R1 (default 10,50,200; smoke 2,8)")
     p.add_argument("--out", type=Path, default=HERE, help="where results.json, RESULTS.md, results.png go "
@@ -111,7 +114,8 @@ class Runner:
         if smoke and not os.environ.get("FAKTORY_BIN"):
             self.faktory_bin, why = None, "smoke run without FAKTORY_BIN"
         wanted = args.servers.split(",") if args.servers else (
-            ["faktory_py", "faktory", "echo"] if smoke else ["faktory_py", "faktory", "faktory_py-always", "echo"])
+            ["faktory_py", "faktory", "faktory_py-notimings", "echo"] if smoke
+            else ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "echo"])
         self.errors: list[str] = []
         self.skipped: list[str] = []
         self.variants: list[Variant] = []
@@ -122,6 +126,9 @@ class Runner:
             elif name == "faktory_py-always":
                 self.variants.append(Variant("faktory_py-always", lambda b: FaktoryPy(b, "always"),
                                              (LOAD_TOOL, *THROUGHPUT)))
+            elif name == "faktory_py-notimings":  # what the command timings cost: R1/R4 and (b)
+                self.variants.append(Variant("faktory_py-notimings", lambda b: FaktoryPy(b, timings=False),
+                                             (LOAD_TOOL, "b_push")))
             elif name == "faktory":
                 if self.faktory_bin is None:
                     self.skipped.append(f"Faktory: {why}")
@@ -363,6 +370,9 @@ class Runner:
             if ratio["value"] is not None:
                 self.log(f"  {name:28} faktory_py/Faktory {ratio['value']:.2f}"
                          if not name.startswith("i_") else f"  {name:28} {ratio['value']:.2f} of the echo ceiling")
+        for name, cost in data["timings_cost"].items():
+            if cost["value"] is not None:
+                self.log(f"  {name:28} timings on/off {cost['value']:.3f}")
         return 1 if self.errors else 0
 
 

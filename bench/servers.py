@@ -67,15 +67,22 @@ class Server(processes.ServerProcess):
 class FaktoryPy(Server, processes.FaktoryPy):
     """`python -m faktory_py` from this checkout."""
 
-    def __init__(self, base: Path, fsync: str = "everysec", throttles: str | None = None) -> None:
+    def __init__(self, base: Path, fsync: str = "everysec", throttles: str | None = None,
+                 timings: bool = True) -> None:
         # 4096 connections: (f) holds 2,000 idle workers plus the load's own connections,
         # beyond faktory_py's default limit of 2,000 (Faktory has none).
         super().__init__(base, args=("--fsync", fsync, "--max-connections", "4096"))
         self.fsync = fsync
         self.name = "faktory_py" if fsync == "everysec" else f"faktory_py-{fsync}"
         if throttles is not None:  # a `[throttles]` TOML text, as conf.d/throttles.toml
-            (self.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
-            (self.conf_dir / "conf.d" / "throttles.toml").write_text(throttles)
+            self._conf_file("throttles.toml", throttles)
+        if not timings:  # what the command path's timings cost: the same server without them
+            self.name += "-notimings"
+            self._conf_file("metrics.toml", "[faktory_py.metrics]\ntimings = false\n")
+
+    def _conf_file(self, name: str, text: str) -> None:
+        (self.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
+        (self.conf_dir / "conf.d" / name).write_text(text)
 
 
 class RealFaktory(Server, processes.RealFaktory):

@@ -26,6 +26,9 @@ class MetricsConfig:
     #: queues named in the per-queue gauges, in the order they became known; the rest are
     #: summed under `queue="(other)"`, so a server with many queues cannot flood Prometheus
     max_queues: int = 100
+    #: time every command and FETCH wait (core/timings.py); False: the command path reads no
+    #: clock for metrics, and `/metrics` leaves those two histograms out
+    timings: bool = True
 
 
 def _metrics(section: Mapping[str, Any]) -> MetricsConfig:
@@ -37,7 +40,16 @@ def _metrics(section: Mapping[str, Any]) -> MetricsConfig:
     max_queues = section.get("max_queues", MetricsConfig.max_queues)
     if type(max_queues) is not int or max_queues < 0:
         raise ConfigError("[faktory_py.metrics] max_queues must be an integer >= 0")
-    return MetricsConfig(binding=binding, max_queues=max_queues)
+    return MetricsConfig(binding=binding, max_queues=max_queues, timings=_metrics_timings(section))
+
+
+def _metrics_timings(section: Mapping[str, Any]) -> bool:
+    """`[faktory_py.metrics] timings`: whether the command path is timed (its cost is
+    measured by the bench's `faktory_py-notimings` server)."""
+    timings = section.get("timings", MetricsConfig.timings)
+    if type(timings) is not bool:
+        raise ConfigError("[faktory_py.metrics] timings must be true or false")
+    return timings
 
 
 @dataclass(frozen=True)

@@ -354,9 +354,11 @@ class Manager:
         its batch died)."""
         ops: list[AnyOp] = []
         news = list(ended)
-        ends = [end for end in self.features.end if not any(end is hook for hook in skip)]
+        ends: Sequence[hooks.EndHook] = self.features.end
+        if skip:  # (every ACK comes here, mostly with nothing to skip: no generator per hook then)
+            ends = [end for end in ends if all(end is not hook for hook in skip)]
         heard = [0] * len(ends)  # how many of `news` each hook was told of
-        while any(count < len(news) for count in heard):
+        while heard and min(heard) < len(news):
             for i, end in enumerate(ends):
                 if heard[i] == len(news):
                     continue

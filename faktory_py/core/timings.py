@@ -76,6 +76,9 @@ class Timings:
     web/metrics.py say what each measures)."""
 
     commands: CommandTimes
+    #: False (`[faktory_py.metrics] timings = false`): the command path observes nothing,
+    #: and reads no clock to do so (server/tcp.py); the journal's histograms still count
+    enabled: bool = True
     fetch_wait: Histogram = field(default_factory=lambda: Histogram(SLOW_BUCKETS))
     journal_write: Histogram = field(default_factory=Histogram)
     journal_fsync: Histogram = field(default_factory=Histogram)

@@ -280,7 +280,7 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
     config_reload = ConfigReload(config, manager, features, throttles, cron, waiters, timer, clock)
     journal_write, journal_fsync, compaction = backend.histograms
     timings = Timings(CommandTimes(dispatcher.verbs()), journal_write=journal_write, journal_fsync=journal_fsync,
-                      compaction=compaction)
+                      compaction=compaction, enabled=config.metrics.timings)
     connections = Connections(config, dispatcher, durable, waiters, timings)
 
     def wire() -> None:

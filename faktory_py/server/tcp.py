@@ -227,6 +227,7 @@ class Connections:
         """
         dispatcher = self.dispatcher
         command_times, fetch_wait = self.timings.commands, self.timings.fetch_wait
+        timed, perf_counter = self.timings.enabled, time.perf_counter
         try:
             while True:
                 event = connection.next_event()
@@ -245,22 +246,26 @@ class Connections:
                 if self.stopping.is_set():
                     connection.close("shutdown in progress")
                     return
-                started = time.perf_counter()
+                started = perf_counter() if timed else 0.0
                 reply = dispatcher.handle(session, event)
                 if type(reply) is Block:  # a FETCH must wait: answer what came before it first
-                    blocked = time.perf_counter()
-                    command_times.observe(event.verb, blocked - started)
+                    blocked = 0.0
+                    if timed:
+                        blocked = perf_counter()
+                        command_times.observe(event.verb, blocked - started)
                     await self._flush(stream, connection)
                     reply = await _unless_peer_leaves(
                         stream, connection, self._wait_for_job(session, reply),
                         self.stopping, functools.partial(dispatcher.fetch_timed_out, reply, None))
                     if reply is None:
                         return
-                    fetch_wait.observe(time.perf_counter() - blocked)
+                    if timed:
+                        fetch_wait.observe(perf_counter() - blocked)
                 else:
                     if reply.position:
                         await self.durable.synced(reply.position)
-                    command_times.observe(event.verb, time.perf_counter() - started)
+                    if timed:
+                        command_times.observe(event.verb, perf_counter() - started)
                 if reply.data is not None:
                     connection.reply(reply.data, reply.position)
                 if reply.close:

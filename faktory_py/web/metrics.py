@@ -153,11 +153,12 @@ class ServerCollector(Collector):
 
     def _timings(self) -> Iterator[Metric]:
         timings = self.state.timings
-        yield _histogram("faktory_command_duration_seconds", "A command's service time, from its line read to "
-                         "its reply ready (journal write and fsync policy included, a FETCH's wait not)",
-                         ["verb"], [([verb], histogram) for verb, histogram in timings.commands])
-        yield _histogram("faktory_fetch_wait_seconds", "How long a FETCH that found no job waited (until a "
-                         "job or its timeout)", [], [([], timings.fetch_wait)])
+        if timings.enabled:  # else not observed (`[faktory_py.metrics] timings = false`): left out, not zeros
+            yield _histogram("faktory_command_duration_seconds", "A command's service time, from its line read "
+                             "to its reply ready (journal write and fsync policy included, a FETCH's wait not)",
+                             ["verb"], [([verb], histogram) for verb, histogram in timings.commands])
+            yield _histogram("faktory_fetch_wait_seconds", "How long a FETCH that found no job waited (until a "
+                             "job or its timeout)", [], [([], timings.fetch_wait)])
         yield _histogram("faktory_journal_write_seconds", "One journal frame's write", [],
                          [([], timings.journal_write)])
         yield _histogram("faktory_journal_fsync_seconds", "One journal fsync", [], [([], timings.journal_fsync)])

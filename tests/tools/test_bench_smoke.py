@@ -51,6 +51,9 @@ def test_python_m_bench_smoke(tmp_path: Path) -> None:
             if workload != "i_ceiling":
                 assert _number(data["ratios"][f"{workload}.{key}"]["value"]), workload
     assert data["runs"]["a_load"]["faktory_py"][0]["fetched"] == data["sizes"]["load_jobs"]
+    # with and without the command timings side by side (issue 17)
+    assert _number(data["timings_cost"]["b_push.jobs_per_s"]["value"])
+    assert "| (b) PUSH only, pipelined | " in (out / "RESULTS.md").read_text().split("## The cost of command timings")[1]
     throttled = data["runs"]["j_throttled"]["faktory_py"][0]
     assert throttled["fetched"] == data["sizes"]["load_jobs"] and throttled["throttled_queue"] == "bench-load-0"
     assert "| (j) load shape, one queue throttled, pipelined" in (out / "RESULTS.md").read_text()

@@ -176,6 +176,12 @@ def test_utc_day_and_clock() -> None:
     assert utc_clock(T0 + 0.75) == "00:34:46 UTC"
 
 
+@given(st.floats(min_value=-62135596800, max_value=253402300000) | st.integers(0, 4_000_000_000).map(
+    lambda day_edge: day_edge // 86400 * 86400 - 0.0000001))
+def test_utc_day_is_format_times_date(unix_seconds: float) -> None:
+    assert utc_day(unix_seconds) == format_time(unix_seconds)[:10]
+
+
 def test_utc_day_and_clock_round_like_format_time() -> None:
     edge = 86399.9999999
     assert format_time(edge) == "1970-01-02T00:00:00Z"

@@ -100,6 +100,20 @@ async def test_a_scrape_reports_jobs_queues_sets_workers_and_command_times(tmp_p
     await worker.aclose()
 
 
+async def test_with_timings_off_commands_are_not_timed_and_the_rest_is_served(tmp_path: Path, running) -> None:
+    server = await running(config(tmp_path, metrics=MetricsConfig(timings=False), fsync="always"))
+    client = await AsyncClient.connect(server.port)
+    assert await client.push({**JOB, "jid": "untimed1"}) == b"OK"
+    assert await client.fetch("empty") is None  # a FETCH that waited
+    reply = await get(server.web_urls[0] + "/metrics")
+    names = {name for name, _labels in reply.samples()}
+    assert not any(name.startswith(("faktory_command_duration", "faktory_fetch_wait")) for name in names)
+    assert reply.value("faktory_jobs_pushed_total") == 1
+    assert reply.value("faktory_queue_size", queue="default") == 1
+    assert reply.value("faktory_journal_fsync_seconds_count") >= 1  # the journal's timings stay
+    await client.aclose()
+
+
 async def test_pushed_counts_committed_pushes_and_not_the_journal_replay(tmp_path: Path, running) -> None:
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve, config(tmp_path))
@@ -230,6 +244,7 @@ async def test_a_scrape_with_100k_queued_jobs_reads_one_job_per_queue(tmp_path: 
     ("", MetricsConfig()),
     ('[faktory_py.metrics]\nbinding = "127.0.0.1:9999"\nmax_queues = 10\n', MetricsConfig("127.0.0.1:9999", 10)),
     ('[faktory_py.metrics]\nbinding = "0.0.0.0"\n', MetricsConfig("0.0.0.0", 100)),
+    ("[faktory_py.metrics]\ntimings = false\n", MetricsConfig(timings=False)),
 ])
 def test_the_metrics_section_is_read(tmp_path: Path, toml: str, expected: MetricsConfig) -> None:
     (tmp_path / "conf.d").mkdir()
@@ -238,7 +253,7 @@ def test_the_metrics_section_is_read(tmp_path: Path, toml: str, expected: Metric
 
 
 @pytest.mark.parametrize("toml", ['binding = ""', "binding = 7421", 'binding = "host:port"', "max_queues = -1",
-                                  'max_queues = "10"'])
+                                  'max_queues = "10"', "timings = 0", 'timings = "off"'])
 def test_a_bad_metrics_section_is_refused(tmp_path: Path, toml: str) -> None:
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "conf.d" / "metrics.toml").write_text(f"[faktory_py.metrics]\n{toml}\n")
