@@ -120,6 +120,14 @@ def redis_conf(conf_dir: Path) -> None:
     (conf_dir / "conf.d" / "redis.toml").write_text(TEST_REDIS_TOML)
 
 
+def advertise(conf_dir: Path, port: int) -> None:
+    """Give a server process's config dir the test lease timings and `advertise` its
+    command port, so a standby forwards its clients to it while it is the primary."""
+    redis_conf(conf_dir)
+    with open(conf_dir / "conf.d" / "redis.toml", "a") as toml:
+        toml.write(f'advertise = "127.0.0.1:{port}"\n')
+
+
 def job_state(store: MemoryStore) -> list[Any]:
     """`store`'s snapshot without the epoch marker: a takeover appends its own, so two
     nodes (or two starts) with the same jobs differ in that op alone."""
