@@ -3,13 +3,17 @@ faktory_worker_go Manager (tests/interop/clients/go/s15_takeover_load_test.go) w
 three faktory_py nodes on one op log in Redis, connected to node 0's address (a standby that
 forwards, or the primary), while the primary is killed (`kill -9`) at random moments
 FAKTORY_HA_KILLS times (default 4; the issue's 30 by hand: `FAKTORY_HA_KILLS=30`); each
-killed node comes back at once as a standby. Each takeover is timed from the kill to the first
+killed node is started again at once and competes for the lease with the two others once
+it has loaded the log (it may win). Each takeover is timed from the kill to the first
 INFO a new primary answers (printed with `-s`) and bounded by the lease TTL plus SLACK.
 
 The checker reads the whole op log from Redis afterwards and accounts for every jid:
 every PUSH the producer saw `+OK` for is in the log; no job is reserved again after an ACK
-ended its reservation; every job the workers ran had been pushed. Jobs whose PUSH failed
-(outcome unknown to the client) are not counted either way.
+ended its reservation; every job the workers ran had been pushed; every batch the producer
+committed whose jobs all succeeded enqueued its success callback exactly once (and a batch
+with a job not yet done, none); the unique locks of five jobs pushed before the kills (into a
+queue nobody works) still refuse a duplicate, and those of unique jobs that succeeded are
+released. Jobs whose PUSH failed (outcome unknown to the client) are not counted either way.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import pytest
 
 from faktory_py.store.job_queue import decode as decode_queued
 from faktory_py.tools.client import ReplyError
-from helpers.rawclient import RawClient
+from helpers.polling import eventually
+from helpers.rawclient import RawClient, new_jid
 from helpers.redis import advertise, read_log
 from helpers.servers import ServerProcess
 from helpers.toolchain import Toolchain
@@ -41,6 +46,13 @@ SLACK = 3.0  # what a takeover may take beyond the lease TTL under a loaded mach
 SEED = int(os.environ.get("FAKTORY_HA_SEED", str(random.randrange(1 << 32))))
 
 
+HELD = range(5)  # unique jobs in `held`, which no worker fetches
+
+
+def held_job(n: int) -> dict[str, object]:
+    return {"jid": new_jid(), "jobtype": "Held", "args": [n], "queue": "held", "custom": {"unique_for": 3600}}
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, redis_store: str) -> Iterator[list[ServerProcess]]:
     nodes = [ServerProcess(tmp_path / f"node{n}", args=("--store", redis_store)) for n in range(3)]
@@ -51,8 +63,8 @@ def cluster(tmp_path: Path, redis_store: str) -> Iterator[list[ServerProcess]]:
         node.cleanup()
 
 
-def primary_port(via: ServerProcess) -> int | None:
-    """The port of the primary `via` serves or forwards to; None while there is none."""
+def primary(via: ServerProcess) -> tuple[int, int] | None:
+    """(port, epoch) of the primary `via` serves or forwards to; None while there is none."""
     try:
         with RawClient(via.port) as c:
             c.sock.settimeout(1.0)
@@ -60,7 +72,7 @@ def primary_port(via: ServerProcess) -> int | None:
             ha = c.info()["faktory"]["ha"]
     except (OSError, ReplyError, EOFError):
         return None
-    return int(ha["node_id"].rsplit(":", 1)[1]) if ha["role"] == "primary" else None
+    return (int(ha["node_id"].rsplit(":", 1)[1]), ha["epoch"]) if ha["role"] == "primary" else None
 
 
 def test_go_clients_survive_repeated_kill_9_of_the_primary(cluster, redis_store, go_env: Toolchain,
@@ -70,6 +82,9 @@ def test_go_clients_survive_repeated_kill_9_of_the_primary(cluster, redis_store,
     first.start()
     for node in standbys:
         node.start()  # greets once it forwards to `first`
+    with RawClient(first.port) as c:  # unique jobs that nobody works: their locks must outlive every takeover
+        assert c.handshake() == b"OK"
+        assert all(c.push(held_job(n)) == b"OK" for n in HELD)
     by_port = {node.port: node for node in cluster}
     ledger = tmp_path / "ledger"
     seconds = 4 + KILLS * (LEASE_TTL + SLACK)
@@ -84,16 +99,17 @@ def test_go_clients_survive_repeated_kill_9_of_the_primary(cluster, redis_store,
         time.sleep(1.0)  # load first
         for _ in range(KILLS):
             time.sleep(moments.uniform(0.2, 1.0))  # a random moment of the load
-            port = primary_port(first) or primary_port(standbys[0])
-            assert port is not None
+            serving = primary(first) or primary(standbys[0])
+            assert serving is not None
+            port, epoch = serving
             victim = by_port[port]
             victim.kill()
             killed = time.monotonic()
             victim.spawn()  # back as a standby once it has loaded the log
             others = [node for node in cluster if node is not victim]
-            while True:
-                now_primary = next(filter(None, (primary_port(node) for node in others)), None)
-                if now_primary is not None and now_primary != port:
+            while True:  # a node of a later epoch serves (the victim, back quickly, may win)
+                serving = next(filter(None, (primary(node) for node in others)), None)
+                if serving is not None and serving[1] > epoch:
                     break
                 assert time.monotonic() - killed < LEASE_TTL + SLACK + 10, "no takeover"
                 time.sleep(0.05)
@@ -113,25 +129,45 @@ def test_go_clients_survive_repeated_kill_9_of_the_primary(cluster, redis_store,
     assert times[-1] < LEASE_TTL + SLACK
 
     lines = [line.split() for line in ledger.read_text().splitlines()]
-    pushed = {jid for what, jid in lines if what == "PUSHED"}
-    ran = Counter(jid for what, jid in lines if what == "RAN")
-    assert len(pushed) > 100 and ran
-    enqueued: set[str] = set()
+    pushed = {jid for what, *jids in lines if what == "PUSHED" for jid in jids}
+    ran = Counter(jid for what, *jids in lines if what == "RAN" for jid in jids)
+    batches = [jids for what, *jids in lines if what == "BATCH"]
+    assert len(pushed) > 100 and ran and batches
+    enqueued: Counter[str] = Counter()
+    unique: dict[str, list[object]] = {}  # jid → args of the jobs pushed with unique_for
     acked: set[str] = set()
     reserved_after_ack = []
     for record in read_log(redis_store):
         for op in record:
             if op["op"] == "enqueue":
-                enqueued.update(decode_queued(raw)["jid"] for raw in op["raws"])
+                for job in map(decode_queued, op["raws"]):
+                    enqueued[job["jid"]] += 1
+                    if "unique_for" in job.get("custom", {}):
+                        unique[job["jid"]] = job["args"]
             elif op["op"] == "reserve" and op["jid"] in acked:
                 reserved_after_ack.append(op["jid"])
             elif op["op"] == "done" and not op["failed"]:
                 acked.add(op["jid"])
-    assert pushed <= enqueued, f"acknowledged PUSHes missing from the log: {sorted(pushed - enqueued)[:10]}"
+    assert pushed <= set(enqueued), f"acknowledged PUSHes missing from the log: {sorted(pushed - set(enqueued))[:10]}"
     assert not reserved_after_ack, f"ACKed jobs handed out again: {reserved_after_ack[:10]}"
-    assert set(ran) <= enqueued
+    assert set(ran) <= set(enqueued)
+    # a committed batch whose jobs all succeeded enqueued its success callback, once
+    for bid, callback, *members in batches:
+        assert enqueued[callback] == (1 if set(members) <= acked else 0), (bid, callback, members)
+    # the unique locks: held by the jobs that wait in `held`, released by those that succeeded
+    port, _ = eventually(lambda: next(filter(None, (primary(node) for node in cluster)), None), 20, "a primary")
+    with RawClient(port) as c:
+        assert c.handshake() == b"OK"
+        for n in HELD:
+            with pytest.raises(ReplyError, match="NOTUNIQUE"):
+                c.push(held_job(n))
+        for jid in sorted(set(unique) & acked)[:50]:
+            again = {"jid": new_jid(), "jobtype": "Load", "args": unique[jid], "queue": "after",
+                     "custom": {"unique_for": 3600}}
+            assert c.push(again) == b"OK"
     print(f"{len(pushed)} pushed (+OK), {len(enqueued)} enqueued, {len(acked)} ACKed, "
           f"{sum(ran.values())} runs of {len(ran)} jobs ({sum(n > 1 for n in ran.values())} run twice: "
-          "ACK or FETCH reply lost in a takeover)")
+          f"ACK or FETCH reply lost in a takeover), {len(batches)} batches, "
+          f"{len(set(unique) & acked)} unique jobs succeeded")
     for node in cluster:
         assert "Traceback" not in node.log_text()
