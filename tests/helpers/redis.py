@@ -22,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from faktory_py.config import parse_store
+from faktory_py.server.ha.backend import open_redis_backend
 from faktory_py.store.memory import MemoryStore
+from faktory_py.store.redis.entries import Position, decode_entry
 from faktory_py.tools.processes import free_port
 from helpers.model_replay import snapshot_records
 
@@ -120,7 +124,30 @@ def redis_conf(conf_dir: Path) -> None:
     (conf_dir / "conf.d" / "redis.toml").write_text(TEST_REDIS_TOML)
 
 
+def advertise(conf_dir: Path, port: int) -> None:
+    """Give a server process's config dir the test lease timings and `advertise` its
+    command port, so a standby forwards its clients to it while it is the primary."""
+    redis_conf(conf_dir)
+    with open(conf_dir / "conf.d" / "redis.toml", "a") as toml:
+        toml.write(f'advertise = "127.0.0.1:{port}"\n')
+
+
 def job_state(store: MemoryStore) -> list[Any]:
     """`store`'s snapshot without the epoch marker: a takeover appends its own, so two
     nodes (or two starts) with the same jobs differ in that op alone."""
     return [[op for op in record if op["op"] != "epoch"] for record in snapshot_records(store)]
+
+
+def read_log(store_url: str) -> list[list[dict[str, Any]]]:
+    """Every record of the op log at `store_url` (a `--store` URL), in order: what the
+    primaries appended, for checkers that account for each op (trimmed entries are gone)."""
+    async def read() -> list[list[dict[str, Any]]]:
+        async with open_redis_backend(parse_store(store_url, {}), "reader", 1 << 30) as backend:
+            client, keys = backend.oplog.client, backend.oplog.keys
+            records, position = [], Position()
+            for item in await client.xrange(keys.log):
+                entry, position = decode_entry(item.identifier, dict(item.field_values), position)
+                records.append(entry.ops)
+            return records
+
+    return trio.run(read)

@@ -4,7 +4,9 @@ One pytest test per case file and target (the `any_server_factory` fixture): `fa
 fresh server process per file (password-protected for `REQUIRE password`, started with the
 file's `SERVER` arguments), and `faktory-<version>`, a fresh real Faktory per file
 (tests/helpers/real_faktory.py; skipped when the binary is missing, except under CI=true);
-`test_protocol_case_on_redis` replays the same files against faktory_py with `--store redis://…`.
+`test_protocol_case_on_redis` replays the same files against faktory_py with `--store redis://…`,
+and `test_protocol_case_through_a_standby` through a hot standby of such a server: the client
+talks to the standby, which forwards its connection to the primary it follows (protocol/spec.md §7.1).
 `*.ours.case` files and files with `SERVER` lines never run against Faktory; `*.ent.case`
 files need Faktory Enterprise: they run against faktory_py (which has the Enterprise
 features built in) and are skipped against the open-source Faktory.
@@ -23,8 +25,9 @@ from faktory_py.tools.client import Address
 from faktory_py.tools.conformance import clients
 from faktory_py.tools.conformance.runner import CaseFailure, json_match, parse_case, run_case, skip_reason, unescape
 from helpers import ROOT
+from helpers.rawclient import RawClient
 from helpers.real_faktory import REAL_FAKTORY_PARAM
-from helpers.redis import redis_conf
+from helpers.redis import advertise, redis_conf
 
 CASES = sorted((ROOT / "protocol" / "cases").glob("*.case"))
 DEFAULT_PASSWORD = "s3cret"
@@ -58,6 +61,31 @@ def test_protocol_case_on_redis(server_factory, redis_store: str, path: Path) ->
     redis_conf(srv.conf_dir)
     srv.start()
     replay(case, srv.port, srv.password, ours=True)
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
+def test_protocol_case_through_a_standby(server_factory, redis_store: str, path: Path) -> None:
+    """Replay one case file through a standby (both nodes `advertise` their command port, the
+    standby started second): every byte goes through the standby's forwarding to the primary,
+    and the answers are those the primary gives directly."""
+    case = parse_case(path)
+    reason = skip_reason(case, ours=True, ent=True, starts_servers=True)
+    if reason:
+        pytest.skip(reason)
+    password = DEFAULT_PASSWORD if case.require_password else None
+    nodes = [server_factory(password=password, args=(*case.server_args, "--store", redis_store), start=False)
+             for _ in range(2)]
+    for node in nodes:
+        advertise(node.conf_dir, node.port)
+    primary, standby = nodes
+    primary.start()
+    standby.start()  # greets once it forwards: a standby that has no primary to forward to parks
+    with RawClient(standby.port) as c:
+        assert c.handshake(password=password) == b"OK"
+        assert c.info()["faktory"]["ha"]["node_id"].endswith(f":{primary.port}")
+    replay(case, standby.port, password, ours=True)
+    primary.shutdown(10)
+    assert "Traceback" not in standby.log_text()
 
 
 def replay(case, port: int, password: str | None, *, ours: bool) -> None:  # type: ignore[no-untyped-def]

@@ -28,7 +28,7 @@ from faktory_py.server.ha.backend import open_redis_backend
 from faktory_py.store.memory import MemoryStore
 from helpers.polling import eventually
 from helpers.rawclient import RawClient
-from helpers.redis import TEST_REDIS_TOML, job_state, redis_conf
+from helpers.redis import TEST_REDIS_TOML, advertise, job_state, redis_conf
 from helpers.servers import ServerProcess
 
 QUEUE = "takeover"
@@ -200,20 +200,13 @@ def test_a_standby_follows_the_log_and_takes_over_after_kill_9(nodes) -> None:
         assert c.info()["faktory"]["ha"]["role"] == "primary"
 
 
-def advertise(node: ServerProcess) -> None:
-    """Give `node` the test lease timings and `advertise` its command port."""
-    redis_conf(node.conf_dir)
-    with open(node.conf_dir / "conf.d" / "redis.toml", "a") as toml:
-        toml.write(f'advertise = "127.0.0.1:{node.port}"\n')
-
-
 def test_a_standby_forwards_clients_to_the_advertised_primary(nodes) -> None:  # type: ignore[no-untyped-def]
     """A client of the standby talks to the primary through it (HI, HELLO, PUSH, INFO are
     the primary's); when the primary dies the forwarded connection closes, and the client's
     next connection is served by the standby, now the primary."""
     primary, standby = nodes
     for node in nodes:
-        advertise(node)
+        advertise(node.conf_dir, node.port)
     primary.start()
     standby.spawn()
     eventually(lambda: web_get(standby, "/health/primary"), 20, "the standby's web UI")
