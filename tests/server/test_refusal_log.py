@@ -5,33 +5,23 @@ connection limit, over real loopback TCP (the peer address is the socket's)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from faktory_py.config import Config
-from faktory_py.server.app import Server, serve
+from faktory_py.server.app import Server
 from faktory_py.server.refusals import WINDOW, RefusalLog
 from helpers.async_client import AsyncClient, PeerClosed
+from helpers.inprocess import inprocess_config, running_server
 from helpers.rawclient import ReplyError
 
 LOGGER = "faktory_py.refusals"
 
 
-@asynccontextmanager
-async def running(tmp_path: Path, **settings: Any) -> AsyncIterator[Server]:
-    config = Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf", fsync="no",
-                    **settings)
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(serve, config)
-        try:
-            yield server
-        finally:
-            server.shutdown()
+def running(tmp_path: Path, **settings: Any) -> AbstractAsyncContextManager[Server]:
+    return running_server(inprocess_config(tmp_path, **settings))
 
 
 def refusals(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
