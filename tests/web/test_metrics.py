@@ -182,7 +182,7 @@ async def test_promtool_check_metrics_passes_on_a_scrape(tmp_path: Path, running
     """Every family present (throttles configured, a worker, jobs in every set): promtool parses
     the exposition and finds nothing to lint (names, units, `_total`, help texts). The README's
     queries use these names and parse."""
-    throttles = ThrottlesConfig((Throttle("slow", 60, concurrency=2), Throttle("rated", 60, rate=(5, 1.0))),
+    throttles = ThrottlesConfig((Throttle("slow", timeout=60, concurrency=2), Throttle("rated", timeout=60, rate=(5, 1.0))),
                                 limits=(NamedLimit("pdf", jobtypes=(JOB["jobtype"],), concurrency=3),))
     # statsd on (its counters are families too), to a port nobody listens on
     server = await running(config(tmp_path, throttles=throttles, statsd=StatsdConfig("127.0.0.1:9")))
