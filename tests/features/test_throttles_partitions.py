@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+from helpers import jobs
 from helpers.inprocess import inprocess_config, running_server
 from helpers.model_replay import replay, roundtrip, snapshot_records
 from helpers.scan_guard import private_queue, refuse_walks
@@ -37,7 +38,7 @@ PDF = ThrottlesConfig(limits=(NamedLimit("pdf", jobtypes=("RenderPDF",), queues=
 
 
 def job(name: str, queue: str, jobtype: str = "T", **fields: Any) -> dict[str, Any]:
-    return {"jid": jid(name), "jobtype": jobtype, "args": [], "queue": queue, **fields}
+    return jobs.job(jid(name), jobtype=jobtype, queue=queue, **fields)
 
 
 def tenant_job(name: str, tenant: str) -> dict[str, Any]:

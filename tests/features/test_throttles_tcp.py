@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+from helpers import jobs
 from helpers.async_client import AsyncClient
 from faktory_py.config import Throttle, ThrottlesConfig
 from faktory_py.server.app import Server
@@ -29,7 +30,7 @@ def throttled_server(tmp_path: Path, *throttles: Throttle) -> AbstractAsyncConte
 
 
 def job(name: str, queue: str, **fields: Any) -> dict[str, Any]:
-    return {"jid": jid(name), "jobtype": "ThrottleTest", "args": [], "queue": queue, **fields}
+    return jobs.job(jid(name), jobtype="ThrottleTest", queue=queue, **fields)
 
 
 def jid(name: str) -> str:
