@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from faktory_py import config as configuration
 from faktory_py.config import (
     Config, ConfigError, MetricsConfig, NamedLimit, StatsdConfig, Throttle, ThrottlesConfig, Timers,
 )
-from faktory_py.server.app import Server, serve
+from faktory_py.server.app import serve
 from faktory_py.store.job_queue import encode
 from helpers import ROOT
 from helpers.async_client import AsyncClient
@@ -32,22 +31,6 @@ def config(tmp_path: Path, **overrides: Any) -> Config:
     settings: dict[str, Any] = dict(binding="127.0.0.1:0", web_binding="127.0.0.1:0", data_dir=tmp_path / "data",
                                     conf_dir=tmp_path / "conf", timers=Timers(fetch_timeout=0.2))
     return Config(**{**settings, **overrides})
-
-
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Callable[[Config], Any]]:
-    """`await running(config)` → a started Server; all are shut down after the test."""
-    async with trio.open_nursery() as nursery:
-        servers: list[Server] = []
-
-        async def start(cfg: Config) -> Server:
-            server = await nursery.start(serve, cfg)
-            servers.append(server)
-            return server
-
-        yield start
-        for server in servers:
-            server.shutdown()
 
 
 async def get(url: str, password: str | None = None) -> Scrape:

@@ -10,7 +10,7 @@ import http.client
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import trustme
 
 from faktory_py import config as configuration
 from faktory_py.config import Config, ConfigError, NamedLimit, Throttle, ThrottlesConfig, WebConfig, tls_files
-from faktory_py.server.app import Server, serve
+from faktory_py.server.app import Server
 from helpers.scan_guard import CountingDict, guard, private_set
 from faktory_py.util.timefmt import format_time
 from faktory_py.web import views
@@ -67,22 +67,6 @@ def config(tmp_path: Path, password: str | None = None, web: str = "127.0.0.1:0"
     (tmp_path / "conf").mkdir(parents=True, exist_ok=True)
     return Config(binding="127.0.0.1:0", web_binding=web, data_dir=tmp_path / "data",
                   conf_dir=tmp_path / "conf", password=password, web=settings)
-
-
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Any]:
-    """`await running(config)` → a started Server; all are shut down after the test."""
-    async with trio.open_nursery() as nursery:
-        servers: list[Server] = []
-
-        async def start(cfg: Config) -> Server:
-            server = await nursery.start(serve, cfg)
-            servers.append(server)
-            return server
-
-        yield start
-        for server in servers:
-            server.shutdown()
 
 
 def _b64(text: str) -> str:
