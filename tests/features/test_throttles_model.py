@@ -31,7 +31,6 @@ queues (its own job selection and partitions, not the server's):
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -43,10 +42,9 @@ from faktory_py.config import NamedLimit, Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.core.workers import WorkerRegistry
 from faktory_py.features.throttles.feature import Throttles
-from faktory_py.server.app import enterprise_features
 from faktory_py.server.reload import throttle_rules
 from faktory_py.store.memory import MemoryStore
-from helpers.model_replay import due_times, replay, roundtrip, snapshot_records
+from helpers.model_replay import due_times, enterprise_manager, replay, roundtrip, snapshot_records
 
 #: the rate limits, the same in every configuration below (what a reload does to a rate window
 #: is tests/features/test_throttles_rate.py's)
@@ -152,11 +150,8 @@ class ThrottleMachine(RuleBasedStateMachine):
         return len(self.journal)
 
     def _build(self) -> tuple[MemoryStore, Manager, Throttles]:
-        store = MemoryStore(sink=self._sink)  # replay applies ops without journaling them again
-        features = enterprise_features(store, throttles=self.config)
-        throttles = features.find(Throttles)
-        assert throttles is not None
-        return store, Manager(store, random.Random(0), features), throttles
+        # (replay applies ops without journaling them again)
+        return enterprise_manager(Throttles, self._sink, throttles=self.config)
 
     # --- rules ----------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ eligible one, restart and reload, INFO `limits` and THROTTLE STATUS partitions."
 from __future__ import annotations
 
 import json
-import random
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import trio.testing
 
 from helpers import jobs
 from helpers.inprocess import inprocess_config, running_server
-from helpers.model_replay import replay, roundtrip, snapshot_records
+from helpers.model_replay import enterprise_manager, replay, roundtrip, snapshot_records
 from helpers.scan_guard import private_queue, refuse_walks
 from faktory_py import config
 from faktory_py.config import NamedLimit, Throttle, ThrottlesConfig
@@ -26,7 +25,7 @@ from faktory_py.errors import ConfigError
 from faktory_py.features.throttles.feature import Throttles
 from faktory_py.features.throttles.rules import Rules, throttle
 from faktory_py.util.limits import Limit
-from faktory_py.server.app import Server, enterprise_features
+from faktory_py.server.app import Server
 from faktory_py.server.reload import throttle_rules
 from faktory_py.store import job_queue
 from faktory_py.store.memory import MemoryStore
@@ -46,11 +45,7 @@ def tenant_job(name: str, tenant: str) -> dict[str, Any]:
 
 
 def build(throttles: ThrottlesConfig, sink: Any = None) -> tuple[MemoryStore, Manager, Throttles]:
-    store = MemoryStore(sink=sink)
-    features = enterprise_features(store, throttles=throttles)
-    found = features.find(Throttles)
-    assert found is not None
-    return store, Manager(store, random.Random(0), features), found
+    return enterprise_manager(Throttles, sink, throttles=throttles)
 
 
 def fetched(manager: Manager, queues: list[str], wid: str = "w", now: float = NOW) -> str | None:

@@ -19,7 +19,7 @@ from faktory_py.features.throttles.feature import Throttles
 from faktory_py.server.app import enterprise_features, serve
 from faktory_py.server.reload import throttle_rules
 from faktory_py.store.memory import MemoryStore
-from helpers.model_replay import replay, snapshot_records
+from helpers.model_replay import enterprise_manager, replay, snapshot_records
 from faktory_py.util.timefmt import format_time
 from test_throttles_tcp import SLACK, ack, job, jid, named, throttled_server, status, workers
 
@@ -198,11 +198,7 @@ def test_waiters_are_woken_for_the_grants_left_in_the_window() -> None:
 
 
 def build() -> tuple[MemoryStore, Manager, Throttles]:
-    store = MemoryStore()
-    features = enterprise_features(store, throttles=ThrottlesConfig((RATED,)))
-    throttles = features.find(Throttles)
-    assert throttles is not None
-    return store, Manager(store, random.Random(0), features), throttles
+    return enterprise_manager(Throttles, throttles=ThrottlesConfig((RATED,)))
 
 
 def test_a_reload_keeps_the_grants_that_happened() -> None:
