@@ -218,3 +218,16 @@ def test_bad_redis_settings_are_refused(tmp_path: Path, toml: str, message: str)
 def test_fsync_does_not_apply_to_redis(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--fsync does not apply"):
         load([*dirs(tmp_path), "--store", "redis://h", "--fsync", "always"], {})
+
+
+@pytest.mark.parametrize("table, key", [("faktory_py.results", "from_track_desc"), ("faktory_py.metrics", "timings")])
+@pytest.mark.parametrize("value, read", [("0", 0), ("1", 1), ('"off"', "off"), ('"true"', "true")])
+def test_a_flag_is_true_or_false_and_nothing_else(tmp_path: Path, table: str, key: str, value: str,
+                                                  read: object) -> None:
+    """A truthy value is refused rather than read as on: `timings = "off"` must not turn timing on."""
+    conf_d = tmp_path / "conf" / "conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "flags.toml").write_text(f"[{table}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as refused:
+        load(dirs(tmp_path), {})
+    assert str(refused.value) == f"[{table}] {key} must be true or false, not {read!r}"

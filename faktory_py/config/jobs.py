@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .values import _count, _seconds
+from .values import _count, _flag, _seconds
 
 #: `[batches] policy`: whether a committed batch is immutable (protocol/spec.md §10.3)
 BATCH_POLICIES = ("strict", "permissive")
@@ -74,10 +74,7 @@ def _workflows(section: Mapping[str, Any]) -> WorkflowsConfig:
 
 def _results(section: Mapping[str, Any]) -> ResultsConfig:
     table = "faktory_py.results"
-    from_desc = section.get("from_track_desc", ResultsConfig.from_track_desc)
-    if not isinstance(from_desc, bool):
-        raise ConfigError(f"[{table}] from_track_desc must be true or false, not {from_desc!r}")
-    return ResultsConfig(from_track_desc=from_desc,
+    return ResultsConfig(from_track_desc=_flag(section, table, "from_track_desc", ResultsConfig.from_track_desc),
                          ttl=_seconds(section, table, "ttl", ResultsConfig.ttl),
                          max_bytes=_count(section, table, "max_bytes", ResultsConfig.max_bytes),
                          inject_max_bytes=_count(section, table, "inject_max_bytes", ResultsConfig.inject_max_bytes))

@@ -11,47 +11,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..util.limits import Limit, Rate
 from .values import _QUEUE_NAME, _mode_error, _own_table
 
 
-@dataclass(frozen=True)
-class Throttle:
+@dataclass(frozen=True, slots=True)
+class Throttle(Limit):
     """One `[throttles.<queue>]` entry (protocol/spec.md §11.1): at most `concurrency` jobs
-    of `queue` reserved at once across the server, at most `worker` per worker process
-    (HELLO `wid`); a slot taken at FETCH ends at the job's end or `timeout` seconds later;
-    at most `rate` = (limit, period in seconds) FETCHes in any such period. `slot_release` and
-    `on_worker_lost` are our extensions (protocol/spec.md §11.7)."""
+    of `queue` reserved at once across the server, at most `worker` per worker process;
+    `rate`, `slot_release`, `on_worker_lost` and `partition` are our extensions."""
 
     queue: str
-    timeout: int
-    concurrency: int | None = None
-    worker: int | None = None
-    rate: tuple[int, float] | None = None
-    #: "timeout": the slot ends at `timeout` (Faktory); "job_end": `timeout` only flags it overdue
-    slot_release: str = "timeout"
-    #: "fail": a worker process reaped for missing heartbeats fails its jobs here; "keep": it does not
-    on_worker_lost: str = "fail"
-    #: selectors of the values whose tuple is a job's partition: every limit applies per
-    #: partition (protocol/spec.md §11.8); () for one partition
-    partition: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class NamedLimit:
+@dataclass(frozen=True, slots=True)
+class NamedLimit(Limit):
     """One `[faktory_py.limits.<name>]` entry (protocol/spec.md §11.9): the limits of a
     throttle over the jobs whose jobtype is one of `jobtypes` and whose queue is one of
-    `queues` (None: any). Without `timeout` a slot ends only with its job."""
+    `queues` (None: any)."""
 
     name: str
     jobtypes: tuple[str, ...] | None = None
     queues: tuple[str, ...] | None = None
-    timeout: int | None = None
-    concurrency: int | None = None
-    worker: int | None = None
-    rate: tuple[int, float] | None = None
-    slot_release: str = "timeout"
-    on_worker_lost: str = "fail"
-    partition: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,7 +83,7 @@ def throttles(section: Any, defaults: Any = None, limits: Any = None) -> Throttl
                 warnings.append(f'config: throttles.{queue}: unknown key "{key}" ignored')
         if "timeout" not in entry:
             raise fail("timeout is required")
-        entries.append(Throttle(queue, **_limits(entry, default_modes, fail)))
+        entries.append(Throttle(queue=queue, **_limits(entry, default_modes, fail)))
     named: list[NamedLimit] = []
     if not isinstance(limits, dict):
         raise ConfigError("config: faktory_py.limits: must be a table of name = { ... } entries")
@@ -118,7 +99,7 @@ def throttles(section: Any, defaults: Any = None, limits: Any = None) -> Throttl
         selectors = {key: _names(entry[key], key, fail) for key in ("jobtypes", "queues") if key in entry}
         if not selectors:
             raise fail("needs jobtypes or queues")
-        named.append(NamedLimit(name, **selectors, **_limits(entry, default_modes, fail)))
+        named.append(NamedLimit(name=name, **selectors, **_limits(entry, default_modes, fail)))
     return ThrottlesConfig(tuple(entries), tuple(warnings), tuple(named))
 
 
@@ -180,8 +161,8 @@ def _default_modes(section: Any) -> dict[str, str]:
     return modes
 
 
-def _rate(value: Any, fail: Callable[[str], ConfigError]) -> tuple[int, float]:
-    """`rate = { limit = L, period = P }` as (L, P). Any other key is refused, not ignored:
+def _rate(value: Any, fail: Callable[[str], ConfigError]) -> Rate:
+    """`rate = { limit = L, period = P }`. Any other key is refused, not ignored:
     it is our extension, and a key ignored there would not limit what it says."""
     _own_table(value, ("limit", "period"), "{ limit = 100, period = 60 }", fail, "rate")
     limit, period = value.get("limit"), value.get("period")
@@ -191,4 +172,4 @@ def _rate(value: Any, fail: Callable[[str], ConfigError]) -> tuple[int, float]:
     low, high = _RATE_PERIODS
     if type(period) not in (int, float) or not low <= period <= high:
         raise fail(f"rate.period must be a number of seconds from {low} to {high}")
-    return limit, float(period)
+    return Rate(limit, float(period))

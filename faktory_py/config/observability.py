@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .values import _QUEUE_NAME, split_binding
+from .values import _QUEUE_NAME, _flag, split_binding
 
 #: `[faktory_py.metrics] binding` without a port (web/metrics.py)
 DEFAULT_METRICS_PORT = 7421
@@ -27,7 +27,8 @@ class MetricsConfig:
     #: summed under `queue="(other)"`, so a server with many queues cannot flood Prometheus
     max_queues: int = 100
     #: time every command and FETCH wait (core/timings.py); False: the command path reads no
-    #: clock for metrics, and `/metrics` leaves those two histograms out
+    #: clock for metrics, and `/metrics` leaves those two histograms out (the cost of timing is
+    #: measured by the bench's `faktory_py-notimings` server)
     timings: bool = True
 
 
@@ -40,16 +41,8 @@ def _metrics(section: Mapping[str, Any]) -> MetricsConfig:
     max_queues = section.get("max_queues", MetricsConfig.max_queues)
     if type(max_queues) is not int or max_queues < 0:
         raise ConfigError("[faktory_py.metrics] max_queues must be an integer >= 0")
-    return MetricsConfig(binding=binding, max_queues=max_queues, timings=_metrics_timings(section))
-
-
-def _metrics_timings(section: Mapping[str, Any]) -> bool:
-    """`[faktory_py.metrics] timings`: whether the command path is timed (its cost is
-    measured by the bench's `faktory_py-notimings` server)."""
-    timings = section.get("timings", MetricsConfig.timings)
-    if type(timings) is not bool:
-        raise ConfigError("[faktory_py.metrics] timings must be true or false")
-    return timings
+    return MetricsConfig(binding=binding, max_queues=max_queues,
+                         timings=_flag(section, "faktory_py.metrics", "timings", MetricsConfig.timings))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The checks every section shares: positive seconds and counts, Faktory's queue names, a
+"""The checks every section shares: positive seconds and counts, flags, Faktory's queue names, a
 table of our own (`[faktory_py.*]`: an unknown key is refused), a mode's error text and a
 `host:port` binding (protocol/spec.md §8). The section modules read their tables with these,
 so a given mistake gets the same message wherever it is made.
@@ -28,6 +28,14 @@ def _count(section: Mapping[str, Any], table: str, name: str, default: int) -> i
     value = section.get(name, default)
     if type(value) is not int or value < 1:
         raise ConfigError(f"[{table}] {name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _flag(section: Mapping[str, Any], table: str, name: str, default: bool) -> bool:
+    """A `true`/`false` setting; anything else (`0`, `"off"`) is refused, not read as truthy."""
+    value = section.get(name, default)
+    if type(value) is not bool:
+        raise ConfigError(f"[{table}] {name} must be true or false, not {value!r}")
     return value
 
 

@@ -98,8 +98,7 @@ class Manager:
         job, ops = self._push_plan(raw, now, wid)
         position = self.store.commit(ops)
         self.pushed += 1
-        for observer in self.features.observe:
-            observer.pushed(job, now)
+        self._tell("pushed", job, now)
         return position
 
     def push_bulk(self, raws: Any, now: float, wid: str = "") -> tuple[dict[str, str], int]:
@@ -146,8 +145,7 @@ class Manager:
             for push in self.features.push:
                 ops.extend(push.on_push(job, scheduled_for, wid, now))
         except NotUnique:
-            for observer in self.features.observe:
-                observer.denied(job, now)
+            self._tell("denied", job, now)
             raise
         for hold in self.features.hold:
             taken = hold.hold(job, scheduled_for, now)
@@ -188,14 +186,12 @@ class Manager:
                         ops.extend(drop.on_drop(job, now))
                     ops.extend(self._end_ops([Ended(job, Ending.EXPIRED)], now))
                     position = store.commit(ops)
-                    for observer in self.features.observe:
-                        observer.expired(job, now)
+                    self._tell("expired", job, now)
                     continue
                 expires = now + jobs.reservation_seconds(job)
                 ops.insert(0, Reserve(name, job["jid"], wid, now, expires))
                 position = store.commit(ops)
-                for observer in self.features.observe:
-                    observer.fetched(job, wid, now)
+                self._tell("fetched", job, wid, now)
                 return job, position
         return None, position
 
@@ -240,8 +236,7 @@ class Manager:
             ops.extend(finish.on_ack(res, now))
         ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS, result)], now))
         position = self.store.commit(ops)
-        for observer in self.features.observe:
-            observer.acked(res, now)
+        self._tell("acked", res, now)
         return position
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
@@ -273,12 +268,14 @@ class Manager:
                         now: float) -> int:
         """Commit one failure of a reserved job (`_failure_ops`) and tell the observers."""
         position = self.store.commit(self._failure_ops(res, errtype, message, backtrace, now))
-        self._told_failed(res, now)
+        self._tell("failed", res, now)
         return position
 
-    def _told_failed(self, res: Reservation, now: float) -> None:
+    def _tell(self, event: str, *args: Any) -> None:
+        """Call `event`, an `ObserveHook` method, on every observer with `args`: after the
+        commit, as the hook's contract wants (the one place the observers are told)."""
         for observer in self.features.observe:
-            observer.failed(res, now)
+            getattr(observer, event)(*args)
 
     @staticmethod
     def _failure_block(job: Job, errtype: str, message: str, backtrace: list[str], now: float) -> dict[str, Any]:
@@ -463,7 +460,7 @@ class Manager:
 
             leave: list[AnyOp] = [Done(jid, utc_day(now), True)]
             position = max(position, self._commit_or_quarantine(
-                res.job, ops, leave, now, lambda res=res: self._told_failed(res, now)))
+                res.job, ops, leave, now, lambda res=res: self._tell("failed", res, now)))
             self.reaped_reservations += 1
         return position
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Container
 from dataclasses import fields, replace
-from typing import Any
 
 from ..config import Config, CronConfig, ThrottlesConfig
 from ..core.lifecycle import Manager
@@ -21,7 +20,7 @@ from ..core.registry import Registry
 from ..errors import ConfigError
 from ..features.cron.feature import Cron
 from ..features.throttles.feature import Throttles
-from ..features.throttles.rules import Limit, Rate, Rules, named_limit, throttle
+from ..features.throttles.rules import Rules, named_limit, throttle
 from .clock import Clock
 from .timers import DueTimer
 from .waiters import QueueWaiters
@@ -34,12 +33,8 @@ RELOADED = ("throttles", "cron")
 
 def throttle_rules(throttles: ThrottlesConfig) -> Rules:
     """The `[throttles]` and `[faktory_py.limits]` entries as the throttles feature takes them."""
-    def limit(entry: Any) -> Limit:
-        return Limit(entry.timeout, entry.concurrency, entry.worker, None if entry.rate is None else Rate(*entry.rate),
-                     entry.slot_release, entry.on_worker_lost, entry.partition)
-
-    return Rules([*(throttle(t.queue, limit(t)) for t in throttles.entries),
-                  *(named_limit(n.name, limit(n), n.queues, n.jobtypes) for n in throttles.limits)])
+    return Rules([*(throttle(t.queue, t) for t in throttles.entries),
+                  *(named_limit(n.name, n, n.queues, n.jobtypes) for n in throttles.limits)])
 
 
 class EveryQueue:

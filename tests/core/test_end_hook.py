@@ -18,6 +18,7 @@ from faktory_py.features.expiry import ExpiringJobs
 from faktory_py.store.api import Op
 from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time
+from helpers import jobs
 
 NOW = 1_700_000_000.0
 
@@ -46,7 +47,7 @@ def setup() -> tuple[Manager, Endings]:
 
 
 def job(jid: str, **fields: Any) -> dict[str, Any]:
-    return {"jid": jid * 8, "jobtype": "T", "args": [], **fields}
+    return jobs.job(jid * 8, **fields)
 
 
 def reserve(manager: Manager, raw: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from faktory_py.features.workflows.feature import Workflows
 from faktory_py.server.app import enterprise_features
 from faktory_py.store.api import Job, Op, Reservation
 from faktory_py.store.memory import MemoryStore
+from helpers import jobs
 
 NOW = 1_700_000_000.0
 
@@ -71,7 +72,7 @@ class Recorder:
 
 
 def job(jid: str, **fields: Any) -> dict[str, Any]:
-    return {"jid": f"job-000{jid}", "jobtype": "T", "args": [], **fields}
+    return jobs.job(f"job-000{jid}", **fields)
 
 
 def test_hooks_run_in_registry_order_and_only_where_a_record_names_them() -> None:

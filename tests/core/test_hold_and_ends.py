@@ -14,12 +14,13 @@ from faktory_py.core.lifecycle import Manager
 from faktory_py.core.registry import Feature, Registry
 from faktory_py.store.api import Job, Op, SetAdd
 from faktory_py.store.memory import MemoryStore
+from helpers import jobs
 
 NOW = 1_700_000_000.0
 
 
 def job(jid: str) -> dict[str, Any]:
-    return {"jid": jid * 8, "jobtype": "T", "args": []}
+    return jobs.job(jid * 8)
 
 
 class Listener:

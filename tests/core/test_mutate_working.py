@@ -36,7 +36,7 @@ class World:
 
     def new_store(self, sink: bool = True) -> MemoryStore:
         store = MemoryStore(sink=self._sink if sink else None)
-        self.features = enterprise_features(store, throttles=ThrottlesConfig((Throttle("q", 600, concurrency=2),)))
+        self.features = enterprise_features(store, throttles=ThrottlesConfig((Throttle("q", timeout=600, concurrency=2),)))
         return store
 
     def _sink(self, ops: list[dict[str, Any]]) -> int:

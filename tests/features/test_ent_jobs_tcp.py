@@ -19,6 +19,7 @@ import pytest
 from helpers.servers import ServerProcess
 from helpers.servers import emptied_client as client  # noqa: F401  (fixture: wipes the server first)
 from helpers.servers import module_server as server  # fixture: one server for the module
+from helpers.jobs import job, push_command
 from helpers.rawclient import RawClient, ReplyError, new_jid
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
@@ -36,15 +37,9 @@ def iso(delta: float) -> str:
     return (datetime.now(timezone.utc) + timedelta(seconds=delta)).isoformat().replace("+00:00", "Z")
 
 
-def job(args: list[Any] | None = None, **fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"jid": new_jid(), "jobtype": "EntJob", "args": [1] if args is None else args}
-    base.update(fields)
-    return base
-
-
 def raw_push(c: RawClient, payload: dict[str, Any]) -> bytes:
     """PUSH and return the raw reply line (so error bytes can be compared exactly)."""
-    c.send(b"PUSH " + json.dumps(payload, separators=(",", ":")).encode() + b"\r\n")
+    c.send(push_command(payload) + b"\r\n")
     return c.recv_raw()
 
 
@@ -56,28 +51,28 @@ def track(c: RawClient, jid: str) -> dict[str, Any]:
 
 
 def test_duplicate_is_refused_with_notunique(client: RawClient) -> None:
-    first = job([1, {"a": 1, "b": 2}], custom={"unique_for": 60})
+    first = job(args=[1, {"a": 1, "b": 2}], custom={"unique_for": 60})
     assert client.push(first) == b"OK"
     # same jobtype, args (map keys in another order) and queue: a duplicate
-    dup = job([1, {"b": 2, "a": 1}], custom={"unique_for": 60})
+    dup = job(args=[1, {"b": 2, "a": 1}], custom={"unique_for": 60})
     assert raw_push(client, dup) == NOT_UNIQUE
     with pytest.raises(ReplyError, match="^NOTUNIQUE Job not unique$"):
         client.push(dup)
     # other args, other queue, other jobtype: not duplicates
-    assert client.push(job([2], custom={"unique_for": 60})) == b"OK"
-    assert client.push(job([1, {"a": 1, "b": 2}], queue="other", custom={"unique_for": 60})) == b"OK"
-    assert client.push(job([1, {"a": 1, "b": 2}], jobtype="Other", custom={"unique_for": 60})) == b"OK"
+    assert client.push(job(args=[2], custom={"unique_for": 60})) == b"OK"
+    assert client.push(job(args=[1, {"a": 1, "b": 2}], queue="other", custom={"unique_for": 60})) == b"OK"
+    assert client.push(job(args=[1, {"a": 1, "b": 2}], jobtype="Other", custom={"unique_for": 60})) == b"OK"
     # no unique_for: bypasses the lock
-    assert client.push(job([1, {"a": 1, "b": 2}])) == b"OK"
+    assert client.push(job(args=[1, {"a": 1, "b": 2}])) == b"OK"
     # the owner pushing its own jid again is not a conflict
     assert client.push(first) == b"OK"
     assert client.info()["faktory"]["queues"] == {"default": 5, "other": 1}
 
 
 def test_pushb_reports_notunique_in_its_map(client: RawClient) -> None:
-    a = job(["b"], custom={"unique_for": 60})
-    dup = job(["b"], custom={"unique_for": 60})
-    other = job(["c"], custom={"unique_for": 60})
+    a = job(args=["b"], custom={"unique_for": 60})
+    dup = job(args=["b"], custom={"unique_for": 60})
+    other = job(args=["c"], custom={"unique_for": 60})
     reply = client.json_command("PUSHB", [a, dup, other])
     assert reply == json.dumps({dup["jid"]: "NOTUNIQUE Job not unique"}, separators=(",", ":")).encode()
     assert client.info()["faktory"]["queues"]["default"] == 2
@@ -101,40 +96,40 @@ def test_invalid_enterprise_values(client: RawClient, custom: dict[str, Any], me
 
 def test_unique_until_start_releases_at_fetch(client: RawClient, worker: RawClient) -> None:
     custom = {"unique_for": 60, "unique_until": "start"}
-    first = job(["s"], queue="u1", custom=custom)
+    first = job(args=["s"], queue="u1", custom=custom)
     assert client.push(first) == b"OK"
-    assert raw_push(client, job(["s"], queue="u1", custom=custom)) == NOT_UNIQUE
+    assert raw_push(client, job(args=["s"], queue="u1", custom=custom)) == NOT_UNIQUE
     assert worker.fetch("u1")["jid"] == first["jid"]
-    assert client.push(job(["s"], queue="u1", custom=custom)) == b"OK"
+    assert client.push(job(args=["s"], queue="u1", custom=custom)) == b"OK"
 
 
 def test_unique_until_success_holds_through_retry_and_releases_at_ack(client: RawClient, worker: RawClient) -> None:
-    first = job(["r"], queue="u2", custom={"unique_for": 60}, retry=1)
+    first = job(args=["r"], queue="u2", custom={"unique_for": 60}, retry=1)
     assert client.push(first) == b"OK"
     assert worker.fetch("u2")["jid"] == first["jid"]
-    assert raw_push(client, job(["r"], queue="u2", custom={"unique_for": 60})) == NOT_UNIQUE
+    assert raw_push(client, job(args=["r"], queue="u2", custom={"unique_for": 60})) == NOT_UNIQUE
     assert worker.json_command("FAIL", {"jid": first["jid"], "errtype": "E", "message": "m"}) == b"OK"
     assert client.info()["faktory"]["sets"]["retries"] == 1
-    assert raw_push(client, job(["r"], queue="u2", custom={"unique_for": 60})) == NOT_UNIQUE  # kept while retrying
+    assert raw_push(client, job(args=["r"], queue="u2", custom={"unique_for": 60})) == NOT_UNIQUE  # kept while retrying
     assert client.json_command("MUTATE", {"cmd": "requeue", "target": "retries"}) == b"OK"
     assert worker.fetch("u2")["jid"] == first["jid"]  # its own lock does not stop it
     assert worker.json_command("ACK", {"jid": first["jid"]}) == b"OK"
-    assert client.push(job(["r"], queue="u2", custom={"unique_for": 60})) == b"OK"
+    assert client.push(job(args=["r"], queue="u2", custom={"unique_for": 60})) == b"OK"
 
 
 def test_dead_job_releases_its_lock(client: RawClient, worker: RawClient) -> None:
-    first = job(["d"], queue="u3", custom={"unique_for": 60}, retry=-1)
+    first = job(args=["d"], queue="u3", custom={"unique_for": 60}, retry=-1)
     assert client.push(first) == b"OK"
     assert worker.fetch("u3")["jid"] == first["jid"]
     assert worker.json_command("FAIL", {"jid": first["jid"], "errtype": "E", "message": "m"}) == b"OK"
     assert client.info()["faktory"]["sets"]["dead"] == 1
-    assert client.push(job(["d"], queue="u3", custom={"unique_for": 60})) == b"OK"
+    assert client.push(job(args=["d"], queue="u3", custom={"unique_for": 60})) == b"OK"
 
 
 def test_flush_clears_locks(client: RawClient) -> None:
-    assert client.push(job(["f"], custom={"unique_for": 60})) == b"OK"
+    assert client.push(job(args=["f"], custom={"unique_for": 60})) == b"OK"
     assert client.command("FLUSH") == b"OK"
-    assert client.push(job(["f"], custom={"unique_for": 60})) == b"OK"
+    assert client.push(job(args=["f"], custom={"unique_for": 60})) == b"OK"
 
 
 # --- expiring jobs ----------------------------------------------------------------------
@@ -142,10 +137,10 @@ def test_flush_clears_locks(client: RawClient) -> None:
 
 def test_expired_jobs_are_skipped_and_counted(client: RawClient, worker: RawClient) -> None:
     """(When a job expires, and the TTLs of unique locks: tests/server/test_timers.py, under MockClock.)"""
-    past = job(["old"], queue="e1", custom={"expires_at": "2001-02-03T04:05:06Z"})
-    past_nano = job(["old2"], queue="e1", custom={"expires_at": "2001-02-03T04:05:06.123456789Z"})
-    later = job(["later"], queue="e1", custom={"expires_at": iso(3600)})
-    plain = job(["plain"], queue="e1")
+    past = job(args=["old"], queue="e1", custom={"expires_at": "2001-02-03T04:05:06Z"})
+    past_nano = job(args=["old2"], queue="e1", custom={"expires_at": "2001-02-03T04:05:06.123456789Z"})
+    later = job(args=["later"], queue="e1", custom={"expires_at": iso(3600)})
+    plain = job(args=["plain"], queue="e1")
     for payload in (past, past_nano, later, plain):
         assert client.push(payload) == b"OK"
     assert client.info()["faktory"]["queues"]["e1"] == 4  # expiry is only checked at FETCH
@@ -240,7 +235,7 @@ def test_state_survives_restart(server_factory) -> None:
     srv = server_factory()
     with srv.client() as c:
         assert c.handshake() == b"OK"
-        locked = job(["keep"], custom={"unique_for": 3600, "track": 1})
+        locked = job(args=["keep"], custom={"unique_for": 3600, "track": 1})
         assert c.push(locked) == b"OK"
         assert c.json_command("TRACK SET", {"jid": locked["jid"], "percent": 5}) == b"OK"
         assert c.push(job(custom={"expires_at": "2001-01-01T00:00:00Z"})) == b"OK"
@@ -256,7 +251,7 @@ def test_state_survives_restart(server_factory) -> None:
     srv.start()
     with srv.client() as c:
         assert c.handshake() == b"OK"
-        assert raw_push(c, job(["keep"], custom={"unique_for": 3600})) == NOT_UNIQUE
+        assert raw_push(c, job(args=["keep"], custom={"unique_for": 3600})) == NOT_UNIQUE
         progress = track(c, locked["jid"])
         assert (progress["state"], progress["percent"]) == ("working", 5)
         assert c.info()["faktory"]["total_expired"] == 1

@@ -23,6 +23,7 @@ from faktory_py.config import StatsdConfig, statsd
 from faktory_py.errors import ConfigError
 from faktory_py.features.statsd import StatsdMetrics
 from faktory_py.server.statsd import UdpSender
+from helpers import jobs
 from helpers.inprocess import InProcessServer, inprocess_config, inprocess_server
 from helpers.rawclient import ReplyError, new_jid
 
@@ -57,7 +58,7 @@ async def statsd_server(tmp_path: Path, location: str, **settings: Any) -> Async
 
 
 def job(**fields: Any) -> dict[str, Any]:
-    return {"jid": new_jid(), "jobtype": "Report", "args": [1], "queue": "critical", **fields}
+    return jobs.job(jobtype="Report", args=[1], queue="critical", **fields)
 
 
 async def test_job_lines_carry_ent_names_and_tags(tmp_path: Path) -> None:

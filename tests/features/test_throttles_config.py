@@ -33,8 +33,8 @@ timeout = 60
 concurrency = 4
 timeout = 30
 """)
-EXPECTED = (Throttle("instagram", 60, concurrency=4), Throttle("bulk", 60, worker=5),
-            Throttle("image-processing", 30, concurrency=4))
+EXPECTED = (Throttle("instagram", timeout=60, concurrency=4), Throttle("bulk", timeout=60, worker=5),
+            Throttle("image-processing", timeout=30, concurrency=4))
 
 
 def load_with(tmp_path: Path, *files: str):
@@ -58,15 +58,15 @@ def test_the_wiki_configurations_load(tmp_path: Path, files: tuple[str, ...]) ->
 
 def test_both_limits_in_one_entry_apply(tmp_path: Path) -> None:
     entry = load_with(tmp_path, "[throttles]\nq = { concurrency = 3, worker = 1, timeout = 9 }\n").throttles.entries
-    assert entry == (Throttle("q", 9, concurrency=3, worker=1),)
+    assert entry == (Throttle("q", timeout=9, concurrency=3, worker=1),)
 
 
 @pytest.mark.parametrize(("entry", "expected"), [
-    ("{ timeout = 60, rate = { limit = 3, period = 10 } }", Throttle("q", 60, rate=(3, 10.0))),
+    ("{ timeout = 60, rate = { limit = 3, period = 10 } }", Throttle("q", timeout=60, rate=(3, 10.0))),
     ("{ timeout = 5, concurrency = 2, rate = { limit = 100000, period = 0.001 } }",
-     Throttle("q", 5, concurrency=2, rate=(100000, 0.001))),
+     Throttle("q", timeout=5, concurrency=2, rate=(100000, 0.001))),
     ("{ timeout = 5, worker = 1, rate = { limit = 1, period = 86400 } }",
-     Throttle("q", 5, worker=1, rate=(1, 86400.0))),
+     Throttle("q", timeout=5, worker=1, rate=(1, 86400.0))),
 ])
 def test_a_rate_limit_loads_alone_or_with_the_others(tmp_path: Path, entry: str, expected: Throttle) -> None:
     """`rate` alone is a throttle; `timeout` stays required in a `[throttles]` entry."""
@@ -122,8 +122,8 @@ def test_every_bad_entry_names_its_queue_and_reason(tmp_path: Path, entry: str, 
 def test_slot_release_and_on_worker_lost_are_read(tmp_path: Path) -> None:
     throttles = load_with(tmp_path, '[throttles]\na = { concurrency = 1, timeout = 5, slot_release = "job_end" }\n'
                                     'b = { worker = 2, timeout = 5, on_worker_lost = "keep" }\n').throttles
-    assert throttles.entries == (Throttle("a", 5, concurrency=1, slot_release="job_end", on_worker_lost="fail"),
-                                 Throttle("b", 5, worker=2, slot_release="timeout", on_worker_lost="keep"))
+    assert throttles.entries == (Throttle("a", timeout=5, concurrency=1, slot_release="job_end", on_worker_lost="fail"),
+                                 Throttle("b", timeout=5, worker=2, slot_release="timeout", on_worker_lost="keep"))
     assert throttles.warnings == ()
 
 
@@ -131,8 +131,8 @@ def test_faktory_py_throttles_gives_the_modes_an_entry_does_not_set(tmp_path: Pa
     throttles = load_with(tmp_path, '[faktory_py.throttles]\nslot_release = "job_end"\non_worker_lost = "keep"\n'
                                     '[throttles]\na = { concurrency = 1, timeout = 5 }\n'
                                     'b = { worker = 2, timeout = 5, on_worker_lost = "fail" }\n').throttles
-    assert throttles.entries == (Throttle("a", 5, concurrency=1, slot_release="job_end", on_worker_lost="keep"),
-                                 Throttle("b", 5, worker=2, slot_release="job_end", on_worker_lost="fail"))
+    assert throttles.entries == (Throttle("a", timeout=5, concurrency=1, slot_release="job_end", on_worker_lost="keep"),
+                                 Throttle("b", timeout=5, worker=2, slot_release="job_end", on_worker_lost="fail"))
 
 
 @pytest.mark.parametrize(("section", "reason"), [
@@ -160,7 +160,7 @@ def test_throttles_must_be_a_table(tmp_path: Path) -> None:
 def test_unknown_keys_warn_and_the_entry_still_loads(tmp_path: Path) -> None:
     throttles = load_with(tmp_path, '[throttles.q]\nconcurrency = 2\ntimeout = 5\ncolour = "red"\n'
                                     'slot_release = "timeout"\n').throttles
-    assert throttles.entries == (Throttle("q", 5, concurrency=2),)
+    assert throttles.entries == (Throttle("q", timeout=5, concurrency=2),)
     assert throttles.warnings == ('config: throttles.q: unknown key "colour" ignored',)
 
 

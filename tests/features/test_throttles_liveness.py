@@ -34,10 +34,10 @@ from faktory_py.store.memory import MemoryStore
 
 #: rate periods no sum of the clock's jumps reaches exactly (the due timer runs 1 ms after a
 #: due time, so a jump landing on a window's opening would see it open before the timer ran)
-THROTTLES = (Throttle("one", 40, concurrency=1), Throttle("few", 25, concurrency=3, worker=2),
-             Throttle("per", 30, worker=1), Throttle("rated", 30, rate=(2, 7.3)),
-             Throttle("burst", 30, concurrency=2, rate=(3, 3.7)),
-             Throttle("part", 35, concurrency=1, partition=("custom.tenant",)))
+THROTTLES = (Throttle("one", timeout=40, concurrency=1), Throttle("few", timeout=25, concurrency=3, worker=2),
+             Throttle("per", timeout=30, worker=1), Throttle("rated", timeout=30, rate=(2, 7.3)),
+             Throttle("burst", timeout=30, concurrency=2, rate=(3, 3.7)),
+             Throttle("part", timeout=35, concurrency=1, partition=("custom.tenant",)))
 #: a per-jobtype limit over every queue, per worker process too (every waiter of a queue is woken)
 NAMED = (NamedLimit("pdf", jobtypes=("PDF",), concurrency=2, worker=1),)
 RULES = throttle_rules(ThrottlesConfig(THROTTLES, limits=NAMED))
@@ -157,7 +157,7 @@ def test_a_full_throttled_queue_is_not_scanned_by_fetch() -> None:
             raise AssertionError("FETCH paged through a queue")
 
     store = MemoryStore()
-    features = enterprise_features(store, throttles=ThrottlesConfig((Throttle("big", 60, concurrency=2),)))
+    features = enterprise_features(store, throttles=ThrottlesConfig((Throttle("big", timeout=60, concurrency=2),)))
     manager = Manager(store, random.Random(0), features)
     for i in range(100_000):
         manager.push({"jid": f"jid-{i:08d}", "jobtype": "T", "args": [], "queue": "big"}, 1000.0)
@@ -174,7 +174,7 @@ def test_waiters_are_woken_for_free_slots_not_for_every_queued_job() -> None:
     """`Manager.available` (how many waiters a queue's jobs wake) is capped by the free
     `concurrency` slots: a freed slot of a long throttled queue wakes one FETCH, not all."""
     store = MemoryStore()
-    throttled = ThrottlesConfig((Throttle("q", 60, concurrency=2), Throttle("w", 60, worker=1)))
+    throttled = ThrottlesConfig((Throttle("q", timeout=60, concurrency=2), Throttle("w", timeout=60, worker=1)))
     manager = Manager(store, random.Random(0), enterprise_features(store, throttles=throttled))
     for i in range(10):
         for queue in ("q", "w", "free"):

@@ -21,7 +21,7 @@ async def test_a_job_end_slot_outlives_its_timeout_flagged_overdue(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T4, job_end mode: FETCH at t, no ACK; at t + timeout no second slot, overdue = 1;
     the ACK frees the slot and clears the flag."""
-    async with throttled_server(tmp_path, Throttle("slow", 60, concurrency=1, slot_release="job_end")) as server:
+    async with throttled_server(tmp_path, Throttle("slow", timeout=60, concurrency=1, slot_release="job_end")) as server:
         producer, first, second = await workers(server, 3)
         for i in range(2):
             assert await producer.push(job(f"slow-{i}", "slow")) == b"OK"
@@ -43,7 +43,7 @@ async def lose_a_worker(tmp_path: Path, on_worker_lost: str) -> tuple[dict[str, 
     """A wid holds 4/4 slots of `instagram` then never BEATs; after the 60 s cutoff and the
     reaper's tick: the throttle's state, the jids in retries (with their errtypes), and what
     another worker's 4 FETCHes get."""
-    throttle = Throttle("instagram", 600, concurrency=4, slot_release="job_end", on_worker_lost=on_worker_lost)
+    throttle = Throttle("instagram", timeout=600, concurrency=4, slot_release="job_end", on_worker_lost=on_worker_lost)
     async with throttled_server(tmp_path, throttle) as server:
         producer = await AsyncClient.connect(server.port)
         for i in range(8):
@@ -87,7 +87,7 @@ async def test_a_worker_whose_connections_close_is_not_lost(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """Only heartbeat expiry counts: a worker process that closed its last connection (Ruby
     reconnects after each read timeout) keeps its reservations and their slots."""
-    async with throttled_server(tmp_path, Throttle("q", 600, concurrency=1, slot_release="job_end")) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=600, concurrency=1, slot_release="job_end")) as server:
         producer = await AsyncClient.connect(server.port)
         assert await producer.push(job("q-0", "q")) == b"OK"
         (worker,) = await workers(server, 1)
@@ -103,14 +103,14 @@ async def test_a_reload_to_job_end_keeps_an_overdue_slot_held(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A reload recounts the slots under the new mode (protocol/spec.md §11.6): a slot whose
     timeout passed is free in timeout mode and held, overdue, in job_end mode."""
-    async with throttled_server(tmp_path, Throttle("q", 10, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=10, concurrency=1)) as server:
         producer, first = await workers(server, 2)
         assert await producer.push(job("q-0", "q")) == b"OK"
         assert named(await first.fetch("q")) == "q-0"
         await trio.sleep(11)
         assert ((await status(producer, "q"))["q"]["in_use"]) == 0
         config = replace(server.config_reload.config,
-                         throttles=ThrottlesConfig((Throttle("q", 10, concurrency=1, slot_release="job_end"),)))
+                         throttles=ThrottlesConfig((Throttle("q", timeout=10, concurrency=1, slot_release="job_end"),)))
         assert server.reload(lambda: config)
         state = (await status(producer, "q"))["q"]
         assert (state["in_use"], state["overdue"], state["slot_release"]) == (1, 1, "job_end")

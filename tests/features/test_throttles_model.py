@@ -31,7 +31,6 @@ queues (its own job selection and partitions, not the server's):
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -43,30 +42,29 @@ from faktory_py.config import NamedLimit, Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.core.workers import WorkerRegistry
 from faktory_py.features.throttles.feature import Throttles
-from faktory_py.server.app import enterprise_features
 from faktory_py.server.reload import throttle_rules
 from faktory_py.store.memory import MemoryStore
-from helpers.model_replay import due_times, replay, roundtrip, snapshot_records
+from helpers.model_replay import due_times, enterprise_manager, replay, roundtrip, snapshot_records
 
 #: the rate limits, the same in every configuration below (what a reload does to a rate window
 #: is tests/features/test_throttles_rate.py's)
 RATES = {"few": (4, 20.0), "rated": (2, 60.0)}
-RATED = (Throttle("few", 50, concurrency=3, worker=2, rate=RATES["few"]),
-         Throttle("rated", 30, rate=RATES["rated"], partition=("custom.tenant",)))
-THROTTLES = ThrottlesConfig((Throttle("one", 30, concurrency=1), *RATED,
-                             Throttle("per", 20, worker=1, slot_release="job_end"),
-                             Throttle("part", 25, concurrency=1, partition=("custom.tenant", "jobtype"),
+RATED = (Throttle("few", timeout=50, concurrency=3, worker=2, rate=RATES["few"]),
+         Throttle("rated", timeout=30, rate=RATES["rated"], partition=("custom.tenant",)))
+THROTTLES = ThrottlesConfig((Throttle("one", timeout=30, concurrency=1), *RATED,
+                             Throttle("per", timeout=20, worker=1, slot_release="job_end"),
+                             Throttle("part", timeout=25, concurrency=1, partition=("custom.tenant", "jobtype"),
                                       on_worker_lost="keep")),
                             limits=(NamedLimit("pdf", jobtypes=("PDF",), concurrency=2),))
 #: what a reload (SIGHUP) may put in force: limits lowered, raised, removed, added, shorter
 #: timeouts, partitions added and removed, named limits changed, only the rate limits
 RELOADS = (THROTTLES,
-           ThrottlesConfig((Throttle("one", 30, concurrency=1, partition=("jobtype",)), *RATED,
-                            Throttle("part", 25, concurrency=2)),
+           ThrottlesConfig((Throttle("one", timeout=30, concurrency=1, partition=("jobtype",)), *RATED,
+                            Throttle("part", timeout=25, concurrency=2)),
                            limits=(NamedLimit("pdf", jobtypes=("PDF",), queues=("one", "free"), concurrency=1,
                                               worker=1, partition=("custom.tenant",)),)),
-           ThrottlesConfig((*RATED, Throttle("per", 5, worker=2, on_worker_lost="keep"),
-                            Throttle("free", 40, concurrency=2, slot_release="job_end")),
+           ThrottlesConfig((*RATED, Throttle("per", timeout=5, worker=2, on_worker_lost="keep"),
+                            Throttle("free", timeout=40, concurrency=2, slot_release="job_end")),
                            limits=(NamedLimit("pdf", jobtypes=("PDF",), concurrency=1, timeout=15,
                                               slot_release="job_end"),
                                    NamedLimit("tenants", queues=("per", "part"), concurrency=1,
@@ -152,11 +150,8 @@ class ThrottleMachine(RuleBasedStateMachine):
         return len(self.journal)
 
     def _build(self) -> tuple[MemoryStore, Manager, Throttles]:
-        store = MemoryStore(sink=self._sink)  # replay applies ops without journaling them again
-        features = enterprise_features(store, throttles=self.config)
-        throttles = features.find(Throttles)
-        assert throttles is not None
-        return store, Manager(store, random.Random(0), features), throttles
+        # (replay applies ops without journaling them again)
+        return enterprise_manager(Throttles, self._sink, throttles=self.config)
 
     # --- rules ----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ async def mutate(client: AsyncClient, cmd: str, *names: str, **request: Any) -> 
 
 async def test_a_requeued_zombie_frees_its_slot_and_a_waiting_fetch_gets_it_at_once(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    throttle = Throttle("q", 600, concurrency=1, slot_release="job_end")
+    throttle = Throttle("q", timeout=600, concurrency=1, slot_release="job_end")
     async with throttled_server(tmp_path, throttle) as server:
         producer, zombie, waiting = await workers(server, 3)
         assert await producer.push(job("z", "q")) == b"OK"
@@ -45,7 +45,7 @@ async def test_a_requeued_zombie_frees_its_slot_and_a_waiting_fetch_gets_it_at_o
 
 async def test_kill_and_discard_are_journaled_and_a_restart_rebuilds_them(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    throttle = Throttle("q", 600, concurrency=3)
+    throttle = Throttle("q", timeout=600, concurrency=3)
     async with throttled_server(tmp_path, throttle) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         for name in ("k", "d", "stay"):
@@ -75,7 +75,7 @@ async def test_kill_and_discard_are_journaled_and_a_restart_rebuilds_them(
 ])
 async def test_refusals_keep_the_connection_serving(
         tmp_path: Path, autojump_clock: trio.testing.MockClock, request_: dict[str, Any], error: str) -> None:
-    async with throttled_server(tmp_path, Throttle("q", 600, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=600, concurrency=1)) as server:
         (client,) = await workers(server, 1)
         with pytest.raises(ReplyError) as refused:
             await client.json_command("MUTATE", request_)

@@ -6,7 +6,6 @@ eligible one, restart and reload, INFO `limits` and THROTTLE STATUS partitions."
 from __future__ import annotations
 
 import json
-import random
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -15,28 +14,30 @@ import pytest
 import trio
 import trio.testing
 
+from helpers import jobs
 from helpers.inprocess import inprocess_config, running_server
-from helpers.model_replay import replay, roundtrip, snapshot_records
+from helpers.model_replay import enterprise_manager, replay, roundtrip, snapshot_records
 from helpers.scan_guard import private_queue, refuse_walks
 from faktory_py import config
 from faktory_py.config import NamedLimit, Throttle, ThrottlesConfig
 from faktory_py.core.lifecycle import Manager
 from faktory_py.errors import ConfigError
 from faktory_py.features.throttles.feature import Throttles
-from faktory_py.features.throttles.rules import Limit, Rules, throttle
-from faktory_py.server.app import Server, enterprise_features
+from faktory_py.features.throttles.rules import Rules, throttle
+from faktory_py.util.limits import Limit
+from faktory_py.server.app import Server
 from faktory_py.server.reload import throttle_rules
 from faktory_py.store import job_queue
 from faktory_py.store.memory import MemoryStore
 from test_throttles_tcp import ack, jid, named, status, workers
 
 NOW = 1_700_000_000.0
-BY_TENANT = ThrottlesConfig((Throttle("t", 60, concurrency=1, partition=("custom.tenant_id",)),))
+BY_TENANT = ThrottlesConfig((Throttle("t", timeout=60, concurrency=1, partition=("custom.tenant_id",)),))
 PDF = ThrottlesConfig(limits=(NamedLimit("pdf", jobtypes=("RenderPDF",), queues=("a", "b"), concurrency=1),))
 
 
 def job(name: str, queue: str, jobtype: str = "T", **fields: Any) -> dict[str, Any]:
-    return {"jid": jid(name), "jobtype": jobtype, "args": [], "queue": queue, **fields}
+    return jobs.job(jid(name), jobtype=jobtype, queue=queue, **fields)
 
 
 def tenant_job(name: str, tenant: str) -> dict[str, Any]:
@@ -44,11 +45,7 @@ def tenant_job(name: str, tenant: str) -> dict[str, Any]:
 
 
 def build(throttles: ThrottlesConfig, sink: Any = None) -> tuple[MemoryStore, Manager, Throttles]:
-    store = MemoryStore(sink=sink)
-    features = enterprise_features(store, throttles=throttles)
-    found = features.find(Throttles)
-    assert found is not None
-    return store, Manager(store, random.Random(0), features), found
+    return enterprise_manager(Throttles, sink, throttles=throttles)
 
 
 def fetched(manager: Manager, queues: list[str], wid: str = "w", now: float = NOW) -> str | None:
@@ -81,7 +78,7 @@ concurrency = 3
 rate = { limit = 600, period = 3600 }
 partition = ["jobtype", "args.0.account_id"]
 """)
-    assert loaded.entries == (Throttle("stripe", 300, concurrency=10, slot_release="job_end",
+    assert loaded.entries == (Throttle("stripe", timeout=300, concurrency=10, slot_release="job_end",
                                        partition=("custom.tenant_id",)),)
     assert loaded.limits == (NamedLimit("pdf", jobtypes=("RenderPDF", "MergePDF"), queues=("default", "reports"),
                                         concurrency=3, rate=(600, 3600.0), slot_release="job_end",
@@ -113,7 +110,7 @@ def test_a_named_limit_may_not_take_a_throttles_name(tmp_path: Path) -> None:
 
 
 def test_partition_keys_are_canonical_json_and_null_where_the_path_leads_nowhere() -> None:
-    rule = throttle("q", Limit(60, concurrency=1, partition=(
+    rule = throttle("q", Limit(timeout=60, concurrency=1, partition=(
         "jobtype", "queue", "args.0.account_id", "custom.tenant.id", "args.5")))
     job_ = {"jid": "j", "jobtype": "Render", "queue": "q", "args": [{"account_id": {"b": 1, "a": [2, "x"]}}],
             "custom": {"tenant": {"id": 7}}}
@@ -162,7 +159,7 @@ def test_a_per_jobtype_limit_spans_queues_and_the_other_jobs_flow() -> None:
 
 
 def test_a_job_subject_to_a_throttle_and_a_limit_needs_room_in_both() -> None:
-    limits = ThrottlesConfig((Throttle("a", 60, concurrency=2),),
+    limits = ThrottlesConfig((Throttle("a", timeout=60, concurrency=2),),
                              limits=(NamedLimit("pdf", jobtypes=("RenderPDF",), worker=1),))
     _store, manager, throttles = build(limits)
     for i in range(3):
@@ -178,7 +175,7 @@ def test_a_job_subject_to_a_throttle_and_a_limit_needs_room_in_both() -> None:
 
 
 def test_a_rate_limit_applies_per_partition() -> None:
-    rated = ThrottlesConfig((Throttle("t", 60, rate=(1, 10.0), partition=("custom.tenant_id",)),))
+    rated = ThrottlesConfig((Throttle("t", timeout=60, rate=(1, 10.0), partition=("custom.tenant_id",)),))
     _store, manager, throttles = build(rated)
     for name, tenant in (("a1", "t1"), ("b1", "t1"), ("a2", "t2")):
         manager.push(tenant_job(name, tenant), NOW)
@@ -255,7 +252,7 @@ def test_a_restart_rebuilds_the_classes_from_the_journal_and_from_a_snapshot() -
 
 
 def test_a_reload_that_partitions_a_throttle_classifies_the_queued_jobs_again() -> None:
-    store, manager, throttles = build(ThrottlesConfig((Throttle("t", 60, concurrency=1),)))
+    store, manager, throttles = build(ThrottlesConfig((Throttle("t", timeout=60, concurrency=1),)))
     for name, tenant in (("a1", "t1"), ("b1", "t1"), ("a2", "t2")):
         manager.push(tenant_job(name, tenant), NOW)
     assert [fetched(manager, ["t"]) for _ in range(2)] == ["a1", None]
@@ -271,12 +268,12 @@ def test_a_reload_that_partitions_a_rate_limit_counts_the_live_grants_per_partit
     """The grants of a rate limit whose partitions change are counted again from the live
     reservations, per new partition (the old windows are of other partitions); an ended
     reservation's grant is then forgotten, as for a rate the reload adds."""
-    rated = ThrottlesConfig((Throttle("t", 60, rate=(1, 10.0)),))
+    rated = ThrottlesConfig((Throttle("t", timeout=60, rate=(1, 10.0)),))
     _store, manager, throttles = build(rated)
     for name, tenant in (("a1", "t1"), ("a2", "t2"), ("b1", "t1"), ("b2", "t2")):
         manager.push(tenant_job(name, tenant), NOW)
     assert [fetched(manager, ["t"]) for _ in range(2)] == ["a1", None]
-    by_tenant = ThrottlesConfig((Throttle("t", 60, rate=(1, 10.0), partition=("custom.tenant_id",)),))
+    by_tenant = ThrottlesConfig((Throttle("t", timeout=60, rate=(1, 10.0), partition=("custom.tenant_id",)),))
     manager.features.replace(throttles.reconfigure(throttle_rules(by_tenant), (), NOW + 1))
     assert throttles.rate.in_window(("t", ('"t1"',)), NOW + 1) == 1
     assert throttles.rate.in_window(("t", ()), NOW + 1) == 0

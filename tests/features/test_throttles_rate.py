@@ -19,11 +19,11 @@ from faktory_py.features.throttles.feature import Throttles
 from faktory_py.server.app import enterprise_features, serve
 from faktory_py.server.reload import throttle_rules
 from faktory_py.store.memory import MemoryStore
-from helpers.model_replay import replay, snapshot_records
+from helpers.model_replay import enterprise_manager, replay, snapshot_records
 from faktory_py.util.timefmt import format_time
 from test_throttles_tcp import SLACK, ack, job, jid, named, throttled_server, status, workers
 
-RATED = Throttle("api", 60, rate=(3, 10.0))
+RATED = Throttle("api", timeout=60, rate=(3, 10.0))
 
 
 async def test_a_full_window_opens_exactly_a_period_after_its_oldest_grant(
@@ -148,7 +148,7 @@ async def test_grants_of_acked_jobs_outlive_a_real_compaction(tmp_path: Path) ->
     fetched and ACKed, then enough other work for two compactions, so their reservations are
     only in segments the snapshot replaced; after a restart the window is still full."""
     config = Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
-                    compact_min_bytes=50_000, throttles=ThrottlesConfig((Throttle("api", 60, rate=(3, 3600.0)),)))
+                    compact_min_bytes=50_000, throttles=ThrottlesConfig((Throttle("api", timeout=60, rate=(3, 3600.0)),)))
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve, config)
@@ -198,11 +198,7 @@ def test_waiters_are_woken_for_the_grants_left_in_the_window() -> None:
 
 
 def build() -> tuple[MemoryStore, Manager, Throttles]:
-    store = MemoryStore()
-    features = enterprise_features(store, throttles=ThrottlesConfig((RATED,)))
-    throttles = features.find(Throttles)
-    assert throttles is not None
-    return store, Manager(store, random.Random(0), features), throttles
+    return enterprise_manager(Throttles, throttles=ThrottlesConfig((RATED,)))
 
 
 def test_a_reload_keeps_the_grants_that_happened() -> None:
@@ -211,7 +207,7 @@ def test_a_reload_keeps_the_grants_that_happened() -> None:
     its rate forgets its window."""
     now = 1_700_000_000.0
     store = MemoryStore()
-    config = ThrottlesConfig((Throttle("api", 60, rate=(3, 10.0)),))
+    config = ThrottlesConfig((Throttle("api", timeout=60, rate=(3, 10.0)),))
     features = enterprise_features(store, throttles=config)
     manager = Manager(store, random.Random(0), features)
     throttles = features.find(Throttles)
@@ -223,7 +219,7 @@ def test_a_reload_keeps_the_grants_that_happened() -> None:
     assert manager.fetch(["new"], "w", now)[0] is not None
     assert throttles.rate.in_window(("api", ()), now + 2) == 3
 
-    lowered = ThrottlesConfig((Throttle("api", 60, rate=(2, 10.0)), Throttle("new", 60, rate=(1, 10.0))))
+    lowered = ThrottlesConfig((Throttle("api", timeout=60, rate=(2, 10.0)), Throttle("new", timeout=60, rate=(1, 10.0))))
     manager.features.replace(throttles.reconfigure(throttle_rules(lowered), (), now + 2))
     assert throttles.rate.in_window(("api", ()), now + 2) == 2  # the latest two grants
     assert throttles.rate.full(("api", ())) and throttles.rate.full(("new", ()))  # new: its live reservation

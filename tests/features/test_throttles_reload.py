@@ -28,12 +28,12 @@ async def test_a_lowered_limit_admits_nobody_until_enough_slots_end(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T11: concurrency 4 → 2 with 4 in flight: no grant until in_use <= 1, then the
     waiting FETCH gets its job at once."""
-    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=4)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=60, concurrency=4)) as server:
         producer, *fetchers = await workers(server, 6)
         for i in range(6):
             assert await producer.push(job(f"q-{i}", "q")) == b"OK"
         assert [named(await w.fetch("q")) for w in fetchers[:4]] == ["q-0", "q-1", "q-2", "q-3"]
-        assert server.reload(lambda: with_throttles(server, Throttle("q", 60, concurrency=2)))
+        assert server.reload(lambda: with_throttles(server, Throttle("q", timeout=60, concurrency=2)))
         state = (await status(producer, "q"))["q"]
         assert (state["concurrency"], state["in_use"], state["waiting"]) == (2, 4, 2)
         waiting = fetchers[4]
@@ -56,7 +56,7 @@ async def test_an_invalid_reload_keeps_the_configuration_in_force(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T11: a reload whose conf.d is invalid (a throttle without timeout) or unreadable
     changes nothing, and the error is kept until a good reload."""
-    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=60, concurrency=1)) as server:
         conf_d = tmp_path / "conf" / "conf.d"
         conf_d.mkdir(parents=True)
         (conf_d / "throttles.toml").write_text("[throttles]\nq = { concurrency = 5 }\n")
@@ -88,7 +88,7 @@ async def test_a_raised_limit_wakes_the_waiting_fetches(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A waiting FETCH held back by a full throttle gets its job the moment a reload raises
     the limit, with no clock advance."""
-    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=60, concurrency=1)) as server:
         producer, first, second = await workers(server, 3)
         for i in range(2):
             assert await producer.push(job(f"q-{i}", "q")) == b"OK"
@@ -96,7 +96,7 @@ async def test_a_raised_limit_wakes_the_waiting_fetches(
         await second.send("FETCH q")
         await producer.wait_fetches_waiting(1)
         reloaded_at = trio.current_time()
-        assert server.reload(lambda: with_throttles(server, Throttle("q", 60, concurrency=2)))
+        assert server.reload(lambda: with_throttles(server, Throttle("q", timeout=60, concurrency=2)))
         assert named(json.loads(await second.reply())) == "q-1"
         assert trio.current_time() - reloaded_at < SLACK
         for client in (producer, first, second):
@@ -114,7 +114,7 @@ async def test_an_added_throttle_counts_the_jobs_in_flight_and_a_removed_one_fre
             assert await producer.push(job(f"q-{i}", "q")) == b"OK"
         assert named(await a.fetch("q")) == "q-0"
         assert named(await b.fetch("q")) == "q-1"
-        assert server.reload(lambda: with_throttles(server, Throttle("q", 60, concurrency=2, worker=1)))
+        assert server.reload(lambda: with_throttles(server, Throttle("q", timeout=60, concurrency=2, worker=1)))
         state = (await status(producer, "q"))["q"]
         assert (state["in_use"], state["by_worker"]) == (2, {"w1": 1, "w2": 1})
         assert await a.fetch("q") is None
@@ -129,7 +129,7 @@ async def test_a_shorter_timeout_ends_the_slots_it_has_passed(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A slot whose new timeout has already passed is free (and its job overdue) at once; the
     due timer learns the new, earlier timeout of the others and wakes a waiting FETCH then."""
-    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=2)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=60, concurrency=2)) as server:
         producer, first, second = await workers(server, 3)
         for i in range(3):
             assert await producer.push(job(f"q-{i}", "q")) == b"OK"
@@ -138,7 +138,7 @@ async def test_a_shorter_timeout_ends_the_slots_it_has_passed(
         await trio.sleep_until(start + 9)
         assert named(await second.fetch("q")) == "q-1"
         await trio.sleep_until(start + 10)
-        assert server.reload(lambda: with_throttles(server, Throttle("q", 10, concurrency=1)))
+        assert server.reload(lambda: with_throttles(server, Throttle("q", timeout=10, concurrency=1)))
         state = (await status(producer, "q"))["q"]
         assert (state["in_use"], state["overdue"]) == (1, 1)  # q-0's slot ended at 10, q-1's ends at 19
         await trio.sleep_until(start + 18)
@@ -154,7 +154,7 @@ async def test_a_reload_that_adds_a_partition_or_a_limit_classifies_the_queued_j
     """Step 5 of issue 12: a FETCH waiting on a full throttle gets the job of another tenant
     the moment a reload partitions the throttle by tenant; a named limit added by a reload
     counts the job in flight it selects, and holds back the next one."""
-    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=60, concurrency=1)) as server:
         producer, first, second = await workers(server, 3)
         for name, tenant in (("a-1", "a"), ("a-2", "a"), ("b-1", "b")):
             assert await producer.push(job(name, "q", custom={"tenant": tenant})) == b"OK"
@@ -162,7 +162,7 @@ async def test_a_reload_that_adds_a_partition_or_a_limit_classifies_the_queued_j
         await second.send("FETCH q")
         await producer.wait_fetches_waiting(1)
         reloaded_at = trio.current_time()
-        assert server.reload(lambda: with_throttles(server, Throttle("q", 60, concurrency=1,
+        assert server.reload(lambda: with_throttles(server, Throttle("q", timeout=60, concurrency=1,
                                                                      partition=("custom.tenant",))))
         assert named(json.loads(await second.reply())) == "b-1"
         assert trio.current_time() - reloaded_at < SLACK

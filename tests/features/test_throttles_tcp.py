@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+from helpers import jobs
 from helpers.async_client import AsyncClient
 from faktory_py.config import Throttle, ThrottlesConfig
 from faktory_py.server.app import Server
@@ -29,7 +30,7 @@ def throttled_server(tmp_path: Path, *throttles: Throttle) -> AbstractAsyncConte
 
 
 def job(name: str, queue: str, **fields: Any) -> dict[str, Any]:
-    return {"jid": jid(name), "jobtype": "ThrottleTest", "args": [], "queue": queue, **fields}
+    return jobs.job(jid(name), jobtype="ThrottleTest", queue=queue, **fields)
 
 
 def jid(name: str) -> str:
@@ -57,7 +58,7 @@ async def test_a_full_throttle_acts_as_if_empty_and_a_freed_slot_wakes_a_fetch(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T2: concurrency 4; of 6 FETCH instagram default, 4 get instagram jobs and 2 the
     default jobs at once; after one ACK a waiting FETCH instagram gets the 5th job at once."""
-    async with throttled_server(tmp_path, Throttle("instagram", 60, concurrency=4)) as server:
+    async with throttled_server(tmp_path, Throttle("instagram", timeout=60, concurrency=4)) as server:
         producer = await AsyncClient.connect(server.port)
         for i in range(6):
             assert await producer.push(job(f"ig-{i}", "instagram")) == b"OK"
@@ -85,7 +86,7 @@ async def test_a_worker_limit_counts_per_worker_process(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T3: worker = 2; two wids with three connections each: each holds at most 2 bulk
     jobs, its third FETCH skips bulk for the next queue."""
-    async with throttled_server(tmp_path, Throttle("bulk", 60, worker=2)) as server:
+    async with throttled_server(tmp_path, Throttle("bulk", timeout=60, worker=2)) as server:
         producer = await AsyncClient.connect(server.port)
         for i in range(10):
             assert await producer.push(job(f"bulk-{i}", "bulk")) == b"OK"
@@ -122,7 +123,7 @@ async def test_a_slot_ends_at_its_timeout_and_the_late_ack_frees_nothing_more(
     """A-T4, timeout mode: the slot of an unacknowledged job ends exactly `timeout` after its
     FETCH, waking a waiting FETCH by the due timer (no poll); the first job's later ACK is +OK
     and leaves in_use right."""
-    async with throttled_server(tmp_path, Throttle("slow", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("slow", timeout=60, concurrency=1)) as server:
         producer, first, second = await workers(server, 3)
         for i in range(3):
             assert await producer.push(job(f"slow-{i}", "slow")) == b"OK"
@@ -146,7 +147,7 @@ async def test_an_expired_job_at_the_head_takes_no_slot(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T6: concurrency 1, an expired job at the head: it is dropped, the next is handed out,
     in_use is 1 (Faktory Enterprise leaks the lock of a job it discards at FETCH)."""
-    async with throttled_server(tmp_path, Throttle("q", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=60, concurrency=1)) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         assert await client.push(job("gone", "q", custom={"expires_at": "2001-01-01T00:00:00Z"})) == b"OK"
         assert await client.push(job("next", "q")) == b"OK"
@@ -163,7 +164,7 @@ async def test_a_restart_keeps_occupancy_and_an_ack_frees_a_slot_taken_before(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """A-T10 in process: 3 of 4 slots in use, the server stops and starts on its journal:
     THROTTLE STATUS shows the same, and ACK of a reservation made before frees its slot."""
-    throttle = Throttle("q", 600, concurrency=4)
+    throttle = Throttle("q", timeout=600, concurrency=4)
     async with throttled_server(tmp_path, throttle) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         for i in range(5):
@@ -189,7 +190,7 @@ async def test_info_shows_throttles_only_when_configured(
         assert "throttles" not in info["faktory"]
         assert await status(client) == {}
         await client.aclose()
-    async with throttled_server(tmp_path / "b", Throttle("q", 30, concurrency=2, worker=1)) as server:
+    async with throttled_server(tmp_path / "b", Throttle("q", timeout=30, concurrency=2, worker=1)) as server:
         client = await AsyncClient.connect(server.port)
         info = await client.info()
         assert sorted(info) == ["faktory", "now", "server", "server_utc_time"]
@@ -206,7 +207,7 @@ async def test_info_shows_throttles_only_when_configured(
 ])
 async def test_throttle_status_errors(tmp_path: Path, autojump_clock: trio.testing.MockClock,
                                       line: str, error: str) -> None:
-    async with throttled_server(tmp_path, Throttle("q", 30, concurrency=2)) as server:
+    async with throttled_server(tmp_path, Throttle("q", timeout=30, concurrency=2)) as server:
         client = await AsyncClient.connect(server.port)
         with pytest.raises(ReplyError) as caught:
             await client.command(line)
@@ -218,7 +219,7 @@ async def test_a_job_for_a_per_worker_queue_reaches_the_waiter_whose_worker_may_
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """worker = 1: wid A (holding its slot) has waited longest, wid B waits too; a job pushed
     goes to B at once, though A was first in line (A cannot take it)."""
-    async with throttled_server(tmp_path, Throttle("per", 60, worker=1)) as server:
+    async with throttled_server(tmp_path, Throttle("per", timeout=60, worker=1)) as server:
         producer = await AsyncClient.connect(server.port)
         a_holding, a_waiting, b_waiting = [await AsyncClient.connect(server.port, wid=w) for w in "AAB"]
         assert await producer.push(job("first", "per")) == b"OK"

@@ -20,7 +20,7 @@ from faktory_py.features.workflows.feature import Workflows, workflow_table
 from faktory_py.server.app import enterprise_features
 from faktory_py.store.memory import MemoryStore
 from faktory_py.util.timefmt import format_time
-from helpers.model_replay import holdings, replay, roundtrip
+from helpers.model_replay import enterprise_manager, holdings, replay, roundtrip
 
 NOW = 1_700_000_000.0
 
@@ -39,11 +39,7 @@ class World:
 
     @staticmethod
     def _build(**observers: Any) -> tuple[MemoryStore, Manager, Workflows]:
-        store = MemoryStore(**observers)
-        features = enterprise_features(store)
-        workflows = features.find(Workflows)
-        assert workflows is not None
-        return store, Manager(store, random.Random(1), features), workflows
+        return enterprise_manager(Workflows, seed=1, **observers)
 
     def _sink(self, ops: list[dict[str, Any]]) -> int:
         self.journal.append(roundtrip(ops))

@@ -20,21 +20,19 @@ from a snapshot. After every step:
 from __future__ import annotations
 
 import itertools
-import random
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from faktory_py.core.hooks import BatchMoment
 from faktory_py.core.lifecycle import Manager
 from faktory_py.errors import ClientError
 from faktory_py.features.batches.feature import Batches
 from faktory_py.features.workflows.feature import Workflows, workflow_table
-from faktory_py.server.app import enterprise_features
 from faktory_py.store.memory import MemoryStore
-from helpers.model_replay import holdings, replay, roundtrip
+from helpers.model_replay import enterprise_manager, holdings, replay, roundtrip
 
 BASE_NOW = 1_700_000_000.0
 POOL = [f"job-{i:04d}" for i in range(10)]
@@ -43,11 +41,7 @@ LIVE_STATES = ("held", "working", "scheduled", "retries", "enqueued")
 
 
 def build(**observers: Any) -> tuple[MemoryStore, Manager, Workflows]:
-    store = MemoryStore(**observers)
-    features = enterprise_features(store)
-    workflows = features.find(Workflows)
-    assert workflows is not None
-    return store, Manager(store, random.Random(7), features), workflows
+    return enterprise_manager(Workflows, seed=7, **observers)
 
 
 class WorkflowMachine(RuleBasedStateMachine):

@@ -75,7 +75,7 @@ async def test_a_diamond_through_a_concurrency_one_throttle_completes(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     """C-T8 (the Oban Pro 1.3.1 incident): a → {b, c} → d in a queue limited to one job at a
     time, synchronous ACKs: every job runs, in dependency order; held jobs never take the slot."""
-    async with throttled_server(tmp_path, Throttle("lim", 60, concurrency=1)) as server:
+    async with throttled_server(tmp_path, Throttle("lim", timeout=60, concurrency=1)) as server:
         client = await AsyncClient.connect(server.port, wid="w")
         for pushed in (job("d", "b", "c", queue="lim"), job("b", "a", queue="lim"), job("c", "a", queue="lim"),
                        job("a", queue="lim")):

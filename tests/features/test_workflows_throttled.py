@@ -77,7 +77,7 @@ async def check_step(server: Server, producer: AsyncClient, fetchers: list[Fetch
 @pytest.mark.parametrize("partitioned", [False, True], ids=["one-partition", "by-tenant"])
 async def test_dependent_jobs_through_a_concurrency_one_throttle_complete(
         tmp_path: Path, mock_clock: trio.testing.MockClock, workload: dict[str, Any], partitioned: bool) -> None:
-    throttle = Throttle("lim", 60, concurrency=1, partition=("custom.tenant",) if partitioned else ())
+    throttle = Throttle("lim", timeout=60, concurrency=1, partition=("custom.tenant",) if partitioned else ())
     config = Config(binding="127.0.0.1:0", data_dir=tmp_path / "data", conf_dir=tmp_path / "conf",
                     fsync="no", throttles=ThrottlesConfig((throttle,)))
     async with trio.open_nursery() as nursery:

@@ -1,17 +1,34 @@
 """Plumbing shared by the stateful model tests (test_lifecycle_model.py, test_batches_model.py,
-test_unique_model.py): the journal round trip, rebuilding a store from records, the store
-state a rebuilt store must reproduce, and stepping through a manager's due times."""
+test_unique_model.py, the throttles' and workflows' …): a store and manager with every feature,
+the journal round trip, rebuilding a store from records, the store state a rebuilt store must
+reproduce, and stepping through a manager's due times."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+import random
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import msgpack
 
 from faktory_py.core.lifecycle import Manager
+from faktory_py.server.app import enterprise_features
 from faktory_py.store.api import JOB_SETS
 from faktory_py.store.memory import MemoryStore
+
+F = TypeVar("F")
+
+
+def enterprise_manager(kind: type[F], sink: Callable[[list[Any]], int] | None = None, seed: int = 0,
+                       **settings: Any) -> tuple[MemoryStore, Manager, F]:
+    """A MemoryStore journaling into `sink`, a Manager (retries drawn from `random.Random(seed)`)
+    over every feature `enterprise_features` makes with `settings` (`throttles=`, `results=` …),
+    and the one of type `kind`."""
+    store = MemoryStore(sink=sink)
+    features = enterprise_features(store, **settings)
+    found = features.find(kind)
+    assert found is not None
+    return store, Manager(store, random.Random(seed), features), found
 
 
 def roundtrip(ops: Any) -> Any:

@@ -43,6 +43,7 @@ import pytest
 
 from faktory_py.store.journal import Journal
 from faktory_py.tools import processes
+from helpers.servers import ServerProcess
 from helpers.throttles import configure_throttles, hold_a_job, peak_reserved
 from helpers.toolchain import Toolchain
 
@@ -170,6 +171,16 @@ def _run(binary: str, test_name: str, env: dict[str, str]) -> tuple[int, str]:
     return proc.returncode, output
 
 
+def _passes(binary: str, test_name: str, server: ServerProcess, **env: str) -> None:
+    """Run `test_name` against `server` (FAKTORY_URL, and `env`; no FAKTORY_ variable of the
+    caller's environment) and check that it ran, and passed."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}, "FAKTORY_URL": server.url, **env}
+    returncode, output = _run(binary, test_name, env)
+    assert returncode == 0, f"{test_name} exited {returncode}:\n{output}"
+    assert re.search(rf"^--- PASS: {test_name} ", output, re.MULTILINE), f"{test_name} did not run?\n{output}"
+    assert "--- FAIL" not in output and "--- SKIP" not in output, output
+
+
 @pytest.mark.parametrize("scenario, test_name", [
     pytest.param(scenario, name, id=scenario,
                  marks=[pytest.mark.xfail(reason=XFAIL[name], strict=True)] if name in XFAIL else [])
@@ -177,7 +188,7 @@ def _run(binary: str, test_name: str, env: dict[str, str]) -> tuple[int, str]:
 ])
 def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_factory) -> None:
     binary = go_env.require()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
+    env: dict[str, str] = {}
     server = server_factory(start=False)
     policy = BATCH_POLICY.get(scenario)
     if policy is not None:
@@ -189,14 +200,10 @@ def test_go_client(scenario: str, test_name: str, go_env: Toolchain, server_fact
     server.start()
     if scenario in THROTTLED:
         hold_a_job(server)
-    env["FAKTORY_URL"] = server.url
     if test_name in NEEDS_PASSWORD_SERVER:
         protected = server_factory(password=PASSWORD)
         env["FAKTORY_PASSWORD_URL"] = f"tcp://:{quote(PASSWORD, safe='')}@127.0.0.1:{protected.port}"
-    returncode, output = _run(binary, test_name, env)
-    assert returncode == 0, f"{test_name} exited {returncode}:\n{output}"
-    assert re.search(rf"^--- PASS: {test_name} ", output, re.MULTILINE), f"{test_name} did not run?\n{output}"
-    assert "--- FAIL" not in output and "--- SKIP" not in output, output
+    _passes(binary, test_name, server, **env)
 
 
 @pytest.mark.parametrize("test_name", THROTTLED_WORKERS)
@@ -205,14 +212,10 @@ def test_go_workers_through_a_throttle(test_name: str, go_env: Toolchain, server
     3`. The server's journal, replayed after a clean stop, shows every job reserved once and
     never more than 3 reserved at once — and 3 reached, so the throttle was what held them."""
     binary = go_env.require()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
     server = server_factory(start=False)
     configure_throttles(server)
     server.start()
-    env["FAKTORY_URL"] = server.url
-    returncode, output = _run(binary, test_name, env)
-    assert returncode == 0, f"{test_name} exited {returncode}:\n{output}"
-    assert re.search(rf"^--- PASS: {test_name} ", output, re.MULTILINE), output
+    _passes(binary, test_name, server)
     assert server.stop() == 0
     assert peak_reserved(server.data_dir, "gated") == (3, 200)
 
@@ -234,15 +237,11 @@ def test_go_workers_run_cron_jobs(test_name: str, go_env: Toolchain, server_fact
     `[[cron]]` entry with their `custom._cron` mark and ACKs them; the journal, read after a
     clean stop, records each worked fire as `success`."""
     binary = go_env.require()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
     server = server_factory(start=False)
     (server.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
     (server.conf_dir / "conf.d" / "cron.toml").write_text(CRON)
     server.start()
-    env["FAKTORY_URL"] = server.url
-    returncode, output = _run(binary, test_name, env)
-    assert returncode == 0, f"{test_name} exited {returncode}:\n{output}"
-    assert re.search(rf"^--- PASS: {test_name} ", output, re.MULTILINE), output
+    _passes(binary, test_name, server)
     assert server.stop() == 0
     with Journal.open(server.data_dir) as journal:
         outcomes = [op["outcome"] for record in journal.replay() for op in record if op["op"] == "cron_outcome"]

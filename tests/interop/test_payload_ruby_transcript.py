@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any
 
+from helpers.jobs import push_command
 from helpers.rawclient import RawClient
 from test_throttles_ruby_transcript import LINES, ack_line, captured_lines, fetch_line
 
@@ -39,7 +40,7 @@ def push_line(jid: str, queue: str, args: list[Any], custom: dict[str, Any]) -> 
     compact JSON: test_the_template_reserializes_to_the_captured_bytes)."""
     job = json.loads(PUSH_TEMPLATE.removeprefix(b"PUSH "))
     job.update(jid=jid, queue=queue, args=args, custom=custom)
-    return b"PUSH " + json.dumps(job, separators=(",", ":")).encode() + b"\n"
+    return push_command(job) + b"\n"
 
 
 def test_the_template_reserializes_to_the_captured_bytes() -> None:

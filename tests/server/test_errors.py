@@ -30,24 +30,15 @@ from faktory_py.server.durability import JournalFailed
 from faktory_py.store.journal import DataDirectoryInUse, JournalCorrupt
 from faktory_py.wire import ProtocolError
 from faktory_py.wire.handshake import HandshakeFailed
+from helpers.jobs import job, push_command
 from helpers.rawclient import RawClient, ReplyError, new_jid
 
 QUEUE_RULE = r"queue names must match \A[a-zA-Z0-9._-]+\z"
 
 
-def job(**fields: object) -> dict[str, object]:
-    base: dict[str, object] = {"jid": new_jid(), "jobtype": "Thing", "args": [1]}
-    base.update(fields)
-    return {k: v for k, v in base.items() if v is not ...}
-
-
-def compact(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 def push_line(**fields: object) -> bytes:
     """`PUSH <job>` for `job(**fields)`, as compact JSON."""
-    return f"PUSH {compact(job(**fields))}".encode()
+    return push_command(job(**fields))
 
 
 def still_serves(client: RawClient) -> None:
@@ -228,7 +219,7 @@ def test_bad_queue_name_in_scheduled_push_is_rejected_too(client: RawClient) -> 
 
 def test_pushb_item_errors_are_a_map_not_an_error(client: RawClient) -> None:
     good, short = job(), job(jid="short")
-    client.send(f"PUSHB {compact([good, short])}\r\n".encode())
+    client.send(f"PUSHB {json.dumps([good, short], separators=(',', ':'))}\r\n".encode())
     body = client.reply()
     assert json.loads(body) == {"short": "jobs must have a reasonable jid parameter"}
     still_serves(client)

@@ -36,6 +36,7 @@ import pytest
 import trio
 import trio.testing
 
+from helpers import jobs
 from helpers.async_client import AsyncClient, PeerClosed
 from faktory_py.config import BatchesConfig, Config, Timers
 from faktory_py.features.batches.feature import Batches
@@ -74,7 +75,7 @@ def parse_rfc3339(text: str) -> float:
 
 
 def job(jid: str, **fields: Any) -> dict[str, Any]:
-    return {"jid": jid, "jobtype": "TimerTest", "args": [1], **fields}
+    return jobs.job(jid, jobtype="TimerTest", args=[1], **fields)
 
 
 async def assert_timer_emptied(client: AsyncClient, set_name: str, task: str) -> None:

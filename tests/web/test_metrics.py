@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from faktory_py import config as configuration
 from faktory_py.config import (
     Config, ConfigError, MetricsConfig, NamedLimit, StatsdConfig, Throttle, ThrottlesConfig, Timers,
 )
-from faktory_py.server.app import Server, serve
+from faktory_py.server.app import serve
 from faktory_py.store.job_queue import encode
 from helpers import ROOT
 from helpers.async_client import AsyncClient
@@ -32,22 +31,6 @@ def config(tmp_path: Path, **overrides: Any) -> Config:
     settings: dict[str, Any] = dict(binding="127.0.0.1:0", web_binding="127.0.0.1:0", data_dir=tmp_path / "data",
                                     conf_dir=tmp_path / "conf", timers=Timers(fetch_timeout=0.2))
     return Config(**{**settings, **overrides})
-
-
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Callable[[Config], Any]]:
-    """`await running(config)` → a started Server; all are shut down after the test."""
-    async with trio.open_nursery() as nursery:
-        servers: list[Server] = []
-
-        async def start(cfg: Config) -> Server:
-            server = await nursery.start(serve, cfg)
-            servers.append(server)
-            return server
-
-        yield start
-        for server in servers:
-            server.shutdown()
 
 
 async def get(url: str, password: str | None = None) -> Scrape:
@@ -182,7 +165,7 @@ async def test_promtool_check_metrics_passes_on_a_scrape(tmp_path: Path, running
     """Every family present (throttles configured, a worker, jobs in every set): promtool parses
     the exposition and finds nothing to lint (names, units, `_total`, help texts). The README's
     queries use these names and parse."""
-    throttles = ThrottlesConfig((Throttle("slow", 60, concurrency=2), Throttle("rated", 60, rate=(5, 1.0))),
+    throttles = ThrottlesConfig((Throttle("slow", timeout=60, concurrency=2), Throttle("rated", timeout=60, rate=(5, 1.0))),
                                 limits=(NamedLimit("pdf", jobtypes=(JOB["jobtype"],), concurrency=3),))
     # statsd on (its counters are families too), to a port nobody listens on
     server = await running(config(tmp_path, throttles=throttles, statsd=StatsdConfig("127.0.0.1:9")))

@@ -15,14 +15,14 @@ from faktory_py.features.cron.feature import Cron
 from faktory_py.web.pages.cron import countdown
 from faktory_py.util.timefmt import parse_time
 from helpers.cron import cron_entries
-from test_web_http import cells, config, request, running  # noqa: F401  (a fixture)
+from test_web_http import cells, config, request
 
 
 def row(body: str, entry_id: str) -> dict[str, str]:
     return cells(body.replace(f'<tr data-id="{entry_id}"', f'<tr data-queue="{entry_id}"'), entry_id)
 
 
-async def test_the_cron_tab_and_history(tmp_path: Path, running) -> None:  # noqa: F811
+async def test_the_cron_tab_and_history(tmp_path: Path, running) -> None:
     plain = await running(config(tmp_path / "plain"))
     assert 'href="/cron"' not in (await request(plain, "GET", "/")).body
     assert (await request(plain, "GET", "/cron")).status == 404

@@ -10,10 +10,10 @@ from urllib.parse import quote
 from faktory_py.features.batches.feature import Batches
 from faktory_py.features.workflows.feature import Workflows
 from faktory_py.util.timefmt import format_time
-from test_web_http import config, push, request, running  # noqa: F401  (running: a fixture)
+from test_web_http import config, push, request
 
 
-async def test_the_workflows_tab_lists_searches_and_acts(tmp_path: Path, running) -> None:  # noqa: F811
+async def test_the_workflows_tab_lists_searches_and_acts(tmp_path: Path, running) -> None:
     server = await running(config(tmp_path))
     workflows = server.dispatcher.manager.features.find(Workflows)
     assert workflows is not None
@@ -46,7 +46,7 @@ async def test_the_workflows_tab_lists_searches_and_acts(tmp_path: Path, running
     assert "No held jobs" in (await request(server, "GET", "/held")).body
 
 
-async def test_a_job_page_links_to_its_edges(tmp_path: Path, running) -> None:  # noqa: F811
+async def test_a_job_page_links_to_its_edges(tmp_path: Path, running) -> None:
     server = await running(config(tmp_path))
     manager = server.dispatcher.manager
     push(server, "k" * 12, custom={"after": ["never-pushed"], "after_timeout": 1})
@@ -57,7 +57,7 @@ async def test_a_job_page_links_to_its_edges(tmp_path: Path, running) -> None:  
     assert page.status == 200 and f'href="/held?jid={"k" * 12}" id="edges"' in page.body
 
 
-async def test_a_batch_dependency_links_to_its_batch(tmp_path: Path, running) -> None:  # noqa: F811
+async def test_a_batch_dependency_links_to_its_batch(tmp_path: Path, running) -> None:
     server = await running(config(tmp_path))
     batches = server.dispatcher.manager.features.find(Batches)
     assert batches is not None

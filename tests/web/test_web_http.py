@@ -10,7 +10,7 @@ import http.client
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import trustme
 
 from faktory_py import config as configuration
 from faktory_py.config import Config, ConfigError, NamedLimit, Throttle, ThrottlesConfig, WebConfig, tls_files
-from faktory_py.server.app import Server, serve
+from faktory_py.server.app import Server
 from helpers.scan_guard import CountingDict, guard, private_set
 from faktory_py.util.timefmt import format_time
 from faktory_py.web import views
@@ -67,22 +67,6 @@ def config(tmp_path: Path, password: str | None = None, web: str = "127.0.0.1:0"
     (tmp_path / "conf").mkdir(parents=True, exist_ok=True)
     return Config(binding="127.0.0.1:0", web_binding=web, data_dir=tmp_path / "data",
                   conf_dir=tmp_path / "conf", password=password, web=settings)
-
-
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Any]:
-    """`await running(config)` → a started Server; all are shut down after the test."""
-    async with trio.open_nursery() as nursery:
-        servers: list[Server] = []
-
-        async def start(cfg: Config) -> Server:
-            server = await nursery.start(serve, cfg)
-            servers.append(server)
-            return server
-
-        yield start
-        for server in servers:
-            server.shutdown()
 
 
 def _b64(text: str) -> str:
@@ -237,7 +221,7 @@ async def test_busy_reservation_buttons_are_mutate_on_working_behind_the_cross_o
     """The Busy page marks a reservation holding a throttle slot and offers requeue / kill /
     discard (MUTATE on `working`); a cross-origin POST of one is 403 and changes nothing,
     a same-origin one ends the reservation and frees the slot (A-T16)."""
-    throttles = ThrottlesConfig((Throttle("q", 600, concurrency=2),))
+    throttles = ThrottlesConfig((Throttle("q", timeout=600, concurrency=2),))
     server = await running(replace(config(tmp_path), throttles=throttles))
     manager, now = server.dispatcher.manager, server.dispatcher.clock.now()
     for jid in ("k" * 12, "r" * 12, "d" * 12):
@@ -379,7 +363,7 @@ async def test_throttles_tab_only_when_throttles_are_configured(tmp_path: Path, 
     assert 'href="/throttles"' not in (await request(plain, "GET", "/")).body
     assert (await request(plain, "GET", "/throttles")).status == 404
 
-    throttles = ThrottlesConfig((Throttle("q", 60, concurrency=2), Throttle("w", 30, worker=1)),
+    throttles = ThrottlesConfig((Throttle("q", timeout=60, concurrency=2), Throttle("w", timeout=30, worker=1)),
                                 ('config: throttles.w: unknown key "<colour>" ignored',))
     server = await running(replace(config(tmp_path / "throttled", password="pw"), throttles=throttles))
     assert (await request(server, "GET", "/throttles")).status == 401  # auth like every page
@@ -410,7 +394,7 @@ async def test_throttles_tab_only_when_throttles_are_configured(tmp_path: Path, 
 async def test_throttles_tab_rate_column(tmp_path: Path, running) -> None:
     """A rate-limited throttle shows its grants in the window and, once the window is full,
     when it opens (THROTTLE STATUS's `grants_in_window` and `next_grant_at`)."""
-    throttles = ThrottlesConfig((Throttle("r", 60, rate=(2, 30)), Throttle("c", 60, concurrency=1, rate=(5, 1.5))))
+    throttles = ThrottlesConfig((Throttle("r", timeout=60, rate=(2, 30)), Throttle("c", timeout=60, concurrency=1, rate=(5, 1.5))))
     server = await running(replace(config(tmp_path), throttles=throttles))
     manager, now = server.dispatcher.manager, server.dispatcher.clock.now()
     for i in range(3):
@@ -429,7 +413,7 @@ async def test_throttles_tab_partitions_and_named_limits(tmp_path: Path, running
     """A partitioned throttle lists its busiest partitions (most waiting first) and its rate
     per partition; a named limit's row shows its selectors, and `—` for its absent timeout."""
     throttles = ThrottlesConfig(
-        (Throttle("t", 60, concurrency=1, rate=(9, 60), partition=("custom.tenant",)),),
+        (Throttle("t", timeout=60, concurrency=1, rate=(9, 60), partition=("custom.tenant",)),),
         limits=(NamedLimit("pdf", jobtypes=("RenderPDF",), queues=("a", "b"), concurrency=2),))
     server = await running(replace(config(tmp_path), throttles=throttles))
     manager, now = server.dispatcher.manager, server.dispatcher.clock.now()
@@ -471,7 +455,7 @@ async def test_throttles_tab_follows_reloads(tmp_path: Path, running) -> None:
     assert re.search(r'<p class="banner warning" id="reload-error" role="alert">[^<]*<code>'
                      r'config: throttles.q: timeout is &lt;required&gt;</code></p>', page.body)
     assert "Throttles <small>(0)</small>" in page.body
-    assert server.reload(with_throttles(Throttle("q", 60, concurrency=1)))
+    assert server.reload(with_throttles(Throttle("q", timeout=60, concurrency=1)))
     page = await request(server, "GET", "/throttles")
     assert page.status == 200 and await menu_lists_tab() and 'id="reload-error"' not in page.body
     assert cells(page.body, "q")["in-use"] == "0 / 1"

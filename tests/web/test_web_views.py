@@ -24,6 +24,7 @@ from faktory_py.core.workers import Worker, WorkerRegistry
 from faktory_py.core.registry import Feature, Registry, WebPage
 from faktory_py.server.app import enterprise_features
 from starlette.responses import Response
+from helpers import jobs
 from helpers.model_replay import holdings, replay, roundtrip
 from helpers.scan_guard import CountingDict, guard, private_set
 
@@ -47,7 +48,7 @@ class Journaled:
 
 
 def job(jid: str, queue: str = "default", **fields: Any) -> dict[str, Any]:
-    return {"jid": jid, "jobtype": "T", "args": [jid], "queue": queue, **fields}
+    return jobs.job(jid, args=[jid], queue=queue, **fields)
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from ...util import jsoncodec
+from ...util.limits import Limit
 
 #: the canonical JSON of each selected value, in the order of the rule's selectors
 Partition = tuple[str, ...]
@@ -29,43 +30,13 @@ LIMIT_PREFIX = "limits:"
 _NULL = "null"
 
 
-class Rate(NamedTuple):
-    """`rate = { limit = L, period = P }` of a rule."""
-
-    limit: int
-    #: seconds
-    period: float
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """One rule's limits, as configured."""
-
-    #: seconds after its FETCH at which a slot ends even if the job has not (None: only
-    #: with the job, a `[faktory_py.limits]` entry without `timeout`)
-    timeout: int | None
-    #: at most this many slots per partition across the server (None: no such limit)
-    concurrency: int | None = None
-    #: at most this many per (worker process (HELLO `wid`), partition)
-    worker: int | None = None
-    #: at most `rate.limit` FETCH grants per partition in any `rate.period` seconds
-    rate: Rate | None = None
-    #: "timeout": a slot ends `timeout` seconds after its FETCH; "job_end": only with its
-    #: reservation, `timeout` flagging it overdue
-    slot_release: str = "timeout"
-    #: "fail": the reservations of a worker process reaped for missing heartbeats are failed
-    #: (`Throttles.lost`); "keep": they live on
-    on_worker_lost: str = "fail"
-    #: the partition selectors ("jobtype", "queue", "custom.<path>", "args.<path>")
-    partition: tuple[str, ...] = ()
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     """A limit and the jobs it applies to."""
 
     #: the queue of a throttle; `LIMIT_PREFIX` + the name of a named limit
     name: str
+    #: its configuration entry (`config.Throttle` or `config.NamedLimit`), read for its limits
     limit: Limit
     #: the queues whose jobs it selects (None: every queue)
     queues: frozenset[str] | None = None

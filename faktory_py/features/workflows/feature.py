@@ -40,7 +40,7 @@ from ...store.api import Job, Op, SortedJobSet, Store
 from ...util.timefmt import format_time
 from ..tracking import JobTracking, checked_result, tracked
 from .declare import Declaration, batch_of, bid_key, cycle, cycle_error, declaration, shown
-from .plan import COMPLETE, FAILED, SUCCESS, Plan
+from .plan import COMPLETE, FAILED, SUCCESS, Plan, Resolution
 #: the outcome of an edge whose jid was never pushed within the dependent's `after_timeout`
 MISSING = "missing"
 
@@ -380,10 +380,21 @@ class Workflows:
             plan.ops.append(held.record())
         return Ends(plan.ops, plan.ended)
 
-    def on_end(self, ended: Sequence[Ended], now: float) -> Ends:
-        plan = Plan(self, now)
+    def on_end(self, ended: Sequence[Ended], now: float) -> Ends | list[Op]:
+        """Record the outcomes and resolve the edges of the jobs that ended. Most ends (every
+        ACK of a server without dependencies) need neither: a job no held job names
+        (`referrers`, which holds every key of `dependents`) that reported no result, so no
+        Plan is made for those."""
+        work: list[Resolution] = []
         for end in ended:
-            plan.drain([(end.job["jid"], end.ending.value, self._result(end, now))])
+            jid, result = end.job["jid"], self._result(end, now)
+            if result is not None or jid in self.referrers:
+                work.append((jid, end.ending.value, result))
+        if not work:
+            return []
+        plan = Plan(self, now)
+        for resolution in work:
+            plan.drain([resolution])
         return Ends(plan.ops, plan.ended)
 
     def _reached(self, bid: str, policy: str, now: float) -> str | None:

@@ -7,6 +7,7 @@ package conformance
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/contribsys/faktory/client"
+	worker "github.com/contribsys/faktory_worker_go"
 )
 
 // widMu serialises changes to client.RandomProcessWid, the package variable the Go client
@@ -73,6 +75,28 @@ func withWid(wid string, fn func()) {
 	client.RandomProcessWid = wid
 	defer func() { client.RandomProcessWid = saved }()
 	fn()
+}
+
+// runUntilProcessed runs mgr until the server's INFO counts `jobs` processed — the Manager
+// ACKs after its handler returns, so then every job it took is done — or for 60 s at most.
+func runUntilProcessed(t *testing.T, mgr *worker.Manager, jobs uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	poller := open(t)
+	go func() {
+		for ctx.Err() == nil {
+			st, err := poller.CurrentState()
+			if err == nil && st.Data.TotalProcessed >= jobs {
+				cancel()
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	widMu.Lock() // the Manager sets client.RandomProcessWid for the whole process
+	defer widMu.Unlock()
+	must(t, mgr.RunWithContext(ctx), "Manager.RunWithContext")
 }
 
 func must(t *testing.T, err error, what string) {

@@ -102,8 +102,6 @@ func TestS12ThrottledManager(t *testing.T) {
 
 	var mu sync.Mutex
 	worked := map[string]int{}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	mgr := worker.NewManager()
 	mgr.ProcessWID = "go-s12-manager"
 	mgr.Concurrency = s12Workers
@@ -115,20 +113,6 @@ func TestS12ThrottledManager(t *testing.T) {
 		worked[worker.HelperFor(ctx).Jid()]++
 		return nil
 	})
-	// The Manager ACKs after the handler returns: it is done when the server has processed all.
-	poller := open(t)
-	go func() {
-		for ctx.Err() == nil {
-			st, err := poller.CurrentState()
-			if err == nil && st.Data.TotalProcessed >= s12Jobs {
-				cancel()
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-	widMu.Lock() // the Manager sets client.RandomProcessWid for the whole process
-	defer widMu.Unlock()
-	must(t, mgr.RunWithContext(ctx), "Manager.RunWithContext")
+	runUntilProcessed(t, mgr, s12Jobs)
 	s12Check(t, producer, pushed, worked)
 }

@@ -10,7 +10,6 @@ import (
 	"context"
 	"sync"
 	"testing"
-	"time"
 
 	worker "github.com/contribsys/faktory_worker_go"
 )
@@ -21,8 +20,6 @@ func TestS14CronManager(t *testing.T) {
 	var mu sync.Mutex
 	ticks := map[string]bool{}
 	var problems []string
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	mgr := worker.NewManager()
 	mgr.ProcessWID = "go-s14-manager"
 	mgr.Concurrency = 2
@@ -46,20 +43,7 @@ func TestS14CronManager(t *testing.T) {
 		}
 		return nil
 	})
-	poller := open(t)
-	go func() {
-		for ctx.Err() == nil {
-			st, err := poller.CurrentState()
-			if err == nil && st.Data.TotalProcessed >= s13Jobs {
-				cancel()
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-	widMu.Lock() // the Manager sets client.RandomProcessWid for the whole process
-	defer widMu.Unlock()
-	must(t, mgr.RunWithContext(ctx), "Manager.RunWithContext")
+	runUntilProcessed(t, mgr, s13Jobs)
 	if len(problems) > 0 {
 		t.Fatalf("cron jobs as the Manager saw them: %v", problems)
 	}
@@ -69,7 +53,7 @@ func TestS14CronManager(t *testing.T) {
 	for tick := range ticks {
 		parseTime(t, "custom._cron.tick", tick)
 	}
-	st := state(t, poller)
+	st := state(t, open(t))
 	if st.Data.TotalFailures != 0 {
 		t.Errorf("total_failures = %d, want 0", st.Data.TotalFailures)
 	}
