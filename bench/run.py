@@ -71,8 +71,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(PRESETS), default="full", help="workload sizes (default full)")
     p.add_argument("--smoke", action="store_const", const="smoke", dest="size",
-                   help="tiny sizes, 1 repetition, faktory_py (with and without timings) and echo only (plus "
-                   "Faktory if FAKTORY_BIN is set)")
+                   help="tiny sizes, 1 repetition; Faktory only if FAKTORY_BIN is set; R1 and R2/R3 only when "
+                   "Faktory's load tool and the fleet program are already built")
     p.add_argument("--reps", type=int, help="repetitions (default 5; smoke 1)")
     p.add_argument("--heavy-reps", type=int, help="repetitions of memory+restart (default 3; smoke 1)")
     p.add_argument("--jobs", type=int, help="jobs per throughput workload (overrides --size)")
@@ -81,8 +81,8 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated, by name or letter (default all: r1, r2, r3, a..j)")
     p.add_argument("--servers", help="comma-separated of faktory_py, faktory_py-always, faktory_py-notimings, "
                    "faktory_py-redis, faktory, echo "
-                   "(default all that can run; smoke: faktory_py, faktory_py-notimings, faktory_py-redis, echo, "
-                   "and faktory when FAKTORY_BIN is set)")
+                   "(default all that can run; smoke: the same, but faktory only when FAKTORY_BIN is set, and "
+                   "faktory_py-always in R1 only)")
     p.add_argument("--no-load-tool", action="store_true", help="skip Faktory's own load test (R1, R4)")
     p.add_argument("--load-threads", help="comma-separated thread counts for R1 (default 10,50,200; smoke 2,8)")
     p.add_argument("--out", type=Path, default=HERE, help="where results.json, RESULTS.md, results.png go "
@@ -119,7 +119,7 @@ class Runner:
         if smoke and not os.environ.get("FAKTORY_BIN"):
             self.faktory_bin, why = None, "smoke run without FAKTORY_BIN"
         wanted = args.servers.split(",") if args.servers else (
-            ["faktory_py", "faktory", "faktory_py-notimings", "faktory_py-redis", "echo"] if smoke
+            ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "faktory_py-redis", "echo"] if smoke
             else ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "faktory_py-redis", "echo"])
         self.errors: list[str] = []
         self.skipped: list[str] = []
@@ -128,9 +128,9 @@ class Runner:
         for name in wanted:
             if name == "faktory_py":
                 self.variants.append(Variant("faktory_py", lambda b: FaktoryPy(b, "everysec"), ALL))
-            elif name == "faktory_py-always":
+            elif name == "faktory_py-always":  # smoke: R1 only, for issue 15's always/everysec ratio
                 self.variants.append(Variant("faktory_py-always", lambda b: FaktoryPy(b, "always"),
-                                             (LOAD_TOOL, *THROUGHPUT)))
+                                             (LOAD_TOOL,) if smoke else (LOAD_TOOL, *THROUGHPUT)))
             elif name == "faktory_py-notimings":  # what the command timings cost: R1/R4 and (b)
                 self.variants.append(Variant("faktory_py-notimings", lambda b: FaktoryPy(b, timings=False),
                                              (LOAD_TOOL, "b_push")))

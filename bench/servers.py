@@ -67,11 +67,12 @@ class Server(processes.ServerProcess):
 class FaktoryPy(Server, processes.FaktoryPy):
     """`python -m faktory_py` from this checkout."""
 
-    def __init__(self, base: Path, fsync: str = "everysec", throttles: str | None = None,
+    def __init__(self, base: Path, fsync: str | None = "everysec", throttles: str | None = None,
                  timings: bool = True) -> None:
         # 4096 connections: (f) holds 2,000 idle workers plus the load's own connections,
-        # beyond faktory_py's default limit of 2,000 (Faktory has none).
-        super().__init__(base, args=("--fsync", fsync, "--max-connections", "4096"))
+        # beyond faktory_py's default limit of 2,000 (Faktory has none). fsync None: the Redis
+        # op log, where --fsync does not apply.
+        super().__init__(base, args=(*(("--fsync", fsync) if fsync else ()), "--max-connections", "4096"))
         self.fsync = fsync
         self.name = "faktory_py" if fsync == "everysec" else f"faktory_py-{fsync}"
         if throttles is not None:  # a `[throttles]` TOML text, as conf.d/throttles.toml
@@ -92,7 +93,7 @@ class FaktoryPyRedis(FaktoryPy):
     processes count in `pids()`, as Faktory's do."""
 
     def __init__(self, base: Path) -> None:
-        super().__init__(base)
+        super().__init__(base, fsync=None)
         self.name = "faktory_py-redis"
         self.redis = processes.RedisServer(base / "redis")
         self.args = (*self.args, "--store", f"{self.redis.url}?name=bench")
