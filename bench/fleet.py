@@ -65,8 +65,8 @@ def run(binary: Path, workload: str, url: str, sizes: Sizes, pids: list[int] | N
         result.update(latency_summary(result.pop("latencies_ms")))
     if mode == "drain":
         # The headline: the fleet at full concurrency, once FWG's start-up spread is over (see
-        # bench/clients/fleet/main.go); the whole drain only when too little was left by then.
-        result["steady"] = "steady_jobs_per_s" in result
+        # bench/clients/fleet/main.go); the whole drain when less than a quarter was left by then.
+        result["steady"] = "steady_jobs_per_s" in result and 4 * result["steady_jobs"] >= jobs
         if result["steady"]:
             result["whole_jobs_per_s"], result["jobs_per_s"] = result.get("jobs_per_s"), result["steady_jobs_per_s"]
     if cpu_before is not None and cpu_after is not None:

@@ -82,7 +82,8 @@ def fleet_summary(workload: str, result: dict[str, Any]) -> str:
                 f"over {result['samples']:,} jobs at {result['rate']:g}/s")
     text = f"{result['jobs_per_s']:,.0f} jobs/s ({result['jobs']:,} jobs"
     if workload == "r2_drain":
-        text += ", at full concurrency" if result.get("steady") else ", whole drain: it ended before FWG's start-up spread"
+        text += (", at full concurrency" if result.get("steady")
+                 else ", whole drain: most of it ran before FWG's start-up spread was over")
     return text + ")"
 
 
