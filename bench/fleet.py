@@ -63,6 +63,8 @@ def run(binary: Path, workload: str, url: str, sizes: Sizes, pids: list[int] | N
         result["failure"] = f"exit {out.returncode}: {out.stderr.strip()[-800:]}"
     if "latencies_ms" in result:
         result.update(latency_summary(result.pop("latencies_ms")))
+        # the rate the producer held: below `rate` when PUSH round trips took longer than the interval
+        result["push_rate"] = jobs / result["push_seconds"] if result.get("push_seconds") else None
     if mode == "drain":
         # The headline: the fleet at full concurrency, once FWG's start-up spread is over (see
         # bench/clients/fleet/main.go); the whole drain when less than a quarter was left by then.

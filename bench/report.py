@@ -78,8 +78,11 @@ def fleet_summary(workload: str, result: dict[str, Any]) -> str:
     if "error" in result or "failure" in result:
         return str(result.get("error") or result.get("failure"))
     if workload == "r3_latency":
+        held = result.get("push_rate") or 0
         return (f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, p99.9 {result['p999_ms']:.2f} ms "
-                f"over {result['samples']:,} jobs at {result['rate']:g}/s")
+                f"over {result['samples']:,} jobs at {result['rate']:g}/s"
+                + (f" (pushed at only {held:,.0f}/s: PUSH round trips outlasted the interval)"
+                   if held < 0.95 * result["rate"] else ""))
     text = f"{result['jobs_per_s']:,.0f} jobs/s ({result['jobs']:,} jobs"
     if workload == "r2_drain":
         text += (", at full concurrency" if result.get("steady")
@@ -264,9 +267,9 @@ def markdown(data: dict[str, Any]) -> str:
         "|---|---|" + "---|" * len(servers) + "---|---|---|",
     ]
     for metric in metrics(data):
-        if metric.workload == "i_ceiling":
-            continue
         cells = data["summary"].get(metric.name, {})
+        if metric.workload == "i_ceiling" or not any(c.get("median") is not None for c in cells.values()):
+            continue  # (i) has a table of its own; a workload this run did not measure has no row
         ratio = data["ratios"].get(metric.name)
         ratio_text, target_text, met = "–", "–", ""
         if metric.target is not None:
@@ -369,7 +372,18 @@ def _redis_table(data: dict[str, Any]) -> list[str]:
         cells = [_ratio_text(e[name]) if name in e else "–" for e in (embedded, faktory)]
         lines.append(f"| {entry['label']} | {entry['unit']} | {_fmt(entry['top'], entry['digits'])} | "
                      + " | ".join(cells) + " |")
+    lines += _slow_pushes(data)
     return lines
+
+
+def _slow_pushes(data: dict[str, Any]) -> list[str]:
+    """R3 runs whose producer could not hold the rate (a PUSH round trip longer than the interval)."""
+    slow = [f"{server} pushed at {run['push_rate']:,.0f}/s" for server, runs in data["runs"].get("r3_latency", {}).items()
+            for run in runs if run.get("push_rate") and run["push_rate"] < 0.95 * run["rate"]]
+    if not slow:
+        return []
+    return ["", f"R3's producer did not hold {data['sizes']['fleet_rate']:g} jobs/s in some runs ("
+            + "; ".join(slow) + "): its PUSH round trips outlasted the interval."]
 
 
 def _timings_table(data: dict[str, Any]) -> list[str]:
