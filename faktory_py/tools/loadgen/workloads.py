@@ -69,7 +69,9 @@ class Sizes:
     fleet_concurrency: int = 25
     fleet_drain_jobs: int = 200_000  # R2 (i): long enough to outlast FWG's 2 s start-up spread
     fleet_jobs: int = 100_000  # R2 (ii): pushed while the fleet runs them
-    fleet_producers: int = 4  # R2 (ii): Go-client connections pushing, each waiting for every reply
+    # R2 (ii): Go-client connections pushing, each waiting for every reply; as many as R1's fewest
+    # threads, so the server rather than the producers' round trips sets the pace
+    fleet_producers: int = 10
     fleet_latency_jobs: int = 10_000  # R3
     fleet_rate: float = 1000.0  # R3: jobs pushed per second
 
