@@ -3,7 +3,7 @@
 //
 //	fleet drain   -workers 4 -concurrency 25 -jobs N
 //	    fill the queue (PUSHB through the Go client, untimed), start the workers, time the drain
-//	fleet produce -workers 4 -concurrency 25 -jobs N -producers 4
+//	fleet produce -workers 4 -concurrency 25 -jobs N -producers 10
 //	    workers idle-waiting; Go-client producers push N jobs; time from the first PUSH to the last job run
 //	fleet latency -workers 4 -concurrency 25 -jobs N -rate 1000
 //	    workers idle-waiting; one producer pushes at a fixed rate, each job carrying its push
@@ -116,7 +116,7 @@ func main() {
 	fs.IntVar(&o.workers, "workers", 4, "faktory_worker_go processes")
 	fs.IntVar(&o.concurrency, "concurrency", 25, "each worker's Manager.Concurrency")
 	fs.IntVar(&o.jobs, "jobs", 10000, "jobs to run")
-	fs.IntVar(&o.producers, "producers", 4, "produce: Go-client connections pushing")
+	fs.IntVar(&o.producers, "producers", 10, "produce: Go-client connections pushing")
 	fs.Float64Var(&o.rate, "rate", 1000, "latency: jobs pushed per second")
 	fs.StringVar(&o.queue, "queue", "bench-fleet", "the queue")
 	fs.StringVar(&o.shared, "shared", "", "worker: the counters file")
