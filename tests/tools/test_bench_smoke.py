@@ -26,6 +26,7 @@ from helpers import ROOT
 from helpers.toolchain import under_ci
 
 from bench import fleet, loadtool
+from faktory_py.tools import gobuild
 
 WORKLOADS = {
     "a_load": "jobs_per_s", "b_push": "jobs_per_s", "c_pushb": "jobs_per_s", "d_drain": "jobs_per_s",
@@ -45,7 +46,7 @@ def _number(value: object) -> bool:
 def fleet_built() -> bool:
     """The fleet program built (it is cached: later runs find it); False without Go outside CI."""
     binary, problem = fleet.build()
-    if binary is None and (under_ci() or fleet.gobuild.find_go() is not None):
+    if binary is None and (under_ci() or gobuild.find_go() is not None):
         pytest.fail(f"the bench's worker fleet cannot be built: {problem}", pytrace=False)
     return binary is not None
 
