@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from faktory_py.tools import gobuild
 from faktory_py.tools.loadgen.pool import cpu_seconds
 
 from .servers import FAKTORY_VERSION, cache_dir
@@ -30,16 +30,12 @@ def cached_binary() -> Path:
     return cache_dir() / "bin" / f"faktory-load-{FAKTORY_VERSION}"
 
 
-def _go() -> str | None:
-    return shutil.which("go") or ("/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None)
-
-
 def build(log=print) -> Path | None:  # type: ignore[no-untyped-def]
     """The cached load-test binary, building it first if needed; None if it cannot be built."""
     binary = cached_binary()
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
-    go = _go()
+    go = gobuild.find_go()
     if go is None:
         log("Faktory's load tool: Go is not installed; skipped")
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,11 @@ OURS = "faktory_py"
 ALWAYS = "faktory_py-always"
 #: faktory_py with `[faktory_py.metrics] timings = false`: what the command path's timings cost
 NOTIMINGS = "faktory_py-notimings"
+#: faktory_py with its op log in Redis (`--store redis://…`, issue 16)
+REDIS = "faktory_py-redis"
 ECHO = "echo"
+#: issue 15's target for `fsync always` under R1: at least this fraction of everysec's jobs/s
+ALWAYS_TARGET = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ def tool_workload(threads: int) -> str:
 
 
 def tool_metrics(data: dict[str, Any]) -> list[Metric]:
-    """R1 (jobs/s) and R4 (server CPU per 1,000 jobs) of Faktory's load tool, per thread count."""
+    """R1 (jobs/s) of Faktory's load tool, then R4 (server CPU per 1,000 jobs), per thread count."""
     threads = data["sizes"].get("tool_threads", ())
     return [
         *(Metric(tool_workload(t), "jobs_per_s", f"R1 Faktory's load tool, {t} threads", "jobs/s", "higher", 2.0)
@@ -50,9 +55,48 @@ def tool_metrics(data: dict[str, Any]) -> list[Metric]:
     ]
 
 
+def fleet_metrics(data: dict[str, Any]) -> list[Metric]:
+    """R2 (jobs/s of the faktory_worker_go fleet, both shapes) and R3 (push → start latency)."""
+    s = data["sizes"]
+    fleet = f"{s['fleet_workers']} FWG × {s['fleet_concurrency']}"
+    return [
+        Metric("r2_drain", "jobs_per_s", f"R2 worker fleet ({fleet}) draining a filled queue", "jobs/s",
+               "higher", 2.0),
+        Metric("r2_produce", "jobs_per_s", f"R2 worker fleet ({fleet}) with {s['fleet_producers']} Go producers",
+               "jobs/s", "higher", 2.0),
+        Metric("r3_latency", "p50_ms", f"R3 push → start p50, {s['fleet_rate']:g} jobs/s, {fleet} waiting", "ms",
+               "lower", None, 2),
+        Metric("r3_latency", "p99_ms", f"R3 push → start p99, {s['fleet_rate']:g} jobs/s, {fleet} waiting", "ms",
+               "lower", 1.0, 2),
+        Metric("r3_latency", "p999_ms", f"R3 push → start p99.9, {s['fleet_rate']:g} jobs/s, {fleet} waiting",
+               "ms", "lower", None, 2),
+    ]
+
+
+def fleet_summary(workload: str, result: dict[str, Any]) -> str:
+    """One log line's worth of an R2/R3 run."""
+    if "error" in result or "failure" in result:
+        return str(result.get("error") or result.get("failure"))
+    if workload == "r3_latency":
+        held = result.get("push_rate") or 0
+        return (f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, p99.9 {result['p999_ms']:.2f} ms "
+                f"over {result['samples']:,} jobs at {result['rate']:g}/s"
+                + (f" (pushed at only {held:,.0f}/s: PUSH round trips outlasted the interval)"
+                   if held < 0.95 * result["rate"] else ""))
+    text = f"{result['jobs_per_s']:,.0f} jobs/s ({result['jobs']:,} jobs"
+    if workload == "r2_drain":
+        text += (", at full concurrency" if result.get("steady")
+                 else ", whole drain: most of it ran before FWG's start-up spread was over")
+    return text + ")"
+
+
 def metrics(data: dict[str, Any]) -> list[Metric]:
+    tools = tool_metrics(data)
+    r1 = [m for m in tools if m.key == "jobs_per_s"]
     out = [
-        *tool_metrics(data),
+        *r1,
+        *fleet_metrics(data),
+        *(m for m in tools if m not in r1),
         Metric("a_load", "jobs_per_s", "(a) Faktory load shape, pipelined", "jobs/s", "higher", 1.5),
         Metric("b_push", "jobs_per_s", "(b) PUSH only, pipelined", "jobs/s", "higher", 1.5),
         Metric("c_pushb", "jobs_per_s", "(c) PUSHB, 1,000 per call", "jobs/s", "higher", 1.5),
@@ -118,24 +162,34 @@ def summarize(data: dict[str, Any]) -> None:
         ratios[metric.name] = _ratio_entry(metric, ratio, per_rep)
     data["summary"] = summary
     data["ratios"] = ratios
-    data["timings_cost"] = _timings_cost(data)
+    # the command-path timings' cost: R1, R4 and (b) with them / without (target: within 3%, issue 17)
+    data["timings_cost"] = _versus(data, OURS, NOTIMINGS, lambda m: m.workload.startswith("r1_t")
+                                   or m.workload == "b_push")
+    # fsync always / everysec under R1 (issue 15: at least ALWAYS_TARGET)
+    data["always_ratio"] = _versus(data, ALWAYS, OURS, lambda m: m.workload.startswith("r1_t")
+                                   and m.key == "jobs_per_s")
+    # the Redis op log against the embedded journal and against Faktory (issue 16): R1, R3, R4
+    redis_rows = (lambda m: m.workload.startswith("r1_t") or m.workload == "r3_latency")
+    data["redis"] = {"vs_embedded": _versus(data, REDIS, OURS, redis_rows),
+                     "vs_faktory": _versus(data, REDIS, data.get("faktory_name") or "", redis_rows)}
 
 
-def _timings_cost(data: dict[str, Any]) -> dict[str, Any]:
-    """faktory_py (timings on) / faktory_py-notimings for R1, R4 and (b), when both ran: the
-    command-path timings' cost (target: within 3%, issue 17)."""
+def _versus(data: dict[str, Any], top: str, bottom: str, select: Callable[[Metric], bool]) -> dict[str, Any]:
+    """Server `top` / server `bottom` for the metrics `select` picks, when both ran: the
+    medians' ratio and the per-repetition ratios."""
     out: dict[str, Any] = {}
     for metric in metrics(data):
-        if not (metric.workload.startswith("r1_t") or metric.workload == "b_push"):
+        if not select(metric):
             continue
         runs = data["runs"].get(metric.workload, {})
-        if OURS not in runs or NOTIMINGS not in runs:
+        if top not in runs or bottom not in runs:
             continue
-        on, off = _by_rep(runs[OURS], metric.key), _by_rep(runs[NOTIMINGS], metric.key)
-        per_rep = [on[r] / off[r] for r in sorted(on.keys() & off.keys()) if off[r]]
-        on_med, off_med = spread(list(on.values()))["median"], spread(list(off.values()))["median"]
-        out[metric.name] = {"label": metric.label, "value": on_med / off_med if on_med is not None and off_med
-                            else None, "per_rep": per_rep}
+        a, b = _by_rep(runs[top], metric.key), _by_rep(runs[bottom], metric.key)
+        per_rep = [a[r] / b[r] for r in sorted(a.keys() & b.keys()) if b[r]]
+        a_med, b_med = spread(list(a.values()))["median"], spread(list(b.values()))["median"]
+        out[metric.name] = {"label": metric.label, "value": a_med / b_med if a_med is not None and b_med
+                            else None, "per_rep": per_rep, "top": a_med, "bottom": b_med,
+                            "unit": metric.unit, "digits": metric.digits}
     return out
 
 
@@ -170,9 +224,9 @@ def _cell(entry: dict[str, Any] | None, digits: int) -> str:
 def markdown(data: dict[str, Any]) -> str:
     m = data["machine"]
     faktory = data.get("faktory_name")
-    servers = [s for s in (OURS, ALWAYS, NOTIMINGS, faktory) if s and s in data["servers"]]
+    servers = [s for s in (OURS, ALWAYS, NOTIMINGS, REDIS, faktory) if s and s in data["servers"]]
     heads = {OURS: "faktory_py (fsync everysec)", ALWAYS: "faktory_py (fsync always)",
-             NOTIMINGS: "faktory_py (timings off)"}
+             NOTIMINGS: "faktory_py (timings off)", REDIS: "faktory_py (Redis op log)"}
     lines = [
         "# Benchmark results",
         "",
@@ -200,6 +254,12 @@ def markdown(data: dict[str, Any]) -> str:
         f"{', '.join(str(t) for t in data['load_tool']['threads'])} threads; its own jobs/s figure (R1), and the "
         "CPU seconds the server's processes (Faktory: with its Redis) used per 1,000 of its jobs (R4). "
         + (f"**{data['load_tool']['skipped']}.** " if data["load_tool"].get("skipped") else "")
+        + "R2 and R3: a fleet of faktory_worker_go processes (bench/clients/fleet) doing no-op jobs — "
+        "R2 draining a queue filled beforehand (untimed; jobs/s once the fleet runs at full concurrency, "
+        "after faktory_worker_go's ~2 s start-up spread), and running what Go-client producers push "
+        "(jobs/s from the first PUSH to the last job run); R3 the time from PUSH to the job's start with "
+        "the fleet waiting, one job pushed at a fixed rate carrying its push time. "
+        + (f"**{data['fleet']['skipped']}.** " if data.get("fleet", {}).get("skipped") else "")
         + "The rows marked pipelined come from our own load generator, which sends up to 100 commands "
         "per write; real clients do not.",
         "",
@@ -207,9 +267,9 @@ def markdown(data: dict[str, Any]) -> str:
         "|---|---|" + "---|" * len(servers) + "---|---|---|",
     ]
     for metric in metrics(data):
-        if metric.workload == "i_ceiling":
-            continue
         cells = data["summary"].get(metric.name, {})
+        if metric.workload == "i_ceiling" or not any(c.get("median") is not None for c in cells.values()):
+            continue  # (i) has a table of its own; a workload this run did not measure has no row
         ratio = data["ratios"].get(metric.name)
         ratio_text, target_text, met = "–", "–", ""
         if metric.target is not None:
@@ -238,6 +298,8 @@ def markdown(data: dict[str, Any]) -> str:
             cells.append(" / ".join("–" if v is None else f"{v:.2f}" for v in got))
         if runs:
             lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+    lines += _always_table(data)
+    lines += _redis_table(data)
     lines += _timings_table(data)
     lines += ["", "## The ceiling (i)", ""]
     ceiling = data["runs"].get("i_ceiling", {})
@@ -267,6 +329,61 @@ def markdown(data: dict[str, Any]) -> str:
               + ("" if data.get("chart") else " (not drawn: matplotlib is not installed; `pip install -e '.[bench]'`)")
               + ".", ""]
     return "\n".join(lines)
+
+
+def _ratio_text(entry: dict[str, Any], digits: int = 2) -> str:
+    text = _fmt(entry["value"], digits)
+    if len(entry["per_rep"]) > 1:
+        text += f" ({min(entry['per_rep']):.{digits}f}–{max(entry['per_rep']):.{digits}f})"
+    return text
+
+
+def _always_table(data: dict[str, Any]) -> list[str]:
+    """`fsync always` against everysec under R1, with issue 15's target."""
+    ratios = data.get("always_ratio") or {}
+    if not ratios:
+        return []
+    lines = ["", "## fsync always", "",
+             "faktory_py with `--fsync always` (every reply waits for an fsync shared by all replies waiting) "
+             "/ faktory_py with `--fsync everysec`, R1 jobs/s, medians' ratio (per-repetition range).", "",
+             "| workload | always | everysec | always / everysec | target | met |", "|---|---|---|---|---|---|"]
+    for entry in ratios.values():
+        met = "" if entry["value"] is None else "yes" if entry["value"] >= ALWAYS_TARGET else "no"
+        lines.append(f"| {entry['label']} | {_fmt(entry['top'], 0)} | {_fmt(entry['bottom'], 0)} | "
+                     f"{_ratio_text(entry)} | ≥ {ALWAYS_TARGET:g} | {met} |")
+    return lines
+
+
+def _redis_table(data: dict[str, Any]) -> list[str]:
+    """faktory_py on the Redis op log against the embedded journal and against Faktory (which
+    also pays a Redis round trip per operation)."""
+    redis = data.get("redis") or {}
+    embedded, faktory = redis.get("vs_embedded") or {}, redis.get("vs_faktory") or {}
+    if not embedded and not faktory:
+        return []
+    lines = ["", "## The Redis backend", "",
+             "faktory_py with `--store redis://…` (a redis-server the harness starts: `appendonly yes`, "
+             "`appendfsync everysec`; its CPU counts in R4, as Faktory's Redis does) against the embedded "
+             "journal (fsync everysec) and against Faktory. Medians' ratios (per-repetition range); "
+             "for jobs/s higher is better, for latency and CPU lower.", "",
+             "| workload | unit | Redis op log | / embedded | / Faktory |", "|---|---|---|---|---|"]
+    for name in dict.fromkeys([*embedded, *faktory]):
+        entry = embedded.get(name) or faktory[name]
+        cells = [_ratio_text(e[name]) if name in e else "–" for e in (embedded, faktory)]
+        lines.append(f"| {entry['label']} | {entry['unit']} | {_fmt(entry['top'], entry['digits'])} | "
+                     + " | ".join(cells) + " |")
+    lines += _slow_pushes(data)
+    return lines
+
+
+def _slow_pushes(data: dict[str, Any]) -> list[str]:
+    """R3 runs whose producer could not hold the rate (a PUSH round trip longer than the interval)."""
+    slow = [f"{server} pushed at {run['push_rate']:,.0f}/s" for server, runs in data["runs"].get("r3_latency", {}).items()
+            for run in runs if run.get("push_rate") and run["push_rate"] < 0.95 * run["rate"]]
+    if not slow:
+        return []
+    return ["", f"R3's producer did not hold {data['sizes']['fleet_rate']:g} jobs/s in some runs ("
+            + "; ".join(slow) + "): its PUSH round trips outlasted the interval."]
 
 
 def _timings_table(data: dict[str, Any]) -> list[str]:

@@ -10,6 +10,10 @@ has no throttles, so the report sets it beside Faktory's (a), which runs unthrot
 R1 (`LOAD_TOOL`) runs first in every repetition: Faktory's own load tool, a real Go client that
 waits for every reply, at each of `Sizes.tool_threads`; each thread count is recorded as a
 workload of its own (`r1_t10`, ...) with its jobs/s and R4, the server's CPU per 1,000 jobs.
+R2 and R3 (`FLEET`) follow: faktory_worker_go processes (bench/clients/fleet, bench/fleet.py)
+draining a filled queue, running what a Go producer pushes, and push → start latency.
+`faktory_py-redis` (issue 16) is faktory_py with its op log in a Redis the harness starts; it
+runs R1/R4 and R3.
 """
 
 from __future__ import annotations
@@ -32,15 +36,16 @@ from typing import Any
 from faktory_py.tools.loadgen.pool import raise_fd_limit
 from faktory_py.tools.loadgen.workloads import LOAD_QUEUES, PRESETS, Bench, Sizes, save_json, summary
 
-from . import loadtool, report
+from . import fleet, loadtool, report
 from .machine import busy_cpu_seconds, describe, load_average, own_cpu_seconds
-from .servers import FAKTORY_VERSION, Echo, FaktoryPy, RealFaktory, Server, find_faktory
+from .servers import FAKTORY_VERSION, Echo, FaktoryPy, FaktoryPyRedis, RealFaktory, Server, find_faktory
 
 HERE = Path(__file__).resolve().parent
 THROUGHPUT = ("a_load", "b_push", "c_pushb", "d_drain", "e_latency", "f_idle")
 THROTTLED = "j_throttled"
 LOAD_TOOL = "r1_load_tool"
-ALL = (LOAD_TOOL, *THROUGHPUT, "g_memory", "h_restart", "i_ceiling", THROTTLED)
+FLEET = tuple(fleet.MODES)  # R2 (i) and (ii), R3
+ALL = (LOAD_TOOL, *FLEET, *THROUGHPUT, "g_memory", "h_restart", "i_ceiling", THROTTLED)
 
 
 def throttle_toml(sizes: Sizes) -> tuple[str, int, str]:
@@ -66,18 +71,18 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(PRESETS), default="full", help="workload sizes (default full)")
     p.add_argument("--smoke", action="store_const", const="smoke", dest="size",
-                   help="tiny sizes, 1 repetition, faktory_py (with and without timings) and echo only (plus "
-                   "Faktory if FAKTORY_BIN is set)")
+                   help="tiny sizes, 1 repetition; Faktory only if FAKTORY_BIN is set; R1 and R2/R3 only when "
+                   "Faktory's load tool and the fleet program are already built")
     p.add_argument("--reps", type=int, help="repetitions (default 5; smoke 1)")
     p.add_argument("--heavy-reps", type=int, help="repetitions of memory+restart (default 3; smoke 1)")
     p.add_argument("--jobs", type=int, help="jobs per throughput workload (overrides --size)")
     p.add_argument("--memory-jobs", help="comma-separated queue sizes for (g); the largest is (h)'s")
     p.add_argument("--workloads", default=",".join(ALL),
-                   help="comma-separated, by name or letter (default all: r1, a..j)")
+                   help="comma-separated, by name or letter (default all: r1, r2, r3, a..j)")
     p.add_argument("--servers", help="comma-separated of faktory_py, faktory_py-always, faktory_py-notimings, "
-                   "faktory, echo "
-                   "(default all that can run; smoke: faktory_py, faktory_py-notimings, echo, and faktory when "
-                   "FAKTORY_BIN is set)")
+                   "faktory_py-redis, faktory, echo "
+                   "(default all that can run; smoke: the same, but faktory only when FAKTORY_BIN is set, and "
+                   "faktory_py-always in R1 only)")
     p.add_argument("--no-load-tool", action="store_true", help="skip Faktory's own load test (R1, R4)")
     p.add_argument("--load-threads", help="comma-separated thread counts for R1 (default 10,50,200; smoke 2,8)")
     p.add_argument("--out", type=Path, default=HERE, help="where results.json, RESULTS.md, results.png go "
@@ -114,8 +119,8 @@ class Runner:
         if smoke and not os.environ.get("FAKTORY_BIN"):
             self.faktory_bin, why = None, "smoke run without FAKTORY_BIN"
         wanted = args.servers.split(",") if args.servers else (
-            ["faktory_py", "faktory", "faktory_py-notimings", "echo"] if smoke
-            else ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "echo"])
+            ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "faktory_py-redis", "echo"] if smoke
+            else ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "faktory_py-redis", "echo"])
         self.errors: list[str] = []
         self.skipped: list[str] = []
         self.variants: list[Variant] = []
@@ -123,12 +128,17 @@ class Runner:
         for name in wanted:
             if name == "faktory_py":
                 self.variants.append(Variant("faktory_py", lambda b: FaktoryPy(b, "everysec"), ALL))
-            elif name == "faktory_py-always":
+            elif name == "faktory_py-always":  # smoke: R1 only, for issue 15's always/everysec ratio
                 self.variants.append(Variant("faktory_py-always", lambda b: FaktoryPy(b, "always"),
-                                             (LOAD_TOOL, *THROUGHPUT)))
+                                             (LOAD_TOOL,) if smoke else (LOAD_TOOL, *THROUGHPUT)))
             elif name == "faktory_py-notimings":  # what the command timings cost: R1/R4 and (b)
                 self.variants.append(Variant("faktory_py-notimings", lambda b: FaktoryPy(b, timings=False),
                                              (LOAD_TOOL, "b_push")))
+            elif name == "faktory_py-redis":  # issue 16: R1/R4 and R3 on the Redis op log
+                if shutil.which("redis-server") is None:
+                    self.skipped.append("faktory_py-redis: redis-server is not installed")
+                    continue
+                self.variants.append(Variant(report.REDIS, FaktoryPyRedis, (LOAD_TOOL, "r3_latency")))
             elif name == "faktory":
                 if self.faktory_bin is None:
                     self.skipped.append(f"Faktory: {why}")
@@ -144,6 +154,8 @@ class Runner:
         self.out: Path = args.out
         self.runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.tool_skipped: str | None = None
+        self.fleet_binary: Path | None = None
+        self.fleet_skipped: str | None = None
         self.counter = 0
         self.started = time.time()
         self.machine = describe(self.workdir, self.faktory_bin)
@@ -188,6 +200,8 @@ class Runner:
         tag = f"[{rep + 1}/{self.reps}]"
         if LOAD_TOOL in self.workloads:
             self.load_tool(rep, order, tag)
+        if set(FLEET) & set(self.workloads):
+            self.fleet(rep, order, tag)
         for workload in THROUGHPUT:
             if workload not in self.workloads:
                 continue
@@ -278,6 +292,31 @@ class Runner:
 
         self.attempt(f"{tag} g/h {variant.name}", lambda: self.with_server(variant, work))
 
+    def fleet(self, rep: int, order: list[Variant], tag: str) -> None:
+        """R2 and R3: the faktory_worker_go fleet against each server, a fresh server per run."""
+        if self.fleet_skipped:
+            return
+        if self.fleet_binary is None:
+            binary, why = fleet.cached() if self.args.size == "smoke" else fleet.build(self.log)
+            if binary is None:
+                self.fleet_skipped = f"the worker fleet (R2, R3) is not available: {why.splitlines()[0]}"
+                self.log(f"bench: {self.fleet_skipped}")
+                return
+            self.fleet_binary = binary
+        binary = self.fleet_binary
+        for workload in FLEET:
+            if workload not in self.workloads:
+                continue
+            for variant in order:
+                if workload not in variant.workloads:
+                    continue
+                result = self.attempt(f"{tag} {workload} {variant.name}", lambda: self.with_server(
+                    variant, lambda s: fleet.run(binary, workload, s.url, self.sizes, s.pids())))
+                if "failure" in result:
+                    self.errors.append(f"{tag} {workload} {variant.name}: {result['failure'][:300]}")
+                self.record(workload, variant.name, rep, result)
+                self.log(f"{tag} {workload:10} {variant.name:17} " + report.fleet_summary(workload, result))
+
     def load_tool(self, rep: int, order: list[Variant], tag: str) -> None:
         """R1 and R4: Faktory's load tool at each thread count against each server, with the
         CPU the server's processes used meanwhile."""
@@ -333,6 +372,7 @@ class Runner:
             "runs": self.runs,
             "load_tool": {"jobs": self.sizes.load_jobs, "threads": list(self.sizes.tool_threads),
                           **({"skipped": self.tool_skipped} if self.tool_skipped else {})},
+            "fleet": {"skipped": self.fleet_skipped} if self.fleet_skipped else {},
             "json_name": "results.json",
             "png_name": "results.png",
         }
@@ -373,6 +413,13 @@ class Runner:
         for name, cost in data["timings_cost"].items():
             if cost["value"] is not None:
                 self.log(f"  {name:28} timings on/off {cost['value']:.3f}")
+        for name, ratio in data["always_ratio"].items():
+            if ratio["value"] is not None:
+                self.log(f"  {name:28} fsync always/everysec {ratio['value']:.2f} (target >= {report.ALWAYS_TARGET:g})")
+        for against, ratios in (("faktory_py", data["redis"]["vs_embedded"]), ("Faktory", data["redis"]["vs_faktory"])):
+            for name, ratio in ratios.items():
+                if ratio["value"] is not None:
+                    self.log(f"  {name:28} faktory_py-redis/{against} {ratio['value']:.2f}")
         return 1 if self.errors else 0
 
 

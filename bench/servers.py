@@ -18,7 +18,7 @@ from faktory_py.tools.client import Address, parse_url
 from faktory_py.tools.loadgen.conn import BenchError, Conn
 from faktory_py.tools.processes import FAKTORY_VERSION, cache_dir, find_faktory_bin as find_faktory
 
-__all__ = ["FAKTORY_VERSION", "Echo", "FaktoryPy", "RealFaktory", "Server", "cache_dir", "find_faktory"]
+__all__ = ["FAKTORY_VERSION", "Echo", "FaktoryPy", "FaktoryPyRedis", "RealFaktory", "Server", "cache_dir", "find_faktory"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,11 +67,12 @@ class Server(processes.ServerProcess):
 class FaktoryPy(Server, processes.FaktoryPy):
     """`python -m faktory_py` from this checkout."""
 
-    def __init__(self, base: Path, fsync: str = "everysec", throttles: str | None = None,
+    def __init__(self, base: Path, fsync: str | None = "everysec", throttles: str | None = None,
                  timings: bool = True) -> None:
         # 4096 connections: (f) holds 2,000 idle workers plus the load's own connections,
-        # beyond faktory_py's default limit of 2,000 (Faktory has none).
-        super().__init__(base, args=("--fsync", fsync, "--max-connections", "4096"))
+        # beyond faktory_py's default limit of 2,000 (Faktory has none). fsync None: the Redis
+        # op log, where --fsync does not apply.
+        super().__init__(base, args=(*(("--fsync", fsync) if fsync else ()), "--max-connections", "4096"))
         self.fsync = fsync
         self.name = "faktory_py" if fsync == "everysec" else f"faktory_py-{fsync}"
         if throttles is not None:  # a `[throttles]` TOML text, as conf.d/throttles.toml
@@ -83,6 +84,34 @@ class FaktoryPy(Server, processes.FaktoryPy):
     def _conf_file(self, name: str, text: str) -> None:
         (self.conf_dir / "conf.d").mkdir(parents=True, exist_ok=True)
         (self.conf_dir / "conf.d" / name).write_text(text)
+
+
+class FaktoryPyRedis(FaktoryPy):
+    """faktory_py with its op log in a Redis of its own (`--store redis://…`, issue 16): the
+    harness starts a redis-server on a free port in the server's directory (`appendonly yes`,
+    as the README's Redis backend asks; Redis's default `appendfsync everysec`), and both
+    processes count in `pids()`, as Faktory's do."""
+
+    def __init__(self, base: Path) -> None:
+        super().__init__(base, fsync=None)
+        self.name = "faktory_py-redis"
+        self.redis = processes.RedisServer(base / "redis")
+        self.args = (*self.args, "--store", f"{self.redis.url}?name=bench")
+
+    def spawn(self) -> None:
+        if self.redis.proc is None:
+            self.redis.start()
+        super().spawn()
+
+    def pids(self) -> list[int]:
+        assert self.redis.proc is not None
+        return [*super().pids(), self.redis.proc.pid]
+
+    def cleanup(self) -> None:
+        try:
+            self.redis.stop()
+        finally:
+            super().cleanup()
 
 
 class RealFaktory(Server, processes.RealFaktory):

@@ -284,6 +284,71 @@ class RealFaktory(ServerProcess):
             shutil.rmtree(self._short_dir, ignore_errors=True)
 
 
+class RedisServer:
+    """A `redis-server` on a free loopback port with its own directory, as the op log wants it
+    (`appendonly yes`, `noeviction`; protocol/spec.md §7.1), stopped by its PID; `extra` are
+    more command-line options (e.g. `--replicaof HOST PORT`). Used by tests/helpers/redis.py
+    and bench/servers.py (the `faktory_py-redis` server)."""
+
+    def __init__(self, base: Path, *extra: str) -> None:
+        self.dir = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Spawn, then wait until it answers PING; RuntimeError when redis-server is missing."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (tests/run.sh installs it)")
+        with open(self.dir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                 "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "",
+                 "--unixsocket", "", *self.extra],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
+            if self.command("PING") == "PONG":
+                return
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer PING")
+
+    def command(self, *args: str) -> str | None:
+        """Send one command; the first line of the reply without its type byte, or None
+        when Redis does not answer (yet)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(_resp(args))
+                return s.recv(65536).decode(errors="replace").split("\r\n", 1)[0].lstrip("+:$-")
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _resp(args: tuple[str, ...]) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
 S = TypeVar("S", bound=ServerProcess)
 
 

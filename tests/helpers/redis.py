@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,74 +24,22 @@ from faktory_py.config import parse_store
 from faktory_py.server.ha.backend import open_redis_backend
 from faktory_py.store.memory import MemoryStore
 from faktory_py.store.redis.entries import Position, decode_entry
-from faktory_py.tools.processes import free_port
+from faktory_py.tools import processes
 from helpers.model_replay import snapshot_records
 
 #: the op log's settings for test servers: a short lease keeps kill -9 restarts quick
 TEST_REDIS_TOML = "[faktory_py.redis]\nlease_ttl_ms = 2000\nrenew_every_ms = 400\n"
 
 
-class RedisServer:
-    """One redis-server process."""
-
-    def __init__(self, base: Path, *extra: str) -> None:
-        self.dir = base
-        base.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+class RedisServer(processes.RedisServer):
+    """faktory_py.tools.processes.RedisServer, skipped when redis-server is missing (failed under CI)."""
 
     def start(self, timeout: float = 10.0) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if shutil.which("redis-server") is None:
             if os.environ.get("CI") == "true":
                 pytest.fail("redis-server is not installed (tests/run.sh installs it)")
             pytest.skip("redis-server is not installed (tests/run.sh installs it)")
-        with open(self.dir / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "",
-                 "--unixsocket", "", *self.extra],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
-            if self.command("PING") == "PONG":
-                return
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not answer PING")
-
-    def command(self, *args: str) -> str | None:
-        """Send one command; the first line of the reply without its type byte, or None
-        when Redis does not answer (yet)."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                s.sendall(_resp(args))
-                return s.recv(65536).decode(errors="replace").split("\r\n", 1)[0].lstrip("+:$-")
-        except OSError:
-            return None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def _resp(args: tuple[str, ...]) -> bytes:
-    out = [f"*{len(args)}\r\n".encode()]
-    for arg in args:
-        data = arg.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+        super().start(timeout)
 
 
 @pytest.fixture(scope="module")

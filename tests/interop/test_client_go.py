@@ -3,7 +3,7 @@
 
 The scenarios (protocol/clients.md §9) are Go tests in tests/interop/clients/go, one Test function per
 scenario. The session fixture compiles them once with `go test -c` into a cache directory
-outside the repo (one binary per digest of the Go sources, go.mod/go.sum and the Go version);
+outside the repo (faktory_py.tools.gobuild, which bench's worker fleet shares) (one binary per digest of the Go sources, go.mod/go.sum and the Go version);
 each pytest test here starts a fresh server and runs that binary with
 `-test.run '^TestSx...$'` and FAKTORY_URL pointing at it, and passes when it exits 0.
 
@@ -28,28 +28,22 @@ Scenarios with no Go test yet: S8 unique jobs, S9 tracking/expiry.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import re
-import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from faktory_py.store.journal import Journal
-from faktory_py.tools import processes
+from faktory_py.tools import gobuild
 from helpers.servers import ServerProcess
 from helpers.throttles import configure_throttles, hold_a_job, peak_reserved
 from helpers.toolchain import Toolchain
 
 GO_DIR = Path(__file__).resolve().parent / "clients" / "go"
-CACHE_DIR = processes.cache_dir() / "go-conformance"
-BUILD_TIMEOUT = 600.0  # the first build downloads the modules and compiles them
 SCENARIO_TIMEOUT = 120.0  # S6 alone needs ~32 s: FWG beats every 15 s, quiet and terminate take one beat each
 
 #: scenario id → Go test function (each one runs alone against a fresh server).
@@ -96,51 +90,9 @@ THROTTLED = {"S11-throttled_info"}
 XFAIL: dict[str, str] = {}
 
 
-def _find_go() -> str | None:
-    found = shutil.which("go")
-    if found:
-        return found
-    fallback = Path("/usr/local/go/bin/go")
-    return str(fallback) if fallback.is_file() else None
-
-
-def _source_digest(go: str) -> str:
-    """Everything the binary depends on: our sources, the module pins, the toolchain."""
-    digest = hashlib.sha256()
-    version = subprocess.run([go, "version"], capture_output=True, text=True, timeout=60).stdout
-    digest.update(version.encode())
-    for path in sorted(GO_DIR.glob("*.go")) + [GO_DIR / "go.mod", GO_DIR / "go.sum"]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def _build() -> Toolchain:
-    go = _find_go()
-    if go is None:
-        return Toolchain("Go client", problem="`go` is not on PATH (nor /usr/local/go/bin/go)")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    try:
-        digest = _source_digest(go)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return Toolchain("Go client", problem=f"`go version` failed: {exc}")
-    # One binary per digest of the sources: worktrees with different Go tests (a cache is shared
-    # by all checkouts on a machine) never run each other's build.
-    binary = CACHE_DIR / f"faktory_go_conformance-{digest[:16]}.test"
-    with open(CACHE_DIR / "build.lock", "w") as lock:  # one builder at a time
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not binary.is_file():
-            env = dict(os.environ, GOFLAGS="-mod=readonly")
-            started = time.monotonic()
-            try:
-                result = subprocess.run(
-                    [go, "test", "-c", "-o", str(binary), "./"], cwd=GO_DIR, env=env,
-                    capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                return Toolchain("Go client", problem=f"`go test -c` took longer than {BUILD_TIMEOUT:.0f} s")
-            if result.returncode != 0 or not binary.is_file():
-                return Toolchain("Go client", problem=f"`go test -c` exited {result.returncode}:\n{result.stdout}{result.stderr}")
-            print(f"built {binary} in {time.monotonic() - started:.1f} s")
-    return Toolchain("Go client", path=str(binary))
+    binary, problem = gobuild.build(GO_DIR, "go-conformance", test=True)
+    return Toolchain("Go client", path=str(binary or ""), problem=problem)
 
 
 @pytest.fixture(scope="session")

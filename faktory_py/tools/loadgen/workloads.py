@@ -64,6 +64,16 @@ class Sizes:
     idle_load_jobs: int = 50_000
     memory_jobs: tuple[int, ...] = (100_000, 1_000_000)  # the largest is also the restart size
     timeout: float = 600.0  # per workload run
+    # R2/R3 (bench/clients/fleet): faktory_worker_go processes x their concurrency, no-op jobs
+    fleet_workers: int = 4
+    fleet_concurrency: int = 25
+    fleet_drain_jobs: int = 200_000  # R2 (i): long enough to outlast FWG's 2 s start-up spread
+    fleet_jobs: int = 100_000  # R2 (ii): pushed while the fleet runs them
+    # R2 (ii): Go-client connections pushing, each waiting for every reply; as many as R1's fewest
+    # threads, so the server rather than the producers' round trips sets the pace
+    fleet_producers: int = 10
+    fleet_latency_jobs: int = 10_000  # R3
+    fleet_rate: float = 1000.0  # R3: jobs pushed per second
 
     @property
     def load_fetchers(self) -> int:
@@ -73,18 +83,21 @@ class Sizes:
     def scaled(self, jobs: int) -> Sizes:
         """Every throughput job count set from `jobs` (memory and restart untouched)."""
         return replace(self, load_jobs=jobs, push_jobs=jobs, ceiling_jobs=jobs, pushb_jobs=2 * jobs,
-                       drain_jobs=jobs, idle_load_jobs=max(1, jobs // 2))
+                       drain_jobs=jobs, idle_load_jobs=max(1, jobs // 2), fleet_drain_jobs=2 * jobs,
+                       fleet_jobs=jobs)
 
 
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(),
     "small": Sizes(load_jobs=20_000, push_jobs=20_000, ceiling_jobs=20_000, pushb_jobs=40_000, drain_jobs=20_000,
                    latency_jobs=5_000, idle_load_jobs=20_000, memory_jobs=(100_000,),
-                   timeout=300.0),
+                   fleet_drain_jobs=50_000, fleet_jobs=20_000, fleet_latency_jobs=5_000, timeout=300.0),
     "smoke": Sizes(procs=2, depth=50, load_jobs=1_000, load_conns=4, tool_threads=(2, 8), push_jobs=1_000, ceiling_jobs=1_000, push_conns=2,
                    pushb_jobs=4_000, pushb_conns=2, drain_jobs=1_000, drain_conns=2,
                    latency_jobs=100, latency_rate=500.0, latency_fetchers=2, idle_conns=50,
-                   idle_beat=0.5, idle_load_jobs=500, memory_jobs=(2_000, 5_000), timeout=60.0),
+                   idle_beat=0.5, idle_load_jobs=500, memory_jobs=(2_000, 5_000), fleet_workers=2,
+                   fleet_concurrency=5, fleet_drain_jobs=1_000, fleet_jobs=1_000, fleet_producers=2,
+                   fleet_latency_jobs=200, fleet_rate=500.0, timeout=60.0),
 }
 
 
