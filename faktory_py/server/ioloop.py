@@ -145,8 +145,14 @@ class IOLoop:
         self.running = True
         try:
             while True:
-                await trio.lowlevel.wait_readable(epoll.fileno())
-                await self._turn(epoll.poll(0))
+                ready = epoll.poll(0)
+                if ready:
+                    await self._turn(ready)
+                    # A yield, not a wait: under load the next sockets are ready by now, and
+                    # trio's own epoll need not re-arm the loop's fd every turn.
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.lowlevel.wait_readable(epoll.fileno())
         finally:
             self.running = False
             for back in list(self._attached.values()):
@@ -227,7 +233,14 @@ class IOLoop:
                 self._hand_back(back)
             return
         if written and needs:
-            await durable.synced(needs)
+            try:
+                await durable.synced(needs)
+            except BaseException:  # the loop ends (cancelled): each task waits for the fsync itself
+                for back, data, position in outgoing:
+                    if back.attached:
+                        back.unsent, back.needs = data, position
+                        self._hand_back(back)
+                raise
         for back, data, position in outgoing:
             if not back.attached:  # cancelled while the fsync ran
                 continue
