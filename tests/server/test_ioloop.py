@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,9 @@ from helpers.rawclient import new_jid
 
 
 @asynccontextmanager
-async def running(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(inprocess_config(tmp_path)) as server:
+async def running(tmp_path: Path, fsync: str = "no") -> AsyncIterator[Server]:
+    """A server on real time (`fsync always` runs its fsync in a thread)."""
+    async with running_server(replace(inprocess_config(tmp_path), fsync=fsync)) as server:
         yield server
 
 
@@ -53,6 +56,17 @@ async def connect(server: Server, rcvbuf: int = 0, **hello: object) -> tuple[Asy
     return client, sock
 
 
+async def received_until_closed(client: AsyncClient) -> bytes:
+    """Every byte the server sends until it closes the connection."""
+    got = b""
+    try:
+        while data := await client.stream.receive_some(65536):
+            got += data
+    except trio.BrokenResourceError:  # a reset
+        pass
+    return got
+
+
 def writes(server: Server) -> int:
     return sum(server.durable.write_times.counts)  # type: ignore[attr-defined]
 
@@ -75,6 +89,47 @@ async def test_one_journal_write_for_every_connection_in_the_turn(tmp_path: Path
         assert server.durable.write_through(server.durable.appended)
         for client, _ in clients:
             await client.aclose()
+
+
+async def test_one_fsync_for_the_batch_under_fsync_always(tmp_path: Path) -> None:
+    async with running(tmp_path, fsync="always") as server:
+        clients = [await connect(server) for _ in range(5)]
+        await attached(server, 5)
+        fsyncs, written = sum(server.durable.fsync_times.counts), writes(server)  # type: ignore[attr-defined]
+        for _, sock in clients:
+            sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        for client, _ in clients:
+            assert await client.reply() == b"OK"
+        assert writes(server) == written + 1
+        assert sum(server.durable.fsync_times.counts) == fsyncs + 1  # type: ignore[attr-defined]
+        for client, _ in clients:
+            await client.aclose()
+
+
+async def test_a_connection_closed_while_its_batch_waits_for_the_fsync_gets_no_reply(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(tmp_path, fsync="always") as server:
+        (worker, worker_sock), (other, other_sock) = await connect(server, wid="w1"), await connect(server)
+        await attached(server, 2)
+        journal = server.durable.journal  # type: ignore[attr-defined]
+        entered, release = threading.Event(), threading.Event()
+        fsync = journal.fsync
+
+        def held_fsync() -> int:
+            entered.set()
+            release.wait(10)
+            return fsync()
+
+        monkeypatch.setattr(journal, "fsync", held_fsync)
+        for sock in (worker_sock, other_sock):
+            sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        await trio.to_thread.run_sync(entered.wait, 10)  # the loop awaits the batch's fsync
+        server.dispatcher.workers.reap(server.dispatcher.clock.now() + 10**6)  # closes the worker's connection
+        assert await received_until_closed(worker) == b""  # at once, without the +OK not yet earned
+        release.set()
+        assert await other.reply() == b"OK"
+        await attached(server, 1)
+        await other.aclose()
 
 
 async def test_a_blocked_fetch_is_handed_back_and_attaches_again(tmp_path: Path) -> None:
