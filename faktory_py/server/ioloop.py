@@ -10,7 +10,8 @@ on that epoll's fd. Each turn it
 1. reads from every ready socket and runs the complete commands through the connection's
    sans-io `Connection` and the synchronous `Dispatcher`, in each connection's order;
 2. writes the journal once for the whole batch (`write_through`, group commit across
-   connections) and, under `fsync always`, awaits one fsync for it (`synced`);
+   connections; an op log in Redis, which appends in a task of its own, is awaited for the
+   batch) and, under `fsync always`, awaits one fsync for it (`synced`);
 3. sends every connection's replies with one non-blocking `send` each.
 
 So a reply still goes out only once the commits it depends on are in the journal (and
@@ -18,8 +19,7 @@ synced as the policy says), and a connection's replies in its own order. Whateve
 waiting is left to the connection's own task (server/tcp.py), which attached the socket
 after its handshake and sleeps until the loop *hands it back*: a FETCH that must wait
 (`Block`), a reply the kernel did not take whole (the rest is in `Handback.unsent`), replies
-whose commits the journal could not write (degraded, or a Redis op log still appending:
-`unsent` with `needs`), the end of the connection (END, EOF, a too-long line, a server that
+whose commits the journal could not write (degraded: `unsent` with `needs`), the end of the connection (END, EOF, a too-long line, a server that
 stops: `done`) or an error reading or sending (raised in the task, which closes the
 connection; an unexpected exception closes that connection only, logged by the task). The
 task does what its own path does and attaches again when it waits for a command next.
@@ -227,22 +227,23 @@ class IOLoop:
                 needs = position
         try:
             written = durable.write_through(needs)
-        except JournalFailed:  # each task's own write raises it again and closes
-            for back, data, position in outgoing:
-                back.unsent, back.needs = data, position
-                self._hand_back(back)
-            return
-        if written and needs:
-            try:
+            if not written and durable.refusal() is None:
+                # Not degraded: an op log that writes in a task of its own (Redis) is appending
+                # the batch; wait for it here, so the batch still shares that one append.
+                await durable.wait_written(needs)
+                written = True
+            if written and needs:
                 await durable.synced(needs)
-            except BaseException:  # the loop ends (cancelled): each task waits for the fsync itself
-                for back, data, position in outgoing:
-                    if back.attached:
-                        back.unsent, back.needs = data, position
-                        self._hand_back(back)
-                raise
+        except BaseException as exc:  # each task sends its replies itself (or fails as the journal did)
+            for back, data, position in outgoing:
+                if back.attached:
+                    back.unsent, back.needs = data, position
+                    self._hand_back(back)
+            if isinstance(exc, JournalFailed):
+                return
+            raise  # the loop ends (cancelled)
         for back, data, position in outgoing:
-            if not back.attached:  # cancelled while the fsync ran
+            if not back.attached:  # cancelled while the batch waited for the journal
                 continue
             if position and not written:  # the task waits for the journal (and its fsync)
                 back.unsent, back.needs = data, position

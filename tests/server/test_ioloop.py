@@ -202,3 +202,26 @@ async def test_an_exception_serving_one_connection_closes_only_that_one(
         assert server.io_loop.running
         await doomed.aclose()
         await other.aclose()
+
+
+async def test_replies_the_journal_cannot_take_wait_in_their_task_while_reads_are_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(tmp_path) as server:
+        (pusher, _), (reader, _) = await connect(server), await connect(server)
+        await attached(server, 2)
+        journal = server.durable.journal  # type: ignore[attr-defined]
+        append_packed = journal.append_packed
+
+        def disk_full(payload: object) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(journal, "append_packed", disk_full)
+        await pusher.send("PUSH " + json.dumps(job()))
+        await attached(server, 1)  # its +OK waits for the journal in the pusher's task
+        assert server.durable.refusal() is not None
+        assert (await reader.info())["faktory"]["total_enqueued"] == 1  # the loop answers reads
+        monkeypatch.setattr(journal, "append_packed", append_packed)  # the retry then writes
+        assert await pusher.reply() == b"OK"
+        await attached(server, 2)
+        await pusher.aclose()
+        await reader.aclose()
