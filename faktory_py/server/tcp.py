@@ -81,7 +81,8 @@ class Connections:
         #: what clients are refused, logged with their address (rate-limited per host)
         self.refusals = RefusalLog()
         dispatcher.refused = lambda session, reply: self.refusals.refused(session.peer, _text(reply))
-        #: serves the identified plain TCP connections between their waits (`run_loop`)
+        #: serves the identified plain TCP connections between their waits (its `run` is a
+        #: background task of server/app.py)
         self.loop = IOLoop(dispatcher, durable, self.stopping, timings, self.refusals, config.max_line)
         #: set when the last connection has closed
         self._none_open = trio.Event()
@@ -92,7 +93,7 @@ class Connections:
         self._sending: dict[trio.abc.Stream, float] = {}
         self._some_sending = trio.Event()
 
-    async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
+    async def _send(self, stream: trio.abc.Stream, data: bytes | memoryview) -> None:
         """Write one whole reply, watched by `watch_sends`."""
         if not self._sending:
             self._some_sending.set()
