@@ -49,6 +49,7 @@ from ..store.oplog import OpLog
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
 from .gate import Gate, Lookup
+from .ioloop import IOLoop
 from .reload import ConfigReload, throttle_rules, wake_all_queues
 from .statsd import UdpSender, run_statsd
 from .tcp import Connections
@@ -69,6 +70,8 @@ class Server:
     config_reload: ConfigReload
     #: the durations the server observes (`/metrics`)
     timings: Timings
+    #: serves the plain TCP connections between their waits (server/ioloop.py)
+    io_loop: IOLoop
     #: where the web UI answers (e.g. `http://127.0.0.1:7420`); empty when it is off
     web_urls: list[str] = field(default_factory=list)
     #: where `/metrics` alone answers, without auth (`[faktory_py.metrics] binding`); empty when unset
@@ -311,6 +314,7 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
                 background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
                                       config.timers.worker_reap_every, worker_lost, durable.wait_writable)
                 background.start_soon(supervised, "send watchdog", connections.watch_sends)
+                background.start_soon(supervised, "I/O loop", connections.loop.run)
                 if statsd is not None:
                     background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
                                           _statsd_report(statsd[0], config, manager, dispatcher, clock))
@@ -319,7 +323,8 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
                     listeners = await _listen(config)
                     conn_nursery.start_soon(accept)
                 addresses = [_address(l) for l in listeners]
-                server = Server(addresses, dispatcher, durable, config_reload, timings, web_urls, metrics_urls)
+                server = Server(addresses, dispatcher, durable, config_reload, timings, connections.loop,
+                                web_urls, metrics_urls)
                 background.start_soon(_stop_when_failed, durable, server)
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
                 task_status.started(server)

@@ -10,9 +10,11 @@ connection is only ever cancelled to be closed, so a reply cut short is followed
 close, never by another reply; one watchdog task (`Connections.watch_sends`) closes
 connections whose sends stall.
 
-Plain TCP connections (not TLS) move bytes with their socket's own non-blocking calls
-(server/rawsocket.py), and send their replies in reply rounds (server/replyround.py): the
-replies of every connection that answers in one scheduler turn share one journal write.
+An identified plain TCP connection (not TLS) that waits for its next command is served by
+the batched I/O loop (server/ioloop.py: one task, one epoll, one journal write per turn for
+every connection): its task attaches the socket and sleeps until the loop hands it back for
+what only the task does — waiting (a blocked FETCH, a full socket buffer, a degraded
+journal), closing, failing.
 """
 
 from __future__ import annotations
@@ -36,9 +38,8 @@ from ..wire.connection import NEED_DATA, Connection, HelloReceived
 from .admission import Admission
 from ..store.oplog import OpLog
 from .fdlimit import socket_budget
-from .rawsocket import ByteStream, RawSocketStream
+from .ioloop import IOLoop, stdlib_socket
 from .refusals import RefusalLog, peer_host
-from .replyround import ReplyRounds
 from .waiters import QueueWaiters
 
 log = logging.getLogger("faktory_py.server")
@@ -69,8 +70,6 @@ class Connections:
         self.timings = timings
         #: written before any reply is sent (see server/durability.py)
         self.durable = durable
-        #: one journal write for the replies of every plain TCP connection in a turn
-        self.rounds = ReplyRounds(durable)
         #: where a FETCH the dispatcher answered with a `Block` waits
         self.waiters = waiters
         #: set by a requested stop: every command from then on is refused
@@ -82,16 +81,19 @@ class Connections:
         #: what clients are refused, logged with their address (rate-limited per host)
         self.refusals = RefusalLog()
         dispatcher.refused = lambda session, reply: self.refusals.refused(session.peer, _text(reply))
+        #: serves the identified plain TCP connections between their waits (its `run` is a
+        #: background task of server/app.py)
+        self.loop = IOLoop(dispatcher, durable, self.stopping, timings, self.refusals, config.max_line)
         #: set when the last connection has closed
         self._none_open = trio.Event()
         self._ids = itertools.count(1)
         #: each open connection's stream → its cancel scope
-        self._scopes: dict[ByteStream, trio.CancelScope] = {}
+        self._scopes: dict[trio.abc.Stream, trio.CancelScope] = {}
         #: the sends in progress: stream → when it must have finished
-        self._sending: dict[ByteStream, float] = {}
+        self._sending: dict[trio.abc.Stream, float] = {}
         self._some_sending = trio.Event()
 
-    async def _send(self, stream: ByteStream, data: bytes) -> None:
+    async def _send(self, stream: trio.abc.Stream, data: bytes | memoryview) -> None:
         """Write one whole reply, watched by `watch_sends`."""
         if not self._sending:
             self._some_sending.set()
@@ -120,7 +122,6 @@ class Connections:
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         peer = peer_host(stream)
-        stream = RawSocketStream.wrap(stream)
         scope = trio.CancelScope()
         if not self.admission.arrive(stream, scope.cancel):
             self._log_refusal()
@@ -172,7 +173,7 @@ class Connections:
         if self._scopes:
             await self._none_open.wait()
 
-    async def _handshake(self, stream: ByteStream, connection: Connection,
+    async def _handshake(self, stream: trio.abc.Stream, connection: Connection,
                          scope: trio.CancelScope, peer: str) -> Session | None:
         """Greet, read HELLO within the deadline, register a worker; None ⇒ close.
 
@@ -219,15 +220,17 @@ class Connections:
             if not accepted and session.worker is not None:
                 workers.unregister(session.wid, session.conn_id)
 
-    async def _serve_commands(self, stream: ByteStream, connection: Connection, session: Session) -> None:
+    async def _serve_commands(self, stream: trio.abc.Stream, connection: Connection, session: Session) -> None:
         """Answer commands in order until END, EOF or a protocol error.
 
         Replies to pipelined commands (already buffered when the previous one is done) are
         collected and written together: one send for many replies (wire/connection.py).
+        Between commands a plain TCP connection is served by the I/O loop (module doc).
         """
         dispatcher = self.dispatcher
-        command_times, fetch_wait = self.timings.commands, self.timings.fetch_wait
+        command_times = self.timings.commands
         timed, perf_counter = self.timings.enabled, time.perf_counter
+        loop, sock = self.loop, stdlib_socket(stream)
         try:
             while True:
                 event = connection.next_event()
@@ -237,7 +240,18 @@ class Connections:
                     # that leaves): a pipelined command may be complete in the buffer now.
                     event = connection.next_event()
                     if event is NEED_DATA:
-                        connection.receive_data(await stream.receive_some(_RECV_CHUNK))
+                        if sock is None or not loop.running:
+                            connection.receive_data(await stream.receive_some(_RECV_CHUNK))
+                            continue
+                        back = await loop.attach(sock, connection, session)
+                        if back.unsent and not await self._send_durable(stream, connection, back.unsent, back.needs):
+                            return
+                        if back.done:
+                            return
+                        if back.block is not None:
+                            blocked, block = back.block
+                            if not _queue(connection, await self._blocked(stream, connection, session, block, blocked)):
+                                return
                         continue
                 if type(event) is not wire.Command:  # closed: EOF, or a line too long (its -ERR is queued)
                     if not connection.at_eof:
@@ -248,28 +262,13 @@ class Connections:
                     return
                 started = perf_counter() if timed else 0.0
                 reply = dispatcher.handle(session, event)
+                if timed:
+                    command_times.observe(event.verb, perf_counter() - started)
                 if type(reply) is Block:  # a FETCH must wait: answer what came before it first
-                    blocked = 0.0
-                    if timed:
-                        blocked = perf_counter()
-                        command_times.observe(event.verb, blocked - started)
-                    await self._flush(stream, connection)
-                    reply = await _unless_peer_leaves(
-                        stream, connection, self._wait_for_job(session, reply),
-                        self.stopping, functools.partial(dispatcher.fetch_timed_out, reply, None))
-                    if reply is None:
+                    if not _queue(connection, await self._blocked(
+                            stream, connection, session, reply, perf_counter() if timed else 0.0)):
                         return
-                    if timed:
-                        fetch_wait.observe(perf_counter() - blocked)
-                else:
-                    if reply.position:
-                        await self.durable.synced(reply.position)
-                    if timed:
-                        command_times.observe(event.verb, perf_counter() - started)
-                if reply.data is not None:
-                    connection.reply(reply.data, reply.position)
-                if reply.close:
-                    connection.close()
+                elif not _queue(connection, reply):
                     return
                 if connection.full:
                     await self._flush(stream, connection)
@@ -278,6 +277,18 @@ class Connections:
             # bounded by its own deadline: the watchdog's cancel cannot reach in here.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _SEND_TIMEOUT):
                 await self._flush(stream, connection)
+
+    async def _blocked(self, stream: trio.abc.Stream, connection: Connection, session: Session,
+                       block: Block, blocked: float) -> Reply | None:
+        """The reply to a FETCH that must wait (`block`), once the replies before it went
+        out; None if the peer left meanwhile. `blocked`: when it began, for the timings."""
+        await self._flush(stream, connection)
+        reply = await _unless_peer_leaves(
+            stream, connection, self._wait_for_job(session, block), self.stopping,
+            functools.partial(self.dispatcher.fetch_timed_out, block, None))
+        if reply is not None and self.timings.enabled:
+            self.timings.fetch_wait.observe(time.perf_counter() - blocked)
+        return reply
 
     async def _wait_for_job(self, session: Session, block: Block) -> Reply:
         """Wait as `block` says, trying the FETCH again after every wake, until it gets a
@@ -299,24 +310,27 @@ class Connections:
                 await self.durable.synced(result.position)
         return result
 
-    async def _flush(self, stream: ByteStream, connection: Connection) -> None:
-        """Send the queued replies in one write, the journal written first: the ops behind
-        them (and anything else committed meanwhile) reach the file before anyone can see an
-        answer that relies on them. A plain TCP connection's replies go out in the turn's
-        reply round (server/replyround.py: one journal write for every connection); what
-        the round leaves is sent here."""
+    async def _flush(self, stream: trio.abc.Stream, connection: Connection) -> None:
+        """Send the queued replies in one write (`_send_durable`)."""
         data, needs = connection.data_to_send()
-        if not data:
-            return
-        if type(stream) is RawSocketStream:
-            data = await self.rounds.send(stream.socket, data, needs)
-            stream.just_yielded = True  # the round was this exchange's yield
-            if not data:
-                return
-        if await self._write_journal(stream, connection, needs):
-            await self._send(stream, data)
+        if data:
+            await self._send_durable(stream, connection, data, needs)
 
-    async def _write_journal(self, stream: ByteStream, connection: Connection, needs: int) -> bool:
+    async def _send_durable(self, stream: trio.abc.Stream, connection: Connection,
+                            data: bytes | memoryview, needs: int) -> bool:
+        """Send replies once commit `needs` is in the journal (and the ops behind them, and
+        anything else committed meanwhile, reach the file before anyone can see an answer
+        that relies on them) and synced as the fsync policy says: one fsync for every
+        command they answer. False if the peer left while the journal could not be written
+        (the replies are dropped)."""
+        if not await self._write_journal(stream, connection, needs):
+            return False
+        if needs:
+            await self.durable.synced(needs)
+        await self._send(stream, data)
+        return True
+
+    async def _write_journal(self, stream: trio.abc.Stream, connection: Connection, needs: int) -> bool:
         """Write the journal before a send; False if the replies must be dropped instead.
 
         While the journal cannot be written, replies that depend on commit `needs` (the
@@ -329,12 +343,25 @@ class Connections:
         return self.durable.write_through(needs)
 
 
+def _queue(connection: Connection, reply: Reply | None) -> bool:
+    """Queue a command's reply; False when the connection ends with it (END), or without it
+    (None: the peer left while its FETCH waited)."""
+    if reply is None:
+        return False
+    if reply.data is not None:
+        connection.reply(reply.data, reply.position)
+    if reply.close:
+        connection.close()
+        return False
+    return True
+
+
 def _text(reply: bytes) -> str:
     """A `-ERR …` reply as a log line shows it."""
     return reply.decode(errors="replace").rstrip()
 
 
-async def _next_event(stream: ByteStream, connection: Connection) -> Any:
+async def _next_event(stream: trio.abc.Stream, connection: Connection) -> Any:
     """The connection's next event, receiving as long as it needs data."""
     while (event := connection.next_event()) is NEED_DATA:
         connection.receive_data(await stream.receive_some(_RECV_CHUNK))
@@ -342,7 +369,7 @@ async def _next_event(stream: ByteStream, connection: Connection) -> Any:
 
 
 async def _unless_peer_leaves(
-    stream: ByteStream, connection: Connection, work: Awaitable[Any],
+    stream: trio.abc.Stream, connection: Connection, work: Awaitable[Any],
     stopping: trio.Event | None = None, stopped: Callable[[], Any] | None = None,
 ) -> Any:
     """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,

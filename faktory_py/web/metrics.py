@@ -155,7 +155,8 @@ class ServerCollector(Collector):
         timings = self.state.timings
         if timings.enabled:  # else not observed (`[faktory_py.metrics] timings = false`): left out, not zeros
             yield _histogram("faktory_command_duration_seconds", "A command's service time, from its line read "
-                             "to its reply ready (journal write and fsync policy included, a FETCH's wait not)",
+                             "to its reply ready (neither a FETCH's wait nor the journal write and fsync its "
+                             "reply then waits for, shared by the replies of a batch: see faktory_journal_*)",
                              ["verb"], [([verb], histogram) for verb, histogram in timings.commands])
             yield _histogram("faktory_fetch_wait_seconds", "How long a FETCH that found no job waited (until a "
                              "job or its timeout)", [], [([], timings.fetch_wait)])
