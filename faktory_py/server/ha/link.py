@@ -36,6 +36,8 @@ from coredis.pool import SentinelConnectionPool
 from .client import CONNECT_TIMEOUT
 
 _RECV_CHUNK = 65536
+#: the link's name in Redis's CLIENT LIST
+CLIENT_NAME = "faktory_py-append"
 
 
 class ScriptLink:
@@ -91,6 +93,7 @@ class ScriptLink:
             handshake.append(("AUTH", username, password) if username else ("AUTH", password))
         if db:
             handshake.append(("SELECT", db))
+        handshake.append(("CLIENT", "SETNAME", CLIENT_NAME))
         handshake.append(("SCRIPT", "LOAD", self._script))
         self.dials += 1
         with trio.move_on_after(settings.get("connect_timeout") or CONNECT_TIMEOUT):
