@@ -4,7 +4,8 @@ and the lease renewer (protocol/spec.md §7.1).
 `append` (the store's sink) packs a commit and queues it, as the local journal does. The
 appender task seals everything queued into one journal frame (the frames a snapshot
 sealed meanwhile go along) and appends them as the next stream entries with the APPEND
-script, which checks this node's fencing token and the index atomically with the XADD;
+script, over a connection of its own (server/ha/link.py: coredis's per-call cost was most of
+an append's), which checks this node's fencing token and the index atomically with the XADD;
 with `min_replicas` a `WAIT` rides in the same round trip. While one append is in flight,
 new commits queue up and ride the next one, so the batch grows with load. A reply that depends on commit `n` is sent only once the append covering `n`
 returned OK (and WAIT reached `min_replicas`): `write_through`/`wait_written` are the
