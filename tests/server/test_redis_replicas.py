@@ -32,9 +32,14 @@ def replica(redis_server: RedisServer, tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 async def replica_client(replica: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
+    """A client of the replica once it is in sync and has written its first AOF: until then
+    a replica refuses SIGTERM ("Writing initial AOF, can't exit"), and the test's stop would
+    wait out `RedisServer.stop`'s 10 s with this trio run blocked."""
     async with coredis.Redis(port=replica.port, decode_responses=False) as client:
         with trio.fail_after(10):
             while (await client.info("replication")).get("master_link_status") != "up":
+                await trio.sleep(0.05)
+            while (await client.info("persistence")).get("aof_rewrite_in_progress") != 0:
                 await trio.sleep(0.05)
         yield client
 

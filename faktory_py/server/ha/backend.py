@@ -14,9 +14,11 @@ from ...config import RedisConfig
 from ...store.memory import MemoryStore
 from ...store.redis.entries import Position
 from ...store.redis.lease import Lease
+from ...store.redis.scripts import APPEND
 from ..timers import supervised
 from .boot import drop_orphan_snapshots, init_log, load_snapshot, replay_log
 from .client import open_redis
+from .link import ScriptLink
 from .oplog import RedisOpLog
 from .snapshots import run_snapshots
 from .standby import EpochMarker, stand_by
@@ -100,4 +102,8 @@ async def open_redis_backend(config: RedisConfig, node_id: str, compact_min_byte
     """The Redis backend; its connection lives as long as the context."""
     async with open_redis(config) as client:
         lease = Lease(config.lease_ttl_ms / 1000, config.renew_every_ms / 1000)
-        yield RedisBackend(RedisOpLog(client, config, lease, Position()), node_id, compact_min_bytes)
+        link = ScriptLink(client, APPEND)
+        try:
+            yield RedisBackend(RedisOpLog(client, link, config, lease, Position()), node_id, compact_min_bytes)
+        finally:
+            link.drop()

@@ -4,7 +4,8 @@ and the lease renewer (protocol/spec.md §7.1).
 `append` (the store's sink) packs a commit and queues it, as the local journal does. The
 appender task seals everything queued into one journal frame (the frames a snapshot
 sealed meanwhile go along) and appends them as the next stream entries with the APPEND
-script, which checks this node's fencing token and the index atomically with the XADD;
+script, over a connection of its own (server/ha/link.py: coredis's per-call cost was most of
+an append's), which checks this node's fencing token and the index atomically with the XADD;
 with `min_replicas` a `WAIT` rides in the same round trip. While one append is in flight,
 new commits queue up and ride the next one, so the batch grows with load. A reply that depends on commit `n` is sent only once the append covering `n`
 returned OK (and WAIT reached `min_replicas`): `write_through`/`wait_written` are the
@@ -37,10 +38,10 @@ from ...store.journal import frame, join_items, pack_items
 from ...store.redis.entries import Position, frame_crc
 from ...store.redis.keys import Keys
 from ...store.redis.lease import Lease
-from ...store.redis.scripts import (APPEND, RELEASE, RENEW, append_keys, is_fence, lease_keys,
-                                    parse_append)
+from ...store.redis.scripts import RELEASE, RENEW, append_keys, is_fence, lease_keys, parse_append
 from ..durability import JournalFailed
 from .client import call_replicated
+from .link import ScriptLink
 from .standby import Role
 
 log = logging.getLogger("faktory_py.redis")
@@ -52,8 +53,11 @@ RETRY_PAUSE = 0.05
 class RedisOpLog:
     """The OpLog (store/oplog.py) of a primary whose log is a Redis stream."""
 
-    def __init__(self, client: coredis.Redis[bytes], config: RedisConfig, lease: Lease, position: Position) -> None:
+    def __init__(self, client: coredis.Redis[bytes], link: ScriptLink, config: RedisConfig, lease: Lease,
+                 position: Position) -> None:
         self.client = client
+        #: the APPEND script's own connection (server/ha/link.py); the rest goes through `client`
+        self.link = link
         self.config = config
         self.keys = Keys(config.name)
         self.lease = lease
@@ -61,7 +65,6 @@ class RedisOpLog:
         self.role = Role()
         #: the last entry this node appended (or replayed)
         self.position = position
-        self._append = client.register_script(APPEND)
         self._renew = client.register_script(RENEW)
         self._release = client.register_script(RELEASE)
         self._pending: list[memoryview] = []
@@ -245,8 +248,7 @@ class RedisOpLog:
         entry (replication is one ordered stream). The lease deadline bounds the wait:
         renewals do not count without the replicas either."""
         need, timeout = self.config.min_replicas, self.config.wait_timeout_ms
-        reply, replicas = await call_replicated(self.client, self._append, append_keys(self.keys), args,
-                                                need, timeout)
+        reply, replicas = await self.link.call(append_keys(self.keys), args, need, timeout)
         parse_append(reply)
         while replicas < need:
             self.wait_shortfalls += 1
