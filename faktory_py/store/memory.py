@@ -9,6 +9,7 @@ very same ops, so a store rebuilt from its journal cannot drift from the live on
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -329,11 +330,11 @@ class MemoryStore:
     def snapshot(self) -> Iterator[list[Op]]:
         """Op lists, in their journal form, that rebuild the current state (journal compaction).
 
-        The containers are copied here, synchronously (cheap: jobs are immutable and
-        shared), so the returned iterator may be consumed later in a worker thread
+        The containers are copied here, synchronously (cheap: jobs, and queues' full
+        chunks of them, are immutable and shared), so the returned iterator may be consumed later in a worker thread
         while the live store keeps changing.
         """
-        queues = {name: jobs.raws() for name, jobs in self._queues.items()}
+        queues = {name: jobs.frozen() for name, jobs in self._queues.items()}
         paused = sorted(self._paused)
         sets = {name: job_set.copy() for name, job_set in self._sets.items()}
         working = self._working.copy()
@@ -345,8 +346,8 @@ class MemoryStore:
             yield counters
             for name, raws in queues.items():
                 yield DeclareQueue(name)
-                for start in range(0, len(raws), _SNAPSHOT_CHUNK):
-                    yield Enqueue(name, raws[start:start + _SNAPSHOT_CHUNK])
+                while batch := list(itertools.islice(raws, _SNAPSHOT_CHUNK)):
+                    yield Enqueue(name, batch)
             if paused:
                 yield Pause(paused)
             for name, job_set in sets.items():
