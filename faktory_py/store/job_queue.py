@@ -27,7 +27,7 @@ import itertools
 from array import array
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ..util import jsoncodec
@@ -53,31 +53,46 @@ def decode(raw: bytes) -> dict[str, Any]:
 
 
 class _Chunk:
-    """Up to `_SLOTS` consecutive positions of a queue: the jobs' bytes back to back."""
+    """Up to `_SLOTS` consecutive positions of a queue. The queue's last chunk, until it is
+    full, keeps its jobs as they came (`pending`: one bytes object each, None for a slot
+    that left); a full chunk is *sealed*: the jobs' bytes back to back in `data`, allocated
+    once at their exact size (a buffer grown job by job would leave the allocator holes
+    that cost as much as the packing saves)."""
 
-    __slots__ = ("data", "ends", "gone", "dead")
+    __slots__ = ("pending", "data", "ends", "gone", "dead")
 
     def __init__(self) -> None:
-        #: a bytearray while this is the queue's last chunk and has room, then bytes
-        self.data: bytes | bytearray = bytearray()
-        #: slot i's job is data[ends[i - 1]:ends[i]] (slot 0's starts at 0)
+        self.pending: list[bytes | None] | None = []
+        self.data = b""
+        #: once sealed, slot i's job is data[ends[i - 1]:ends[i]] (slot 0's starts at 0)
         self.ends = array(_OFFSETS)
         #: gone[i] is 1 when slot i is a hole; None until the chunk has one
         self.gone: bytearray | None = None
-        #: holes whose bytes are still in `data`
+        #: holes of a sealed chunk whose bytes are still in `data`
         self.dead = 0
 
+    def __len__(self) -> int:
+        """Its slots, taken ones included."""
+        return len(self.pending) if self.pending is not None else len(self.ends)
+
     def raw(self, slot: int) -> bytes:
+        if self.pending is not None:
+            return self.pending[slot]  # type: ignore[return-value]  # a live slot
         ends = self.ends
-        raw = self.data[ends[slot - 1] if slot else 0:ends[slot]]
-        return raw if isinstance(raw, bytes) else bytes(raw)
+        return self.data[ends[slot - 1] if slot else 0:ends[slot]]
 
     def live(self, slot: int) -> bool:
         return self.gone is None or not self.gone[slot]
 
     def holding(self, needle: bytes, low: int, high: int) -> Iterator[int]:
-        """The slots in [low, high) holding a job whose bytes contain `needle`: one search
-        of the chunk's bytes, in C."""
+        """The live slots in [low, high) whose job's bytes contain `needle` (a sealed chunk:
+        one search of its bytes, in C)."""
+        if self.pending is not None:
+            for slot in range(low, high):
+                raw = self.pending[slot]
+                if raw is not None and needle in raw:
+                    yield slot
+            return
         data, ends = self.data, self.ends
         at, stop = ends[low - 1] if low else 0, ends[high - 1] if high else 0
         while (match := data.find(needle, at, stop)) >= 0:
@@ -86,48 +101,58 @@ class _Chunk:
                 yield slot
             at = ends[slot]
 
-    def fill(self, raws: list[bytes]) -> None:
+    def add(self, raws: list[bytes]) -> None:
         """Append `raws` (no more than the slots left); a chunk that becomes full is sealed."""
-        size = len(self.data)
-        if (size + sum(map(len, raws))) >> (8 * self.ends.itemsize):
-            self.ends = array("Q", self.ends)
-        empty = not self.ends
-        self.ends.extend(itertools.islice(itertools.accumulate(map(len, raws), initial=size), 1, None))
-        if empty and len(raws) == _SLOTS:
-            self.data = b"".join(raws)
+        pending = self.pending
+        assert pending is not None
+        pending.extend(raws)
+        if len(pending) == _SLOTS:
+            self.pending = None
+            self.pack(pending if None not in pending else [raw or b"" for raw in pending])  # type: ignore[arg-type]
+
+    def pack(self, raws: list[bytes]) -> None:
+        """Seal the chunk as `raws` (b"" for a slot that left)."""
+        ends = list(itertools.accumulate(map(len, raws)))
+        self.data = b"".join(raws)
+        self.ends = array(_OFFSETS if not ends or not ends[-1] >> 8 * array(_OFFSETS).itemsize else "Q", ends)
+
+    def take(self, slot: int, first: int) -> None:
+        """The job at `slot` left, the head's being at `first`: its bytes go now (pending) or
+        once holes hold a quarter of the chunk (sealed; `compact`)."""
+        if self.gone is None:
+            self.gone = bytearray(_SLOTS)
+        self.gone[slot] = 1
+        if self.pending is not None:
+            self.pending[slot] = None
         else:
-            self.data += b"".join(raws)
-            if len(self.ends) == _SLOTS:
-                self.data = bytes(self.data)
+            self.dead += 1
+            if self.dead * 4 >= _SLOTS:
+                self.compact(first)
 
     def compact(self, first: int) -> None:
-        """Drop the bytes of the holes and of the slots before `first` (already taken);
-        new objects replace the old ones, which a snapshot may still be reading."""
-        ends, data, gone = self.ends, self.data, self.gone
-        parts = []
-        kept = array(ends.typecode)
-        size = start = 0
-        for slot, end in enumerate(ends):
-            if slot >= first and (gone is None or not gone[slot]):
-                parts.append(data[start:end])
-                size += end - start
-            kept.append(size)
-            start = end
-        joined = b"".join(parts)
-        self.data = bytearray(joined) if isinstance(data, bytearray) else joined
-        self.ends = kept
+        """Drop the bytes of the holes and of the slots before `first` (already taken); new
+        objects replace the old ones, which a snapshot may still be reading."""
+        ends, data = self.ends, self.data
+        raws = [data[ends[slot - 1] if slot else 0:end] if slot >= first and self.live(slot) else b""
+                for slot, end in enumerate(ends)]
+        self.pack(raws)
         self.dead = 0
 
+    def frozen(self, first: int) -> tuple[bytes, array[int]]:
+        """Its jobs from slot `first` on, as they are now, packed (bytes back to back, where
+        each ends): a sealed chunk without holes shares its bytes and offsets, which are
+        replaced, never changed."""
+        if self.pending is None and self.gone is None and first == 0:
+            return self.data, self.ends
+        raws = [self.raw(slot) for slot in range(first, len(self)) if self.live(slot)]
+        return b"".join(raws), array("Q", itertools.accumulate(map(len, raws)))
 
-def _live(data: bytes | bytearray, ends: array[int], gone: bytes | bytearray | None,
-          first: int) -> Iterator[tuple[int, bytes]]:
-    """(slot, bytes) of the jobs of a chunk's parts, from slot `first` on."""
-    start = ends[first - 1] if first else 0
-    for slot in range(first, len(ends)):
-        end = ends[slot]
-        if gone is None or not gone[slot]:
-            raw = data[start:end]
-            yield slot, raw if isinstance(raw, bytes) else bytes(raw)
+
+def unpack(data: bytes, ends: Sequence[int]) -> Iterator[bytes]:
+    """The jobs of a packed run (`JobQueue.frozen`), one bytes object each."""
+    start = 0
+    for end in ends:
+        yield data[start:end]
         start = end
 
 
@@ -157,10 +182,7 @@ class JobQueue:
         return self._count > 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return map(decode, self._jobs())
-
-    def _jobs(self) -> Iterator[bytes]:
-        return (raw for _position, raw in self.positioned())
+        return (decode(raw) for _position, raw in self.positioned())
 
     def head(self) -> dict[str, Any]:
         return decode(self._chunks[0].raw(self._first))
@@ -169,16 +191,16 @@ class JobQueue:
     def end(self) -> int:
         """The position the next job appended gets."""
         chunks = self._chunks
-        return self._origin + (len(chunks) - 1) * _SLOTS + len(chunks[-1].ends) if chunks else self._origin
+        return self._origin + (len(chunks) - 1) * _SLOTS + len(chunks[-1]) if chunks else self._origin
 
     def positioned(self) -> Iterator[tuple[int, bytes]]:
         """(position, encoded job) of every job, in order (an index rebuilding itself)."""
-        first = self._first
-        for index, chunk in enumerate(self._chunks):
-            origin = self._origin + index * _SLOTS
-            for slot, raw in _live(chunk.data, chunk.ends, chunk.gone, first):
-                yield origin + slot, raw
-            first = 0
+        first, origin = self._first, self._origin
+        for chunk in self._chunks:
+            for slot in range(first, len(chunk)):
+                if chunk.live(slot):
+                    yield origin + slot, chunk.raw(slot)
+            first, origin = 0, origin + _SLOTS
 
     def _slot(self, position: int) -> tuple[_Chunk, int] | None:
         """The chunk and slot of the job at `position`, None if it left. Deque indexing walks
@@ -208,44 +230,60 @@ class JobQueue:
         for chunk in self._chunks:
             if len(jobs) == count:
                 break
-            live = len(chunk.ends) - first - (chunk.gone.count(1, first) if chunk.gone else 0)
+            live = len(chunk) - first - (chunk.gone.count(1, first) if chunk.gone else 0)
             if start >= live:
                 start -= live
             else:
-                for _slot, raw in itertools.islice(_live(chunk.data, chunk.ends, chunk.gone, first),
-                                                   start, start + count - len(jobs)):
-                    jobs.append(decode(raw))
+                slots = (slot for slot in range(first, len(chunk)) if chunk.live(slot))
+                jobs.extend(decode(chunk.raw(slot)) for slot in itertools.islice(slots, start, start + count - len(jobs)))
                 start = 0
             first = 0
         return jobs
 
-    def frozen(self) -> Iterator[bytes]:
-        """The encoded jobs, in order, as they are now (for snapshots): copied here, read
-        later, from another thread while the queue goes on changing. Full chunks are shared,
-        not copied: their bytes and offsets are only ever replaced, never changed."""
-        parts = []
-        first = self._first
+    def frozen(self) -> list[tuple[bytes, array[int]]]:
+        """The jobs as they are now, packed in runs (bytes back to back, where each ends:
+        `extend_packed` takes them back), for snapshots: to be read later, from another
+        thread, while the queue goes on changing. Only the first and last chunks and those
+        with holes are copied; the others are shared."""
+        first, runs = self._first, []
         for chunk in self._chunks:
-            gone = None if chunk.gone is None else bytes(chunk.gone)
-            if isinstance(chunk.data, bytearray):  # the last chunk, still filling
-                parts.append((bytes(chunk.data), array(chunk.ends.typecode, chunk.ends), gone, first))
-            else:
-                parts.append((chunk.data, chunk.ends, gone, first))
+            runs.append(chunk.frozen(first))
             first = 0
-        return (raw for part in parts for _slot, raw in _live(*part))
+        return runs
 
     def extend(self, raws: Iterable[bytes]) -> None:
         raws = raws if isinstance(raws, list) else list(raws)
         chunks = self._chunks
         done = 0
         while done < len(raws):
-            if not chunks or len(chunks[-1].ends) == _SLOTS:
+            if not chunks or len(chunks[-1]) == _SLOTS:
                 chunks.append(_Chunk())
             chunk = chunks[-1]
-            part = raws[done:done + _SLOTS - len(chunk.ends)]
-            chunk.fill(part)
+            part = raws[done:done + _SLOTS - len(chunk)]
+            chunk.add(part)
             done += len(part)
         self._count += len(raws)
+
+    def extend_packed(self, data: bytes, ends: Sequence[int]) -> None:
+        """Append a packed run of jobs (`frozen`). A run of a full chunk's jobs after a full
+        chunk becomes a chunk as it is, sharing `data`; a shorter one into an empty queue
+        takes a chunk's last slots, so that the full runs after it (a snapshot's) do too.
+        Others are unpacked and appended job by job."""
+        chunks = self._chunks
+        lead = _SLOTS - len(ends)
+        if not ends or lead < 0 or chunks and (lead or len(chunks[-1]) != _SLOTS):
+            self.extend(list(unpack(data, ends)))
+            return
+        chunk = _Chunk()
+        chunk.pending = None
+        chunk.data = data
+        chunk.ends = array(_OFFSETS if not ends[-1] >> 8 * array(_OFFSETS).itemsize else "Q", ends)
+        if lead:
+            chunk.ends[:0] = array(chunk.ends.typecode, bytes(lead * chunk.ends.itemsize))
+            self._origin -= lead  # the run's first job keeps the position an append gives it
+            self._first = lead
+        chunks.append(chunk)
+        self._count += len(ends)
 
     def pop(self, jid: str) -> tuple[dict[str, Any], int]:
         """Take the job `jid` out, with the position it had: the head when live (FETCH takes
@@ -291,7 +329,7 @@ class JobQueue:
         chunks = itertools.islice(self._chunks, low // _SLOTS, (high - 1) // _SLOTS + 1)
         for index, chunk in enumerate(chunks, low // _SLOTS):
             origin = index * _SLOTS
-            for slot in chunk.holding(needle, max(low - origin, 0), min(high - origin, len(chunk.ends))):
+            for slot in chunk.holding(needle, max(low - origin, 0), min(high - origin, len(chunk))):
                 if (job := decode(chunk.raw(slot)))["jid"] == jid:
                     return job, self._origin + origin + slot, chunk, slot
         return None
@@ -304,7 +342,10 @@ class JobQueue:
             self.clear()
             return
         chunks = self._chunks
-        chunk, first = chunks[0], self._first + 1
+        chunk, first = chunks[0], self._first
+        if chunk.pending is not None:
+            chunk.pending[first] = None
+        first += 1
         while True:
             if first == _SLOTS:  # a full chunk used up; a job follows, so another chunk does
                 chunks.popleft()
@@ -322,12 +363,7 @@ class JobQueue:
             return
         self._located = None
         self._count -= 1
-        if chunk.gone is None:
-            chunk.gone = bytearray(_SLOTS)
-        chunk.gone[slot] = 1
-        chunk.dead += 1
-        if chunk.dead * 4 >= _SLOTS:
-            chunk.compact(self._first if chunk is self._chunks[0] else 0)
+        chunk.take(slot, self._first if chunk is self._chunks[0] else 0)
 
     def clear(self) -> None:
         self._origin = self.end

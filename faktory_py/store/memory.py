@@ -9,17 +9,16 @@ very same ops, so a store rebuilt from its journal cannot drift from the live on
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from .api import (
-    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, QueueObserver, Release,
-    RemoveQueue, Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove,
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, EnqueuePacked, Extend, Flush, Job, Op, Pause, QueueObserver,
+    Release, RemoveQueue, Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove,
     StateOwner, StoreOp,
     StoreStatistics, decode_op, is_store_op,
 )
-from .job_queue import JobQueue
+from .job_queue import JobQueue, unpack
 from .sorted_set import SortedJobSet
 
 #: How many queued jobs a snapshot packs into one journal record; other ops count as
@@ -135,6 +134,17 @@ class MemoryStore:
         if self._on_enqueue is not None:
             self._on_enqueue(op.queue)
 
+    def _enqueue_packed(self, op: EnqueuePacked) -> None:
+        pending = self._queues.get(op.queue)
+        if pending is None:
+            pending = self._queues[op.queue] = JobQueue()
+        first = pending.end
+        pending.extend_packed(op.data, op.ends)
+        for observer in self._queue_observers:
+            observer.enqueued(op.queue, first, unpack(op.data, op.ends))
+        if self._on_enqueue is not None:
+            self._on_enqueue(op.queue)
+
     def _declare_queue(self, op: DeclareQueue) -> None:
         self._queues.setdefault(op.queue, JobQueue())
 
@@ -239,7 +249,7 @@ class MemoryStore:
         self._history = {day: list(pair) for day, pair in op.history.items()}
 
     _APPLY: ClassVar[dict[type[StoreOp], Callable[[MemoryStore, Any], None]]] = {
-        Enqueue: _enqueue, DeclareQueue: _declare_queue, SetAdd: _set_add, SetRemove: _set_remove,
+        Enqueue: _enqueue, EnqueuePacked: _enqueue_packed, DeclareQueue: _declare_queue, SetAdd: _set_add, SetRemove: _set_remove,
         SetClear: _set_clear, Reserve: _reserve, Drop: _drop, RestoreReservation: _restore_reservation,
         Extend: _extend, Done: _done, Release: _release, Pause: _pause, Resume: _resume,
         RemoveQueue: _remove_queue, Flush: _flush, Counters: _counters,
@@ -344,10 +354,11 @@ class MemoryStore:
 
         def records() -> Iterator[StoreOp]:
             yield counters
-            for name, raws in queues.items():
+            for name, runs in queues.items():
                 yield DeclareQueue(name)
-                while batch := list(itertools.islice(raws, _SNAPSHOT_CHUNK)):
-                    yield Enqueue(name, batch)
+                for data, ends in runs:
+                    if ends:
+                        yield EnqueuePacked(name, data, ends.tolist())
             if paused:
                 yield Pause(paused)
             for name, job_set in sets.items():
@@ -367,7 +378,7 @@ class MemoryStore:
             weight = 0
             for op in ops():
                 chunk.append(op)
-                weight += len(op["raws"]) if op["op"] == "enqueue" else _OP_WEIGHT
+                weight += len(op["ends"]) if op["op"] == "enqueue_packed" else _OP_WEIGHT
                 if weight >= _SNAPSHOT_CHUNK:
                     yield chunk
                     chunk, weight = [], 0

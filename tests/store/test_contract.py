@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from faktory_py.store import api
 from faktory_py.store.api import (
-    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Op, Pause, Release, RemoveQueue,
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, EnqueuePacked, Extend, Flush, Op, Pause, Release, RemoveQueue,
     Reservation, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, Store, StoreOp,
     decode_op, enqueue_op,
 )
@@ -108,6 +108,7 @@ class Log:
 
 JOURNAL_FORMS: list[tuple[StoreOp, Op]] = [
     (Enqueue("q", [b"{}"]), {"op": "enqueue", "queue": "q", "raws": [b"{}"]}),
+    (EnqueuePacked("q", b"{}{}", [2, 4]), {"op": "enqueue_packed", "queue": "q", "data": b"{}{}", "ends": [2, 4]}),
     (DeclareQueue("q"), {"op": "declare_queue", "queue": "q"}),
     (SetAdd("dead", 1.5, job("a" * 8)), {"op": "zadd", "set": "dead", "score": 1.5, "job": job("a" * 8)}),
     (SetRemove("retries", "a" * 8), {"op": "zrem", "set": "retries", "jid": "a" * 8}),

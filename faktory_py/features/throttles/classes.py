@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
 from ...store.api import Store
 from ...store.api import decode_queued as decode
@@ -72,7 +72,7 @@ class ClassIndex:
 
     # --- the store's queues changing (the store calls these) --------------------------
 
-    def enqueued(self, queue: str, first: int, raws: Sequence[bytes]) -> None:
+    def enqueued(self, queue: str, first: int, raws: Iterable[bytes]) -> None:
         if not self.rules.by_name or not self.rules.of_queue(queue):  # no rule: no call on PUSH
             return
         for offset, raw in enumerate(raws):
