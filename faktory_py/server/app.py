@@ -46,6 +46,7 @@ from ..store.api import Op
 from ..store.journal import Journal
 from ..store.memory import MemoryStore
 from ..store.oplog import OpLog
+from .allocator import release_free_heap
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
 from .gate import Gate, Lookup
@@ -311,6 +312,7 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
                 background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
                                       config.timers.worker_reap_every, worker_lost, durable.wait_writable)
                 background.start_soon(supervised, "send watchdog", connections.watch_sends)
+                background.start_soon(supervised, "heap release", release_free_heap, durable)
                 if statsd is not None:
                     background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
                                           _statsd_report(statsd[0], config, manager, dispatcher, clock))

@@ -330,8 +330,8 @@ class QueueObserver(Protocol):
         when a snapshot is replayed) were appended to `queue`, the first at position
         `first`, the next ones after it."""
 
-    def taken(self, queue: str, position: int) -> None:
-        """The job at `position` left `queue` (reserved or dropped)."""
+    def taken(self, queue: str, position: int, job: Job) -> None:
+        """`job`, at `position`, left `queue` (reserved or dropped)."""
 
     def emptied(self, queue: str) -> None:
         """Every job of `queue` left it (QUEUE REMOVE, FLUSH)."""

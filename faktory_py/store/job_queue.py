@@ -5,10 +5,11 @@ of Python objects (a dict, its keys, strings for every timestamp) costing severa
 its JSON size. Why packed: one `bytes` object per job would add ~41 bytes to each (the
 object's header, a deque slot, the allocator's rounding), a fifth of a typical job. So a
 queue is a run of *chunks*: `_SLOTS` consecutive jobs' bytes back to back in one buffer,
-with an array of where each ends, and a queued job costs its JSON plus 4 bytes. Journal
-replay joins a record's jobs into chunks at C speed; nothing is decoded until a job is
-looked at (FETCH decodes only the head). Reading entries yields decoded job dicts, so
-callers never see the encoding.
+with an array of where each ends, and a queued job costs its JSON plus 4 bytes. Snapshots
+write a chunk as it is (`frozen`, the store's `enqueue_packed` op) and replay takes it back
+as it is, so a restart neither creates nor joins an object per job; nothing is decoded
+until a job is looked at (FETCH decodes only the head). Reading entries yields decoded job
+dicts, so callers never see the encoding.
 
 Every job also has a *position*: a number that is its own while it is queued (the head's is
 `base`, each job appended gets the next), so an index kept beside the queue (throttles'

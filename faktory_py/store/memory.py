@@ -122,10 +122,15 @@ class MemoryStore:
                 return
         self._APPLY[type(op)](self, op)
 
-    def _enqueue(self, op: Enqueue) -> None:
-        pending = self._queues.get(op.queue)
+    def _queue(self, name: str) -> JobQueue:
+        """The queue `name`, made known if it was not."""
+        pending = self._queues.get(name)
         if pending is None:
-            pending = self._queues[op.queue] = JobQueue()
+            pending = self._queues[name] = JobQueue()
+        return pending
+
+    def _enqueue(self, op: Enqueue) -> None:
+        pending = self._queue(op.queue)
         pending.extend(op.raws)
         if self._queue_observers:
             first = pending.end - len(op.raws)
@@ -135,9 +140,7 @@ class MemoryStore:
             self._on_enqueue(op.queue)
 
     def _enqueue_packed(self, op: EnqueuePacked) -> None:
-        pending = self._queues.get(op.queue)
-        if pending is None:
-            pending = self._queues[op.queue] = JobQueue()
+        pending = self._queue(op.queue)
         first = pending.end
         pending.extend_packed(op.data, op.ends)
         for observer in self._queue_observers:
@@ -170,7 +173,7 @@ class MemoryStore:
     def _take(self, queue: str, jid: str) -> Job:
         job, position = self._queues[queue].pop(jid)
         for observer in self._queue_observers:
-            observer.taken(queue, position)
+            observer.taken(queue, position, job)
         return job
 
     def _restore_reservation(self, op: RestoreReservation) -> None:

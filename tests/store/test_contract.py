@@ -208,8 +208,8 @@ class QueueLog:
     def enqueued(self, queue: str, first: int, raws: Any) -> None:
         self.events.append(("enqueued", queue, first, [api.decode_queued(raw)["jid"] for raw in raws]))
 
-    def taken(self, queue: str, position: int) -> None:
-        self.events.append(("taken", queue, position))
+    def taken(self, queue: str, position: int, job: Any) -> None:
+        self.events.append(("taken", queue, position, job["jid"]))
 
     def emptied(self, queue: str) -> None:
         self.events.append(("emptied", queue))
@@ -227,7 +227,7 @@ def test_a_queue_observer_learns_each_jobs_position_and_reads_it_back(make_store
                           ("enqueued", "default", 1, ["job-0001", "job-0002", "job-0003"])]
     assert store.queue_job("default", 2) == job("job-0002") and store.queue_job("default", 9) is None
     store.commit([Reserve("default", "job-0002", "w1", NOW, NOW + 60), Drop("default", "job-0000")])
-    assert log.events[2:] == [("taken", "default", 2), ("taken", "default", 0)]
+    assert log.events[2:] == [("taken", "default", 2, "job-0002"), ("taken", "default", 0, "job-0000")]
     assert [position for position, _raw in store.queue_positioned("default")] == [1, 3]
     assert store.queue_job("default", 2) is None and store.queue_job("default", 3) == job("job-0003")
     store.commit([enqueue_op(job("job-0004", "other")), RemoveQueue("other"), Flush()])
