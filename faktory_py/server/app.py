@@ -308,11 +308,11 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
                     conn_nursery.start_soon(accept)
                 await backend.take_over(store, wire)
                 backend.tasks(background, store)
+                background.start_soon(supervised, "heap release", release_free_heap, durable)
                 background.start_soon(supervised, "due timer", timer.run, manager)
                 background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
                                       config.timers.worker_reap_every, worker_lost, durable.wait_writable)
                 background.start_soon(supervised, "send watchdog", connections.watch_sends)
-                background.start_soon(supervised, "heap release", release_free_heap, durable)
                 if statsd is not None:
                     background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
                                           _statsd_report(statsd[0], config, manager, dispatcher, clock))
