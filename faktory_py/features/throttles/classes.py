@@ -85,13 +85,18 @@ class ClassIndex:
         if indexed is None:
             return
         job_class = self._class_of(queue, job)
-        fifo = indexed.fifos[job_class]
+        fifo = indexed.fifos.get(job_class)
+        if fifo is None:  # a job the index never held: no commit may fail for an index's sake
+            return
         if fifo[0] == position:
             fifo.popleft()
             if fifo and job_class not in indexed.parked:
                 heapq.heappush(indexed.heap, (fifo[0], job_class))
         else:  # a job deleted from the middle (the web UI): rare, and it scanned the queue already
-            fifo.remove(position)
+            try:
+                fifo.remove(position)
+            except ValueError:
+                return
         if not fifo:
             del indexed.fifos[job_class]
             self._gone(queue, indexed, job_class)
