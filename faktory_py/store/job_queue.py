@@ -255,6 +255,12 @@ class JobQueue:
     def extend(self, raws: Iterable[bytes]) -> None:
         raws = raws if isinstance(raws, list) else list(raws)
         chunks = self._chunks
+        if chunks:  # PUSH's path: a job into the last chunk, not filling it
+            pending = chunks[-1].pending
+            if pending is not None and len(pending) + len(raws) < _SLOTS:
+                pending.extend(raws)
+                self._count += len(raws)
+                return
         done = 0
         while done < len(raws):
             if not chunks or len(chunks[-1]) == _SLOTS:
