@@ -421,6 +421,21 @@ def test_a_snapshot_replays_into_an_equal_store(make_store: MakeStore) -> None:
     assert expected[1] == {"k": 7}
 
 
+def test_a_queue_observer_learns_the_positions_of_a_replayed_snapshots_jobs(make_store: MakeStore) -> None:
+    """A snapshot of a long queue, some of its jobs taken from the head and the middle:
+    replayed, an observer is told of every job at the position `queue_job` reads it at (an
+    index, e.g. throttles', rebuilds itself so after a restart)."""
+    store = make_store()
+    store.commit([Enqueue("default", [enqueue_op(job(f"job-{i:04d}")).raws[0] for i in range(700)])])
+    store.commit([Drop("default", f"job-{i:04d}") for i in (*range(20), 300, 301, 555)])
+    log = QueueLog()
+    fresh = replayed(make_store, store.snapshot(), lambda s: s.observe_queues(log))
+    told = [(first + offset, jid) for _what, _queue, first, jids in log.events for offset, jid in enumerate(jids)]
+    assert [jid for _position, jid in told] == [j["jid"] for j in store.queued("default")]
+    assert all(fresh.queue_job("default", position)["jid"] == jid for position, jid in told)
+    assert [position for position, _raw in fresh.queue_positioned("default")] == [position for position, _jid in told]
+
+
 def test_the_op_log_replays_into_an_equal_store(make_store: MakeStore) -> None:
     log = Log()
     store = make_store(sink=log)
