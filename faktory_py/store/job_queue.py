@@ -5,7 +5,7 @@ of Python objects (a dict, its keys, strings for every timestamp) costing severa
 its JSON size. Why packed: one `bytes` object per job would add ~41 bytes to each (the
 object's header, a deque slot, the allocator's rounding), a fifth of a typical job. So a
 queue is a run of *chunks*: `_SLOTS` consecutive jobs' bytes back to back in one buffer,
-with an array of where each ends, and a queued job costs its JSON plus 4 bytes. Snapshots
+with an array of where each ends, and a queued job costs its JSON plus 2 to 4 bytes. Snapshots
 write a chunk as it is (`frozen`, the store's `enqueue_packed` op) and replay takes it back
 as it is, so a restart neither creates nor joins an object per job; nothing is decoded
 until a job is looked at (FETCH decodes only the head). Reading entries yields decoded job
@@ -36,8 +36,9 @@ from ..util import jsoncodec
 #: Jobs per chunk: the chunk's own cost (~200 bytes) spread over them is under a byte per
 #: job, while a chunk stays small enough to copy when it is compacted or snapshotted.
 _SLOTS = 256
-#: The array type of a chunk's offsets; a chunk whose bytes outgrow it widens to "Q".
-_OFFSETS = "I"
+#: The array types a chunk's offsets may have, the smallest that holds them is taken: a
+#: chunk of jobs of up to 256 bytes costs 2 bytes per job, of up to 16 MiB 4.
+_OFFSETS = ("H", "I", "Q")
 
 
 def encode(job: dict[str, Any]) -> bytes:
@@ -66,7 +67,7 @@ class _Chunk:
         self.pending: list[bytes | None] | None = []
         self.data = b""
         #: once sealed, slot i's job is data[ends[i - 1]:ends[i]] (slot 0's starts at 0)
-        self.ends = array(_OFFSETS)
+        self.ends = _offsets([])
         #: gone[i] is 1 when slot i is a hole; None until the chunk has one
         self.gone: bytearray | None = None
         #: holes of a sealed chunk whose bytes are still in `data`
@@ -115,7 +116,7 @@ class _Chunk:
         """Seal the chunk as `raws` (b"" for a slot that left)."""
         ends = list(itertools.accumulate(map(len, raws)))
         self.data = b"".join(raws)
-        self.ends = array(_OFFSETS if not ends or not ends[-1] >> 8 * array(_OFFSETS).itemsize else "Q", ends)
+        self.ends = _offsets(ends)
 
     def take(self, slot: int, first: int) -> None:
         """The job at `slot` left, the head's being at `first`: its bytes go now (pending) or
@@ -147,6 +148,13 @@ class _Chunk:
             return self.data, self.ends
         raws = [self.raw(slot) for slot in range(first, len(self)) if self.live(slot)]
         return b"".join(raws), array("Q", itertools.accumulate(map(len, raws)))
+
+
+def _offsets(ends: Sequence[int]) -> array[int]:
+    """`ends` in the smallest of the `_OFFSETS` types that holds them."""
+    last = ends[-1] if ends else 0
+    typecode = next(code for code in _OFFSETS if not last >> 8 * array(code).itemsize)
+    return array(typecode, ends)
 
 
 def unpack(data: bytes, ends: Sequence[int]) -> Iterator[bytes]:
@@ -284,7 +292,7 @@ class JobQueue:
         chunk = _Chunk()
         chunk.pending = None
         chunk.data = data
-        chunk.ends = array(_OFFSETS if not ends[-1] >> 8 * array(_OFFSETS).itemsize else "Q", ends)
+        chunk.ends = _offsets(ends)
         if lead:
             chunk.ends[:0] = array(chunk.ends.typecode, bytes(lead * chunk.ends.itemsize))
             self._origin -= lead  # the run's first job keeps the position an append gives it
