@@ -63,11 +63,12 @@ class _Chunk:
 
     __slots__ = ("pending", "data", "ends", "gone", "dead")
 
-    def __init__(self) -> None:
-        self.pending: list[bytes | None] | None = []
-        self.data = b""
+    def __init__(self, data: bytes = b"", ends: Sequence[int] | None = None) -> None:
+        """A chunk filling up, or (given `ends`) a sealed one."""
+        self.pending: list[bytes | None] | None = [] if ends is None else None
+        self.data = data
         #: once sealed, slot i's job is data[ends[i - 1]:ends[i]] (slot 0's starts at 0)
-        self.ends = _offsets([])
+        self.ends = _offsets(ends or ())
         #: gone[i] is 1 when slot i is a hole; None until the chunk has one
         self.gone: bytearray | None = None
         #: holes of a sealed chunk whose bytes are still in `data`
@@ -152,9 +153,12 @@ class _Chunk:
 
 def _offsets(ends: Sequence[int]) -> array[int]:
     """`ends` in the smallest of the `_OFFSETS` types that holds them."""
-    last = ends[-1] if ends else 0
-    typecode = next(code for code in _OFFSETS if not last >> 8 * array(code).itemsize)
-    return array(typecode, ends)
+    for typecode in _OFFSETS[:-1]:
+        try:
+            return array(typecode, ends)
+        except OverflowError:
+            continue
+    return array(_OFFSETS[-1], ends)
 
 
 def unpack(data: bytes, ends: Sequence[int]) -> Iterator[bytes]:
@@ -289,10 +293,7 @@ class JobQueue:
         if not ends or lead < 0 or chunks and (lead or len(chunks[-1]) != _SLOTS):
             self.extend(list(unpack(data, ends)))
             return
-        chunk = _Chunk()
-        chunk.pending = None
-        chunk.data = data
-        chunk.ends = _offsets(ends)
+        chunk = _Chunk(data, ends)
         if lead:
             chunk.ends[:0] = array(chunk.ends.typecode, bytes(lead * chunk.ends.itemsize))
             self._origin -= lead  # the run's first job keeps the position an append gives it
