@@ -46,6 +46,7 @@ from ..store.api import Op
 from ..store.journal import Journal
 from ..store.memory import MemoryStore
 from ..store.oplog import OpLog
+from .allocator import release_free_heap
 from .clock import Clock
 from .durability import DurableJournal, JournalFailed
 from .gate import Gate, Lookup
@@ -310,6 +311,7 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
                     conn_nursery.start_soon(accept)
                 await backend.take_over(store, wire)
                 backend.tasks(background, store)
+                background.start_soon(supervised, "heap release", release_free_heap, durable)
                 background.start_soon(supervised, "due timer", timer.run, manager)
                 background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
                                       config.timers.worker_reap_every, worker_lost, durable.wait_writable)

@@ -15,7 +15,7 @@ store/ imports the store's modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, dataclass_transform
 
@@ -26,7 +26,7 @@ from .sorted_set import SortedJobSet
 __all__ = [
     "JOB_SETS", "AnyOp", "Job", "Op", "QueueObserver", "Reservation", "ReservationObserver", "SortedJobSet", "StateOwner", "Store",
     "StoreStatistics", "StoreOp", "decode_op", "decode_queued", "enqueue_op", "is_store_op",
-    "Enqueue", "DeclareQueue", "SetAdd", "SetRemove", "SetClear", "Reserve", "Drop",
+    "Enqueue", "EnqueuePacked", "DeclareQueue", "SetAdd", "SetRemove", "SetClear", "Reserve", "Drop",
     "RestoreReservation", "Extend", "Done", "Release", "Pause", "Resume", "RemoveQueue", "Flush", "Counters",
 ]
 
@@ -128,6 +128,18 @@ class Enqueue(StoreOp):
 
     queue: str
     raws: list[bytes]
+
+
+@_op("enqueue_packed")
+class EnqueuePacked(StoreOp):
+    """Append jobs packed as a queue keeps them: their encoded bytes back to back, and where
+    each ends in them. Snapshots write queues so (`JobQueue.frozen`): one object per few
+    hundred jobs for the journal to pack and unpack instead of one per job, and replay adds
+    most runs to the queue as they are. The queue becomes known."""
+
+    queue: str
+    data: bytes
+    ends: list[int]
 
 
 @_op("declare_queue")
@@ -313,12 +325,13 @@ class QueueObserver(Protocol):
     `Store.queue_job` reads the job at one), on live commits and replay alike, so a restart
     rebuilds it as it was."""
 
-    def enqueued(self, queue: str, first: int, raws: Sequence[bytes]) -> None:
-        """`raws` (encoded jobs, `decode_queued` reads one) were appended to `queue`, the
-        first at position `first`, the next ones after it."""
+    def enqueued(self, queue: str, first: int, raws: Iterable[bytes]) -> None:
+        """`raws` (encoded jobs, `decode_queued` reads one; an iterator over a packed run
+        when a snapshot is replayed) were appended to `queue`, the first at position
+        `first`, the next ones after it."""
 
-    def taken(self, queue: str, position: int) -> None:
-        """The job at `position` left `queue` (reserved or dropped)."""
+    def taken(self, queue: str, position: int, job: Job) -> None:
+        """`job`, at `position`, left `queue` (reserved or dropped)."""
 
     def emptied(self, queue: str) -> None:
         """Every job of `queue` left it (QUEUE REMOVE, FLUSH)."""

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from .api import (
-    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Job, Op, Pause, QueueObserver, Release,
-    RemoveQueue, Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove,
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, EnqueuePacked, Extend, Flush, Job, Op, Pause, QueueObserver,
+    Release, RemoveQueue, Reservation, ReservationObserver, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove,
     StateOwner, StoreOp,
     StoreStatistics, decode_op, is_store_op,
 )
-from .job_queue import JobQueue
+from .job_queue import JobQueue, unpack
 from .sorted_set import SortedJobSet
 
 #: How many queued jobs a snapshot packs into one journal record; other ops count as
@@ -122,15 +122,29 @@ class MemoryStore:
                 return
         self._APPLY[type(op)](self, op)
 
-    def _enqueue(self, op: Enqueue) -> None:
-        pending = self._queues.get(op.queue)
+    def _queue(self, name: str) -> JobQueue:
+        """The queue `name`, made known if it was not."""
+        pending = self._queues.get(name)
         if pending is None:
-            pending = self._queues[op.queue] = JobQueue()
+            pending = self._queues[name] = JobQueue()
+        return pending
+
+    def _enqueue(self, op: Enqueue) -> None:
+        pending = self._queue(op.queue)
         pending.extend(op.raws)
         if self._queue_observers:
             first = pending.end - len(op.raws)
             for observer in self._queue_observers:
                 observer.enqueued(op.queue, first, op.raws)
+        if self._on_enqueue is not None:
+            self._on_enqueue(op.queue)
+
+    def _enqueue_packed(self, op: EnqueuePacked) -> None:
+        pending = self._queue(op.queue)
+        first = pending.end
+        pending.extend_packed(op.data, op.ends)
+        for observer in self._queue_observers:
+            observer.enqueued(op.queue, first, unpack(op.data, op.ends))
         if self._on_enqueue is not None:
             self._on_enqueue(op.queue)
 
@@ -159,7 +173,7 @@ class MemoryStore:
     def _take(self, queue: str, jid: str) -> Job:
         job, position = self._queues[queue].pop(jid)
         for observer in self._queue_observers:
-            observer.taken(queue, position)
+            observer.taken(queue, position, job)
         return job
 
     def _restore_reservation(self, op: RestoreReservation) -> None:
@@ -238,7 +252,7 @@ class MemoryStore:
         self._history = {day: list(pair) for day, pair in op.history.items()}
 
     _APPLY: ClassVar[dict[type[StoreOp], Callable[[MemoryStore, Any], None]]] = {
-        Enqueue: _enqueue, DeclareQueue: _declare_queue, SetAdd: _set_add, SetRemove: _set_remove,
+        Enqueue: _enqueue, EnqueuePacked: _enqueue_packed, DeclareQueue: _declare_queue, SetAdd: _set_add, SetRemove: _set_remove,
         SetClear: _set_clear, Reserve: _reserve, Drop: _drop, RestoreReservation: _restore_reservation,
         Extend: _extend, Done: _done, Release: _release, Pause: _pause, Resume: _resume,
         RemoveQueue: _remove_queue, Flush: _flush, Counters: _counters,
@@ -329,11 +343,11 @@ class MemoryStore:
     def snapshot(self) -> Iterator[list[Op]]:
         """Op lists, in their journal form, that rebuild the current state (journal compaction).
 
-        The containers are copied here, synchronously (cheap: jobs are immutable and
-        shared), so the returned iterator may be consumed later in a worker thread
+        The containers are copied here, synchronously (cheap: jobs, and queues' full
+        chunks of them, are immutable and shared), so the returned iterator may be consumed later in a worker thread
         while the live store keeps changing.
         """
-        queues = {name: jobs.raws() for name, jobs in self._queues.items()}
+        queues = {name: jobs.frozen() for name, jobs in self._queues.items()}
         paused = sorted(self._paused)
         sets = {name: job_set.copy() for name, job_set in self._sets.items()}
         working = self._working.copy()
@@ -343,10 +357,11 @@ class MemoryStore:
 
         def records() -> Iterator[StoreOp]:
             yield counters
-            for name, raws in queues.items():
+            for name, runs in queues.items():
                 yield DeclareQueue(name)
-                for start in range(0, len(raws), _SNAPSHOT_CHUNK):
-                    yield Enqueue(name, raws[start:start + _SNAPSHOT_CHUNK])
+                for data, ends in runs:
+                    if ends:
+                        yield EnqueuePacked(name, data, ends.tolist())
             if paused:
                 yield Pause(paused)
             for name, job_set in sets.items():
@@ -366,7 +381,7 @@ class MemoryStore:
             weight = 0
             for op in ops():
                 chunk.append(op)
-                weight += len(op["raws"]) if op["op"] == "enqueue" else _OP_WEIGHT
+                weight += len(op["ends"]) if op["op"] == "enqueue_packed" else _OP_WEIGHT
                 if weight >= _SNAPSHOT_CHUNK:
                     yield chunk
                     chunk, weight = [], 0

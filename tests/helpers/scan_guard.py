@@ -68,7 +68,7 @@ class NoScanQueue(JobQueue):
     def page(self, start: int, count: int) -> Any:
         raise AssertionError("a read paged through the queue")
 
-    def raws(self) -> Any:
+    def frozen(self) -> Any:
         raise AssertionError("a read copied the whole queue")
 
     def positioned(self) -> Any:
@@ -80,7 +80,8 @@ class NoScanQueue(JobQueue):
 
 
 class _NoIterationDeque(deque):  # type: ignore[type-arg]
-    """A queue's jobs that fail the test if anything walks them (indexing one stays allowed)."""
+    """A queue's chunks of jobs that fail the test if anything walks them (indexing one stays
+    allowed)."""
 
     def __iter__(self) -> Any:
         raise AssertionError("a read walked the queue's jobs")
@@ -88,8 +89,8 @@ class _NoIterationDeque(deque):  # type: ignore[type-arg]
 
 def refuse_walks(queue: JobQueue) -> JobQueue:
     """Make `queue`'s own jobs refuse any walk, its scans for a jid included (test-only: it
-    reaches into the queue's private deque)."""
-    queue._raws = _NoIterationDeque(queue._raws)
+    reaches into the queue's private deque of chunks)."""
+    queue._chunks = _NoIterationDeque(queue._chunks)
     return queue
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from faktory_py.store import api
 from faktory_py.store.api import (
-    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, Extend, Flush, Op, Pause, Release, RemoveQueue,
+    JOB_SETS, Counters, DeclareQueue, Done, Drop, Enqueue, EnqueuePacked, Extend, Flush, Op, Pause, Release, RemoveQueue,
     Reservation, Reserve, RestoreReservation, Resume, SetAdd, SetClear, SetRemove, Store, StoreOp,
     decode_op, enqueue_op,
 )
@@ -108,6 +108,7 @@ class Log:
 
 JOURNAL_FORMS: list[tuple[StoreOp, Op]] = [
     (Enqueue("q", [b"{}"]), {"op": "enqueue", "queue": "q", "raws": [b"{}"]}),
+    (EnqueuePacked("q", b"{}{}", [2, 4]), {"op": "enqueue_packed", "queue": "q", "data": b"{}{}", "ends": [2, 4]}),
     (DeclareQueue("q"), {"op": "declare_queue", "queue": "q"}),
     (SetAdd("dead", 1.5, job("a" * 8)), {"op": "zadd", "set": "dead", "score": 1.5, "job": job("a" * 8)}),
     (SetRemove("retries", "a" * 8), {"op": "zrem", "set": "retries", "jid": "a" * 8}),
@@ -207,8 +208,8 @@ class QueueLog:
     def enqueued(self, queue: str, first: int, raws: Any) -> None:
         self.events.append(("enqueued", queue, first, [api.decode_queued(raw)["jid"] for raw in raws]))
 
-    def taken(self, queue: str, position: int) -> None:
-        self.events.append(("taken", queue, position))
+    def taken(self, queue: str, position: int, job: Any) -> None:
+        self.events.append(("taken", queue, position, job["jid"]))
 
     def emptied(self, queue: str) -> None:
         self.events.append(("emptied", queue))
@@ -226,7 +227,7 @@ def test_a_queue_observer_learns_each_jobs_position_and_reads_it_back(make_store
                           ("enqueued", "default", 1, ["job-0001", "job-0002", "job-0003"])]
     assert store.queue_job("default", 2) == job("job-0002") and store.queue_job("default", 9) is None
     store.commit([Reserve("default", "job-0002", "w1", NOW, NOW + 60), Drop("default", "job-0000")])
-    assert log.events[2:] == [("taken", "default", 2), ("taken", "default", 0)]
+    assert log.events[2:] == [("taken", "default", 2, "job-0002"), ("taken", "default", 0, "job-0000")]
     assert [position for position, _raw in store.queue_positioned("default")] == [1, 3]
     assert store.queue_job("default", 2) is None and store.queue_job("default", 3) == job("job-0003")
     store.commit([enqueue_op(job("job-0004", "other")), RemoveQueue("other"), Flush()])
@@ -418,6 +419,21 @@ def test_a_snapshot_replays_into_an_equal_store(make_store: MakeStore) -> None:
     fresh = replayed(make_store, records, lambda s: fresh_tallies.append(Tally(s)))
     assert (observed(fresh), fresh_tallies[0].counts) == expected
     assert expected[1] == {"k": 7}
+
+
+def test_a_queue_observer_learns_the_positions_of_a_replayed_snapshots_jobs(make_store: MakeStore) -> None:
+    """A snapshot of a long queue, some of its jobs taken from the head and the middle:
+    replayed, an observer is told of every job at the position `queue_job` reads it at (an
+    index, e.g. throttles', rebuilds itself so after a restart)."""
+    store = make_store()
+    store.commit([Enqueue("default", [enqueue_op(job(f"job-{i:04d}")).raws[0] for i in range(700)])])
+    store.commit([Drop("default", f"job-{i:04d}") for i in (*range(20), 300, 301, 555)])
+    log = QueueLog()
+    fresh = replayed(make_store, store.snapshot(), lambda s: s.observe_queues(log))
+    told = [(first + offset, jid) for _what, _queue, first, jids in log.events for offset, jid in enumerate(jids)]
+    assert [jid for _position, jid in told] == [j["jid"] for j in store.queued("default")]
+    assert all(fresh.queue_job("default", position)["jid"] == jid for position, jid in told)
+    assert [position for position, _raw in fresh.queue_positioned("default")] == [position for position, _jid in told]
 
 
 def test_the_op_log_replays_into_an_equal_store(make_store: MakeStore) -> None:

@@ -23,23 +23,23 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
-from ...store.api import Store
+from ...store.api import Job, Store
 from ...store.api import decode_queued as decode
 from .rules import JobClass, Rules, SlotKey
 
 
 class _Queue:
     """One indexed queue: class → the positions of its jobs, oldest first, and the heap of
-    the classes that may have room."""
+    the classes that may have room. (Nothing else per job: a job taken out is classified
+    again to find its class, which costs less than a map of position → class would cost
+    memory for every queued job.)"""
 
-    __slots__ = ("fifos", "where", "heap", "parked")
+    __slots__ = ("fifos", "heap", "parked")
 
     def __init__(self) -> None:
         self.fifos: dict[JobClass, deque[int]] = {}
-        #: position → class of each job, to take one out of its class
-        self.where: dict[int, JobClass] = {}
         #: (position of its oldest job, class) of every class not parked; entries whose
         #: position is no longer its class's oldest are stale, skipped when met
         self.heap: list[tuple[int, JobClass]] = []
@@ -72,43 +72,52 @@ class ClassIndex:
 
     # --- the store's queues changing (the store calls these) --------------------------
 
-    def enqueued(self, queue: str, first: int, raws: Sequence[bytes]) -> None:
+    def enqueued(self, queue: str, first: int, raws: Iterable[bytes]) -> None:
         if not self.rules.by_name or not self.rules.of_queue(queue):  # no rule: no call on PUSH
             return
         for offset, raw in enumerate(raws):
             self._add(queue, first + offset, raw)
 
-    def taken(self, queue: str, position: int) -> None:
+    def taken(self, queue: str, position: int, job: Job) -> None:
         if not self._queues:
             return
         indexed = self._queues.get(queue)
         if indexed is None:
             return
-        job_class = indexed.where.pop(position, None)
-        if job_class is None:
+        job_class = self._class_of(queue, job)
+        fifo = indexed.fifos.get(job_class)
+        if fifo is None:  # a job the index never held: no commit may fail for an index's sake
             return
-        fifo = indexed.fifos[job_class]
         if fifo[0] == position:
             fifo.popleft()
             if fifo and job_class not in indexed.parked:
                 heapq.heappush(indexed.heap, (fifo[0], job_class))
         else:  # a job deleted from the middle (the web UI): rare, and it scanned the queue already
-            fifo.remove(position)
+            try:
+                fifo.remove(position)
+            except ValueError:
+                return
         if not fifo:
             del indexed.fifos[job_class]
             self._gone(queue, indexed, job_class)
-        if not indexed.where:
-            del self._queues[queue]
+            if not indexed.fifos:
+                del self._queues[queue]
 
     def emptied(self, queue: str) -> None:
         indexed = self._queues.pop(queue, None)
         for job_class in () if indexed is None else list(indexed.fifos):
             self._gone(queue, indexed, job_class)
 
-    def _add(self, queue: str, position: int, raw: bytes) -> None:
+    def _class_of(self, queue: str, job: Job | bytes) -> JobClass:
+        """The class of a job of `queue` (`job` decoded or not: decoded only if its class
+        depends on it: its jobtype, its partitions)."""
         job_class = self.rules.fixed_class(queue)
-        if job_class is None:  # it depends on the job: its jobtype, its partitions
-            job_class = self.rules.class_of(decode(raw))
+        if job_class is None:
+            job_class = self.rules.class_of(decode(job) if isinstance(job, bytes) else job)
+        return job_class
+
+    def _add(self, queue: str, position: int, raw: bytes) -> None:
+        job_class = self._class_of(queue, raw)
         indexed = self._queues.get(queue)
         if indexed is None:
             indexed = self._queues[queue] = _Queue()
@@ -119,7 +128,6 @@ class ClassIndex:
                 self._queues_of.setdefault(key, Counter())[queue] += 1
             heapq.heappush(indexed.heap, (position, job_class))
         fifo.append(position)
-        indexed.where[position] = job_class
 
     def _gone(self, queue: str, indexed: _Queue, job_class: JobClass) -> None:
         """`queue` holds no job of `job_class` any more."""
