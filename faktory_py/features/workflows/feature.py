@@ -317,7 +317,8 @@ class Workflows:
         held instead of queued, every ending resolves edges, and the timer resolves
         never-seen dependencies as missing and forgets old outcome records."""
         return Feature("workflows", self, prepare=self, push=self, hold=self, end=self, batch=self, target=self,
-                       timed=self, info=self, pages=(WebPage("held", "Workflows"),), commands=("RESULT", "JOB"))
+                       timed=self, info=self, pages=(WebPage("held", "Workflows"),), commands=("RESULT", "JOB"),
+                       custom_only=frozenset({"prepare", "hold"}))
 
     def _declaration(self, job: Job) -> Declaration | None:
         return declaration(job, self.settings.dependency_key, self.settings.max_deps, self.settings.unknown_timeout)
