@@ -41,7 +41,7 @@ def decode(raw: bytes) -> dict[str, Any]:
 class JobQueue:
     """A FIFO of encoded jobs (see the module docstring)."""
 
-    __slots__ = ("_raws", "_base", "_holes", "_located", "_scanned")
+    __slots__ = ("_raws", "_base", "_holes", "_located", "_scanned", "_head")
 
     def __init__(self, raws: Iterable[bytes] = ()) -> None:
         self._raws: deque[bytes | None] = deque(raws)
@@ -53,6 +53,9 @@ class JobQueue:
         self._located: tuple[str, int] | None = None
         #: the position after the last job a scan found: where the next scan starts
         self._scanned = 0
+        #: (encoded, decoded) of the last head `head` read: FETCH reads the head, then
+        #: reserving it pops it, which then decodes nothing (jobs are never mutated)
+        self._head: tuple[bytes, dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self._raws) - self._holes
@@ -69,7 +72,9 @@ class JobQueue:
     def head(self) -> dict[str, Any]:
         raw = self._raws[0]
         assert raw is not None
-        return decode(raw)
+        job = decode(raw)
+        self._head = (raw, job)
+        return job
 
     @property
     def end(self) -> int:
@@ -116,8 +121,12 @@ class JobQueue:
         found next to the last instead of after all the held-back jobs again.
         """
         raws = self._raws
-        head = decode(raws[0])  # type: ignore[arg-type]  # the head is never a hole
+        raw = raws[0]
+        cached = self._head
+        # (the same bytes object decodes to an equal job: no need to ask where it came from)
+        head = cached[1] if cached is not None and cached[0] is raw else decode(raw)  # type: ignore[arg-type]  # the head is never a hole
         if head["jid"] == jid:
+            self._head = None
             position = self._base
             raws.popleft()
             self._base += 1
@@ -168,3 +177,4 @@ class JobQueue:
         self._raws.clear()
         self._holes = 0
         self._located = None
+        self._head = None

@@ -64,3 +64,23 @@ def test_jobs_taken_one_after_the_other_from_behind_held_ones_are_each_found_at_
         assert queue.pop(jid) == ({"jid": jid, "queue": "q"}, 1000 + i)
     assert Counted.looks < 3 * 1000  # the first scan passes the held jobs once, not each time
     assert jids(queue) == held and queue.pop("held-0500")[1] == 500  # wraps around
+
+
+def test_fetching_the_head_decodes_it_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """FETCH reads the head, then its reservation pops it: the pop reuses what the read
+    decoded (the very job, not an equal copy), and a head that changed meanwhile is decoded
+    anew."""
+    from faktory_py.store import job_queue
+
+    decoded: list[bytes] = []
+    real = job_queue.decode
+    monkeypatch.setattr(job_queue, "decode", lambda raw: decoded.append(raw) or real(raw))
+    queue = queue_of("a", "b")
+    head = queue.head()
+    job, position = queue.pop("a")
+    assert (job is head, position, len(decoded)) == (True, 0, 1)
+    assert queue.head()["jid"] == "b"
+    queue.clear()
+    queue.extend([encode({"jid": "c", "queue": "q"})])
+    assert queue.pop("c") == ({"jid": "c", "queue": "q"}, 2)  # not the cached "b"
+    assert len(decoded) == 3
