@@ -106,7 +106,8 @@ def decode_job(raw: Any) -> dict[str, Any]:
         if value is None:
             continue
         expected, go_type = _FIELD_TYPES[field]
-        _check_type(value, expected, go_type, f"Job.{field}")
+        if type(value) is not expected or (expected is int and value not in _GO_INT):  # (the usual case is cheap)
+            _check_type(value, expected, go_type, f"Job.{field}")
         job[field] = value
     failure = job.get("failure")
     if failure is not None:

@@ -357,29 +357,33 @@ class Manager:
         the second would undo the first (a member killed by policy as another member of
         its batch died). A `custom_only` end hook counts as told of jobs without `custom`
         (it would do nothing with them), but hears of the jobs a hook ended in their stead."""
-        ops: list[AnyOp] = []
-        news = list(ended)
-        ends: Sequence[hooks.EndHook] = self.features.end
+        features = self.features
+        ends: Sequence[hooks.EndHook] = features.end
         if skip:  # (every ACK comes here, mostly with nothing to skip: no generator per hook then)
             ends = [end for end in ends if all(end is not hook for hook in skip)]
-        plain = self.features.plain.end
-        if len(plain) < len(self.features.end) and all("custom" not in end.job for end in news):
-            # how many of `news` each hook was told of
-            heard = [0 if any(end is hook for hook in plain) else len(news) for end in ends]
+        news = list(ended)
+        count = len(news)
+        gated = features.custom_only_end
+        if gated and all("custom" not in end.job for end in news):
+            heard = [count if id(end) in gated else 0 for end in ends]  # how many of `news` each hook was told of
         else:
             heard = [0] * len(ends)
-        while heard and min(heard) < len(news):
+        ops: list[AnyOp] = []
+        while True:
             for i, end in enumerate(ends):
-                if heard[i] == len(news):
+                told = heard[i]
+                if told == count:
                     continue
-                answer = end.on_end(news[heard[i]:], now)
+                answer = end.on_end(news[told:], now)
                 if isinstance(answer, hooks.Ends):
                     ops += answer.ops
                     news += answer.ended  # its own: it is not told of them
+                    count = len(news)
                 else:
                     ops += answer
-                heard[i] = len(news)
-        return ops
+                heard[i] = count
+            if not heard or min(heard) == count:
+                return ops
 
     def _ends_ops(self, answer: list[Any] | hooks.Ends, source: object, now: float) -> list[AnyOp]:
         """A hook's ops, and if it answered `hooks.Ends`, the other end hooks' ops for the

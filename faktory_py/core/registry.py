@@ -132,6 +132,9 @@ class Registry:
             tuple(getattr(f, slot) for f in self.features
                   if getattr(f, slot) is not None and slot not in f.custom_only)
             for slot in JOB_SLOTS))
+        #: the ids of the end hooks that are `custom_only` (`Manager._end_ops` counts them as
+        #: told of jobs without `custom`, yet tells them of the jobs other hooks end)
+        self.custom_only_end = frozenset(id(f.end) for f in self.features if f.end is not None and "end" in f.custom_only)
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self.features)
