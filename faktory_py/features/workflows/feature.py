@@ -341,7 +341,10 @@ class Workflows:
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         jid = job["jid"]
-        if any(jid in self.held[waiting].unknown for waiting in self.dependents.get(jid, ())):
+        waiting = self.dependents.get(jid)
+        if waiting is None:  # no held job names it (every PUSH without dependencies)
+            return []
+        if any(jid in self.held[held].unknown for held in waiting):
             return [{"op": "wf_seen", "dep": jid}]
         return []
 
