@@ -290,7 +290,7 @@ class Dispatcher:
         return wire.bulk_json(dict(sorted(errors.items())))  # Go sorts map keys
 
     def _fetch(self, session: Session, arg: str) -> bytes | Block:
-        queues = tuple(q for q in arg.split(" ") if q)
+        queues = tuple(filter(None, arg.split(" ")))
         if not queues:
             raise ClientError("must call fetch with at least one queue")
         since = self.journal.appended

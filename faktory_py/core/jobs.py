@@ -106,7 +106,8 @@ def decode_job(raw: Any) -> dict[str, Any]:
         if value is None:
             continue
         expected, go_type = _FIELD_TYPES[field]
-        _check_type(value, expected, go_type, f"Job.{field}")
+        if type(value) is not expected or (expected is int and value not in _GO_INT):  # (the usual case is cheap)
+            _check_type(value, expected, go_type, f"Job.{field}")
         job[field] = value
     failure = job.get("failure")
     if failure is not None:
@@ -145,13 +146,8 @@ def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float
         raise ClientError("jobs must have an args parameter")
     if job.get("reserve_for", 0) > MAX_RESERVE_FOR:
         raise ClientError("jobs cannot be reserved for more than one day")
-    job = dict(job)
-    job.setdefault("retry", DEFAULT_RETRY)
     stamp = format_time(now)
-    if not job.get("created_at"):
-        job["created_at"] = stamp
-    if not job.get("queue"):
-        job["queue"] = "default"
+    queue = job.get("queue") or "default"
     at = job.get("at")
     scheduled_for = None
     if at:
@@ -161,12 +157,13 @@ def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float
             raise ClientError(f"invalid timestamp for 'at': {json.dumps(at)}: {exc}") from None
         if when > now:
             scheduled_for = when
-    if scheduled_for is None:
-        job["enqueued_at"] = stamp
-    else:
-        job.pop("enqueued_at", None)
-    check_queue_name(job["queue"])
-    return canonical(job), scheduled_for
+    check_queue_name(queue)
+    # the defaults over the decoded job, then one canonical copy (no dict copied twice per PUSH)
+    filled = {"retry": job.get("retry", DEFAULT_RETRY), "created_at": job.get("created_at") or stamp,
+              "queue": queue, "enqueued_at": stamp if scheduled_for is None else None}
+    return {field: value for field in FIELD_ORDER
+            if (value := filled[field] if field in filled else job.get(field, _ABSENT)) is not _ABSENT
+            and value is not None and (value or field not in _OMIT_WHEN_EMPTY)}, scheduled_for
 
 
 def check_queue_name(name: str) -> None:

@@ -24,7 +24,7 @@ from ..util.jsoncodec import go_float
 from ..util.timefmt import format_time, parse_time, utc_day
 from . import hooks, jobs
 from .hooks import Ended, Ending, Outcome
-from .registry import Registry
+from .registry import JobHooks, Registry
 
 log = logging.getLogger("faktory_py.manager")
 
@@ -127,9 +127,15 @@ class Manager:
         """A decoded job checked and rewritten for PUSH (by every prepare hook), and when it
         is scheduled for (None: now)."""
         job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
-        for prepare in self.features.prepare:
+        for prepare in self._hooks(job).prepare:
             job = prepare.prepare(job, now)
         return job, scheduled_for
+
+    def _hooks(self, job: Job) -> Registry | JobHooks:
+        """The features' job hooks for `job`: every one, or for a job without a `custom`
+        block only those not `custom_only` (the others would do nothing with it)."""
+        features = self.features
+        return features if "custom" in job else features.plain
 
     def push_ops(self, raw: Any, now: float, wid: str = "") -> list[AnyOp]:
         """The ops of one PUSH (every feature's prepare and push hooks run); raises ClientError.
@@ -140,14 +146,15 @@ class Manager:
     def _push_plan(self, raw: Any, now: float, wid: str) -> tuple[Job, list[AnyOp]]:
         """The job as it will be stored, and the ops that push it (see `push_ops`)."""
         job, scheduled_for = self._prepared(raw, now)
+        features = self._hooks(job)
         ops: list[AnyOp] = []
         try:
-            for push in self.features.push:
+            for push in features.push:
                 ops.extend(push.on_push(job, scheduled_for, wid, now))
         except NotUnique:
             self._tell("denied", job, now)
             raise
-        for hold in self.features.hold:
+        for hold in features.hold:
             taken = hold.hold(job, scheduled_for, now)
             if taken is not None:
                 return job, ops + self._ends_ops(taken, hold, now)
@@ -182,7 +189,7 @@ class Manager:
                 ops = self._fetch_ops(job, wid, now)
                 if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one
                     ops = [Drop(name, job["jid"])]
-                    for drop in self.features.drop:
+                    for drop in self._hooks(job).drop:
                         ops.extend(drop.on_drop(job, now))
                     ops.extend(self._end_ops([Ended(job, Ending.EXPIRED)], now))
                     position = store.commit(ops)
@@ -218,7 +225,7 @@ class Manager:
         """The fetch hooks' ops for reserving `job`, or the first hook's `hooks.Drop` (an
         answer, not the store op `Drop` that takes the job out of its queue)."""
         ops: list[AnyOp] = []
-        for fetch in self.features.fetch:
+        for fetch in self._hooks(job).fetch:
             more = fetch.on_fetch(job, wid, now)
             if isinstance(more, hooks.Drop):
                 return more
@@ -232,7 +239,7 @@ class Manager:
         if res is None:
             return 0
         ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
-        for finish in self.features.finish:
+        for finish in self._hooks(res.job).finish:
             ops.extend(finish.on_ack(res, now))
         ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS, result)], now))
         position = self.store.commit(ops)
@@ -331,7 +338,7 @@ class Manager:
         """The hooks' ops for a reservation that ended without success (`failed` is the job
         as it goes on): the finish hooks, then, unless it will run again, the end hooks."""
         ops: list[AnyOp] = []
-        for finish in self.features.finish:
+        for finish in (self.features if "custom" in failed else self._hooks(res.job)).finish:
             ops.extend(finish.on_fail(res, failed, outcome, now))
         if outcome is not Outcome.RETRY:
             ending = Ending.DEAD if outcome is Outcome.DEAD else Ending.DISCARDED
@@ -348,25 +355,35 @@ class Manager:
         hears of them in the same call as of the others: its plan (a batch's counts) is made
         against the committed state, so two calls in one step would each count from it and
         the second would undo the first (a member killed by policy as another member of
-        its batch died)."""
-        ops: list[AnyOp] = []
-        news = list(ended)
-        ends: Sequence[hooks.EndHook] = self.features.end
+        its batch died). A `custom_only` end hook counts as told of jobs without `custom`
+        (it would do nothing with them), but hears of the jobs a hook ended in their stead."""
+        features = self.features
+        ends: Sequence[hooks.EndHook] = features.end
         if skip:  # (every ACK comes here, mostly with nothing to skip: no generator per hook then)
             ends = [end for end in ends if all(end is not hook for hook in skip)]
-        heard = [0] * len(ends)  # how many of `news` each hook was told of
-        while heard and min(heard) < len(news):
+        news = list(ended)
+        count = len(news)
+        gated = features.custom_only_end
+        if gated and all("custom" not in end.job for end in news):
+            heard = [count if id(end) in gated else 0 for end in ends]  # how many of `news` each hook was told of
+        else:
+            heard = [0] * len(ends)
+        ops: list[AnyOp] = []
+        while True:
             for i, end in enumerate(ends):
-                if heard[i] == len(news):
+                told = heard[i]
+                if told == count:
                     continue
-                answer = end.on_end(news[heard[i]:], now)
+                answer = end.on_end(news[told:], now)
                 if isinstance(answer, hooks.Ends):
                     ops += answer.ops
                     news += answer.ended  # its own: it is not told of them
+                    count = len(news)
                 else:
                     ops += answer
-                heard[i] = len(news)
-        return ops
+                heard[i] = count
+            if not heard or min(heard) == count:
+                return ops
 
     def _ends_ops(self, answer: list[Any] | hooks.Ends, source: object, now: float) -> list[AnyOp]:
         """A hook's ops, and if it answered `hooks.Ends`, the other end hooks' ops for the

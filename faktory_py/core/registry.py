@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from .hooks import (
     BatchHook, DropHook, EndHook, FetchHook, FinishHook, HoldHook, InfoHook, ObserveHook, PrepareHook, PushHook,
@@ -63,6 +63,28 @@ class Feature:
     #: the verbs of the wire commands it brings; their handlers live in commands/ (a feature
     #: never imports it), which adds one per verb (`commands.features`)
     commands: tuple[str, ...] = ()
+    #: the hook slots (of `JOB_SLOTS`) whose hooks leave a job without a `custom` block alone:
+    #: for such a job they change nothing, return no ops and refuse nothing (batches, unique,
+    #: expiry, tracking and dependencies all live in `custom`). The lifecycle does not call
+    #: them for such jobs (`Registry.plain`): most jobs have no `custom`, and a hook call
+    #: that does nothing is most of what a feature costs per job.
+    custom_only: frozenset[str] = frozenset()
+
+
+#: the hook slots called with a job, which `Feature.custom_only` may name
+JOB_SLOTS = ("prepare", "push", "hold", "fetch", "drop", "finish", "end")
+
+
+class JobHooks(NamedTuple):
+    """The hooks of the slots called with a job, in the registry's order (`Registry.plain`)."""
+
+    prepare: tuple[PrepareHook, ...]
+    push: tuple[PushHook, ...]
+    hold: tuple[HoldHook, ...]
+    fetch: tuple[FetchHook, ...]
+    drop: tuple[DropHook, ...]
+    finish: tuple[FinishHook, ...]
+    end: tuple[EndHook, ...]
 
 
 class Registry:
@@ -100,6 +122,19 @@ class Registry:
         self.info = tuple(f.info for f in self.features if f.info is not None)
         self.observe = tuple(f.observe for f in self.features if f.observe is not None)
         self.pushes = tuple(f.pushes for f in self.features if f.pushes is not None)
+        for feature in self.features:
+            if not feature.custom_only <= set(JOB_SLOTS):
+                raise ValueError(f"{feature.name}: custom_only names no job hook slot: {sorted(feature.custom_only)}")
+        #: the hooks a job without a `custom` block goes through: those not `custom_only`. The
+        #: lifecycle picks these or the full tuples once per job and step, by the job as the
+        #: step first sees it (for PUSH: after `jobs.prepare_push`)
+        self.plain = JobHooks(*(
+            tuple(getattr(f, slot) for f in self.features
+                  if getattr(f, slot) is not None and slot not in f.custom_only)
+            for slot in JOB_SLOTS))
+        #: the ids of the end hooks that are `custom_only` (`Manager._end_ops` counts them as
+        #: told of jobs without `custom`, yet tells them of the jobs other hooks end)
+        self.custom_only_end = frozenset(id(f.end) for f in self.features if f.end is not None and "end" in f.custom_only)
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self.features)

@@ -81,7 +81,8 @@ class ExpiringJobs:
     def feature(self) -> Feature:
         """How it plugs in: it rewrites jobs at PUSH, drops expired ones at FETCH (and counts
         them when they are dropped), and reports the count in INFO."""
-        return Feature("expiry", self, prepare=self, fetch=self, drop=self, info=self)
+        return Feature("expiry", self, prepare=self, fetch=self, drop=self, info=self,
+                       custom_only=frozenset({"prepare", "fetch", "drop"}))
 
     def prepare(self, job: Job, now: float) -> Job:
         custom = job.get("custom")

@@ -155,7 +155,8 @@ class JobTracking:
         that will be retried, and every way it leaves for good (the end hook: into the dead
         set, discarded, dropped as expired, deleted, killed because a dependency failed); TRACK
         reads and adds to it."""
-        return Feature("tracking", self, push=self, fetch=self, finish=self, end=self, commands=("TRACK",))
+        return Feature("tracking", self, push=self, fetch=self, finish=self, end=self, commands=("TRACK",),
+                       custom_only=frozenset({"push", "fetch", "finish", "end"}))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         if not tracked(job):

@@ -140,6 +140,9 @@ class UniqueJobs:
         return found[1]
 
     def _prune(self, now: float) -> list[Op]:
+        first = self.locks.first_score()
+        if first is None or first > now:  # every ACK comes here: no iterators when none expired
+            return []
         expired = islice(takewhile(lambda entry: entry[0] <= now, self.locks.items()), PRUNE_BATCH)
         return [{"op": "unique_release", "key": key, "jid": jid, "expires_at": expires}
                 for expires, key, jid in expired]
@@ -159,7 +162,8 @@ class UniqueJobs:
     def feature(self) -> Feature:
         """How it plugs in: it validates at PUSH and takes the lock there, and releases it
         at FETCH (`unique_until: start`), at a drop, at ACK or at a final failure."""
-        return Feature("unique", self, prepare=self, push=self, fetch=self, drop=self, finish=self)
+        return Feature("unique", self, prepare=self, push=self, fetch=self, drop=self, finish=self,
+                       custom_only=frozenset({"prepare", "push", "fetch", "drop"}))
 
     def prepare(self, job: Job, now: float) -> Job:
         """Validate `unique_for` / `unique_until` before anything is stored."""
@@ -190,7 +194,8 @@ class UniqueJobs:
         return self._release(job)
 
     def on_ack(self, res: Reservation, now: float) -> list[Op]:
-        return self._prune(now) + self._release(res.job)
+        pruned = self._prune(now)
+        return pruned + self._release(res.job) if "custom" in res.job else pruned
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
         if outcome is Outcome.RETRY:

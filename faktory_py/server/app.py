@@ -332,7 +332,7 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
                 task_status.started(server)
                 await server._stop.wait()
                 log.info("shutting down: refusing further commands for up to %g s", config.timers.shutdown_grace)
-                connections.stopping.set()
+                connections.stop()
                 accept_scope.cancel()
                 for listener in listeners:
                     await listener.aclose()

@@ -19,13 +19,12 @@ journal), closing, failing.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
@@ -92,6 +91,12 @@ class Connections:
         #: the sends in progress: stream → when it must have finished
         self._sending: dict[trio.abc.Stream, float] = {}
         self._some_sending = trio.Event()
+
+    def stop(self) -> None:
+        """A requested stop: every command from now on is refused, and every FETCH waiting
+        for a job answers `$-1` (now, or as soon as it would wait)."""
+        self.stopping.set()
+        self.waiters.stop()
 
     async def _send(self, stream: trio.abc.Stream, data: bytes | memoryview) -> None:
         """Write one whole reply, watched by `watch_sends`."""
@@ -283,9 +288,7 @@ class Connections:
         """The reply to a FETCH that must wait (`block`), once the replies before it went
         out; None if the peer left meanwhile. `blocked`: when it began, for the timings."""
         await self._flush(stream, connection)
-        reply = await _unless_peer_leaves(
-            stream, connection, self._wait_for_job(session, block), self.stopping,
-            functools.partial(self.dispatcher.fetch_timed_out, block, None))
+        reply = await _unless_peer_leaves(stream, connection, self._wait_for_job(session, block))
         if reply is not None and self.timings.enabled:
             self.timings.fetch_wait.observe(time.perf_counter() - blocked)
         return reply
@@ -293,7 +296,8 @@ class Connections:
     async def _wait_for_job(self, session: Session, block: Block) -> Reply:
         """Wait as `block` says, trying the FETCH again after every wake, until it gets a
         job (whose reply then waits for the fsync policy, shielded: the job is reserved,
-        the reply must go out) or its time is up."""
+        the reply must go out) or its time is up, or the server stops (`$-1`: the waiters
+        end every wait then, `QueueWaiters.stop`)."""
         dispatcher = self.dispatcher
         woken_by: str | None = None
         result: Reply | Block = block
@@ -302,7 +306,10 @@ class Connections:
                 result = dispatcher.retry_fetch(session, result, woken_by)
                 if type(result) is not Block:
                     break
-                woken_by = await (self.waiters.wait(result.wait_on) if result.wait_on else trio.sleep_forever())
+                woken = await self.waiters.wait(result.wait_on)
+                if woken is None:  # the server stops
+                    return dispatcher.fetch_timed_out(result, None)
+                woken_by = woken
         if type(result) is Block:
             return dispatcher.fetch_timed_out(result, woken_by)
         if result.position:
@@ -368,12 +375,8 @@ async def _next_event(stream: trio.abc.Stream, connection: Connection) -> Any:
     return event
 
 
-async def _unless_peer_leaves(
-    stream: trio.abc.Stream, connection: Connection, work: Awaitable[Any],
-    stopping: trio.Event | None = None, stopped: Callable[[], Any] | None = None,
-) -> Any:
-    """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile,
-    or, given `stopping`, answering `stopped()` (a FETCH's `$-1`) if the server is asked to stop.
+async def _unless_peer_leaves(stream: trio.abc.Stream, connection: Connection, work: Awaitable[Any]) -> Any:
+    """Run a blocking command, abandoning it (None: close) if the peer disconnects meanwhile.
 
     Without this a FETCH waiting for work would reserve the next job for a client that
     is gone, and that job would only come back when its reservation expired. Bytes the
@@ -391,16 +394,8 @@ async def _unless_peer_leaves(
         if connection.at_eof:  # gone, and no pipelined command left to answer
             nursery.cancel_scope.cancel()
 
-    async def stop() -> None:
-        nonlocal reply
-        await stopping.wait()
-        reply = stopped()
-        nursery.cancel_scope.cancel()
-
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
-        if stopping is not None and stopped is not None:
-            nursery.start_soon(stop)
         reply = await work
         nursery.cancel_scope.cancel()
     return reply

@@ -5,7 +5,8 @@ We keep one FIFO of waiters per queue and wake one waiter per job enqueued. A wo
 waiter may end up not taking that job (a job in a queue it prefers came too, another
 fetcher was quicker, or it was cancelled); so after each woken fetch the caller calls
 `top_up` with what is left in the queue, and a job never sits in a queue while one of
-its waiters sleeps.
+its waiters sleeps. When the server stops (`stop`), every wait ends at once, with None (its
+FETCH answers `$-1`): no task per waiting FETCH has to watch for the stop.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class QueueWaiters:
         #: queue → waiters woken for it that have not fetched yet
         self._woken: Counter[str] = Counter()
         self._waiting = 0
+        #: every waiter asleep in `wait`, whatever its queues (`stop` wakes them all)
+        self._asleep: set[_Waiter] = set()
+        self._stopped = False
 
     def statistics(self) -> WaitersStatistics:
         """How many fetchers wait: lets a test (or an operator) see a FETCH is blocked."""
@@ -73,15 +77,26 @@ class QueueWaiters:
         while self._woken[queue] < available and self._queues.get(queue):
             self.notify(queue)
 
-    async def wait(self, queues: Sequence[str]) -> str:
-        """Sleep until woken for one of `queues`; returns the queue that woke us.
+    def stop(self) -> None:
+        """The server stops: every wait, now and from now on, ends at once with None."""
+        self._stopped = True
+        for waiter in self._asleep:
+            waiter.event.set()
+
+    async def wait(self, queues: Sequence[str]) -> str | None:
+        """Sleep until woken for one of `queues` (none: only `stop` ends the wait); returns
+        the queue that woke us, or None once the server stops.
 
         The caller must then fetch and call `top_up` for that queue.
         """
+        if self._stopped:
+            await trio.lowlevel.checkpoint()
+            return None
         waiter = _Waiter()
         for queue in queues:
             self._queues.setdefault(queue, deque()).append(waiter)
         self._waiting += 1
+        self._asleep.add(waiter)
         try:
             await waiter.event.wait()
         except BaseException:
@@ -91,10 +106,12 @@ class QueueWaiters:
             raise
         finally:
             self._waiting -= 1
+            self._asleep.discard(waiter)
             waiter.gone = True
             for queue in queues:
                 self._compact(queue)
-        assert waiter.woken_by is not None
+        if waiter.woken_by is None:  # `stop`
+            return None
         self._woken[waiter.woken_by] -= 1
         return waiter.woken_by
 

@@ -172,7 +172,7 @@ def unpack(data: bytes, ends: Sequence[int]) -> Iterator[bytes]:
 class JobQueue:
     """A FIFO of encoded jobs (see the module docstring)."""
 
-    __slots__ = ("_chunks", "_origin", "_first", "_count", "_located", "_scanned")
+    __slots__ = ("_chunks", "_origin", "_first", "_count", "_located", "_scanned", "_head")
 
     def __init__(self, raws: Iterable[bytes] = ()) -> None:
         #: never empty while a job is queued, emptied when the last one leaves
@@ -186,6 +186,9 @@ class JobQueue:
         self._located: tuple[str, int] | None = None
         #: the position after the last job a scan found: where the next scan starts
         self._scanned = 0
+        #: (position, decoded) of the last head `head` read: FETCH reads the head, then
+        #: reserving it pops it, which then decodes nothing (jobs are never mutated)
+        self._head: tuple[int, dict[str, Any]] | None = None
         self.extend(raws)
 
     def __len__(self) -> int:
@@ -198,7 +201,13 @@ class JobQueue:
         return (decode(raw) for _position, raw in self.positioned())
 
     def head(self) -> dict[str, Any]:
-        return decode(self._chunks[0].raw(self._first))
+        position = self._origin + self._first
+        cached = self._head
+        if cached is not None and cached[0] == position:  # positions are never reused
+            return cached[1]
+        job = decode(self._chunks[0].raw(self._first))
+        self._head = (position, job)
+        return job
 
     @property
     def end(self) -> int:
@@ -317,6 +326,7 @@ class JobQueue:
             raise KeyError(jid)
         head = self.head()
         if head["jid"] == jid:
+            self._head = None
             position = self._origin + self._first
             self._advance()
             return head, position
@@ -387,3 +397,4 @@ class JobQueue:
         self._chunks.clear()
         self._count = 0
         self._located = None
+        self._head = None

@@ -89,14 +89,31 @@ def encode_frame(record: object) -> bytes:
 
 
 _ARRAY_HEADER = msgpack.Packer().pack_array_header
+#: one Packer per thread, reused: `msgpack.packb` builds a Packer (and its buffer) per call,
+#: which costs several times the packing of a command's few ops (every commit comes here);
+#: a Packer is not thread-safe, and after a failed `pack` it starts empty again
+_PACKERS = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    try:
+        return _PACKERS.packer  # type: ignore[no-any-return]
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+        return packer
+
+
+def _array_header_size(count: int) -> int:
+    """The bytes of a msgpack array header for `count` items (fixarray, array 16, array 32)."""
+    return 1 if count < 16 else 3 if count < 0x10000 else 5
 
 
 def pack_items(items: list[object]) -> memoryview:
     """`items` packed as the elements of a msgpack array, without its header, so the items of
     several lists can be joined into one record (`join_items`). Raises TypeError, ValueError or
     OverflowError for what msgpack cannot pack."""
-    packed = msgpack.packb(items, use_bin_type=True)
-    return memoryview(packed)[len(_ARRAY_HEADER(len(items))):]
+    packed = _packer().pack(items)
+    return memoryview(packed)[_array_header_size(len(items)):]
 
 
 def join_items(count: int, parts: Iterable[bytes | memoryview]) -> bytes:

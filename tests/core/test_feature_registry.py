@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from faktory_py.core.hooks import Drop, Outcome
+from collections.abc import Sequence
+
+from faktory_py.core.hooks import Drop, Ended, Ending, Ends, Outcome
 from faktory_py.core.lifecycle import Manager
 from faktory_py.core.registry import Feature, Registry
 from faktory_py.features.batches.feature import Batches
@@ -58,6 +60,10 @@ class Recorder:
 
     def on_fail(self, res: Reservation, failed: Job, outcome: Outcome, now: float) -> list[Op]:
         self.log.append(f"{self.name}.fail {outcome.name}")
+        return []
+
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op]:
+        self.log.append(f"{self.name}.end {' '.join(end.job['jid'] for end in ended)}")
         return []
 
     def next_due(self) -> float | None:
@@ -125,6 +131,58 @@ def test_a_job_without_retries_fails_as_dropped() -> None:
     assert log == ["only.fail DROPPED"]
 
 
+def test_custom_only_hooks_are_skipped_for_jobs_without_custom() -> None:
+    """A record's `custom_only` slots are not called for a job without a `custom` block (the
+    hooks would do nothing with it), and are for one with it; the other slots always are."""
+    log: list[str] = []
+    gated, always = Recorder("gated", log), Recorder("always", log)
+    registry = Registry([
+        Feature("gated", gated, prepare=gated, push=gated, fetch=gated, finish=gated, end=gated,
+                custom_only=frozenset({"prepare", "push", "fetch", "finish", "end"})),
+        Feature("always", always, push=always, fetch=always, finish=always, end=always),
+    ])
+    manager = Manager(MemoryStore(), random.Random(0), registry)
+    for name, extra in (("a", {}), ("b", {"custom": {"k": 1}})):
+        manager.push(job(name, **extra), NOW)
+        manager.fetch(["default"], "", NOW)
+        manager.ack(f"job-000{name}", NOW)
+    assert log == [
+        "always.push", "always.fetch job-000a", "always.ack", "always.end job-000a",
+        "gated.prepare", "gated.push", "always.push", "gated.fetch job-000b", "always.fetch job-000b",
+        "gated.ack", "always.ack", "gated.end job-000b", "always.end job-000b",
+    ]
+    assert registry.plain.fetch == (always,) and registry.fetch == (gated, always)
+
+
+class Killer(Recorder):
+    """An end hook that, told of a plain job ending, ends a job with `custom` in the same step
+    (as job dependencies kill a dependent)."""
+
+    def on_end(self, ended: Sequence[Ended], now: float) -> list[Op] | Ends:  # type: ignore[override]
+        super().on_end(ended, now)
+        if any("custom" in end.job for end in ended):
+            return []
+        return Ends([], [Ended(job("dep", custom={"after": ["job-000a"]}), Ending.DEAD)])
+
+
+def test_a_custom_only_end_hook_hears_of_the_jobs_another_hook_ended() -> None:
+    log: list[str] = []
+    killer, gated = Killer("killer", log), Recorder("gated", log)
+    registry = Registry([Feature("killer", killer, end=killer),
+                         Feature("gated", gated, end=gated, custom_only=frozenset({"end"}))])
+    manager = Manager(MemoryStore(), random.Random(0), registry)
+    manager.push(job("a"), NOW)
+    manager.fetch(["default"], "", NOW)
+    manager.ack("job-000a", NOW)
+    assert log == ["killer.end job-000a", "gated.end job-000dep"]
+
+
+def test_custom_only_names_job_hook_slots() -> None:
+    log: list[str] = []
+    with pytest.raises(ValueError, match="custom_only"):
+        Registry([Feature("r", Recorder("r", log), custom_only=frozenset({"info"}))])
+
+
 def test_find_looks_a_feature_up_by_type() -> None:
     log: list[str] = []
     recorder = Recorder("r", log)
@@ -170,6 +228,12 @@ def test_the_servers_features_keep_their_order() -> None:
     assert [type(hook) for hook in registry.fetch] == [ExpiringJobs, UniqueJobs, JobTracking, Batches]
     assert [type(hook) for hook in registry.hold] == [Workflows]
     assert registry.select == ()  # no throttle configured: FETCH takes the head
+    # a job without `custom` is no feature's business at PUSH and FETCH (ACK: unique prunes
+    # its expired locks, batches releases a hold of the jid, workflows records ends)
+    assert registry.plain.prepare == registry.plain.hold == registry.plain.fetch == registry.plain.drop == ()
+    assert [type(hook) for hook in registry.plain.push] == [Workflows]
+    assert [type(hook) for hook in registry.plain.finish] == [UniqueJobs, Batches]
+    assert [type(hook) for hook in registry.plain.end] == [Workflows, Batches]
     # the Throttles tab is routed from the start (a reload may configure throttles), listed once there are some
     assert [(page.name, page.listed) for feature in registry for page in feature.pages] == [
         ("held", True), ("batches", True), ("throttles", False), ("cron", False)]

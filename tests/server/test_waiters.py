@@ -93,3 +93,20 @@ async def test_statistics_count_each_waiting_fetch_once() -> None:
         waiters.notify("other")
     assert waiters.statistics().fetches_waiting == 0
     assert [name for name, _ in woken] == ["two queues", "one queue"]
+
+
+async def test_stop_ends_every_wait_and_every_later_one() -> None:
+    """A stopping server's waiting FETCHes answer at once: every wait ends with None, one
+    on no queue at all (a quiet worker's) too, and so does any wait begun afterwards; a
+    waiter a job woke first still gets its queue."""
+    waiters, woken = QueueWaiters(), []
+    async with trio.open_nursery() as nursery:
+        for name, queues in (("served", ["q"]), ("q", ["q"]), ("quiet", [])):
+            nursery.start_soon(_waiter, waiters, queues, name, woken)
+            await trio.testing.wait_all_tasks_blocked()
+        waiters.notify("q")
+        waiters.stop()
+    assert sorted(woken, key=str) == [("q", None), ("quiet", None), ("served", "q")]
+    assert waiters.statistics().fetches_waiting == 0
+    with trio.testing.assert_checkpoints():
+        assert await waiters.wait(["q"]) is None

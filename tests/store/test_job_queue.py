@@ -243,3 +243,23 @@ def test_the_queue_agrees_with_a_list_of_positioned_jobs(monkeypatch: Any) -> No
     monkeypatch.setattr(job_queue, "_OFFSETS", ("B", "Q"))
     run_state_machine_as_test(QueueMachine, settings=settings(
         max_examples=300, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
+
+
+def test_fetching_the_head_decodes_it_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """FETCH reads the head, then its reservation pops it: the pop reuses what the read
+    decoded (the very job, not an equal copy), and a head that changed meanwhile is decoded
+    anew."""
+    from faktory_py.store import job_queue
+
+    decoded: list[bytes] = []
+    real = job_queue.decode
+    monkeypatch.setattr(job_queue, "decode", lambda raw: decoded.append(raw) or real(raw))
+    queue = queue_of("a", "b")
+    head = queue.head()
+    job, position = queue.pop("a")
+    assert (job is head, position, len(decoded)) == (True, 0, 1)
+    assert queue.head()["jid"] == "b"
+    queue.clear()
+    queue.extend([encode({"jid": "c", "queue": "q"})])
+    assert queue.pop("c") == ({"jid": "c", "queue": "q"}, 2)  # not the cached "b"
+    assert len(decoded) == 3

@@ -344,7 +344,8 @@ class Batches:
         done ones; BATCH makes,
         opens, commits and reads them; the web UI has a Batches page."""
         return Feature("batches", self, push=self, fetch=self, finish=self, end=self, timed=self, pushes=self,
-                       pages=(WebPage("batches", "Batches"),), commands=("BATCH",))
+                       pages=(WebPage("batches", "Batches"),), commands=("BATCH",),
+                       custom_only=frozenset({"push", "fetch"}))
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[AnyOp]:
         bid = member_bid(job)
@@ -402,7 +403,11 @@ class Batches:
         count as failed, so a member that never runs cannot keep its batch from completing
         (one that had failed already, killed or deleted from the retry set, is not counted
         twice); for a callback any ending is its end ("2"), so one that will never run
-        cannot keep its batch from going on to done."""
+        cannot keep its batch from going on to done. A job without `custom` is neither a
+        member nor a callback, and held only if one with its jid was (every ACK comes here)."""
+        holds = self.holds
+        if all("custom" not in end.job and end.job["jid"] not in holds for end in ended):
+            return []
         txn = Txn(self)
         for end in ended:
             self._finished(txn, end.job, end.ending is Ending.SUCCESS, True, now)

@@ -317,7 +317,8 @@ class Workflows:
         held instead of queued, every ending resolves edges, and the timer resolves
         never-seen dependencies as missing and forgets old outcome records."""
         return Feature("workflows", self, prepare=self, push=self, hold=self, end=self, batch=self, target=self,
-                       timed=self, info=self, pages=(WebPage("held", "Workflows"),), commands=("RESULT", "JOB"))
+                       timed=self, info=self, pages=(WebPage("held", "Workflows"),), commands=("RESULT", "JOB"),
+                       custom_only=frozenset({"prepare", "hold"}))
 
     def _declaration(self, job: Job) -> Declaration | None:
         return declaration(job, self.settings.dependency_key, self.settings.max_deps, self.settings.unknown_timeout)
@@ -340,7 +341,10 @@ class Workflows:
 
     def on_push(self, job: Job, scheduled_for: float | None, wid: str, now: float) -> list[Op]:
         jid = job["jid"]
-        if any(jid in self.held[waiting].unknown for waiting in self.dependents.get(jid, ())):
+        waiting = self.dependents.get(jid)
+        if waiting is None:  # no held job names it (every PUSH without dependencies)
+            return []
+        if any(jid in self.held[held].unknown for held in waiting):
             return [{"op": "wf_seen", "dep": jid}]
         return []
 
