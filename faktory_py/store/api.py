@@ -111,9 +111,19 @@ def _op(tag: str) -> Callable[[_Record], _Record]:
     return make
 
 
+class UnknownOp(KeyError):
+    """A journal op whose tag no store op and no feature takes: most likely a journal written
+    by a newer faktory_py (a KeyError, so callers that check ops keep catching it)."""
+
+    def __str__(self) -> str:
+        return f"unknown journal op {self.args[0]!r} (written by a newer faktory_py?)"
+
+
 def decode_op(op: Op) -> StoreOp:
     """A store op from its journal form; KeyError for a tag or field the store does not know."""
-    record = _BY_TAG[op["op"]]
+    record = _BY_TAG.get(op["op"])
+    if record is None:
+        raise UnknownOp(op["op"])
     return record(*[op[key] for key in record._keys])
 
 

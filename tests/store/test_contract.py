@@ -136,6 +136,13 @@ def test_every_op_encodes_to_its_journal_form(record: StoreOp, form: Op) -> None
     assert decode_op(roundtrip(form)) == record
 
 
+def test_an_op_no_one_takes_is_named_as_such() -> None:
+    """Replay of a journal a newer faktory_py wrote stops with a reason an operator can read
+    (a bare KeyError printed as the tag alone did not say what was wrong)."""
+    with pytest.raises(KeyError, match="unknown journal op 'from_the_future' .written by a newer faktory_py"):
+        decode_op({"op": "from_the_future"})
+
+
 def test_records_are_values_of_their_own_type() -> None:
     """Equal by type and fields: a zrem is never equal to a drop of the same two strings
     (as NamedTuples would be); built by keyword too, with no per-instance dict."""
