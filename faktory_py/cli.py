@@ -62,14 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         from .tools.conformance import runner  # the checker needs neither trio nor the server
         return runner.main(argv[1:])
     if argv[:1] == ["bench"]:
-        try:
-            from .tools.loadgen import cli as bench_cli  # the load generator needs neither trio nor the server
-        except ModuleNotFoundError as exc:
-            if exc.name != "hiredis":
-                raise
-            print("faktory-py bench: the load generator needs hiredis: pip install 'faktory_py[loadgen]'",
-                  file=sys.stderr)
-            return 2
+        from .tools.loadgen import cli as bench_cli  # the load generator needs neither trio nor the server
         return bench_cli.main(argv[1:])
     if argv[:1] == ["check-config"]:
         return check_config(argv[1:])

@@ -35,17 +35,6 @@ def test_check_config_has_its_own_help() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_bench_without_hiredis_explains() -> None:
-    # None in sys.modules makes `import hiredis` fail as if it were not installed
-    code = ("import sys; sys.modules['hiredis'] = None; from faktory_py.cli import main; "
-            "sys.exit(main(['bench', '--url', 'tcp://127.0.0.1:1']))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert "needs hiredis" in proc.stderr and "faktory_py[loadgen]" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-@pytest.mark.timeout(60)
 def test_server_processes_run_this_checkout() -> None:
     """`python -m faktory_py` in FaktoryPy's directory imports the package under test, not an
     installed copy (else every test over a server process would test other code)."""
