@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import coredis
+from coredis.connection import TCPLocation
 from coredis.exceptions import ResponseError
 
 from ...config import RedisConfig
@@ -33,11 +34,27 @@ class RedisStoreError(FaktoryPyError):
 
 @asynccontextmanager
 async def open_redis(config: RedisConfig) -> AsyncIterator[coredis.Redis[bytes]]:
-    """A client of the Redis in `config` (bytes in, bytes out), checked for use as an op log."""
-    client: coredis.Redis[bytes] = coredis.Redis.from_url(
-        config.url(), decode_responses=False, connect_timeout=CONNECT_TIMEOUT,
-        stream_timeout=max(1.0, 2 * config.lease_ttl_ms / 1000))
-    async with client:
+    """A client of the Redis in `config` (bytes in, bytes out), checked for use as an op log.
+
+    With Sentinels (`redis+sentinel://`) each new connection asks them where the master
+    is and checks that it answers `ROLE` as a master (coredis's Sentinel pool): after a
+    Redis failover the old master's connections fail, the call that failed is sent again
+    (server/ha/oplog.py) and goes to the promoted replica."""
+    stream_timeout = max(1.0, 2 * config.lease_ttl_ms / 1000)
+    if not config.sentinels:
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            config.url(), decode_responses=False, connect_timeout=CONNECT_TIMEOUT, stream_timeout=stream_timeout)
+        async with client:
+            await check_server(client, config)
+            yield client
+        return
+    sentinels = coredis.Sentinel(
+        [TCPLocation(host, port) for host, port in config.sentinels], decode_responses=False,
+        sentinel_kwargs={"password": config.sentinel_password, "connect_timeout": CONNECT_TIMEOUT,
+                         "stream_timeout": CONNECT_TIMEOUT},
+        connect_timeout=CONNECT_TIMEOUT, stream_timeout=stream_timeout, db=config.db,
+        username=config.username, password=config.password)
+    async with sentinels, sentinels.primary_for(config.service) as client:
         await check_server(client, config)
         yield client
 
