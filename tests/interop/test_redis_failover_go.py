@@ -58,6 +58,7 @@ def sentinel(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisSentinel]]:
     try:
         for server in (master, *replicas, watcher):
             server.start()
+        eventually(lambda: all(replica.linked() for replica in replicas), 30, "both replicas to sync")
         eventually(lambda: watcher.replicas(SERVICE) == 2, 30, "the Sentinel to see both replicas")
         yield master, watcher
     finally:

@@ -222,18 +222,25 @@ class RedisOpLog:
         sending the same call again after an unknown outcome; fences and raises
         JournalFailed when it cannot."""
         args = [self.lease.token, index, self.lease.epoch, *frames]
+        failures = 0
         while True:
             with trio.move_on_at(self.lease.deadline):
                 try:
                     if await self._append_once(args):
+                        if failures:
+                            log.warning("append of entry %d went through after %d failed attempts", index, failures)
                         return
                 except ResponseError as exc:
                     if is_fence(str(exc)):
                         self.fence(f"the append of entry {index} was refused: {exc}")
                         raise JournalFailed(f"fenced: {self.fence_reason}") from None
-                    log.warning("append of entry %d refused for now (%s); sending it again", index, exc)
+                    # a Redis failover retries every RETRY_PAUSE for seconds: the first one is logged
+                    log.log(logging.DEBUG if failures else logging.WARNING,
+                            "append of entry %d refused for now (%s); sending it again", index, exc)
                 except (RedisError, OSError) as exc:
-                    log.warning("append of entry %d: outcome unknown (%s); sending it again", index, exc)
+                    log.log(logging.DEBUG if failures else logging.WARNING,
+                            "append of entry %d: outcome unknown (%s); sending it again", index, exc)
+                failures += 1
                 await trio.sleep(RETRY_PAUSE)
                 continue
             self.fence(f"the lease deadline passed while appending entry {index}")

@@ -13,8 +13,8 @@ The block is at most the time left on the holder's lease (and LEASE_POLL), so th
 standby tries ACQUIRE as soon as the key is gone; Redis grants it only at the head.
 
 A Redis error (Redis restarting, or failing over under Sentinel) does not end a standby:
-it reads again after a pause, and reloads its store first when the error cut a replay
-short (the store had applied entries its position does not count).
+it reads on from its position after a pause (a replay moves the position with each batch
+it applies), and resyncs first when the error cut a resync short.
 """
 
 from __future__ import annotations
@@ -103,25 +103,31 @@ async def stand_by(oplog: RedisOpLog, store: MemoryStore, node_id: str, cluster_
     #: again is the log's own inconsistency, not this node's
     resynced: Position | None = None
     replayed = 0
-    #: why the store must be loaded afresh before anything else: a Redis error cut a replay
-    #: or resync short, leaving the store ahead of `oplog.position`
+    #: a resync that a Redis error cut short (the store wiped, or half loaded, while
+    #: `oplog.position` still says where it was): done again before anything else
     reload: JournalCorrupt | None = None
+    #: Redis errors in a row (a failover takes seconds: only the first one is a warning)
+    failures = 0
 
     async def resync_from(why: JournalCorrupt) -> Position:
         nonlocal reload
-        reload = JournalCorrupt(keys.log, None, f"a Redis error cut a resync short ({why})")
+        reload = why
         position = await resync(client, keys, store, why)
         reload = None
         return position
+
+    def applied(position: Position) -> None:
+        oplog.position = position
 
     while True:
         try:
             if reload is not None:
                 oplog.position = await resync_from(reload)
             try:
-                reload = JournalCorrupt(keys.log, None, "a Redis error cut a replay short")
-                oplog.position, more = await replay_log(client, keys, store, oplog.position)
-                reload = None
+                oplog.position, more = await replay_log(client, keys, store, oplog.position, applied)
+                if failures:
+                    log.warning("standby: reading the log again after %d failed attempts", failures)
+                    failures = 0
                 replayed += more
             except JournalCorrupt as exc:
                 oplog.position = await resync_from(exc)
@@ -176,7 +182,9 @@ async def stand_by(oplog: RedisOpLog, store: MemoryStore, node_id: str, cluster_
             # Redis unreachable or failing over (Sentinel): keep following once it answers. An
             # ACQUIRE whose reply was lost may have granted a lease nobody renews: it is waited
             # out like any other holder's.
-            log.warning("standby: Redis failed (%s); trying again in %.2f s", exc, RETRY_PAUSE)
+            log.log(logging.DEBUG if failures else logging.WARNING,
+                    "standby: Redis failed (%s); trying again every %.2f s", exc, RETRY_PAUSE)
+            failures += 1
             await trio.sleep(RETRY_PAUSE)
 
 
