@@ -17,6 +17,7 @@ from typing import Any
 import coredis
 from coredis.connection import TCPLocation
 from coredis.exceptions import ResponseError
+from coredis.pool import SentinelConnectionPool
 
 from ...config import RedisConfig
 from ...errors import FaktoryPyError
@@ -89,6 +90,16 @@ async def check_server(client: coredis.Redis[bytes], config: RedisConfig) -> Non
         if replicas < config.min_replicas:
             log.warning("%s: %d replicas connected, min_replicas is %d: replies wait until enough are",
                         where, replicas, config.min_replicas)
+
+
+async def follow_master(client: coredis.Redis[bytes]) -> None:
+    """With Sentinels: ask them which server is the master now, and close this client's
+    connections if it is another one than they lead to. Called when too few replicas have
+    a write: after a second failover the server this node still writes to may believe it
+    is the master, with no replica left, until Sentinel demotes it (up to 10 s later)."""
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        await pool.get_primary_location()
 
 
 async def call_replicated(client: coredis.Redis[bytes], script: Any, keys: Sequence[str], args: Sequence[Any],
