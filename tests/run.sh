@@ -5,7 +5,9 @@
 #
 # Besides our Python dependencies it installs the real Faktory server (built from source with
 # Go, cached outside the repo) plus redis-server, which Faktory starts itself; the protocol
-# conformance tests run every case against it too. It exports FAKTORY_BIN for the tests.
+# conformance tests run every case against it too. The Redis-backend tests start redis-server
+# too, as masters, replicas and (`redis-server --sentinel`: no redis-sentinel package needed)
+# a Sentinel. It exports FAKTORY_BIN for the tests.
 # Debian's chromium is installed for the web UI's browser tests (Playwright drives it; no
 # `playwright install`), and Debian's prometheus for the /metrics tests (a real Prometheus
 # scrapes a server; promtool checks a scrape). Everything is skipped when already installed. Under CI=true any

@@ -183,8 +183,30 @@ def test_store_defaults(tmp_path: Path) -> None:
     assert redis.advertise is None  # a standby parks clients of this node's term instead of forwarding
 
 
+def test_a_sentinel_store_url(tmp_path: Path) -> None:
+    """The form Harbor and others use: the Sentinels, then the master's name and the db;
+    `user:password@` is the Redis master's, `sentinel_password` the Sentinels' own."""
+    redis = load([*dirs(tmp_path), "--store", "redis+sentinel://app:p%40ss@s1:26380,s2,[::1]:5000/fkmaster/2"
+                  "?name=billing&sentinel_password=s3nt"], {}).redis
+    assert redis is not None
+    assert redis.sentinels == (("s1", 26380), ("s2", 26379), ("::1", 5000))
+    assert (redis.service, redis.db, redis.username, redis.password, redis.sentinel_password, redis.name) == (
+        "fkmaster", 2, "app", "p@ss", "s3nt", "billing")
+    assert redis.min_replicas == 1  # failing over is why one runs Sentinels: an +OK waits for a replica
+    assert "s3nt" not in repr(redis) and "p@ss" not in repr(redis)
+    assert redis.safe_url == "redis+sentinel://s1:26380,s2:26379,[::1]:5000/fkmaster/2?name=billing"
+    plain = load([*dirs(tmp_path), "--store", "redis+sentinel://s1/fkmaster"], {}).redis
+    assert plain is not None and (plain.sentinels, plain.db, plain.sentinel_password) == ((("s1", 26379),), 0, None)
+
+
 @pytest.mark.parametrize("url, message", [
-    ("redis+sentinel://h1:26379,h2:26379/mymaster", "not supported yet"),
+    ("redis+cluster://h1:7000/", "not supported"),
+    ("redis+sentinel://h1:26379,h2:26379", "needs the master's name"),
+    ("redis+sentinel://h1:26379/mymaster/zero", "must be a number"),
+    ("redis+sentinel://h1:x/mymaster", "invalid port"),
+    ("redis+sentinel://h1,/mymaster", "needs a host"),
+    ("redis+sentinel://h1/mymaster?ssl=1", "unknown URL parameter"),
+    ("redis://h1,h2", "one host"),
     ("memcached://h", "--store must be local"),
     ("redis://", "needs a host"),
     ("redis://h:notaport", "invalid port"),

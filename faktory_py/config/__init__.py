@@ -135,7 +135,8 @@ def argument_parser() -> argparse.ArgumentParser:
                    help=f"journal fsync policy (default {Config.fsync})")
     p.add_argument("--store", default=None, metavar="URL",
                    help="where the op log lives: local (the journal in -d, default), "
-                        "redis://host:port[/db]?name=N or rediss://… (preview, see README)")
+                        "redis://host:port[/db]?name=N, rediss://… or "
+                        "redis+sentinel://host:port[,host:port]/<service>[/db]?name=N (preview, see README)")
     p.add_argument("--max-connections", type=int, default=None, help=f"connection limit (default {Config.max_connections})")
     return p
 

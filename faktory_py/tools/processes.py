@@ -307,11 +307,8 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (tests/run.sh installs it)")
         with open(self.dir / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", "",
-                 "--unixsocket", "", *self.extra],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen([binary, *self.arguments()], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -320,6 +317,11 @@ class RedisServer:
                 return
             time.sleep(0.02)
         raise RuntimeError("redis-server did not answer PING")
+
+    def arguments(self) -> list[str]:
+        """redis-server's command line after the binary (a Sentinel's differs)."""
+        return ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--appendonly", "yes",
+                "--maxmemory-policy", "noeviction", "--save", "", "--unixsocket", "", *self.extra]
 
     def command(self, *args: str) -> str | None:
         """Send one command; the first line of the reply without its type byte, or None

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import coredis
 import pytest
 import trio
 
@@ -40,6 +41,44 @@ class RedisServer(processes.RedisServer):
                 pytest.fail("redis-server is not installed (tests/run.sh installs it)")
             pytest.skip("redis-server is not installed (tests/run.sh installs it)")
         super().start(timeout)
+
+    def linked(self) -> bool:
+        """A replica: its link to the master is up (the initial sync done)."""
+        replication = self._ask(lambda client: client.info("replication"))
+        return replication.get("master_link_status") == "up"
+
+    def _ask(self, call: Any) -> Any:
+        """`call(client)`'s result, with a coredis client of this server (str replies)."""
+        async def ask() -> Any:
+            async with coredis.Redis(port=self.port, decode_responses=True) as client:
+                return await call(client)
+        return trio.run(ask)
+
+
+class RedisSentinel(RedisServer):
+    """`redis-server --sentinel` (Debian's redis-server binary runs as a Sentinel with it; no
+    redis-sentinel package needed) watching `master` as `service`, quorum 1, declaring it
+    down after `down_after_ms` without an answer (Sentinel's default is 30 s)."""
+
+    def __init__(self, base: Path, service: str, master: RedisServer, down_after_ms: int) -> None:
+        super().__init__(base)
+        (base / "sentinel.conf").write_text(  # Sentinel rewrites its file: one of its own
+            f"sentinel monitor {service} 127.0.0.1 {master.port} 1\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} 10000\n")
+
+    def arguments(self) -> list[str]:
+        return [str(self.dir / "sentinel.conf"), "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.dir)]
+
+    def master(self, service: str) -> int:
+        """The port of the master the Sentinel names for `service` now."""
+        return int(self._ask(lambda client: client.sentinel_get_master_addr_by_name(service))[1])
+
+    def replicas(self, service: str) -> int:
+        """How many replicas of `service`'s master the Sentinel sees up."""
+        found = self._ask(lambda client: client.sentinel_replicas(service))
+        return sum(1 for replica in found if not (replica["is_sdown"] or replica["is_disconnected"]))
 
 
 @pytest.fixture(scope="module")

@@ -63,14 +63,7 @@ def test_protocol_case_on_redis(server_factory, redis_store: str, path: Path) ->
     replay(case, srv.port, srv.password, ours=True)
 
 
-#: Not through a standby yet: in full-suite runs its INFO right after the PUSH of a job due in
-#: 1 s found the job neither scheduled nor queued (2 of 2 runs; 5 of 5 passed alone). Until that
-#: is understood (issue 16) it runs against the Redis primary only (test_protocol_case_on_redis).
-NOT_THROUGH_A_STANDBY = {"timers.ours.case"}
-THROUGH_A_STANDBY = [p for p in CASES if p.name not in NOT_THROUGH_A_STANDBY]
-
-
-@pytest.mark.parametrize("path", THROUGH_A_STANDBY, ids=[p.name for p in THROUGH_A_STANDBY])
+@pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
 def test_protocol_case_through_a_standby(server_factory, redis_store: str, path: Path) -> None:
     """Replay one case file through a standby (both nodes `advertise` their command port, the
     standby started second): every byte goes through the standby's forwarding to the primary,

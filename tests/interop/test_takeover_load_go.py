@@ -7,13 +7,12 @@ killed node is started again at once and competes for the lease with the two oth
 it has loaded the log (it may win). Each takeover is timed from the kill to the first
 INFO a new primary answers (printed with `-s`) and bounded by the lease TTL plus SLACK.
 
-The checker reads the whole op log from Redis afterwards and accounts for every jid:
-every PUSH the producer saw `+OK` for is in the log; no job is reserved again after an ACK
-ended its reservation; every job the workers ran had been pushed; every batch the producer
-committed whose jobs all succeeded enqueued its success callback exactly once (and a batch
-with a job not yet done, none); the unique locks of five jobs pushed before the kills (into a
-queue nobody works) still refuse a duplicate, and those of unique jobs that succeeded are
-released. Jobs whose PUSH failed (outcome unknown to the client) are not counted either way.
+The checker (helpers/ledger.py) reads the whole op log from Redis afterwards and accounts
+for every jid: every PUSH the producer saw `+OK` for is in the log; no job is reserved again
+after an ACK ended its reservation; every job the workers ran had been pushed; every batch
+committed whose jobs all succeeded enqueued its success callback exactly once; the unique
+locks of five jobs pushed before the kills (into a queue nobody works) still refuse a
+duplicate, and those of unique jobs that succeeded are released.
 """
 
 from __future__ import annotations
@@ -21,20 +20,19 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from faktory_py.store.job_queue import decode as decode_queued
 from faktory_py.tools.client import ReplyError
+from helpers.ledger import account_for_every_jid, check_unique_locks
 from helpers.polling import eventually
 from helpers.rawclient import RawClient, new_jid
-from helpers.redis import advertise, read_log
+from helpers.redis import advertise
 from helpers.servers import ServerProcess
 from helpers.toolchain import Toolchain
 from interop.test_client_go import GO_DIR, TAKEOVER_LOAD, go_env  # noqa: F401 (the fixture)
@@ -51,6 +49,24 @@ HELD = range(5)  # unique jobs in `held`, which no worker fetches
 
 def held_job(n: int) -> dict[str, object]:
     return {"jid": new_jid(), "jobtype": "Held", "args": [n], "queue": "held", "custom": {"unique_for": 3600}}
+
+
+@contextmanager
+def go_load(binary: str, url: str, ledger: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """The Go producer and faktory_worker_go workers (TAKEOVER_LOAD) working against `url`
+    for `seconds`, writing `ledger` (helpers/ledger.py reads it); killed if still running
+    when the block ends."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
+    env |= {"FAKTORY_URL": url, "FAKTORY_LEDGER": str(ledger), "FAKTORY_LOAD_SECONDS": str(int(seconds))}
+    go = subprocess.Popen([binary, f"-test.run=^{TAKEOVER_LOAD}$", "-test.v", f"-test.timeout={seconds + 60:.0f}s"],
+                          cwd=GO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+    try:
+        yield go
+    finally:
+        if go.poll() is None:
+            os.killpg(go.pid, signal.SIGKILL)
+            go.communicate()
 
 
 @pytest.fixture
@@ -88,14 +104,9 @@ def test_go_clients_survive_repeated_kill_9_of_the_primary(cluster, redis_store,
     by_port = {node.port: node for node in cluster}
     ledger = tmp_path / "ledger"
     seconds = 4 + KILLS * (LEASE_TTL + SLACK)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKTORY_")}
-    env |= {"FAKTORY_URL": first.url, "FAKTORY_LEDGER": str(ledger), "FAKTORY_LOAD_SECONDS": str(int(seconds))}
-    go = subprocess.Popen([binary, f"-test.run=^{TAKEOVER_LOAD}$", "-test.v", f"-test.timeout={seconds + 60:.0f}s"],
-                          cwd=GO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True)
     moments = random.Random(SEED)
     times = []
-    try:
+    with go_load(binary, first.url, ledger, seconds) as go:
         time.sleep(1.0)  # load first
         for _ in range(KILLS):
             time.sleep(moments.uniform(0.2, 1.0))  # a random moment of the load
@@ -115,10 +126,6 @@ def test_go_clients_survive_repeated_kill_9_of_the_primary(cluster, redis_store,
                 time.sleep(0.05)
             times.append(time.monotonic() - killed)
         output, _ = go.communicate(timeout=seconds + 90)
-    finally:
-        if go.poll() is None:
-            os.killpg(go.pid, signal.SIGKILL)
-            go.communicate()
     assert go.returncode == 0, output[-5000:]
 
     times.sort()
@@ -128,32 +135,7 @@ def test_go_clients_survive_repeated_kill_9_of_the_primary(cluster, redis_store,
           + ", ".join(f"{t:.2f}" for t in times))
     assert times[-1] < LEASE_TTL + SLACK
 
-    lines = [line.split() for line in ledger.read_text().splitlines()]
-    pushed = {jid for what, *jids in lines if what == "PUSHED" for jid in jids}
-    ran = Counter(jid for what, *jids in lines if what == "RAN" for jid in jids)
-    batches = [jids for what, *jids in lines if what == "BATCH"]
-    assert len(pushed) > 100 and ran and batches
-    enqueued: Counter[str] = Counter()
-    unique: dict[str, list[object]] = {}  # jid → args of the jobs pushed with unique_for
-    acked: set[str] = set()
-    reserved_after_ack = []
-    for record in read_log(redis_store):
-        for op in record:
-            if op["op"] == "enqueue":
-                for job in map(decode_queued, op["raws"]):
-                    enqueued[job["jid"]] += 1
-                    if "unique_for" in job.get("custom", {}):
-                        unique[job["jid"]] = job["args"]
-            elif op["op"] == "reserve" and op["jid"] in acked:
-                reserved_after_ack.append(op["jid"])
-            elif op["op"] == "done" and not op["failed"]:
-                acked.add(op["jid"])
-    assert pushed <= set(enqueued), f"acknowledged PUSHes missing from the log: {sorted(pushed - set(enqueued))[:10]}"
-    assert not reserved_after_ack, f"ACKed jobs handed out again: {reserved_after_ack[:10]}"
-    assert set(ran) <= set(enqueued)
-    # a committed batch whose jobs all succeeded enqueued its success callback, once
-    for bid, callback, *members in batches:
-        assert enqueued[callback] == (1 if set(members) <= acked else 0), (bid, callback, members)
+    books = account_for_every_jid(ledger, redis_store)
     # the unique locks: held by the jobs that wait in `held`, released by those that succeeded
     port, _ = eventually(lambda: next(filter(None, (primary(node) for node in cluster)), None), 20, "a primary")
     with RawClient(port) as c:
@@ -161,13 +143,7 @@ def test_go_clients_survive_repeated_kill_9_of_the_primary(cluster, redis_store,
         for n in HELD:
             with pytest.raises(ReplyError, match="NOTUNIQUE"):
                 c.push(held_job(n))
-        for jid in sorted(set(unique) & acked)[:50]:
-            again = {"jid": new_jid(), "jobtype": "Load", "args": unique[jid], "queue": "after",
-                     "custom": {"unique_for": 3600}}
-            assert c.push(again) == b"OK"
-    print(f"{len(pushed)} pushed (+OK), {len(enqueued)} enqueued, {len(acked)} ACKed, "
-          f"{sum(ran.values())} runs of {len(ran)} jobs ({sum(n > 1 for n in ran.values())} run twice: "
-          f"ACK or FETCH reply lost in a takeover), {len(batches)} batches, "
-          f"{len(set(unique) & acked)} unique jobs succeeded")
+    check_unique_locks(port, books)
+    print(books.summary())
     for node in cluster:
         assert "Traceback" not in node.log_text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
 import coredis
@@ -70,10 +71,11 @@ async def drop_orphan_snapshots(client: coredis.Redis[bytes], keys: Keys) -> int
     return await client.unlink(orphans) if orphans else 0
 
 
-async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies,
-                     after: Position) -> tuple[Position, int]:
+async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies, after: Position,
+                     applied: Callable[[Position], None] | None = None) -> tuple[Position, int]:
     """Apply every entry after `after` to `store`; returns the position reached and the
-    frame bytes read."""
+    frame bytes read. `applied` hears of each batch's position as soon as the store has it
+    (a standby's position stays true when a Redis error ends the replay half way)."""
     position = after
     replayed = 0
     while True:
@@ -84,5 +86,7 @@ async def replay_log(client: coredis.Redis[bytes], keys: Keys, store: Applies,
             for op in entry.ops:
                 store.apply(op)
             replayed += len(fields[b"f"])
+        if applied is not None:
+            applied(position)
         if len(entries) < REPLAY_BATCH:
             return position, replayed

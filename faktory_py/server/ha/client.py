@@ -15,7 +15,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import coredis
+from coredis.connection import TCPLocation
 from coredis.exceptions import ResponseError
+from coredis.pool import SentinelConnectionPool
 
 from ...config import RedisConfig
 from ...errors import FaktoryPyError
@@ -33,11 +35,27 @@ class RedisStoreError(FaktoryPyError):
 
 @asynccontextmanager
 async def open_redis(config: RedisConfig) -> AsyncIterator[coredis.Redis[bytes]]:
-    """A client of the Redis in `config` (bytes in, bytes out), checked for use as an op log."""
-    client: coredis.Redis[bytes] = coredis.Redis.from_url(
-        config.url(), decode_responses=False, connect_timeout=CONNECT_TIMEOUT,
-        stream_timeout=max(1.0, 2 * config.lease_ttl_ms / 1000))
-    async with client:
+    """A client of the Redis in `config` (bytes in, bytes out), checked for use as an op log.
+
+    With Sentinels (`redis+sentinel://`) each new connection asks them where the master
+    is and checks that it answers `ROLE` as a master (coredis's Sentinel pool): after a
+    Redis failover the old master's connections fail, the call that failed is sent again
+    (server/ha/oplog.py) and goes to the promoted replica."""
+    stream_timeout = max(1.0, 2 * config.lease_ttl_ms / 1000)
+    if not config.sentinels:
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            config.url(), decode_responses=False, connect_timeout=CONNECT_TIMEOUT, stream_timeout=stream_timeout)
+        async with client:
+            await check_server(client, config)
+            yield client
+        return
+    sentinels = coredis.Sentinel(
+        [TCPLocation(host, port) for host, port in config.sentinels], decode_responses=False,
+        sentinel_kwargs={"password": config.sentinel_password, "connect_timeout": CONNECT_TIMEOUT,
+                         "stream_timeout": CONNECT_TIMEOUT},
+        connect_timeout=CONNECT_TIMEOUT, stream_timeout=stream_timeout, db=config.db,
+        username=config.username, password=config.password)
+    async with sentinels, sentinels.primary_for(config.service) as client:
         await check_server(client, config)
         yield client
 
@@ -72,6 +90,16 @@ async def check_server(client: coredis.Redis[bytes], config: RedisConfig) -> Non
         if replicas < config.min_replicas:
             log.warning("%s: %d replicas connected, min_replicas is %d: replies wait until enough are",
                         where, replicas, config.min_replicas)
+
+
+async def follow_master(client: coredis.Redis[bytes]) -> None:
+    """With Sentinels: ask them which server is the master now, and close this client's
+    connections if it is another one than they lead to. Called when too few replicas have
+    a write: after a second failover the server this node still writes to may believe it
+    is the master, with no replica left, until Sentinel demotes it (up to 10 s later)."""
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        await pool.get_primary_location()
 
 
 async def call_replicated(client: coredis.Redis[bytes], script: Any, keys: Sequence[str], args: Sequence[Any],

@@ -40,7 +40,7 @@ from ...store.redis.keys import Keys
 from ...store.redis.lease import Lease
 from ...store.redis.scripts import RELEASE, RENEW, append_keys, is_fence, lease_keys, parse_append
 from ..durability import JournalFailed
-from .client import call_replicated
+from .client import call_replicated, follow_master
 from .link import ScriptLink
 from .standby import Role
 
@@ -222,18 +222,25 @@ class RedisOpLog:
         sending the same call again after an unknown outcome; fences and raises
         JournalFailed when it cannot."""
         args = [self.lease.token, index, self.lease.epoch, *frames]
+        failures = 0
         while True:
             with trio.move_on_at(self.lease.deadline):
                 try:
                     if await self._append_once(args):
+                        if failures:
+                            log.warning("append of entry %d went through after %d failed attempts", index, failures)
                         return
                 except ResponseError as exc:
                     if is_fence(str(exc)):
                         self.fence(f"the append of entry {index} was refused: {exc}")
                         raise JournalFailed(f"fenced: {self.fence_reason}") from None
-                    log.warning("append of entry %d refused for now (%s); sending it again", index, exc)
+                    # a Redis failover retries every RETRY_PAUSE for seconds: the first one is logged
+                    log.log(logging.DEBUG if failures else logging.WARNING,
+                            "append of entry %d refused for now (%s); sending it again", index, exc)
                 except (RedisError, OSError) as exc:
-                    log.warning("append of entry %d: outcome unknown (%s); sending it again", index, exc)
+                    log.log(logging.DEBUG if failures else logging.WARNING,
+                            "append of entry %d: outcome unknown (%s); sending it again", index, exc)
+                failures += 1
                 await trio.sleep(RETRY_PAUSE)
                 continue
             self.fence(f"the lease deadline passed while appending entry {index}")
@@ -245,14 +252,19 @@ class RedisOpLog:
         If the entry is in but too few replicas have it, the WAIT is repeated behind a RENEW
         rather than alone: WAIT counts only the writes of its own connection, which need not
         be the one the append went over, and a replica that has the later RENEW has the
-        entry (replication is one ordered stream). The lease deadline bounds the wait:
-        renewals do not count without the replicas either."""
+        entry (replication is one ordered stream). The APPEND is sent again first (DUP, as
+        a rule): the master may have changed meanwhile (Sentinel), and the new one lacks an
+        entry no replica had; `follow_master` makes sure it is the one Sentinel names. The
+        lease deadline bounds the wait: renewals do not count without the replicas either."""
         need, timeout = self.config.min_replicas, self.config.wait_timeout_ms
         reply, replicas = await self.link.call(append_keys(self.keys), args, need, timeout)
         parse_append(reply)
         while replicas < need:
             self.wait_shortfalls += 1
             log.warning("only %d of %d replicas have the op log's last entry; waiting", replicas, need)
+            await follow_master(self.client)
+            self.link.drop()  # the APPEND's own connection dials the master Sentinel names now
+            parse_append((await self.link.call(append_keys(self.keys), args, 0, timeout))[0])
             renewed, replicas = await call_replicated(self.client, self._renew, lease_keys(self.keys),
                                                       [self.lease.token, self.config.lease_ttl_ms], need, timeout)
             if renewed != 1:
@@ -279,6 +291,8 @@ class RedisOpLog:
                 try:
                     renewed, replicas = await call_replicated(self.client, self._renew, lease_keys(self.keys),
                                                               args, need, timeout)
+                    if renewed == 1 and replicas < need:
+                        await follow_master(self.client)  # the next renewal goes where Sentinel says
                 except (RedisError, OSError) as exc:
                     self.renew_failures += 1
                     log.warning("renewing the lease failed (%s); trying again", exc)
@@ -293,6 +307,7 @@ class RedisOpLog:
                     lease.renew_failed(trio.current_time())
                     continue
                 lease.renewed(now)
+
     async def aclose(self) -> None:
         """A clean stop (the background tasks are cancelled by now): append what is sealed
         or queued, then give the lease up, so the next node need not wait for it

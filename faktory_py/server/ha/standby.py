@@ -11,6 +11,10 @@ trimmed past it, or the log was recreated), or a head at its index with another 
 
 The block is at most the time left on the holder's lease (and LEASE_POLL), so the
 standby tries ACQUIRE as soon as the key is gone; Redis grants it only at the head.
+
+A Redis error (Redis restarting, or failing over under Sentinel) does not end a standby:
+it reads on from its position after a pause (a replay moves the position with each batch
+it applies), and resyncs first when the error cut a resync short.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import coredis
 import trio
+from coredis.exceptions import RedisError
 
 from ...store.api import Flush, RemoveQueue
 from ...store.journal import JournalCorrupt
@@ -44,6 +49,8 @@ BLOCK_MS = 500
 LEASE_POLL_MS = 250
 #: entries read per XREAD
 TAIL_BATCH = 512
+#: the pause before a standby reads again after a Redis error
+RETRY_PAUSE = 0.25
 
 
 @dataclass
@@ -96,59 +103,89 @@ async def stand_by(oplog: RedisOpLog, store: MemoryStore, node_id: str, cluster_
     #: again is the log's own inconsistency, not this node's
     resynced: Position | None = None
     replayed = 0
+    #: a resync that a Redis error cut short (the store wiped, or half loaded, while
+    #: `oplog.position` still says where it was): done again before anything else
+    reload: JournalCorrupt | None = None
+    #: Redis errors in a row (a failover takes seconds: only the first one is a warning)
+    failures = 0
+
+    async def resync_from(why: JournalCorrupt) -> Position:
+        nonlocal reload
+        reload = why
+        position = await resync(client, keys, store, why)
+        reload = None
+        return position
+
+    def applied(position: Position) -> None:
+        oplog.position = position
+
     while True:
         try:
-            oplog.position, more = await replay_log(client, keys, store, oplog.position)
-            replayed += more
-        except JournalCorrupt as exc:
-            oplog.position = await resync(client, keys, store, exc)
-            continue
-        role.head = max(role.head, oplog.position.index)
-        position = oplog.position
-        sent_at = trio.current_time()
-        reply, replicas = await call_replicated(client, acquire, acquire_keys(keys), [
-            node_id, nonce, config.lease_ttl_ms, position.index, position.epoch, position.crc, cluster_id],
-            need, timeout)
-        result = parse_acquire(reply)
-        if isinstance(result, Acquired):
-            while replicas < need:
-                log.warning("the lease is on %d of %d replicas; waiting for more", replicas, need)
-                sent_at = trio.current_time()
-                renewed, replicas = await call_replicated(client, renew, lease_keys(keys),
-                                                          [result.token, config.lease_ttl_ms], need, timeout)
-                if renewed != 1:
-                    break
-            else:
-                oplog.lease.granted(result.token, result.epoch, sent_at)
-                role.seen_holder(result.token)
-                log.info("primary of %s: epoch %d at index %d", keys.tag, result.epoch, position.index)
-                return replayed
-            continue  # the lease expired while the replicas lagged: try again
-        if result.why == "WRONG_CLUSTER":
-            raise RedisStoreError(f"{keys.meta} changed cluster id while this node started (was {cluster_id!r})")
-        if result.why == "HELD":
-            holder, ttl_left = result.detail[0], result.detail[1]
-            if isinstance(holder, bytes):
-                role.seen_holder(holder)
-            if holder != waiting_for:
-                log.warning("standby: the lease of %s is held by %r (%s ms left); following the log",
-                            keys.tag, holder, ttl_left)
-                waiting_for = holder if isinstance(holder, bytes) else None
-            left = ttl_left if isinstance(ttl_left, int) and ttl_left > 0 else LEASE_POLL_MS
+            if reload is not None:
+                oplog.position = await resync_from(reload)
             try:
-                replayed += await tail(oplog, store, min(left, BLOCK_MS))
+                oplog.position, more = await replay_log(client, keys, store, oplog.position, applied)
+                if failures:
+                    log.warning("standby: reading the log again after %d failed attempts", failures)
+                    failures = 0
+                replayed += more
             except JournalCorrupt as exc:
-                oplog.position = await resync(client, keys, store, exc)
-            continue
-        head = result.detail[0]
-        head_index = int(head) if isinstance(head, bytes) and head.isdigit() else 0
-        if head_index <= position.index:  # diverged at our index, or the log is shorter than our copy
-            if position == resynced:
-                raise RedisStoreError(f"{keys.log} does not match its meta at index {position.index}, "
-                                      "even read afresh")
-            oplog.position = resynced = await resync(client, keys, store, JournalCorrupt(
-                keys.log, None, f"head {head_index} vs this node's index {position.index}"))
-        # else BEHIND: the holder appended more before it stopped: read on, try again
+                oplog.position = await resync_from(exc)
+                continue
+            role.head = max(role.head, oplog.position.index)
+            position = oplog.position
+            sent_at = trio.current_time()
+            reply, replicas = await call_replicated(client, acquire, acquire_keys(keys), [
+                node_id, nonce, config.lease_ttl_ms, position.index, position.epoch, position.crc, cluster_id],
+                need, timeout)
+            result = parse_acquire(reply)
+            if isinstance(result, Acquired):
+                while replicas < need:
+                    log.warning("the lease is on %d of %d replicas; waiting for more", replicas, need)
+                    sent_at = trio.current_time()
+                    renewed, replicas = await call_replicated(client, renew, lease_keys(keys),
+                                                              [result.token, config.lease_ttl_ms], need, timeout)
+                    if renewed != 1:
+                        break
+                else:
+                    oplog.lease.granted(result.token, result.epoch, sent_at)
+                    role.seen_holder(result.token)
+                    log.info("primary of %s: epoch %d at index %d", keys.tag, result.epoch, position.index)
+                    return replayed
+                continue  # the lease expired while the replicas lagged: try again
+            if result.why == "WRONG_CLUSTER":
+                raise RedisStoreError(f"{keys.meta} changed cluster id while this node started (was {cluster_id!r})")
+            if result.why == "HELD":
+                holder, ttl_left = result.detail[0], result.detail[1]
+                if isinstance(holder, bytes):
+                    role.seen_holder(holder)
+                if holder != waiting_for:
+                    log.warning("standby: the lease of %s is held by %r (%s ms left); following the log",
+                                keys.tag, holder, ttl_left)
+                    waiting_for = holder if isinstance(holder, bytes) else None
+                left = ttl_left if isinstance(ttl_left, int) and ttl_left > 0 else LEASE_POLL_MS
+                try:
+                    replayed += await tail(oplog, store, min(left, BLOCK_MS))
+                except JournalCorrupt as exc:
+                    oplog.position = await resync_from(exc)
+                continue
+            head = result.detail[0]
+            head_index = int(head) if isinstance(head, bytes) and head.isdigit() else 0
+            if head_index <= position.index:  # diverged at our index, or the log is shorter than our copy
+                if position == resynced:
+                    raise RedisStoreError(f"{keys.log} does not match its meta at index {position.index}, "
+                                          "even read afresh")
+                oplog.position = resynced = await resync_from(JournalCorrupt(
+                    keys.log, None, f"head {head_index} vs this node's index {position.index}"))
+            # else BEHIND: the holder appended more before it stopped: read on, try again
+        except (RedisError, OSError) as exc:
+            # Redis unreachable or failing over (Sentinel): keep following once it answers. An
+            # ACQUIRE whose reply was lost may have granted a lease nobody renews: it is waited
+            # out like any other holder's.
+            log.log(logging.DEBUG if failures else logging.WARNING,
+                    "standby: Redis failed (%s); trying again every %.2f s", exc, RETRY_PAUSE)
+            failures += 1
+            await trio.sleep(RETRY_PAUSE)
 
 
 async def tail(oplog: RedisOpLog, store: MemoryStore, block_ms: int) -> int:
