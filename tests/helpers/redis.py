@@ -23,6 +23,7 @@ import trio
 
 from faktory_py.config import parse_store
 from faktory_py.server.ha.backend import open_redis_backend
+from faktory_py.store import job_queue
 from faktory_py.store.memory import MemoryStore
 from faktory_py.store.redis.entries import Position, decode_entry
 from faktory_py.tools import processes
@@ -116,9 +117,27 @@ def advertise(conf_dir: Path, port: int) -> None:
 
 
 def job_state(store: MemoryStore) -> list[Any]:
-    """`store`'s snapshot without the epoch marker: a takeover appends its own, so two
-    nodes (or two starts) with the same jobs differ in that op alone."""
-    return [[op for op in record if op["op"] != "epoch"] for record in snapshot_records(store)]
+    """`store`'s snapshot without the epoch marker (a takeover appends its own, so two
+    nodes, or two starts, with the same jobs differ in that op alone), each queue's jobs as
+    one list: how a snapshot packs them into runs depends on how the queue was built (one
+    PUSH at a time, or a snapshot's runs loaded), not on what it holds."""
+    return [_queues_unpacked([op for op in record if op["op"] != "epoch"]) for record in snapshot_records(store)]
+
+
+def _queues_unpacked(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`ops` with each queue's consecutive `enqueue`/`enqueue_packed` ops as one `enqueue`."""
+    merged: list[dict[str, Any]] = []
+    for op in ops:
+        if op["op"] not in ("enqueue", "enqueue_packed"):
+            merged.append(op)
+            continue
+        raws = op["raws"] if op["op"] == "enqueue" else list(job_queue.unpack(op["data"], op["ends"]))
+        last = merged[-1] if merged else None
+        if last is not None and last["op"] == "enqueue" and last["queue"] == op["queue"]:
+            last["raws"] = [*last["raws"], *raws]
+        else:
+            merged.append({"op": "enqueue", "queue": op["queue"], "raws": raws})
+    return merged
 
 
 def read_log(store_url: str) -> list[list[dict[str, Any]]]:
