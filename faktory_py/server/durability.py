@@ -199,6 +199,10 @@ class DurableJournal:
                 raise JournalFailed("the journal could not be written") from self._failure
             await self._progress.wait()
 
+    def is_synced(self, sequence: int) -> bool:
+        """True if commit `sequence` is written and, under `always`, fsynced already."""
+        return self._written >= sequence and (self.policy != "always" or self._synced >= sequence)
+
     async def synced(self, sequence: int) -> None:
         """Return once the commit `sequence` (already written) is as durable as the policy says."""
         if self.policy != "always":
