@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from faktory_py.config import parse_store
 from faktory_py.server.app import Server
 from helpers.async_client import AsyncClient, PeerClosed
 from helpers.inprocess import inprocess_config, running_server
@@ -192,6 +193,35 @@ async def test_a_connection_closed_while_its_batches_wait_for_the_fsync_gets_no_
         assert await other.reply() == b"OK"
         await attached(server, 1)
         await other.aclose()
+
+
+async def test_the_loop_reads_on_while_a_batch_waits_for_its_redis_append(
+        tmp_path: Path, redis_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = replace(inprocess_config(tmp_path), redis=parse_store(redis_store, {"lease_ttl_ms": 2000}))
+    async with running_server(config) as server:
+        (first, first_sock), (second, second_sock) = await connect(server), await connect(server)
+        await attached(server, 2)
+        oplog = server.durable
+        appending, release = trio.Event(), trio.Event()
+        append_once = oplog._append_once  # type: ignore[attr-defined]
+
+        async def held_append(args: list[object]) -> bool:
+            appending.set()
+            await release.wait()
+            return await append_once(args)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(oplog, "_append_once", held_append)
+        batches, appended = server.io_loop.batches, oplog.appended
+        first_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        await appending.wait()  # the first batch's append is in flight
+        second_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        await until(lambda: server.io_loop.batches == batches + 2, "the second batch run")
+        assert oplog.appended == appended + 2 and not oplog.is_synced(appended + 1)
+        release.set()
+        assert await first.reply() == b"OK"
+        assert await second.reply() == b"OK"
+        await first.aclose()
+        await second.aclose()
 
 
 async def test_a_blocked_fetch_is_handed_back_and_attaches_again(tmp_path: Path) -> None:
