@@ -49,6 +49,11 @@ class OpLog(Protocol):
     async def wait_written(self, sequence: int) -> None:
         """Return once commit `sequence` is written; raises JournalFailed when it never will be."""
 
+    def is_synced(self, sequence: int) -> bool:
+        """True if commit `sequence` is written and as durable as the policy says already:
+        `synced` would return at once (the I/O loop sends such a batch's replies in its own
+        turn and leaves the others to the task that waits)."""
+
     async def synced(self, sequence: int) -> None:
         """Return once commit `sequence` (written) is as durable as the policy says."""
 

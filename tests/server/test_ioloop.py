@@ -14,7 +14,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from faktory_py.config import parse_store
 from faktory_py.server.app import Server
 from helpers.async_client import AsyncClient, PeerClosed
 from helpers.inprocess import inprocess_config, running_server
@@ -35,14 +36,39 @@ async def running(tmp_path: Path, fsync: str = "no") -> AsyncIterator[Server]:
         yield server
 
 
-async def attached(server: Server, count: int) -> None:
-    """Until `count` connections wait in the loop (polled without sleeping: the loop runs
-    between two polls, and attaching takes a task switch or two)."""
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Until `check()` holds (polled without sleeping: the loop runs between two polls, and
+    what a test waits for takes a task switch or two)."""
     for _ in range(1000):
-        if server.io_loop.attached == count:
+        if check():
             return
         await trio.sleep(0)
-    raise AssertionError(f"{server.io_loop.attached} connections attached, never {count}")
+    raise AssertionError(f"never {what}")
+
+
+async def attached(server: Server, count: int) -> None:
+    """Until `count` connections wait in the loop."""
+    await until(lambda: server.io_loop.attached == count, f"{count} connections attached")
+
+
+def hold_fsync(server: Server, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make the journal's fsyncs wait (in their thread) until the second event is set; the
+    first is set when one has started."""
+    journal = server.durable.journal  # type: ignore[attr-defined]
+    entered, release = threading.Event(), threading.Event()
+    fsync = journal.fsync
+
+    def held_fsync() -> int:
+        entered.set()
+        release.wait(10)
+        return fsync()
+
+    monkeypatch.setattr(journal, "fsync", held_fsync)
+    return entered, release
+
+
+def fsyncs(server: Server) -> int:
+    return sum(server.durable.fsync_times.counts)  # type: ignore[attr-defined]
 
 
 async def connect(server: Server, rcvbuf: int = 0, **hello: object) -> tuple[AsyncClient, socket.socket]:
@@ -95,41 +121,107 @@ async def test_one_fsync_for_the_batch_under_fsync_always(tmp_path: Path) -> Non
     async with running(tmp_path, fsync="always") as server:
         clients = [await connect(server) for _ in range(5)]
         await attached(server, 5)
-        fsyncs, written = sum(server.durable.fsync_times.counts), writes(server)  # type: ignore[attr-defined]
+        synced, written = fsyncs(server), writes(server)
         for _, sock in clients:
             sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
         for client, _ in clients:
             assert await client.reply() == b"OK"
         assert writes(server) == written + 1
-        assert sum(server.durable.fsync_times.counts) == fsyncs + 1  # type: ignore[attr-defined]
+        assert fsyncs(server) == synced + 1
         for client, _ in clients:
             await client.aclose()
 
 
-async def test_a_connection_closed_while_its_batch_waits_for_the_fsync_gets_no_reply(
+async def test_the_next_batch_is_read_run_and_written_while_a_batch_waits_for_its_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(tmp_path, fsync="always") as server:
+        (first, first_sock), (second, second_sock) = await connect(server), await connect(server)
+        await attached(server, 2)
+        entered, release = hold_fsync(server, monkeypatch)
+        batches, written, synced = server.io_loop.batches, writes(server), fsyncs(server)
+        first_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        await trio.to_thread.run_sync(entered.wait, 10)  # the first batch's fsync runs
+        second_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        await until(lambda: server.io_loop.batches == batches + 2, "the second batch run")
+        assert writes(server) == written + 2  # the second batch is in the file meanwhile
+        assert fsyncs(server) == synced  # and the first fsync still runs
+        release.set()
+        assert await first.reply() == b"OK"
+        assert await second.reply() == b"OK"
+        assert fsyncs(server) == synced + 2  # the second +OK waited for an fsync of its own
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_connections_replies_keep_their_order_across_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(tmp_path, fsync="always") as server:
+        (client, sock), (other, other_sock) = await connect(server), await connect(server)
+        await attached(server, 2)
+        entered, release = hold_fsync(server, monkeypatch)
+        batches = server.io_loop.batches
+        sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        await trio.to_thread.run_sync(entered.wait, 10)
+        sock.send(b"INFO\r\n")  # a read: its reply depends on no commit of its own
+        await until(lambda: server.io_loop.batches == batches + 2, "the INFO run")
+        other_sock.send(b"INFO\r\n")
+        await until(lambda: server.io_loop.batches == batches + 3, "the other INFO run")
+        release.set()
+        assert await client.reply() == b"OK"  # first, though the INFO needed no fsync
+        assert json.loads(await client.reply())["faktory"]["total_enqueued"] == 1
+        assert json.loads(await other.reply())["faktory"]["total_enqueued"] == 1  # queued behind them
+        await attached(server, 2)
+        await client.aclose()
+        await other.aclose()
+
+
+async def test_a_connection_closed_while_its_batches_wait_for_the_fsync_gets_no_reply(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with running(tmp_path, fsync="always") as server:
         (worker, worker_sock), (other, other_sock) = await connect(server, wid="w1"), await connect(server)
         await attached(server, 2)
-        journal = server.durable.journal  # type: ignore[attr-defined]
-        entered, release = threading.Event(), threading.Event()
-        fsync = journal.fsync
-
-        def held_fsync() -> int:
-            entered.set()
-            release.wait(10)
-            return fsync()
-
-        monkeypatch.setattr(journal, "fsync", held_fsync)
+        entered, release = hold_fsync(server, monkeypatch)
+        batches = server.io_loop.batches
         for sock in (worker_sock, other_sock):
             sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
-        await trio.to_thread.run_sync(entered.wait, 10)  # the loop awaits the batch's fsync
+        await trio.to_thread.run_sync(entered.wait, 10)  # the batch waits for its fsync
+        worker_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")  # and a second batch
+        await until(lambda: server.io_loop.batches == batches + 2, "the second batch run")
         server.dispatcher.workers.reap(server.dispatcher.clock.now() + 10**6)  # closes the worker's connection
-        assert await received_until_closed(worker) == b""  # at once, without the +OK not yet earned
+        assert await received_until_closed(worker) == b""  # at once, without the +OKs not yet earned
         release.set()
         assert await other.reply() == b"OK"
         await attached(server, 1)
         await other.aclose()
+
+
+async def test_the_loop_reads_on_while_a_batch_waits_for_its_redis_append(
+        tmp_path: Path, redis_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = replace(inprocess_config(tmp_path), redis=parse_store(redis_store, {"lease_ttl_ms": 2000}))
+    async with running_server(config) as server:
+        (first, first_sock), (second, second_sock) = await connect(server), await connect(server)
+        await attached(server, 2)
+        oplog = server.durable
+        appending, release = trio.Event(), trio.Event()
+        append_once = oplog._append_once  # type: ignore[attr-defined]
+
+        async def held_append(args: list[object]) -> bool:
+            appending.set()
+            await release.wait()
+            return await append_once(args)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(oplog, "_append_once", held_append)
+        batches, appended = server.io_loop.batches, oplog.appended
+        first_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        await appending.wait()  # the first batch's append is in flight
+        second_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        await until(lambda: server.io_loop.batches == batches + 2, "the second batch run")
+        assert oplog.appended == appended + 2 and not oplog.is_synced(appended + 1)
+        release.set()
+        assert await first.reply() == b"OK"
+        assert await second.reply() == b"OK"
+        await first.aclose()
+        await second.aclose()
 
 
 async def test_a_blocked_fetch_is_handed_back_and_attaches_again(tmp_path: Path) -> None:

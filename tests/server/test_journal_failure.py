@@ -185,7 +185,7 @@ async def test_a_partial_frame_that_cannot_be_cut_off_stops_the_server(tmp_path:
 
 async def test_a_failed_fsync_stops_the_server(tmp_path: Path, monkeypatch) -> None:
     cfg = config(tmp_path, fsync="always")
-    real_fsync = os.fsync
+    real_fsync = os.fdatasync
     failing = {"on": False}
 
     def fsync(fd: int) -> None:
@@ -194,7 +194,7 @@ async def test_a_failed_fsync_stops_the_server(tmp_path: Path, monkeypatch) -> N
             raise OSError(errno.EIO, "Input/output error")
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync)
     with trio.fail_after(20):
         with pytest.raises(BaseExceptionGroup) as stopped:
             async with trio.open_nursery() as nursery:

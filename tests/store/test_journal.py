@@ -697,7 +697,7 @@ def test_failed_fsync_makes_the_journal_unusable(tmp_path, monkeypatch):
     def fail(fd):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(journal_module.os, "fsync", fail)
+    monkeypatch.setattr(journal_module.os, "fdatasync", fail)
     with pytest.raises(OSError):
         journal.fsync()
     monkeypatch.undo()

@@ -131,6 +131,9 @@ class RedisOpLog:
         while not self.write_through(sequence):
             await self._progress.wait()
 
+    def is_synced(self, sequence: int) -> bool:
+        return self._written >= sequence
+
     async def synced(self, sequence: int) -> None:
         """Written is durable here: the append that wrote it waited for what Redis promises."""
 
