@@ -396,10 +396,7 @@ def _timings_table(data: dict[str, Any]) -> list[str]:
              "false`), medians' ratio (per-repetition range); target: within 3% of 1.", "",
              "| workload | on / off |", "|---|---|"]
     for entry in cost.values():
-        text = _fmt(entry["value"], 3)
-        if len(entry["per_rep"]) > 1:
-            text += f" ({min(entry['per_rep']):.3f}–{max(entry['per_rep']):.3f})"
-        lines.append(f"| {entry['label']} | {text} |")
+        lines.append(f"| {entry['label']} | {_ratio_text(entry, 3)} |")
     return lines
 
 
