@@ -26,7 +26,7 @@ from faktory_py.config import parse_store
 from faktory_py.server.app import Server
 from helpers.async_client import AsyncClient, PeerClosed
 from helpers.inprocess import inprocess_config, running_server
-from helpers.rawclient import new_jid
+from helpers.jobs import job, push_command
 
 
 @asynccontextmanager
@@ -97,17 +97,13 @@ def writes(server: Server) -> int:
     return sum(server.durable.write_times.counts)  # type: ignore[attr-defined]
 
 
-def job(queue: str = "default", **fields: object) -> dict[str, object]:
-    return {"jid": new_jid(), "jobtype": "Thing", "args": [], "queue": queue, **fields}
-
-
 async def test_one_journal_write_for_every_connection_in_the_turn(tmp_path: Path) -> None:
     async with running(tmp_path) as server:
         clients = [await connect(server) for _ in range(5)]
         await attached(server, 5)
         batches, written = server.io_loop.batches, writes(server)
         for _, sock in clients:  # all five commands arrive before the loop runs again
-            sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+            sock.send(push_command(job()) + b"\r\n")
         for client, _ in clients:
             assert await client.reply() == b"OK"
         assert server.io_loop.batches == batches + 1
@@ -123,7 +119,7 @@ async def test_one_fsync_for_the_batch_under_fsync_always(tmp_path: Path) -> Non
         await attached(server, 5)
         synced, written = fsyncs(server), writes(server)
         for _, sock in clients:
-            sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+            sock.send(push_command(job()) + b"\r\n")
         for client, _ in clients:
             assert await client.reply() == b"OK"
         assert writes(server) == written + 1
@@ -139,9 +135,9 @@ async def test_the_next_batch_is_read_run_and_written_while_a_batch_waits_for_it
         await attached(server, 2)
         entered, release = hold_fsync(server, monkeypatch)
         batches, written, synced = server.io_loop.batches, writes(server), fsyncs(server)
-        first_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        first_sock.send(push_command(job()) + b"\r\n")
         await trio.to_thread.run_sync(entered.wait, 10)  # the first batch's fsync runs
-        second_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        second_sock.send(push_command(job()) + b"\r\n")
         await until(lambda: server.io_loop.batches == batches + 2, "the second batch run")
         assert writes(server) == written + 2  # the second batch is in the file meanwhile
         assert fsyncs(server) == synced  # and the first fsync still runs
@@ -160,7 +156,7 @@ async def test_a_connections_replies_keep_their_order_across_batches(
         await attached(server, 2)
         entered, release = hold_fsync(server, monkeypatch)
         batches = server.io_loop.batches
-        sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        sock.send(push_command(job()) + b"\r\n")
         await trio.to_thread.run_sync(entered.wait, 10)
         sock.send(b"INFO\r\n")  # a read: its reply depends on no commit of its own
         await until(lambda: server.io_loop.batches == batches + 2, "the INFO run")
@@ -183,9 +179,9 @@ async def test_a_connection_closed_while_its_batches_wait_for_the_fsync_gets_no_
         entered, release = hold_fsync(server, monkeypatch)
         batches = server.io_loop.batches
         for sock in (worker_sock, other_sock):
-            sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+            sock.send(push_command(job()) + b"\r\n")
         await trio.to_thread.run_sync(entered.wait, 10)  # the batch waits for its fsync
-        worker_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")  # and a second batch
+        worker_sock.send(push_command(job()) + b"\r\n")  # and a second batch
         await until(lambda: server.io_loop.batches == batches + 2, "the second batch run")
         server.dispatcher.workers.reap(server.dispatcher.clock.now() + 10**6)  # closes the worker's connection
         assert await received_until_closed(worker) == b""  # at once, without the +OKs not yet earned
@@ -212,9 +208,9 @@ async def test_the_loop_reads_on_while_a_batch_waits_for_its_redis_append(
 
         monkeypatch.setattr(oplog, "_append_once", held_append)
         batches, appended = server.io_loop.batches, oplog.appended
-        first_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        first_sock.send(push_command(job()) + b"\r\n")
         await appending.wait()  # the first batch's append is in flight
-        second_sock.send(b"PUSH " + json.dumps(job()).encode() + b"\r\n")
+        second_sock.send(push_command(job()) + b"\r\n")
         await until(lambda: server.io_loop.batches == batches + 2, "the second batch run")
         assert oplog.appended == appended + 2 and not oplog.is_synced(appended + 1)
         release.set()
@@ -231,7 +227,7 @@ async def test_a_blocked_fetch_is_handed_back_and_attaches_again(tmp_path: Path)
         await worker.send("FETCH q")  # empty: its task waits for a job
         await attached(server, 1)
         await producer.wait_fetches_waiting(1)
-        pushed = job("q")
+        pushed = job(queue="q")
         assert await producer.push(pushed) == b"OK"
         assert json.loads(await worker.reply())["jid"] == pushed["jid"]
         await attached(server, 2)  # served by the loop again
@@ -247,7 +243,7 @@ async def test_what_the_socket_does_not_take_is_sent_by_the_task_in_order(tmp_pa
         reader, sock = await connect(server, rcvbuf=1 << 16)
         jids = []
         for _ in range(12):  # 12 MB of replies: more than the socket buffers take (4 MB + 64 kB)
-            pushed = job("big", args=[big])
+            pushed = job(queue="big", args=[big])
             jids.append(pushed["jid"])
             assert await reader.push(pushed) == b"OK"
         await attached(server, 1)
