@@ -82,7 +82,7 @@ class Connections:
         dispatcher.refused = lambda session, reply: self.refusals.refused(session.peer, _text(reply))
         #: serves the identified plain TCP connections between their waits (its `run` is a
         #: background task of server/app.py)
-        self.loop = IOLoop(dispatcher, durable, self.stopping, timings, self.refusals, config.max_line)
+        self.loop = IOLoop(dispatcher, durable, self.stopping, timings, self.refusals, config.max_line, waiters)
         #: set when the last connection has closed
         self._none_open = trio.Event()
         self._ids = itertools.count(1)
