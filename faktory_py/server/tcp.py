@@ -12,9 +12,10 @@ connections whose sends stall.
 
 An identified plain TCP connection (not TLS) that waits for its next command is served by
 the batched I/O loop (server/ioloop.py: one task, one epoll, one journal write per turn for
-every connection): its task attaches the socket and sleeps until the loop hands it back for
-what only the task does — waiting (a blocked FETCH, a full socket buffer, a degraded
-journal), closing, failing.
+every connection; a FETCH that must wait stays there, parked): its task attaches the socket
+and sleeps until the loop hands it back for what only the task does — waiting (a full
+socket buffer, a degraded journal, and a parked FETCH's rest of time then), closing,
+failing. A TLS connection's task does all of it on its own path.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class Connections:
         self.timings = timings
         #: written before any reply is sent (see server/durability.py)
         self.durable = durable
-        #: where a FETCH the dispatcher answered with a `Block` waits
+        #: where a FETCH the dispatcher answered with a `Block` waits (in its task, or
+        #: parked in the I/O loop)
         self.waiters = waiters
         #: set by a requested stop: every command from then on is refused
         self.stopping = trio.Event()

@@ -278,6 +278,23 @@ async def test_a_parked_fetch_answers_nil_when_its_time_is_up(
         await other.aclose()
 
 
+async def test_a_parked_fetchs_job_waits_for_the_fsync_with_the_pushs_ok(tmp_path: Path) -> None:
+    async with running(tmp_path, fsync="always") as server:
+        (worker, _), (producer, producer_sock) = await connect(server, wid="w1"), await connect(server)
+        await attached(server, 2)
+        await worker.send("FETCH q")
+        await parked(server, 1)
+        synced, batches = fsyncs(server), server.io_loop.batches
+        pushed = job(queue="q")
+        producer_sock.send(push_command(pushed) + b"\r\n")
+        assert await producer.reply() == b"OK"
+        assert json.loads(await worker.reply())["jid"] == pushed["jid"]
+        assert server.io_loop.batches == batches + 1
+        assert fsyncs(server) == synced + 1  # the push and the reservation: one fsync before both replies
+        await worker.aclose()
+        await producer.aclose()
+
+
 async def test_a_peer_that_leaves_while_parked_gets_no_job_reserved(tmp_path: Path) -> None:
     async with running(tmp_path) as server:
         (worker, worker_sock), (producer, _) = await connect(server, wid="w1"), await connect(server)
@@ -285,7 +302,7 @@ async def test_a_peer_that_leaves_while_parked_gets_no_job_reserved(tmp_path: Pa
         await worker.send("FETCH q")
         await parked(server, 1)
         worker_sock.shutdown(socket.SHUT_WR)
-        await worker.wait_closed()
+        assert await received_until_closed(worker) == b""  # closed at once, not after a `$-1`
         await attached(server, 1)
         assert waiting(server) == 0
         assert await producer.push(job(queue="q")) == b"OK"
@@ -408,6 +425,31 @@ async def test_what_the_socket_does_not_take_is_sent_by_the_task_in_order(tmp_pa
         assert json.loads(await reader.reply())["faktory"]["tasks"]
         await attached(server, 1)
         await reader.aclose()
+
+
+async def test_a_fetch_parked_when_its_connection_is_handed_back_waits_in_its_task(tmp_path: Path) -> None:
+    big = "x" * (1 << 20)
+    async with running(tmp_path) as server:
+        (reader, sock), (producer, _) = await connect(server, rcvbuf=1 << 16), await connect(server)
+        jids = []
+        for _ in range(12):  # more than the socket buffers take: the loop hands the rest back
+            pushed = job(queue="big", args=[big])
+            jids.append(pushed["jid"])
+            assert await producer.push(pushed) == b"OK"
+        await attached(server, 2)
+        answered = fetch_waits(server)
+        sock.send(b"FETCH big\r\n" * len(jids) + b"FETCH later\r\n")  # the last one parks
+        await attached(server, 1)
+        assert server.io_loop.parked == 0  # it left the loop with its connection
+        later = job(queue="later")
+        assert await producer.push(later) == b"OK"
+        for jid in jids:
+            assert json.loads(await reader.reply())["jid"] == jid
+        assert json.loads(await reader.reply())["jid"] == later["jid"]
+        assert fetch_waits(server) == answered + 1
+        await attached(server, 2)
+        await reader.aclose()
+        await producer.aclose()
 
 
 async def test_a_connection_closed_while_attached_leaves_the_loop(tmp_path: Path) -> None:
