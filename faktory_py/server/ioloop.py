@@ -58,6 +58,7 @@ and serves on its own path until the loop runs again.
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import math
@@ -81,6 +82,17 @@ from .refusals import RefusalLog
 from .waiters import Parked, QueueWaiters
 
 _RECV_CHUNK = 65536
+
+
+class Step(enum.Enum):
+    """Where `IOLoop.run_commands` stopped (unless at a FETCH that must wait)."""
+
+    NEED_DATA = "no complete command is left"
+    ENDED = "the connection is over"
+    FULL = "the queued replies fill a write"
+
+
+ENDED, FULL, NEED_MORE = Step.ENDED, Step.FULL, Step.NEED_DATA
 
 
 class Handback:
@@ -310,34 +322,47 @@ class IOLoop:
         self._run_commands(back)
 
     def _run_commands(self, back: Handback) -> None:
-        """Run the complete commands buffered in the connection, until one needs more data,
-        parks (a FETCH that must wait) or ends the connection."""
-        connection, session, dispatcher = back.connection, back.session, self.dispatcher
-        timings = self.timings
+        """Run the complete commands buffered in the connection (`run_commands`); park a
+        FETCH that must wait."""
+        step = self.run_commands(back.connection, back.session)
+        if step is ENDED:
+            back.done = True
+        elif type(step) is Block:  # it waits for a job; the commands after it wait for it
+            self._park(back, step, time.perf_counter() if self.timings.enabled else 0.0)
+
+    def run_commands(self, connection: Connection, session: Session, until_full: bool = False) -> Step | Block:
+        """Run the complete commands buffered in `connection`, queueing their replies in it:
+        the one step of both paths (the loop's, and a task's of its own, server/tcp.py).
+
+        Returns `Step.NEED_DATA` once none is left, ENDED when the connection ends (END, EOF, a
+        too-long line, a server that stops), the `Block` of a FETCH that must wait (the
+        commands after it wait for it), or, with `until_full`, FULL once the queued replies
+        fill a write (the task sends them before it goes on).
+        """
+        dispatcher, timings = self.dispatcher, self.timings
         timed, perf_counter = timings.enabled, time.perf_counter
         while (event := connection.next_event()) is not NEED_DATA:
             if type(event) is not wire.Command:  # closed: EOF, or a line too long (its -ERR is queued)
                 if not connection.at_eof:
                     self.refusals.refused(session.peer, f"line too long (max {self.max_line} bytes)")
-                back.done = True
-                return
+                return ENDED
             if self.stopping.is_set():
                 connection.close("shutdown in progress")
-                back.done = True
-                return
+                return ENDED
             started = perf_counter() if timed else 0.0
             reply = dispatcher.handle(session, event)
             if timed:
                 timings.commands.observe(event.verb, perf_counter() - started)
-            if type(reply) is Block:  # it waits for a job; the commands after it wait for it
-                self._park(back, reply, perf_counter() if timed else 0.0)
-                return
+            if type(reply) is Block:
+                return reply
             if reply.data is not None:
                 connection.reply(reply.data, reply.position)
             if reply.close:
                 connection.close()
-                back.done = True
-                return
+                return ENDED
+            if until_full and connection.full:
+                return FULL
+        return NEED_MORE
 
     def _park(self, back: Handback, block: Block, blocked_at: float) -> None:
         """Park a FETCH that must wait (module doc)."""
