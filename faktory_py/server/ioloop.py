@@ -92,9 +92,6 @@ class Step(enum.Enum):
     FULL = "the queued replies fill a write"
 
 
-ENDED, FULL, NEED_MORE = Step.ENDED, Step.FULL, Step.NEED_DATA
-
-
 class Handback:
     """One attached connection, and what its task must do when the loop hands it back."""
 
@@ -325,7 +322,7 @@ class IOLoop:
         """Run the complete commands buffered in the connection (`run_commands`); park a
         FETCH that must wait."""
         step = self.run_commands(back.connection, back.session)
-        if step is ENDED:
+        if step is Step.ENDED:
             back.done = True
         elif type(step) is Block:  # it waits for a job; the commands after it wait for it
             self._park(back, step, time.perf_counter() if self.timings.enabled else 0.0)
@@ -334,7 +331,7 @@ class IOLoop:
         """Run the complete commands buffered in `connection`, queueing their replies in it:
         the one step of both paths (the loop's, and a task's of its own, server/tcp.py).
 
-        Returns `Step.NEED_DATA` once none is left, ENDED when the connection ends (END, EOF, a
+        Returns NEED_DATA once none is left, ENDED when the connection ends (END, EOF, a
         too-long line, a server that stops), the `Block` of a FETCH that must wait (the
         commands after it wait for it), or, with `until_full`, FULL once the queued replies
         fill a write (the task sends them before it goes on).
@@ -345,10 +342,10 @@ class IOLoop:
             if type(event) is not wire.Command:  # closed: EOF, or a line too long (its -ERR is queued)
                 if not connection.at_eof:
                     self.refusals.refused(session.peer, f"line too long (max {self.max_line} bytes)")
-                return ENDED
+                return Step.ENDED
             if self.stopping.is_set():
                 connection.close("shutdown in progress")
-                return ENDED
+                return Step.ENDED
             started = perf_counter() if timed else 0.0
             reply = dispatcher.handle(session, event)
             if timed:
@@ -359,10 +356,10 @@ class IOLoop:
                 connection.reply(reply.data, reply.position)
             if reply.close:
                 connection.close()
-                return ENDED
+                return Step.ENDED
             if until_full and connection.full:
-                return FULL
-        return NEED_MORE
+                return Step.FULL
+        return Step.NEED_DATA
 
     def _park(self, back: Handback, block: Block, blocked_at: float) -> None:
         """Park a FETCH that must wait (module doc)."""
