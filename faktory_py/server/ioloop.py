@@ -21,54 +21,83 @@ and running the next batches: a batch's fsync runs in a thread as the next batch
 run and written, and the next fsync covers everything written before it started (group
 commit). Queued batches go out in order, so a connection's replies keep their order across
 batches, and a reply queued behind a batch that waits waits too. A connection whose next
-step belongs to its task (a FETCH that must wait, the end) is not read from while its
-replies are queued.
+step belongs to its task (the end) is not read from while its replies are queued.
+
+A FETCH that must wait (`Block`) stays in the loop, *parked*: a waiter without a task in the
+fetch waiters' FIFOs (server/waiters.py `park`, shared with the task path's waiters, so the
+longest waiting FETCH gets the next job whichever path serves it). Its socket stays in the
+epoll: bytes the peer pipelines meanwhile are buffered in its `Connection` and run once the
+FETCH is answered, in order; an EOF with nothing left to answer ends the wait without a
+job (the peer is gone: a job reserved for it would only come back when its reservation
+expired). A wake only takes note (it runs inside the command that enqueued the job); the
+turn that caused it, or the next one, tries the FETCH again (`Dispatcher.retry_fetch`), so
+a job pushed by a connection in the loop goes out in the same batch as the PUSH's `+OK`.
+Its time is kept in a deadline heap on trio's clock (the loop's idle wait ends at the
+earliest: `fetch_timed_out`, `$-1`), and a stop ends every wait with `$-1`. The reply is
+one of the connection's replies like any other: it waits for the journal as they do.
 
 So a reply still goes out only once the commits it depends on are in the journal (and
 synced as the policy says), and a connection's replies in its own order. Whatever needs
-waiting is left to the connection's own task (server/tcp.py), which attached the socket
-after its handshake and sleeps until the loop *hands it back*: a FETCH that must wait
-(`Block`), a reply the kernel did not take whole (the rest, and replies queued after it, in
+waiting of another kind is left to the connection's own task (server/tcp.py), which
+attached the socket after its handshake and sleeps until the loop *hands it back*: a reply
+the kernel did not take whole (the rest, and replies queued after it, in
 `Handback.unsent`), replies whose commits the journal could not write (degraded: `unsent`
 with `needs`), the end of the connection (END, EOF, a too-long line, a server that stops:
 `done`) or an error reading or sending (raised in the task, which closes the connection; an
 unexpected exception closes that connection only, logged by the task). The task does what
-its own path does and attaches again when it waits for a command next.
+its own path does and attaches again when it waits for a command next; a FETCH parked when
+its connection is handed back waits in the task for the rest of its time (`block`).
 
 A task cancelled while attached (worker terminate, the send watchdog, a stop) detaches
-first, in trio's abort callback, so the loop never touches a socket its task closes; replies
-queued for it but not sent yet (waiting for their batch's fsync) are dropped, as any close
-cuts a send short. If the loop itself ends, every task is handed back (with its queued
-replies) and serves on its own path until the loop runs again.
+first, in trio's abort callback, so the loop never touches a socket its task closes (and a
+parked FETCH leaves the waiters, passing on a wake it got); replies queued for it but not
+sent yet (waiting for their batch's fsync) are dropped, as any close cuts a send short. If
+the loop itself ends, every task is handed back (with its queued replies and parked FETCH)
+and serves on its own path until the loop runs again.
 """
 
 from __future__ import annotations
 
+import enum
+import heapq
+import itertools
+import math
 import select
 import socket
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import outcome
 import trio
 
 from .. import wire
-from ..commands.dispatch import Block, Dispatcher, Session
+from ..commands.dispatch import Block, Dispatcher, Reply, Session
 from ..core.timings import Timings
 from ..store.oplog import OpLog
 from ..wire.connection import NEED_DATA, Connection
 from .durability import JournalFailed
 from .refusals import RefusalLog
+from .waiters import Parked, QueueWaiters
 
 _RECV_CHUNK = 65536
+
+
+class Step(enum.Enum):
+    """Where `IOLoop.run_commands` stopped (unless at a FETCH that must wait)."""
+
+    NEED_DATA = "no complete command is left"
+    ENDED = "the connection is over"
+    FULL = "the queued replies fill a write"
 
 
 class Handback:
     """One attached connection, and what its task must do when the loop hands it back."""
 
     __slots__ = ("sock", "fd", "connection", "session", "task", "attached", "listening",
-                 "unsent", "needs", "block", "done")
+                 "unsent", "needs", "block", "done", "parked", "fetch", "blocked_at", "deadline",
+                 "wait", "woken_by")
 
     def __init__(self, sock: socket.socket, connection: Connection, session: Session) -> None:
         self.sock = sock
@@ -83,10 +112,20 @@ class Handback:
         #: the journal) and the journal position they wait for (0: none)
         self.unsent: bytes | memoryview = b""
         self.needs = 0
-        #: a FETCH that must wait: (its verb's start time for the command timings, the Block)
+        #: a FETCH the task must wait for (parked when the loop handed the connection back):
+        #: (when it began, for the fetch wait timings; the Block, with the time it has left)
         self.block: tuple[float, Block] | None = None
         #: the connection is over: send `unsent` and close
         self.done = False
+        #: its FETCH waits in the loop (module doc): the waiter, the Block to retry, when it
+        #: began (perf_counter, for the timings), when its time is up (trio's clock), which
+        #: wait this is (its deadline heap entry's key) and the queue that last woke it
+        self.parked: Parked | None = None
+        self.fetch: Block | None = None
+        self.blocked_at = 0.0
+        self.deadline = 0.0
+        self.wait = 0
+        self.woken_by: str | None = None
 
 
 def stdlib_socket(stream: trio.abc.Stream) -> socket.socket | None:
@@ -102,8 +141,9 @@ class IOLoop:
     """The batched loop over attached connections (see module doc)."""
 
     def __init__(self, dispatcher: Dispatcher, durable: OpLog, stopping: trio.Event, timings: Timings,
-                 refusals: RefusalLog, max_line: int) -> None:
+                 refusals: RefusalLog, max_line: int, waiters: QueueWaiters) -> None:
         self.dispatcher = dispatcher
+        self.waiters = waiters
         self.durable = durable
         self.stopping = stopping
         self.timings = timings
@@ -119,11 +159,25 @@ class IOLoop:
         #: commit they depend on, and the last commit the batch depends on
         self._queued: deque[tuple[list[tuple[Handback, bytes, int]], int]] = deque()
         self._more = trio.Event()  # set when a batch is queued for the sender
+        #: parked FETCHes woken (by a job or the stop) and not tried again yet, in wake order
+        self._fired: deque[Parked] = deque()
+        #: (when its time is up, its `Handback.wait`, the connection) per parked FETCH; an
+        #: entry whose wait has ended is dropped when it comes up
+        self._deadlines: list[tuple[float, int, Handback]] = []
+        self._waits = itertools.count(1)
+        #: the idle wait's scope, while the loop sleeps: a wake from outside the loop ends it
+        self._sleep: trio.CancelScope | None = None
+        self._on_wake = self._woke
 
     @property
     def attached(self) -> int:
-        """How many connections wait for their next command in the loop."""
+        """How many connections the loop serves (waiting for their next command or parked)."""
         return len(self._attached)
+
+    @property
+    def parked(self) -> int:
+        """How many of them have a FETCH parked (a test's server-side observable)."""
+        return sum(back.parked is not None for back in self._attached.values())
 
     async def attach(self, sock: socket.socket, connection: Connection, session: Session) -> Handback:
         """Let the loop serve the connection until it hands it back (see module doc)."""
@@ -146,6 +200,13 @@ class IOLoop:
             back.attached = False
             del self._attached[back.fd]
             self._mute(back)
+            if back.parked is not None:  # it will not fetch here: a wake it got passes on
+                self.waiters.unpark(back.parked)
+                back.parked = None
+                if not back.done:  # its task waits for the rest of the FETCH's time
+                    assert back.fetch is not None
+                    left = max(0.0, back.deadline - trio.current_time())
+                    back.block = (back.blocked_at, back.fetch._replace(timeout=left))
 
     def _mute(self, back: Handback) -> None:
         """Read nothing more from the connection (its task takes over once its replies are sent)."""
@@ -180,25 +241,38 @@ class IOLoop:
         """Background task: serve attached connections, a batch per turn, until cancelled."""
         epoll = self._epoll = select.epoll()
         self.running = True
+        fired, deadlines = self._fired, self._deadlines
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_when_durable)
                 while True:
                     ready = epoll.poll(0)
-                    if ready:
+                    if ready or fired or deadlines and deadlines[0][0] <= trio.current_time():
                         self._turn(ready)
                         # A yield, not a wait: under load the next sockets are ready by now, and
                         # trio's own epoll need not re-arm the loop's fd every turn.
                         await trio.lowlevel.checkpoint()
                     else:
-                        await trio.lowlevel.wait_readable(epoll.fileno())
+                        with trio.move_on_at(deadlines[0][0] if deadlines else math.inf) as self._sleep:
+                            await trio.lowlevel.wait_readable(epoll.fileno())
+                        self._sleep = None
         finally:
             self.running = False
+            self._sleep = None
             self._return_queued()
             for back in list(self._attached.values()):
                 self._hand_back(back)
+            fired.clear()
+            deadlines.clear()
             self._epoll = None
             epoll.close()
+
+    def _woke(self, parked: Parked) -> None:
+        """A parked FETCH was woken (waiters' `on_wake`, inside whatever enqueued the job):
+        note it for the loop's next step (`_settle`), and end the loop's idle wait."""
+        self._fired.append(parked)
+        if self._sleep is not None:
+            self._sleep.cancel()
 
     def _return_queued(self) -> None:
         """Hand every queued batch's replies back to their tasks (which wait for the op log
@@ -210,7 +284,9 @@ class IOLoop:
 
     def _turn(self, ready: list[tuple[int, int]]) -> None:
         attached = self._attached
-        served: list[Handback] = []
+        #: the connections with replies in this batch, in order (a dict: a parked FETCH
+        #: answered in `_settle` may belong to a connection served already)
+        served: dict[Handback, None] = {}
         for fd, _events in ready:
             back = attached.get(fd)
             if back is None:
@@ -223,11 +299,15 @@ class IOLoop:
                 self._fail(back, exc)
                 continue
             try:
-                self._serve(back, data)
+                if back.parked is None:
+                    self._serve(back, data)
+                    served[back] = None
+                else:
+                    self._buffer(back, data)
             except Exception as exc:  # one connection's failure closes that connection only
                 self._fail(back, exc)
-                continue
-            served.append(back)
+        if self._fired or self._deadlines:
+            self._settle(served)
         if not served:
             return
         self.batches += 1
@@ -235,35 +315,130 @@ class IOLoop:
 
     def _serve(self, back: Handback, data: bytes) -> None:
         """Run the complete commands `data` finishes, queueing their replies in the connection."""
-        connection, session, dispatcher = back.connection, back.session, self.dispatcher
-        timings = self.timings
+        back.connection.receive_data(data)
+        self._run_commands(back)
+
+    def _run_commands(self, back: Handback) -> None:
+        """Run the complete commands buffered in the connection (`run_commands`); park a
+        FETCH that must wait."""
+        step = self.run_commands(back.connection, back.session)
+        if step is Step.ENDED:
+            back.done = True
+        elif type(step) is Block:  # it waits for a job; the commands after it wait for it
+            self._park(back, step, time.perf_counter() if self.timings.enabled else 0.0)
+
+    def run_commands(self, connection: Connection, session: Session, until_full: bool = False) -> Step | Block:
+        """Run the complete commands buffered in `connection`, queueing their replies in it:
+        the one step of both paths (the loop's, and a task's of its own, server/tcp.py).
+
+        Returns NEED_DATA once none is left, ENDED when the connection ends (END, EOF, a
+        too-long line, a server that stops), the `Block` of a FETCH that must wait (the
+        commands after it wait for it), or, with `until_full`, FULL once the queued replies
+        fill a write (the task sends them before it goes on).
+        """
+        dispatcher, timings = self.dispatcher, self.timings
         timed, perf_counter = timings.enabled, time.perf_counter
-        connection.receive_data(data)
         while (event := connection.next_event()) is not NEED_DATA:
             if type(event) is not wire.Command:  # closed: EOF, or a line too long (its -ERR is queued)
                 if not connection.at_eof:
                     self.refusals.refused(session.peer, f"line too long (max {self.max_line} bytes)")
-                back.done = True
-                return
+                return Step.ENDED
             if self.stopping.is_set():
                 connection.close("shutdown in progress")
-                back.done = True
-                return
+                return Step.ENDED
             started = perf_counter() if timed else 0.0
             reply = dispatcher.handle(session, event)
             if timed:
                 timings.commands.observe(event.verb, perf_counter() - started)
-            if type(reply) is Block:  # the task waits for a job; what came before goes out first
-                back.block = (perf_counter() if timed else 0.0, reply)
-                return
+            if type(reply) is Block:
+                return reply
             if reply.data is not None:
                 connection.reply(reply.data, reply.position)
             if reply.close:
                 connection.close()
-                back.done = True
-                return
+                return Step.ENDED
+            if until_full and connection.full:
+                return Step.FULL
+        return Step.NEED_DATA
 
-    def _answer(self, served: list[Handback]) -> None:
+    def _park(self, back: Handback, block: Block, blocked_at: float) -> None:
+        """Park a FETCH that must wait (module doc)."""
+        back.fetch, back.blocked_at, back.woken_by = block, blocked_at, None
+        back.wait = wait = next(self._waits)
+        back.deadline = deadline = trio.current_time() + block.timeout
+        heapq.heappush(self._deadlines, (deadline, wait, back))
+        back.parked = self.waiters.park(block.wait_on, back, self._on_wake)
+
+    def _buffer(self, back: Handback, data: bytes) -> None:
+        """Bytes from a connection whose FETCH is parked: kept for after its reply. At EOF
+        with nothing left to answer the peer is gone: the wait ends, without a job."""
+        connection = back.connection
+        connection.receive_data(data)
+        if data:
+            return
+        if connection.at_eof:
+            back.done = True
+            self._return(back, b"", 0)  # replies still queued go out before the close
+        else:  # pipelined commands to answer after the FETCH; the EOF ends it after them
+            self._mute(back)
+
+    def _settle(self, served: dict[Handback, None]) -> None:
+        """Try again the parked FETCHes woken meanwhile (in this turn, too: a job pushed in
+        it goes out with the `+OK`), and answer `$-1` to those whose time is up."""
+        fired, deadlines = self._fired, self._deadlines
+        while True:
+            while fired:
+                parked = fired.popleft()
+                back = parked.owner
+                if parked is back.parked:  # not over meanwhile (peer gone, handed back)
+                    try:
+                        self._retry(back, served)
+                    except Exception as exc:  # one connection's failure closes that connection only
+                        self._fail(back, exc)
+            now = trio.current_time()
+            if not deadlines or deadlines[0][0] > now:
+                return
+            while deadlines and deadlines[0][0] <= now:
+                _, wait, back = heapq.heappop(deadlines)
+                if back.parked is not None and back.wait == wait:
+                    self.waiters.unpark(back.parked)
+                    back.parked = None
+                    assert back.fetch is not None
+                    try:
+                        self._answered(back, self.dispatcher.fetch_timed_out(back.fetch, back.woken_by), served)
+                    except Exception as exc:
+                        self._fail(back, exc)
+
+    def _retry(self, back: Handback, served: dict[Handback, None]) -> None:
+        """A parked FETCH was woken: its job, or parked again (another FETCH was quicker, or
+        a throttle holds the job back), or `$-1` if the server stops."""
+        assert back.parked is not None and back.fetch is not None
+        waiters, dispatcher = self.waiters, self.dispatcher
+        woken_by = waiters.claim(back.parked)
+        back.parked = None
+        if woken_by is None:  # the server stops
+            reply = dispatcher.fetch_timed_out(back.fetch, None)
+        else:
+            back.woken_by = woken_by
+            result = dispatcher.retry_fetch(back.session, back.fetch, woken_by)
+            if type(result) is Block:  # the same wait goes on (its deadline entry stays)
+                back.fetch = result
+                back.parked = waiters.park(result.wait_on, back, self._on_wake)
+                return
+            reply = result
+        self._answered(back, reply, served)
+
+    def _answered(self, back: Handback, reply: Reply, served: dict[Handback, None]) -> None:
+        """Queue a parked FETCH's reply in this batch and run what the peer pipelined after it."""
+        if self.timings.enabled:
+            self.timings.fetch_wait.observe(time.perf_counter() - back.blocked_at)
+        back.fetch = back.woken_by = None
+        if reply.data is not None:
+            back.connection.reply(reply.data, reply.position)
+        served[back] = None
+        self._run_commands(back)
+
+    def _answer(self, served: Iterable[Handback]) -> None:
         """One journal write for the batch, then every send, or the batch queued for the
         sender when its replies must wait for the op log (module doc)."""
         durable = self.durable

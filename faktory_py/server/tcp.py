@@ -12,9 +12,10 @@ connections whose sends stall.
 
 An identified plain TCP connection (not TLS) that waits for its next command is served by
 the batched I/O loop (server/ioloop.py: one task, one epoll, one journal write per turn for
-every connection): its task attaches the socket and sleeps until the loop hands it back for
-what only the task does — waiting (a blocked FETCH, a full socket buffer, a degraded
-journal), closing, failing.
+every connection; a FETCH that must wait stays there, parked): its task attaches the socket
+and sleeps until the loop hands it back for what only the task does — waiting (a full
+socket buffer, a degraded journal, and a parked FETCH's rest of time then), closing,
+failing. A TLS connection's task does all of it on its own path.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..wire.connection import NEED_DATA, Connection, HelloReceived
 from .admission import Admission
 from ..store.oplog import OpLog
 from .fdlimit import socket_budget
-from .ioloop import IOLoop, stdlib_socket
+from .ioloop import IOLoop, Step, stdlib_socket
 from .refusals import RefusalLog, peer_host
 from .waiters import QueueWaiters
 
@@ -69,7 +70,8 @@ class Connections:
         self.timings = timings
         #: written before any reply is sent (see server/durability.py)
         self.durable = durable
-        #: where a FETCH the dispatcher answered with a `Block` waits
+        #: where a FETCH the dispatcher answered with a `Block` waits (in its task, or
+        #: parked in the I/O loop)
         self.waiters = waiters
         #: set by a requested stop: every command from then on is refused
         self.stopping = trio.Event()
@@ -82,7 +84,7 @@ class Connections:
         dispatcher.refused = lambda session, reply: self.refusals.refused(session.peer, _text(reply))
         #: serves the identified plain TCP connections between their waits (its `run` is a
         #: background task of server/app.py)
-        self.loop = IOLoop(dispatcher, durable, self.stopping, timings, self.refusals, config.max_line)
+        self.loop = IOLoop(dispatcher, durable, self.stopping, timings, self.refusals, config.max_line, waiters)
         #: set when the last connection has closed
         self._none_open = trio.Event()
         self._ids = itertools.count(1)
@@ -228,55 +230,41 @@ class Connections:
     async def _serve_commands(self, stream: trio.abc.Stream, connection: Connection, session: Session) -> None:
         """Answer commands in order until END, EOF or a protocol error.
 
-        Replies to pipelined commands (already buffered when the previous one is done) are
-        collected and written together: one send for many replies (wire/connection.py).
-        Between commands a plain TCP connection is served by the I/O loop (module doc).
+        Each command runs through the I/O loop's step (`IOLoop.run_commands`), which both
+        paths share. Replies to pipelined commands (already buffered when the previous one
+        is done) are collected and written together: one send for many replies
+        (wire/connection.py). Between commands a plain TCP connection is served by the I/O
+        loop (module doc).
         """
-        dispatcher = self.dispatcher
-        command_times = self.timings.commands
-        timed, perf_counter = self.timings.enabled, time.perf_counter
         loop, sock = self.loop, stdlib_socket(stream)
         try:
             while True:
-                event = connection.next_event()
-                if event is NEED_DATA:
-                    await self._flush(stream, connection)
+                step = loop.run_commands(connection, session, until_full=True)
+                if step is Step.ENDED:
+                    return
+                if step is Step.NEED_DATA:
                     # A flush that waited for the op log read on meanwhile (to notice a peer
                     # that leaves): a pipelined command may be complete in the buffer now.
-                    event = connection.next_event()
-                    if event is NEED_DATA:
-                        if sock is None or not loop.running:
-                            connection.receive_data(await stream.receive_some(_RECV_CHUNK))
-                            continue
-                        back = await loop.attach(sock, connection, session)
-                        if back.unsent and not await self._send_durable(stream, connection, back.unsent, back.needs):
-                            return
-                        if back.done:
-                            return
-                        if back.block is not None:
-                            blocked, block = back.block
-                            if not _queue(connection, await self._blocked(stream, connection, session, block, blocked)):
-                                return
+                    if await self._flush(stream, connection):
                         continue
-                if type(event) is not wire.Command:  # closed: EOF, or a line too long (its -ERR is queued)
-                    if not connection.at_eof:
-                        self.refusals.refused(session.peer, f"line too long (max {self.config.max_line} bytes)")
-                    return
-                if self.stopping.is_set():
-                    connection.close("shutdown in progress")
-                    return
-                started = perf_counter() if timed else 0.0
-                reply = dispatcher.handle(session, event)
-                if timed:
-                    command_times.observe(event.verb, perf_counter() - started)
-                if type(reply) is Block:  # a FETCH must wait: answer what came before it first
-                    if not _queue(connection, await self._blocked(
-                            stream, connection, session, reply, perf_counter() if timed else 0.0)):
+                    if sock is None or not loop.running:
+                        connection.receive_data(await stream.receive_some(_RECV_CHUNK))
+                        continue
+                    back = await loop.attach(sock, connection, session)
+                    if back.unsent and not await self._send_durable(stream, connection, back.unsent, back.needs):
                         return
-                elif not _queue(connection, reply):
-                    return
-                if connection.full:
+                    if back.done:
+                        return
+                    if back.block is None:
+                        continue
+                    blocked, step = back.block  # its FETCH was parked when the loop handed it back
+                elif step is Step.FULL:
                     await self._flush(stream, connection)
+                    continue
+                else:  # a FETCH must wait: answer what came before it first
+                    blocked = time.perf_counter() if self.timings.enabled else 0.0
+                if not _queue(connection, await self._blocked(stream, connection, session, step, blocked)):
+                    return
         finally:
             # Shielded, so a closing connection still gets the replies it has earned, but
             # bounded by its own deadline: the watchdog's cancel cannot reach in here.
@@ -317,11 +305,13 @@ class Connections:
                 await self.durable.synced(result.position)
         return result
 
-    async def _flush(self, stream: trio.abc.Stream, connection: Connection) -> None:
-        """Send the queued replies in one write (`_send_durable`)."""
+    async def _flush(self, stream: trio.abc.Stream, connection: Connection) -> bool:
+        """Send the queued replies in one write (`_send_durable`); False if none were queued."""
         data, needs = connection.data_to_send()
-        if data:
-            await self._send_durable(stream, connection, data, needs)
+        if not data:
+            return False
+        await self._send_durable(stream, connection, data, needs)
+        return True
 
     async def _send_durable(self, stream: trio.abc.Stream, connection: Connection,
                             data: bytes | memoryview, needs: int) -> bool:

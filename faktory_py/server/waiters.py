@@ -7,31 +7,64 @@ fetcher was quicker, or it was cancelled); so after each woken fetch the caller 
 `top_up` with what is left in the queue, and a job never sits in a queue while one of
 its waiters sleeps. When the server stops (`stop`), every wait ends at once, with None (its
 FETCH answers `$-1`): no task per waiting FETCH has to watch for the stop.
+
+A waiter is a task asleep in `wait`, or a *parked* FETCH (`park`): one the batched I/O loop
+(server/ioloop.py) keeps without a task of its own, woken by a callback instead of an
+event. Both kinds share each queue's one FIFO, so the longest waiting FETCH gets the next
+job whichever path serves its connection; the owner of a parked waiter ends it with
+`claim` (woken: it fetches next) or `unpark` (it will not fetch: a wake it got passes on).
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
 
 class _Waiter:
-    __slots__ = ("event", "woken_by", "gone")
+    """A task asleep in `QueueWaiters.wait`."""
 
-    def __init__(self) -> None:
-        self.event = trio.Event()
+    __slots__ = ("queues", "woken_by", "gone", "event")
+
+    def __init__(self, queues: Sequence[str]) -> None:
+        self.queues = queues
+        #: the queue whose job woke it (None: not woken, or woken by `stop`)
         self.woken_by: str | None = None
+        #: its wait is over (its FIFO entries are skipped and compacted away)
         self.gone = False
+        self.event = trio.Event()
+
+    def fire(self) -> None:
+        self.event.set()
+
+
+class Parked(_Waiter):
+    """A FETCH waiting without a task (`QueueWaiters.park`): woken by calling `on_wake(self)`
+    once (by a job, or by `stop`); `owner` is whatever its parker needs to find it again."""
+
+    __slots__ = ("owner", "on_wake", "fired")
+
+    def __init__(self, queues: Sequence[str], owner: Any, on_wake: Callable[[Parked], None]) -> None:
+        super().__init__(queues)
+        self.owner = owner
+        self.on_wake = on_wake
+        self.fired = False
+
+    def fire(self) -> None:
+        if not self.fired:
+            self.fired = True
+            self.on_wake(self)
 
 
 @dataclass(frozen=True)
 class WaitersStatistics:
     """What `QueueWaiters.statistics()` reports (INFO's `server.fetches_waiting`, spec.md §3 INFO)."""
 
-    #: FETCHes asleep in `wait` right now, whatever their number of queues
+    #: FETCHes waiting right now (asleep in `wait` or parked), whatever their number of queues
     fetches_waiting: int
 
 
@@ -48,7 +81,7 @@ class QueueWaiters:
         #: queue → waiters woken for it that have not fetched yet
         self._woken: Counter[str] = Counter()
         self._waiting = 0
-        #: every waiter asleep in `wait`, whatever its queues (`stop` wakes them all)
+        #: every waiter asleep in `wait` or parked, whatever its queues (`stop` wakes them all)
         self._asleep: set[_Waiter] = set()
         self._stopped = False
 
@@ -66,7 +99,7 @@ class QueueWaiters:
             if waiter.woken_by is None and not waiter.gone:
                 waiter.woken_by = queue
                 self._woken[queue] += 1
-                waiter.event.set()
+                waiter.fire()
                 if not everyone:
                     break
         if waiting is not None and not waiting:
@@ -80,8 +113,8 @@ class QueueWaiters:
     def stop(self) -> None:
         """The server stops: every wait, now and from now on, ends at once with None."""
         self._stopped = True
-        for waiter in self._asleep:
-            waiter.event.set()
+        for waiter in list(self._asleep):
+            waiter.fire()
 
     async def wait(self, queues: Sequence[str]) -> str | None:
         """Sleep until woken for one of `queues` (none: only `stop` ends the wait); returns
@@ -92,28 +125,57 @@ class QueueWaiters:
         if self._stopped:
             await trio.lowlevel.checkpoint()
             return None
-        waiter = _Waiter()
-        for queue in queues:
-            self._queues.setdefault(queue, deque()).append(waiter)
-        self._waiting += 1
-        self._asleep.add(waiter)
+        waiter = _Waiter(queues)
+        self._enter(waiter)
         try:
             await waiter.event.wait()
         except BaseException:
-            if waiter.woken_by is not None:  # woken but will not fetch: pass it on
-                self._woken[waiter.woken_by] -= 1
-                self.notify(waiter.woken_by)
+            self.unpark(waiter)
             raise
-        finally:
-            self._waiting -= 1
-            self._asleep.discard(waiter)
-            waiter.gone = True
-            for queue in queues:
-                self._compact(queue)
-        if waiter.woken_by is None:  # `stop`
+        return self.claim(waiter)
+
+    def park(self, queues: Sequence[str], owner: Any, on_wake: Callable[[Parked], None]) -> Parked:
+        """Wait for one of `queues` without a task: `on_wake(parked)` is called once, when a
+        job wakes it or the server stops (at once, from inside `park`, if it has stopped).
+        `on_wake` runs inside `notify` (in the middle of a command that enqueues a job), so
+        it must only take note; the owner then ends the wait with `claim` or `unpark`."""
+        parked = Parked(queues, owner, on_wake)
+        self._enter(parked)
+        if self._stopped:
+            parked.fire()
+        return parked
+
+    def claim(self, waiter: _Waiter) -> str | None:
+        """End a woken wait: the queue that woke it (the caller must fetch and `top_up`
+        it), or None when it was `stop`."""
+        self._leave(waiter)
+        if waiter.woken_by is None:
             return None
         self._woken[waiter.woken_by] -= 1
         return waiter.woken_by
+
+    def unpark(self, waiter: _Waiter) -> None:
+        """End a wait that will not fetch (its FETCH timed out, or its peer left): a wake it
+        got passes on to the next waiter of that queue."""
+        if waiter.gone:
+            return
+        self._leave(waiter)
+        if waiter.woken_by is not None:
+            self._woken[waiter.woken_by] -= 1
+            self.notify(waiter.woken_by)
+
+    def _enter(self, waiter: _Waiter) -> None:
+        for queue in waiter.queues:
+            self._queues.setdefault(queue, deque()).append(waiter)
+        self._waiting += 1
+        self._asleep.add(waiter)
+
+    def _leave(self, waiter: _Waiter) -> None:
+        self._waiting -= 1
+        self._asleep.discard(waiter)
+        waiter.gone = True
+        for queue in waiter.queues:
+            self._compact(queue)
 
     def _compact(self, queue: str) -> None:
         """Drop finished waits from the front (and, when they are most, everywhere) of a

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from faktory_py.config import parse_store
 from faktory_py.server.app import Server
+from faktory_py.tools.client import ReplyError
 from helpers.async_client import AsyncClient, PeerClosed
-from helpers.inprocess import inprocess_config, running_server
+from helpers.inprocess import inprocess_config, inprocess_server, running_server
 from helpers.jobs import job, push_command
 
 
@@ -220,21 +222,190 @@ async def test_the_loop_reads_on_while_a_batch_waits_for_its_redis_append(
         await second.aclose()
 
 
-async def test_a_blocked_fetch_is_handed_back_and_attaches_again(tmp_path: Path) -> None:
+def waiting(server: Server) -> int:
+    """FETCHes waiting for a job, parked in the loop or asleep in a task."""
+    return server.dispatcher.waiters.statistics().fetches_waiting
+
+
+def fetch_waits(server: Server) -> int:
+    """Blocked FETCHes answered so far (the fetch wait timings' count)."""
+    return sum(server.timings.fetch_wait.counts)
+
+
+async def parked(server: Server, count: int) -> None:
+    """Until `count` FETCHes are parked in the loop (and no task waits instead)."""
+    await until(lambda: server.io_loop.parked == count == waiting(server), f"{count} FETCHes parked")
+
+
+async def test_a_parked_fetch_woken_by_a_push_goes_out_in_the_pushs_batch(tmp_path: Path) -> None:
     async with running(tmp_path) as server:
-        (worker, _), (producer, _) = await connect(server, wid="w1"), await connect(server)
+        (worker, _), (producer, producer_sock) = await connect(server, wid="w1"), await connect(server)
         await attached(server, 2)
-        await worker.send("FETCH q")  # empty: its task waits for a job
-        await attached(server, 1)
-        await producer.wait_fetches_waiting(1)
+        await worker.send("FETCH q")
+        await parked(server, 1)
+        assert server.io_loop.attached == 2  # no task took the connection back
+        batches, answered = server.io_loop.batches, fetch_waits(server)
         pushed = job(queue="q")
-        assert await producer.push(pushed) == b"OK"
+        producer_sock.send(push_command(pushed) + b"\r\n")
+        assert await producer.reply() == b"OK"
         assert json.loads(await worker.reply())["jid"] == pushed["jid"]
-        await attached(server, 2)  # served by the loop again
+        assert server.io_loop.batches == batches + 1  # the +OK and the job: one turn
+        assert fetch_waits(server) == answered + 1
+        assert waiting(server) == 0
         assert await worker.json_command("ACK", {"jid": pushed["jid"]}) == b"OK"
         assert (await producer.info())["faktory"]["total_processed"] == 1
         await worker.aclose()
         await producer.aclose()
+
+
+async def test_a_parked_fetch_answers_nil_when_its_time_is_up(
+        tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    async with running(tmp_path) as server:
+        (worker, _), (other, _) = await connect(server, wid="w1"), await connect(server)
+        await attached(server, 2)
+        await worker.send("FETCH q")
+        await parked(server, 1)
+        answered = fetch_waits(server)
+        mock_clock.jump(1.99)
+        await other.info()  # a turn of the loop after the jump
+        assert server.io_loop.parked == 1
+        mock_clock.jump(0.01)  # the FETCH's 2 s are up
+        assert await worker.reply() is None
+        assert fetch_waits(server) == answered + 1 and waiting(server) == 0
+        assert await other.push(job(queue="q")) == b"OK"
+        assert (await other.info())["faktory"]["queues"]["q"] == 1  # nothing reserved for the timed-out FETCH
+        await worker.aclose()
+        await other.aclose()
+
+
+async def test_a_parked_fetchs_job_waits_for_the_fsync_with_the_pushs_ok(tmp_path: Path) -> None:
+    async with running(tmp_path, fsync="always") as server:
+        (worker, _), (producer, producer_sock) = await connect(server, wid="w1"), await connect(server)
+        await attached(server, 2)
+        await worker.send("FETCH q")
+        await parked(server, 1)
+        synced, batches = fsyncs(server), server.io_loop.batches
+        pushed = job(queue="q")
+        producer_sock.send(push_command(pushed) + b"\r\n")
+        assert await producer.reply() == b"OK"
+        assert json.loads(await worker.reply())["jid"] == pushed["jid"]
+        assert server.io_loop.batches == batches + 1
+        assert fsyncs(server) == synced + 1  # the push and the reservation: one fsync before both replies
+        await worker.aclose()
+        await producer.aclose()
+
+
+async def test_a_peer_that_leaves_while_parked_gets_no_job_reserved(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        (worker, worker_sock), (producer, _) = await connect(server, wid="w1"), await connect(server)
+        await attached(server, 2)
+        await worker.send("FETCH q")
+        await parked(server, 1)
+        worker_sock.shutdown(socket.SHUT_WR)
+        assert await received_until_closed(worker) == b""  # closed at once, not after a `$-1`
+        await attached(server, 1)
+        assert waiting(server) == 0
+        assert await producer.push(job(queue="q")) == b"OK"
+        info = await producer.info()
+        assert info["faktory"]["queues"]["q"] == 1 and info["faktory"]["tasks"]["Busy"]["size"] == 0
+        await worker.aclose()
+        await producer.aclose()
+
+
+async def test_commands_pipelined_after_a_parked_fetch_run_after_its_reply(tmp_path: Path) -> None:
+    """Buffered, not run, while the FETCH waits (INFO then sees the job it reserved),
+    and the peer's EOF after them does not end the wait: it ends the connection after them."""
+    async with running(tmp_path) as server:
+        (worker, worker_sock), (producer, _) = await connect(server, wid="w1"), await connect(server)
+        await attached(server, 2)
+        worker_sock.send(b"FETCH q\r\nINFO\r\n")
+        await parked(server, 1)
+        worker_sock.shutdown(socket.SHUT_WR)
+        await producer.info()  # the loop has read the EOF
+        assert server.io_loop.parked == 1
+        pushed = job(queue="q")
+        assert await producer.push(pushed) == b"OK"
+        assert json.loads(await worker.reply())["jid"] == pushed["jid"]
+        assert json.loads(await worker.reply())["faktory"]["tasks"]["Busy"]["size"] == 1  # the job reserved
+        assert await received_until_closed(worker) == b""
+        await attached(server, 1)
+        await worker.aclose()
+        await producer.aclose()
+
+
+async def test_a_stop_answers_every_parked_fetch_with_nil(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        workers = [await connect(server, wid=f"w{n}") for n in range(2)]
+        await attached(server, 2)
+        for worker, _ in workers:
+            await worker.send("FETCH q")
+        await parked(server, 2)
+        server.shutdown()
+        for worker, _ in workers:
+            assert await worker.reply() is None
+            with pytest.raises(ReplyError, match="shutdown in progress"):
+                await worker.command("INFO")
+            await worker.aclose()
+
+
+async def test_a_worker_terminated_while_parked_leaves_the_waiters(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        (doomed, _), (worker, _) = await connect(server, wid="doomed"), await connect(server, wid="w1")
+        await attached(server, 2)
+        await doomed.send("FETCH q")
+        await parked(server, 1)
+        await worker.send("FETCH q")
+        await parked(server, 2)
+        server.dispatcher.workers.reap(server.dispatcher.clock.now() + 10**6)  # cancels both tasks
+        await doomed.wait_closed()
+        await worker.wait_closed()
+        await attached(server, 0)
+        assert waiting(server) == 0 and server.io_loop.parked == 0
+        (producer, _) = await connect(server)
+        assert await producer.push(job(queue="q")) == b"OK"
+        assert (await producer.info())["faktory"]["queues"]["q"] == 1
+        await doomed.aclose()
+        await worker.aclose()
+        await producer.aclose()
+
+
+async def test_parked_fetches_get_jobs_in_the_order_they_began_to_wait(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        workers = [await connect(server, wid=f"w{n}") for n in range(3)]
+        (producer, producer_sock) = await connect(server)
+        await attached(server, 4)
+        for count, (worker, _) in enumerate(workers, 1):
+            await worker.send("FETCH q")
+            await parked(server, count)
+        pushed = [job(queue="q") for _ in workers]
+        producer_sock.send(b"".join(push_command(payload) + b"\r\n" for payload in pushed))
+        for _ in pushed:
+            assert await producer.reply() == b"OK"
+        for (worker, _), payload in zip(workers, pushed):
+            assert json.loads(await worker.reply())["jid"] == payload["jid"]
+        for worker, _ in [*workers, (producer, producer_sock)]:
+            await worker.aclose()
+
+
+async def test_parked_fetches_and_fetches_waiting_in_a_task_share_one_fifo(tmp_path: Path) -> None:
+    """A connection the loop does not serve (here an in-memory stream, as TLS) waits in its
+    task; it began to wait first, so it gets the first job."""
+    async with inprocess_server(inprocess_config(tmp_path)) as srv:
+        server = srv.server
+        in_task = await srv.connect(wid="in-task")
+        (in_loop, _), (producer, _) = await connect(server, wid="in-loop"), await connect(server)
+        await in_task.send("FETCH q")
+        await until(lambda: waiting(server) == 1, "the task's FETCH waiting")
+        await in_loop.send("FETCH q")
+        await until(lambda: waiting(server) == 2 and server.io_loop.parked == 1, "a FETCH parked")
+        first, second = job(queue="q"), job(queue="q")
+        assert await producer.push(first) == b"OK"
+        assert json.loads(await in_task.reply())["jid"] == first["jid"]
+        assert server.io_loop.parked == 1
+        assert await producer.push(second) == b"OK"
+        assert json.loads(await in_loop.reply())["jid"] == second["jid"]
+        for client in (in_task, in_loop, producer):
+            await client.aclose()
 
 
 async def test_what_the_socket_does_not_take_is_sent_by_the_task_in_order(tmp_path: Path) -> None:
@@ -254,6 +425,31 @@ async def test_what_the_socket_does_not_take_is_sent_by_the_task_in_order(tmp_pa
         assert json.loads(await reader.reply())["faktory"]["tasks"]
         await attached(server, 1)
         await reader.aclose()
+
+
+async def test_a_fetch_parked_when_its_connection_is_handed_back_waits_in_its_task(tmp_path: Path) -> None:
+    big = "x" * (1 << 20)
+    async with running(tmp_path) as server:
+        (reader, sock), (producer, _) = await connect(server, rcvbuf=1 << 16), await connect(server)
+        jids = []
+        for _ in range(12):  # more than the socket buffers take: the loop hands the rest back
+            pushed = job(queue="big", args=[big])
+            jids.append(pushed["jid"])
+            assert await producer.push(pushed) == b"OK"
+        await attached(server, 2)
+        answered = fetch_waits(server)
+        sock.send(b"FETCH big\r\n" * len(jids) + b"FETCH later\r\n")  # the last one parks
+        await attached(server, 1)
+        assert server.io_loop.parked == 0  # it left the loop with its connection
+        later = job(queue="later")
+        assert await producer.push(later) == b"OK"
+        for jid in jids:
+            assert json.loads(await reader.reply())["jid"] == jid
+        assert json.loads(await reader.reply())["jid"] == later["jid"]
+        assert fetch_waits(server) == answered + 1
+        await attached(server, 2)
+        await reader.aclose()
+        await producer.aclose()
 
 
 async def test_a_connection_closed_while_attached_leaves_the_loop(tmp_path: Path) -> None:

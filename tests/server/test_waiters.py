@@ -110,3 +110,55 @@ async def test_stop_ends_every_wait_and_every_later_one() -> None:
     assert waiters.statistics().fetches_waiting == 0
     with trio.testing.assert_checkpoints():
         assert await waiters.wait(["q"]) is None
+
+
+async def test_parked_and_task_waiters_share_one_fifo() -> None:
+    """A parked FETCH (the I/O loop's, without a task) waits its turn among task waiters,
+    and its wake is only noted (`on_wake`) until its owner claims it."""
+    waiters, woken, fired = QueueWaiters(), [], []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_waiter, waiters, ["q"], "first", woken)
+        await trio.testing.wait_all_tasks_blocked()
+        parked = waiters.park(["q"], "second", fired.append)
+        nursery.start_soon(_waiter, waiters, ["q"], "third", woken)
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiters.statistics().fetches_waiting == 3
+        waiters.notify("q")
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == [("first", "q")] and fired == []
+        waiters.notify("q")
+        assert fired == [parked] and parked.owner == "second"
+        assert waiters.claim(parked) == "q"
+        waiters.notify("q")
+    assert woken == [("first", "q"), ("third", "q")]
+    assert waiters.statistics().fetches_waiting == 0
+
+
+async def test_an_unparked_fetch_passes_its_wake_on() -> None:
+    """A parked FETCH woken but ended without fetching (its peer left, its time was up)
+    hands the job's wake to the next waiter; one not woken just leaves the FIFO."""
+    waiters, woken, fired = QueueWaiters(), [], []
+    async with trio.open_nursery() as nursery:
+        idle = waiters.park(["q"], "idle", fired.append)
+        waiters.unpark(idle)
+        leaving = waiters.park(["q"], "leaving", fired.append)
+        nursery.start_soon(_waiter, waiters, ["q"], "next", woken)
+        await trio.testing.wait_all_tasks_blocked()
+        waiters.notify("q")
+        assert fired == [leaving]
+        waiters.unpark(leaving)
+    assert woken == [("next", "q")] and fired == [leaving]
+    assert waiters.statistics().fetches_waiting == 0
+
+
+def test_stop_wakes_every_parked_fetch_once_and_every_later_one_at_once() -> None:
+    waiters, fired = QueueWaiters(), []
+    served = waiters.park(["q"], "served", fired.append)
+    stopped = waiters.park([], "quiet", fired.append)
+    waiters.notify("q")
+    waiters.stop()
+    assert fired == [served, stopped]  # the one a job woke is not woken twice
+    assert waiters.claim(served) == "q" and waiters.claim(stopped) is None
+    later = waiters.park(["q"], "later", fired.append)
+    assert fired[-1] is later and waiters.claim(later) is None
+    assert waiters.statistics().fetches_waiting == 0
