@@ -304,7 +304,7 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
                             listeners = list(sockets)
                             processes = ConnectionProcesses(config.io_processes, [s.socket for s in sockets],
                                                             config.tls)
-                            link_nursery.start_soon(processes.run, gate.handle, conn_nursery)
+                            await link_nursery.start(processes.run, gate.handle, conn_nursery)
                             return
                         listeners = await _listen(config)
                         conn_nursery.start_soon(_accept, accept_scope, gate.handle, listeners, conn_nursery)

@@ -188,12 +188,15 @@ class ConnectionProcesses:
         self._outboxes: set[Outbox] = set()
         self._stopping = False
 
-    async def run(self, handler: Handler, conn_nursery: trio.Nursery) -> None:
+    async def run(self, handler: Handler, conn_nursery: trio.Nursery,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep `count` connection processes running; each client they accept runs
-        `handler(stream)` in `conn_nursery`. Returns after `aclose`."""
+        `handler(stream)` in `conn_nursery`. Reports started once all are spawned; returns
+        after `aclose`."""
         async with trio.open_nursery() as nursery:
             for index in range(self.count):
-                nursery.start_soon(self._keep, index, handler, conn_nursery)
+                await nursery.start(self._keep, index, handler, conn_nursery)
+            task_status.started()
 
     def stop_accepting(self) -> None:
         """A graceful stop began: the connection processes accept no more clients."""
@@ -220,11 +223,13 @@ class ConnectionProcesses:
                 log.warning("connection process %d did not exit; killing it", process.pid)
                 process.kill()
 
-    async def _keep(self, index: int, handler: Handler, conn_nursery: trio.Nursery) -> None:
+    async def _keep(self, index: int, handler: Handler, conn_nursery: trio.Nursery,
+                    task_status: trio.TaskStatus[None]) -> None:
         quick_deaths = 0
         while not self._stopping:
             began = trio.current_time()
-            status = await self._run_one(handler, conn_nursery)
+            status = await self._run_one(handler, conn_nursery, task_status)
+            task_status = trio.TASK_STATUS_IGNORED
             if self._stopping:
                 return
             quick_deaths = quick_deaths + 1 if trio.current_time() - began < _QUICK_DEATH else 0
@@ -233,8 +238,10 @@ class ConnectionProcesses:
                         "starting another%s", index, status, f" in {pause:g} s" if pause else "")
             await trio.sleep(pause)
 
-    async def _run_one(self, handler: Handler, conn_nursery: trio.Nursery) -> int | None:
-        """Run one connection process until its link ends; its exit status."""
+    async def _run_one(self, handler: Handler, conn_nursery: trio.Nursery,
+                       task_status: trio.TaskStatus[None]) -> int | None:
+        """Run one connection process until its link ends (reporting started once it is
+        spawned); its exit status."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = [theirs.fileno(), *(s.fileno() for s in self.listeners)]
         command = [sys.executable, "-m", "faktory_py.server.connproc", "--parent", str(os.getpid()),
@@ -248,6 +255,7 @@ class ConnectionProcesses:
             theirs.close()
         self.processes.append(process)
         self.started += 1
+        task_status.started()
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         outbox = Outbox(stream)
         self._outboxes.add(outbox)
