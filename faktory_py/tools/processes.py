@@ -212,6 +212,11 @@ class FaktoryPy(ServerProcess):
         assert self.web_port is not None, "started without web=True"
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.web_port}"
 
+    def pids(self) -> list[int]:
+        """The server and its connection processes (`--io-processes`), if any."""
+        assert self.proc is not None
+        return [self.proc.pid, *_children(self.proc.pid)]
+
     def command(self) -> list[str]:
         web = f"127.0.0.1:{self.web_port}" if self.web_port else "0"
         return [sys.executable, "-m", "faktory_py", "-b", f"127.0.0.1:{self.port}", "-w", web,
