@@ -30,6 +30,7 @@ import trio
 
 from ..config import TlsFiles
 from .connprocs import Outbox, tls_context
+from .ioloop import stdlib_socket
 from .link import CLOSE, CREDIT, DATA, EOF, OPEN, STOP, WINDOW, FrameReader, LinkError, credit_amount, frame
 from .refusals import peer_host
 
@@ -46,7 +47,12 @@ _PR_SET_PDEATHSIG = 1
 class _Client:
     """One accepted client: its replies waiting here and its bytes unconsumed there."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: socket.socket | None) -> None:
+        #: the plain TCP socket (None with TLS), which replies are written to at once when
+        #: nothing is queued before them: a task switch less per reply
+        self.sock = sock
+        #: `_send` is writing (a direct write now would cut into its bytes)
+        self.sending = False
         self.replies = bytearray()
         self.unconsumed = 0
         #: the state process closed it: send the replies, then close
@@ -106,7 +112,7 @@ class ConnectionProcess:
                     if client is None:
                         continue  # closed here meanwhile (its EOF is on the way)
                     if kind == DATA:
-                        client.replies += payload
+                        client.replies += _write_now(client, payload)
                     elif kind == CREDIT:
                         client.unconsumed -= credit_amount(payload)
                     elif kind == CLOSE:
@@ -119,7 +125,7 @@ class ConnectionProcess:
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         conn_id = next(self._ids)
-        client = self.clients[conn_id] = _Client()
+        client = self.clients[conn_id] = _Client(stdlib_socket(stream))
         self.outbox.put(frame(OPEN, conn_id, peer_host(stream).encode()))
         try:
             async with trio.open_nursery() as nursery:
@@ -158,11 +164,13 @@ class ConnectionProcess:
                 data = bytes(client.replies)
                 client.replies.clear()
                 client.wake()
+                client.sending = True
                 with trio.move_on_after(SEND_TIMEOUT) as timer:
                     try:
                         await stream.send_all(data)
                     except _PEER_GONE:
                         return
+                client.sending = False
                 if timer.cancelled_caught:
                     log.info("closing a connection that stopped reading its replies")
                     return
@@ -170,6 +178,18 @@ class ConnectionProcess:
                 return
             else:
                 await client.changed.wait()
+
+
+def _write_now(client: _Client, data: bytes) -> bytes:
+    """Write what the client's socket takes at once, when nothing is queued or being sent
+    before it; the rest, for `_send`."""
+    if client.sock is None or client.sending or client.replies:
+        return data
+    try:
+        sent = client.sock.send(data)
+    except OSError:  # full (BlockingIOError), or broken: `_send` waits, or finds the error
+        return data
+    return data[sent:]
 
 
 def _die_with_parent(parent: int) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import trio
 
 from ..config import TlsFiles
-from .link import CLOSE, DATA, EOF, OPEN, STOP, FrameReader, LinkError, credit, frame
+from .link import CLOSE, DATA, EOF, OPEN, STOP, WINDOW, FrameReader, LinkError, credit, frame
 
 log = logging.getLogger("faktory_py.server")
 
@@ -47,6 +47,8 @@ _CHILD_EXIT_TIMEOUT = 5.0
 _QUICK_DEATH = 1.0
 _MAX_RESTART_PAUSE = 10.0
 _RECV_CHUNK = 1 << 18
+#: a client's consumed bytes are credited to its connection process in steps of this many
+_CREDIT_STEP = WINDOW // 4
 
 
 def tls_context(tls: TlsFiles) -> ssl.SSLContext:
@@ -78,8 +80,10 @@ class Outbox:
             self._room = trio.Event()
 
     async def wait_room(self) -> None:
-        """Return once the link is not far behind (a put may still follow)."""
-        await self._room.wait()
+        """Return once the link is not far behind (a put may still follow); no checkpoint
+        when it is not."""
+        if not self._room.is_set():
+            await self._room.wait()
 
     async def drained(self) -> None:
         """Return once everything put so far was written."""
@@ -117,6 +121,8 @@ class VirtualStream(trio.abc.Stream):
         self._id = conn_id
         self._forget = forget
         self._buffer = bytearray()
+        #: bytes read since the last credit
+        self._consumed = 0
         self._eof = False
         self._broken = False
         self._closed = False
@@ -145,8 +151,12 @@ class VirtualStream(trio.abc.Stream):
         size = len(self._buffer) if max_bytes is None else min(max_bytes, len(self._buffer))
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
-        if data and not self._broken:
-            self._outbox.put(credit(self._id, size))
+        self._consumed += size
+        # Credit in steps, not per read: one frame less per command, at the price of a
+        # window up to `_CREDIT_STEP` smaller.
+        if self._consumed >= _CREDIT_STEP and not self._broken:
+            self._outbox.put(credit(self._id, self._consumed))
+            self._consumed = 0
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
