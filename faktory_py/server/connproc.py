@@ -10,13 +10,12 @@ Bounds: a client is read only while fewer than `link.WINDOW` of its bytes wait u
 state process and fewer than `link.WINDOW` of its replies wait here, so a client that sends
 faster than it is served, or does not read its replies, is held back by TCP; one whose replies
 cannot be sent for `SEND_TIMEOUT` seconds is closed. It exits when the link ends (the state
-process stopped or died), and the kernel kills it when the state process dies.
+process stopped or died), or when it finds its parent gone.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import itertools
 import logging
 import os
@@ -30,7 +29,6 @@ import trio
 
 from ..config import TlsFiles
 from .connprocs import Outbox, tls_context
-from .ioloop import stdlib_socket
 from .link import CLOSE, CREDIT, DATA, EOF, OPEN, STOP, WINDOW, FrameReader, LinkError, credit_amount, frame
 from .refusals import peer_host
 
@@ -41,16 +39,17 @@ SEND_TIMEOUT = 10.0
 _FLUSH_AT_EXIT = 1.0
 _RECV_CHUNK = 65536
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
-_PR_SET_PDEATHSIG = 1
+#: how often it checks that the state process still runs (seconds)
+_PARENT_POLL = 1.0
 
 
 class _Client:
     """One accepted client: its replies waiting here and its bytes unconsumed there."""
 
-    def __init__(self, sock: socket.socket | None) -> None:
-        #: the plain TCP socket (None with TLS), which replies are written to at once when
-        #: nothing is queued before them: a task switch less per reply
-        self.sock = sock
+    def __init__(self, fd: int | None) -> None:
+        #: the plain TCP socket's descriptor (None with TLS), which replies are written to at
+        #: once when nothing is queued before them: a task switch less per reply
+        self.fd = fd
         #: `_send` is writing (a direct write now would cut into its bytes)
         self.sending = False
         self.replies = bytearray()
@@ -125,7 +124,8 @@ class ConnectionProcess:
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         conn_id = next(self._ids)
-        client = self.clients[conn_id] = _Client(stdlib_socket(stream))
+        client = self.clients[conn_id] = _Client(
+            stream.socket.fileno() if type(stream) is trio.SocketStream else None)
         self.outbox.put(frame(OPEN, conn_id, peer_host(stream).encode()))
         try:
             async with trio.open_nursery() as nursery:
@@ -183,31 +183,36 @@ class ConnectionProcess:
 def _write_now(client: _Client, data: bytes) -> bytes:
     """Write what the client's socket takes at once, when nothing is queued or being sent
     before it; the rest, for `_send`."""
-    if client.sock is None or client.sending or client.replies:
+    if client.fd is None or client.sending or client.replies:
         return data
     try:
-        sent = client.sock.send(data)
+        sent = os.write(client.fd, data)  # non-blocking, as trio set it
     except OSError:  # full (BlockingIOError), or broken: `_send` waits, or finds the error
         return data
     return data[sent:]
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL when the state process dies (a second guard besides the link's end)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it died before the prctl
-        os._exit(0)
+async def _exit_with_parent(parent: int, scope: trio.CancelScope) -> None:
+    """End when the state process is gone (a second guard besides the link's end; the kernel's
+    PR_SET_PDEATHSIG would not do: it fires when the *thread* that spawned this process ends,
+    and trio spawns from a worker thread that ends when idle)."""
+    while os.getppid() == parent:
+        await trio.sleep(_PARENT_POLL)
+    log.warning("the state process is gone; exiting")
+    scope.cancel()
 
 
-async def _main(link_fd: int, listen_fds: list[int], tls: TlsFiles | None) -> None:
+async def _main(parent: int, link_fd: int, listen_fds: list[int], tls: TlsFiles | None) -> None:
     link = trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=link_fd)))
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = [
         trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=fd))) for fd in listen_fds]
     if tls is not None:
         context = tls_context(tls)
         listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]  # type: ignore[misc]
-    await ConnectionProcess(link, listeners).run()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_exit_with_parent, parent, nursery.cancel_scope)
+        await ConnectionProcess(link, listeners).run()
+        nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str]) -> int:
@@ -218,11 +223,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     args = p.parse_args(argv)
-    _die_with_parent(args.parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the state process's to handle
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
     tls = TlsFiles(key=Path(args.tls_key), cert=Path(args.tls_cert)) if args.tls_cert else None
-    trio.run(_main, args.link, args.listen, tls)
+    trio.run(_main, args.parent, args.link, args.listen, tls)
     return 0
 
 

@@ -16,7 +16,7 @@ takes tcp.py's per-connection task path, not the epoll I/O loop.
 Faults: a connection process that dies (kill -9) ends its link; its clients' streams read as
 closed (a waiting FETCH is abandoned, as when a client leaves) and a new process is started,
 with a growing pause when they die at once repeatedly. A connection process exits when its
-link ends, and the kernel kills it when this process dies (PR_SET_PDEATHSIG).
+link ends, or when it finds this process gone (server/connproc.py).
 """
 
 from __future__ import annotations
