@@ -58,11 +58,10 @@ class _Client:
         self.closing = False
         #: the client half-closed and the state process was told
         self.eof_sent = False
-        self.changed = trio.Event()
-
-    def wake(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
+        #: set for `_send` (replies or closing), and for `_receive` (room in the window):
+        #: each waits on a fresh one, after finding nothing to do
+        self.more = trio.Event()
+        self.room = trio.Event()
 
 
 class ConnectionProcess:
@@ -83,7 +82,7 @@ class ConnectionProcess:
             self._accepting.cancel()
             for client in self.clients.values():
                 client.closing = True
-                client.wake()
+                client.more.set()
             with trio.move_on_after(_FLUSH_AT_EXIT):
                 while self.clients:
                     await trio.sleep(0.01)
@@ -111,12 +110,15 @@ class ConnectionProcess:
                     if client is None:
                         continue  # closed here meanwhile (its EOF is on the way)
                     if kind == DATA:
-                        client.replies += _write_now(client, payload)
+                        if rest := _write_now(client, payload):
+                            client.replies += rest
+                            client.more.set()
                     elif kind == CREDIT:
                         client.unconsumed -= credit_amount(payload)
+                        client.room.set()
                     elif kind == CLOSE:
                         client.closing = True
-                    client.wake()
+                        client.more.set()
         except _PEER_GONE:
             pass
         except LinkError as exc:
@@ -143,7 +145,8 @@ class ConnectionProcess:
         try:
             while True:
                 while client.unconsumed >= WINDOW or len(client.replies) >= WINDOW:
-                    await client.changed.wait()
+                    client.room = trio.Event()
+                    await client.room.wait()
                 data = await stream.receive_some(_RECV_CHUNK)
                 if not data:
                     break
@@ -163,7 +166,7 @@ class ConnectionProcess:
             if client.replies:
                 data = bytes(client.replies)
                 client.replies.clear()
-                client.wake()
+                client.room.set()
                 client.sending = True
                 with trio.move_on_after(SEND_TIMEOUT) as timer:
                     try:
@@ -177,7 +180,8 @@ class ConnectionProcess:
             elif client.closing:
                 return
             else:
-                await client.changed.wait()
+                client.more = trio.Event()
+                await client.more.wait()
 
 
 def _write_now(client: _Client, data: bytes) -> bytes:
