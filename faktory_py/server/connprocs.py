@@ -143,21 +143,27 @@ class VirtualStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while not (self._buffer or self._eof or self._closed):
             self._readable = trio.Event()
             await self._readable.wait()
+            waited = True
         if self._closed:
             raise trio.ClosedResourceError("the stream was closed")
-        size = len(self._buffer) if max_bytes is None else min(max_bytes, len(self._buffer))
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        self._consumed += size
+        if max_bytes is None or max_bytes >= len(self._buffer):
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            data = bytes(self._buffer[:max_bytes])
+            del self._buffer[:max_bytes]
+        self._consumed += len(data)
         # Credit in steps, not per read: one frame less per command, at the price of a
         # window up to `_CREDIT_STEP` smaller.
         if self._consumed >= _CREDIT_STEP and not self._broken:
             self._outbox.put(credit(self._id, self._consumed))
             self._consumed = 0
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not waited:  # a schedule point in every call, as trio's own streams have
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
