@@ -95,8 +95,13 @@ class ConnectionProcess:
             scope.cancel()  # the state process is gone: nothing left to do
 
     async def _accept(self, nursery: trio.Nursery) -> None:
+        """Accept until a graceful stop (or the link's end), then close this process's copies
+        of the listening sockets: once every process has, new clients are refused, as without
+        connection processes."""
         with self._accepting:
             await trio.serve_listeners(self._serve, self.listeners, handler_nursery=nursery)
+        for listener in self.listeners:
+            await listener.aclose()
 
     async def _read_link(self) -> None:
         reader = FrameReader()

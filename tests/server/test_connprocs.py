@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from faktory_py.config import Timers
-from faktory_py.server.app import Server
+from faktory_py.server.app import Server, serve
 from faktory_py.server.connprocs import ConnectionProcesses
 from faktory_py.server.link import CLOSE, CREDIT, DATA, EOF, OPEN, STOP, FrameReader, LinkError, frame
 from faktory_py.tools.client import ReplyError
@@ -137,21 +137,29 @@ async def test_the_connection_limit_holds_across_processes(tmp_path: Path) -> No
             assert (await AsyncClient.connect(server.port)).stream is not None
 
 
-async def test_a_graceful_stop_refuses_commands_then_ends_the_processes(tmp_path: Path) -> None:
+async def test_a_graceful_stop_refuses_commands_and_connections_then_ends_the_processes(tmp_path: Path) -> None:
     with trio.fail_after(HANG_GUARD):
         async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(_serve, config(tmp_path))
+            server: Server = await nursery.start(serve, config(tmp_path, timers=Timers(shutdown_grace=20)))
             children = list(processes_of(server).processes)
             client = await AsyncClient.connect(server.port)
             server.shutdown()
             with pytest.raises(ReplyError, match="shutdown in progress"):
                 await client.command("INFO")
+            # still in the grace period (the client is connected): no new connection is accepted
+            while await _connects(server.port):
+                await trio.sleep(0.01)
+            await client.stream.aclose()  # the last client gone, the stop goes on at once
         assert all(child.returncode == 0 for child in children)
 
 
-async def _serve(config: Any, task_status: trio.TaskStatus[Server]) -> None:
-    from faktory_py.server.app import serve
-    await serve(config, task_status=task_status)
+async def _connects(port: int) -> bool:
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
 
 
 async def test_a_killed_connection_process_is_replaced_and_its_clients_fetches_end(tmp_path: Path) -> None:
