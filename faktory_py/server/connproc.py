@@ -232,7 +232,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     args = p.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the state process's to handle
+    # A terminal's ^C, or a service manager's SIGTERM to the whole group (systemd's default), is the
+    # state process's to handle: it stops gracefully, and ends this process once its clients have
+    # their last replies.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
     tls = TlsFiles(key=Path(args.tls_key), cert=Path(args.tls_cert)) if args.tls_cert else None
     trio.run(_main, args.parent, args.link, args.listen, tls)

@@ -215,7 +215,9 @@ class ConnectionProcesses:
             task_status.started()
 
     def stop_accepting(self) -> None:
-        """A graceful stop began: the connection processes accept no more clients."""
+        """A graceful stop began: the connection processes accept no more clients, and one
+        that ends is not replaced (the listening sockets are about to close here)."""
+        self._stopping = True
         for outbox in self._outboxes:
             outbox.put(frame(STOP, 0))
 
@@ -241,17 +243,25 @@ class ConnectionProcesses:
 
     async def _keep(self, index: int, handler: Handler, conn_nursery: trio.Nursery,
                     task_status: trio.TaskStatus[None]) -> None:
+        """Run connection process `index`, and a new one whenever it ends, until a stop begins.
+        The first must start (else the server does not); a later one that cannot is retried."""
         quick_deaths = 0
+        first = True
         while not self._stopping:
             began = trio.current_time()
-            status = await self._run_one(handler, conn_nursery, task_status)
-            task_status = trio.TASK_STATUS_IGNORED
+            try:
+                ended = f"ended (status {await self._run_one(handler, conn_nursery, task_status)})"
+            except OSError as exc:
+                if first:
+                    raise
+                ended = f"could not be started ({exc})"
+            first, task_status = False, trio.TASK_STATUS_IGNORED
             if self._stopping:
                 return
             quick_deaths = quick_deaths + 1 if trio.current_time() - began < _QUICK_DEATH else 0
             pause = min(_MAX_RESTART_PAUSE, 0.1 * 2 ** (quick_deaths - 1)) if quick_deaths else 0.0
-            log.warning("connection process %d ended (status %s); its clients' connections are closed; "
-                        "starting another%s", index, status, f" in {pause:g} s" if pause else "")
+            log.warning("connection process %d %s; its clients' connections are closed; starting another%s",
+                        index, ended, f" in {pause:g} s" if pause else "")
             await trio.sleep(pause)
 
     async def _run_one(self, handler: Handler, conn_nursery: trio.Nursery,

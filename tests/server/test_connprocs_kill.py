@@ -11,10 +11,12 @@ import os
 import signal
 import threading
 
+import pytest
+
 from faktory_py.tools.processes import gone
 from helpers.jobs import job
 from helpers.polling import eventually
-from helpers.rawclient import RawClient
+from helpers.rawclient import RawClient, ReplyError
 from helpers.servers import ServerProcess
 from helpers.serving import assert_serving
 
@@ -84,3 +86,33 @@ def test_kill_9_of_a_connection_process_then_of_the_state_process_loses_no_ackno
     server.start()  # the port is free again: they released it
     assert queued_jids(server) >= everything
     assert "Traceback" not in server.log_text()
+
+
+def test_sigterm_to_the_whole_process_group_is_a_graceful_stop(server_factory) -> None:
+    """A service manager stops a service by signalling every process of it (systemd's default
+    KillMode): the connection processes leave the stop to the state process, so a client still
+    gets its answer, and everything exits 0."""
+    server = server_factory(args=("--io-processes", "2"))
+    children = eventually(lambda: len(connection_processes(server)) == 2 and connection_processes(server),
+                          10, "two connection processes")
+    eventually(lambda: all(ignores(pid, signal.SIGTERM) for pid in children), 10,
+               "the connection processes to be past their start-up")
+    with RawClient(server.port) as client:
+        assert client.handshake() == b"OK"
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        assert client.push(job(queue=QUEUE)) == b"OK"  # still served
+        server.proc.send_signal(signal.SIGTERM)
+        eventually(lambda: "shutting down" in server.log_text(), 10, "the state process to begin its stop")
+        with pytest.raises(ReplyError, match="shutdown in progress"):
+            client.push(job(queue=QUEUE))
+    assert server.stop() == 0
+    assert all(gone(pid) for pid in children)
+    assert "ended (status" not in server.log_text()  # no connection process ended before the stop
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether process `pid` ignores `signum` (its SigIgn mask in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(line for line in status if line.startswith("SigIgn:")).split()[1]
+    return bool(int(mask, 16) >> (signum - 1) & 1)
