@@ -16,6 +16,8 @@ ALWAYS = "faktory_py-always"
 NOTIMINGS = "faktory_py-notimings"
 #: faktory_py with its op log in Redis (`--store redis://…`, issue 16)
 REDIS = "faktory_py-redis"
+#: faktory_py with connection processes (`--io-processes`, issue 15) → how many
+IO_PROCESSES = {"faktory_py-io1": 1, "faktory_py-io2": 2}
 ECHO = "echo"
 #: issue 15's target for `fsync always` under R1: at least this fraction of everysec's jobs/s
 ALWAYS_TARGET = 0.5
@@ -299,6 +301,7 @@ def markdown(data: dict[str, Any]) -> str:
         if runs:
             lines.append(f"| {workload} | " + " | ".join(cells) + " |")
     lines += _always_table(data)
+    lines += _io_table(data)
     lines += _redis_table(data)
     lines += _timings_table(data)
     lines += ["", "## The ceiling (i)", ""]
@@ -351,6 +354,38 @@ def _always_table(data: dict[str, Any]) -> list[str]:
         met = "" if entry["value"] is None else "yes" if entry["value"] >= ALWAYS_TARGET else "no"
         lines.append(f"| {entry['label']} | {_fmt(entry['top'], 0)} | {_fmt(entry['bottom'], 0)} | "
                      f"{_ratio_text(entry)} | ≥ {ALWAYS_TARGET:g} | {met} |")
+    return lines
+
+
+def _io_table(data: dict[str, Any]) -> list[str]:
+    """R1 and R4 by the number of connection processes (issue 15's table of how throughput grows
+    with them), beside the in-process I/O loop (0)."""
+    present = [(name, count) for name, count in IO_PROCESSES.items() if name in data["servers"]]
+    if not present:
+        return []
+    columns = [(OURS, 0), *present]
+    lines = ["", "## Connection processes", "",
+             "R1 jobs/s and CPU per job by connection processes (0 = the in-process I/O loop): faktory_py "
+             "(fsync everysec) with `--io-processes N`; CPU per job is R4's (every process of the server) "
+             "per job, in µs. Medians (range); × is jobs/s against 0 processes.", "",
+             "| load tool threads | " + " | ".join(f"{n} jobs/s | {n} CPU µs/job" for _, n in columns) + " |",
+             "|---|" + "---|---|" * len(columns)]
+    for threads in data["sizes"].get("tool_threads", ()):
+        workload = tool_workload(threads)
+        rates = data["summary"].get(f"{workload}.jobs_per_s", {})
+        cpu = data["summary"].get(f"{workload}.cpu_s_per_1000", {})
+        base = (rates.get(OURS) or {}).get("median")
+        cells = []
+        for name, _ in columns:
+            rate = (rates.get(name) or {}).get("median")
+            text = _cell(rates.get(name), 0)
+            if name != OURS and rate and base:
+                text += f" {rate / base:.2f}×"
+            per_job = cpu.get(name)
+            # CPU s per 1,000 jobs is ms per job: × 1,000 for µs
+            cells += [text, _fmt(None if not per_job or per_job.get("median") is None
+                                 else per_job["median"] * 1000, 0)]
+        lines.append(f"| {threads} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -13,7 +13,8 @@ workload of its own (`r1_t10`, ...) with its jobs/s and R4, the server's CPU per
 R2 and R3 (`FLEET`) follow: faktory_worker_go processes (bench/clients/fleet, bench/fleet.py)
 draining a filled queue, running what a Go producer pushes, and push → start latency.
 `faktory_py-redis` (issue 16) is faktory_py with its op log in a Redis the harness starts; it
-runs R1/R4 and R3.
+runs R1/R4 and R3. `faktory_py-io1` and `faktory_py-io2` (issue 15) are faktory_py with one and
+two connection processes (`--io-processes`); they run R1/R4 (smoke: `faktory_py-io2` only).
 """
 
 from __future__ import annotations
@@ -80,9 +81,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workloads", default=",".join(ALL),
                    help="comma-separated, by name or letter (default all: r1, r2, r3, a..j)")
     p.add_argument("--servers", help="comma-separated of faktory_py, faktory_py-always, faktory_py-notimings, "
-                   "faktory_py-redis, faktory, echo "
-                   "(default all that can run; smoke: the same, but faktory only when FAKTORY_BIN is set, and "
-                   "faktory_py-always in R1 only)")
+                   "faktory_py-redis, faktory_py-io1, faktory_py-io2, faktory, echo "
+                   "(default all that can run; smoke: the same but faktory_py-io1, faktory only when FAKTORY_BIN is "
+                   "set, and faktory_py-always in R1 only)")
     p.add_argument("--no-load-tool", action="store_true", help="skip Faktory's own load test (R1, R4)")
     p.add_argument("--load-threads", help="comma-separated thread counts for R1 (default 10,50,200; smoke 2,8)")
     p.add_argument("--out", type=Path, default=HERE, help="where results.json, RESULTS.md, results.png go "
@@ -119,8 +120,10 @@ class Runner:
         if smoke and not os.environ.get("FAKTORY_BIN"):
             self.faktory_bin, why = None, "smoke run without FAKTORY_BIN"
         wanted = args.servers.split(",") if args.servers else (
-            ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "faktory_py-redis", "echo"] if smoke
-            else ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "faktory_py-redis", "echo"])
+            ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "faktory_py-redis", "faktory_py-io2",
+             "echo"] if smoke
+            else ["faktory_py", "faktory", "faktory_py-always", "faktory_py-notimings", "faktory_py-redis",
+                  *report.IO_PROCESSES, "echo"])
         self.errors: list[str] = []
         self.skipped: list[str] = []
         self.variants: list[Variant] = []
@@ -134,6 +137,9 @@ class Runner:
             elif name == "faktory_py-notimings":  # what the command timings cost: R1/R4 and (b)
                 self.variants.append(Variant("faktory_py-notimings", lambda b: FaktoryPy(b, timings=False),
                                              (LOAD_TOOL, "b_push")))
+            elif name in report.IO_PROCESSES:  # issue 15: R1/R4 with connection processes
+                count = report.IO_PROCESSES[name]
+                self.variants.append(Variant(name, lambda b, n=count: FaktoryPy(b, io_processes=n), (LOAD_TOOL,)))
             elif name == "faktory_py-redis":  # issue 16: R1/R4 and R3 on the Redis op log
                 if shutil.which("redis-server") is None:
                     self.skipped.append("faktory_py-redis: redis-server is not installed")

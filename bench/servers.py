@@ -68,13 +68,17 @@ class FaktoryPy(Server, processes.FaktoryPy):
     """`python -m faktory_py` from this checkout."""
 
     def __init__(self, base: Path, fsync: str | None = "everysec", throttles: str | None = None,
-                 timings: bool = True) -> None:
+                 timings: bool = True, io_processes: int = 0) -> None:
         # 4096 connections: (f) holds 2,000 idle workers plus the load's own connections,
         # beyond faktory_py's default limit of 2,000 (Faktory has none). fsync None: the Redis
-        # op log, where --fsync does not apply.
-        super().__init__(base, args=(*(("--fsync", fsync) if fsync else ()), "--max-connections", "4096"))
+        # op log, where --fsync does not apply. io_processes: `--io-processes` (issue 15), whose
+        # connection processes count in `pids()`.
+        super().__init__(base, args=(*(("--fsync", fsync) if fsync else ()), "--max-connections", "4096",
+                                     "--io-processes", str(io_processes)))
         self.fsync = fsync
         self.name = "faktory_py" if fsync == "everysec" else f"faktory_py-{fsync}"
+        if io_processes:
+            self.name += f"-io{io_processes}"
         if throttles is not None:  # a `[throttles]` TOML text, as conf.d/throttles.toml
             self._conf_file("throttles.toml", throttles)
         if not timings:  # what the command path's timings cost: the same server without them

@@ -253,3 +253,16 @@ def test_a_flag_is_true_or_false_and_nothing_else(tmp_path: Path, table: str, ke
     with pytest.raises(ConfigError) as refused:
         load(dirs(tmp_path), {})
     assert str(refused.value) == f"[{table}] {key} must be true or false, not {read!r}"
+
+
+def test_io_processes_come_from_the_flag_else_the_environment(tmp_path: Path) -> None:
+    assert load(dirs(tmp_path), {}).io_processes == 0
+    assert load(dirs(tmp_path), {"FAKTORY_PY_IO_PROCESSES": "2"}).io_processes == 2
+    assert load(["--io-processes", "0", *dirs(tmp_path)], {"FAKTORY_PY_IO_PROCESSES": "2"}).io_processes == 0
+
+
+@pytest.mark.parametrize("flag, env", [(["--io-processes", "-1"], {}), (["--io-processes", "65"], {}),
+                                       ([], {"FAKTORY_PY_IO_PROCESSES": "two"})])
+def test_io_processes_out_of_range_are_refused(tmp_path: Path, flag: list[str], env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="--io-processes"):
+        load([*flag, *dirs(tmp_path)], env)

@@ -36,12 +36,17 @@ from .values import _positive_int, split_binding
 __all__ = [
     "BATCH_POLICIES", "DEFAULT_BINDING", "DEFAULT_METRICS_PORT", "DEFAULT_PASSWORD_FILE", "DEFAULT_PORT",
     "DEFAULT_WEB_BINDING", "DEFAULT_WEB_PORT", "ENTERPRISE_DESCRIPTION", "ENVIRONMENTS", "FSYNC_POLICIES",
+    "IO_PROCESSES_ENV",
     "LOG_FORMATS", "LOG_LEVELS", "BatchesConfig", "Config", "ConfigError", "CronConfig", "CronEntry",
     "MetricsConfig", "NamedLimit", "RedisConfig", "ResultsConfig", "StatsdConfig", "Throttle", "ThrottlesConfig",
     "Timers", "TlsFiles", "WebConfig", "WorkflowsConfig", "argument_parser", "cron", "cron_sources", "load",
     "load_toml", "parse_store", "resolve_password", "split_binding", "statsd", "throttles", "tls_files",
 ]
 
+#: the environment variable for `--io-processes` (so a whole test run can switch modes)
+IO_PROCESSES_ENV = "FAKTORY_PY_IO_PROCESSES"
+#: the most connection processes `--io-processes` takes
+MAX_IO_PROCESSES = 64
 ENVIRONMENTS = ("development", "staging", "production")
 FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -98,6 +103,9 @@ class Config:
     max_connections: int = 2000
     #: sockets accepted but not yet through HELLO; over it the oldest is closed (admission.py)
     max_handshakes: int = 1000
+    #: `--io-processes`: connection processes doing the command port's I/O; 0 is the
+    #: in-process I/O loop (server/connprocs.py)
+    io_processes: int = 0
     #: found in the config directory at load; None: both ports speak plain TCP/HTTP
     tls: TlsFiles | None = None
     timers: Timers = field(default_factory=Timers)
@@ -138,6 +146,9 @@ def argument_parser() -> argparse.ArgumentParser:
                         "redis://host:port[/db]?name=N, rediss://… or "
                         "redis+sentinel://host:port[,host:port]/<service>[/db]?name=N (preview, see README)")
     p.add_argument("--max-connections", type=int, default=None, help=f"connection limit (default {Config.max_connections})")
+    p.add_argument("--io-processes", type=int, default=None, metavar="N",
+                   help="processes doing the command port's I/O, exchanging batches with this one "
+                        f"(default ${IO_PROCESSES_ENV} or 0: all in this process)")
     return p
 
 
@@ -165,6 +176,7 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
     if type(grace) not in (int, float) or not 0 <= grace <= 3600:
         raise ConfigError("[faktory_py] shutdown_grace must be a number of seconds in [0, 3600]")
     return Config(
+        io_processes=_io_processes(args.io_processes, env),
         binding=args.binding or faktory.get("binding", DEFAULT_BINDING),
         web_binding=args.web_binding or toml.get("web", {}).get("binding", DEFAULT_WEB_BINDING),
         environment=environment,
@@ -191,6 +203,19 @@ def load(argv: list[str], env: Mapping[str, str]) -> Config:
         workflows=_workflows(ours.get("workflows", {})),
         results=_results(ours.get("results", {})),
     )
+
+
+def _io_processes(flag: int | None, env: Mapping[str, str]) -> int:
+    """`--io-processes`, else `$FAKTORY_PY_IO_PROCESSES`, else 0."""
+    value: int | str = flag if flag is not None else env.get(IO_PROCESSES_ENV, "0")
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= MAX_IO_PROCESSES:
+        raise ConfigError(f"--io-processes (or {IO_PROCESSES_ENV}) must be a whole number in [0, {MAX_IO_PROCESSES}], "
+                          f"not {value!r}")
+    return count
 
 
 def load_toml(conf_dir: Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from ..store.memory import MemoryStore
 from ..store.oplog import OpLog
 from .allocator import release_free_heap
 from .clock import Clock
+from .connprocs import ConnectionProcesses, tls_context
 from .durability import DurableJournal, JournalFailed
 from .gate import Gate, Lookup
 from .ioloop import IOLoop
@@ -77,6 +77,8 @@ class Server:
     web_urls: list[str] = field(default_factory=list)
     #: where `/metrics` alone answers, without auth (`[faktory_py.metrics] binding`); empty when unset
     metrics_urls: list[str] = field(default_factory=list)
+    #: the connection processes (`--io-processes`); None: this process does the I/O
+    io_processes: ConnectionProcesses | None = None
     _stop: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -91,15 +93,6 @@ class Server:
         """Re-read the configuration with `read` and put its throttles and cron entries in
         force; False (the error logged) when `read` raises ConfigError, and then nothing changes."""
         return self.config_reload(read)
-
-
-def _ssl_context(config: Config) -> ssl.SSLContext | None:
-    if config.tls is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certfile=str(config.tls.cert), keyfile=str(config.tls.key))
-    return context
 
 
 async def open_listeners(binding: str, default_port: int) -> list[trio.SocketListener]:
@@ -298,47 +291,62 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
             web_urls, metrics_urls = await _start_web(background, config, manager, workers, features, clock,
                                                       dispatcher, durable, timings, backend.role)
             gate = Gate(connections.handle, backend.primary if config.tls is None else None)
-            async with trio.open_nursery() as conn_nursery:
-                accept_scope = trio.CancelScope()
-                listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
+            async with trio.open_nursery() as link_nursery:
+                processes: ConnectionProcesses | None = None
+                async with trio.open_nursery() as conn_nursery:
+                    accept_scope = trio.CancelScope()
+                    listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
 
-                async def accept() -> None:
-                    with accept_scope:
-                        await trio.serve_listeners(gate.handle, listeners, handler_nursery=conn_nursery)
+                    async def accept() -> None:
+                        nonlocal listeners, processes
+                        if config.io_processes:  # connection processes accept (server/connprocs.py)
+                            sockets = await open_listeners(config.binding, DEFAULT_PORT)
+                            listeners = list(sockets)
+                            processes = ConnectionProcesses(config.io_processes, [s.socket for s in sockets],
+                                                            config.tls)
+                            await link_nursery.start(processes.run, gate.handle, conn_nursery)
+                            return
+                        listeners = await _listen(config)
+                        conn_nursery.start_soon(_accept, accept_scope, gate.handle, listeners, conn_nursery)
 
-                if backend.standby_listens:  # clients are forwarded or parked meanwhile (server/gate.py)
-                    listeners = await _listen(config)
-                    conn_nursery.start_soon(accept)
-                await backend.take_over(store, wire)
-                backend.tasks(background, store)
-                background.start_soon(supervised, "heap release", release_free_heap, durable)
-                background.start_soon(supervised, "due timer", timer.run, manager)
-                background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
-                                      config.timers.worker_reap_every, worker_lost, durable.wait_writable)
-                background.start_soon(supervised, "send watchdog", connections.watch_sends)
-                background.start_soon(supervised, "I/O loop", connections.loop.run)
-                if statsd is not None:
-                    background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
-                                          _statsd_report(statsd[0], config, manager, dispatcher, clock))
-                gate.serving.set()
-                if not listeners:
-                    listeners = await _listen(config)
-                    conn_nursery.start_soon(accept)
-                addresses = [_address(l) for l in listeners]
-                server = Server(addresses, dispatcher, durable, config_reload, timings, connections.loop,
-                                web_urls, metrics_urls)
-                background.start_soon(_stop_when_failed, durable, server)
-                log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-                task_status.started(server)
-                await server._stop.wait()
-                log.info("shutting down: refusing further commands for up to %g s", config.timers.shutdown_grace)
-                connections.stop()
-                accept_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                with trio.move_on_after(config.timers.shutdown_grace):
-                    await connections.wait_closed()
-                conn_nursery.cancel_scope.cancel()
+                    if backend.standby_listens:  # clients are forwarded or parked meanwhile (server/gate.py)
+                        await accept()
+                    await backend.take_over(store, wire)
+                    backend.tasks(background, store)
+                    background.start_soon(supervised, "heap release", release_free_heap, durable)
+                    background.start_soon(supervised, "due timer", timer.run, manager)
+                    background.start_soon(supervised, "worker reaper", reap_workers, workers, clock,
+                                          config.timers.worker_reap_every, worker_lost, durable.wait_writable)
+                    background.start_soon(supervised, "send watchdog", connections.watch_sends)
+                    background.start_soon(supervised, "I/O loop", connections.loop.run)
+                    if statsd is not None:
+                        background.start_soon(supervised, "statsd", run_statsd, config.statsd, statsd[1],
+                                              _statsd_report(statsd[0], config, manager, dispatcher, clock))
+                    gate.serving.set()
+                    if not listeners:
+                        await accept()
+                    addresses = [_address(l) for l in listeners]
+                    server = Server(addresses, dispatcher, durable, config_reload, timings, connections.loop,
+                                    web_urls, metrics_urls, processes)
+                    background.start_soon(_stop_when_failed, durable, server)
+                    log.info("listening on %s%s", ", ".join(f"{h}:{p}" for h, p in addresses),
+                             f" ({config.io_processes} connection processes)" if processes else "")
+                    task_status.started(server)
+                    await server._stop.wait()
+                    log.info("shutting down: refusing further commands for up to %g s",
+                             config.timers.shutdown_grace)
+                    connections.stop()
+                    accept_scope.cancel()
+                    if processes is not None:
+                        processes.stop_accepting()
+                    for listener in listeners:
+                        await listener.aclose()
+                    with trio.move_on_after(config.timers.shutdown_grace):
+                        await connections.wait_closed()
+                    conn_nursery.cancel_scope.cancel()
+                if processes is not None:  # the clients' last replies are on the links now
+                    await processes.aclose()
+                link_nursery.cancel_scope.cancel()
             background.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
@@ -347,11 +355,18 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
         raise JournalFailed(f"stopped: {backend.what} (see the log)")
 
 
+async def _accept(scope: trio.CancelScope, handler: Callable[[trio.abc.Stream], Awaitable[None]],
+                  listeners: list[trio.abc.Listener[trio.abc.Stream]], conn_nursery: trio.Nursery) -> None:
+    """Accept on `listeners` in this process (no connection processes) until `scope` is cancelled."""
+    with scope:
+        await trio.serve_listeners(handler, listeners, handler_nursery=conn_nursery)
+
+
 async def _listen(config: Config) -> list[trio.abc.Listener[trio.abc.Stream]]:
     """The command port's listeners (TLS-wrapped when configured)."""
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(await open_listeners(config.binding, DEFAULT_PORT))
-    context = _ssl_context(config)
-    if context is not None:
+    if config.tls is not None:
+        context = tls_context(config.tls)
         listeners = [trio.SSLListener(l, context, https_compatible=False) for l in listeners]  # type: ignore[misc]
     return listeners
 

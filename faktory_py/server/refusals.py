@@ -29,7 +29,11 @@ MAX_HOSTS = 10_000
 
 
 def peer_host(stream: trio.abc.Stream) -> str:
-    """The client's IP address, or "unknown" (an in-memory stream, a socket already gone)."""
+    """The client's IP address, or "unknown" (an in-memory stream, a socket already gone).
+    A connection process's client (server/connprocs.py) carries the address it was told."""
+    told = getattr(stream, "peer_host", None)
+    if told is not None:
+        return str(told)
     inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
     sock = getattr(inner, "socket", None)
     try:

@@ -77,7 +77,7 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _gone(pid: int) -> bool:
+def gone(pid: int) -> bool:
     """True once `pid` has exited (a zombie nobody reaps counts as gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -212,6 +212,11 @@ class FaktoryPy(ServerProcess):
         assert self.web_port is not None, "started without web=True"
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.web_port}"
 
+    def pids(self) -> list[int]:
+        """The server and its connection processes (`--io-processes`), if any."""
+        assert self.proc is not None
+        return [self.proc.pid, *_children(self.proc.pid)]
+
     def command(self) -> list[str]:
         web = f"127.0.0.1:{self.web_port}" if self.web_port else "0"
         return [sys.executable, "-m", "faktory_py", "-b", f"127.0.0.1:{self.port}", "-w", web,
@@ -253,12 +258,12 @@ class RealFaktory(ServerProcess):
     def _wait_redis(self, timeout: float = 10.0) -> None:
         """Faktory's Redis outlives it briefly (saving its RDB); a restart on the same dir must not find it."""
         deadline = time.monotonic() + timeout
-        while self.redis_pid is not None and not _gone(self.redis_pid) and time.monotonic() < deadline:
+        while self.redis_pid is not None and not gone(self.redis_pid) and time.monotonic() < deadline:
             time.sleep(0.01)
         self.redis_pid = None
 
     def _signal_redis(self, sig: int) -> None:
-        if self.redis_pid is not None and not _gone(self.redis_pid):
+        if self.redis_pid is not None and not gone(self.redis_pid):
             try:
                 os.kill(self.redis_pid, sig)
             except ProcessLookupError:

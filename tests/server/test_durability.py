@@ -143,9 +143,10 @@ def restart_for_checks(server: ServerProcess) -> None:
 
 # --- SIGKILL while pushing --------------------------------------------------------------
 
-@pytest.mark.parametrize("policy", ["everysec", "always"])
-def test_sigkill_loses_nothing_acknowledged(server_factory, policy: str) -> None:
-    server = server_factory(args=("--fsync", policy))
+@pytest.mark.parametrize("policy, io_processes", [("everysec", "0"), ("always", "0"), ("everysec", "2")])
+def test_sigkill_loses_nothing_acknowledged(server_factory, policy: str, io_processes: str) -> None:
+    """Also with connection processes (`--io-processes 2`): the state process is killed."""
+    server = server_factory(args=("--fsync", policy, "--io-processes", io_processes))
     initial = [f"init-{i:06d}" for i in range(2000)]
     orders = push_all(server, initial, reserve_for=60)
     assert info(server)["queues"][QUEUE] == 2000

@@ -7,7 +7,8 @@ started. Faktory's load tool (R1/R4) runs in the smoke only when its binary is a
 (a smoke run never builds it). The worker fleet (R2/R3, bench/clients/fleet) is built here
 first, so its rows always run when Go is installed (under CI, Go must be); the Redis backend's
 rows (`faktory_py-redis`, R1/R4 and R3) whenever redis-server is installed (under CI, it must
-be), and `faktory_py-always` beside `faktory_py` in R1 for issue 15's ratio. The full benchmark
+be), `faktory_py-always` beside `faktory_py` in R1 for issue 15's ratio, and `faktory_py-io2`
+(two connection processes) in R1 for its table. The full benchmark
 is never run here (bench/README.md).
 """
 
@@ -146,6 +147,13 @@ def _check_load_tool(data: dict, markdown: str) -> None:
         assert _number(data["always_ratio"][f"r1_t{t}.jobs_per_s"]["value"])
     always = markdown.split("## fsync always")[1]
     assert f"| R1 Faktory's load tool, {threads[0]} threads | " in always and "| ≥ 0.5 |" in always
+    # two connection processes beside the in-process I/O loop (issue 15), every process's CPU counted
+    for t in threads:
+        (io2,) = data["runs"][f"r1_t{t}"]["faktory_py-io2"]
+        assert io2["pops"] == io2["pushes"] >= data["sizes"]["load_jobs"] and _number(io2["cpu_s_per_1000"]), io2
+    processes = markdown.split("## Connection processes")[1]
+    assert "| load tool threads | 0 jobs/s | 0 CPU µs/job | 2 jobs/s | 2 CPU µs/job |" in processes
+    assert f"\n| {threads[0]} | " in processes
 
 
 def test_faktory_py_bench_url_smoke(server, tmp_path: Path) -> None:
