@@ -199,6 +199,23 @@ class DurableJournal:
                 raise JournalFailed("the journal could not be written") from self._failure
             await self._progress.wait()
 
+    def fetch_position(self, sequence: int) -> int:
+        """What a FETCH reply whose commits end at `sequence` waits for: nothing (0) while
+        the journal can be written, else `sequence` (protocol/spec.md §7).
+
+        A FETCH reply acknowledges nothing. Replay restores a prefix of the journal, so a
+        crash that loses the reservation (or a job dropped on the way, or the PUSH that woke
+        the FETCH) restores the state before it — the job back in its queue, its unique lock
+        as it was — and the job runs again (at least once); every later `+OK`, on any
+        connection, waits for a later commit, whose fsync covers it. So the reply skips the
+        fsync, and the group commit waits only for acknowledgements. It is still written
+        first, as every send writes what is queued (`write_through`): a kill -9 of the
+        process then finds the reservation in the file and does not hand the job out again
+        while its worker runs it. While degraded a send cannot write, so the reply waits
+        for the write as other replies do.
+        """
+        return 0 if self.degraded is None else sequence
+
     def is_synced(self, sequence: int) -> bool:
         """True if commit `sequence` is written and, under `always`, fsynced already."""
         return self._written >= sequence and (self.policy != "always" or self._synced >= sequence)
