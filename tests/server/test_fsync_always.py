@@ -1,11 +1,13 @@
-"""A FETCH reply does not wait for the fsync under `fsync always` (protocol/spec.md §7,
+"""`fsync always`: a FETCH reply does not wait for the fsync (protocol/spec.md §7,
 server/durability.py `fetch_position`): it acknowledges nothing, the journal is replayed as a
 prefix, so a crash that loses the reservation puts the job back in its queue, and every later
-`+OK` waits for an fsync that covers it.
+`+OK` waits for an fsync that covers it. And the group commit: the next fsync waits for the
+clients the last one answered (`_wait_for_cohort`).
 
 A whole server in the test's trio run, its clients over loopback TCP; the journal's fsyncs
 are held in their thread, so what waits for one and what does not is exact. The crash is a
 power loss: the journal cut back to what the last finished fsync covered, then replayed.
+The group commit's wait runs on trio's MockClock, which moves only when the test jumps it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from faktory_py.server.app import Server
+from faktory_py.server.durability import DurableJournal
+from faktory_py.store.journal import Journal
 from helpers.inprocess import inprocess_config, running_server
 from helpers.jobs import job, push_command
 from server.test_ioloop import attached, connect, running, until
@@ -146,3 +151,40 @@ async def test_a_fetch_reply_never_overtakes_its_connection_s_earlier_reply(
         assert json.loads(await client.reply())["jid"] == queued["jid"]
         await client.aclose()
         await producer.aclose()
+
+
+async def test_the_next_fsync_waits_for_the_clients_the_last_one_answered(
+        tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    """As many commits as the last fsync covered, or half its time: then one fsync covers a
+    round of clients that each wait for their reply, not half of them."""
+    ops = [{"op": "counters", "processed": 1, "failures": 0, "history": {}}]
+    with Journal.open(tmp_path, fsync="always") as journal:
+        assert list(journal.replay()) == []
+        durable = DurableJournal(journal, "always", 1 << 30)
+
+        def fsyncs() -> int:
+            return sum(durable.fsync_times.counts)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(durable.run_fsync)
+            for _ in range(3):  # three clients' commands in one turn
+                durable.append(ops)
+            await durable.durable(3)
+            assert fsyncs() == 1
+            durable.append(ops)  # the first client is back
+            await trio.testing.wait_all_tasks_blocked()
+            assert not durable.is_synced(4)  # no fsync for it alone
+            durable.append(ops)
+            durable.append(ops)  # all three are back: one fsync for the three
+            await durable.durable(6)
+            assert fsyncs() == 2
+            durable.append(ops)  # one comes back, the others do not
+            await trio.testing.wait_all_tasks_blocked()
+            assert not durable.is_synced(7)
+            mock_clock.jump(durable.fsync_times.sum)  # more than half the last fsync's time
+            await durable.durable(7)
+            assert fsyncs() == 3
+            durable.append(ops)  # the last fsync covered one: the next commit is enough
+            await durable.durable(8)
+            assert fsyncs() == 4
+            nursery.cancel_scope.cancel()
