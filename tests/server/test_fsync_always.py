@@ -107,8 +107,8 @@ async def test_a_fetch_reply_goes_out_during_the_fsync_a_push_waits_for(
 
 async def test_a_woken_fetch_gets_its_job_before_the_push_is_synced(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The task's path (a FETCH that waited): the PUSH that wakes it waits for its fsync,
-    the FETCH's reply does not."""
+    """A FETCH that waited (parked in the loop, answered by `retry_fetch`): the PUSH that
+    wakes it waits for its fsync, the FETCH's reply does not."""
     async with running(tmp_path, fsync="always") as server:
         fsync = HeldFsync(server, monkeypatch)
         (worker, _), (producer, producer_sock) = await connect(server, wid="w1"), await connect(server)
