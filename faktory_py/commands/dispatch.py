@@ -48,8 +48,10 @@ class Reply(NamedTuple):
     The adapter must make journal `position` durable (written, and synced as the fsync
     policy says) before it sends `data`: it is the last commit the command caused,
     whoever made it (the command, a feature's hook, a job dropped on the way), or 0 when
-    the command committed nothing. `data` None sends nothing; `close` closes the
-    connection after `data` (END).
+    the command committed nothing; for a FETCH, what `Dispatcher.fetch_position` makes of
+    it (a FETCH acknowledges nothing: 0 while the local journal can be written, whose
+    sends write it anyway, protocol/spec.md §7). `data` None sends nothing; `close` closes
+    the connection after `data` (END).
     """
 
     data: bytes | None
@@ -163,6 +165,10 @@ class Dispatcher:
         #: why commands that change state are refused right now (the journal cannot be
         #: written), or None; server/durability.py's `refusal`
         self.refusal: Callable[[], str | None] = lambda: None
+        #: what a FETCH reply whose commits end at a position waits for: a FETCH acknowledges
+        #: nothing, so the op log may let it skip the fsync (protocol/spec.md §7); server/durability.py's
+        #: `fetch_position`
+        self.fetch_position: Callable[[int], int] = lambda position: position
         #: told of every command refused with a client error (the session and the `-` reply):
         #: the server logs it, rate-limited (server/refusals.py)
         self.refused: Callable[[Session, bytes], None] = lambda session, reply: None
@@ -203,7 +209,10 @@ class Dispatcher:
             log.exception("internal error handling %s", command.verb)
             data = wire.error("internal error")
         after = journal.appended
-        return Reply(data, after if after != before else 0, data is None)
+        position = after if after != before else 0
+        if position and command.verb == "FETCH":
+            position = self.fetch_position(position)
+        return Reply(data, position, data is None)
 
     def retry_fetch(self, session: Session, block: Block, woken_by: str | None) -> Reply | Block:
         """Try a waiting FETCH again, after it was woken for queue `woken_by` (or None:
@@ -242,8 +251,10 @@ class Dispatcher:
         self.waiters.top_up(queue, self.manager.available(queue, self.clock.now()))
 
     def _committed_since(self, block: Block) -> int:
+        """What a waiting FETCH's reply waits for: what was committed since it began (its
+        reservation, jobs dropped on the way, the PUSH that woke it), as `fetch_position` says."""
         after = self.journal.appended
-        return after if after != block.since else 0
+        return self.fetch_position(after) if after != block.since else 0
 
     def _refused(self, command: wire.Command) -> bytes | None:
         """`-MISCONF …` for a command that would change state while the journal cannot take it."""

@@ -272,6 +272,7 @@ async def _serve(config: Config, backend: Backend, clock: Clock, task_status: tr
     dispatcher = Dispatcher(manager, workers, clock, durable, waiters, ServerStats(started_at=clock.now()),
                             config.timers.fetch_timeout)
     dispatcher.refusal = durable.refusal
+    dispatcher.fetch_position = durable.fetch_position
     dispatcher.description = config.description
     register_feature_commands(dispatcher, features)
     config_reload = ConfigReload(config, manager, features, throttles, cron, waiters, timer, clock)

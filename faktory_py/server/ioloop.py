@@ -20,7 +20,10 @@ order (`wait_written`, `synced`) and then sends its replies, while the loop goes
 and running the next batches: a batch's fsync runs in a thread as the next batch is read,
 run and written, and the next fsync covers everything written before it started (group
 commit). Queued batches go out in order, so a connection's replies keep their order across
-batches, and a reply queued behind a batch that waits waits too. A connection whose next
+batches, and a reply queued behind a batch that waits waits too — unless it waits for
+nothing (a FETCH's reply under `fsync always`, durability.py's `fetch_position`) and its
+connection has no reply queued: it goes out at once, as other connections' replies may
+overtake each other, never a connection's own earlier ones. A connection whose next
 step belongs to its task (the end) is not read from while its replies are queued.
 
 A FETCH that must wait (`Block`) stays in the loop, *parked*: a waiter without a task in the
@@ -97,7 +100,7 @@ class Handback:
 
     __slots__ = ("sock", "fd", "connection", "session", "task", "attached", "listening",
                  "unsent", "needs", "block", "done", "parked", "fetch", "blocked_at", "deadline",
-                 "wait", "woken_by")
+                 "wait", "woken_by", "queued")
 
     def __init__(self, sock: socket.socket, connection: Connection, session: Session) -> None:
         self.sock = sock
@@ -126,6 +129,8 @@ class Handback:
         self.deadline = 0.0
         self.wait = 0
         self.woken_by: str | None = None
+        #: how many of the sender's queued batches hold replies of this connection
+        self.queued = 0
 
 
 def stdlib_socket(stream: trio.abc.Stream) -> socket.socket | None:
@@ -280,6 +285,7 @@ class IOLoop:
         while self._queued:
             entries, _ = self._queued.popleft()
             for back, data, position in entries:
+                back.queued -= 1
                 self._return(back, data, position)
 
     def _turn(self, ready: list[tuple[int, int]]) -> None:
@@ -461,11 +467,28 @@ class IOLoop:
                                  or not written and durable.refusal() is not None):
             self._deliver(outgoing, written)
             return
-        for back, _data, _position in outgoing:
+        # Replies that wait for nothing (a FETCH's, durability.py `fetch_position`) go out
+        # now, unless replies of their connection are queued before them (or the write
+        # failed: then everything goes the sender's way, as before).
+        now: list[tuple[Handback, bytes, int]] = []
+        later: list[tuple[Handback, bytes, int]] = []
+        needs = 0
+        for entry in outgoing:
+            back, _data, position = entry
+            if written and not back.queued and (not position or durable.is_synced(position)):
+                now.append(entry)
+                continue
+            later.append(entry)
+            back.queued += 1
+            if position > needs:
+                needs = position
             if back.block is not None or back.done:
                 self._mute(back)
-        self._queued.append((outgoing, needs))
-        self._more.set()
+        if now:
+            self._deliver(now, True)
+        if later:
+            self._queued.append((later, needs))
+            self._more.set()
 
     async def _send_when_durable(self) -> None:
         """The sender (module doc): each queued batch's replies, in order, once durable."""
@@ -486,6 +509,8 @@ class IOLoop:
                 self._return_queued()
                 continue
             queued.popleft()
+            for back, _data, _position in outgoing:
+                back.queued -= 1
             self._deliver(outgoing, written)
 
     def _deliver(self, outgoing: list[tuple[Handback, bytes, int]], written: bool) -> None:

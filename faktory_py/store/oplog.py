@@ -49,6 +49,11 @@ class OpLog(Protocol):
     async def wait_written(self, sequence: int) -> None:
         """Return once commit `sequence` is written; raises JournalFailed when it never will be."""
 
+    def fetch_position(self, sequence: int) -> int:
+        """The position a FETCH reply whose commits end at `sequence` waits for instead (a
+        FETCH acknowledges nothing, protocol/spec.md §7): 0, or `sequence` when the log asks
+        that it be written first and sends do not write it anyway."""
+
     def is_synced(self, sequence: int) -> bool:
         """True if commit `sequence` is written and as durable as the policy says already:
         `synced` would return at once (the I/O loop sends such a batch's replies in its own

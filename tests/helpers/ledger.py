@@ -1,7 +1,8 @@
-"""The checker of the HA load tests (issue 16): the Go load client's ledger
-(tests/interop/clients/go/s15_takeover_load_test.go) against the op log in Redis, read after
-the kills. Shared by the takeover test (kill -9 of faktory_py primaries) and the Redis
-failover test (kill -9 of the Redis master), which must give the same guarantees.
+"""The checker of the load tests under kill -9: the Go load client's ledger
+(tests/interop/clients/go/s15_takeover_load_test.go) against the op log, read after the kills.
+Shared by the HA tests (issue 16: kill -9 of faktory_py primaries, of the Redis master), which
+read the stream in Redis, and the `fsync always` test (issue 15: kill -9 of a server on the
+local journal), which reads the journal (`account_for_records`); all give the same guarantees.
 
 `account_for_every_jid` checks that every PUSH the producer saw `+OK` for is in the log, that
 no job is reserved again after an ACK ended its reservation, that every job the workers ran
@@ -14,8 +15,10 @@ released. Jobs whose PUSH failed (outcome unknown to the client) are not counted
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from faktory_py.store.job_queue import decode as decode_queued
 from helpers.rawclient import RawClient, new_jid
@@ -44,13 +47,19 @@ class Accounting:
 
 def account_for_every_jid(ledger: Path, store_url: str) -> Accounting:
     """Check the ledger against the op log at `store_url` (module docstring)."""
+    return account_for_records(ledger, read_log(store_url))
+
+
+def account_for_records(ledger: Path, records: Iterable[list[dict[str, Any]]]) -> Accounting:
+    """Check the ledger against the op log's `records` (a list of ops each, in order: the
+    Redis stream's entries or the local journal's records)."""
     lines = [line.split() for line in ledger.read_text().splitlines()]
     books = Accounting(pushed={jid for what, *jids in lines if what == "PUSHED" for jid in jids},
                        ran=Counter(jid for what, *jids in lines if what == "RAN" for jid in jids),
                        batches=[jids for what, *jids in lines if what == "BATCH"])
     assert len(books.pushed) > 100 and books.ran and books.batches
     reserved_after_ack = []
-    for record in read_log(store_url):
+    for record in records:
         for op in record:
             if op["op"] == "enqueue":
                 for job in map(decode_queued, op["raws"]):

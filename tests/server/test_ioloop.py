@@ -278,7 +278,7 @@ async def test_a_parked_fetch_answers_nil_when_its_time_is_up(
         await other.aclose()
 
 
-async def test_a_parked_fetchs_job_waits_for_the_fsync_with_the_pushs_ok(tmp_path: Path) -> None:
+async def test_a_parked_fetchs_job_goes_out_in_the_pushs_batch_with_one_fsync(tmp_path: Path) -> None:
     async with running(tmp_path, fsync="always") as server:
         (worker, _), (producer, producer_sock) = await connect(server, wid="w1"), await connect(server)
         await attached(server, 2)
@@ -290,7 +290,7 @@ async def test_a_parked_fetchs_job_waits_for_the_fsync_with_the_pushs_ok(tmp_pat
         assert await producer.reply() == b"OK"
         assert json.loads(await worker.reply())["jid"] == pushed["jid"]
         assert server.io_loop.batches == batches + 1
-        assert fsyncs(server) == synced + 1  # the push and the reservation: one fsync before both replies
+        assert fsyncs(server) == synced + 1  # the push and the reservation: one fsync (the job's reply waits for none)
         await worker.aclose()
         await producer.aclose()
 

@@ -131,6 +131,12 @@ class RedisOpLog:
         while not self.write_through(sequence):
             await self._progress.wait()
 
+    def fetch_position(self, sequence: int) -> int:
+        """`sequence`: a FETCH reply waits for its append, as every reply does. Written is
+        synced here, and appends run in a task of their own, so there is no cheaper step that
+        keeps a standby taking over from handing a job out again while its worker runs it."""
+        return sequence
+
     def is_synced(self, sequence: int) -> bool:
         return self._written >= sequence
 
