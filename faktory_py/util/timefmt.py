@@ -35,19 +35,28 @@ def _date(t: datetime) -> str:
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
 
 
-@functools.lru_cache(maxsize=16)
 def format_time(unix_seconds: float) -> str:
     """Go's RFC3339Nano in UTC: fraction without trailing zeros, no ``.`` when whole, ``Z``.
 
     Every PUSH formats timestamps, so the date-and-time part is cached per second, and the
-    last few results whole: every job of a PUSHB is stamped with the same "now".
+    last result whole: every job of a PUSHB is stamped with the same "now". (One entry, not
+    an LRU cache: each PUSH's "now" is new, and an LRU cache's miss costs a third as much
+    as the formatting.)
     """
+    global _last_formatted
+    last = _last_formatted
+    if last[0] == unix_seconds:
+        return last[1]
     whole = math.floor(unix_seconds)
     micros = round((unix_seconds - whole) * 1_000_000)
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    fraction = f".{micros:06d}".rstrip("0") if micros else ""
-    return f"{_second(whole)}{fraction}Z"
+    text = f"{_second(whole)}.{micros:06d}".rstrip("0") + "Z" if micros else f"{_second(whole)}Z"
+    _last_formatted = (unix_seconds, text)  # one tuple: a reader in another thread sees a whole pair
+    return text
+
+
+_last_formatted: tuple[float, str] = (math.nan, "")
 
 
 @functools.lru_cache(maxsize=256)
