@@ -118,6 +118,15 @@ def _internal_error() -> ClientError:
     return ClientError("internal error")
 
 
+def _strings_but_result(payload: dict[str, Any]) -> bool:
+    """ACK's rule: a string `jid`, and every other field but `result` a string (every ACK
+    asks: `{"jid": …}` alone is answered without a loop)."""
+    jid = payload.get("jid")
+    if not isinstance(jid, str):
+        return False
+    return len(payload) == 1 or all(isinstance(v, str) for k, v in payload.items() if k != "result")
+
+
 def _decode_object(arg: str, fields: dict[str, type], invalid: str) -> dict[str, Any]:
     """Decode a JSON object whose listed fields must have the given types (null = absent)."""
     value = jobs.decode_argument(arg, invalid)
@@ -319,8 +328,7 @@ class Dispatcher:
         if not arg:
             raise _internal_error()
         payload = jobs.decode_argument(arg, "invalid ACK")
-        if (not isinstance(payload, dict) or not isinstance(payload.get("jid"), str)
-                or not all(isinstance(v, str) for k, v in payload.items() if k != "result")):
+        if not isinstance(payload, dict) or not _strings_but_result(payload):
             raise ClientError(f"invalid ACK {arg}")
         result = payload.get("result")
         if result is not None:  # protocol/spec.md §14.6: refused whole when too large

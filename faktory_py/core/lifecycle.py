@@ -364,10 +364,12 @@ class Manager:
         news = list(ended)
         count = len(news)
         gated = features.custom_only_end
-        if gated and all("custom" not in end.job for end in news):
-            heard = [count if id(end) in gated else 0 for end in ends]  # how many of `news` each hook was told of
-        else:
+        if not gated or ("custom" in news[0].job if count == 1 else any("custom" in end.job for end in news)):
             heard = [0] * len(ends)
+        elif ends is features.end:  # (every ACK: the registry knows which of its hooks are gated)
+            heard = [count if gate else 0 for gate in features.end_gated]
+        else:
+            heard = [count if id(end) in gated else 0 for end in ends]  # how many of `news` each hook was told of
         ops: list[AnyOp] = []
         while True:
             for i, end in enumerate(ends):

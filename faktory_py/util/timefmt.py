@@ -66,12 +66,24 @@ def _second(whole: int) -> str:
 
 
 def utc_day(unix_seconds: float) -> str:
-    """``YYYY-MM-DD`` in UTC: the key of the daily processed/failed counters. Every ACK and
-    FAIL asks, so it is cached per day; rounded to the microsecond first, as `_utc`."""
+    """``YYYY-MM-DD`` in UTC: the key of the daily processed/failed counters; rounded to the
+    microsecond first, as `_utc`. Every ACK and FAIL asks, so the last day's text is kept
+    with the times that surely fall in it: from its start to its last second (whose last
+    half microsecond rounds to the next day), and those return it at once."""
+    global _last_day
+    first, last, text = _last_day
+    if first <= unix_seconds < last:
+        return text
     whole = math.floor(unix_seconds)
     if round((unix_seconds - whole) * 1_000_000) == 1_000_000:
         whole += 1
-    return _day(whole // 86400)
+    number = whole // 86400
+    text = _day(number)
+    _last_day = (number * 86400, number * 86400 + 86399, text)  # one tuple, as `_last_formatted`
+    return text
+
+
+_last_day: tuple[float, float, str] = (math.inf, -math.inf, "")
 
 
 @functools.lru_cache(maxsize=4)
