@@ -130,10 +130,8 @@ class MemoryStore:
         return pending
 
     def _enqueue(self, op: Enqueue) -> None:
-        pending = self._queue(op.queue)
-        pending.extend(op.raws)
+        first = self._queue(op.queue).extend(op.raws)
         if self._queue_observers:
-            first = pending.end - len(op.raws)
             for observer in self._queue_observers:
                 observer.enqueued(op.queue, first, op.raws)
         if self._on_enqueue is not None:
