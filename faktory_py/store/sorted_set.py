@@ -47,7 +47,8 @@ class SortedJobSet:
         return self._by_jid.get(jid)
 
     def first_score(self) -> float | None:
-        return self._order[0][0] if self._order else None
+        # (the dict's truth, not the SortedList's `__len__`: unique's lock set is asked at every ACK)
+        return self._order[0][0] if self._by_jid else None
 
     def due(self, now: float) -> list[tuple[float, str, Any]]:
         """Entries with score <= now, earliest first (a list: callers change the set)."""

@@ -47,16 +47,22 @@ def format_time(unix_seconds: float) -> str:
     last = _last_formatted
     if last[0] == unix_seconds:
         return last[1]
+    global _last_second
     whole = math.floor(unix_seconds)
     micros = round((unix_seconds - whole) * 1_000_000)
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    text = f"{_second(whole)}.{micros:06d}".rstrip("0") + "Z" if micros else f"{_second(whole)}Z"
+    second = _last_second
+    if second[0] != whole:
+        second = _last_second = (whole, _second(whole))
+    text = f"{second[1]}.{micros:06d}".rstrip("0") + "Z" if micros else f"{second[1]}Z"
     _last_formatted = (unix_seconds, text)  # one tuple: a reader in another thread sees a whole pair
     return text
 
 
 _last_formatted: tuple[float, str] = (math.nan, "")
+#: the last second `format_time` formatted, and its text (the PUSHes of one second share it)
+_last_second: tuple[int | None, str] = (None, "")
 
 
 @functools.lru_cache(maxsize=256)
