@@ -40,6 +40,8 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "reserve_for": (int, "int"),
     "backtrace": (int, "int"),
 }
+#: (field, JSON type, Go type) in FIELD_ORDER: what `decode_job` walks for every PUSH
+_ORDERED_TYPES = tuple((field, *_FIELD_TYPES[field]) for field in FIELD_ORDER)
 #: The same for the fields of a job's `failure` block (Faktory's client.Failure struct):
 #: a client may send one (e.g. a job moved between servers), and FAIL computes with it.
 _FAILURE_TYPES: dict[str, tuple[type, str]] = {
@@ -101,11 +103,10 @@ def decode_job(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ClientError(f"invalid JSON: json: cannot unmarshal {_json_kind(raw)} into Go value of type client.Job")
     job: dict[str, Any] = {}
-    for field in FIELD_ORDER:
+    for field, expected, go_type in _ORDERED_TYPES:
         value = raw.get(field)
         if value is None:
             continue
-        expected, go_type = _FIELD_TYPES[field]
         if type(value) is not expected or (expected is int and value not in _GO_INT):  # (the usual case is cheap)
             _check_type(value, expected, go_type, f"Job.{field}")
         job[field] = value
@@ -158,22 +159,46 @@ def prepare_push(job: dict[str, Any], now: float) -> tuple[dict[str, Any], float
         if when > now:
             scheduled_for = when
     check_queue_name(queue)
-    # the defaults over the decoded job, then one canonical copy (no dict copied twice per PUSH)
-    filled = {"retry": job.get("retry", DEFAULT_RETRY), "created_at": job.get("created_at") or stamp,
-              "queue": queue, "enqueued_at": stamp if scheduled_for is None else None}
-    return {field: value for field in FIELD_ORDER
-            if (value := filled[field] if field in filled else job.get(field, _ABSENT)) is not _ABSENT
-            and value is not None and (value or field not in _OMIT_WHEN_EMPTY)}, scheduled_for
+    # The defaults over the decoded job, in one canonical copy: `canonical` spelled out field
+    # by field (FIELD_ORDER; `decode_job` left no None), as every PUSH builds one.
+    get = job.get
+    out: dict[str, Any] = {"retry": get("retry", DEFAULT_RETRY)}
+    if failure := get("failure"):
+        out["failure"] = failure
+    if custom := get("custom"):
+        out["custom"] = custom
+    out["jid"] = jid
+    out["queue"] = queue
+    out["jobtype"] = job["jobtype"]
+    out["created_at"] = get("created_at") or stamp
+    if scheduled_for is None:
+        out["enqueued_at"] = stamp
+    if at:
+        out["at"] = at
+    out["args"] = job["args"]
+    if reserve_for := get("reserve_for"):
+        out["reserve_for"] = reserve_for
+    if backtrace := get("backtrace"):
+        out["backtrace"] = backtrace
+    return out, scheduled_for
 
 
 def check_queue_name(name: str) -> None:
-    """Faktory refuses to create a queue whose name is not `[a-zA-Z0-9._-]+`."""
+    """Faktory refuses to create a queue whose name is not `[a-zA-Z0-9._-]+`. (Every PUSH
+    asks: the names found valid are remembered, up to `_VALID_QUEUES_MAX` of them.)"""
+    if name in _VALID_QUEUES:
+        return
     if not QUEUE_NAME.fullmatch(name):
         raise ClientError(
             f'cannot get "{name}" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z'
         )
+    if len(_VALID_QUEUES) < _VALID_QUEUES_MAX:
+        _VALID_QUEUES.add(name)
 
 
+#: queue names `check_queue_name` found valid (bounded: a client may name any number)
+_VALID_QUEUES: set[str] = set()
+_VALID_QUEUES_MAX = 1024
 _ABSENT = object()
 
 

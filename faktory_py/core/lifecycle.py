@@ -98,7 +98,8 @@ class Manager:
         job, ops = self._push_plan(raw, now, wid)
         position = self.store.commit(ops)
         self.pushed += 1
-        self._tell("pushed", job, now)
+        if self.features.observe:  # (every job: no call without an observer)
+            self._tell("pushed", job, now)
         return position
 
     def push_bulk(self, raws: Any, now: float, wid: str = "") -> tuple[dict[str, str], int]:
@@ -198,7 +199,8 @@ class Manager:
                 expires = now + jobs.reservation_seconds(job)
                 ops.insert(0, Reserve(name, job["jid"], wid, now, expires))
                 position = store.commit(ops)
-                self._tell("fetched", job, wid, now)
+                if self.features.observe:  # (every job: no call without an observer)
+                    self._tell("fetched", job, wid, now)
                 return job, position
         return None, position
 
@@ -243,7 +245,8 @@ class Manager:
             ops.extend(finish.on_ack(res, now))
         ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS, result)], now))
         position = self.store.commit(ops)
-        self._tell("acked", res, now)
+        if self.features.observe:  # (every job: no call without an observer)
+            self._tell("acked", res, now)
         return position
 
     def fail(self, jid: str, errtype: str, message: str, backtrace: list[str], now: float) -> int:
@@ -364,10 +367,12 @@ class Manager:
         news = list(ended)
         count = len(news)
         gated = features.custom_only_end
-        if gated and all("custom" not in end.job for end in news):
-            heard = [count if id(end) in gated else 0 for end in ends]  # how many of `news` each hook was told of
-        else:
+        if not gated or ("custom" in news[0].job if count == 1 else any("custom" in end.job for end in news)):
             heard = [0] * len(ends)
+        elif ends is features.end:  # (every ACK: the registry knows which of its hooks are gated)
+            heard = [count if gate else 0 for gate in features.end_gated]
+        else:
+            heard = [count if id(end) in gated else 0 for end in ends]  # how many of `news` each hook was told of
         ops: list[AnyOp] = []
         while True:
             for i, end in enumerate(ends):

@@ -135,6 +135,8 @@ class Registry:
         #: the ids of the end hooks that are `custom_only` (`Manager._end_ops` counts them as
         #: told of jobs without `custom`, yet tells them of the jobs other hooks end)
         self.custom_only_end = frozenset(id(f.end) for f in self.features if f.end is not None and "end" in f.custom_only)
+        #: for each hook of `end`, whether it is one of those
+        self.end_gated = tuple(id(end) in self.custom_only_end for end in self.end)
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self.features)

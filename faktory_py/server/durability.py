@@ -77,7 +77,7 @@ class DurableJournal:
         self._compact_threshold = compact_min_bytes
         #: journal bytes written since the server started
         self.written = 0
-        self._pending: list[memoryview] = []  # each queued commit's ops, packed, without the array header
+        self._pending: list[bytes | memoryview] = []  # each queued commit's ops, packed, without the array header
         self._pending_ops = 0
         self._appended = 0  # sequence number of the last commit queued
         self._written = 0  # ... of the last commit in the file

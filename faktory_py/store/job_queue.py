@@ -67,8 +67,10 @@ class _Chunk:
         """A chunk filling up, or (given `ends`) a sealed one."""
         self.pending: list[bytes | None] | None = [] if ends is None else None
         self.data = data
-        #: once sealed, slot i's job is data[ends[i - 1]:ends[i]] (slot 0's starts at 0)
-        self.ends = _offsets(ends or ())
+        #: once sealed, slot i's job is data[ends[i - 1]:ends[i]] (slot 0's starts at 0);
+        #: unused while filling up (`pack` sets it), so a chunk filling up shares one empty
+        #: array: a queue that empties at every FETCH makes a chunk at every PUSH
+        self.ends = _NO_ENDS if ends is None else _offsets(ends)
         #: gone[i] is 1 when slot i is a hole; None until the chunk has one
         self.gone: bytearray | None = None
         #: holes of a sealed chunk whose bytes are still in `data`
@@ -149,6 +151,9 @@ class _Chunk:
             return self.data, self.ends
         raws = [self.raw(slot) for slot in range(first, len(self)) if self.live(slot)]
         return b"".join(raws), array("Q", itertools.accumulate(map(len, raws)))
+
+
+_NO_ENDS: array[int] = array(_OFFSETS[0])
 
 
 def _offsets(ends: Sequence[int]) -> array[int]:
@@ -273,15 +278,21 @@ class JobQueue:
             first = 0
         return runs
 
-    def extend(self, raws: Iterable[bytes]) -> None:
+    def extend(self, raws: Iterable[bytes]) -> int:
+        """Append `raws`; returns the position of the first of them."""
         raws = raws if isinstance(raws, list) else list(raws)
         chunks = self._chunks
-        if chunks:  # PUSH's path: a job into the last chunk, not filling it
-            pending = chunks[-1].pending
-            if pending is not None and len(pending) + len(raws) < _SLOTS:
-                pending.extend(raws)
-                self._count += len(raws)
-                return
+        if not chunks:
+            if not raws:
+                return self._origin
+            chunks.append(_Chunk())
+        pending = chunks[-1].pending
+        if pending is not None and len(pending) + len(raws) < _SLOTS:  # PUSH's path: into the last chunk, not filling it
+            first = self._origin + (len(chunks) - 1) * _SLOTS + len(pending)
+            pending.extend(raws)
+            self._count += len(raws)
+            return first
+        first = self.end
         done = 0
         while done < len(raws):
             if not chunks or len(chunks[-1]) == _SLOTS:
@@ -291,6 +302,7 @@ class JobQueue:
             chunk.add(part)
             done += len(part)
         self._count += len(raws)
+        return first
 
     def extend_packed(self, data: bytes, ends: Sequence[int]) -> None:
         """Append a packed run of jobs (`frozen`). A run of a full chunk's jobs after a full

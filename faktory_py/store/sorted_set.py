@@ -8,6 +8,7 @@ iteration for "what is due now" and for paging.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -46,7 +47,8 @@ class SortedJobSet:
         return self._by_jid.get(jid)
 
     def first_score(self) -> float | None:
-        return self._order[0][0] if self._order else None
+        # (the dict's truth, not the SortedList's `__len__`: unique's lock set is asked at every ACK)
+        return self._order[0][0] if self._by_jid else None
 
     def due(self, now: float) -> list[tuple[float, str, Any]]:
         """Entries with score <= now, earliest first (a list: callers change the set)."""
@@ -79,4 +81,85 @@ class SortedJobSet:
         clone = SortedJobSet()
         clone._by_jid = dict(self._by_jid)
         clone._order = self._order.copy()
+        return clone
+
+
+class LazyJobSet:
+    """`SortedJobSet`'s interface for the reservations (`working`), whose order is read
+    rarely: every FETCH adds one entry and every ACK removes one, while the order matters
+    only to the due timer (the earliest score, and the entries due when one is) and to a
+    web page or a snapshot. A `SortedList` costs ~1 µs per job for keeping that order; here
+    an entry is a dict item plus a `(score, jid)` on a heap, which a removal leaves behind
+    (stale: its jid gone, or back with another score) until it reaches the top or the heap
+    is rebuilt (when stale ones outnumber the live). Reading in order sorts the live entries
+    (O(n log n), as reading them all costs O(n) anyway); `due` sorts only those due, and
+    when the earliest is not due, nothing at all.
+    """
+
+    __slots__ = ("_by_jid", "_heap")
+
+    def __init__(self) -> None:
+        self._by_jid: dict[str, tuple[float, Any]] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._by_jid)
+
+    def __contains__(self, jid: str) -> bool:
+        return jid in self._by_jid
+
+    def add(self, jid: str, score: float, entry: Any) -> None:
+        """Insert, replacing any entry with the same jid (its score may change)."""
+        by_jid, heap = self._by_jid, self._heap
+        by_jid[jid] = (score, entry)
+        heappush(heap, (score, jid))
+        if len(heap) > 2 * len(by_jid) + 64:
+            self._heap = [(score, jid) for jid, (score, _entry) in by_jid.items()]
+            heapify(self._heap)
+
+    def remove(self, jid: str) -> Any | None:
+        """Remove and return the entry for jid, or None if absent."""
+        found = self._by_jid.pop(jid, None)
+        return None if found is None else found[1]
+
+    def get(self, jid: str) -> tuple[float, Any] | None:
+        return self._by_jid.get(jid)
+
+    def first_score(self) -> float | None:
+        heap, by_jid = self._heap, self._by_jid
+        while heap:
+            score, jid = heap[0]
+            found = by_jid.get(jid)
+            if found is not None and found[0] == score:
+                return score
+            heappop(heap)  # stale
+        return None
+
+    def due(self, now: float) -> list[tuple[float, str, Any]]:
+        """Entries with score <= now, earliest first (a list: callers change the set)."""
+        first = self.first_score()
+        if first is None or first > now:
+            return []
+        return sorted((score, jid, entry) for jid, (score, entry) in self._by_jid.items() if score <= now)
+
+    def items(self) -> Iterator[tuple[float, str, Any]]:
+        """(score, jid, entry) in score order."""
+        return iter(self._sorted())
+
+    def page(self, offset: int, limit: int) -> list[tuple[float, str, Any]]:
+        """Up to `limit` entries from position `offset` in score order."""
+        return self._sorted()[offset:offset + limit]
+
+    def _sorted(self) -> list[tuple[float, str, Any]]:
+        # (score, jid) is unique per entry, so the entries never compare
+        return sorted((score, jid, entry) for jid, (score, entry) in self._by_jid.items())
+
+    def clear(self) -> None:
+        self._by_jid.clear()
+        self._heap.clear()
+
+    def copy(self) -> LazyJobSet:
+        clone = LazyJobSet()
+        clone._by_jid = dict(self._by_jid)
+        clone._heap = list(self._heap)
         return clone

@@ -63,7 +63,9 @@ class InvalidJSON(ValueError):
 
 def decode(text: str) -> Any:
     """Parse one JSON document a client sent, under the rules of the module docstring."""
-    if text.count("[") + text.count("{") > MAX_DEPTH:  # cheap: only then can it be too deep
+    # cheap: only then can it be too deep (and a text too short for that many brackets
+    # cannot be: every command's JSON comes here, ACK's `{"jid":…}` is some 45 characters)
+    if len(text) > MAX_DEPTH and text.count("[") + text.count("{") > MAX_DEPTH:
         depth = nesting_depth(text)
         if depth > MAX_DEPTH:
             raise InvalidJSON(f"nesting depth {depth} exceeds the limit of {MAX_DEPTH}")

@@ -35,19 +35,34 @@ def _date(t: datetime) -> str:
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
 
 
-@functools.lru_cache(maxsize=16)
 def format_time(unix_seconds: float) -> str:
     """Go's RFC3339Nano in UTC: fraction without trailing zeros, no ``.`` when whole, ``Z``.
 
     Every PUSH formats timestamps, so the date-and-time part is cached per second, and the
-    last few results whole: every job of a PUSHB is stamped with the same "now".
+    last result whole: every job of a PUSHB is stamped with the same "now". (One entry, not
+    an LRU cache: each PUSH's "now" is new, and an LRU cache's miss costs a third as much
+    as the formatting.)
     """
+    global _last_formatted
+    last = _last_formatted
+    if last[0] == unix_seconds:
+        return last[1]
+    global _last_second
     whole = math.floor(unix_seconds)
     micros = round((unix_seconds - whole) * 1_000_000)
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    fraction = f".{micros:06d}".rstrip("0") if micros else ""
-    return f"{_second(whole)}{fraction}Z"
+    second = _last_second
+    if second[0] != whole:
+        second = _last_second = (whole, _second(whole))
+    text = f"{second[1]}.{micros:06d}".rstrip("0") + "Z" if micros else f"{second[1]}Z"
+    _last_formatted = (unix_seconds, text)  # one tuple: a reader in another thread sees a whole pair
+    return text
+
+
+_last_formatted: tuple[float, str] = (math.nan, "")
+#: the last second `format_time` formatted, and its text (the PUSHes of one second share it)
+_last_second: tuple[int | None, str] = (None, "")
 
 
 @functools.lru_cache(maxsize=256)
@@ -57,12 +72,24 @@ def _second(whole: int) -> str:
 
 
 def utc_day(unix_seconds: float) -> str:
-    """``YYYY-MM-DD`` in UTC: the key of the daily processed/failed counters. Every ACK and
-    FAIL asks, so it is cached per day; rounded to the microsecond first, as `_utc`."""
+    """``YYYY-MM-DD`` in UTC: the key of the daily processed/failed counters; rounded to the
+    microsecond first, as `_utc`. Every ACK and FAIL asks, so the last day's text is kept
+    with the times that surely fall in it: from its start to its last second (whose last
+    half microsecond rounds to the next day), and those return it at once."""
+    global _last_day
+    first, last, text = _last_day
+    if first <= unix_seconds < last:
+        return text
     whole = math.floor(unix_seconds)
     if round((unix_seconds - whole) * 1_000_000) == 1_000_000:
         whole += 1
-    return _day(whole // 86400)
+    number = whole // 86400
+    text = _day(number)
+    _last_day = (number * 86400, number * 86400 + 86399, text)  # one tuple, as `_last_formatted`
+    return text
+
+
+_last_day: tuple[float, float, str] = (math.inf, -math.inf, "")
 
 
 @functools.lru_cache(maxsize=4)

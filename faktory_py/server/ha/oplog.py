@@ -67,7 +67,7 @@ class RedisOpLog:
         self.position = position
         self._renew = client.register_script(RENEW)
         self._release = client.register_script(RELEASE)
-        self._pending: list[memoryview] = []
+        self._pending: list[bytes | memoryview] = []
         self._pending_ops = 0
         self._appended = 0
         self._written = 0
