@@ -289,7 +289,7 @@ class ConnectionProcesses:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_until_broken, outbox.run, nursery.cancel_scope)
-                await _read_link(stream, outbox, streams, handler, conn_nursery)
+                await _read_link(stream, outbox, streams, handler, conn_nursery, lambda: not self._stopping)
                 nursery.cancel_scope.cancel()
         finally:
             self._outboxes.discard(outbox)
@@ -324,14 +324,20 @@ async def _until_broken(run: Callable[[], Awaitable[None]], scope: trio.CancelSc
 
 
 async def _read_link(stream: trio.SocketStream, outbox: Outbox, streams: dict[int, VirtualStream],
-                     handler: Handler, conn_nursery: trio.Nursery) -> None:
-    """Turn a connection process's frames into client streams until the link ends."""
+                     handler: Handler, conn_nursery: trio.Nursery, accepting: Callable[[], bool]) -> None:
+    """Turn a connection process's frames into client streams until the link ends.
+
+    A client the process accepted before it read STOP may arrive once a graceful stop began
+    (`accepting()` false), when the connection nursery may be closed already: it is closed at
+    once, as the closed listening socket refuses clients without connection processes."""
     reader = FrameReader()
     forget = streams.pop
     try:
         while data := await stream.receive_some(_RECV_CHUNK):
             for kind, conn_id, payload in reader.feed(data):
-                if kind == OPEN:
+                if kind == OPEN and not accepting():
+                    outbox.put(frame(CLOSE, conn_id))
+                elif kind == OPEN:
                     virtual = VirtualStream(outbox, conn_id, payload.decode(errors="replace"),
                                             lambda i: forget(i, None))
                     streams[conn_id] = virtual

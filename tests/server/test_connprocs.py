@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from faktory_py.config import Timers
 from faktory_py.server.app import Server, serve
-from faktory_py.server.connprocs import ConnectionProcesses
+from faktory_py.server.connprocs import ConnectionProcesses, Outbox, _read_link
 from faktory_py.server.link import CLOSE, CREDIT, DATA, EOF, OPEN, STOP, FrameReader, LinkError, frame
 from faktory_py.tools.client import ReplyError
 from helpers.async_client import AsyncClient, PeerClosed
@@ -151,6 +151,32 @@ async def test_a_graceful_stop_refuses_commands_and_connections_then_ends_the_pr
                 await trio.sleep(0.01)
             await client.stream.aclose()  # the last client gone, the stop goes on at once
         assert all(child.returncode == 0 for child in children)
+
+
+async def test_a_client_passed_on_after_a_stop_began_is_closed_not_served() -> None:
+    """A connection process may pass on a client it accepted just before it read STOP, when
+    the connection nursery may be closed already: the client is closed and nothing starts
+    (starting its handler there raised, and ended the server)."""
+    with trio.fail_after(HANG_GUARD):
+        ours, theirs = trio.socket.socketpair()
+        link, child = trio.SocketStream(ours), trio.SocketStream(theirs)
+        async with trio.open_nursery() as closed:
+            pass
+        handled: list[Any] = []
+
+        async def handler(stream: Any) -> None:
+            handled.append(stream)
+
+        outbox = Outbox(link)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outbox.run)
+            await child.send_all(frame(OPEN, 7, b"127.0.0.1") + frame(DATA, 7, b"HELLO {}\r\n"))
+            await child.send_eof()
+            await _read_link(link, outbox, {}, handler, closed, lambda: False)
+            await outbox.drained()
+            nursery.cancel_scope.cancel()
+        assert FrameReader().feed(await child.receive_some()) == [(CLOSE, 7, b"")]
+        assert handled == []
 
 
 async def _connects(port: int) -> bool:
