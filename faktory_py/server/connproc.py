@@ -72,6 +72,8 @@ class ConnectionProcess:
         self.clients: dict[int, _Client] = {}
         self._ids = itertools.count(1)
         self._accepting = trio.CancelScope()
+        #: set when a client leaves (the exit waits on a fresh one until none is left)
+        self._client_left = trio.Event()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -85,7 +87,8 @@ class ConnectionProcess:
                 client.more.set()
             with trio.move_on_after(_FLUSH_AT_EXIT):
                 while self.clients:
-                    await trio.sleep(0.01)
+                    self._client_left = trio.Event()
+                    await self._client_left.wait()
             nursery.cancel_scope.cancel()
 
     async def _write_link(self, scope: trio.CancelScope) -> None:
@@ -141,6 +144,7 @@ class ConnectionProcess:
                 nursery.cancel_scope.cancel()
         finally:
             del self.clients[conn_id]
+            self._client_left.set()
             if not (client.closing or client.eof_sent):
                 self.outbox.put(frame(EOF, conn_id))
             await trio.aclose_forcefully(stream)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import trio
 
 
 def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -26,3 +27,10 @@ def fetches_blocked(info: Callable[[], dict[str, Any]], count: int, timeout: flo
     `server.fetches_waiting`, ours: protocol/spec.md §3 INFO); `info` returns a fresh INFO."""
     eventually(lambda: info()["server"]["fetches_waiting"] == count, timeout,
                f"{count} blocked FETCH(es)", interval=0.02)
+
+
+async def until(check: Callable[[], object]) -> None:
+    """In a trio test: poll a server-side observable every 10 ms until it holds (the test's
+    hang guard bounds the wait)."""
+    while not check():
+        await trio.sleep(0.01)

@@ -25,6 +25,7 @@ from faktory_py.tools.client import ReplyError
 from helpers.async_client import AsyncClient, PeerClosed
 from helpers.inprocess import inprocess_config, running_server
 from helpers.jobs import job
+from helpers.polling import until
 
 #: how long any one test may take (the children start in ~0.3 s each)
 HANG_GUARD = 30
@@ -68,12 +69,6 @@ def blocked(server: Server) -> int:
     return server.dispatcher.waiters.statistics().fetches_waiting
 
 
-async def until(check: Any, what: str) -> None:
-    """Poll a server-side observable (the hang guard bounds it)."""
-    while not check():
-        await trio.sleep(0.01)
-
-
 async def test_clients_push_fetch_and_ack_through_two_connection_processes(tmp_path: Path) -> None:
     with trio.fail_after(HANG_GUARD):
         async with running_server(config(tmp_path)) as server:
@@ -107,7 +102,7 @@ async def test_a_blocked_fetch_wakes_when_another_process_s_client_pushes(tmp_pa
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(fetch)
-                await until(lambda: blocked(server) == 1, "a blocked FETCH")
+                await until(lambda: blocked(server) == 1)  # a blocked FETCH
                 for producer in producers:  # one of them is on the other process
                     assert await producer.push(job(f"w-{id(producer)}", queue="wake")) == b"OK"
             assert fetched[0] is not None and fetched[0]["queue"] == "wake"
@@ -133,7 +128,7 @@ async def test_the_connection_limit_holds_across_processes(tmp_path: Path) -> No
             with pytest.raises(PeerClosed):
                 await refused.reply()
             await connected[0].stream.aclose()  # a slot frees up when one leaves
-            await until(lambda: server.dispatcher.stats.connections == 2, "the slot to free up")
+            await until(lambda: server.dispatcher.stats.connections == 2)  # the slot to free up
             assert (await AsyncClient.connect(server.port)).stream is not None
 
 
@@ -203,12 +198,12 @@ async def test_a_killed_connection_process_is_replaced_and_its_clients_fetches_e
             async with trio.open_nursery() as nursery:
                 for client in connected:
                     nursery.start_soon(fetch, client)
-                await until(lambda: blocked(server) == 6, "6 blocked FETCHes")
+                await until(lambda: blocked(server) == 6)  # 6 blocked FETCHes
                 victim = procs.processes[0]
                 victim.send_signal(signal.SIGKILL)
                 # its clients' FETCHes are abandoned (no job is reserved for a client that is gone)
-                await until(lambda: blocked(server) < 6, "the killed process's FETCHes to end")
-                await until(lambda: procs.started == 3 and len(procs.processes) == 2, "a new process")
+                await until(lambda: blocked(server) < 6)  # the killed process's FETCHes to end
+                await until(lambda: procs.started == 3 and len(procs.processes) == 2)  # a new process
                 nursery.cancel_scope.cancel()
             for client in await clients(server, 6):  # whichever process accepts, it is served
                 assert await client.command("INFO") is not None

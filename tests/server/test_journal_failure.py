@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from faktory_py.store import journal as journal_module
 from faktory_py.server.durability import DurableJournal, JournalFailed
 from faktory_py.store.journal import Journal
 from faktory_py.store.memory import MemoryStore
+from helpers.polling import until
 from helpers.rawclient import ReplyError
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
@@ -75,11 +75,6 @@ def unanswered(client: AsyncClient) -> bool:
         except BlockingIOError:
             return True
     return False
-
-
-async def until(check: Callable[[], object]) -> None:
-    while not check():
-        await trio.sleep(0.01)
 
 
 @pytest.mark.parametrize("fsync", ["always", "everysec"])
