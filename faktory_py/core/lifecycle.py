@@ -175,6 +175,12 @@ class Manager:
         """Reserve a job of the first non-empty, unpaused queue in list order: its head, or
         for a queue a select hook chooses for, the job it picks (none: the queue acts as if
         empty)."""
+        job, _stored, position = self.fetch_stored(queues, wid, now)
+        return job, position
+
+    def fetch_stored(self, queues: Iterable[str], wid: str, now: float) -> tuple[Job | None, bytes | None, int]:
+        """`fetch`, with the reserved job's JSON as it was stored (FETCH's reply: protocol/spec.md
+        §3 FETCH; the head's bytes as its queue holds them, so the job is not encoded again)."""
         store = self.store
         selects = self.features.select
         position = 0
@@ -186,7 +192,8 @@ class Manager:
                 if hook.selects(name):
                     select = hook
                     break
-            while (job := self._next_job(name, select, wid, now)) is not None:
+            while (found := self._next_job(name, select, wid, now)) is not None:
+                job, stored = found
                 ops = self._fetch_ops(job, wid, now)
                 if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one
                     ops = [Drop(name, job["jid"])]
@@ -201,15 +208,18 @@ class Manager:
                 position = store.commit(ops)
                 if self.features.observe:  # (every job: no call without an observer)
                     self._tell("fetched", job, wid, now)
-                return job, position
-        return None, position
+                return job, stored, position
+        return None, None, position
 
-    def _next_job(self, queue: str, select: hooks.SelectHook | None, wid: str, now: float) -> Job | None:
-        """The job a FETCH by `wid` would take from `queue`: the head, or `select`'s pick."""
+    def _next_job(self, queue: str, select: hooks.SelectHook | None, wid: str,
+                  now: float) -> tuple[Job, bytes] | None:
+        """The job a FETCH by `wid` would take from `queue` (the head, or `select`'s pick),
+        with its JSON as stored."""
         if select is None:
-            return self.store.queue_head(queue)
+            return self.store.queue_head_stored(queue)
         picked = select.select(queue, wid, now)
-        return None if picked is None else self.store.queue_job(queue, picked)
+        job = None if picked is None else self.store.queue_job(queue, picked)
+        return None if job is None else (job, jobs.encode_job(job))
 
     def available(self, queue: str, now: float) -> int:
         """How many jobs of `queue` FETCHes may take at `now`: its size, capped by the select

@@ -419,6 +419,10 @@ class Store(Protocol):
     def queue_head(self, queue: str) -> Job | None:
         """The job FETCH would take next from `queue` (paused or not), None if there is none."""
 
+    def queue_head_stored(self, queue: str) -> tuple[Job, bytes] | None:
+        """`queue_head`, with the job's JSON as the queue holds it (what FETCH answers: the
+        same document `encode_job` would write, without writing it again)."""
+
     def queue_job(self, queue: str, position: int) -> Job | None:
         """The job at `position` of `queue` (see `QueueObserver`), None if it left; reserving
         it next costs no scan of the queue."""

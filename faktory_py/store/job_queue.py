@@ -214,6 +214,11 @@ class JobQueue:
         self._head = (position, job)
         return job
 
+    def head_stored(self) -> tuple[dict[str, Any], bytes]:
+        """The head, decoded (as `head`), and its bytes as they are stored: what FETCH
+        answers (the reply is the stored job, protocol/spec.md §3 FETCH)."""
+        return self.head(), self._chunks[0].raw(self._first)
+
     @property
     def end(self) -> int:
         """The position the next job appended gets."""

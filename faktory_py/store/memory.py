@@ -295,6 +295,10 @@ class MemoryStore:
         pending = self._queues.get(queue)
         return pending.head() if pending else None
 
+    def queue_head_stored(self, queue: str) -> tuple[Job, bytes] | None:
+        pending = self._queues.get(queue)
+        return pending.head_stored() if pending else None
+
     def queue_job(self, queue: str, position: int) -> Job | None:
         pending = self._queues.get(queue)
         return None if pending is None else pending.at(position)

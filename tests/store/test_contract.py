@@ -206,6 +206,23 @@ def test_queues_are_fifo(make_store: MakeStore) -> None:
     assert [j["jid"] for j in store.queued("default")] == jids[1:17] + jids[18:]
 
 
+def test_the_head_is_read_as_it_was_stored(make_store: MakeStore) -> None:
+    """FETCH answers the stored job (protocol/spec.md §3 FETCH): `queue_head_stored` hands
+    back the very bytes enqueued, not a new encoding of them, in a queue's filling part and
+    in its packed chunks alike (300 jobs fill one), the head moving as jobs leave."""
+    store = make_store()
+    raws = [b'{"jid": "job-%04d", "queue": "q", "args": [1e+21]}' % i for i in range(300)]
+    store.commit([Enqueue("q", raws)])
+    for i in (0, 1, 299):
+        head, stored = store.queue_head_stored("q")  # type: ignore[misc]
+        assert (head["jid"], head["args"], stored) == (f"job-{i:04d}", [1e21], raws[i])
+        assert head == store.queue_head("q")
+        store.commit([Reserve("q", head["jid"], "w", NOW, NOW + 60)])
+        if i == 1:
+            store.commit([Drop("q", f"job-{j:04d}") for j in range(2, 299)])
+    assert store.queue_head_stored("q") is None and store.queue_head_stored("nope") is None
+
+
 class QueueLog:
     """A `QueueObserver` that writes down what it is told."""
 
