@@ -396,6 +396,11 @@ class Store(Protocol):
     def observe_queues(self, observer: QueueObserver) -> None:
         """Tell `observer` of every job that enters or leaves a queue from now on; before any replay."""
 
+    def unobserve(self, observer: ReservationObserver | QueueObserver) -> None:
+        """Tell `observer` nothing more (nothing if it is not observing). Observing again
+        later, it must first rebuild its index from the read methods: what happened
+        meanwhile is not told again."""
+
     def snapshot(self) -> Iterator[list[Op]]:
         """Op records that rebuild the current state, owners' included (for compaction or migration)."""
 

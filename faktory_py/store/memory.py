@@ -90,6 +90,11 @@ class MemoryStore:
         `_remove_queue`, `_flush`)."""
         self._queue_observers.append(observer)
 
+    def unobserve(self, observer: ReservationObserver | QueueObserver) -> None:
+        """Take `observer` out of both lists of observers (by identity)."""
+        self._observers = [o for o in self._observers if o is not observer]
+        self._queue_observers = [o for o in self._queue_observers if o is not observer]
+
     # --- changing state -------------------------------------------------------------
 
     def commit(self, ops: Sequence[StoreOp | Op]) -> int:

@@ -258,6 +258,40 @@ def test_a_queue_observer_learns_each_jobs_position_and_reads_it_back(make_store
     assert log.events[4:] == [("enqueued", "other", 0, ["job-0004"]), ("emptied", "other"), ("emptied", "default")]
 
 
+class ReservationLog:
+    """A `ReservationObserver` that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def reserved(self, res: Reservation) -> None:
+        self.events.append(("reserved", res.job["jid"]))
+
+    def ended(self, jid: str) -> None:
+        self.events.append(("ended", jid))
+
+    def cleared(self) -> None:
+        self.events.append(("cleared",))
+
+
+def test_an_observer_is_told_nothing_once_unobserved(make_store: MakeStore) -> None:
+    """`unobserve` ends what either kind of observer is told (the others are told on), and
+    takes one that never observed without complaint."""
+    store = make_store()
+    queues, reservations, stays = QueueLog(), ReservationLog(), ReservationLog()
+    store.observe_queues(queues)
+    store.observe_reservations(reservations)
+    store.observe_reservations(stays)
+    store.commit([enqueue_op(job("job-0000")), Reserve("default", "job-0000", "w1", NOW, NOW + 60)])
+    for observer in (queues, reservations, QueueLog()):
+        store.unobserve(observer)
+    store.commit([Done("job-0000", DAY, False), enqueue_op(job("job-0001")),
+                  Reserve("default", "job-0001", "w1", NOW, NOW + 60), Flush()])
+    assert queues.events == [("enqueued", "default", 0, ["job-0000"]), ("taken", "default", 0, "job-0000")]
+    assert reservations.events == [("reserved", "job-0000")]
+    assert stays.events == [("reserved", "job-0000"), ("ended", "job-0000"), ("reserved", "job-0001"), ("cleared",)]
+
+
 def test_unknown_queues_read_as_empty(make_store: MakeStore) -> None:
     store = make_store()
     assert not store.has_queue("nope") and store.queue_size("nope") == 0
