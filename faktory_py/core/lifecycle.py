@@ -127,7 +127,7 @@ class Manager:
     def _prepared(self, raw: Any, now: float) -> tuple[Job, float | None]:
         """A decoded job checked and rewritten for PUSH (by every prepare hook), and when it
         is scheduled for (None: now)."""
-        job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
+        job, scheduled_for = jobs.decode_push(raw, now)
         for prepare in self._hooks(job).prepare:
             job = prepare.prepare(job, now)
         return job, scheduled_for
