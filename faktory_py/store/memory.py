@@ -103,12 +103,16 @@ class MemoryStore:
         The sink gets every op in its journal form; an op the store cannot apply is refused
         (KeyError) before anything is journaled.
         """
+        if len(ops) == 1 and not isinstance(only := ops[0], dict):  # (PUSH, FETCH and ACK of most jobs)
+            position = 0 if self._sink is None else self._sink([only.encode()])
+            self._APPLY[type(only)](self, only)
+            return position
         if not ops:
             return 0
         journaled = [self._checked(op) if isinstance(op, dict) else op.encode() for op in ops]
         position = 0 if self._sink is None else self._sink(journaled)
         apply, store_op = self._APPLY, self.apply
-        for op in ops:  # a store op straight to its function (`apply`'s second half): 3 per job
+        for op in ops:  # a store op straight to its function (`apply`'s second half)
             if isinstance(op, dict):
                 store_op(op)
             else:
