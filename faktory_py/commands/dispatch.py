@@ -316,7 +316,7 @@ class Dispatcher:
         return wire.bulk_json(dict(sorted(errors.items())))  # Go sorts map keys
 
     def _fetch(self, session: Session, arg: str) -> bytes | Block:
-        queues = tuple(filter(None, arg.split(" ")))
+        queues = (arg,) if arg and " " not in arg else tuple(filter(None, arg.split(" ")))  # (mostly one queue)
         if not queues:
             raise ClientError("must call fetch with at least one queue")
         since = self.journal.appended
