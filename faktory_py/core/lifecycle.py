@@ -196,7 +196,8 @@ class Manager:
                 if hook.selects(name):
                     select = hook
                     break
-            while (found := self._next_job(name, select, wid, now)) is not None:
+            while (found := store.queue_head_stored(name) if select is None
+                   else self._next_job(name, select, wid, now)) is not None:
                 job, stored = found
                 ops = self._fetch_ops(job, wid, now)
                 if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one
@@ -215,12 +216,9 @@ class Manager:
                 return job, stored, position
         return None, None, position
 
-    def _next_job(self, queue: str, select: hooks.SelectHook | None, wid: str,
-                  now: float) -> tuple[Job, bytes] | None:
-        """The job a FETCH by `wid` would take from `queue` (the head, or `select`'s pick),
-        with its JSON as stored."""
-        if select is None:
-            return self.store.queue_head_stored(queue)
+    def _next_job(self, queue: str, select: hooks.SelectHook, wid: str, now: float) -> tuple[Job, bytes] | None:
+        """The job a FETCH by `wid` would take from `queue` for `select` (a select hook: else
+        it takes the head, `Store.queue_head_stored`), with its JSON as stored."""
         picked = select.select(queue, wid, now)
         job = None if picked is None else self.store.queue_job(queue, picked)
         return None if job is None else (job, jobs.encode_job(job))
