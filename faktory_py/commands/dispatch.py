@@ -316,7 +316,7 @@ class Dispatcher:
         return wire.bulk_json(dict(sorted(errors.items())))  # Go sorts map keys
 
     def _fetch(self, session: Session, arg: str) -> bytes | Block:
-        queues = tuple(filter(None, arg.split(" ")))
+        queues = (arg,) if arg and " " not in arg else tuple(filter(None, arg.split(" ")))  # (mostly one queue)
         if not queues:
             raise ClientError("must call fetch with at least one queue")
         since = self.journal.appended
@@ -330,8 +330,8 @@ class Dispatcher:
         worker = session.worker
         if worker is not None and worker.state != "running":
             return None  # a quiet/terminating worker gets nothing
-        job, _position = self.manager.fetch(queues, session.wid, self.clock.now())
-        return None if job is None else wire.bulk(jobs.encode_job(job))
+        _job, stored, _position = self.manager.fetch_stored(queues, session.wid, self.clock.now())
+        return None if stored is None else wire.bulk(stored)
 
     def _wait_on(self, session: Session, queues: tuple[str, ...]) -> tuple[str, ...]:
         """The queues whose jobs may end a FETCH's wait (none for a quiet worker)."""

@@ -47,6 +47,10 @@ KILLED_ERRTYPE = "Killed"
 KILLED_MESSAGE = "killed by an operator"
 #: key order of Faktory's failure block
 FAILURE_ORDER = ("failed_at", "next_at", "message", "errtype", "backtrace", "retry_count", "remaining")
+#: builds an `Ended` from a tuple of its fields, as its NamedTuple constructor does but in
+#: half the time (every ACK makes one), and the ending of every ACK
+_new_ended = tuple.__new__
+_SUCCESS = Ending.SUCCESS
 
 
 def retry_delay(retry_count: int, rng: random.Random) -> int:
@@ -127,7 +131,7 @@ class Manager:
     def _prepared(self, raw: Any, now: float) -> tuple[Job, float | None]:
         """A decoded job checked and rewritten for PUSH (by every prepare hook), and when it
         is scheduled for (None: now)."""
-        job, scheduled_for = jobs.prepare_push(jobs.decode_job(raw), now)
+        job, scheduled_for = jobs.decode_push(raw, now)
         for prepare in self._hooks(job).prepare:
             job = prepare.prepare(job, now)
         return job, scheduled_for
@@ -175,6 +179,12 @@ class Manager:
         """Reserve a job of the first non-empty, unpaused queue in list order: its head, or
         for a queue a select hook chooses for, the job it picks (none: the queue acts as if
         empty)."""
+        job, _stored, position = self.fetch_stored(queues, wid, now)
+        return job, position
+
+    def fetch_stored(self, queues: Iterable[str], wid: str, now: float) -> tuple[Job | None, bytes | None, int]:
+        """`fetch`, with the reserved job's JSON as it was stored (FETCH's reply: protocol/spec.md
+        §3 FETCH; the head's bytes as its queue holds them, so the job is not encoded again)."""
         store = self.store
         selects = self.features.select
         position = 0
@@ -186,7 +196,9 @@ class Manager:
                 if hook.selects(name):
                     select = hook
                     break
-            while (job := self._next_job(name, select, wid, now)) is not None:
+            while (found := store.queue_head_stored(name) if select is None
+                   else self._next_job(name, select, wid, now)) is not None:
+                job, stored = found
                 ops = self._fetch_ops(job, wid, now)
                 if isinstance(ops, hooks.Drop):  # a feature dropped it (e.g. expired): try the next one
                     ops = [Drop(name, job["jid"])]
@@ -201,15 +213,15 @@ class Manager:
                 position = store.commit(ops)
                 if self.features.observe:  # (every job: no call without an observer)
                     self._tell("fetched", job, wid, now)
-                return job, position
-        return None, position
+                return job, stored, position
+        return None, None, position
 
-    def _next_job(self, queue: str, select: hooks.SelectHook | None, wid: str, now: float) -> Job | None:
-        """The job a FETCH by `wid` would take from `queue`: the head, or `select`'s pick."""
-        if select is None:
-            return self.store.queue_head(queue)
+    def _next_job(self, queue: str, select: hooks.SelectHook, wid: str, now: float) -> tuple[Job, bytes] | None:
+        """The job a FETCH by `wid` would take from `queue` for `select` (a select hook: else
+        it takes the head, `Store.queue_head_stored`), with its JSON as stored."""
         picked = select.select(queue, wid, now)
-        return None if picked is None else self.store.queue_job(queue, picked)
+        job = None if picked is None else self.store.queue_job(queue, picked)
+        return None if job is None else (job, jobs.encode_job(job))
 
     def available(self, queue: str, now: float) -> int:
         """How many jobs of `queue` FETCHes may take at `now`: its size, capped by the select
@@ -240,10 +252,11 @@ class Manager:
         res = self.store.reservation(jid)
         if res is None:
             return 0
+        job = res.job
         ops: list[AnyOp] = [Done(jid, utc_day(now), False)]
-        for finish in self._hooks(res.job).finish:
-            ops.extend(finish.on_ack(res, now))
-        ops.extend(self._end_ops([Ended(res.job, Ending.SUCCESS, result)], now))
+        for finish in self._hooks(job).finish:
+            ops += finish.on_ack(res, now)
+        ops += self._end_ops([_new_ended(Ended, (job, _SUCCESS, result))], now)
         position = self.store.commit(ops)
         if self.features.observe:  # (every job: no call without an observer)
             self._tell("acked", res, now)
@@ -361,25 +374,48 @@ class Manager:
         its batch died). A `custom_only` end hook counts as told of jobs without `custom`
         (it would do nothing with them), but hears of the jobs a hook ended in their stead."""
         features = self.features
+        if not skip and len(ended) == 1 and "custom" not in ended[0].job:
+            # (every ACK of a job without `custom`: the hooks not `custom_only` are told of it,
+            # in order, and unless one ends more jobs that is all)
+            end_hooks = features.end
+            ops: list[AnyOp] = []
+            for i in features.plain_end_at:
+                answer = end_hooks[i].on_end(ended, now)
+                if isinstance(answer, hooks.Ends):  # the others hear of its jobs as below
+                    heard = [1 if gate or j < i else 0 for j, gate in enumerate(features.end_gated)]
+                    news = [*ended, *answer.ended]
+                    heard[i] = len(news)
+                    return self._end_rounds(end_hooks, heard, news, ops + answer.ops, i + 1, now)
+                ops += answer
+            return ops
         ends: Sequence[hooks.EndHook] = features.end
-        if skip:  # (every ACK comes here, mostly with nothing to skip: no generator per hook then)
+        if skip:
             ends = [end for end in ends if all(end is not hook for hook in skip)]
         news = list(ended)
         count = len(news)
         gated = features.custom_only_end
         if not gated or ("custom" in news[0].job if count == 1 else any("custom" in end.job for end in news)):
             heard = [0] * len(ends)
-        elif ends is features.end:  # (every ACK: the registry knows which of its hooks are gated)
+        elif ends is features.end:
             heard = [count if gate else 0 for gate in features.end_gated]
         else:
             heard = [count if id(end) in gated else 0 for end in ends]  # how many of `news` each hook was told of
-        ops: list[AnyOp] = []
+        return self._end_rounds(ends, heard, news, [], 0, now)
+
+    @staticmethod
+    def _end_rounds(ends: Sequence[hooks.EndHook], heard: list[int], news: list[Ended], ops: list[AnyOp],
+                    start: int, now: float) -> list[AnyOp]:
+        """`_end_ops`'s rounds: each hook of `ends` is told of the jobs of `news` it has not
+        heard of (`heard[i]` of them it has), from hook `start` on, then round after round
+        from the first, until every hook has heard of every job; `news` grows by the jobs a
+        hook's `hooks.Ends` ended, and `ops` by every hook's ops."""
+        count = len(news)
         while True:
-            for i, end in enumerate(ends):
+            for i in range(start, len(ends)):
                 told = heard[i]
                 if told == count:
                     continue
-                answer = end.on_end(news[told:], now)
+                answer = ends[i].on_end(news[told:], now)
                 if isinstance(answer, hooks.Ends):
                     ops += answer.ops
                     news += answer.ended  # its own: it is not told of them
@@ -389,6 +425,7 @@ class Manager:
                 heard[i] = count
             if not heard or min(heard) == count:
                 return ops
+            start = 0
 
     def _ends_ops(self, answer: list[Any] | hooks.Ends, source: object, now: float) -> list[AnyOp]:
         """A hook's ops, and if it answered `hooks.Ends`, the other end hooks' ops for the

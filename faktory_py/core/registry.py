@@ -137,6 +137,8 @@ class Registry:
         self.custom_only_end = frozenset(id(f.end) for f in self.features if f.end is not None and "end" in f.custom_only)
         #: for each hook of `end`, whether it is one of those
         self.end_gated = tuple(id(end) in self.custom_only_end for end in self.end)
+        #: where in `end` the hooks of `plain.end` are (those not gated)
+        self.plain_end_at = tuple(i for i, gate in enumerate(self.end_gated) if not gate)
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self.features)

@@ -79,7 +79,10 @@ class DurableJournal:
         self.written = 0
         self._pending: list[bytes | memoryview] = []  # each queued commit's ops, packed, without the array header
         self._pending_ops = 0
-        self._appended = 0  # sequence number of the last commit queued
+        #: sequence number of the last commit queued (what a reply may depend on); only
+        #: `append` changes it. An attribute, not a property: the dispatcher reads it before
+        #: and after every command
+        self.appended = 0
         self._written = 0  # ... of the last commit in the file
         self._synced = 0  # ... of the last commit fsynced
         self._dirty = trio.Event()
@@ -105,11 +108,6 @@ class DurableJournal:
         self.fsync_times = Histogram()
         self.compaction_times = Histogram(SLOW_BUCKETS)
 
-    @property
-    def appended(self) -> int:
-        """Sequence number of the last commit queued (what a reply may depend on)."""
-        return self._appended
-
     def append(self, ops: list[dict[str, Any]]) -> int:
         """Pack one committed op list and queue it for the next `write`; returns its sequence number.
 
@@ -121,11 +119,11 @@ class DurableJournal:
             raise ClientError(f"cannot be journaled: {exc}") from None
         self._pending.append(packed)
         self._pending_ops += len(ops)
-        self._appended += 1
+        appended = self.appended = self.appended + 1
         self._dirty.set()
-        if self._appended == self._cohort_target:
+        if appended == self._cohort_target:
             self._cohort_event.set()
-        return self._appended
+        return appended
 
     def refusal(self) -> str | None:
         """While degraded, why commands that change state are refused; else None."""
@@ -163,8 +161,8 @@ class DurableJournal:
         self._pending.clear()
         self._pending_ops = 0
         if self.degraded is not None:
-            self._recover(self._appended - self._written)
-        self._written = self._appended
+            self._recover(self.appended - self._written)
+        self._written = self.appended
         progress, self._progress = self._progress, trio.Event()
         progress.set()
         if self.journal.bytes_since_snapshot > self._compact_threshold:
@@ -275,7 +273,7 @@ class DurableJournal:
         elapsed = time.perf_counter() - started
         self.fsync_times.observe(elapsed)
         self._last_fsync = elapsed
-        self._next_cohort = self._appended + covered - self._synced
+        self._next_cohort = self.appended + covered - self._synced
         self._synced = covered
         event, self._synced_event = self._synced_event, trio.Event()
         event.set()
@@ -294,7 +292,7 @@ class DurableJournal:
         one commit: its next is enough), and no reply waits more than half an fsync longer.
         """
         target = self._next_cohort
-        if self._appended >= target:
+        if self.appended >= target:
             return
         self._cohort_target = target
         self._cohort_event = trio.Event()

@@ -396,6 +396,11 @@ class Store(Protocol):
     def observe_queues(self, observer: QueueObserver) -> None:
         """Tell `observer` of every job that enters or leaves a queue from now on; before any replay."""
 
+    def unobserve(self, observer: ReservationObserver | QueueObserver) -> None:
+        """Tell `observer` nothing more (nothing if it is not observing). Observing again
+        later, it must first rebuild its index from the read methods: what happened
+        meanwhile is not told again."""
+
     def snapshot(self) -> Iterator[list[Op]]:
         """Op records that rebuild the current state, owners' included (for compaction or migration)."""
 
@@ -418,6 +423,10 @@ class Store(Protocol):
 
     def queue_head(self, queue: str) -> Job | None:
         """The job FETCH would take next from `queue` (paused or not), None if there is none."""
+
+    def queue_head_stored(self, queue: str) -> tuple[Job, bytes] | None:
+        """`queue_head`, with the job's JSON as the queue holds it (what FETCH answers: the
+        same document `encode_job` would write, without writing it again)."""
 
     def queue_job(self, queue: str, position: int) -> Job | None:
         """The job at `position` of `queue` (see `QueueObserver`), None if it left; reserving

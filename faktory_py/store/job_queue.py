@@ -50,8 +50,9 @@ def encode(job: dict[str, Any]) -> bytes:
     return memoryview(jsoncodec.dumps(job)).tobytes()
 
 
-def decode(raw: bytes) -> dict[str, Any]:
-    return jsoncodec.loads(raw)
+#: a queued job back from its bytes (`jsoncodec.loads` itself: every FETCH decodes its job, and
+#: a wrapper would be one more call)
+decode = jsoncodec.loads
 
 
 class _Chunk:
@@ -69,7 +70,7 @@ class _Chunk:
         self.data = data
         #: once sealed, slot i's job is data[ends[i - 1]:ends[i]] (slot 0's starts at 0);
         #: unused while filling up (`pack` sets it), so a chunk filling up shares one empty
-        #: array: a queue that empties at every FETCH makes a chunk at every PUSH
+        #: array (most queues are short: a queue's first chunk is often its only one)
         self.ends = _NO_ENDS if ends is None else _offsets(ends)
         #: gone[i] is 1 when slot i is a hole; None until the chunk has one
         self.gone: bytearray | None = None
@@ -214,6 +215,11 @@ class JobQueue:
         self._head = (position, job)
         return job
 
+    def head_stored(self) -> tuple[dict[str, Any], bytes]:
+        """The head, decoded (as `head`), and its bytes as they are stored: what FETCH
+        answers (the reply is the stored job, protocol/spec.md §3 FETCH)."""
+        return self.head(), self._chunks[0].raw(self._first)
+
     @property
     def end(self) -> int:
         """The position the next job appended gets."""
@@ -273,7 +279,7 @@ class JobQueue:
         thread, while the queue goes on changing. Only the first and last chunks and those
         with holes are copied; the others are shared."""
         first, runs = self._first, []
-        for chunk in self._chunks:
+        for chunk in self._chunks if self._count else ():  # (an emptied queue keeps a chunk: `_advance`)
             runs.append(chunk.frozen(first))
             first = 0
         return runs
@@ -310,6 +316,8 @@ class JobQueue:
         takes a chunk's last slots, so that the full runs after it (a snapshot's) do too.
         Others are unpacked and appended job by job."""
         chunks = self._chunks
+        if len(chunks) == 1 and not len(chunks[0]):  # an emptied queue's chunk (`_advance`): nothing to fill
+            chunks.clear()
         lead = _SLOTS - len(ends)
         if not ends or lead < 0 or chunks and (lead or len(chunks[-1]) != _SLOTS):
             self.extend(list(unpack(data, ends)))
@@ -376,10 +384,21 @@ class JobQueue:
         """The head left: the next job becomes the head (holes and used-up chunks go)."""
         self._count -= 1
         self._located = None
-        if not self._count:
-            self.clear()
-            return
         chunks = self._chunks
+        if not self._count:
+            chunk = chunks[0]
+            pending = chunk.pending
+            if pending is not None and len(chunks) == 1:
+                # the queue is empty, its one chunk filling up: it starts again at its slot 0,
+                # at the position the next job gets, so a queue that empties at every FETCH
+                # (workers waiting for each job) does not make a chunk at every PUSH
+                self._origin += len(pending)
+                self._first = 0
+                pending.clear()
+                chunk.gone = None
+            else:
+                self.clear()
+            return
         chunk, first = chunks[0], self._first
         if chunk.pending is not None:
             chunk.pending[first] = None

@@ -116,8 +116,10 @@ def pack_items(items: list[object]) -> bytes | memoryview:
     Every commit comes here: a command's few ops (a fixarray, its header one byte) are cut
     from their header by copying the bytes, which costs a third of making a memoryview of
     them; a long list (a MUTATE's or a FLUSH's step) is not copied."""
-    packed = _packer().pack(items)
     count = len(items)
+    if count == 1:  # (PUSH, FETCH and ACK of most jobs: the one item packed alone has no header to cut)
+        return _packer().pack(items[0])  # type: ignore[no-any-return]
+    packed = _packer().pack(items)
     if count < 16:
         return packed[1:]
     return memoryview(packed)[_array_header_size(count):]

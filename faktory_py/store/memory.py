@@ -90,6 +90,11 @@ class MemoryStore:
         `_remove_queue`, `_flush`)."""
         self._queue_observers.append(observer)
 
+    def unobserve(self, observer: ReservationObserver | QueueObserver) -> None:
+        """Take `observer` out of both lists of observers (by identity)."""
+        self._observers = [o for o in self._observers if o is not observer]
+        self._queue_observers = [o for o in self._queue_observers if o is not observer]
+
     # --- changing state -------------------------------------------------------------
 
     def commit(self, ops: Sequence[StoreOp | Op]) -> int:
@@ -98,12 +103,16 @@ class MemoryStore:
         The sink gets every op in its journal form; an op the store cannot apply is refused
         (KeyError) before anything is journaled.
         """
+        if len(ops) == 1 and not isinstance(only := ops[0], dict):  # (PUSH, FETCH and ACK of most jobs)
+            position = 0 if self._sink is None else self._sink([only.encode()])
+            self._APPLY[type(only)](self, only)
+            return position
         if not ops:
             return 0
         journaled = [self._checked(op) if isinstance(op, dict) else op.encode() for op in ops]
         position = 0 if self._sink is None else self._sink(journaled)
         apply, store_op = self._APPLY, self.apply
-        for op in ops:  # a store op straight to its function (`apply`'s second half): 3 per job
+        for op in ops:  # a store op straight to its function (`apply`'s second half)
             if isinstance(op, dict):
                 store_op(op)
             else:
@@ -294,6 +303,10 @@ class MemoryStore:
     def queue_head(self, queue: str) -> Job | None:
         pending = self._queues.get(queue)
         return pending.head() if pending else None
+
+    def queue_head_stored(self, queue: str) -> tuple[Job, bytes] | None:
+        pending = self._queues.get(queue)
+        return pending.head_stored() if pending else None
 
     def queue_job(self, queue: str, position: int) -> Job | None:
         pending = self._queues.get(queue)

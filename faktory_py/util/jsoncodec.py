@@ -34,6 +34,8 @@ import orjson
 MAX_DEPTH = 128
 _MIN_INT = -(1 << 63)
 _MAX_UINT = (1 << 64) - 1
+#: Longest text that cannot hold a valid JSON document nested deeper than MAX_DEPTH
+_SHALLOW = 2 * MAX_DEPTH + 1
 #: Longest decimal integer that can be inside [_MIN_INT, _MAX_UINT] (sign excluded)
 _MAX_INT_DIGITS = len(str(_MAX_UINT))
 
@@ -63,16 +65,25 @@ class InvalidJSON(ValueError):
 
 def decode(text: str) -> Any:
     """Parse one JSON document a client sent, under the rules of the module docstring."""
-    # cheap: only then can it be too deep (and a text too short for that many brackets
-    # cannot be: every command's JSON comes here, ACK's `{"jid":…}` is some 45 characters)
+    # Every command's JSON comes here. A valid document nests no deeper than half its length
+    # (each level opens and closes), so one of up to `_SHALLOW` characters (ACK's `{"jid":…}`,
+    # some 45; most jobs) goes to orjson at once; anything else, and what orjson refuses, is
+    # first checked for depth: cheaply (too few brackets to be too deep), else by a scan.
+    short = len(text) <= _SHALLOW
+    if short:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
     if len(text) > MAX_DEPTH and text.count("[") + text.count("{") > MAX_DEPTH:
         depth = nesting_depth(text)
         if depth > MAX_DEPTH:
             raise InvalidJSON(f"nesting depth {depth} exceeds the limit of {MAX_DEPTH}")
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
+    if not short:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
     try:
         value = _STDLIB_DECODER.decode(text)
     except ValueError as exc:  # json.JSONDecodeError, or our hooks' refusals

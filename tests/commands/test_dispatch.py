@@ -121,6 +121,15 @@ def test_push_fetch_ack_fail_replies_and_positions(h: Harness) -> None:
     assert h.stats.command_count == 6
 
 
+def test_fetch_answers_the_job_as_stored(h: Harness) -> None:
+    """The reply is the stored job (protocol/spec.md §3 FETCH): the queue's bytes as they
+    are, in Faktory's field order with the server's stamps, not a second encoding."""
+    h.push("jid-a-0001", args=[1, "x\u00e9"], custom={"k": 1.5})
+    head, stored = h.store.queue_head_stored("default")  # type: ignore[misc]
+    assert list(head) == ["retry", "custom", "jid", "queue", "jobtype", "created_at", "enqueued_at", "args"]
+    assert h.reply("FETCH default").data == wire.bulk(stored) and json.loads(stored) == head
+
+
 def test_read_only_commands_wait_for_nothing(h: Harness) -> None:
     h.push("jid-a-0001")
     info = h.reply("INFO")
@@ -239,7 +248,7 @@ def test_an_internal_error_is_answered_and_logged(h: Harness, monkeypatch: pytes
     assert h.push("jid-a-0001") == Reply(b"-ERR internal error\r\n", 0, False)
     assert "internal error handling PUSH" in caplog.text
     block = h.handle("FETCH q")
-    monkeypatch.setattr(h.manager, "fetch", broken)
+    monkeypatch.setattr(h.manager, "fetch_stored", broken)
     assert h.dispatcher.retry_fetch(h.session, block, "q") == Reply(b"-ERR internal error\r\n", 0, False)
 
 

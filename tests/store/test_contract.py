@@ -206,6 +206,23 @@ def test_queues_are_fifo(make_store: MakeStore) -> None:
     assert [j["jid"] for j in store.queued("default")] == jids[1:17] + jids[18:]
 
 
+def test_the_head_is_read_as_it_was_stored(make_store: MakeStore) -> None:
+    """FETCH answers the stored job (protocol/spec.md §3 FETCH): `queue_head_stored` hands
+    back the very bytes enqueued, not a new encoding of them, in a queue's filling part and
+    in its packed chunks alike (300 jobs fill one), the head moving as jobs leave."""
+    store = make_store()
+    raws = [b'{"jid": "job-%04d", "queue": "q", "args": [1e+21]}' % i for i in range(300)]
+    store.commit([Enqueue("q", raws)])
+    for i in (0, 1, 299):
+        head, stored = store.queue_head_stored("q")  # type: ignore[misc]
+        assert (head["jid"], head["args"], stored) == (f"job-{i:04d}", [1e21], raws[i])
+        assert head == store.queue_head("q")
+        store.commit([Reserve("q", head["jid"], "w", NOW, NOW + 60)])
+        if i == 1:
+            store.commit([Drop("q", f"job-{j:04d}") for j in range(2, 299)])
+    assert store.queue_head_stored("q") is None and store.queue_head_stored("nope") is None
+
+
 class QueueLog:
     """A `QueueObserver` that writes down what it is told."""
 
@@ -239,6 +256,40 @@ def test_a_queue_observer_learns_each_jobs_position_and_reads_it_back(make_store
     assert store.queue_job("default", 2) is None and store.queue_job("default", 3) == job("job-0003")
     store.commit([enqueue_op(job("job-0004", "other")), RemoveQueue("other"), Flush()])
     assert log.events[4:] == [("enqueued", "other", 0, ["job-0004"]), ("emptied", "other"), ("emptied", "default")]
+
+
+class ReservationLog:
+    """A `ReservationObserver` that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def reserved(self, res: Reservation) -> None:
+        self.events.append(("reserved", res.job["jid"]))
+
+    def ended(self, jid: str) -> None:
+        self.events.append(("ended", jid))
+
+    def cleared(self) -> None:
+        self.events.append(("cleared",))
+
+
+def test_an_observer_is_told_nothing_once_unobserved(make_store: MakeStore) -> None:
+    """`unobserve` ends what either kind of observer is told (the others are told on), and
+    takes one that never observed without complaint."""
+    store = make_store()
+    queues, reservations, stays = QueueLog(), ReservationLog(), ReservationLog()
+    store.observe_queues(queues)
+    store.observe_reservations(reservations)
+    store.observe_reservations(stays)
+    store.commit([enqueue_op(job("job-0000")), Reserve("default", "job-0000", "w1", NOW, NOW + 60)])
+    for observer in (queues, reservations, QueueLog()):
+        store.unobserve(observer)
+    store.commit([Done("job-0000", DAY, False), enqueue_op(job("job-0001")),
+                  Reserve("default", "job-0001", "w1", NOW, NOW + 60), Flush()])
+    assert queues.events == [("enqueued", "default", 0, ["job-0000"]), ("taken", "default", 0, "job-0000")]
+    assert reservations.events == [("reserved", "job-0000")]
+    assert stays.events == [("reserved", "job-0000"), ("ended", "job-0000"), ("reserved", "job-0001"), ("cleared",)]
 
 
 def test_unknown_queues_read_as_empty(make_store: MakeStore) -> None:

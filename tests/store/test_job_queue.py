@@ -6,6 +6,7 @@ offsets that outgrow their array type."""
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -55,6 +56,23 @@ def test_the_head_pops_with_its_position_after_holes() -> None:
     assert not queue and queue.frozen() == []
     with pytest.raises(KeyError):
         queue.pop("a")
+
+
+def test_a_queue_emptied_at_every_fetch_goes_on_at_the_next_positions() -> None:
+    """A queue whose one job is taken at every turn (workers waiting for each job) starts its
+    filling chunk again each time: positions go on, nothing taken shows, across more jobs
+    than a chunk holds; a snapshot's full run appended then is a chunk at the next positions."""
+    queue = JobQueue()
+    turns = 2 * job_queue._SLOTS + 3
+    for i in range(turns):
+        assert queue.extend([encode({"jid": f"j{i}"})]) == i
+        assert queue.head_stored() == ({"jid": f"j{i}"}, encode({"jid": f"j{i}"}))
+        assert queue.pop(f"j{i}") == ({"jid": f"j{i}"}, i)
+        assert (len(queue), queue.end, queue.frozen(), list(queue.positioned())) == (0, i + 1, [], [])
+    run = [encode({"jid": f"p{i}"}) for i in range(job_queue._SLOTS)]
+    queue.extend_packed(b"".join(run), list(itertools.accumulate(map(len, run))))
+    assert list(queue.positioned()) == list(enumerate(run, turns))
+    assert queue.pop("p0") == ({"jid": "p0"}, turns) and queue.head() == {"jid": "p1"}
 
 
 def test_jobs_taken_one_after_the_other_from_behind_held_ones_are_each_found_at_once(monkeypatch: Any) -> None:

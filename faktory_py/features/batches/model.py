@@ -171,7 +171,7 @@ def callback_job(raw: Any, kind: str, bid: str, now: float, new_jid: Callable[[]
         raw["args"] = []
     raw.pop("at", None)
     try:
-        job, _ = jobs.prepare_push(jobs.decode_job(raw), now)
+        job, _ = jobs.decode_push(raw, now)
         check(job, now)
     except ClientError as exc:
         raise ClientError(f"invalid {kind} callback: {exc}") from None

@@ -51,10 +51,22 @@ class Throttles:
         self.wake: Callable[[str], None] | None = None
         self.occupancy.on_release = self._room_made
         self.rate.on_open = self._room_made
-        store.observe_reservations(self.occupancy)
-        store.observe_reservations(self.rate)
         store.register_state(self.rate)
-        store.observe_queues(self.classes)
+        self._observe()
+
+    def _observe(self) -> None:
+        """Have the store tell the indexes of reservations and queued jobs (occupancy, rate
+        windows, classes) only while some rule is configured. With none they keep nothing
+        (each call would return at once), yet every job of an unthrottled server would call
+        them six times. A reload that configures rules rebuilds them from the store
+        (`reconfigure`), as the store's contract wants of an observer that comes back."""
+        store = self.store
+        for observer in (self.occupancy, self.rate, self.classes):
+            store.unobserve(observer)
+        if self.rules:
+            store.observe_reservations(self.occupancy)
+            store.observe_reservations(self.rate)
+            store.observe_queues(self.classes)
 
     def feature(self) -> Feature:
         """How it plugs in: FETCH's choice of job (only when some rule is configured, so an
@@ -79,6 +91,7 @@ class Throttles:
         queued jobs are classified again. Returns the feature's new record, whose FETCH
         choice is there only if some rule is now configured (`Registry.replace` puts it in)."""
         self.rules = rules
+        self._observe()
         self.occupancy.recount(rules, self.store.reservations(), now)
         self.rate.reconfigure(rules, self.store.reservations())
         self.classes.rebuild(rules, self.store)

@@ -74,6 +74,7 @@ class RateWindows:
         self._rated = set(after)
         self._grants = {key: grants for key, grants in self._grants.items() if key[0] in kept}
         self._openings.clear()
+        self._live.clear()  # made again from `live`: with no rule configured the store told it of nothing
         for res in live:
             if after:
                 self._live[res.job["jid"]] = res.reserved_at

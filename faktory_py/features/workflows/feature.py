@@ -43,6 +43,8 @@ from .declare import Declaration, batch_of, bid_key, cycle, cycle_error, declara
 from .plan import COMPLETE, FAILED, SUCCESS, Plan, Resolution
 #: the outcome of an edge whose jid was never pushed within the dependent's `after_timeout`
 MISSING = "missing"
+#: `Ending.SUCCESS`, read at every ACK (an enum member's lookup costs a few attribute reads)
+_SUCCESS = Ending.SUCCESS
 
 
 @dataclass(frozen=True)
@@ -300,9 +302,12 @@ class Workflows:
     def _result(self, ended: Ended, now: float) -> Any:
         """What a job that ended reported: its ACK's result, else (succeeded only) the last
         TRACK SET `result`, else with `from_track_desc` a tracked job's last `desc`."""
-        if ended.result is not None or ended.ending is not Ending.SUCCESS or self.tracking is None:
+        tracking = self.tracking
+        if ended.result is not None or tracking is None or ended.ending is not _SUCCESS:
             return ended.result
-        record = self.tracking.record(ended.job["jid"], now) or {}
+        record = tracking.record(ended.job["jid"], now)
+        if record is None:  # (every ACK of a job not tracked: nothing to look up further)
+            return None
         if "result" in record:
             return record["result"]
         if self.settings.from_track_desc and tracked(ended.job):

@@ -69,7 +69,9 @@ class RedisOpLog:
         self._release = client.register_script(RELEASE)
         self._pending: list[bytes | memoryview] = []
         self._pending_ops = 0
-        self._appended = 0
+        #: the OpLog contract's `appended` (only `append` changes it): an attribute, not a
+        #: property, as the dispatcher reads it before and after every command
+        self.appended = 0
         self._written = 0
         #: frames sealed and not yet confirmed, in index order: (index, frame, the last commit
         #: it covers); the next append sends them all (a snapshot seals to pin its index)
@@ -97,10 +99,6 @@ class RedisOpLog:
 
     # --- the OpLog contract ---------------------------------------------------------------
 
-    @property
-    def appended(self) -> int:
-        return self._appended
-
     def append(self, ops: list[dict[str, Any]]) -> int:
         """Queue a commit (once fenced it is never written, and no reply waiting for it is sent)."""
         try:
@@ -109,9 +107,9 @@ class RedisOpLog:
             raise ClientError(f"cannot be journaled: {exc}") from None
         self._pending.append(packed)
         self._pending_ops += len(ops)
-        self._appended += 1
+        self.appended += 1
         self._dirty.set()
-        return self._appended
+        return self.appended
 
     def refusal(self) -> str | None:
         if self.role.role == "primary":
@@ -159,7 +157,7 @@ class RedisOpLog:
         self.role.role = "fenced"
         self.lease.refused()
         log.critical("FENCED: %s; this node acknowledges nothing more and stops (%d commits unanswered)",
-                     reason, self._appended - self._written)
+                     reason, self.appended - self._written)
         self.failed.set()
         self._progress.set()
 
@@ -188,7 +186,7 @@ class RedisOpLog:
         if self._pending:
             index = self._sealed[-1][0] + 1 if self._sealed else self.position.index + 1
             data = frame(join_items(self._pending_ops, self._pending))
-            self._sealed.append((index, data, self._appended))
+            self._sealed.append((index, data, self.appended))
             self._pending, self._pending_ops = [], 0
             self._dirty.set()
         if not self._sealed:
