@@ -81,6 +81,9 @@ class QueueWaiters:
         #: queue → waiters woken for it that have not fetched yet
         self._woken: Counter[str] = Counter()
         self._waiting = 0
+        #: queue → waiters of it whose wait is not over (woken or not): what `_compact`
+        #: compares its FIFO's length with, without a scan
+        self._live: dict[str, int] = {}
         #: every waiter asleep in `wait` or parked, whatever its queues (`stop` wakes them all)
         self._asleep: set[_Waiter] = set()
         self._stopped = False
@@ -165,8 +168,10 @@ class QueueWaiters:
             self.notify(waiter.woken_by)
 
     def _enter(self, waiter: _Waiter) -> None:
+        live = self._live
         for queue in waiter.queues:
             self._queues.setdefault(queue, deque()).append(waiter)
+            live[queue] = live.get(queue, 0) + 1
         self._waiting += 1
         self._asleep.add(waiter)
 
@@ -174,18 +179,25 @@ class QueueWaiters:
         self._waiting -= 1
         self._asleep.discard(waiter)
         waiter.gone = True
+        live = self._live
         for queue in waiter.queues:
-            self._compact(queue)
+            left = live[queue] - 1
+            if left:
+                live[queue] = left
+            else:
+                del live[queue]
+            self._compact(queue, left)
 
-    def _compact(self, queue: str) -> None:
+    def _compact(self, queue: str, live: int) -> None:
         """Drop finished waits from the front (and, when they are most, everywhere) of a
-        queue's FIFO, so fetchers timing out on an idle queue do not pile up."""
+        queue's FIFO, so fetchers timing out on an idle queue do not pile up. (`live`: the
+        queue's waits not over, some maybe out of the FIFO already: woken, not yet claimed.)"""
         waiting = self._queues.get(queue)
         if waiting is None:
             return
         while waiting and waiting[0].gone:
             waiting.popleft()
-        if len(waiting) > 64 and sum(w.gone for w in waiting) * 2 > len(waiting):
+        if len(waiting) > 64 and len(waiting) > 2 * live:
             waiting = deque(w for w in waiting if not w.gone)
             self._queues[queue] = waiting
         if not waiting:

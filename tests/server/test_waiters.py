@@ -162,3 +162,22 @@ def test_stop_wakes_every_parked_fetch_once_and_every_later_one_at_once() -> Non
     later = waiters.park(["q"], "later", fired.append)
     assert fired[-1] is later and waiters.claim(later) is None
     assert waiters.statistics().fetches_waiting == 0
+
+
+def test_finished_waits_do_not_pile_up_behind_a_live_one() -> None:
+    """FETCHes timing out behind one that still waits: the FIFO is compacted (from the
+    queue's count of live waits, without a scan) and the live one is still woken first."""
+    waiters = QueueWaiters()
+    fired: list[str] = []
+    first = waiters.park(["q"], "first", lambda parked: fired.append(parked.owner))
+    later = [waiters.park(["q"], f"w{i}", lambda parked: fired.append(parked.owner)) for i in range(200)]
+    for parked in later[:150]:
+        waiters.unpark(parked)
+    assert len(waiters._queues["q"]) <= 2 * 51
+    assert waiters.statistics().fetches_waiting == 51
+    waiters.notify("q")
+    assert fired == ["first"]
+    assert waiters.claim(first) == "q"
+    for parked in later[150:]:
+        waiters.unpark(parked)
+    assert "q" not in waiters._queues and not waiters._live
