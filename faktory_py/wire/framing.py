@@ -78,35 +78,26 @@ class LineReader:
         return None if line is None else bytes(line)
 
     def next_command(self) -> Command | None:
-        """The next request line as a Command, or None until more data arrives. (`_take_line`
-        inlined: this runs twice per command, and a read usually holds one whole line.)"""
+        """The next request line as a Command, or None until more data arrives."""
+        line = self._take_line()
+        if line is None:
+            return None
+        verb, _, arg = line.decode("utf-8", errors="replace").partition(" ")
+        return _new_command(Command, (verb, arg))
+
+    def _take_line(self) -> bytearray | None:
+        """The next line without its terminator, taken out of the buffer (a copy of its
+        own, which `next_command` decodes without copying it to bytes first), or None.
+        (It runs twice per command: the newline search is inlined, and a failed reader's
+        buffer is empty, so the failure is looked at only then.)"""
         buf = self._buf
         if not buf:  # (the usual answer once a read's commands are taken)
             if self._failed is not None:
                 raise self._failed
             return None
         end = buf.find(b"\n", self._scanned)
-        if end < 0 or end > self._max_line:
-            line = self._take_line()  # the general case: a partial or too-long line
-            if line is None:
-                return None
-        else:
-            line = buf[:end - 1 if end and buf[end - 1] == 0x0D else end]
-            del buf[:end + 1]
-            self._scanned = 0
-        verb, _, arg = line.decode("utf-8", errors="replace").partition(" ")
-        return _new_command(Command, (verb, arg))
-
-    def _take_line(self) -> bytearray | None:
-        """The next line without its terminator, taken out of the buffer (a copy of its
-        own, which `next_command` decodes without copying it to bytes first), or None."""
-        if self._failed is not None:
-            raise self._failed
-        buf = self._buf
-        if not buf:
-            return None
-        end = self._find_newline()
         if end < 0:
+            self._scanned = len(buf)
             # The line's content may legitimately be max_line bytes followed by b"\r".
             if len(buf) > self._max_line + 1:
                 self._fail()
