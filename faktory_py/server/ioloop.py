@@ -34,9 +34,11 @@ A FETCH that must wait (`Block`) stays in the loop, *parked*: a waiter without a
 fetch waiters' FIFOs (server/waiters.py `park`, shared with the task path's waiters, so the
 longest waiting FETCH gets the next job whichever path serves it). Its socket stays in the
 epoll: bytes the peer pipelines meanwhile are buffered in its `Connection` and run once the
-FETCH is answered, in order; an EOF with nothing left to answer ends the wait without a
-job (the peer is gone: a job reserved for it would only come back when its reservation
-expired). A wake only takes note (it runs inside the command that enqueued the job); the
+FETCH is answered, in order, until they fill more than a line may take
+(`Connection.backlogged`): then the socket leaves the epoll (*held*: the peer's sends wait
+in the kernel) until the FETCH is answered and the buffered commands ran. An EOF with
+nothing left to answer ends the wait without a job (the peer is gone: a job reserved for
+it would only come back when its reservation expired). A wake only takes note (it runs inside the command that enqueued the job); the
 turn that caused it, or the next one, tries the FETCH again (`Dispatcher.retry_fetch`), so
 a job pushed by a connection in the loop goes out in the same batch as the PUSH's `+OK`.
 Its time is kept in a deadline heap on trio's clock (the loop's idle wait ends at the
@@ -108,7 +110,7 @@ class Handback:
 
     __slots__ = ("sock", "fd", "connection", "session", "task", "attached", "listening",
                  "unsent", "needs", "block", "done", "parked", "fetch", "blocked_at", "deadline",
-                 "wait", "woken_by", "queued")
+                 "wait", "woken_by", "queued", "held")
 
     def __init__(self, sock: socket.socket, connection: Connection, session: Session) -> None:
         self.sock = sock
@@ -139,6 +141,8 @@ class Handback:
         self.woken_by: str | None = None
         #: how many of the sender's queued batches hold replies of this connection
         self.queued = 0
+        #: not read from while its parked FETCH waits: too much is buffered behind it
+        self.held = False
 
 
 def stdlib_socket(stream: trio.abc.Stream) -> socket.socket | None:
@@ -191,6 +195,11 @@ class IOLoop:
     def parked(self) -> int:
         """How many of them have a FETCH parked (a test's server-side observable)."""
         return sum(back.parked is not None for back in self._attached.values())
+
+    @property
+    def held(self) -> int:
+        """How many of them are not read from behind a parked FETCH (a test's observable)."""
+        return sum(back.held for back in self._attached.values())
 
     async def attach(self, sock: socket.socket, connection: Connection, session: Session) -> Handback:
         """Let the loop serve the connection until it hands it back (see module doc)."""
@@ -396,6 +405,9 @@ class IOLoop:
         connection = back.connection
         connection.receive_data(data)
         if data:
+            if connection.backlogged:  # read on once the FETCH is answered (`_answered`)
+                self._mute(back)
+                back.held = True
             return
         if connection.at_eof:
             back.done = True
@@ -458,6 +470,11 @@ class IOLoop:
             back.connection.reply(reply.data, reply.position)
         served[back] = None
         self._run_commands(back)
+        if back.held and not back.done and not back.connection.backlogged:
+            back.held = False
+            back.listening = True
+            assert self._epoll is not None
+            self._epoll.register(back.fd, select.EPOLLIN)
 
     def _answer(self, served: Iterable[Handback]) -> None:
         """One journal write for the batch, then every send, or the batch queued for the

@@ -370,7 +370,10 @@ async def _unless_peer_leaves(stream: trio.abc.Stream, connection: Connection, w
 
     Without this a FETCH waiting for work would reserve the next job for a client that
     is gone, and that job would only come back when its reservation expired. Bytes the
-    peer pipelines meanwhile are buffered in `connection` for the next command.
+    peer pipelines meanwhile are buffered in `connection` for the next command, until
+    they fill more than a line may take (`Connection.backlogged`): then the watch stops
+    reading, and the peer's sends wait in the kernel until the command is answered (a
+    peer that leaves after that is noticed when its reply is sent).
     """
     reply: Any = None
 
@@ -378,6 +381,8 @@ async def _unless_peer_leaves(stream: trio.abc.Stream, connection: Connection, w
         try:
             while data := await stream.receive_some(_RECV_CHUNK):
                 connection.receive_data(data)
+                if connection.backlogged:
+                    return
             connection.receive_data(b"")
         except (*_PEER_GONE, wire.ProtocolError):
             return  # a broken peer, or a too-long next line the next read reports

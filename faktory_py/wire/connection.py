@@ -112,6 +112,12 @@ class Connection:
         self._reader.receive_data(data)
 
     @property
+    def backlogged(self) -> bool:
+        """Stop reading from the peer until the command that waits is answered (framing's
+        `LineReader.backlogged`)."""
+        return self._reader.backlogged
+
+    @property
     def at_eof(self) -> bool:
         """The peer closed its side and no complete line is left to answer."""
         return self._reader.at_eof

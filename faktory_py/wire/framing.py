@@ -67,6 +67,15 @@ class LineReader:
             self._buf += data
 
     @property
+    def backlogged(self) -> bool:
+        """More bytes wait unread than the longest line may take. Draining after every chunk
+        never gets here; only a peer that pipelines behind a command that waits (a FETCH
+        waiting for a job) does, and its reader stops reading it until that command is
+        answered (the kernel's buffers and TCP's window hold the rest), so the buffer stays
+        within ``max_line`` plus one chunk then too."""
+        return len(self._buf) > self._max_line
+
+    @property
     def at_eof(self) -> bool:
         """True once EOF has arrived and no complete line is left (a partial one is dropped,
         as Faktory's line reader does)."""

@@ -73,12 +73,14 @@ def fsyncs(server: Server) -> int:
     return sum(server.durable.fsync_times.counts)  # type: ignore[attr-defined]
 
 
-async def connect(server: Server, rcvbuf: int = 0, **hello: object) -> tuple[AsyncClient, socket.socket]:
+async def connect(server: Server, rcvbuf: int = 0, sndbuf: int = 0, **hello: object) -> tuple[AsyncClient, socket.socket]:
     """An identified client, and its stdlib socket (to send on it without yielding);
-    `rcvbuf`: its receive buffer, when not the kernel's default."""
+    `rcvbuf`, `sndbuf`: its socket buffers, when not the kernel's defaults."""
     sock = socket.socket()
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if sndbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     sock.connect(("127.0.0.1", server.port))
     client = await AsyncClient.handshake(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), **hello)
     return client, sock
@@ -329,6 +331,39 @@ async def test_commands_pipelined_after_a_parked_fetch_run_after_its_reply(tmp_p
         assert json.loads(await worker.reply())["faktory"]["tasks"]["Busy"]["size"] == 1  # the job reserved
         assert await received_until_closed(worker) == b""
         await attached(server, 1)
+        await worker.aclose()
+        await producer.aclose()
+
+
+async def test_a_peer_pipelining_behind_a_parked_fetch_is_not_read_past_a_line(tmp_path: Path) -> None:
+    """Once more than a line's worth (`max_line`) is buffered behind a parked FETCH, the loop
+    stops reading the peer, whose sends then wait in the kernel, and serves everyone else;
+    once the FETCH is answered it reads on, and every command runs, in order."""
+    line = b"NOOP " + b"x" * 1000 + b"\r\n"
+    lines = 1024  # 1 MB: far more than a 16 kB send buffer and the server's receive buffer take
+    async with running_server(inprocess_config(tmp_path, max_line=4096)) as server:
+        (worker, _), (producer, _) = await connect(server, sndbuf=1 << 14, wid="w1"), await connect(server)
+        await attached(server, 2)
+        sent = trio.Event()
+
+        async def pipeline() -> None:
+            await worker.stream.send_all(b"FETCH q\r\n" + line * lines)
+            sent.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pipeline)
+            await until(lambda: server.io_loop.held == 1, "the worker held")
+            assert server.io_loop.parked == 1
+            assert (await producer.info())["server"]["connections"] == 2  # a turn of the loop later
+            assert server.io_loop.held == 1 and not sent.is_set()
+            pushed = job(queue="q")
+            assert await producer.push(pushed) == b"OK"
+            assert json.loads(await worker.reply())["jid"] == pushed["jid"]
+            for _ in range(lines):
+                with pytest.raises(ReplyError, match="unknown command NOOP"):
+                    await worker.reply()
+        assert server.io_loop.held == 0
+        assert await worker.json_command("ACK", {"jid": pushed["jid"]}) == b"OK"
         await worker.aclose()
         await producer.aclose()
 

@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from faktory_py.tools.client import ReplyError
 from faktory_py.util.timefmt import parse_time
 from helpers.async_client import AsyncClient, PeerClosed
 from helpers.inprocess import inprocess_config, inprocess_server
@@ -105,6 +106,36 @@ async def test_blocked_fetch_is_woken_at_once_by_a_push_on_another_connection(
         assert json.loads(await worker.reply())["jid"] == "wake-000001"
         assert trio.current_time() == pushed_at  # no time passed: woken, not polled
         assert (await producer.info())["server"]["fetches_waiting"] == 0
+
+
+async def test_a_peer_pipelining_behind_a_waiting_fetch_is_not_read_past_a_line(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """A lockstep stream's send waits until the server reads: behind a FETCH waiting in its
+    task the server reads until more than a line's worth (`max_line`) is buffered, then
+    stops; once the FETCH is answered it reads on, and every command runs, in order."""
+    line = b"NOOP " + b"x" * 200 + b"\r\n"
+    async with inprocess_server(inprocess_config(tmp_path, max_line=1024)) as s:
+        worker, producer = await s.connect(wid="w-held", lockstep=True), await s.connect()
+        sent = 0
+
+        async def pipeline() -> None:
+            nonlocal sent
+            await worker.send("FETCH q")
+            for _ in range(100):
+                await worker.stream.send_all(line)
+                sent += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pipeline)
+            await producer.wait_fetches_waiting(1)
+            await trio.sleep(1.0)  # mock time: jumps once every task waits (the FETCH has 2 s)
+            assert 1024 < sent * len(line) <= 1024 + len(line)
+            assert await producer.push({"jid": "held-000001", "jobtype": "T", "args": [], "queue": "q"}) == b"OK"
+            assert json.loads(await worker.reply())["jid"] == "held-000001"
+            for _ in range(100):
+                with pytest.raises(ReplyError, match="unknown command NOOP"):
+                    await worker.reply()
+        assert sent == 100
 
 
 async def test_send_watchdog_closes_a_peer_that_stops_reading(

@@ -132,6 +132,17 @@ def test_lines_before_a_too_long_one_are_still_delivered() -> None:
         reader.next_command()
 
 
+def test_backlogged_once_more_than_a_line_is_buffered_and_not_after_it_is_taken() -> None:
+    """What a reader whose command waits stops reading at (server/ioloop.py, tcp.py)."""
+    reader = LineReader(max_line=10)
+    reader.receive_data(b"NOOP\r\nNOOP")
+    assert not reader.backlogged  # 10 bytes: no more than a line may take
+    reader.receive_data(b"\r")
+    assert reader.backlogged
+    assert reader.next_command() == Command("NOOP", "")
+    assert not reader.backlogged
+
+
 def test_a_long_line_arriving_byte_by_byte_is_scanned_once() -> None:
     reader = LineReader(MAX_LINE)
     for byte in b"PUSH " + b"z" * 1000:
