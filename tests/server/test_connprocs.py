@@ -2,7 +2,8 @@
 link's framing, and a whole server with two connection processes — real child processes, real
 TCP — keeping the in-process mode's guarantees: order and replies, FETCH blocking and wake-up,
 a silent worker's connection closed, the connection limit, graceful stop, a killed connection
-process replaced. The kill -9 durability tests (state or connection process) are in
+process replaced; and, on the mock clock in the test's own run, a client that does not read its
+replies closed after the send timeout, and the pause before restarting a process that keeps dying. The kill -9 durability tests (state or connection process) are in
 test_connprocs_kill.py.
 """
 
@@ -14,11 +15,14 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
 from faktory_py.config import Timers
+from faktory_py.server import connprocs
 from faktory_py.server.app import Server, serve
+from faktory_py.server.connproc import SEND_TIMEOUT, ConnectionProcess
 from faktory_py.server.connprocs import ConnectionProcesses, Outbox, _read_link
 from faktory_py.server.link import CLOSE, CREDIT, DATA, EOF, OPEN, STOP, FrameReader, LinkError, frame
 from faktory_py.tools.client import ReplyError
@@ -172,6 +176,62 @@ async def test_a_client_passed_on_after_a_stop_began_is_closed_not_served() -> N
             nursery.cancel_scope.cancel()
         assert FrameReader().feed(await child.receive_some()) == [(CLOSE, 7, b"")]
         assert handled == []
+
+
+async def test_a_client_that_does_not_read_its_replies_is_closed_after_the_send_timeout(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """In a connection process (its parts in the test's run, its link a socket pair): a reply the client
+    does not take for `SEND_TIMEOUT` seconds closes that client, and the state process hears
+    its EOF, at that time and not before."""
+    with trio.fail_after(HANG_GUARD):
+        ours, theirs = trio.socket.socketpair()
+        state, link = trio.SocketStream(ours), trio.SocketStream(theirs)
+        process = ConnectionProcess(link, [])
+        client, served = trio.testing.lockstep_stream_pair()  # a send waits until the client reads
+        reader = FrameReader()
+
+        async def next_frames() -> list[tuple[int, int, bytes]]:
+            while not (got := reader.feed(await state.receive_some())):
+                pass
+            return got
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(process._write_link, nursery.cancel_scope)
+            nursery.start_soon(process._read_link)
+            nursery.start_soon(process._serve, served)
+            assert await next_frames() == [(OPEN, 1, b"unknown")]  # (no peer address)
+            await state.send_all(frame(DATA, 1, b"+OK\r\n"))
+            sent_at = trio.current_time()
+            assert await next_frames() == [(EOF, 1, b"")]
+            assert trio.current_time() - sent_at == pytest.approx(SEND_TIMEOUT)
+            while await client.receive_some():  # (a memory stream keeps the cancelled send's bytes)
+                pass  # ends: the client's stream is closed
+            assert process.clients == {}
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_process_that_keeps_dying_is_restarted_ever_more_slowly(
+        monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock) -> None:
+    """Each quick death doubles the pause before the next start (0.1 s, 0.2 s, ... at most
+    `_MAX_RESTART_PAUSE`); one that lived longer than `_QUICK_DEATH` is restarted at once."""
+    starts: list[float] = []
+    lives = [0.0] * 9 + [connprocs._QUICK_DEATH + 1, 0.0, 0.0]
+    processes = ConnectionProcesses(1, [], None)
+
+    async def run_one(handler: Any, conn_nursery: Any, task_status: Any) -> int:
+        starts.append(trio.current_time())
+        task_status.started()
+        await trio.sleep(lives[len(starts) - 1])
+        if len(starts) == len(lives):
+            processes._stopping = True
+        return -9
+
+    monkeypatch.setattr(processes, "_run_one", run_one)
+    with trio.fail_after(HANG_GUARD * 10):  # (mock time)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(processes.run, None, nursery)
+    pauses = [round(start - previous - life, 6) for previous, start, life in zip(starts, starts[1:], lives)]
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0, 0.0, 0.1]
 
 
 async def _connects(port: int) -> bool:
