@@ -248,8 +248,9 @@ class Dispatcher:
         except Exception:
             log.exception("internal error handling FETCH")
             data = wire.error("internal error")
-        if data is None:
-            return block._replace(wait_on=self._wait_on(session, block.queues))
+        if data is None:  # (its queues were most likely paused or resumed by no one meanwhile)
+            wait_on = self._wait_on(session, block.queues)
+            return block if wait_on == block.wait_on else block._replace(wait_on=wait_on)
         return Reply(data, self._committed_since(block), False)
 
     def fetch_timed_out(self, block: Block, woken_by: str | None) -> Reply:
