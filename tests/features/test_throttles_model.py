@@ -111,12 +111,12 @@ def recomputed(store: MemoryStore, config: ThrottlesConfig, now: float) -> dict[
     a rule whose timeout has not passed at `now`."""
     slots = {}
     for res in store.reservations():
-        for rule in ref_rules(config):
-            key = rule.key(res.job)
-            timeout = rule.entry.timeout
-            if key is not None and (timeout is None or rule.entry.slot_release == "job_end"
+        for ref_rule in ref_rules(config):
+            key = ref_rule.key(res.job)
+            timeout = ref_rule.entry.timeout
+            if key is not None and (timeout is None or ref_rule.entry.slot_release == "job_end"
                                     or res.reserved_at + timeout > now):
-                slots[res.job["jid"], rule.name] = (key, res.wid)
+                slots[res.job["jid"], ref_rule.name] = (key, res.wid)
     return slots
 
 
@@ -177,19 +177,19 @@ class ThrottleMachine(RuleBasedStateMachine):
         got, _ = self.manager.fetch(queues, wid, self.now)
         assert (got and got["jid"]) == (expected and expected["jid"])
         if got is not None:
-            for rule in ref_rules(self.config):
-                key = rule.key(got)
-                if key is not None and rule.entry.rate is not None:
+            for ref_rule in ref_rules(self.config):
+                key = ref_rule.key(got)
+                if key is not None and ref_rule.entry.rate is not None:
                     self.grants[key].append(self.now)
 
     def _eligible(self, job: dict[str, Any], wid: str | None) -> bool:
         """eligible(J, w) of protocol/spec.md §11.3, from the model's slots (None: `worker` aside)."""
         held = self._held()
-        for rule in ref_rules(self.config):
-            key = rule.key(job)
+        for ref_rule in ref_rules(self.config):
+            key = ref_rule.key(job)
             if key is None:
                 continue
-            entry = rule.entry
+            entry = ref_rule.entry
             if entry.concurrency is not None and held[key, None] >= entry.concurrency:
                 return False
             if wid is not None and entry.worker is not None and held[key, wid] >= entry.worker:

@@ -431,7 +431,7 @@ def test_damage_in_an_older_segment_is_corruption(tmp_path):
     journal.close()
     size = os.path.getsize(seg(tmp_path, 1))
     os.truncate(seg(tmp_path, 1), size - 1)  # a torn frame that is not in the newest segment
-    with pytest.raises(JournalCorrupt, match=rf"journal\.00000001\.fj is corrupt at offset \d+: frame of"):
+    with pytest.raises(JournalCorrupt, match=r"journal\.00000001\.fj is corrupt at offset \d+: frame of"):
         reload(tmp_path)
 
 
