@@ -253,6 +253,12 @@ class Dispatcher:
             return block if wait_on == block.wait_on else block._replace(wait_on=wait_on)
         return Reply(data, self._committed_since(block), False)
 
+    def waits_on(self, session: Session, block: Block) -> bool:
+        """Whether a waiting FETCH woken meanwhile would only wait again, as it does: none of
+        its queues holds a job it could take, and it waits on the same queues. (The I/O loop
+        then keeps it in its place instead of trying it again, `QueueWaiters.rewait`.)"""
+        return not self._has_job(block.queues) and self._wait_on(session, block.queues) == block.wait_on
+
     def fetch_timed_out(self, block: Block, woken_by: str | None) -> Reply:
         """The reply to a FETCH that waited `block.timeout` for nothing: `$-1`. `woken_by`
         is the queue it was last woken for, whose other waiters get the jobs it left; the

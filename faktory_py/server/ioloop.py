@@ -443,10 +443,13 @@ class IOLoop:
                         self._fail(back, exc)
 
     def _retry(self, back: Handback, served: dict[Handback, None]) -> None:
-        """A parked FETCH was woken: its job, or parked again (another FETCH was quicker, or
-        a throttle holds the job back), or `$-1` if the server stops."""
+        """A parked FETCH was woken: its job, or it waits on (another FETCH was quicker: in
+        its place, at the head of its FIFO; a throttle holds the job back: parked anew), or
+        `$-1` if the server stops."""
         assert back.parked is not None and back.fetch is not None
         waiters, dispatcher = self.waiters, self.dispatcher
+        if dispatcher.waits_on(back.session, back.fetch) and waiters.rewait(back.parked):
+            return  # a FETCH quicker than the retry took the job: it waits on in its place
         woken_by = waiters.claim(back.parked)
         back.parked = None
         if woken_by is None:  # the server stops

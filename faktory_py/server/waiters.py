@@ -12,7 +12,8 @@ A waiter is a task asleep in `wait`, or a *parked* FETCH (`park`): one the batch
 (server/ioloop.py) keeps without a task of its own, woken by a callback instead of an
 event. Both kinds share each queue's one FIFO, so the longest waiting FETCH gets the next
 job whichever path serves its connection; the owner of a parked waiter ends it with
-`claim` (woken: it fetches next) or `unpark` (it will not fetch: a wake it got passes on).
+`claim` (woken: it fetches next) or `unpark` (it will not fetch: a wake it got passes on),
+or keeps it waiting in its place with `rewait` (woken, but the job was gone).
 """
 
 from __future__ import annotations
@@ -147,6 +148,21 @@ class QueueWaiters:
         if self._stopped:
             parked.fire()
         return parked
+
+    def rewait(self, parked: Parked) -> bool:
+        """A woken parked FETCH whose job another FETCH took first (one that arrived after
+        the wake, before the parker could try again): it waits on, back at the head of the
+        FIFO it was woken from, so the longest waiting FETCH still gets the next job, as a
+        Redis BRPOP would (Faktory's FETCH). False when it cannot (the server stops, or its
+        queue wakes every waiter): the owner `claim`s it and parks anew instead."""
+        queue = parked.woken_by
+        if self._stopped or parked.gone or queue is None or queue in self.wake_all:
+            return False
+        self._woken[queue] -= 1
+        parked.woken_by = None
+        parked.fired = False
+        self._queues.setdefault(queue, deque()).appendleft(parked)
+        return True
 
     def claim(self, waiter: _Waiter) -> str | None:
         """End a woken wait: the queue that woke it (the caller must fetch and `top_up`

@@ -422,6 +422,28 @@ async def test_parked_fetches_get_jobs_in_the_order_they_began_to_wait(tmp_path:
             await worker.aclose()
 
 
+async def test_a_parked_fetch_whose_job_a_later_fetch_took_keeps_its_place(tmp_path: Path) -> None:
+    """A PUSH and a FETCH pipelined in one write: the FETCH takes the job the PUSH woke the
+    oldest parked FETCH for; that one still gets the next job, before a FETCH parked after it."""
+    async with running(tmp_path) as server:
+        (oldest, _), (newer, _), (busy, busy_sock) = [await connect(server, wid=f"w{n}") for n in range(3)]
+        await attached(server, 3)
+        await oldest.send("FETCH q")
+        await parked(server, 1)
+        await newer.send("FETCH q")
+        await parked(server, 2)
+        first, second = job(queue="q"), job(queue="q")
+        busy_sock.send(push_command(first) + b"\r\nFETCH q\r\n")
+        assert await busy.reply() == b"OK"
+        assert json.loads(await busy.reply())["jid"] == first["jid"]
+        assert server.io_loop.parked == 2
+        assert await busy.push(second) == b"OK"
+        assert json.loads(await oldest.reply())["jid"] == second["jid"]
+        assert server.io_loop.parked == 1 == waiting(server)
+        for client in (oldest, newer, busy):
+            await client.aclose()
+
+
 async def test_parked_fetches_and_fetches_waiting_in_a_task_share_one_fifo(tmp_path: Path) -> None:
     """A connection the loop does not serve (here an in-memory stream, as TLS) waits in its
     task; it began to wait first, so it gets the first job."""

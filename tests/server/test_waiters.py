@@ -151,6 +151,26 @@ async def test_an_unparked_fetch_passes_its_wake_on() -> None:
     assert waiters.statistics().fetches_waiting == 0
 
 
+def test_a_woken_fetch_that_found_its_job_gone_keeps_its_place() -> None:
+    """`rewait`: the longest waiting FETCH gets the next job still, as after a BRPOP; once
+    the server stops it cannot, and the owner claims it instead."""
+    waiters, fired = QueueWaiters(), []
+    oldest = waiters.park(["q"], "oldest", fired.append)
+    newer = waiters.park(["q"], "newer", fired.append)
+    waiters.notify("q")
+    assert fired == [oldest]
+    assert waiters.rewait(oldest)  # a FETCH that came after took the job
+    waiters.notify("q")
+    assert fired == [oldest, oldest]
+    assert waiters.claim(oldest) == "q"
+    assert waiters.statistics().fetches_waiting == 1
+    waiters.notify("q")
+    assert fired[-1] is newer
+    waiters.stop()
+    assert not waiters.rewait(newer) and waiters.claim(newer) == "q"
+    assert waiters.statistics().fetches_waiting == 0 and not waiters._queues and not waiters._live
+
+
 def test_stop_wakes_every_parked_fetch_once_and_every_later_one_at_once() -> None:
     waiters, fired = QueueWaiters(), []
     served = waiters.park(["q"], "served", fired.append)
