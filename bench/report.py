@@ -244,6 +244,8 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     if data.get("busy"):
         lines += [f"> **Warning:** {data['busy']}", ""]
+    if noise := self_noise_warning(data):
+        lines += [f"> **Noise:** {noise}", ""]
     lines += [
         "Cells are medians over the repetitions, with the range (min–max) in brackets. The ratio is "
         "faktory_py (everysec) / Faktory, the medians' ratio, with the range of the per-repetition "
@@ -513,6 +515,25 @@ def chart(data: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+#: how far (either way) faktory_py may measure from itself in a run before the report says so
+SELF_NOISE = 0.10
+
+
+def self_noise_warning(data: dict[str, Any]) -> str | None:
+    """A note when the run's own noise is as large as the margins the targets are judged by.
+    The timings on/off rows measure faktory_py against itself (the timings cost about 1%,
+    core/timings.py), so how far their R1 medians stray from 1 gauges what a run on this
+    machine can tell apart, however idle it looked when the run started."""
+    ratios = [entry["value"] for key, entry in (data.get("timings_cost") or {}).items()
+              if key.startswith("r1_") and key.endswith(".jobs_per_s") and entry.get("value")]
+    if not ratios or max(abs(r - 1) for r in ratios) <= SELF_NOISE:
+        return None
+    spread_text = f"{min(ratios):.2f}–{max(ratios):.2f}"
+    return (f"faktory_py measured {spread_text}× itself under R1 in this run (timings on / off, the same "
+            f"code but for about 1%), more than ±{SELF_NOISE:.0%}: ratios within that of a target do not "
+            "decide whether it is met.")
 
 
 def busy_warning(machine: dict[str, Any]) -> str | None:
