@@ -26,6 +26,7 @@ import math
 import ssl
 import time
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import trio
@@ -294,7 +295,7 @@ class Connections:
                 result = dispatcher.retry_fetch(session, result, woken_by)
                 if type(result) is not Block:
                     break
-                woken = await self.waiters.wait(result.wait_on)
+                woken = await self.waiters.wait(result.wait_on, partial(dispatcher.waits_on, session, result))
                 if woken is None:  # the server stops
                     return dispatcher.fetch_timed_out(result, None)
                 woken_by = woken

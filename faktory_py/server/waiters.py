@@ -13,7 +13,8 @@ A waiter is a task asleep in `wait`, or a *parked* FETCH (`park`): one the batch
 event. Both kinds share each queue's one FIFO, so the longest waiting FETCH gets the next
 job whichever path serves its connection; the owner of a parked waiter ends it with
 `claim` (woken: it fetches next) or `unpark` (it will not fetch: a wake it got passes on),
-or keeps it waiting in its place with `rewait` (woken, but the job was gone).
+or keeps it waiting in its place with `rewait` (woken, but the job was gone; a task in `wait`
+does that itself, told by `still_waits`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class _Waiter:
     def fire(self) -> None:
         self.event.set()
 
+    def rearm(self) -> None:
+        """Wait to be woken again (`QueueWaiters.rewait`)."""
+        self.event = trio.Event()
+
 
 class Parked(_Waiter):
     """A FETCH waiting without a task (`QueueWaiters.park`): woken by calling `on_wake(self)`
@@ -59,6 +64,9 @@ class Parked(_Waiter):
         if not self.fired:
             self.fired = True
             self.on_wake(self)
+
+    def rearm(self) -> None:
+        self.fired = False
 
 
 @dataclass(frozen=True)
@@ -120,9 +128,11 @@ class QueueWaiters:
         for waiter in list(self._asleep):
             waiter.fire()
 
-    async def wait(self, queues: Sequence[str]) -> str | None:
+    async def wait(self, queues: Sequence[str], still_waits: Callable[[], bool] | None = None) -> str | None:
         """Sleep until woken for one of `queues` (none: only `stop` ends the wait); returns
-        the queue that woke us, or None once the server stops.
+        the queue that woke us, or None once the server stops. Woken while `still_waits()`
+        says a FETCH would only wait again (a quicker one took the job), it sleeps on in its
+        place (`rewait`).
 
         The caller must then fetch and call `top_up` for that queue.
         """
@@ -133,6 +143,8 @@ class QueueWaiters:
         self._enter(waiter)
         try:
             await waiter.event.wait()
+            while still_waits is not None and still_waits() and self.rewait(waiter):
+                await waiter.event.wait()
         except BaseException:
             self.unpark(waiter)
             raise
@@ -149,19 +161,19 @@ class QueueWaiters:
             parked.fire()
         return parked
 
-    def rewait(self, parked: Parked) -> bool:
-        """A woken parked FETCH whose job another FETCH took first (one that arrived after
-        the wake, before the parker could try again): it waits on, back at the head of the
-        FIFO it was woken from, so the longest waiting FETCH still gets the next job, as a
-        Redis BRPOP would (Faktory's FETCH). False when it cannot (the server stops, or its
-        queue wakes every waiter): the owner `claim`s it and parks anew instead."""
-        queue = parked.woken_by
-        if self._stopped or parked.gone or queue is None or queue in self.wake_all:
+    def rewait(self, waiter: _Waiter) -> bool:
+        """A woken FETCH whose job another FETCH took first (one that arrived after the wake,
+        before the woken one could try again): it waits on, back at the head of the FIFO it
+        was woken from, so the longest waiting FETCH still gets the next job, as a Redis BRPOP
+        would (Faktory's FETCH). False when it cannot (the server stops, or its queue wakes
+        every waiter): the owner `claim`s it and waits anew instead."""
+        queue = waiter.woken_by
+        if self._stopped or waiter.gone or queue is None or queue in self.wake_all:
             return False
         self._woken[queue] -= 1
-        parked.woken_by = None
-        parked.fired = False
-        self._queues.setdefault(queue, deque()).appendleft(parked)
+        waiter.woken_by = None
+        waiter.rearm()
+        self._queues.setdefault(queue, deque()).appendleft(waiter)
         return True
 
     def claim(self, waiter: _Waiter) -> str | None:

@@ -20,6 +20,7 @@ from faktory_py.tools.client import ReplyError
 from faktory_py.util.timefmt import parse_time
 from helpers.async_client import AsyncClient, PeerClosed
 from helpers.inprocess import inprocess_config, inprocess_server
+from helpers.jobs import job, push_command
 
 #: MockClock jumps land on the deadline itself; this only absorbs float rounding.
 TICK = 1e-6
@@ -106,6 +107,27 @@ async def test_blocked_fetch_is_woken_at_once_by_a_push_on_another_connection(
         assert json.loads(await worker.reply())["jid"] == "wake-000001"
         assert trio.current_time() == pushed_at  # no time passed: woken, not polled
         assert (await producer.info())["server"]["fetches_waiting"] == 0
+
+
+async def test_a_waiting_fetch_whose_job_a_later_fetch_took_keeps_its_place(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Waiting in their tasks: a PUSH and a FETCH pipelined in one write, the FETCH takes the
+    job the PUSH woke the oldest waiting FETCH for; that one still gets the next job, before
+    a FETCH that began to wait after it (as after Faktory's BRPOP)."""
+    async with inprocess_server(inprocess_config(tmp_path)) as s:
+        oldest, newer, busy = [await s.connect(wid=f"w-place-{n}") for n in range(3)]
+        await oldest.send("FETCH q")
+        await busy.wait_fetches_waiting(1)
+        await newer.send("FETCH q")
+        await busy.wait_fetches_waiting(2)
+        first, second = job(queue="q"), job(queue="q")
+        await busy.stream.send_all(push_command(first) + b"\r\nFETCH q\r\n")
+        assert await busy.reply() == b"OK"
+        assert json.loads(await busy.reply())["jid"] == first["jid"]
+        assert (await busy.info())["server"]["fetches_waiting"] == 2
+        assert await busy.push(second) == b"OK"
+        assert json.loads(await oldest.reply())["jid"] == second["jid"]
+        assert (await busy.info())["server"]["fetches_waiting"] == 1
 
 
 async def test_a_peer_pipelining_behind_a_waiting_fetch_is_not_read_past_a_line(

@@ -171,6 +171,29 @@ def test_a_woken_fetch_that_found_its_job_gone_keeps_its_place() -> None:
     assert waiters.statistics().fetches_waiting == 0 and not waiters._queues and not waiters._live
 
 
+async def test_a_task_woken_for_a_job_that_was_gone_keeps_its_place() -> None:
+    """`wait(..., still_waits)`: a task woken while its FETCH would only wait again sleeps
+    on at the head of the FIFO, and gets the next wake before a task that waited less."""
+    waiters, woken, gone = QueueWaiters(), [], [True]
+
+    async def oldest() -> None:
+        woken.append(("oldest", await waiters.wait(["q"], lambda: gone.pop() if gone else False)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(oldest)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(_waiter, waiters, ["q"], "newer", woken)
+        await trio.testing.wait_all_tasks_blocked()
+        waiters.notify("q")  # a quicker FETCH takes the job before "oldest" runs: `gone`
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == [] and waiters.statistics().fetches_waiting == 2
+        waiters.notify("q")
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == [("oldest", "q")]
+        waiters.notify("q")
+    assert woken == [("oldest", "q"), ("newer", "q")]
+
+
 def test_stop_wakes_every_parked_fetch_once_and_every_later_one_at_once() -> None:
     waiters, fired = QueueWaiters(), []
     served = waiters.park(["q"], "served", fired.append)
