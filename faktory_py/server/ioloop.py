@@ -38,9 +38,11 @@ FETCH is answered, in order, until they fill more than a line may take
 (`Connection.backlogged`): then the socket leaves the epoll (*held*: the peer's sends wait
 in the kernel) until the FETCH is answered and the buffered commands ran. An EOF with
 nothing left to answer ends the wait without a job (the peer is gone: a job reserved for
-it would only come back when its reservation expired). A wake only takes note (it runs inside the command that enqueued the job); the
-turn that caused it, or the next one, tries the FETCH again (`Dispatcher.retry_fetch`), so
-a job pushed by a connection in the loop goes out in the same batch as the PUSH's `+OK`.
+it would only come back when its reservation expired). A wake only takes note (it runs
+inside the command that enqueued the job); the turn that caused it, or the next one, tries
+the FETCH again (`Dispatcher.retry_fetch`), so a job pushed by a connection in the loop goes
+out in the same batch as the PUSH's `+OK` — unless a FETCH run after the wake took the job:
+then the woken one waits on in its place, first for the next job (`QueueWaiters.rewait`).
 Its time is kept in a deadline heap on trio's clock (the loop's idle wait ends at the
 earliest: `fetch_timed_out`, `$-1`), and a stop ends every wait with `$-1`. The reply is
 one of the connection's replies like any other: it waits for the journal as they do.
