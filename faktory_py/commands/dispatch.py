@@ -250,7 +250,11 @@ class Dispatcher:
             data = wire.error("internal error")
         if data is None:  # (its queues were most likely paused or resumed by no one meanwhile)
             wait_on = self._wait_on(session, block.queues)
-            return block if wait_on == block.wait_on else block._replace(wait_on=wait_on)
+            if wait_on == block.wait_on:
+                return block
+            if woken_by is not None and woken_by not in wait_on:  # its worker went quiet (or the
+                self._wake_for_the_rest(woken_by)  # queue was paused): the job's wake passes on
+            return block._replace(wait_on=wait_on)
         return Reply(data, self._committed_since(block), False)
 
     def waits_on(self, session: Session, block: Block) -> bool:

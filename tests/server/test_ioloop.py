@@ -444,6 +444,27 @@ async def test_a_parked_fetch_whose_job_a_later_fetch_took_keeps_its_place(tmp_p
             await client.aclose()
 
 
+async def test_a_wake_for_a_fetch_whose_worker_went_quiet_passes_on(tmp_path: Path) -> None:
+    """The oldest parked FETCH's worker went quiet (a BEAT on its other connection): the job
+    that wakes it goes to the next waiting FETCH at once, not when that one's 2 s are up."""
+    async with running(tmp_path) as server:
+        (quiet, _), (beat, _), (other, _) = [await connect(server, wid=wid) for wid in ("w-quiet", "w-quiet", "w-other")]
+        producer, _ = await connect(server)
+        await attached(server, 4)
+        await quiet.send("FETCH q")
+        await parked(server, 1)
+        await other.send("FETCH q")
+        await parked(server, 2)
+        assert json.loads(await beat.json_command("BEAT", {"wid": "w-quiet", "current_state": "quiet"})) == {
+            "state": "quiet"}
+        pushed = job(queue="q")
+        assert await producer.push(pushed) == b"OK"
+        assert json.loads(await other.reply())["jid"] == pushed["jid"]
+        assert server.io_loop.parked == 1  # the quiet worker's FETCH waits out its time
+        for client in (quiet, beat, other, producer):
+            await client.aclose()
+
+
 async def test_parked_fetches_and_fetches_waiting_in_a_task_share_one_fifo(tmp_path: Path) -> None:
     """A connection the loop does not serve (here an in-memory stream, as TLS) waits in its
     task; it began to wait first, so it gets the first job."""
