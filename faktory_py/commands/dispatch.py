@@ -248,12 +248,14 @@ class Dispatcher:
         except Exception:
             log.exception("internal error handling FETCH")
             data = wire.error("internal error")
-        if data is None:  # (its queues were most likely paused or resumed by no one meanwhile)
+        if data is None:
             wait_on = self._wait_on(session, block.queues)
-            if wait_on == block.wait_on:
+            if wait_on == block.wait_on:  # (usually: no queue of it paused or resumed meanwhile)
                 return block
-            if woken_by is not None and woken_by not in wait_on:  # its worker went quiet (or the
-                self._wake_for_the_rest(woken_by)  # queue was paused): the job's wake passes on
+            if woken_by is not None and woken_by not in wait_on:
+                # It no longer waits on the queue that woke it (its worker went quiet, or the
+                # queue was paused): the job's wake passes on.
+                self._wake_for_the_rest(woken_by)
             return block._replace(wait_on=wait_on)
         return Reply(data, self._committed_since(block), False)
 

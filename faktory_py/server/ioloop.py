@@ -207,10 +207,9 @@ class IOLoop:
         """Let the loop serve the connection until it hands it back (see module doc)."""
         back = Handback(sock, connection, session)
         back.task = trio.lowlevel.current_task()
-        assert self._epoll is not None
-        self._epoll.register(back.fd, select.EPOLLIN)
+        self._listen(back)
         self._attached[back.fd] = back
-        back.attached = back.listening = True
+        back.attached = True
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self._detach(back)
@@ -232,8 +231,15 @@ class IOLoop:
                     left = max(0.0, back.deadline - trio.current_time())
                     back.block = (back.blocked_at, back.fetch._replace(timeout=left))
 
+    def _listen(self, back: Handback) -> None:
+        """Read from the connection whenever it sends (attached, or no longer held)."""
+        back.listening = True
+        assert self._epoll is not None
+        self._epoll.register(back.fd, select.EPOLLIN)
+
     def _mute(self, back: Handback) -> None:
-        """Read nothing more from the connection (its task takes over once its replies are sent)."""
+        """Read nothing more from the connection (its task takes over once its replies are
+        sent; or, held, until its parked FETCH is answered)."""
         if back.listening:
             back.listening = False
             assert self._epoll is not None
@@ -445,13 +451,14 @@ class IOLoop:
                         self._fail(back, exc)
 
     def _retry(self, back: Handback, served: dict[Handback, None]) -> None:
-        """A parked FETCH was woken: its job, or it waits on (another FETCH was quicker: in
-        its place, at the head of its FIFO; a throttle holds the job back: parked anew), or
-        `$-1` if the server stops."""
+        """A parked FETCH was woken: its job, or it waits on — in its place, at the head of
+        its FIFO, when nothing is left that it could take (another FETCH was quicker, a
+        throttle holds the job back), else parked anew (its worker went quiet, a per-worker
+        throttle's queue) — or `$-1` if the server stops."""
         assert back.parked is not None and back.fetch is not None
         waiters, dispatcher = self.waiters, self.dispatcher
         if dispatcher.waits_on(back.session, back.fetch) and waiters.rewait(back.parked):
-            return  # a FETCH quicker than the retry took the job: it waits on in its place
+            return  # nothing it could take is left (a quicker FETCH took the job): it waits on
         woken_by = waiters.claim(back.parked)
         back.parked = None
         if woken_by is None:  # the server stops
@@ -477,9 +484,7 @@ class IOLoop:
         self._run_commands(back)
         if back.held and not back.done and not back.connection.backlogged:
             back.held = False
-            back.listening = True
-            assert self._epoll is not None
-            self._epoll.register(back.fd, select.EPOLLIN)
+            self._listen(back)
 
     def _answer(self, served: Iterable[Handback]) -> None:
         """One journal write for the batch, then every send, or the batch queued for the
