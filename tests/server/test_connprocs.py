@@ -3,8 +3,8 @@ link's framing, and a whole server with two connection processes — real child 
 TCP — keeping the in-process mode's guarantees: order and replies, FETCH blocking and wake-up,
 a silent worker's connection closed, the connection limit, graceful stop, a killed connection
 process replaced; and, on the mock clock in the test's own run, a client that does not read its
-replies closed after the send timeout, and the pause before restarting a process that keeps dying. The kill -9 durability tests (state or connection process) are in
-test_connprocs_kill.py.
+replies closed after the send timeout, and the pause before restarting a process that keeps
+dying. The kill -9 durability tests (state or connection process) are in test_connprocs_kill.py.
 """
 
 from __future__ import annotations
@@ -180,9 +180,9 @@ async def test_a_client_passed_on_after_a_stop_began_is_closed_not_served() -> N
 
 async def test_a_client_that_does_not_read_its_replies_is_closed_after_the_send_timeout(
         autojump_clock: trio.testing.MockClock) -> None:
-    """In a connection process (its parts in the test's run, its link a socket pair): a reply the client
-    does not take for `SEND_TIMEOUT` seconds closes that client, and the state process hears
-    its EOF, at that time and not before."""
+    """In a connection process (its parts in the test's run, its link a socket pair): a reply
+    the client does not take for `SEND_TIMEOUT` seconds closes that client, and the state
+    process hears its EOF, at that time and not before."""
     with trio.fail_after(HANG_GUARD):
         ours, theirs = trio.socket.socketpair()
         state, link = trio.SocketStream(ours), trio.SocketStream(theirs)
