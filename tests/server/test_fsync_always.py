@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 import trio
 import trio.testing
 
+from faktory_py.server import durability
 from faktory_py.server.app import Server
 from faktory_py.server.durability import DurableJournal
 from faktory_py.store.journal import Journal
@@ -31,10 +33,12 @@ from server.test_ioloop import attached, connect, running, until
 
 
 class HeldFsync:
-    """The journal's fsync, held in its thread while `held` is set, and the size of the
-    newest segment that the last finished fsync made durable (what a power loss keeps)."""
+    """The journal's fsync, held in its thread (as a slow disk's) while `held` is set, and
+    the size of the newest segment that the last finished fsync made durable (what a power
+    loss keeps)."""
 
     def __init__(self, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(durability, "INLINE_FSYNC_MAX", 0.0)
         journal = server.durable.journal  # type: ignore[attr-defined]
         self.directory = Path(journal.directory)
         self.held = False
@@ -188,3 +192,32 @@ async def test_the_next_fsync_waits_for_the_clients_the_last_one_answered(
             await durable.durable(8)
             assert fsyncs() == 4
             nursery.cancel_scope.cancel()
+
+
+async def test_a_quick_fsync_runs_in_the_loop_and_one_after_a_slow_fsync_in_a_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick fsync runs in the event loop (a thread's hand-offs cost more than they save);
+    after one that took longer than INLINE_FSYNC_MAX the next runs in a worker thread, so a
+    slow disk does not stall the loop; once one is quick again, they run in the loop again."""
+    monkeypatch.setattr(durability, "INLINE_FSYNC_MAX", 0.05)  # far above a thread hand-off
+    ops = [{"op": "counters", "processed": 1, "failures": 0, "history": {}}]
+    with Journal.open(tmp_path, fsync="always") as journal:
+        assert list(journal.replay()) == []
+        durable = DurableJournal(journal, "always", 1 << 30)
+        fsync, in_loop, slow = journal.fsync, [], [False]
+
+        def recorded_fsync() -> int:
+            in_loop.append(threading.current_thread() is threading.main_thread())
+            if slow[0]:
+                time.sleep(0.1)  # a slow disk's fsync
+            return fsync()
+
+        monkeypatch.setattr(journal, "fsync", recorded_fsync)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(durable.run_fsync)
+            for sequence, slow[0] in enumerate([False, True, False, False], start=1):
+                durable.append(ops)
+                with trio.fail_after(10):
+                    await durable.durable(sequence)
+            nursery.cancel_scope.cancel()
+    assert in_loop == [True, True, False, True]

@@ -24,6 +24,7 @@ import trio
 import trio.testing
 
 from faktory_py.config import parse_store
+from faktory_py.server import durability
 from faktory_py.server.app import Server
 from faktory_py.tools.client import ReplyError
 from helpers.async_client import AsyncClient, PeerClosed
@@ -54,8 +55,9 @@ async def attached(server: Server, count: int) -> None:
 
 
 def hold_fsync(server: Server, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
-    """Make the journal's fsyncs wait (in their thread) until the second event is set; the
-    first is set when one has started."""
+    """Make the journal's fsyncs wait (in their thread, as a slow disk's) until the second
+    event is set; the first is set when one has started."""
+    monkeypatch.setattr(durability, "INLINE_FSYNC_MAX", 0.0)
     journal = server.durable.journal  # type: ignore[attr-defined]
     entered, release = threading.Event(), threading.Event()
     fsync = journal.fsync
