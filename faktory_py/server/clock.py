@@ -13,15 +13,21 @@ import trio
 
 
 class Clock:
-    """unix time = the wall clock at creation + trio time elapsed since then."""
+    """unix time = the wall clock at creation + trio time elapsed since then.
+
+    Made inside the trio run it serves: it reads that run's clock (trio's own, or a test's
+    MockClock) directly. `now` runs several times per command, and `trio.current_time()`
+    looks the run up each time (0.37 against 0.15 µs).
+    """
 
     def __init__(self, start: float | None = None) -> None:
         """`start`: the unix time it reads now (a test's chosen date), else the host's."""
         self._wall0 = time.time() if start is None else start
-        self._trio0 = trio.current_time()
+        self._read = trio.lowlevel.current_clock().current_time
+        self._trio0 = self._read()
 
     def now(self) -> float:
-        return self._wall0 + (trio.current_time() - self._trio0)
+        return self._wall0 + (self._read() - self._trio0)
 
     def trio_time(self, unix: float) -> float:
         """The trio clock reading at which `now()` will equal `unix`."""
