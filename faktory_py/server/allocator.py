@@ -15,7 +15,6 @@ millisecond with a million jobs queued.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable
 
 import trio
@@ -28,10 +27,16 @@ INTERVAL = 1.0
 
 
 def malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `malloc_trim(pad)`, None where the C library has none."""
+    """glibc's `malloc_trim(pad)`, None where the C library has none.
+
+    Looked up among the symbols the process has loaded already (the C library's among
+    them), not by `ctypes.util.find_library`, which runs `ldconfig` in a child process: a
+    server should not fork at start, and a benchmark taking the server's processes then
+    could count a child that is gone a moment later.
+    """
     try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
-    except (OSError, AttributeError, TypeError):  # no C library found, or not glibc
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
         return None
     trim.argtypes = (ctypes.c_size_t,)
     return trim  # type: ignore[no-any-return]
