@@ -13,9 +13,10 @@ A reply then awaits `synced(sequence)`: under the `always` policy that waits for
 covering it; one fsync releases every reply that queued up behind it (group commit); the
 next starts once as many commits came in after it as it covered, or half its time has
 passed (`_wait_for_cohort`), and covers everything written by then. A quick fsync runs in
-the event loop itself, as Redis's `appendfsync always` does; one that took long the last
-time runs in a worker thread, so that a slow disk does not stall the loop (`INLINE_FSYNC_MAX`). A FETCH's reply waits for no fsync: it acknowledges nothing (`fetch_position`).
-`everysec` fsyncs once a second; `no` leaves it to the OS.
+the event loop itself, as Redis's `appendfsync always` does; one after an fsync that took
+long runs in a worker thread, so that a slow disk does not stall the loop
+(`INLINE_FSYNC_MAX`). A FETCH's reply waits for no fsync: it acknowledges nothing
+(`fetch_position`). `everysec` fsyncs once a second; `no` leaves it to the OS.
 Anything that answers without going through the server's send path (the web UI) awaits
 `durable(sequence)`, which writes first.
 
