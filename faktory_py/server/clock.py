@@ -17,7 +17,7 @@ class Clock:
 
     Made inside the trio run it serves: it reads that run's clock (trio's own, or a test's
     MockClock) directly. `now` runs several times per command, and `trio.current_time()`
-    looks the run up each time (0.37 against 0.15 µs).
+    looks the run up each time (0.37 against 0.21 µs a call).
     """
 
     def __init__(self, start: float | None = None) -> None:
