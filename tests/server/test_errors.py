@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,12 @@ QUEUE_RULE = r"queue names must match \A[a-zA-Z0-9._-]+\z"
 def push_line(**fields: object) -> bytes:
     """`PUSH <job>` for `job(**fields)`, as compact JSON."""
     return push_command(job(**fields))
+
+
+def case_id(line: bytes) -> str:
+    """A case's test id: its line's start, with the random jid left out (pytest-xdist's
+    workers must collect the same ids)."""
+    return re.sub(r'"jid":"[0-9a-f]{24}"', '"jid":…', line.decode())[:50]
 
 
 def still_serves(client: RawClient) -> None:
@@ -148,7 +155,7 @@ EXACT = [
 ]
 
 
-@pytest.mark.parametrize(("line", "reply"), EXACT, ids=[line.decode()[:50] for line, _ in EXACT])
+@pytest.mark.parametrize(("line", "reply"), EXACT, ids=[case_id(line) for line, _ in EXACT])
 def test_exact_error_reply(client: RawClient, line: bytes, reply: bytes) -> None:
     assert exchange(client, line) == reply
     still_serves(client)
@@ -178,7 +185,7 @@ PREFIXED = [
 ]
 
 
-@pytest.mark.parametrize(("line", "prefix"), PREFIXED, ids=[line.decode()[:50] for line, _ in PREFIXED])
+@pytest.mark.parametrize(("line", "prefix"), PREFIXED, ids=[case_id(line) for line, _ in PREFIXED])
 def test_prefixed_error_reply(client: RawClient, line: bytes, prefix: bytes) -> None:
     reply = exchange(client, line)
     assert reply.startswith(prefix), reply
