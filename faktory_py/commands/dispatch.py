@@ -273,6 +273,12 @@ class Dispatcher:
             self._wake_for_the_rest(woken_by)
         return Reply(wire.NULL, self._committed_since(block), False)
 
+    def wake(self, queues: Iterable[str]) -> None:
+        """Wake as many waiting FETCHes of each of `queues` as the jobs FETCHes may take there
+        (the wakes the I/O loop held during its turn, server/waiters.py `hold`)."""
+        for queue in queues:
+            self._wake_for_the_rest(queue)
+
     def _wake_for_the_rest(self, queue: str) -> None:
         """A FETCH woken for `queue` is done with it: wake as many other waiters as the jobs
         FETCHes may still take there."""

@@ -38,11 +38,14 @@ FETCH is answered, in order, until they fill more than a line may take
 (`Connection.backlogged`): then the socket leaves the epoll (*held*: the peer's sends wait
 in the kernel) until the FETCH is answered and the buffered commands ran. An EOF with
 nothing left to answer ends the wait without a job (the peer is gone: a job reserved for
-it would only come back when its reservation expired). A wake only takes note (it runs
-inside the command that enqueued the job); the turn that caused it, or the next one, tries
-the FETCH again (`Dispatcher.retry_fetch`), so a job pushed by a connection in the loop goes
-out in the same batch as the PUSH's `+OK` — unless a FETCH run after the wake took the job:
-then the woken one waits on in its place, first for the next job (`QueueWaiters.rewait`).
+it would only come back when its reservation expired). While a turn runs its commands
+the wakes are held (`QueueWaiters.hold`): a job that a FETCH of the same turn takes wakes no
+one, and the jobs left when the commands ran wake as many parked FETCHes (`Dispatcher.wake`).
+A wake only takes note (it runs inside whatever enqueued the job); the turn that caused it,
+or the next one, tries the FETCH again (`Dispatcher.retry_fetch`), so a job pushed by a
+connection in the loop goes out in the same batch as the PUSH's `+OK` — unless a FETCH run
+after the wake took the job: then the woken one waits on in its place, first for the next
+job (`QueueWaiters.rewait`).
 Its time is kept in a deadline heap on trio's clock (the loop's idle wait ends at the
 earliest: `fetch_timed_out`, `$-1`), and a stop ends every wait with `$-1`. The reply is
 one of the connection's replies like any other: it waits for the journal as they do.
@@ -325,25 +328,30 @@ class IOLoop:
         #: the connections with replies in this batch, in order (a dict: a parked FETCH
         #: answered in `_settle` may belong to a connection served already)
         served: dict[Handback, None] = {}
-        for fd, _events in ready:
-            back = attached.get(fd)
-            if back is None:
-                continue
-            try:
-                data = back.sock.recv(_RECV_CHUNK)
-            except BlockingIOError:
-                continue
-            except OSError as exc:  # the peer is gone
-                self._fail(back, exc)
-                continue
-            try:
-                if back.parked is None:
-                    self._serve(back, data)
-                    served[back] = None
-                else:
-                    self._buffer(back, data)
-            except Exception as exc:  # one connection's failure closes that connection only
-                self._fail(back, exc)
+        waiters = self.waiters
+        waiters.hold()  # a job a FETCH of this turn takes wakes no one (waiters.py)
+        try:
+            for fd, _events in ready:
+                back = attached.get(fd)
+                if back is None:
+                    continue
+                try:
+                    data = back.sock.recv(_RECV_CHUNK)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:  # the peer is gone
+                    self._fail(back, exc)
+                    continue
+                try:
+                    if back.parked is None:
+                        self._serve(back, data)
+                        served[back] = None
+                    else:
+                        self._buffer(back, data)
+                except Exception as exc:  # one connection's failure closes that connection only
+                    self._fail(back, exc)
+        finally:
+            self.dispatcher.wake(waiters.release())
         if self._fired or self._deadlines:
             self._settle(served)
         if not served:

@@ -15,6 +15,11 @@ job whichever path serves its connection; the owner of a parked waiter ends it w
 `claim` (woken: it fetches next) or `unpark` (it will not fetch: a wake it got passes on),
 or keeps it waiting in its place with `rewait` (woken, but the job was gone; a task in `wait`
 does that itself, told by `still_waits`).
+
+The loop runs a whole turn of commands at once, and a FETCH in it often takes the job that a
+PUSH before it would have woken a waiter for. So during its turn it `hold`s the wakes:
+`notify` only notes the queue, and `release` hands the loop the queues to `top_up` for the
+jobs still there once the turn's commands ran — a waiter is woken only for a job left for it.
 """
 
 from __future__ import annotations
@@ -96,6 +101,8 @@ class QueueWaiters:
         #: every waiter asleep in `wait` or parked, whatever its queues (`stop` wakes them all)
         self._asleep: set[_Waiter] = set()
         self._stopped = False
+        #: while held (`hold`): the queues `notify` was told of, in order
+        self._held: dict[str, None] | None = None
 
     def statistics(self) -> WaitersStatistics:
         """How many fetchers wait: lets a test (or an operator) see a FETCH is blocked."""
@@ -103,9 +110,13 @@ class QueueWaiters:
 
     def notify(self, queue: str) -> None:
         """One job arrived in `queue` (or it was resumed, or a throttle slot of it ended):
-        wake its longest waiter (every waiter, for a queue in `wake_all`)."""
-        waiting = self._queues.get(queue)
+        wake its longest waiter (every waiter, for a queue in `wake_all`), or, while wakes
+        are held, note the queue for `release`."""
         everyone = queue in self.wake_all
+        if self._held is not None and not everyone:
+            self._held[queue] = None
+            return
+        waiting = self._queues.get(queue)
         while waiting:
             waiter = waiting.popleft()
             if waiter.woken_by is None and not waiter.gone:
@@ -118,9 +129,26 @@ class QueueWaiters:
             del self._queues[queue]
 
     def top_up(self, queue: str, available: int) -> None:
-        """Wake enough waiters of `queue` for the `available` jobs it holds."""
+        """Wake enough waiters of `queue` for the `available` jobs it holds (while wakes are
+        held, `release` names the queue instead)."""
+        if self._held is not None and queue not in self.wake_all:
+            self._held[queue] = None
+            return
         while self._woken[queue] < available and self._queues.get(queue):
             self.notify(queue)
+
+    def hold(self) -> None:
+        """Note the queues `notify` is told of instead of waking anyone, until `release` (the
+        I/O loop's turn, module doc). A queue in `wake_all` still wakes at once: whether a
+        waiter's worker may take its job is for that waiter to find out."""
+        self._held = {}
+
+    def release(self) -> list[str]:
+        """Stop holding wakes: the queues told of meanwhile that have waiters, which the
+        caller must `top_up` with the jobs FETCHes may take there now."""
+        held, self._held = self._held, None
+        queues = self._queues
+        return [] if not held else [queue for queue in held if queue in queues]
 
     def stop(self) -> None:
         """The server stops: every wait, now and from now on, ends at once with None."""

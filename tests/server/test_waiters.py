@@ -171,6 +171,29 @@ def test_a_woken_fetch_that_found_its_job_gone_keeps_its_place() -> None:
     assert waiters.statistics().fetches_waiting == 0 and not waiters._queues and not waiters._live
 
 
+def test_held_wakes_name_the_queues_to_top_up_and_wake_no_one_meanwhile() -> None:
+    """`hold`/`release` (the I/O loop's turn): a job wakes no one while held; `release`
+    names each queue told of that has waiters, once, in order; a `wake_all` queue (a
+    per-worker throttle's) still wakes every waiter at once."""
+    waiters, fired = QueueWaiters(wake_all={"per-worker"}), []
+    a = waiters.park(["a"], "a", fired.append)
+    b = waiters.park(["b"], "b", fired.append)
+    pw = waiters.park(["per-worker"], "pw", fired.append)
+    waiters.hold()
+    for queue in ("b", "nobody-waits", "a", "b", "per-worker"):
+        waiters.notify(queue)
+    waiters.top_up("a", 5)
+    assert fired == [pw]
+    assert waiters.release() == ["b", "a"]
+    assert fired == [pw]  # the caller tops up: here a FETCH of the turn took "b"'s job
+    waiters.top_up("a", 1)
+    waiters.top_up("b", 0)
+    assert fired == [pw, a]
+    waiters.notify("b")  # no longer held
+    assert fired == [pw, a, b]
+    assert waiters.release() == []
+
+
 async def test_a_task_woken_for_a_job_that_was_gone_keeps_its_place() -> None:
     """`wait(..., still_waits)`: a task woken while its FETCH would only wait again sleeps
     on at the head of the FIFO, and gets the next wake before a task that waited less."""
