@@ -26,6 +26,7 @@ import trio.testing
 from faktory_py.config import parse_store
 from faktory_py.server import durability
 from faktory_py.server.app import Server
+from faktory_py.server.waiters import Parked
 from faktory_py.tools.client import ReplyError
 from helpers.async_client import AsyncClient, PeerClosed
 from helpers.inprocess import inprocess_config, inprocess_server, running_server
@@ -424,9 +425,25 @@ async def test_parked_fetches_get_jobs_in_the_order_they_began_to_wait(tmp_path:
             await worker.aclose()
 
 
-async def test_a_parked_fetch_whose_job_a_later_fetch_took_keeps_its_place(tmp_path: Path) -> None:
-    """A PUSH and a FETCH pipelined in one write: the FETCH takes the job the PUSH woke the
-    oldest parked FETCH for; that one still gets the next job, before a FETCH parked after it."""
+def count_wakes(monkeypatch: pytest.MonkeyPatch) -> list[Parked]:
+    """The parked FETCHes woken from now on, once per wake."""
+    woken: list[Parked] = []
+    fire = Parked.fire
+
+    def counted(parked: Parked) -> None:
+        if not parked.fired:
+            woken.append(parked)
+        fire(parked)
+
+    monkeypatch.setattr(Parked, "fire", counted)
+    return woken
+
+
+async def test_a_job_a_fetch_of_the_same_turn_takes_wakes_no_parked_fetch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PUSH and a FETCH pipelined in one write: the FETCH takes the job, and the oldest
+    parked FETCH is not even woken for it (the turn held the wake, waiters.py `hold`); it
+    gets the next job, before a FETCH parked after it."""
     async with running(tmp_path) as server:
         (oldest, _), (newer, _), (busy, busy_sock) = [await connect(server, wid=f"w{n}") for n in range(3)]
         await attached(server, 3)
@@ -434,15 +451,42 @@ async def test_a_parked_fetch_whose_job_a_later_fetch_took_keeps_its_place(tmp_p
         await parked(server, 1)
         await newer.send("FETCH q")
         await parked(server, 2)
+        woken = count_wakes(monkeypatch)
         first, second = job(queue="q"), job(queue="q")
         busy_sock.send(push_command(first) + b"\r\nFETCH q\r\n")
         assert await busy.reply() == b"OK"
         assert json.loads(await busy.reply())["jid"] == first["jid"]
-        assert server.io_loop.parked == 2
+        assert server.io_loop.parked == 2 and woken == []
         assert await busy.push(second) == b"OK"
         assert json.loads(await oldest.reply())["jid"] == second["jid"]
         assert server.io_loop.parked == 1 == waiting(server)
         for client in (oldest, newer, busy):
+            await client.aclose()
+
+
+async def test_a_parked_fetch_whose_job_a_later_fetch_took_keeps_its_place(tmp_path: Path) -> None:
+    """Two jobs wake the two oldest parked FETCHes; the first one's reply runs a FETCH its
+    peer pipelined behind it, which takes the job the second was woken for. That one waits
+    on in its place (`QueueWaiters.rewait`): the next job is its, not a newer FETCH's."""
+    async with running(tmp_path) as server:
+        (first, first_sock), (second, _), (newest, _), (producer, producer_sock) = [
+            await connect(server, wid=f"w{n}") for n in range(4)]
+        await attached(server, 4)
+        first_sock.send(b"FETCH q\r\nFETCH q\r\n")  # the second waits behind the first
+        await parked(server, 1)
+        await second.send("FETCH q")
+        await parked(server, 2)
+        await newest.send("FETCH q")
+        await parked(server, 3)
+        jobs = [job(queue="q") for _ in range(3)]
+        producer_sock.send(push_command(jobs[0]) + b"\r\n" + push_command(jobs[1]) + b"\r\n")
+        assert [await producer.reply(), await producer.reply()] == [b"OK", b"OK"]
+        assert [json.loads(await first.reply())["jid"] for _ in range(2)] == [jobs[0]["jid"], jobs[1]["jid"]]
+        assert server.io_loop.parked == 2
+        assert await producer.push(jobs[2]) == b"OK"
+        assert json.loads(await second.reply())["jid"] == jobs[2]["jid"]
+        assert server.io_loop.parked == 1 == waiting(server)
+        for client in (first, second, newest, producer):
             await client.aclose()
 
 
