@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, checks the import rules, then
-# runs the whole suite (and, without arguments, the client harnesses again in the other
-# process mode, at the end).
+# runs the whole suite in 3 processes (and, without arguments, the real-client tests again in
+# the other process mode, at the end).
 # This is the README's test command, and exactly what .ci/run calls.
 #
 # Besides our Python dependencies it installs the real Faktory server (built from source with
