@@ -101,7 +101,7 @@ class QueueWaiters:
         #: every waiter asleep in `wait` or parked, whatever its queues (`stop` wakes them all)
         self._asleep: set[_Waiter] = set()
         self._stopped = False
-        #: while held (`hold`): the queues `notify` was told of, in order
+        #: while held (`hold`): the queues `notify` and `top_up` were told of, in order
         self._held: dict[str, None] | None = None
 
     def statistics(self) -> WaitersStatistics:
