@@ -35,7 +35,7 @@ import trio
 class _Waiter:
     """A task asleep in `QueueWaiters.wait`."""
 
-    __slots__ = ("queues", "woken_by", "gone", "event")
+    __slots__ = ("queues", "woken_by", "gone", "dropped", "event")
 
     def __init__(self, queues: Sequence[str]) -> None:
         self.queues = queues
@@ -43,6 +43,9 @@ class _Waiter:
         self.woken_by: str | None = None
         #: its wait is over (its FIFO entries are skipped and compacted away)
         self.gone = False
+        #: the FIFOs of its other queues that a job passed it over in while it was woken:
+        #: it left them then, and `rewait` puts it back at their head
+        self.dropped: list[str] = []
         self.event = trio.Event()
 
     def fire(self) -> None:
@@ -125,6 +128,8 @@ class QueueWaiters:
                 waiter.fire()
                 if not everyone:
                     break
+            elif not waiter.gone:  # woken for another of its queues
+                waiter.dropped.append(queue)
         if waiting is not None and not waiting:
             del self._queues[queue]
 
@@ -192,7 +197,8 @@ class QueueWaiters:
     def rewait(self, waiter: _Waiter) -> bool:
         """A woken FETCH whose job another FETCH took first (one that arrived after the wake,
         before the woken one could try again): it waits on, back at the head of the FIFO it
-        was woken from, so the longest waiting FETCH still gets the next job, as a Redis BRPOP
+        was woken from (and of those of its other queues whose jobs passed it over while it
+        was woken), so the longest waiting FETCH still gets the next job, as a Redis BRPOP
         would (Faktory's FETCH). False when it cannot (the server stops, or its queue wakes
         every waiter): the owner `claim`s it and waits anew instead."""
         queue = waiter.woken_by
@@ -201,7 +207,11 @@ class QueueWaiters:
         self._woken[queue] -= 1
         waiter.woken_by = None
         waiter.rearm()
-        self._queues.setdefault(queue, deque()).appendleft(waiter)
+        fifos = self._queues
+        fifos.setdefault(queue, deque()).appendleft(waiter)
+        for other in waiter.dropped:
+            fifos.setdefault(other, deque()).appendleft(waiter)
+        waiter.dropped.clear()
         return True
 
     def claim(self, waiter: _Waiter) -> str | None:

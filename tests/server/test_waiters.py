@@ -171,6 +171,23 @@ def test_a_woken_fetch_that_found_its_job_gone_keeps_its_place() -> None:
     assert waiters.statistics().fetches_waiting == 0 and not waiters._queues and not waiters._live
 
 
+def test_a_fetch_that_waits_on_keeps_its_place_in_its_other_queues_too() -> None:
+    """A FETCH of two queues, woken for one: a job of the other passes it over (it is
+    awake). Both jobs go to quicker FETCHes; it waits on, and the next job of either queue
+    wakes it (tests/server/test_waiters_model.py found it asleep beside a job)."""
+    waiters, fired = QueueWaiters(), []
+    both = waiters.park(["a", "b"], "both", fired.append)
+    waiters.notify("a")
+    waiters.notify("b")  # passes `both` over: it is awake, woken for "a"
+    assert fired == [both]
+    assert waiters.rewait(both)  # both jobs were taken by FETCHes that came after
+    waiters.notify("b")
+    assert fired == [both, both] and both.woken_by == "b"
+    assert waiters.rewait(both)
+    waiters.notify("a")
+    assert fired == [both, both, both] and both.woken_by == "a"
+
+
 def test_held_wakes_name_the_queues_to_top_up_and_wake_no_one_meanwhile() -> None:
     """`hold`/`release` (the I/O loop's turn): a job wakes no one while held; `release`
     names each queue told of that has waiters, once, in order; a `wake_all` queue (a
