@@ -24,6 +24,7 @@ jobs still there once the turn's commands ran — a waiter is woken only for a j
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import trio
 class _Waiter:
     """A task asleep in `QueueWaiters.wait`."""
 
-    __slots__ = ("queues", "woken_by", "gone", "dropped", "event")
+    __slots__ = ("queues", "woken_by", "gone", "dropped", "since", "event")
 
     def __init__(self, queues: Sequence[str]) -> None:
         self.queues = queues
@@ -44,8 +45,10 @@ class _Waiter:
         #: its wait is over (its FIFO entries are skipped and compacted away)
         self.gone = False
         #: the FIFOs of its other queues that a job passed it over in while it was woken:
-        #: it left them then, and `rewait` puts it back at their head
+        #: it left them then, and `rewait` puts it back in its place
         self.dropped: list[str] = []
+        #: when it began to wait, as a count (`QueueWaiters._enter`): its place in every FIFO
+        self.since = 0
         self.event = trio.Event()
 
     def fire(self) -> None:
@@ -104,6 +107,7 @@ class QueueWaiters:
         #: every waiter asleep in `wait` or parked, whatever its queues (`stop` wakes them all)
         self._asleep: set[_Waiter] = set()
         self._stopped = False
+        self._entered = itertools.count()
         #: while held (`hold`): the queues `notify` and `top_up` were told of, in order
         self._held: dict[str, None] | None = None
 
@@ -196,23 +200,30 @@ class QueueWaiters:
 
     def rewait(self, waiter: _Waiter) -> bool:
         """A woken FETCH whose job another FETCH took first (one that arrived after the wake,
-        before the woken one could try again): it waits on, back at the head of the FIFO it
-        was woken from (and of those of its other queues whose jobs passed it over while it
-        was woken), so the longest waiting FETCH still gets the next job, as a Redis BRPOP
-        would (Faktory's FETCH). False when it cannot (the server stops, or its queue wakes
-        every waiter): the owner `claim`s it and waits anew instead."""
+        before the woken one could try again): it waits on in its place, in the FIFO it was
+        woken from (and in those of its other queues whose jobs passed it over while it was
+        woken), before every FETCH that began to wait after it. So the longest waiting FETCH
+        still gets the next job, as a Redis BRPOP would (Faktory's FETCH). False when it
+        cannot (the server stops, or its queue wakes every waiter): the owner `claim`s it
+        and waits anew instead."""
         queue = waiter.woken_by
         if self._stopped or waiter.gone or queue is None or queue in self.wake_all:
             return False
         self._woken[queue] -= 1
         waiter.woken_by = None
         waiter.rearm()
-        fifos = self._queues
-        fifos.setdefault(queue, deque()).appendleft(waiter)
+        self._put_back(queue, waiter)
         for other in waiter.dropped:
-            fifos.setdefault(other, deque()).appendleft(waiter)
+            self._put_back(other, waiter)
         waiter.dropped.clear()
         return True
+
+    def _put_back(self, queue: str, waiter: _Waiter) -> None:
+        """Back into the FIFO of `queue`, before every waiter that began to wait after it
+        (near the head: it was at the head when it was woken or passed over)."""
+        fifo = self._queues.setdefault(queue, deque())
+        since = waiter.since
+        fifo.insert(next((at for at, other in enumerate(fifo) if other.since > since), len(fifo)), waiter)
 
     def claim(self, waiter: _Waiter) -> str | None:
         """End a woken wait: the queue that woke it (the caller must fetch and `top_up`
@@ -234,6 +245,7 @@ class QueueWaiters:
             self.notify(waiter.woken_by)
 
     def _enter(self, waiter: _Waiter) -> None:
+        waiter.since = next(self._entered)
         live = self._live
         for queue in waiter.queues:
             self._queues.setdefault(queue, deque()).append(waiter)

@@ -188,6 +188,24 @@ def test_a_fetch_that_waits_on_keeps_its_place_in_its_other_queues_too() -> None
     assert fired == [both, both, both] and both.woken_by == "a"
 
 
+def test_fetches_that_wait_on_keep_the_order_they_began_to_wait_in() -> None:
+    """Two jobs wake the two oldest FETCHes; quicker FETCHes take both jobs; the woken ones
+    wait on, whichever is tried first, in the order they began to wait: the next job goes
+    to the oldest."""
+    for first_tried in (0, 1):
+        waiters, fired = QueueWaiters(), []
+        oldest, older, newest = (waiters.park(["q"], name, fired.append) for name in ("oldest", "older", "newest"))
+        waiters.top_up("q", 2)
+        assert fired == [oldest, older]
+        woken = [oldest, older]
+        for parked in (woken[first_tried], woken[1 - first_tried]):
+            assert waiters.rewait(parked)
+        waiters.notify("q")
+        assert fired[2:] == [oldest]
+        waiters.notify("q")
+        assert fired[3:] == [older]
+
+
 def test_held_wakes_name_the_queues_to_top_up_and_wake_no_one_meanwhile() -> None:
     """`hold`/`release` (the I/O loop's turn): a job wakes no one while held; `release`
     names each queue told of that has waiters, once, in order; a `wake_all` queue (a

@@ -7,10 +7,13 @@ FETCHes again as the loop does (take a job of its queues in order, else `rewait`
 `top_up` the queue that woke it, as `Dispatcher.retry_fetch` does), ends waits (`unpark`:
 time up, peer gone) and runs turns that hold the wakes (`hold` … `release`, then `top_up`).
 The jobs are counted here; after every step each queue's jobs are at most the FETCHes woken
-for it, or no FETCH waiting on it sleeps.
+for it, or no FETCH waiting on it sleeps; and every wake goes to the FETCHes that have waited
+longest.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -34,7 +37,16 @@ class WaitersMachine(RuleBasedStateMachine):
         self.live.append(self.waiters.park(queues, None, lambda parked: None))
 
     def _top_up(self, queue: str) -> None:
-        self.waiters.top_up(queue, self.jobs[queue])
+        self._wakes_in_order(queue, lambda: self.waiters.top_up(queue, self.jobs[queue]))
+
+    def _wakes_in_order(self, queue: str, wake: Callable[[], None]) -> None:
+        """Run `wake`: the FETCHes it wakes for `queue` must be the ones asleep on it that
+        have waited longest (`live` is in the order they began to wait; one that waits on in
+        its place keeps it)."""
+        asleep = [p for p in self.live if p.woken_by is None and queue in p.queues]
+        wake()
+        woken = [p for p in asleep if p.woken_by is not None]
+        assert woken == asleep[:len(woken)], f"a FETCH on {queue!r} was woken before one that waited longer"
 
     @rule(queues=CHOICES)
     def fetch(self, queues: tuple[str, ...]) -> None:
@@ -48,7 +60,7 @@ class WaitersMachine(RuleBasedStateMachine):
     @rule(queue=st.sampled_from(QUEUES))
     def push(self, queue: str) -> None:
         self.jobs[queue] += 1
-        self.waiters.notify(queue)
+        self._wakes_in_order(queue, lambda: self.waiters.notify(queue))
 
     @precondition(lambda self: any(p.woken_by is not None for p in self.live))
     @rule(data=st.data())
