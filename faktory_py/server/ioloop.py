@@ -459,10 +459,11 @@ class IOLoop:
                         self._fail(back, exc)
 
     def _retry(self, back: Handback, served: dict[Handback, None]) -> None:
-        """A parked FETCH was woken: its job, or it waits on — in its place, at the head of
-        its FIFO, when nothing is left that it could take (another FETCH was quicker, a
-        throttle holds the job back), else parked anew (its worker went quiet, a per-worker
-        throttle's queue) — or `$-1` if the server stops."""
+        """A parked FETCH was woken: its job, or it waits on — in its place in its FIFOs,
+        ahead of every FETCH that began to wait after it, when nothing is left that it could
+        take (another FETCH was quicker, a throttle holds the job back), else parked anew
+        (its worker went quiet, a per-worker throttle's queue) — or `$-1` if the server
+        stops."""
         assert back.parked is not None and back.fetch is not None
         waiters, dispatcher = self.waiters, self.dispatcher
         if dispatcher.waits_on(back.session, back.fetch) and waiters.rewait(back.parked):
