@@ -21,6 +21,8 @@ from faktory_py.tools.loadgen.pool import cpu_seconds
 from faktory_py.tools.loadgen.stats import latency_summary
 from faktory_py.tools.loadgen.workloads import Sizes
 
+from .machine import pinned_to
+
 SOURCE = Path(__file__).resolve().parent / "clients" / "fleet"
 NAME = "bench-fleet"
 #: workload → the program's mode
@@ -38,9 +40,11 @@ def cached() -> tuple[Path | None, str]:
     return gobuild.build(SOURCE, NAME, cached_only=True)
 
 
-def run(binary: Path, workload: str, url: str, sizes: Sizes, pids: list[int] | None = None) -> dict[str, Any]:
-    """One R2/R3 run against the server at `url`; the program's figures plus the server's
-    CPU seconds meanwhile (whole run: fill, start-up, load)."""
+def run(binary: Path, workload: str, url: str, sizes: Sizes, pids: list[int] | None = None,
+        cpu: int | None = None) -> dict[str, Any]:
+    """One R2/R3 run against the server at `url` (the program and its workers on CPU `cpu`
+    only, if given); the program's figures plus the server's CPU seconds meanwhile (whole run:
+    fill, start-up, load)."""
     mode = MODES[workload]
     jobs = {"drain": sizes.fleet_drain_jobs, "produce": sizes.fleet_jobs, "latency": sizes.fleet_latency_jobs}[mode]
     command = [str(binary), mode, "-workers", str(sizes.fleet_workers), "-concurrency", str(sizes.fleet_concurrency),
@@ -51,7 +55,8 @@ def run(binary: Path, workload: str, url: str, sizes: Sizes, pids: list[int] | N
     cpu_before = cpu_seconds(pids) if pids else None
     try:
         # The program's own -timeout stops the load; this one also covers the workers' shutdown.
-        out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=sizes.timeout + 60)
+        out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=sizes.timeout + 60,
+                             preexec_fn=pinned_to(cpu))
     except subprocess.TimeoutExpired:
         return {"jobs": jobs, "failure": f"timed out after {sizes.timeout + 60:.0f}s"}
     cpu_after = cpu_seconds(pids) if pids else None

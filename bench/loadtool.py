@@ -20,6 +20,7 @@ from typing import Any
 from faktory_py.tools import gobuild
 from faktory_py.tools.loadgen.pool import cpu_seconds
 
+from .machine import pinned_to
 from .servers import FAKTORY_VERSION, cache_dir
 
 MODULE = "github.com/contribsys/faktory"
@@ -58,8 +59,10 @@ def build(log=print) -> Path | None:  # type: ignore[no-untyped-def]
     return binary
 
 
-def run(binary: Path, url: str, jobs: int, threads: int, timeout: float, pids: list[int] | None = None) -> dict[str, Any]:
-    """Run `load JOBS THREADS` against `url`; its own rate (jobs/s) and anything else it printed.
+def run(binary: Path, url: str, jobs: int, threads: int, timeout: float, pids: list[int] | None = None,
+        cpu: int | None = None) -> dict[str, Any]:
+    """Run `load JOBS THREADS` against `url` (on CPU `cpu` only, if given); its own rate (jobs/s)
+    and anything else it printed.
 
     Given the server's `pids` (Faktory: with its Redis), also the CPU seconds they used while
     the tool ran, and per 1,000 jobs (R4): each job is one PUSH, one FETCH and one ACK, by
@@ -71,7 +74,7 @@ def run(binary: Path, url: str, jobs: int, threads: int, timeout: float, pids: l
     cpu_before = cpu_seconds(pids) if pids else None
     try:
         out = subprocess.run([str(binary), str(jobs), str(threads)], env=env, capture_output=True, text=True,
-                             timeout=timeout)
+                             timeout=timeout, preexec_fn=pinned_to(cpu))
     except subprocess.TimeoutExpired:
         return {"jobs": jobs, "threads": threads, "failure": f"timed out after {timeout}s"}
     cpu_after = cpu_seconds(pids) if pids else None

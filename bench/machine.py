@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,18 @@ def own_cpu_seconds() -> float:
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
     return total
+
+
+def load_cpu() -> int | None:
+    """The CPU the pinned rows keep the load generator on: the last this process may use; None
+    with fewer than two (nothing would be left to the servers alone)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[-1] if len(cpus) > 1 else None
+
+
+def pinned_to(cpu: int | None) -> Callable[[], None] | None:
+    """A `preexec_fn` that keeps a load generator (and the processes it starts, which inherit
+    the mask) on `cpu`; None leaves it free on every CPU."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})

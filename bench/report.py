@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,22 @@ def fleet_metrics(data: dict[str, Any]) -> list[Metric]:
     ]
 
 
+def pinned(workload: str) -> str:
+    """The workload a run with the load generator pinned to one CPU is recorded under."""
+    return f"{workload}_pinned"
+
+
+def pinned_metrics(data: dict[str, Any]) -> list[Metric]:
+    """R1's jobs/s and R2 again, with the load generator pinned to CPU `load_cpu` and the
+    servers free on every CPU (bench/run.py `PINNED`)."""
+    cpu = data.get("load_cpu")
+    if cpu is None:
+        return []
+    again = [m for m in (*tool_metrics(data), *fleet_metrics(data)) if m.key == "jobs_per_s"]
+    return [replace(m, workload=pinned(m.workload), label=f"{m.label}, load generator on CPU {cpu} only")
+            for m in again]
+
+
 def fleet_summary(workload: str, result: dict[str, Any]) -> str:
     """One log line's worth of an R2/R3 run."""
     if "error" in result or "failure" in result:
@@ -98,6 +114,7 @@ def metrics(data: dict[str, Any]) -> list[Metric]:
     out = [
         *r1,
         *fleet_metrics(data),
+        *pinned_metrics(data),
         *(m for m in tools if m not in r1),
         Metric("a_load", "jobs_per_s", "(a) Faktory load shape, pipelined", "jobs/s", "higher", 1.5),
         Metric("b_push", "jobs_per_s", "(b) PUSH only, pipelined", "jobs/s", "higher", 1.5),
@@ -264,6 +281,12 @@ def markdown(data: dict[str, Any]) -> str:
         "(jobs/s from the first PUSH to the last job run); R3 the time from PUSH to the job's start with "
         "the fleet waiting, one job pushed at a fixed rate carrying its push time. "
         + (f"**{data['fleet']['skipped']}.** " if data.get("fleet", {}).get("skipped") else "")
+        + ("Rows ending “load generator on CPU N only” run R1 or R2 again against faktory_py (everysec) "
+           "and Faktory with the load generator's processes kept on that CPU (`sched_setaffinity`), the "
+           "servers still free to run on every CPU, as they would be with workers on other machines: "
+           "sharing both CPUs, the load generator also runs on the CPU the server is on, and takes it "
+           "from a server that serves from one process. "
+           if data.get("load_cpu") is not None else "")
         + "The rows marked pipelined come from our own load generator, which sends up to 100 commands "
         "per write; real clients do not.",
         "",

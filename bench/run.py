@@ -15,6 +15,10 @@ draining a filled queue, running what a Go producer pushes, and push → start l
 `faktory_py-redis` (issue 16) is faktory_py with its op log in a Redis the harness starts; it
 runs R1/R4 and R3. `faktory_py-io1` and `faktory_py-io2` (issue 15) are faktory_py with one and
 two connection processes (`--io-processes`); they run R1/R4 (smoke: `faktory_py-io2` only).
+R1 and R2 run once more against faktory_py (everysec) and Faktory with the load generator
+pinned to one CPU (`PINNED`, report.pinned), the servers still free on every CPU: on two cores
+the load generator's processes otherwise run on the server's core as often as on the other, and
+take it from a server that serves from one process (bench/README.md, "Placement").
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from faktory_py.tools.loadgen.pool import raise_fd_limit
 from faktory_py.tools.loadgen.workloads import LOAD_QUEUES, PRESETS, Bench, Sizes, save_json, summary
 
 from . import fleet, loadtool, report
-from .machine import busy_cpu_seconds, describe, load_average, own_cpu_seconds
+from .machine import busy_cpu_seconds, describe, load_average, load_cpu, own_cpu_seconds
 from .servers import FAKTORY_VERSION, Echo, FaktoryPy, FaktoryPyRedis, RealFaktory, Server, find_faktory
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +51,8 @@ THROTTLED = "j_throttled"
 LOAD_TOOL = "r1_load_tool"
 FLEET = tuple(fleet.MODES)  # R2 (i) and (ii), R3
 ALL = (LOAD_TOOL, *FLEET, *THROUGHPUT, "g_memory", "h_restart", "i_ceiling", THROTTLED)
+#: the workloads that run again with the load generator pinned to one CPU (faktory_py and Faktory)
+PINNED = (LOAD_TOOL, "r2_drain", "r2_produce")
 
 
 def throttle_toml(sizes: Sizes) -> tuple[str, int, str]:
@@ -85,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default all that can run; smoke: the same but faktory_py-io1, faktory only when FAKTORY_BIN is "
                    "set, and faktory_py-always in R1 only)")
     p.add_argument("--no-load-tool", action="store_true", help="skip Faktory's own load test (R1, R4)")
+    p.add_argument("--no-pinned", action="store_true",
+                   help="skip R1 and R2 with the load generator pinned to one CPU (run by default on 2+ CPUs)")
     p.add_argument("--load-threads", help="comma-separated thread counts for R1 (default 10,50,200; smoke 2,8)")
     p.add_argument("--out", type=Path, default=HERE, help="where results.json, RESULTS.md, results.png go "
                    "(default bench/)")
@@ -156,6 +164,8 @@ class Runner:
             else:
                 raise SystemExit(f"unknown server {name!r}")
         self.faktory_name = faktory_name if any(v.name == faktory_name for v in self.variants) else None
+        #: where the pinned runs keep the load generator (None: no pinned runs)
+        self.load_cpu = None if args.no_pinned else load_cpu()
         self.workdir = Path(tempfile.mkdtemp(prefix="faktory-bench-", dir=args.workdir))
         self.out: Path = args.out
         self.runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -194,6 +204,14 @@ class Runner:
             self.log(f"  ERROR {text}")
             traceback.print_exc(file=sys.stderr)
             return {"error": str(exc)[:500]}
+
+    def placements(self, order: list[Variant], workload: str) -> list[tuple[Variant, int | None]]:
+        """Who runs `workload` in this repetition, and with the load generator on which CPU:
+        every variant that runs it, free (None); then faktory_py and Faktory pinned (`PINNED`)."""
+        runs: list[tuple[Variant, int | None]] = [(v, None) for v in order if workload in v.workloads]
+        if self.load_cpu is not None and workload in PINNED:
+            runs += [(v, self.load_cpu) for v, _ in runs if v.name in (report.OURS, self.faktory_name)]
+        return runs
 
     def bench(self, server: Server, sizes: Sizes | None = None) -> Bench:
         return Bench(server.target, sizes or self.sizes, log=self.log, pids=server.pids())
@@ -313,15 +331,15 @@ class Runner:
         for workload in FLEET:
             if workload not in self.workloads:
                 continue
-            for variant in order:
-                if workload not in variant.workloads:
-                    continue
-                result = self.attempt(f"{tag} {workload} {variant.name}", lambda: self.with_server(
-                    variant, lambda s: fleet.run(binary, workload, s.url, self.sizes, s.pids())))
+            for variant, cpu in self.placements(order, workload):
+                label = f"{workload if cpu is None else report.pinned(workload)} {variant.name}"
+                result = self.attempt(f"{tag} {label}", lambda: self.with_server(
+                    variant, lambda s: fleet.run(binary, workload, s.url, self.sizes, s.pids(), cpu)))
                 if "failure" in result:
-                    self.errors.append(f"{tag} {workload} {variant.name}: {result['failure'][:300]}")
-                self.record(workload, variant.name, rep, result)
-                self.log(f"{tag} {workload:10} {variant.name:17} " + report.fleet_summary(workload, result))
+                    self.errors.append(f"{tag} {label}: {result['failure'][:300]}")
+                self.record(workload if cpu is None else report.pinned(workload), variant.name, rep, result)
+                self.log(f"{tag} {workload:10} {variant.name:17} " + report.fleet_summary(workload, result)
+                         + ("" if cpu is None else f" [load generator on CPU {cpu}]"))
 
     def load_tool(self, rep: int, order: list[Variant], tag: str) -> None:
         """R1 and R4: Faktory's load tool at each thread count against each server, with the
@@ -335,18 +353,19 @@ class Runner:
                 if smoke else "Faktory's load tool could not be built (see the log)"
             return
         for threads in self.sizes.tool_threads:
-            for variant in order:
-                if LOAD_TOOL not in variant.workloads:
-                    continue
-                result = self.attempt(f"{tag} load tool {threads} {variant.name}", lambda: self.with_server(
+            workload = report.tool_workload(threads)
+            for variant, cpu in self.placements(order, LOAD_TOOL):
+                label = f"load tool {threads} {variant.name}" + ("" if cpu is None else f" on CPU {cpu}")
+                result = self.attempt(f"{tag} {label}", lambda: self.with_server(
                     variant, lambda s: loadtool.run(binary, s.url, self.sizes.load_jobs, threads,
-                                                    self.sizes.timeout, s.pids())))
+                                                    self.sizes.timeout, s.pids(), cpu)))
                 if "failure" in result:
-                    self.errors.append(f"{tag} load tool {threads} {variant.name}: {result['failure'][:300]}")
-                self.record(report.tool_workload(threads), variant.name, rep, result)
+                    self.errors.append(f"{tag} {label}: {result['failure'][:300]}")
+                self.record(workload if cpu is None else report.pinned(workload), variant.name, rep, result)
                 self.log(f"{tag} load tool {threads:>3} threads {variant.name:17} "
                          + (f"{result['jobs_per_s']:,.0f} jobs/s, {result.get('cpu_s_per_1000', math.nan):.3f} "
-                            "server CPU s per 1,000 jobs" if "jobs_per_s" in result else str(result)))
+                            "server CPU s per 1,000 jobs" if "jobs_per_s" in result else str(result))
+                         + ("" if cpu is None else f" [load tool on CPU {cpu}]"))
 
     # --- output ------------------------------------------------------------------------------
 
@@ -371,6 +390,7 @@ class Runner:
             "busy": report.busy_warning(machine),
             "faktory_version": FAKTORY_VERSION,
             "faktory_name": self.faktory_name,
+            "load_cpu": self.load_cpu,
             "servers": {v.name: {"workloads": list(v.workloads)} for v in self.variants},
             "workloads": self.workloads,
             "skipped": self.skipped,

@@ -8,7 +8,8 @@ started. Faktory's load tool (R1/R4) runs in the smoke only when its binary is a
 first, so its rows always run when Go is installed (under CI, Go must be); the Redis backend's
 rows (`faktory_py-redis`, R1/R4 and R3) whenever redis-server is installed (under CI, it must
 be), `faktory_py-always` beside `faktory_py` in R1 for issue 15's ratio, and `faktory_py-io2`
-(two connection processes) in R1 for its table. The full benchmark
+(two connection processes) in R1 for its table; on two CPUs or more, R1 and R2 again with the
+load generator pinned to one of them. The full benchmark
 is never run here (bench/README.md).
 """
 
@@ -109,6 +110,14 @@ def _check_fleet(data: dict, markdown: str) -> None:
         for name in ("r2_drain.jobs_per_s", "r2_produce.jobs_per_s", "r3_latency.p99_ms"):
             assert _number(data["ratios"][name]["value"]), name
     assert "| R2 worker fleet (" in markdown and "| R3 push → start p99, " in markdown
+    if data["load_cpu"] is not None:  # R2 again with the fleet on one CPU
+        for workload, jobs in (("r2_drain", sizes["fleet_drain_jobs"]), ("r2_produce", sizes["fleet_jobs"])):
+            (run,) = data["runs"][f"{workload}_pinned"]["faktory_py"]
+            assert run["jobs"] == jobs and run["left_in_queue"] == 0 and run["failures"] == 0, run
+            if data["faktory_name"]:
+                assert _number(data["ratios"][f"{workload}_pinned.jobs_per_s"]["value"]), workload
+        assert f"with {sizes['fleet_producers']} Go producers, load generator on CPU {data['load_cpu']} only |" \
+            in markdown
 
 
 def _check_redis(data: dict, markdown: str, tool: bool, fleet_built: bool) -> None:
@@ -140,6 +149,12 @@ def _check_load_tool(data: dict, markdown: str) -> None:
             assert _number(data["ratios"][f"r1_t{t}.jobs_per_s"]["value"])
             assert _number(data["ratios"][f"r1_t{t}.cpu_s_per_1000"]["value"])
     assert f"R1 at {max(threads)} threads against {min(threads)} " in markdown
+    if data["load_cpu"] is not None:  # R1 again with the load tool on one CPU
+        for t in threads:
+            (run,) = data["runs"][f"r1_t{t}_pinned"]["faktory_py"]
+            assert run["pops"] == run["pushes"] >= data["sizes"]["load_jobs"], run
+            if data["faktory_name"]:
+                assert _number(data["ratios"][f"r1_t{t}_pinned.jobs_per_s"]["value"])
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert table[1].startswith(f"| R1 Faktory's load tool, {threads[0]} threads |"), table[:3]
     # fsync always beside everysec in R1, with issue 15's target (at least half)
