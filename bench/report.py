@@ -282,10 +282,9 @@ def markdown(data: dict[str, Any]) -> str:
         "the fleet waiting, one job pushed at a fixed rate carrying its push time. "
         + (f"**{data['fleet']['skipped']}.** " if data.get("fleet", {}).get("skipped") else "")
         + ("Rows ending “load generator on CPU N only” run R1 or R2 again against faktory_py (everysec) "
-           "and Faktory with the load generator's processes kept on that CPU (`sched_setaffinity`), the "
-           "servers still free to run on every CPU, as they would be with workers on other machines: "
-           "sharing both CPUs, the load generator also runs on the CPU the server is on, and takes it "
-           "from a server that serves from one process. "
+           "and Faktory with the load generator's processes kept on that CPU (`sched_setaffinity`) and "
+           "the servers still free to run on every CPU: the load generator then competes with the "
+           "server for one CPU only, nearer to workers on machines of their own. "
            if data.get("load_cpu") is not None else "")
         + "The rows marked pipelined come from our own load generator, which sends up to 100 commands "
         "per write; real clients do not.",

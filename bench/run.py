@@ -16,9 +16,9 @@ draining a filled queue, running what a Go producer pushes, and push → start l
 runs R1/R4 and R3. `faktory_py-io1` and `faktory_py-io2` (issue 15) are faktory_py with one and
 two connection processes (`--io-processes`); they run R1/R4 (smoke: `faktory_py-io2` only).
 R1 and R2 run once more against faktory_py (everysec) and Faktory with the load generator
-pinned to one CPU (`PINNED`, report.pinned), the servers still free on every CPU: on two cores
-the load generator's processes otherwise run on the server's core as often as on the other, and
-take it from a server that serves from one process (bench/README.md, "Placement").
+pinned to one CPU (`PINNED`, report.pinned), the servers still free on every CPU: left free on
+two cores, the load generator's threads also run on the CPU a server is on, and preempt it
+(bench/README.md, "Placement").
 """
 
 from __future__ import annotations
