@@ -75,9 +75,10 @@ def fleet_metrics(data: dict[str, Any]) -> list[Metric]:
     ]
 
 
-def pinned(workload: str) -> str:
-    """The workload a run with the load generator pinned to one CPU is recorded under."""
-    return f"{workload}_pinned"
+def placed(workload: str, cpu: int | None) -> str:
+    """The workload a run is recorded under: `workload` itself with the load generator free,
+    its pinned twin with the load generator kept on CPU `cpu`."""
+    return workload if cpu is None else f"{workload}_pinned"
 
 
 def pinned_metrics(data: dict[str, Any]) -> list[Metric]:
@@ -87,7 +88,7 @@ def pinned_metrics(data: dict[str, Any]) -> list[Metric]:
     if cpu is None:
         return []
     again = [m for m in (*tool_metrics(data), *fleet_metrics(data)) if m.key == "jobs_per_s"]
-    return [replace(m, workload=pinned(m.workload), label=f"{m.label}, load generator on CPU {cpu} only")
+    return [replace(m, workload=placed(m.workload, cpu), label=f"{m.label}, load generator on CPU {cpu} only")
             for m in again]
 
 

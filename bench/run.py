@@ -16,7 +16,7 @@ draining a filled queue, running what a Go producer pushes, and push → start l
 runs R1/R4 and R3. `faktory_py-io1` and `faktory_py-io2` (issue 15) are faktory_py with one and
 two connection processes (`--io-processes`); they run R1/R4 (smoke: `faktory_py-io2` only).
 R1 and R2 run once more against faktory_py (everysec) and Faktory with the load generator
-pinned to one CPU (`PINNED`, report.pinned), the servers still free on every CPU: left free on
+pinned to one CPU (`PINNED`, report.placed), the servers still free on every CPU: left free on
 two cores, the load generator's threads also run on the CPU a server is on, and preempt it
 (bench/README.md, "Placement").
 """
@@ -332,12 +332,13 @@ class Runner:
             if workload not in self.workloads:
                 continue
             for variant, cpu in self.placements(order, workload):
-                label = f"{workload if cpu is None else report.pinned(workload)} {variant.name}"
+                recorded = report.placed(workload, cpu)
+                label = f"{recorded} {variant.name}"
                 result = self.attempt(f"{tag} {label}", lambda: self.with_server(
                     variant, lambda s: fleet.run(binary, workload, s.url, self.sizes, s.pids(), cpu)))
                 if "failure" in result:
                     self.errors.append(f"{tag} {label}: {result['failure'][:300]}")
-                self.record(workload if cpu is None else report.pinned(workload), variant.name, rep, result)
+                self.record(recorded, variant.name, rep, result)
                 self.log(f"{tag} {workload:10} {variant.name:17} " + report.fleet_summary(workload, result)
                          + ("" if cpu is None else f" [load generator on CPU {cpu}]"))
 
@@ -361,7 +362,7 @@ class Runner:
                                                     self.sizes.timeout, s.pids(), cpu)))
                 if "failure" in result:
                     self.errors.append(f"{tag} {label}: {result['failure'][:300]}")
-                self.record(workload if cpu is None else report.pinned(workload), variant.name, rep, result)
+                self.record(report.placed(workload, cpu), variant.name, rep, result)
                 self.log(f"{tag} load tool {threads:>3} threads {variant.name:17} "
                          + (f"{result['jobs_per_s']:,.0f} jobs/s, {result.get('cpu_s_per_1000', math.nan):.3f} "
                             "server CPU s per 1,000 jobs" if "jobs_per_s" in result else str(result))
