@@ -16,7 +16,14 @@ on that epoll's fd. Each turn it
 
 Turns follow each other without yielding to trio for up to `_YIELD_EVERY` (a millisecond):
 with few connections a turn is small, and a yield per turn (trio's scheduler and its own
-epoll poll) cost more than the turn's own syscalls.
+epoll poll) cost more than the turn's own syscalls. When a turn finds nothing ready, the
+loop polls again for a while before it sleeps (*spins*, `spin_deadline`): clients that wait
+for every reply send their next command a few dozen µs after it, and a sleep through trio
+(its scheduler, re-arming its epoll, the wake-up) cost more CPU per job than the polls that
+catch the command — R1 at 10 threads went from 5.3–6.4k to 7.0–7.4k jobs/s with it, at
+less server CPU per job. A spin lasts at most twice as long as the turn before it took, so
+its CPU stays below twice the work's (an idle server does not spin at all), and never past
+`_YIELD_EVERY` since the last yield.
 
 Otherwise (`fsync always`, an op log in Redis that appends in a task of its own) the batch
 queues for the *sender*, a second task that awaits the durability of each queued batch in
@@ -100,6 +107,8 @@ _RECV_CHUNK = 65536
 #: is a run of trio's scheduler and a poll of its epoll, which with few connections (small
 #: turns) cost more per job than the turn's own poll; other tasks wait at most this long
 _YIELD_EVERY = 0.001
+#: how long the loop may spin, at most, as a multiple of the turn before it (module doc)
+_SPIN_PER_TURN = 2.0
 
 
 class Step(enum.Enum):
@@ -157,6 +166,25 @@ def stdlib_socket(stream: trio.abc.Stream) -> socket.socket | None:
         return None
     sock = getattr(stream.socket, "_sock", None)  # trio's socket wraps a stdlib one
     return sock if isinstance(sock, socket.socket) else None
+
+
+def spin_deadline(began: float, ended: float, yielded: float) -> float:
+    """Until when the loop may poll for more after a turn from `began` to `ended` (monotonic
+    seconds; 0: not at all) when nothing is ready: `_SPIN_PER_TURN` times the turn, and not
+    past `_YIELD_EVERY` since the loop last yielded at `yielded` (module doc)."""
+    until = min(ended + _SPIN_PER_TURN * (ended - began), yielded + _YIELD_EVERY)
+    return until if until > ended else 0.0
+
+
+def spin(epoll: select.epoll, until: float) -> list[tuple[int, int]]:
+    """Poll `epoll` without blocking until something is ready or `until` (monotonic) passes:
+    what is ready, or [] (module doc)."""
+    monotonic = time.monotonic
+    while monotonic() < until:
+        ready = epoll.poll(0)
+        if ready:
+            return ready
+    return []
 
 
 class IOLoop:
@@ -280,18 +308,26 @@ class IOLoop:
                 nursery.start_soon(self._send_when_durable)
                 monotonic = time.monotonic
                 yielded = monotonic()
+                spin_until = 0.0  # no turn yet: nothing to spin for
                 while True:
                     ready = epoll.poll(0)
+                    if not ready and not fired and spin_until:
+                        ready = spin(epoll, spin_until)
                     if ready or fired or deadlines and deadlines[0][0] <= trio.current_time():
+                        began = monotonic()
                         self._turn(ready)
+                        ended = monotonic()
                         # The next turn at once while `_YIELD_EVERY` has not passed (its poll
-                        # finds the sockets ready by then, or the loop waits, yielding); then
-                        # a yield, not a wait: under load the next sockets are ready by now,
-                        # and trio's own epoll need not re-arm the loop's fd every turn.
-                        if monotonic() - yielded >= _YIELD_EVERY:
+                        # finds the sockets ready by then, or the loop spins, then waits,
+                        # yielding); then a yield, not a wait: under load the next sockets
+                        # are ready by now, and trio's own epoll need not re-arm the loop's
+                        # fd every turn.
+                        if ended - yielded >= _YIELD_EVERY:
                             await trio.lowlevel.checkpoint()
                             yielded = monotonic()
+                        spin_until = spin_deadline(began, ended, yielded)
                     else:
+                        spin_until = 0.0
                         with trio.move_on_at(deadlines[0][0] if deadlines else math.inf) as self._sleep:
                             await trio.lowlevel.wait_readable(epoll.fileno())
                         self._sleep = None
