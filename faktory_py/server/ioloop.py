@@ -23,7 +23,9 @@ for every reply send their next command a few dozen µs after it, and a sleep th
 catch the command — R1 at 10 threads went from 5.3–6.4k to 7.0–7.4k jobs/s with it, at
 less server CPU per job. A spin lasts at most twice as long as the turn before it took, so
 its CPU stays below twice the work's (an idle server does not spin at all), and never past
-`_YIELD_EVERY` since the last yield.
+`_YIELD_EVERY` since the last yield. Nor does the loop spin when what comes next is up to
+another task — replies queued for the sender (which waits for an fsync or the op log), a
+task the turn handed a connection back to — as no other task runs while it spins.
 
 Otherwise (`fsync always`, an op log in Redis that appends in a task of its own) the batch
 queues for the *sender*, a second task that awaits the durability of each queued batch in
@@ -218,6 +220,9 @@ class IOLoop:
         #: the idle wait's scope, while the loop sleeps: a wake from outside the loop ends it
         self._sleep: trio.CancelScope | None = None
         self._on_wake = self._woke
+        #: the turn handed a connection back to its task (which runs only once the loop
+        #: yields, so the loop does not spin after that turn)
+        self._handed_back = False
 
     @property
     def attached(self) -> int:
@@ -278,6 +283,7 @@ class IOLoop:
 
     def _hand_back(self, back: Handback) -> None:
         self._detach(back)
+        self._handed_back = True
         trio.lowlevel.reschedule(back.task, outcome.Value(back))
 
     def _return(self, back: Handback, unsent: bytes | memoryview, needs: int) -> None:
@@ -296,6 +302,7 @@ class IOLoop:
     def _fail(self, back: Handback, exc: BaseException) -> None:
         """Hand back by raising `exc` in the task (which then closes the connection)."""
         self._detach(back)
+        self._handed_back = True
         trio.lowlevel.reschedule(back.task, outcome.Error(exc))
 
     async def run(self) -> None:
@@ -325,7 +332,7 @@ class IOLoop:
                         if ended - yielded >= _YIELD_EVERY:
                             await trio.lowlevel.checkpoint()
                             yielded = monotonic()
-                        spin_until = spin_deadline(began, ended, yielded)
+                        spin_until = self._spin_until(began, ended, yielded)
                     else:
                         spin_until = 0.0
                         with trio.move_on_at(deadlines[0][0] if deadlines else math.inf) as self._sleep:
@@ -342,6 +349,14 @@ class IOLoop:
             deadlines.clear()
             self._epoll = None
             epoll.close()
+
+    def _spin_until(self, began: float, ended: float, yielded: float) -> float:
+        """Until when to spin after a turn from `began` to `ended` (`spin_deadline`); 0 when
+        what comes next is up to another task (module doc)."""
+        if self._queued or self._handed_back:
+            self._handed_back = False
+            return 0.0
+        return spin_deadline(began, ended, yielded)
 
     def _woke(self, parked: Parked) -> None:
         """A parked FETCH was woken (waiters' `on_wake`, inside whatever enqueued the job):
