@@ -20,7 +20,7 @@ epoll poll) cost more than the turn's own syscalls. When a turn finds nothing re
 loop polls again for a while before it sleeps (*spins*, `spin_deadline`): clients that wait
 for every reply send their next command a few dozen µs after it, and a sleep through trio
 (its scheduler, re-arming its epoll, the wake-up) cost more CPU per job than the polls that
-catch the command — R1 at 10 threads went from 5.3–6.4k to 7.0–7.4k jobs/s with it, at
+catch the command — R1 at 10 threads went from 5.3–6.4k to 6.2–7.5k jobs/s with it, at
 less server CPU per job. A spin lasts at most twice as long as the turn before it took, so
 its CPU stays below twice the work's (an idle server does not spin at all), and never past
 `_YIELD_EVERY` since the last yield. Nor does the loop spin when what comes next is up to
